@@ -1,0 +1,1 @@
+//! Settings (placeholder, being written).

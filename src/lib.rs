@@ -1,0 +1,15 @@
+//! postman's core: everything protocol- and queue-shaped, with no threads,
+//! no sockets and no clock it is not handed.
+//!
+//! * [`smtp`]: the client session state machine (RFC 5321, RFC 2920), reply
+//!   parsing, EHLO extensions, DATA dot-stuffing.
+//! * [`queue`]: the Maildir-style queue on disk: layout, envelope header block,
+//!   completion, quarantine.
+//! * [`route`]: MX policy (RFC 5321 §5.1, RFC 7505).
+//! * [`config`]: settings, their figment loading and validation.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod queue;
+pub mod route;
+pub mod smtp;

@@ -1,0 +1,1 @@
+//! The queue on disk (placeholder, being written).

@@ -1,0 +1,1 @@
+//! MX routing policy (placeholder, being written).

@@ -1,0 +1,1 @@
+//! SMTP client protocol (placeholder, being written).
