@@ -1,1 +1,735 @@
-//! Settings (placeholder, being written).
+//! Settings, in two stages (ripgrep's `LowArgs` then `HiArgs`): figment fills
+//! [`Settings`], a serde mirror of `config/postman.toml`, from layers
+//! (defaults < file < `POSTMAN_*` environment < command-line flags); then
+//! validation turns it into [`Config`], the typed values the actors use.
+//! Every error names the key and the layer it came from. SMTP timeouts
+//! default to RFC 5321 §4.5.3.2.
+//!
+//! Environment variables: `POSTMAN_` then the key path with `__` between
+//! the parts, e.g. `POSTMAN_APPLICATION__SERVER_PORT=2525`,
+//! `POSTMAN_DELIVERY__RETRY__MIN_BACKOFF=60`,
+//! `POSTMAN_DNS__NAMESERVERS='["192.0.2.53:53"]'`. Variables without `__`
+//! (such as a `POSTMAN_CONFIG` the binary may read) are not settings and are
+//! ignored; a misspelt setting is an error naming it.
+
+use std::fmt::Display;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+use crate::queue::valid_domain;
+use crate::smtp::Timeouts;
+
+/// Where [`ConfigFile::Default`] looks, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/postman.toml";
+
+/// Upper bound of `delivery.max_connections`: every connection lives in a
+/// `select(2)` fd_set, which holds descriptors below FD_SETSIZE (1024); the
+/// rest is headroom for the queue files, inotify, logs and wake-ups.
+pub const MAX_CONNECTIONS: usize = 900;
+
+/// Upper bound of every timeout, so `now + timeout` can never overflow.
+const MAX_TIMEOUT_SECS: u64 = 3600;
+/// Upper bound of the intervals and the retry delay: one week.
+const MAX_INTERVAL_SECS: u64 = 7 * 24 * 3600;
+
+const DEFAULTS_NAME: &str = "built-in defaults";
+const FLAGS_NAME: &str = "command-line flags";
+const ENV_PREFIX: &str = "POSTMAN_";
+
+/// Which configuration file to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// [`DEFAULT_CONFIG_FILE`], skipped silently when missing. figment's
+    /// `Toml::file` looks in the working directory, then in its parents.
+    Default,
+    /// A file the user named: it must exist.
+    Named(PathBuf),
+}
+
+/// Settings given on the command line; `Some` overrides every other layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `application.maildir.path`.
+    pub maildir: Option<PathBuf>,
+    /// `application.threads`.
+    pub threads: Option<usize>,
+    /// `application.server_port`.
+    pub server_port: Option<u16>,
+    /// `application.hostname`.
+    pub hostname: Option<String>,
+    /// `application.debug`.
+    pub debug: Option<bool>,
+}
+
+/// Both stages of a successful [`load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// What the layers said (the `check-config` command prints it as TOML).
+    pub settings: Settings,
+    /// The validated values.
+    pub config: Config,
+}
+
+/// The whole configuration as written in `config/postman.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[application]`
+    pub application: ApplicationSettings,
+    /// `[dns]`
+    pub dns: DnsSettings,
+    /// `[smtp]`
+    pub smtp: SmtpSettings,
+    /// `[delivery]`
+    pub delivery: DeliverySettings,
+    /// `[log]`
+    pub log: LogSettings,
+    /// `[queue]`
+    pub queue: QueueSettings,
+}
+
+/// `[application]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationSettings {
+    /// Number of I/O worker threads (1–64).
+    pub threads: usize,
+    /// Name sent in EHLO/HELO; defaults to the machine's name.
+    pub hostname: String,
+    /// TCP port of the remote MX hosts.
+    pub server_port: u16,
+    /// Debug logging.
+    pub debug: bool,
+    /// Domains delivered locally (bounces to their senders go to the local
+    /// Maildir); empty means `[hostname]`.
+    pub local_domains: Vec<String>,
+    /// `[application.maildir]` (a table: stays last for TOML output).
+    pub maildir: MaildirSettings,
+}
+
+/// `[application.maildir]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaildirSettings {
+    /// Root of the queue.
+    pub path: PathBuf,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// "ip:port" (or a bare ip, port 53); empty means the system's resolv.conf.
+    pub nameservers: Vec<String>,
+    /// Seconds per query.
+    pub timeout: u64,
+    /// Retries after a failed query, passed to the resolver's `attempts`
+    /// (worst-case wait on a dead server: timeout × (attempts + 1)).
+    pub attempts: usize,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// `[smtp.timeouts]`
+    pub timeouts: SmtpTimeoutSettings,
+}
+
+/// `[smtp.timeouts]`, in seconds (RFC 5321 §4.5.3.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpTimeoutSettings {
+    /// TCP connection established.
+    pub connect: u64,
+    /// The 220 greeting.
+    pub greeting: u64,
+    /// The reply to EHLO (and HELO).
+    pub ehlo: u64,
+    /// The reply to MAIL FROM.
+    pub mail: u64,
+    /// The reply to each RCPT TO.
+    pub rcpt: u64,
+    /// The 354 reply to DATA.
+    pub data: u64,
+    /// Each write of message data making progress.
+    pub data_block: u64,
+    /// The reply to the final dot.
+    pub data_done: u64,
+    /// The reply to RSET.
+    pub rset: u64,
+    /// The reply to QUIT.
+    pub quit: u64,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Open SMTP connections in all (1–900).
+    pub max_connections: usize,
+    /// Open SMTP connections to one domain.
+    pub max_connections_per_domain: usize,
+    /// Messages sent on one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// `[delivery.retry]` (a table: stays last for TOML output).
+    pub retry: RetrySettings,
+}
+
+/// `[delivery.retry]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Seconds before a deferred message is tried again.
+    pub min_backoff: u64,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `term` or `json`.
+    pub format: LogFormat,
+    /// Seconds between metrics records; 0 turns them off.
+    pub metrics_interval: u64,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Seconds between the safety-net rescans beside inotify.
+    pub rescan_interval: u64,
+}
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (slog-term).
+    Term,
+    /// One JSON object a line (slog-json).
+    Json,
+}
+
+/// The validated configuration the actors use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// I/O worker threads, 1–64.
+    pub threads: usize,
+    /// EHLO name: a valid host name or address literal.
+    pub hostname: String,
+    /// Remote SMTP port, non-zero.
+    pub server_port: u16,
+    /// Debug logging.
+    pub debug: bool,
+    /// Local domains, lower-case, never empty.
+    pub local_domains: Vec<String>,
+    /// Queue root.
+    pub maildir: PathBuf,
+    /// Name servers; empty means the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Per-query DNS timeout.
+    pub dns_timeout: Duration,
+    /// DNS retries after a failed query, 0–10.
+    pub dns_attempts: usize,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// SMTP command timeouts.
+    pub timeouts: Timeouts,
+    /// Open connections in all, 1–900 (FD_SETSIZE).
+    pub max_connections: usize,
+    /// Open connections to one domain, 1–`max_connections`.
+    pub max_connections_per_domain: usize,
+    /// Messages on one connection, ≥ 1.
+    pub max_messages_per_connection: usize,
+    /// Delay before a deferred message is tried again, ≥ 1 s.
+    pub retry_delay: Duration,
+    /// Log record format.
+    pub log_format: LogFormat,
+    /// Interval of metrics records; zero means off.
+    pub metrics_interval: Duration,
+    /// Interval of the safety-net queue rescan, ≥ 1 s.
+    pub rescan_interval: Duration,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file named by the user cannot be read.
+    #[error("cannot read config file {}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A layer does not parse, or a key is unknown or has the wrong type.
+    #[error("{}", describe_figment(.0))]
+    Load(Box<figment::Error>),
+    /// A value has the right type but is out of bounds.
+    #[error("invalid value for `{key}` ({value}) in {origin}: {reason}")]
+    Invalid {
+        /// The key path, e.g. `delivery.max_connections`.
+        key: String,
+        /// The value, as given.
+        value: String,
+        /// The layer that gave it: a file, an environment variable, flags.
+        origin: String,
+        /// The rule it breaks, and what to do.
+        reason: String,
+    },
+}
+
+/// Loads and validates the configuration: defaults (with `default_hostname`,
+/// usually the machine's name) < `file` < `POSTMAN_*` environment < `flags`.
+pub fn load(
+    file: &ConfigFile,
+    flags: &Flags,
+    default_hostname: &str,
+) -> Result<Loaded, ConfigError> {
+    let figment = layers(file, flags, default_hostname)?;
+    let settings: Settings = figment
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))?;
+    let config = Validator {
+        figment: Some(&figment),
+    }
+    .validate(&settings)?;
+    Ok(Loaded { settings, config })
+}
+
+/// The figment of all layers, for callers that want to inspect where a value
+/// came from (`figment.find_metadata(key)`).
+pub fn layers(
+    file: &ConfigFile,
+    flags: &Flags,
+    default_hostname: &str,
+) -> Result<Figment, ConfigError> {
+    let defaults = Layer::new(DEFAULTS_NAME, &Settings::defaults(default_hostname))?;
+    let file = match file {
+        ConfigFile::Default => Toml::file(DEFAULT_CONFIG_FILE),
+        ConfigFile::Named(path) => {
+            // file_exact would only say "No such file" without the path.
+            std::fs::metadata(path).map_err(|source| ConfigError::File {
+                path: path.clone(),
+                source,
+            })?;
+            Toml::file_exact(path)
+        }
+    };
+    let env = Env::prefixed(ENV_PREFIX)
+        .filter(|key| key.as_str().contains("__"))
+        .split("__");
+    Ok(Figment::from(defaults)
+        .merge(file)
+        .merge(env)
+        .merge(Layer::new(FLAGS_NAME, &FlagLayer::from(flags))?))
+}
+
+impl Settings {
+    /// Every setting at its default; `hostname` is the caller's (the
+    /// machine's name).
+    pub fn defaults(hostname: &str) -> Settings {
+        Settings {
+            application: ApplicationSettings {
+                threads: 2,
+                hostname: hostname.to_owned(),
+                server_port: 25,
+                debug: false,
+                local_domains: Vec::new(),
+                maildir: MaildirSettings {
+                    path: PathBuf::from("/var/spool/postman"),
+                },
+            },
+            dns: DnsSettings {
+                nameservers: Vec::new(),
+                timeout: 5,
+                attempts: 2,
+            },
+            smtp: SmtpSettings {
+                timeouts: SmtpTimeoutSettings {
+                    connect: 30,
+                    greeting: 300,
+                    ehlo: 300,
+                    mail: 300,
+                    rcpt: 300,
+                    data: 120,
+                    data_block: 180,
+                    data_done: 600,
+                    rset: 20,
+                    quit: 300,
+                },
+            },
+            delivery: DeliverySettings {
+                max_connections: 500,
+                max_connections_per_domain: 20,
+                max_messages_per_connection: 100,
+                retry: RetrySettings { min_backoff: 300 },
+            },
+            log: LogSettings {
+                format: LogFormat::Term,
+                metrics_interval: 60,
+            },
+            queue: QueueSettings {
+                rescan_interval: 60,
+            },
+        }
+    }
+
+    /// Validates settings that did not come from [`load`] (errors then name
+    /// the key but not its layer).
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        Validator { figment: None }.validate(self)
+    }
+
+    /// The settings as a TOML document (what `check-config` prints).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+/// A provider with a fixed name, for the defaults and the flags, so errors
+/// say "built-in defaults" rather than a Rust type name.
+struct Layer {
+    name: &'static str,
+    dict: Dict,
+}
+
+impl Layer {
+    fn new(name: &'static str, value: &impl Serialize) -> Result<Layer, ConfigError> {
+        let dict = Value::serialize(value)
+            .map_err(|e| ConfigError::Load(Box::new(e)))?
+            .into_dict()
+            .unwrap_or_default();
+        Ok(Layer { name, dict })
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// The flags that are set, shaped like [`Settings`].
+#[derive(Serialize)]
+struct FlagLayer<'a> {
+    application: FlagApplication<'a>,
+}
+
+#[derive(Serialize)]
+struct FlagApplication<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debug: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maildir: Option<FlagMaildir<'a>>,
+}
+
+#[derive(Serialize)]
+struct FlagMaildir<'a> {
+    path: &'a Path,
+}
+
+impl<'a> From<&'a Flags> for FlagLayer<'a> {
+    fn from(flags: &'a Flags) -> Self {
+        FlagLayer {
+            application: FlagApplication {
+                threads: flags.threads,
+                hostname: flags.hostname.as_deref(),
+                server_port: flags.server_port,
+                debug: flags.debug,
+                maildir: flags.maildir.as_deref().map(|path| FlagMaildir { path }),
+            },
+        }
+    }
+}
+
+/// Names the layer a key's value came from.
+fn origin(figment: Option<&Figment>, key: &str) -> String {
+    let Some(metadata) = figment.and_then(|f| f.find_metadata(key)) else {
+        return "the given settings".to_owned();
+    };
+    describe_metadata(metadata, key)
+}
+
+fn describe_metadata(metadata: &Metadata, key: &str) -> String {
+    if let Some(source) = &metadata.source {
+        // figment shows file paths relative to the working directory.
+        return source.to_string();
+    }
+    if metadata.name.contains("environment") {
+        let var = key.replace('.', "__").to_ascii_uppercase();
+        return format!("environment variable {ENV_PREFIX}{var}");
+    }
+    metadata.name.to_string()
+}
+
+/// One line per figment error: what, which key, which layer.
+fn describe_figment(error: &figment::Error) -> String {
+    use figment::error::{Kind, OneOf};
+    let lines: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let place = match &e.metadata {
+                Some(metadata) => format!(" in {}", describe_metadata(metadata, &key)),
+                None => String::new(),
+            };
+            match &e.kind {
+                Kind::UnknownField(_, expected) => {
+                    format!("unknown key `{key}`{place} (expected {})", OneOf(expected))
+                }
+                Kind::UnknownVariant(found, expected) => format!(
+                    "invalid value for `{key}` ({found:?}){place}: expected {}",
+                    OneOf(expected)
+                ),
+                kind if key.is_empty() => format!("invalid configuration{place}: {kind}"),
+                kind => format!("invalid value for `{key}`{place}: {kind}"),
+            }
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// The second stage: bounds and parsing, each error naming key and layer.
+struct Validator<'a> {
+    figment: Option<&'a Figment>,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, value: impl Display, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            origin: origin(self.figment, key),
+            reason: reason.into(),
+        }
+    }
+
+    /// `value` within `min..=max`, or an error saying which bound and `why`.
+    fn within<T: PartialOrd + Display + Copy>(
+        &self,
+        key: &str,
+        value: T,
+        (min, max): (T, T),
+        why: &str,
+    ) -> Result<T, ConfigError> {
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        if value < min {
+            return Err(self.invalid(key, value, format!("must be at least {min}{why}")));
+        }
+        if value > max {
+            return Err(self.invalid(key, value, format!("must be at most {max}{why}")));
+        }
+        Ok(value)
+    }
+
+    fn seconds(&self, key: &str, value: u64, bounds: (u64, u64)) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(
+            self.within(key, value, bounds, "seconds")?,
+        ))
+    }
+
+    fn timeout(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {
+        self.seconds(key, value, (1, MAX_TIMEOUT_SECS))
+    }
+
+    fn validate(&self, s: &Settings) -> Result<Config, ConfigError> {
+        let app = &s.application;
+        let threads = self.within("application.threads", app.threads, (1, 64), "")?;
+        let hostname = self.hostname(&app.hostname)?;
+        let server_port = self.within(
+            "application.server_port",
+            app.server_port,
+            (1, u16::MAX),
+            "",
+        )?;
+        let local_domains = self.local_domains(&app.local_domains, &hostname)?;
+        if app.maildir.path.as_os_str().is_empty() {
+            return Err(self.invalid("application.maildir.path", "\"\"", "must not be empty"));
+        }
+        let nameservers = self.nameservers(&s.dns.nameservers)?;
+        let dns_timeout = self.seconds("dns.timeout", s.dns.timeout, (1, 60))?;
+        let dns_attempts = self.within("dns.attempts", s.dns.attempts, (0, 10), "")?;
+
+        let t = &s.smtp.timeouts;
+        let connect_timeout = self.timeout("smtp.timeouts.connect", t.connect)?;
+        let timeouts = Timeouts {
+            greeting: self.timeout("smtp.timeouts.greeting", t.greeting)?,
+            ehlo: self.timeout("smtp.timeouts.ehlo", t.ehlo)?,
+            mail: self.timeout("smtp.timeouts.mail", t.mail)?,
+            rcpt: self.timeout("smtp.timeouts.rcpt", t.rcpt)?,
+            data: self.timeout("smtp.timeouts.data", t.data)?,
+            data_block: self.timeout("smtp.timeouts.data_block", t.data_block)?,
+            data_done: self.timeout("smtp.timeouts.data_done", t.data_done)?,
+            rset: self.timeout("smtp.timeouts.rset", t.rset)?,
+            quit: self.timeout("smtp.timeouts.quit", t.quit)?,
+        };
+
+        let d = &s.delivery;
+        let max_connections = self.within(
+            "delivery.max_connections",
+            d.max_connections,
+            (1, MAX_CONNECTIONS),
+            "select(2) handles descriptors below FD_SETSIZE 1024",
+        )?;
+        let max_connections_per_domain = self.within(
+            "delivery.max_connections_per_domain",
+            d.max_connections_per_domain,
+            (1, max_connections),
+            "no more than delivery.max_connections",
+        )?;
+        let max_messages_per_connection = self.within(
+            "delivery.max_messages_per_connection",
+            d.max_messages_per_connection,
+            (1, usize::MAX),
+            "",
+        )?;
+        let retry_delay = self.seconds(
+            "delivery.retry.min_backoff",
+            d.retry.min_backoff,
+            (1, MAX_INTERVAL_SECS),
+        )?;
+        let metrics_interval = self.seconds(
+            "log.metrics_interval",
+            s.log.metrics_interval,
+            (0, MAX_INTERVAL_SECS),
+        )?;
+        let rescan_interval = self.seconds(
+            "queue.rescan_interval",
+            s.queue.rescan_interval,
+            (1, MAX_INTERVAL_SECS),
+        )?;
+
+        Ok(Config {
+            threads,
+            hostname,
+            server_port,
+            debug: app.debug,
+            local_domains,
+            maildir: app.maildir.path.clone(),
+            nameservers,
+            dns_timeout,
+            dns_attempts,
+            connect_timeout,
+            timeouts,
+            max_connections,
+            max_connections_per_domain,
+            max_messages_per_connection,
+            retry_delay,
+            log_format: s.log.format,
+            metrics_interval,
+            rescan_interval,
+        })
+    }
+
+    fn hostname(&self, name: &str) -> Result<String, ConfigError> {
+        const KEY: &str = "application.hostname";
+        if name.is_empty() {
+            return Err(self.invalid(
+                KEY,
+                "\"\"",
+                "must not be empty: set it to this host's fully qualified name",
+            ));
+        }
+        if !valid_hostname(name) {
+            return Err(self.invalid(
+                KEY,
+                format!("{name:?}"),
+                "must be a host name (letters, digits, hyphens, dots) or an address literal \
+                 such as [192.0.2.1], as EHLO sends it (RFC 5321 §4.1.1.1)",
+            ));
+        }
+        Ok(name.to_owned())
+    }
+
+    fn local_domains(
+        &self,
+        domains: &[String],
+        hostname: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        if domains.is_empty() {
+            return Ok(vec![hostname.to_ascii_lowercase()]);
+        }
+        domains
+            .iter()
+            .map(|domain| {
+                let lower = domain.to_ascii_lowercase();
+                if valid_domain(&lower) {
+                    Ok(lower)
+                } else {
+                    Err(self.invalid(
+                        "application.local_domains",
+                        format!("{domain:?}"),
+                        "each must be a domain name in A-label form (xn--… for IDNs), no trailing dot",
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    fn nameservers(&self, servers: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+        servers
+            .iter()
+            .map(|server| {
+                let server_trimmed = server.trim();
+                server_trimmed
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        server_trimmed
+                            .parse::<IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        self.invalid(
+                            "dns.nameservers",
+                            format!("{server:?}"),
+                            "each must be an IP address with an optional port, such as \
+                             \"192.0.2.53:53\" or \"[2001:db8::53]:53\"",
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// A host name of LDH labels (any case, single label allowed) or an address
+/// literal `[192.0.2.1]` / `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3).
+fn valid_hostname(name: &str) -> bool {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+    }
+    valid_domain(&name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,1 +1,413 @@
-//! MX routing policy (placeholder, being written).
+//! MX routing policy, pure: the actors do the DNS lookups and hand the
+//! answers in. Preference order and implicit MX (RFC 5321 §5.1), null MX
+//! (RFC 7505), and the verdict when no host has an address.
+
+use std::net::IpAddr;
+
+/// The answer to an MX query for a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MxAnswer {
+    /// MX records as (preference, exchange), in any order.
+    Records(Vec<(u16, String)>),
+    /// The name exists but has no MX record (NOERROR, empty answer).
+    NoRecords,
+    /// The name does not exist (NXDOMAIN).
+    NxDomain,
+    /// The lookup failed (timeout, SERVFAIL, …); the text says how.
+    Failed(String),
+}
+
+/// The answer to the A and AAAA queries for one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrAnswer {
+    /// The host's addresses, in the order to try them.
+    Addrs(Vec<IpAddr>),
+    /// The name exists but has no A or AAAA record.
+    NoRecords,
+    /// The name does not exist (NXDOMAIN).
+    NxDomain,
+    /// The lookup failed (timeout, SERVFAIL, …); the text says how.
+    Failed(String),
+}
+
+/// Why a domain has no route. The text is for logs and bounces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The domain can never receive mail: bounce.
+    #[error("{0}")]
+    Permanent(String),
+    /// The domain may receive mail later: defer.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// One host to connect to, with its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Host name, lower-case, no trailing dot.
+    pub name: String,
+    /// Addresses in the order the lookup gave them (never empty).
+    pub addrs: Vec<IpAddr>,
+}
+
+/// Where to deliver a domain's mail: hosts in the order to try them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Never empty; every address of a host comes before the next host.
+    pub hosts: Vec<Host>,
+}
+
+/// MX hosts in the order to try them: preference ascending, equal
+/// preferences shuffled deterministically from `seed` (RFC 5321 §5.1 asks
+/// for randomisation among equals), names lower-cased without the trailing
+/// dot, duplicates dropped. `NoRecords` (or an empty record list) gives the
+/// implicit MX, the domain itself. A null MX (RFC 7505: the only record's
+/// exchange is ".") and NXDOMAIN are permanent; a null MX record beside real
+/// ones is ignored; a failed lookup is transient.
+pub fn mx_hosts(domain: &str, answer: MxAnswer, seed: u64) -> Result<Vec<String>, RouteError> {
+    let domain = normalise(domain);
+    let mut records = match answer {
+        MxAnswer::Records(records) if !records.is_empty() => records,
+        MxAnswer::Records(_) | MxAnswer::NoRecords => return Ok(vec![domain]),
+        MxAnswer::NxDomain => {
+            return Err(RouteError::Permanent(format!(
+                "domain {domain} does not exist"
+            )))
+        }
+        MxAnswer::Failed(why) => {
+            return Err(RouteError::Transient(format!(
+                "MX lookup for {domain} failed: {why}"
+            )))
+        }
+    };
+    for (_, host) in &mut records {
+        *host = normalise(host);
+    }
+    records.retain(|(_, host)| !host.is_empty());
+    if records.is_empty() {
+        // RFC 7505 §3: a lone null MX says the domain accepts no mail. Several
+        // null records and nothing else say the same, if less correctly.
+        return Err(RouteError::Permanent(format!(
+            "domain {domain} does not accept mail (null MX)"
+        )));
+    }
+    records.sort_by_key(|(preference, _)| *preference);
+    let mut rng = SplitMix64(seed);
+    let mut start = 0;
+    while start < records.len() {
+        let preference = records[start].0;
+        let end = start
+            + records[start..]
+                .iter()
+                .take_while(|(p, _)| *p == preference)
+                .count();
+        shuffle(&mut records[start..end], &mut rng);
+        start = end;
+    }
+    let mut hosts: Vec<String> = Vec::with_capacity(records.len());
+    for (_, host) in records {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
+/// Builds the route from the hosts of [`mx_hosts`] (in its order) and the
+/// address lookup of each. Hosts without addresses are dropped; a host's
+/// addresses keep their order, without repeats. When no host has an address:
+/// for an implicit MX (`implicit`: the MX query found none), NXDOMAIN or no
+/// record is permanent (RFC 5321 §5.1: no MX and no A/AAAA); any failed lookup
+/// is transient; MX targets that do not resolve are transient, a
+/// misconfiguration that may be fixed.
+pub fn build_route(
+    domain: &str,
+    hosts: Vec<(String, AddrAnswer)>,
+    implicit: bool,
+) -> Result<Route, RouteError> {
+    let domain = normalise(domain);
+    if hosts.is_empty() {
+        return Err(RouteError::Transient(format!(
+            "no MX host to try for {domain}"
+        )));
+    }
+    let mut route = Vec::new();
+    let mut problems = Vec::new();
+    let mut failed = false;
+    for (name, answer) in hosts {
+        let name = normalise(&name);
+        match answer {
+            AddrAnswer::Addrs(addrs) if !addrs.is_empty() => {
+                let mut unique = Vec::with_capacity(addrs.len());
+                for addr in addrs {
+                    if !unique.contains(&addr) {
+                        unique.push(addr);
+                    }
+                }
+                route.push(Host {
+                    name,
+                    addrs: unique,
+                });
+            }
+            AddrAnswer::Addrs(_) | AddrAnswer::NoRecords => {
+                problems.push(format!("{name}: no A/AAAA record"))
+            }
+            AddrAnswer::NxDomain => problems.push(format!("{name}: host not found")),
+            AddrAnswer::Failed(why) => {
+                failed = true;
+                problems.push(format!("{name}: address lookup failed: {why}"));
+            }
+        }
+    }
+    if !route.is_empty() {
+        return Ok(Route { hosts: route });
+    }
+    let problems = problems.join("; ");
+    Err(if failed {
+        RouteError::Transient(format!(
+            "cannot resolve mail hosts for {domain} ({problems})"
+        ))
+    } else if implicit {
+        RouteError::Permanent(format!("no MX and no A/AAAA record for {domain}"))
+    } else {
+        RouteError::Transient(format!(
+            "no MX host of {domain} has an address ({problems})"
+        ))
+    })
+}
+
+/// Lower-case, without the trailing dot of a fully qualified name.
+fn normalise(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-mixed generator, enough
+/// for spreading load among equal MX records.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..=max` for small `max` (modulo bias < 2^-50).
+    fn below_or_equal(&mut self, max: usize) -> usize {
+        (self.next() % (max as u64 + 1)) as usize
+    }
+}
+
+/// Fisher–Yates.
+fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
+    for i in (1..items.len()).rev() {
+        let j = rng.below_or_equal(i);
+        items.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(list: &[(u16, &str)]) -> MxAnswer {
+        MxAnswer::Records(list.iter().map(|(p, h)| (*p, h.to_string())).collect())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn mx_hosts_table() {
+        type Want = Result<Vec<&'static str>, (bool, &'static str)>; // (permanent, text)
+        let cases: Vec<(&str, MxAnswer, Want)> = vec![
+            (
+                "preference order",
+                records(&[(20, "mx2.d.test."), (10, "mx1.d.test."), (30, "mx3.d.test")]),
+                Ok(vec!["mx1.d.test", "mx2.d.test", "mx3.d.test"]),
+            ),
+            (
+                "lower-cased, trailing dot stripped, duplicates dropped",
+                records(&[(10, "MX.D.Test."), (20, "mx.d.test"), (5, "Other.Test.")]),
+                Ok(vec!["other.test", "mx.d.test"]),
+            ),
+            ("implicit MX", MxAnswer::NoRecords, Ok(vec!["d.test"])),
+            (
+                "empty records = implicit MX",
+                records(&[]),
+                Ok(vec!["d.test"]),
+            ),
+            (
+                "null MX",
+                records(&[(0, ".")]),
+                Err((true, "domain d.test does not accept mail (null MX)")),
+            ),
+            (
+                "null MX as empty name",
+                records(&[(0, "")]),
+                Err((true, "domain d.test does not accept mail (null MX)")),
+            ),
+            (
+                "null MX with non-zero preference",
+                records(&[(10, ".")]),
+                Err((true, "domain d.test does not accept mail (null MX)")),
+            ),
+            (
+                "null MX beside real records is ignored",
+                records(&[(0, "."), (10, "mx.d.test")]),
+                Ok(vec!["mx.d.test"]),
+            ),
+            (
+                "nxdomain",
+                MxAnswer::NxDomain,
+                Err((true, "domain d.test does not exist")),
+            ),
+            (
+                "lookup failed",
+                MxAnswer::Failed("timed out".into()),
+                Err((false, "MX lookup for d.test failed: timed out")),
+            ),
+        ];
+        for (name, answer, want) in cases {
+            let got = mx_hosts("D.Test.", answer.clone(), 7);
+            let got = got.map_err(|e| match e {
+                RouteError::Permanent(t) => (true, t),
+                RouteError::Transient(t) => (false, t),
+            });
+            let want = want
+                .map(|v| v.into_iter().map(String::from).collect::<Vec<_>>())
+                .map_err(|(p, t)| (p, t.to_string()));
+            assert_eq!(got, want, "{name}: {answer:?}");
+        }
+    }
+
+    #[test]
+    fn equal_preferences_shuffle_deterministically() {
+        let answer = records(&[
+            (10, "a.test"),
+            (10, "b.test"),
+            (10, "c.test"),
+            (10, "d.test"),
+            (20, "z.test"),
+            (5, "first.test"),
+        ]);
+        let mut orders = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let hosts = mx_hosts("x.test", answer.clone(), seed).expect("hosts");
+            let again = mx_hosts("x.test", answer.clone(), seed).expect("hosts");
+            assert_eq!(hosts, again, "seed {seed} gives the same order twice");
+            assert_eq!(
+                hosts[0], "first.test",
+                "seed {seed}: lowest preference first"
+            );
+            assert_eq!(hosts[5], "z.test", "seed {seed}: highest preference last");
+            let mut middle = hosts[1..5].to_vec();
+            middle.sort();
+            assert_eq!(
+                middle,
+                ["a.test", "b.test", "c.test", "d.test"],
+                "seed {seed}"
+            );
+            orders.insert(hosts);
+        }
+        assert!(
+            orders.len() > 10,
+            "only {} orders from 64 seeds",
+            orders.len()
+        );
+    }
+
+    #[test]
+    fn build_route_table() {
+        let v4 = ip("192.0.2.1");
+        let v6 = ip("2001:db8::1");
+        let v4b = ip("192.0.2.2");
+        type Want = Result<Vec<(&'static str, Vec<IpAddr>)>, (bool, &'static str)>;
+        type Case = (&'static str, Vec<(&'static str, AddrAnswer)>, bool, Want);
+        let cases: Vec<Case> = vec![
+            (
+                "addresses keep their order, hosts their order",
+                vec![
+                    ("mx1.d.test", AddrAnswer::Addrs(vec![v6, v4, v6])),
+                    ("MX2.d.test.", AddrAnswer::Addrs(vec![v4b])),
+                ],
+                false,
+                Ok(vec![("mx1.d.test", vec![v6, v4]), ("mx2.d.test", vec![v4b])]),
+            ),
+            (
+                "hosts without addresses dropped",
+                vec![
+                    ("mx1.d.test", AddrAnswer::NxDomain),
+                    ("mx2.d.test", AddrAnswer::Failed("servfail".into())),
+                    ("mx3.d.test", AddrAnswer::Addrs(vec![])),
+                    ("mx4.d.test", AddrAnswer::Addrs(vec![v4])),
+                ],
+                false,
+                Ok(vec![("mx4.d.test", vec![v4])]),
+            ),
+            (
+                "implicit MX, no such host",
+                vec![("d.test", AddrAnswer::NxDomain)],
+                true,
+                Err((true, "no MX and no A/AAAA record for d.test")),
+            ),
+            (
+                "implicit MX, no address records",
+                vec![("d.test", AddrAnswer::NoRecords)],
+                true,
+                Err((true, "no MX and no A/AAAA record for d.test")),
+            ),
+            (
+                "implicit MX, lookup failed",
+                vec![("d.test", AddrAnswer::Failed("timed out".into()))],
+                true,
+                Err((false, "cannot resolve mail hosts for d.test (d.test: address lookup failed: timed out)")),
+            ),
+            (
+                "MX targets that do not resolve",
+                vec![("mx1.d.test", AddrAnswer::NxDomain), ("mx2.d.test", AddrAnswer::NoRecords)],
+                false,
+                Err((false, "no MX host of d.test has an address (mx1.d.test: host not found; mx2.d.test: no A/AAAA record)")),
+            ),
+            (
+                "MX targets, one failed",
+                vec![("mx1.d.test", AddrAnswer::NxDomain), ("mx2.d.test", AddrAnswer::Failed("refused".into()))],
+                false,
+                Err((false, "cannot resolve mail hosts for d.test (mx1.d.test: host not found; mx2.d.test: address lookup failed: refused)")),
+            ),
+            ("no hosts at all", vec![], false, Err((false, "no MX host to try for d.test"))),
+        ];
+        for (name, hosts, implicit, want) in cases {
+            let input: Vec<(String, AddrAnswer)> =
+                hosts.into_iter().map(|(h, a)| (h.to_string(), a)).collect();
+            let got = build_route("d.test", input.clone(), implicit)
+                .map(|r| {
+                    r.hosts
+                        .into_iter()
+                        .map(|h| (h.name, h.addrs))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| match e {
+                    RouteError::Permanent(t) => (true, t),
+                    RouteError::Transient(t) => (false, t),
+                });
+            let want = want
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(h, a)| (h.to_string(), a))
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|(p, t)| (p, t.to_string()));
+            assert_eq!(got, want, "{name}: {input:?} implicit={implicit}");
+        }
+    }
+
+    #[test]
+    fn route_error_displays_its_reason() {
+        let e = RouteError::Permanent("domain d.test does not exist".into());
+        assert_eq!(e.to_string(), "domain d.test does not exist", "{e:?}");
+    }
+}

@@ -1,1 +1,144 @@
-//! The queue on disk (placeholder, being written).
+//! The Maildir-style queue on disk (DESIGN.md "The queue on disk"): the
+//! layout under `application.maildir.path`, the envelope header block of each
+//! queued file, listing, completion, and setting files aside (permanent
+//! failure, quarantine). Writers create files in `<domain>/tmp/` and
+//! `rename(2)` them into `<domain>/`, so a listed file is always whole.
+
+mod envelope;
+mod store;
+
+pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
+pub use store::{
+    complete, list_domains, list_messages, quarantine, read_envelope, set_aside_failed, BodyReader,
+    ReadError, BODY_CHUNK,
+};
+
+use std::path::{Path, PathBuf};
+
+/// The folder under the queue root holding one folder per remote domain.
+pub const REMOTE_DIR: &str = ".OTHER_SERVERS";
+/// The folder inside a domain folder where writers build files.
+pub const TMP_DIR: &str = "tmp";
+/// Where [`set_aside_failed`] puts permanently failed messages.
+pub const FAILED_DIR: &str = ".failed";
+/// Where [`quarantine`] puts files that cannot be parsed.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
+/// Paths of the queue, derived from its root. Pure: nothing is touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout rooted at `root` (`application.maildir.path`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    /// The queue root, holding local mailboxes and [`REMOTE_DIR`].
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/.OTHER_SERVERS`.
+    pub fn remote_dir(&self) -> PathBuf {
+        self.root.join(REMOTE_DIR)
+    }
+
+    /// `<root>/.OTHER_SERVERS/<domain>`.
+    pub fn domain_dir(&self, domain: &str) -> PathBuf {
+        self.remote_dir().join(domain)
+    }
+
+    /// `<root>/.OTHER_SERVERS/<domain>/tmp`.
+    pub fn tmp_dir(&self, domain: &str) -> PathBuf {
+        self.domain_dir(domain).join(TMP_DIR)
+    }
+
+    /// `<root>/.OTHER_SERVERS/<domain>/<name>`: a queued message.
+    pub fn message_path(&self, domain: &str, name: &str) -> PathBuf {
+        self.domain_dir(domain).join(name)
+    }
+}
+
+/// Whether `name` is a domain folder name the queue expects: a lower-case
+/// LDH domain in A-label form (RFC 5890 §2.3.1, RFC 1123 §2.1), labels of
+/// 1–63 characters not starting or ending with `-`, at most 253 in all, no
+/// trailing dot. The scanner uses it to complain about stray folders.
+pub fn valid_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_paths() {
+        let layout = Layout::new("/q");
+        assert_eq!(layout.root(), Path::new("/q"));
+        assert_eq!(layout.remote_dir(), Path::new("/q/.OTHER_SERVERS"));
+        assert_eq!(
+            layout.domain_dir("d.test"),
+            Path::new("/q/.OTHER_SERVERS/d.test")
+        );
+        assert_eq!(
+            layout.tmp_dir("d.test"),
+            Path::new("/q/.OTHER_SERVERS/d.test/tmp")
+        );
+        assert_eq!(
+            layout.message_path("d.test", "m1"),
+            Path::new("/q/.OTHER_SERVERS/d.test/m1")
+        );
+    }
+
+    #[test]
+    fn valid_domain_table() {
+        let long_label = "a".repeat(63);
+        let too_long_label = "a".repeat(64);
+        let long_name = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61),
+        ]
+        .join(".");
+        let too_long_name = format!("{long_name}e");
+        let cases: &[(&str, bool)] = &[
+            ("example.org", true),
+            ("localhost", true),
+            ("xn--bcher-kva.example", true),
+            ("a-b.c0.test", true),
+            ("123.test", true),
+            (&long_label, true),
+            (&long_name, true),
+            ("", false),
+            ("Example.org", false),
+            ("example.org.", false),
+            (".example.org", false),
+            ("a..b", false),
+            ("-a.test", false),
+            ("a-.test", false),
+            ("a_b.test", false),
+            ("bücher.example", false),
+            ("a b.test", false),
+            ("tmp/x", false),
+            (&too_long_label, false),
+            (&too_long_name, false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(valid_domain(name), *want, "valid_domain({name:?})");
+        }
+    }
+}

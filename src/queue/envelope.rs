@@ -1,0 +1,507 @@
+//! The envelope header block at the head of every queued file (DESIGN.md
+//! "The queue on disk"): `X-Postman-From`, `X-Postman-Date`, `X-Postman-To`,
+//! then an empty line. Field syntax and unfolding follow RFC 5322 §2.2 and
+//! §2.2.3; dates are RFC 5322 §3.3 date-times or unix seconds; addresses are
+//! the RFC 5321 §4.1.2 `Mailbox` form, with or without angle brackets.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The largest envelope header block accepted, empty line included. A file
+/// with no empty line in its first MiB is not a queue file.
+pub const MAX_ENVELOPE_BLOCK: usize = 1 << 20;
+
+/// How many characters of bad input an error quotes.
+const QUOTE_MAX: usize = 80;
+
+/// The envelope of one queued message, read from its header block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Envelope sender without angle brackets; "" is the null sender `<>`.
+    pub sender: String,
+    /// Recipients without angle brackets, in file order, exactly as written.
+    pub recipients: Vec<String>,
+    /// `X-Postman-Date`; `None` when absent (the caller uses the file mtime).
+    pub arrival: Option<SystemTime>,
+    /// Offset of the first byte of the message, just after the empty line.
+    pub body_offset: u64,
+    /// Other `X-Postman-*` fields (name as written, unfolded trimmed value),
+    /// kept for retry state; parsing ignores them.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Why an envelope header block was refused. Line numbers count from 1 at
+/// the start of the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// No empty line within the first [`MAX_ENVELOPE_BLOCK`] bytes.
+    #[error(
+        "envelope header block is larger than 1 MiB (no empty line in the first {limit} bytes): \
+         not a postman queue file"
+    )]
+    TooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
+    /// The input ended before the empty line that closes the block.
+    #[error(
+        "no empty line ends the envelope header block ({len} bytes read): \
+         the file is truncated or not a postman queue file"
+    )]
+    Unterminated {
+        /// How many bytes were available.
+        len: usize,
+    },
+    /// A NUL byte inside the header block.
+    #[error("NUL byte in the envelope header block on line {line}")]
+    Nul {
+        /// The line holding the NUL.
+        line: usize,
+    },
+    /// A header line that is not valid UTF-8.
+    #[error("line {line} of the envelope header block is not valid UTF-8: {text}")]
+    NotUtf8 {
+        /// The offending line.
+        line: usize,
+        /// The line, lossily decoded and quoted.
+        text: String,
+    },
+    /// A line before the empty line that is not an `X-Postman-` field.
+    #[error(
+        "line {line} is not an X-Postman- header: {text} \
+         (the envelope block must end with an empty line before the message)"
+    )]
+    NotEnvelopeHeader {
+        /// The offending line.
+        line: usize,
+        /// The line, quoted.
+        text: String,
+    },
+    /// A folded continuation line with no field before it.
+    #[error("line {line} is a continuation line with no header before it: {text}")]
+    OrphanContinuation {
+        /// The offending line.
+        line: usize,
+        /// The line, quoted.
+        text: String,
+    },
+    /// No `X-Postman-From` field.
+    #[error("no X-Postman-From header (use `X-Postman-From: <>` for the null sender)")]
+    MissingSender,
+    /// `X-Postman-From` given more than once.
+    #[error("X-Postman-From appears twice (line {first_line}: {first}, line {line}: {second})")]
+    DuplicateSender {
+        /// Line of the first field.
+        first_line: usize,
+        /// Value of the first field, quoted.
+        first: String,
+        /// Line of the second field.
+        line: usize,
+        /// Value of the second field, quoted.
+        second: String,
+    },
+    /// No `X-Postman-To` field.
+    #[error("no X-Postman-To header")]
+    MissingRecipients,
+    /// An `X-Postman-To` field with nothing in it, or an empty list item.
+    #[error("X-Postman-To on line {line} has an empty recipient: {text} (stray comma?)")]
+    EmptyRecipient {
+        /// Line of the field.
+        line: usize,
+        /// The whole field value, quoted.
+        text: String,
+    },
+    /// An address that is not `local@domain`.
+    #[error("invalid address {text} in {header} on line {line}: {reason}")]
+    BadAddress {
+        /// `X-Postman-From` or `X-Postman-To`.
+        header: &'static str,
+        /// Line of the field.
+        line: usize,
+        /// The address, quoted.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `X-Postman-Date` given more than once.
+    #[error("X-Postman-Date appears twice (lines {first_line} and {line})")]
+    DuplicateDate {
+        /// Line of the first field.
+        first_line: usize,
+        /// Line of the second field.
+        line: usize,
+    },
+    /// An `X-Postman-Date` that is neither unix seconds nor an RFC 5322 date.
+    #[error(
+        "unparseable X-Postman-Date {text} on line {line}: expected unix seconds or an \
+         RFC 5322 date such as \"Tue, 1 Jul 2003 10:52:37 +0200\""
+    )]
+    BadDate {
+        /// Line of the field.
+        line: usize,
+        /// The value, quoted.
+        text: String,
+    },
+}
+
+/// Finds the end of the header block incrementally, so a reader can feed a
+/// growing buffer without rescanning it.
+#[derive(Debug, Default)]
+pub(crate) struct BlockScan {
+    line_start: usize,
+    pos: usize,
+}
+
+impl BlockScan {
+    /// Scans the bytes of `buf` not seen before; returns the body offset
+    /// (the first byte after the empty line) once the empty line is seen.
+    /// `buf` must only ever grow between calls.
+    pub(crate) fn feed(&mut self, buf: &[u8]) -> Option<usize> {
+        while let Some(rel) = buf.get(self.pos..)?.iter().position(|&b| b == b'\n') {
+            let lf = self.pos + rel;
+            let line = &buf[self.line_start..lf];
+            if line.is_empty() || line == b"\r" {
+                return Some(lf + 1);
+            }
+            self.line_start = lf + 1;
+            self.pos = lf + 1;
+        }
+        self.pos = buf.len();
+        None
+    }
+}
+
+/// Parses the envelope header block at the start of `block` (a prefix of a
+/// queued file holding at least the block and its empty line; anything after
+/// the empty line is ignored).
+pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
+    let body_offset = match BlockScan::default().feed(block) {
+        Some(end) if end <= MAX_ENVELOPE_BLOCK => end,
+        Some(_) => return Err(too_large()),
+        None if block.len() >= MAX_ENVELOPE_BLOCK => return Err(too_large()),
+        None => return Err(EnvelopeError::Unterminated { len: block.len() }),
+    };
+    let head = &block[..body_offset];
+    if let Some(nul) = head.iter().position(|&b| b == 0) {
+        let line = 1 + head[..nul].iter().filter(|&&b| b == b'\n').count();
+        return Err(EnvelopeError::Nul { line });
+    }
+
+    let fields = unfold(head)?;
+    let mut sender: Option<(usize, String, String)> = None; // (line, raw, address)
+    let mut recipients = Vec::new();
+    let mut saw_to = false;
+    let mut date: Option<(usize, SystemTime)> = None;
+    let mut extra = Vec::new();
+    for field in fields {
+        let value = field.value.trim();
+        match field.name.to_ascii_lowercase().as_str() {
+            "x-postman-from" => {
+                if let Some((first_line, first, _)) = &sender {
+                    return Err(EnvelopeError::DuplicateSender {
+                        first_line: *first_line,
+                        first: quote(first),
+                        line: field.line,
+                        second: quote(value),
+                    });
+                }
+                let address = parse_address(value, FROM, field.line)?;
+                sender = Some((field.line, value.to_owned(), address));
+            }
+            "x-postman-to" => {
+                saw_to = true;
+                for item in split_list(value) {
+                    if item.trim().is_empty() {
+                        return Err(EnvelopeError::EmptyRecipient {
+                            line: field.line,
+                            text: quote(value),
+                        });
+                    }
+                    recipients.push(parse_address(item, TO, field.line)?);
+                }
+            }
+            "x-postman-date" => {
+                if let Some((first_line, _)) = date {
+                    return Err(EnvelopeError::DuplicateDate {
+                        first_line,
+                        line: field.line,
+                    });
+                }
+                let when = parse_date(value).ok_or_else(|| EnvelopeError::BadDate {
+                    line: field.line,
+                    text: quote(value),
+                })?;
+                date = Some((field.line, when));
+            }
+            _ => extra.push((field.name, value.to_owned())),
+        }
+    }
+    let (_, _, sender) = sender.ok_or(EnvelopeError::MissingSender)?;
+    if !saw_to {
+        return Err(EnvelopeError::MissingRecipients);
+    }
+    Ok(Envelope {
+        sender,
+        recipients,
+        arrival: date.map(|(_, when)| when),
+        body_offset: body_offset as u64,
+        extra,
+    })
+}
+
+/// Renders an envelope header block, empty line included, that
+/// [`parse_envelope`] reads back: CRLF line ends, one `X-Postman-To` per
+/// recipient, the arrival as unix seconds, then the `extra` fields. Refuses
+/// addresses the parser would refuse, so no field can smuggle a line break.
+pub fn render_envelope(
+    sender: &str,
+    recipients: &[String],
+    arrival: Option<SystemTime>,
+    extra: &[(String, String)],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = String::new();
+    let mut line = 1;
+    if !sender.is_empty() {
+        check_mailbox(sender, FROM, line)?;
+    }
+    out.push_str(&format!("X-Postman-From: <{sender}>\r\n"));
+    if let Some(when) = arrival {
+        line += 1;
+        let secs = when
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| EnvelopeError::BadDate {
+                line,
+                text: quote(&format!("{when:?}")),
+            })?;
+        out.push_str(&format!("X-Postman-Date: {}\r\n", secs.as_secs()));
+    }
+    if recipients.is_empty() {
+        return Err(EnvelopeError::MissingRecipients);
+    }
+    for rcpt in recipients {
+        line += 1;
+        if rcpt.is_empty() {
+            return Err(EnvelopeError::EmptyRecipient {
+                line,
+                text: quote(rcpt),
+            });
+        }
+        check_mailbox(rcpt, TO, line)?;
+        out.push_str(&format!("X-Postman-To: <{rcpt}>\r\n"));
+    }
+    for (name, value) in extra {
+        line += 1;
+        let rendered = format!("{name}: {value}");
+        let ok_name = is_postman_field_name(name)
+            && !matches!(
+                name.to_ascii_lowercase().as_str(),
+                "x-postman-from" | "x-postman-to" | "x-postman-date"
+            );
+        if !ok_name || value.chars().any(|c| c.is_control()) {
+            return Err(EnvelopeError::NotEnvelopeHeader {
+                line,
+                text: quote(&rendered),
+            });
+        }
+        out.push_str(&rendered);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    Ok(out.into_bytes())
+}
+
+const FROM: &str = "X-Postman-From";
+const TO: &str = "X-Postman-To";
+
+fn too_large() -> EnvelopeError {
+    EnvelopeError::TooLarge {
+        limit: MAX_ENVELOPE_BLOCK,
+    }
+}
+
+/// One logical field after unfolding (RFC 5322 §2.2.3: the line break before
+/// leading whitespace is removed, the whitespace kept).
+struct Field {
+    line: usize,
+    name: String,
+    value: String,
+}
+
+fn unfold(head: &[u8]) -> Result<Vec<Field>, EnvelopeError> {
+    let mut fields: Vec<Field> = Vec::new();
+    // `head` ends with the empty line; split_inclusive leaves it last.
+    for (index, raw) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.is_empty() {
+            break;
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| EnvelopeError::NotUtf8 {
+            line,
+            text: quote(&String::from_utf8_lossy(raw)),
+        })?;
+        if text.starts_with([' ', '\t']) {
+            match fields.last_mut() {
+                Some(field) => field.value.push_str(text),
+                None => {
+                    return Err(EnvelopeError::OrphanContinuation {
+                        line,
+                        text: quote(text),
+                    })
+                }
+            }
+            continue;
+        }
+        let not_ours = || EnvelopeError::NotEnvelopeHeader {
+            line,
+            text: quote(text),
+        };
+        let (name, value) = text.split_once(':').ok_or_else(not_ours)?;
+        // RFC 5322 §4.5.3 (obsolete syntax) allows blanks before the colon.
+        let name = name.trim_end_matches([' ', '\t']);
+        if !is_postman_field_name(name) {
+            return Err(not_ours());
+        }
+        fields.push(Field {
+            line,
+            name: name.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(fields)
+}
+
+/// `X-Postman-` followed by at least one RFC 5322 ftext character.
+fn is_postman_field_name(name: &str) -> bool {
+    const PREFIX: &str = "x-postman-";
+    name.len() > PREFIX.len()
+        && name.is_char_boundary(PREFIX.len())
+        && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// Splits an address list on commas outside quoted strings and angle
+/// brackets (an obsolete source route `<@a,@b:u@d>` holds commas).
+fn split_list(value: &str) -> Vec<&str> {
+    let mut items = Vec::new();
+    let (mut start, mut quoted, mut escaped, mut depth) = (0, false, false, 0usize);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth = depth.saturating_sub(1),
+            ',' if !quoted && depth == 0 => {
+                items.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&value[start..]);
+    items
+}
+
+/// Parses one address as written (with or without angle brackets) into the
+/// bare `local@domain`, or "" for `<>` in `X-Postman-From`.
+fn parse_address(raw: &str, header: &'static str, line: usize) -> Result<String, EnvelopeError> {
+    let raw = raw.trim();
+    let bad = |reason| EnvelopeError::BadAddress {
+        header,
+        line,
+        text: quote(raw),
+        reason,
+    };
+    let inner = match (raw.strip_prefix('<'), raw.ends_with('>')) {
+        (Some(rest), true) => &rest[..rest.len() - 1],
+        (None, false) => raw,
+        _ => return Err(bad("unbalanced angle brackets")),
+    };
+    if inner.is_empty() {
+        return match header {
+            FROM if raw == "<>" => Ok(String::new()),
+            FROM => Err(bad("empty sender (write <> for the null sender)")),
+            _ => Err(bad("the null address <> cannot be a recipient")),
+        };
+    }
+    match mailbox_problem(inner) {
+        Some(reason) => Err(bad(reason)),
+        None => Ok(inner.to_owned()),
+    }
+}
+
+fn check_mailbox(address: &str, header: &'static str, line: usize) -> Result<(), EnvelopeError> {
+    match mailbox_problem(address) {
+        None => Ok(()),
+        Some(reason) => Err(EnvelopeError::BadAddress {
+            header,
+            line,
+            text: quote(address),
+            reason,
+        }),
+    }
+}
+
+/// What keeps `address` from being a usable `local@domain`, if anything.
+/// Deliberately lenient about the finer grammar (the remote server judges
+/// that), strict about what could break the SMTP command line or the log.
+fn mailbox_problem(address: &str) -> Option<&'static str> {
+    const SPECIALS: &[char] = &['<', '>', '(', ')', '[', ']', ',', ';', ':', '\\', '"', '@'];
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Some("no @ (expected local@domain)");
+    };
+    if local.is_empty() {
+        return Some("empty local part (expected local@domain)");
+    }
+    if domain.is_empty() {
+        return Some("empty domain (expected local@domain)");
+    }
+    if address.chars().any(char::is_control) {
+        return Some("contains a control character");
+    }
+    let quoted_local = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+    if !quoted_local && local.contains(|c: char| c == ' ' || SPECIALS.contains(&c)) {
+        return Some("local part holds a space or special character (quote it)");
+    }
+    let literal = domain.starts_with('[') && domain.ends_with(']');
+    let bad_domain_char = |c: char| {
+        c == ' '
+            || matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '\\' | '"')
+            || (!literal && matches!(c, '[' | ']' | ':'))
+    };
+    if domain.contains(bad_domain_char) {
+        return Some("domain holds a space or special character");
+    }
+    None
+}
+
+/// Unix seconds, or an RFC 5322 §3.3 date-time (weekday optional, numeric or
+/// obsolete alphabetic zones, trailing comments).
+fn parse_date(value: &str) -> Option<SystemTime> {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = value.parse().ok()?;
+        return UNIX_EPOCH.checked_add(Duration::from_secs(secs));
+    }
+    let parsed = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = parsed.timestamp();
+    let offset = Duration::from_secs(secs.unsigned_abs());
+    if secs >= 0 {
+        UNIX_EPOCH.checked_add(offset)
+    } else {
+        UNIX_EPOCH.checked_sub(offset)
+    }
+}
+
+/// Quotes bad input for an error message: escaped, at most [`QUOTE_MAX`]
+/// characters, "…" when cut.
+pub(crate) fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_MAX) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+#[cfg(test)]
+#[path = "envelope_tests.rs"]
+mod tests;
