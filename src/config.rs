@@ -46,8 +46,9 @@ const ENV_PREFIX: &str = "POSTMAN_";
 /// Which configuration file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigFile {
-    /// [`DEFAULT_CONFIG_FILE`], skipped silently when missing. figment's
-    /// `Toml::file` looks in the working directory, then in its parents.
+    /// [`DEFAULT_CONFIG_FILE`] in the working directory, skipped silently
+    /// when missing (never searched for in parent directories: which file
+    /// applies must not depend on where in a tree postman was started).
     Default,
     /// A file the user named: it must exist.
     Named(PathBuf),
@@ -315,7 +316,8 @@ pub fn layers(
 ) -> Result<Figment, ConfigError> {
     let defaults = Layer::new(DEFAULTS_NAME, &Settings::defaults(default_hostname))?;
     let file = match file {
-        ConfigFile::Default => Toml::file(DEFAULT_CONFIG_FILE),
+        ConfigFile::Default if !Path::new(DEFAULT_CONFIG_FILE).is_file() => Toml::string(""),
+        ConfigFile::Default => Toml::file_exact(DEFAULT_CONFIG_FILE),
         ConfigFile::Named(path) => {
             // file_exact would only say "No such file" without the path.
             std::fs::metadata(path).map_err(|source| ConfigError::File {

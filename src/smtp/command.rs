@@ -1,0 +1,136 @@
+//! SMTP client commands and their encoding (RFC 5321 §4.1.1, §4.1.2).
+//!
+//! Addresses are written exactly as given, inside angle brackets; the session
+//! refuses addresses holding control characters before they get here, so no
+//! command can carry a second one.
+
+use std::fmt;
+
+/// One command the client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `EHLO <domain>`.
+    Ehlo(&'a str),
+    /// `HELO <domain>`.
+    Helo(&'a str),
+    /// `MAIL FROM:<sender>`; an empty sender is the null sender `<>`.
+    MailFrom(&'a str),
+    /// `RCPT TO:<recipient>`.
+    RcptTo(&'a str),
+    /// `DATA`.
+    Data,
+    /// `RSET`.
+    Rset,
+    /// `QUIT`.
+    Quit,
+}
+
+impl Command<'_> {
+    /// Appends the command and its CRLF to `out`, without allocating.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let (verb, argument): (&[u8], Option<&str>) = match *self {
+            Command::Ehlo(name) => (b"EHLO ", Some(name)),
+            Command::Helo(name) => (b"HELO ", Some(name)),
+            Command::MailFrom(sender) => (b"MAIL FROM:<", Some(sender)),
+            Command::RcptTo(recipient) => (b"RCPT TO:<", Some(recipient)),
+            Command::Data => (b"DATA", None),
+            Command::Rset => (b"RSET", None),
+            Command::Quit => (b"QUIT", None),
+        };
+        out.extend_from_slice(verb);
+        if let Some(argument) = argument {
+            out.extend_from_slice(argument.as_bytes());
+            if matches!(self, Command::MailFrom(_) | Command::RcptTo(_)) {
+                out.push(b'>');
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl fmt::Display for Command<'_> {
+    /// The command as sent, without CRLF.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Ehlo(name) => write!(f, "EHLO {name}"),
+            Command::Helo(name) => write!(f, "HELO {name}"),
+            Command::MailFrom(sender) => write!(f, "MAIL FROM:<{sender}>"),
+            Command::RcptTo(recipient) => write!(f, "RCPT TO:<{recipient}>"),
+            Command::Data => f.write_str("DATA"),
+            Command::Rset => f.write_str("RSET"),
+            Command::Quit => f.write_str("QUIT"),
+        }
+    }
+}
+
+/// Why an address may not be sent: it would break the command line.
+/// `None` when it is fine. The null sender is the empty sender.
+pub(crate) fn address_problem(address: &str, null_allowed: bool) -> Option<&'static str> {
+    if address.is_empty() && !null_allowed {
+        Some("it is empty")
+    } else if address.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        Some("it contains a control character")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding() {
+        let cases = [
+            (Command::Ehlo("client.example"), "EHLO client.example\r\n"),
+            (Command::Helo("client.example"), "HELO client.example\r\n"),
+            (Command::MailFrom(""), "MAIL FROM:<>\r\n"),
+            (
+                Command::MailFrom("Some.One@Example.org"),
+                "MAIL FROM:<Some.One@Example.org>\r\n",
+            ),
+            (
+                Command::RcptTo("MixedCase@d.test"),
+                "RCPT TO:<MixedCase@d.test>\r\n",
+            ),
+            (
+                Command::RcptTo("\"a b\"@d.test"),
+                "RCPT TO:<\"a b\"@d.test>\r\n",
+            ),
+            (Command::Data, "DATA\r\n"),
+            (Command::Rset, "RSET\r\n"),
+            (Command::Quit, "QUIT\r\n"),
+        ];
+        for (command, want) in cases {
+            let mut out = Vec::new();
+            command.encode(&mut out);
+            assert_eq!(String::from_utf8_lossy(&out), want, "encoding {command:?}");
+            assert_eq!(format!("{command}\r\n"), want, "display of {command:?}");
+        }
+    }
+
+    #[test]
+    fn address_problems() {
+        let cases = [
+            ("a@b", false, None),
+            ("", true, None),
+            ("", false, Some("it is empty")),
+            (
+                "a@b\r\nRSET",
+                false,
+                Some("it contains a control character"),
+            ),
+            ("a\n@b", true, Some("it contains a control character")),
+            ("a\0@b", false, Some("it contains a control character")),
+            ("a\x7f@b", false, Some("it contains a control character")),
+            ("ü@b", false, None),
+        ];
+        for (address, null_allowed, want) in cases {
+            assert_eq!(
+                address_problem(address, null_allowed),
+                want,
+                "address {address:?} (null allowed: {null_allowed})"
+            );
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! What became of a delivery attempt, sorted the way Postfix's
+//! `smtp_trouble.c` sorts it: by scope (the host, this message, one
+//! recipient) and class (try again later, or never). RFC 5321 §4.2.1 gives
+//! the class of a reply; §4.2.5 and §3.3 tie replies to recipients.
+//!
+//! The texts are an API: bounce parsers and operators read them, so they stay
+//! stable and Postfix-like ("said: 550 5.1.1 no such user (in reply to RCPT TO
+//! command)", "conversation timed out while sending end of data -- message
+//! may be sent more than once").
+
+use std::fmt;
+
+use super::reply::{Reply, ReplyCode};
+
+/// Try again later, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Deferred: retried on the backoff schedule.
+    Transient,
+    /// Bounced.
+    Permanent,
+}
+
+impl Class {
+    /// 5xx is permanent; anything else that is a failure (4xx, or a reply of
+    /// the wrong kind) is transient.
+    pub fn of(code: ReplyCode) -> Class {
+        if code.is_permanent() {
+            Class::Permanent
+        } else {
+            Class::Transient
+        }
+    }
+}
+
+/// How much a failure covers (Postfix `smtp_trouble.c`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The whole host: every message for it is affected.
+    Destination,
+    /// This message, every recipient of it.
+    Message,
+    /// One recipient.
+    Recipient,
+}
+
+/// The step of the dialogue a failure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The server's 220 greeting.
+    Greeting,
+    /// EHLO.
+    Ehlo,
+    /// HELO, after EHLO was refused.
+    Helo,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// DATA and the message body.
+    Data,
+    /// The final `.` after the body.
+    DataEnd,
+    /// RSET before a transaction on a reused connection.
+    Rset,
+    /// QUIT.
+    Quit,
+}
+
+impl Stage {
+    /// What a reply at this stage answered, as Postfix words it:
+    /// `"in reply to RCPT TO command"`.
+    pub fn context(self) -> &'static str {
+        match self {
+            Stage::Greeting => "in the initial greeting",
+            Stage::Ehlo => "in reply to EHLO command",
+            Stage::Helo => "in reply to HELO command",
+            Stage::Mail => "in reply to MAIL FROM command",
+            Stage::Rcpt => "in reply to RCPT TO command",
+            Stage::Data => "in reply to DATA command",
+            Stage::DataEnd => "in reply to end of DATA command",
+            Stage::Rset => "in reply to RSET command",
+            Stage::Quit => "in reply to QUIT command",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Greeting => "greeting",
+            Stage::Ehlo => "EHLO",
+            Stage::Helo => "HELO",
+            Stage::Mail => "MAIL FROM",
+            Stage::Rcpt => "RCPT TO",
+            Stage::Data => "DATA",
+            Stage::DataEnd => "end of DATA",
+            Stage::Rset => "RSET",
+            Stage::Quit => "QUIT",
+        })
+    }
+}
+
+/// A failure: refused by a reply, or the conversation broke down.
+///
+/// A refusal is an outcome, not an `Err`: it is the normal result of asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// What it covers.
+    pub scope: Scope,
+    /// Defer or bounce.
+    pub class: Class,
+    /// Where in the dialogue.
+    pub stage: Stage,
+    /// The server's reply, when a reply caused it.
+    pub reply: Option<Reply>,
+    /// The complete, stable description; also what `Display` prints.
+    pub detail: String,
+}
+
+impl Outcome {
+    /// A refusal by `reply`: detail `"said: 550 5.1.1 no such user (in reply
+    /// to RCPT TO command)"`.
+    pub fn from_reply(class: Class, scope: Scope, stage: Stage, reply: Reply) -> Outcome {
+        let detail = format!("said: {reply} ({})", stage.context());
+        Outcome {
+            scope,
+            class,
+            stage,
+            reply: Some(reply),
+            detail,
+        }
+    }
+
+    /// A failure without a reply (timeout, lost connection, protocol error).
+    pub fn without_reply(
+        class: Class,
+        scope: Scope,
+        stage: Stage,
+        detail: impl Into<String>,
+    ) -> Outcome {
+        Outcome {
+            scope,
+            class,
+            stage,
+            reply: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Deferred, to be retried.
+    pub fn is_transient(&self) -> bool {
+        self.class == Class::Transient
+    }
+
+    /// Bounced.
+    pub fn is_permanent(&self) -> bool {
+        self.class == Class::Permanent
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// One recipient's result: `Ok` with the reply after the final dot when
+/// delivered, else why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientResult {
+    /// The address, as in the envelope.
+    pub recipient: String,
+    /// Delivered (2xx after the final dot), or the failure.
+    pub result: Result<Reply, Outcome>,
+}
+
+/// Every recipient's result, in envelope order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageResult {
+    /// One per envelope recipient, same order.
+    pub recipients: Vec<RecipientResult>,
+}
+
+impl MessageResult {
+    /// True when every recipient was delivered.
+    pub fn all_delivered(&self) -> bool {
+        self.recipients.iter().all(|r| r.result.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(text: &str) -> Reply {
+        text.parse()
+            .unwrap_or_else(|e| panic!("test reply {text:?} does not parse: {e}"))
+    }
+
+    #[test]
+    fn display_is_postfix_like() {
+        let cases = [
+            (
+                Outcome::from_reply(
+                    Class::Permanent,
+                    Scope::Recipient,
+                    Stage::Rcpt,
+                    reply("550-5.1.1 no such\r\n550 5.1.1 user"),
+                ),
+                "said: 550 5.1.1 no such user (in reply to RCPT TO command)",
+            ),
+            (
+                Outcome::from_reply(
+                    Class::Transient,
+                    Scope::Destination,
+                    Stage::Greeting,
+                    reply("421 busy"),
+                ),
+                "said: 421 busy (in the initial greeting)",
+            ),
+            (
+                Outcome::from_reply(
+                    Class::Transient,
+                    Scope::Message,
+                    Stage::DataEnd,
+                    reply("451 4.3.0 try later"),
+                ),
+                "said: 451 4.3.0 try later (in reply to end of DATA command)",
+            ),
+            (
+                Outcome::without_reply(
+                    Class::Transient,
+                    Scope::Destination,
+                    Stage::Greeting,
+                    "lost connection while receiving the initial server greeting",
+                ),
+                "lost connection while receiving the initial server greeting",
+            ),
+        ];
+        for (outcome, want) in cases {
+            assert_eq!(outcome.to_string(), want, "display of {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn class_of_codes() {
+        let cases = [
+            (250, Class::Transient),
+            (354, Class::Transient),
+            (421, Class::Transient),
+            (451, Class::Transient),
+            (500, Class::Permanent),
+            (554, Class::Permanent),
+        ];
+        for (code, want) in cases {
+            let code = ReplyCode::new(code).expect("test code in range");
+            assert_eq!(Class::of(code), want, "class of {code}");
+        }
+    }
+}

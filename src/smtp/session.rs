@@ -1,0 +1,743 @@
+//! The SMTP client session, a sans-IO state machine in the manner of rustls
+//! and quinn-proto: RFC 5321 §3.1–§3.3, §4.1.1, §4.3.2 (the reply codes each
+//! command may get), §4.5.3.2 (timeouts), RFC 2920 (PIPELINING), RFC 1869
+//! §4.7 (falling back from EHLO to HELO).
+//!
+//! It never touches a socket or a clock: bytes and instants come in as
+//! arguments, bytes to send and [`Event`]s go out.
+
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::mem;
+use std::time::{Duration, Instant};
+
+use self::state::{Pending, State, Transaction};
+use super::command::{address_problem, Command};
+use super::data::DotStuffer;
+use super::extensions::Extensions;
+use super::outcome::{Class, MessageResult, Outcome, RecipientResult, Scope, Stage};
+use super::reply::{Reply, ReplyCode, ReplyParser};
+
+/// While the output buffer holds this much, [`Session::wants_body`] is false.
+pub const BODY_HIGH_WATER: usize = 64 * 1024;
+
+/// How long each wait may last (RFC 5321 §4.5.3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The 220 greeting.
+    pub greeting: Duration,
+    /// The reply to EHLO, and to HELO.
+    pub ehlo: Duration,
+    /// The reply to MAIL FROM.
+    pub mail: Duration,
+    /// The reply to each RCPT TO.
+    pub rcpt: Duration,
+    /// The reply to DATA.
+    pub data: Duration,
+    /// Progress while sending the body.
+    pub data_block: Duration,
+    /// The reply after the final dot.
+    pub data_done: Duration,
+    /// The reply to RSET.
+    pub rset: Duration,
+    /// The reply to QUIT.
+    pub quit: Duration,
+}
+
+impl Default for Timeouts {
+    /// RFC 5321 §4.5.3.2, and Postfix's `smtp_rset_timeout` for RSET.
+    fn default() -> Timeouts {
+        let secs = Duration::from_secs;
+        Timeouts {
+            greeting: secs(300),
+            ehlo: secs(300),
+            mail: secs(300),
+            rcpt: secs(300),
+            data: secs(120),
+            data_block: secs(180),
+            data_done: secs(600),
+            rset: secs(20),
+            quit: secs(300),
+        }
+    }
+}
+
+/// What a session needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The name given in EHLO/HELO. Control characters and spaces are
+    /// dropped; an empty name becomes `localhost`.
+    pub helo_name: String,
+    /// Per-stage timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// The envelope of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender, without angle brackets; `""` is the null sender `<>`.
+    pub sender: String,
+    /// The recipients, without angle brackets, sent exactly as given.
+    pub recipients: Vec<String>,
+}
+
+/// What the session tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Greeting and EHLO/HELO done, or the previous transaction finished:
+    /// call `start_message` or `quit`.
+    Ready,
+    /// Every recipient of the message given to `start_message` has its result.
+    MessageDone(MessageResult),
+    /// The session is over. `None` after QUIT (or when the caller abandoned
+    /// it); `Some` when it ended by failure. During a transaction,
+    /// `MessageDone` comes first, every recipient not yet final getting that
+    /// outcome (always transient).
+    Closed(Option<Outcome>),
+}
+
+/// The caller asked for something the session cannot do now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// `start_message` was called before `Event::Ready`.
+    #[error("cannot start a message while {state}: wait for Event::Ready")]
+    NotReady {
+        /// What the session was doing.
+        state: &'static str,
+    },
+    /// The envelope has no recipient.
+    #[error("the envelope has no recipients: give at least one")]
+    NoRecipients,
+    /// The session has ended.
+    #[error("the session is closed: open a new connection")]
+    Closed,
+}
+
+/// Bytes waiting to be written: a buffer and how much of it is written.
+#[derive(Debug, Default)]
+struct Output {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Output {
+    fn pending(&self) -> &[u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes written (at most what is pending); returns how many.
+    fn consume(&mut self, n: usize) -> usize {
+        let n = n.min(self.buf.len() - self.pos);
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        n
+    }
+
+    /// The buffer to append to. The written prefix is dropped first once it
+    /// outweighs the rest, so compaction costs O(1) per byte overall.
+    fn buf(&mut self) -> &mut Vec<u8> {
+        if self.pos > 0 && self.pos >= self.buf.len() - self.pos {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        &mut self.buf
+    }
+}
+
+/// One SMTP client connection's protocol state.
+///
+/// Call order:
+///
+/// 1. [`new`](Self::new) when the TCP connection is up.
+/// 2. Feed it: [`handle_input`](Self::handle_input) with whatever was read
+///    (any split), [`handle_eof`](Self::handle_eof) when the peer closed,
+///    [`handle_timeout`](Self::handle_timeout) when
+///    [`poll_timeout`](Self::poll_timeout) has passed.
+/// 3. After every call, write [`pending_output`](Self::pending_output) and
+///    report it with [`consume_output`](Self::consume_output), and drain
+///    [`poll_event`](Self::poll_event).
+/// 4. On [`Event::Ready`], call [`start_message`](Self::start_message) or
+///    [`quit`](Self::quit).
+/// 5. While [`wants_body`](Self::wants_body), [`push_body`](Self::push_body)
+///    the next chunk of the message; at its end,
+///    [`finish_body`](Self::finish_body).
+/// 6. On [`Event::Closed`] (or once [`is_closed`](Self::is_closed)), flush
+///    the pending output and close the socket.
+///
+/// Replies are matched against a FIFO of sent commands; with PIPELINING
+/// (RFC 2920) a transaction's RSET, MAIL, RCPTs and DATA go out in one
+/// write, otherwise one command at a time. Errors are sticky: once closed,
+/// the session ignores input and yields nothing new.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    parser: ReplyParser,
+    out: Output,
+    stuffer: DotStuffer,
+    events: VecDeque<Event>,
+    deadline: Option<Instant>,
+    /// Output was consumed while sending the body since the deadline was
+    /// armed: `consume_output` carries no clock, so the data_block deadline
+    /// is pushed back lazily, at the next `handle_timeout`.
+    progress: bool,
+    extensions: Option<Extensions>,
+    transactions: usize,
+    /// A MAIL went out on this connection: the next transaction starts with RSET.
+    needs_rset: bool,
+}
+
+impl Session {
+    /// Starts in `AwaitGreeting`, with deadline `now + timeouts.greeting`.
+    pub fn new(mut config: SessionConfig, now: Instant) -> Session {
+        config.helo_name = clean_helo_name(&config.helo_name);
+        let mut session = Session {
+            config,
+            state: State::AwaitGreeting,
+            parser: ReplyParser::new(),
+            out: Output::default(),
+            stuffer: DotStuffer::new(),
+            events: VecDeque::new(),
+            deadline: None,
+            progress: false,
+            extensions: None,
+            transactions: 0,
+            needs_rset: false,
+        };
+        session.arm(now);
+        session
+    }
+
+    /// Bytes read from the server, in any split.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        if self.is_closed() || bytes.is_empty() {
+            return;
+        }
+        self.parser.push(bytes);
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            if !self.state.awaits_reply() {
+                if self.parser.has_buffered() {
+                    let seen = first_line(self.parser.buffered());
+                    self.unsolicited(&seen);
+                }
+                return;
+            }
+            match self.parser.next_reply() {
+                Ok(Some(reply)) => self.on_reply(reply, now),
+                Ok(None) => return,
+                Err(error) => {
+                    let stage = self.state.stage();
+                    let detail = format!("malformed reply ({error}) {}", stage.context());
+                    self.fail(detail);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The server closed the connection.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        match self.take_state() {
+            state @ State::Closed { .. } => self.state = state,
+            State::AwaitQuit => self.end(None, None, false),
+            state => {
+                self.state = state;
+                let detail = format!("lost connection while {}", self.describe());
+                self.fail(detail);
+            }
+        }
+    }
+
+    /// Fails the current wait if `now` is at or past [`poll_timeout`](Self::poll_timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.deadline {
+            Some(deadline) if now >= deadline => {}
+            _ => return,
+        }
+        if self.progress && matches!(self.state, State::SendingBody(_)) {
+            self.arm(now);
+            return;
+        }
+        let detail = format!("conversation timed out while {}", self.describe());
+        self.fail(detail);
+    }
+
+    /// Begins a transaction. Only after [`Event::Ready`]. Addresses that
+    /// would break the command line (control characters, an empty
+    /// recipient) fail permanently without being sent; when no recipient is
+    /// left, `MessageDone` and `Ready` follow at once.
+    pub fn start_message(&mut self, envelope: Envelope, now: Instant) -> Result<(), SessionError> {
+        let last = match &self.state {
+            State::Ready { last } => *last,
+            State::Closed { .. } => return Err(SessionError::Closed),
+            other => {
+                return Err(SessionError::NotReady {
+                    state: other.describe(),
+                })
+            }
+        };
+        if envelope.recipients.is_empty() {
+            return Err(SessionError::NoRecipients);
+        }
+        let mut txn = Transaction::new(envelope);
+        refuse_bad_addresses(&mut txn);
+        let Some(first) = txn.next_rcpt(0) else {
+            self.message_done(txn, None);
+            self.ready(last);
+            return Ok(());
+        };
+        self.transactions += 1;
+        if mem::replace(&mut self.needs_rset, true) {
+            self.send(&mut txn, Pending::Rset);
+        }
+        let pipelining = self.extensions.as_ref().is_some_and(|e| e.pipelining);
+        if pipelining || txn.pending.is_empty() {
+            self.send(&mut txn, Pending::Mail);
+        }
+        if pipelining {
+            let mut next = Some(first);
+            while let Some(index) = next {
+                self.send(&mut txn, Pending::Rcpt(index));
+                next = txn.next_rcpt(index + 1);
+            }
+            self.send(&mut txn, Pending::Data);
+        }
+        self.enter(State::AwaitReplies(txn), now);
+        Ok(())
+    }
+
+    /// True after DATA got 354, while the output buffer holds less than
+    /// [`BODY_HIGH_WATER`] bytes.
+    pub fn wants_body(&self) -> bool {
+        matches!(self.state, State::SendingBody(_)) && self.out.pending().len() < BODY_HIGH_WATER
+    }
+
+    /// The next chunk of the message: dot-stuffed, every line end sent as
+    /// CRLF. Ignored outside the body phase. Re-arms the data_block timeout.
+    pub fn push_body(&mut self, chunk: &[u8], now: Instant) {
+        if matches!(self.state, State::SendingBody(_)) {
+            self.stuffer.push(chunk, self.out.buf());
+            self.arm(now);
+        }
+    }
+
+    /// Ends the body: CRLF if it did not end with a line end, then `.` CRLF.
+    /// Ignored outside the body phase.
+    pub fn finish_body(&mut self, now: Instant) {
+        match self.take_state() {
+            State::SendingBody(txn) => {
+                self.stuffer.finish(self.out.buf());
+                self.enter(State::AwaitDataEnd(txn), now);
+            }
+            state => self.state = state,
+        }
+    }
+
+    /// Sends QUIT when ready; `Closed(None)` follows its reply or EOF.
+    /// Anywhere else the session is abandoned at once, without QUIT: the
+    /// message in flight gets a transient `MessageDone`, then `Closed(None)`.
+    pub fn quit(&mut self, now: Instant) {
+        match self.take_state() {
+            State::Ready { .. } => {
+                Command::Quit.encode(self.out.buf());
+                self.enter(State::AwaitQuit, now);
+            }
+            state @ (State::AwaitQuit | State::Closed { .. }) => self.state = state,
+            state => {
+                let detail = format!("delivery abandoned while {}", state.describe());
+                let outcome =
+                    Outcome::without_reply(Class::Transient, Scope::Message, state.stage(), detail);
+                if let Some(txn) = state.into_transaction() {
+                    self.message_done(txn, Some(&outcome));
+                }
+                self.end(None, None, false);
+            }
+        }
+    }
+
+    /// Bytes to write to the socket.
+    pub fn pending_output(&self) -> &[u8] {
+        self.out.pending()
+    }
+
+    /// `n` bytes of [`pending_output`](Self::pending_output) were written.
+    pub fn consume_output(&mut self, n: usize) {
+        if self.out.consume(n) > 0 && matches!(self.state, State::SendingBody(_)) {
+            self.progress = true;
+        }
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The deadline of the current wait; `None` when ready or closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// After `Closed`: flush the pending output, then close the socket.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
+    /// What the session is doing, Postfix-style: "sending end of data --
+    /// message may be sent more than once".
+    pub fn describe(&self) -> &'static str {
+        self.state.describe()
+    }
+
+    /// The EHLO keywords; `None` before EHLO succeeded, and after the HELO
+    /// fallback.
+    pub fn extensions(&self) -> Option<&Extensions> {
+        self.extensions.as_ref()
+    }
+
+    /// Transactions started on this connection (MAIL sent).
+    pub fn transactions(&self) -> usize {
+        self.transactions
+    }
+
+    // ---- transitions -------------------------------------------------------
+
+    fn on_reply(&mut self, reply: Reply, now: Instant) {
+        match self.take_state() {
+            State::AwaitGreeting => self.on_greeting(reply, now),
+            State::AwaitEhlo => self.on_ehlo(reply, now),
+            State::AwaitHelo => self.on_helo(reply),
+            State::AwaitReplies(txn) => self.on_transaction_reply(txn, reply, now),
+            State::AwaitDataEnd(txn) => self.on_data_end(txn, reply),
+            State::AwaitQuit => self.end(None, None, false),
+            state @ (State::Ready { .. } | State::SendingBody(_) | State::Closed { .. }) => {
+                self.state = state;
+                self.unsolicited(&reply.to_string());
+            }
+        }
+    }
+
+    fn on_greeting(&mut self, reply: Reply, now: Instant) {
+        if reply.code == ReplyCode::SERVICE_READY {
+            Command::Ehlo(&self.config.helo_name).encode(self.out.buf());
+            self.enter(State::AwaitEhlo, now);
+        } else {
+            self.refused(None, Scope::Destination, Stage::Greeting, reply);
+        }
+    }
+
+    fn on_ehlo(&mut self, reply: Reply, now: Instant) {
+        let code = reply.code;
+        if code.class() == 2 {
+            self.extensions = Some(Extensions::from_ehlo(&reply));
+            self.ready(Stage::Ehlo);
+        } else if code.is_permanent() {
+            // RFC 5321 §3.2: a server that does not know EHLO may know HELO.
+            Command::Helo(&self.config.helo_name).encode(self.out.buf());
+            self.enter(State::AwaitHelo, now);
+        } else {
+            self.refused(None, Scope::Destination, Stage::Ehlo, reply);
+        }
+    }
+
+    fn on_helo(&mut self, reply: Reply) {
+        if reply.code.class() == 2 {
+            self.extensions = None;
+            self.ready(Stage::Helo);
+        } else {
+            self.refused(None, Scope::Destination, Stage::Helo, reply);
+        }
+    }
+
+    fn on_transaction_reply(&mut self, mut txn: Transaction, reply: Reply, now: Instant) {
+        let Some(command) = txn.pending.pop_front() else {
+            // AwaitReplies always has a command pending; should that ever
+            // break, the reply is unsolicited.
+            self.state = State::AwaitReplies(txn);
+            self.unsolicited(&reply.to_string());
+            return;
+        };
+        let code = reply.code;
+        let stage = command.stage();
+        if code == ReplyCode::SERVICE_NOT_AVAILABLE {
+            return self.refused(Some(txn), Scope::Destination, stage, reply);
+        }
+        match command {
+            Pending::Rset if code.class() != 2 => {
+                // The connection is in an unknown state: give it up. When
+                // commands are still in flight, the server may be reading a
+                // body after them; QUIT would only be text to it.
+                let outcome =
+                    Outcome::from_reply(Class::Transient, Scope::Destination, Stage::Rset, reply);
+                let quit = txn.pending.is_empty();
+                return self.end(Some(txn), Some(outcome), quit);
+            }
+            Pending::Rset => {}
+            Pending::Mail => {
+                if code.class() != 2 {
+                    txn.mail_failed = true;
+                    let outcome =
+                        Outcome::from_reply(Class::of(code), Scope::Message, Stage::Mail, reply);
+                    fill(&mut txn, &Err(outcome));
+                }
+            }
+            Pending::Rcpt(index) => {
+                if txn.mail_failed {
+                    // Only draining the pipelined group: MAIL decided.
+                } else if code.class() == 2 {
+                    txn.accepted += 1;
+                } else if let Some(slot) = txn.results.get_mut(index) {
+                    let outcome =
+                        Outcome::from_reply(Class::of(code), Scope::Recipient, Stage::Rcpt, reply);
+                    *slot = Some(Err(outcome));
+                }
+            }
+            Pending::Data => return self.on_data(txn, reply, now),
+        }
+        if txn.pending.is_empty() {
+            match next_command(&txn, command) {
+                Some(next) => self.send(&mut txn, next),
+                None => return self.message_finished(txn, stage),
+            }
+        }
+        self.enter(State::AwaitReplies(txn), now);
+    }
+
+    fn on_data(&mut self, mut txn: Transaction, reply: Reply, now: Instant) {
+        let code = reply.code;
+        if code.class() == 3 {
+            if txn.sends_body() {
+                self.stuffer = DotStuffer::new();
+                self.enter(State::SendingBody(txn), now);
+            } else {
+                // Pipelined DATA was accepted although no RCPT was: end the
+                // empty message at once; its reply is ignored.
+                self.out.buf().extend_from_slice(b".\r\n");
+                self.enter(State::AwaitDataEnd(txn), now);
+            }
+            return;
+        }
+        if txn.sends_body() {
+            let outcome = Outcome::from_reply(Class::of(code), Scope::Message, Stage::Data, reply);
+            fill(&mut txn, &Err(outcome));
+        }
+        self.message_finished(txn, Stage::Data);
+    }
+
+    fn on_data_end(&mut self, mut txn: Transaction, reply: Reply) {
+        let code = reply.code;
+        if code == ReplyCode::SERVICE_NOT_AVAILABLE {
+            return self.refused(Some(txn), Scope::Destination, Stage::DataEnd, reply);
+        }
+        if txn.sends_body() {
+            let result = if code.class() == 2 {
+                Ok(reply)
+            } else {
+                Err(Outcome::from_reply(
+                    Class::of(code),
+                    Scope::Message,
+                    Stage::DataEnd,
+                    reply,
+                ))
+            };
+            fill(&mut txn, &result);
+        }
+        self.message_finished(txn, Stage::DataEnd);
+    }
+
+    // ---- helpers -----------------------------------------------------------
+
+    /// Moves the state out; the caller must put one back.
+    fn take_state(&mut self) -> State {
+        mem::replace(
+            &mut self.state,
+            State::Closed {
+                last: Stage::Greeting,
+            },
+        )
+    }
+
+    /// Enters `state` and arms its deadline from `now`.
+    fn enter(&mut self, state: State, now: Instant) {
+        self.state = state;
+        self.arm(now);
+    }
+
+    fn arm(&mut self, now: Instant) {
+        self.progress = false;
+        self.deadline = self
+            .state
+            .timeout(&self.config.timeouts)
+            .and_then(|timeout| now.checked_add(timeout));
+    }
+
+    fn ready(&mut self, last: Stage) {
+        self.state = State::Ready { last };
+        self.deadline = None;
+        self.events.push_back(Event::Ready);
+    }
+
+    fn send(&mut self, txn: &mut Transaction, command: Pending) {
+        let out = self.out.buf();
+        match command {
+            Pending::Rset => Command::Rset.encode(out),
+            Pending::Mail => Command::MailFrom(&txn.envelope.sender).encode(out),
+            Pending::Rcpt(index) => {
+                if let Some(recipient) = txn.envelope.recipients.get(index) {
+                    Command::RcptTo(recipient).encode(out);
+                }
+            }
+            Pending::Data => Command::Data.encode(out),
+        }
+        txn.pending.push_back(command);
+    }
+
+    /// A reply ended the session: 421 anywhere, or a refused greeting,
+    /// EHLO/HELO. QUIT goes out except after 421 (the server is closing).
+    fn refused(&mut self, txn: Option<Transaction>, scope: Scope, stage: Stage, reply: Reply) {
+        let quit = reply.code != ReplyCode::SERVICE_NOT_AVAILABLE;
+        let outcome = Outcome::from_reply(Class::of(reply.code), scope, stage, reply);
+        self.end(txn, Some(outcome), quit);
+    }
+
+    /// A transient failure of the host, in the current state: lost
+    /// connection, timeout, protocol error.
+    fn fail(&mut self, detail: String) {
+        let state = self.take_state();
+        let outcome =
+            Outcome::without_reply(Class::Transient, Scope::Destination, state.stage(), detail);
+        self.end(state.into_transaction(), Some(outcome), false);
+    }
+
+    fn unsolicited(&mut self, seen: &str) {
+        let detail = format!(
+            "protocol error: unexpected data from the server while {}: {seen:?}",
+            self.describe()
+        );
+        self.fail(detail);
+    }
+
+    /// Closes the session; the message in flight gets `MessageDone` first.
+    fn end(&mut self, txn: Option<Transaction>, outcome: Option<Outcome>, quit: bool) {
+        if let Some(txn) = txn {
+            self.message_done(txn, outcome.as_ref());
+        }
+        if quit {
+            Command::Quit.encode(self.out.buf());
+        }
+        let last = outcome.as_ref().map_or(Stage::Quit, |o| o.stage);
+        self.state = State::Closed { last };
+        self.deadline = None;
+        self.events.push_back(Event::Closed(outcome));
+    }
+
+    fn message_finished(&mut self, txn: Transaction, last: Stage) {
+        self.message_done(txn, None);
+        self.ready(last);
+    }
+
+    /// Emits `MessageDone`; recipients not yet final get `failure`, made
+    /// transient (the message was not refused, the session broke).
+    fn message_done(&mut self, txn: Transaction, failure: Option<&Outcome>) {
+        let unfinished = || match failure {
+            Some(outcome) => Outcome {
+                class: Class::Transient,
+                ..outcome.clone()
+            },
+            // Unreachable by construction: every path fills each result.
+            None => Outcome::without_reply(
+                Class::Transient,
+                Scope::Message,
+                Stage::DataEnd,
+                "no reply was received for this recipient",
+            ),
+        };
+        let recipients = txn
+            .envelope
+            .recipients
+            .into_iter()
+            .zip(txn.results)
+            .map(|(recipient, result)| RecipientResult {
+                recipient,
+                result: result.unwrap_or_else(|| Err(unfinished())),
+            })
+            .collect();
+        self.events
+            .push_back(Event::MessageDone(MessageResult { recipients }));
+    }
+}
+
+/// Without PIPELINING: what to send after `after` was answered.
+fn next_command(txn: &Transaction, after: Pending) -> Option<Pending> {
+    match after {
+        Pending::Rset => Some(Pending::Mail),
+        Pending::Mail if txn.mail_failed => None,
+        Pending::Mail => txn.next_rcpt(0).map(Pending::Rcpt),
+        Pending::Rcpt(index) => txn
+            .next_rcpt(index + 1)
+            .map(Pending::Rcpt)
+            .or_else(|| txn.sends_body().then_some(Pending::Data)),
+        Pending::Data => None,
+    }
+}
+
+/// Every recipient not yet final gets `result`.
+fn fill(txn: &mut Transaction, result: &Result<Reply, Outcome>) {
+    for slot in txn.results.iter_mut().filter(|slot| slot.is_none()) {
+        *slot = Some(result.clone());
+    }
+}
+
+/// Fails the addresses that cannot be sent, before anything is sent.
+fn refuse_bad_addresses(txn: &mut Transaction) {
+    let refuse = |scope, stage, detail| {
+        Some(Err(Outcome::without_reply(
+            Class::Permanent,
+            scope,
+            stage,
+            detail,
+        )))
+    };
+    let sender = &txn.envelope.sender;
+    if let Some(problem) = address_problem(sender, true) {
+        let detail = format!("invalid sender address {sender:?}: {problem}");
+        let outcome = refuse(Scope::Message, Stage::Mail, detail);
+        txn.results
+            .iter_mut()
+            .for_each(|slot| *slot = outcome.clone());
+        return;
+    }
+    for (recipient, slot) in txn.envelope.recipients.iter().zip(&mut txn.results) {
+        if let Some(problem) = address_problem(recipient, false) {
+            let detail = format!("invalid recipient address {recipient:?}: {problem}");
+            *slot = refuse(Scope::Recipient, Stage::Rcpt, detail);
+        }
+    }
+}
+
+fn clean_helo_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .filter(|c| !c.is_control() && !c.is_whitespace())
+        .collect();
+    if clean.is_empty() {
+        "localhost".to_owned()
+    } else {
+        clean
+    }
+}
+
+/// The first line of `bytes`, at most 80 octets, for a diagnostic.
+fn first_line(bytes: &[u8]) -> String {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(line.get(..80).unwrap_or(line)).into_owned()
+}

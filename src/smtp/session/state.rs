@@ -1,0 +1,194 @@
+//! The session's states, each named for what it waits for (the rustls way),
+//! and the per-state table of timeouts and descriptions (Postfix keeps the
+//! same table beside `smtp_proto.c`: RFC 5321 §4.5.3.2 timeouts, and texts
+//! such as "sending end of data -- message may be sent more than once").
+//!
+//! Every answer is an exhaustive match, so a new state forces a decision.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{Envelope, Timeouts};
+use crate::smtp::outcome::{Outcome, Stage};
+use crate::smtp::reply::Reply;
+
+/// A transaction command sent and not yet answered. Replies are matched
+/// against a FIFO of these (RFC 2920 §3; Postfix's receiver state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pending {
+    Rset,
+    Mail,
+    /// RCPT for the recipient at this index of the envelope.
+    Rcpt(usize),
+    Data,
+}
+
+impl Pending {
+    pub(super) fn stage(self) -> Stage {
+        match self {
+            Pending::Rset => Stage::Rset,
+            Pending::Mail => Stage::Mail,
+            Pending::Rcpt(_) => Stage::Rcpt,
+            Pending::Data => Stage::Data,
+        }
+    }
+
+    pub(super) fn timeout(self, timeouts: &Timeouts) -> Duration {
+        match self {
+            Pending::Rset => timeouts.rset,
+            Pending::Mail => timeouts.mail,
+            Pending::Rcpt(_) => timeouts.rcpt,
+            Pending::Data => timeouts.data,
+        }
+    }
+
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Pending::Rset => "sending RSET",
+            Pending::Mail => "sending MAIL FROM",
+            Pending::Rcpt(_) => "sending RCPT TO",
+            Pending::Data => "sending DATA command",
+        }
+    }
+}
+
+/// One message on its way: the envelope and what is known of each recipient.
+#[derive(Debug)]
+pub(super) struct Transaction {
+    pub(super) envelope: Envelope,
+    /// Per recipient, in envelope order: `None` until final. A recipient
+    /// whose RCPT was accepted stays `None` until the reply after the dot.
+    pub(super) results: Vec<Option<Result<Reply, Outcome>>>,
+    /// Recipients whose RCPT got 2xx.
+    pub(super) accepted: usize,
+    /// MAIL was refused: later replies of a pipelined group are only drained.
+    pub(super) mail_failed: bool,
+    /// Commands sent, replies awaited, oldest first.
+    pub(super) pending: VecDeque<Pending>,
+}
+
+impl Transaction {
+    pub(super) fn new(envelope: Envelope) -> Transaction {
+        let results = vec![None; envelope.recipients.len()];
+        Transaction {
+            envelope,
+            results,
+            accepted: 0,
+            mail_failed: false,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// True when the message body will (or did) go out: some recipient was
+    /// accepted after an accepted MAIL.
+    pub(super) fn sends_body(&self) -> bool {
+        self.accepted > 0 && !self.mail_failed
+    }
+
+    /// The first recipient at or after `from` that still needs its RCPT.
+    pub(super) fn next_rcpt(&self, from: usize) -> Option<usize> {
+        (from..self.results.len()).find(|&i| matches!(self.results.get(i), Some(None)))
+    }
+
+    /// What to wait for now; never empty while in `AwaitReplies`.
+    fn head(&self) -> Pending {
+        self.pending.front().copied().unwrap_or(Pending::Mail)
+    }
+}
+
+/// What the session waits for.
+#[derive(Debug)]
+pub(super) enum State {
+    /// The 220 greeting.
+    AwaitGreeting,
+    /// The reply to EHLO.
+    AwaitEhlo,
+    /// The reply to HELO, after EHLO was refused.
+    AwaitHelo,
+    /// Nothing: the caller may start a message or quit. `last` is the stage
+    /// of the last reply, for failures while idle.
+    Ready { last: Stage },
+    /// Replies to RSET/MAIL/RCPT/DATA, in the order of `pending`.
+    AwaitReplies(Transaction),
+    /// The caller's body bytes (after 354).
+    SendingBody(Transaction),
+    /// The reply after the final dot.
+    AwaitDataEnd(Transaction),
+    /// The reply to QUIT.
+    AwaitQuit,
+    /// Nothing ever again.
+    Closed { last: Stage },
+}
+
+impl State {
+    /// The deadline of this wait, counted from when it began.
+    pub(super) fn timeout(&self, timeouts: &Timeouts) -> Option<Duration> {
+        match self {
+            State::AwaitGreeting => Some(timeouts.greeting),
+            State::AwaitEhlo | State::AwaitHelo => Some(timeouts.ehlo),
+            State::Ready { .. } => None,
+            State::AwaitReplies(txn) => Some(txn.head().timeout(timeouts)),
+            State::SendingBody(_) => Some(timeouts.data_block),
+            State::AwaitDataEnd(_) => Some(timeouts.data_done),
+            State::AwaitQuit => Some(timeouts.quit),
+            State::Closed { .. } => None,
+        }
+    }
+
+    /// Postfix-style: "conversation timed out while {describe}".
+    pub(super) fn describe(&self) -> &'static str {
+        match self {
+            State::AwaitGreeting => "receiving the initial server greeting",
+            State::AwaitEhlo => "performing the EHLO handshake",
+            State::AwaitHelo => "performing the HELO handshake",
+            State::Ready { .. } => "waiting for the next message",
+            State::AwaitReplies(txn) => txn.head().describe(),
+            State::SendingBody(_) => "sending message body",
+            State::AwaitDataEnd(_) => "sending end of data -- message may be sent more than once",
+            State::AwaitQuit => "sending QUIT",
+            State::Closed { .. } => "closing the session",
+        }
+    }
+
+    /// The stage a failure now belongs to.
+    pub(super) fn stage(&self) -> Stage {
+        match self {
+            State::AwaitGreeting => Stage::Greeting,
+            State::AwaitEhlo => Stage::Ehlo,
+            State::AwaitHelo => Stage::Helo,
+            State::Ready { last } | State::Closed { last } => *last,
+            State::AwaitReplies(txn) => txn.head().stage(),
+            State::SendingBody(_) => Stage::Data,
+            State::AwaitDataEnd(_) => Stage::DataEnd,
+            State::AwaitQuit => Stage::Quit,
+        }
+    }
+
+    /// True when a reply from the server is expected now.
+    pub(super) fn awaits_reply(&self) -> bool {
+        match self {
+            State::AwaitGreeting
+            | State::AwaitEhlo
+            | State::AwaitHelo
+            | State::AwaitReplies(_)
+            | State::AwaitDataEnd(_)
+            | State::AwaitQuit => true,
+            State::Ready { .. } | State::SendingBody(_) | State::Closed { .. } => false,
+        }
+    }
+
+    /// The message in flight, if any.
+    pub(super) fn into_transaction(self) -> Option<Transaction> {
+        match self {
+            State::AwaitReplies(txn) | State::SendingBody(txn) | State::AwaitDataEnd(txn) => {
+                Some(txn)
+            }
+            State::AwaitGreeting
+            | State::AwaitEhlo
+            | State::AwaitHelo
+            | State::Ready { .. }
+            | State::AwaitQuit
+            | State::Closed { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Session tests, without sockets or a real clock. Two harnesses:
+//!
+//! * [`Dialogue`] scripts one conversation step by step:
+//!   `expect_command("MAIL FROM:<a@b>")`, `reply("250 ok")`, `advance(300s)`.
+//! * [`run`] plays a [`Scenario`] against a fake server that answers every
+//!   command with a default reply unless told otherwise, and sums up what
+//!   was written and what events came out, for table-driven tests.
+
+mod dialogue;
+mod failures;
+mod stages;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// The one real instant the tests use: the fake clock's origin. Every other
+/// instant is this plus a `Duration`, and nothing waits on the wall clock.
+#[allow(clippy::disallowed_methods)] // the tests need one real Instant to start from
+fn base() -> Instant {
+    Instant::now()
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        helo_name: "client.test".into(),
+        timeouts: Timeouts::default(),
+    }
+}
+
+/// Timeouts that differ from each other, so a test sees which one applied.
+fn distinct_timeouts() -> Timeouts {
+    let secs = Duration::from_secs;
+    Timeouts {
+        greeting: secs(11),
+        ehlo: secs(12),
+        mail: secs(13),
+        rcpt: secs(14),
+        data: secs(15),
+        data_block: secs(16),
+        data_done: secs(17),
+        rset: secs(18),
+        quit: secs(19),
+    }
+}
+
+/// `"250-a\n250 b"` as the server sends it: CRLF after every line.
+fn wire(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.split('\n') {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn envelope(sender: &str, recipients: &[&str]) -> Envelope {
+    Envelope {
+        sender: sender.into(),
+        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+/// A compact, comparable form of an outcome: `"Transient Recipient Rcpt 450"`.
+fn outcome_summary(outcome: &Outcome) -> String {
+    let code = outcome
+        .reply
+        .as_ref()
+        .map_or("-".to_owned(), |r| r.code.to_string());
+    format!(
+        "{:?} {:?} {:?} {code}",
+        outcome.class, outcome.scope, outcome.stage
+    )
+}
+
+fn event_summary(event: &Event) -> String {
+    match event {
+        Event::Ready => "Ready".into(),
+        Event::MessageDone(result) => {
+            let each: Vec<String> = result
+                .recipients
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(reply) => format!("ok {}", reply.code),
+                    Err(outcome) => outcome_summary(outcome),
+                })
+                .collect();
+            format!("Done[{}]", each.join(", "))
+        }
+        Event::Closed(None) => "Closed".into(),
+        Event::Closed(Some(outcome)) => format!("Closed({})", outcome_summary(outcome)),
+    }
+}
+
+// ---- scripted dialogues ----------------------------------------------------
+
+/// One conversation driven by hand, with a fake clock. Every assertion names
+/// the transcript so far.
+struct Dialogue {
+    session: Session,
+    now: Instant,
+    events: VecDeque<Event>,
+    log: Vec<String>,
+}
+
+impl Dialogue {
+    fn new() -> Dialogue {
+        Dialogue::with_config(config())
+    }
+
+    fn with_config(config: SessionConfig) -> Dialogue {
+        let now = base();
+        Dialogue {
+            session: Session::new(config, now),
+            now,
+            events: VecDeque::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Greeting and EHLO done, `Ready` consumed.
+    fn handshake(pipelining: bool) -> Dialogue {
+        let mut d = Dialogue::new();
+        d.reply("220 mx.test ESMTP");
+        d.expect_command("EHLO client.test");
+        if pipelining {
+            d.reply("250-mx.test\n250-PIPELINING\n250 8BITMIME");
+        } else {
+            d.reply("250-mx.test\n250 8BITMIME");
+        }
+        d.expect_ready();
+        d
+    }
+
+    fn transcript(&self) -> String {
+        self.log.join(" | ")
+    }
+
+    fn collect(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            self.log.push(format!("E: {}", event_summary(&event)));
+            self.events.push_back(event);
+        }
+    }
+
+    /// The server sends `text` (lines separated by `\n`, CRLF added).
+    fn reply(&mut self, text: &str) {
+        self.raw(wire(text).as_bytes());
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.log
+            .push(format!("S: {:?}", String::from_utf8_lossy(bytes)));
+        self.session.handle_input(bytes, self.now);
+        self.collect();
+    }
+
+    fn eof(&mut self) {
+        self.log.push("S: <eof>".into());
+        self.session.handle_eof(self.now);
+        self.collect();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.log.push(format!("T: +{by:?}"));
+        self.session.handle_timeout(self.now);
+        self.collect();
+    }
+
+    fn start(&mut self, sender: &str, recipients: &[&str]) {
+        self.log.push(format!("start {sender} -> {recipients:?}"));
+        let result = self
+            .session
+            .start_message(envelope(sender, recipients), self.now);
+        assert_eq!(result, Ok(()), "start_message after {}", self.transcript());
+        self.collect();
+    }
+
+    fn take_output(&mut self) -> String {
+        let out = String::from_utf8_lossy(self.session.pending_output()).into_owned();
+        let n = self.session.pending_output().len();
+        self.session.consume_output(n);
+        self.log.push(format!("C: {out:?}"));
+        out
+    }
+
+    /// Exactly this output is pending (a whole pipelined group, say).
+    fn expect_output(&mut self, want: &str) {
+        let before = self.transcript();
+        let got = self.take_output();
+        assert_eq!(got, want, "client output after {before}");
+    }
+
+    /// Exactly one command line is pending.
+    fn expect_command(&mut self, line: &str) {
+        self.expect_output(&format!("{line}\r\n"));
+    }
+
+    fn expect_no_output(&mut self) {
+        let pending = String::from_utf8_lossy(self.session.pending_output()).into_owned();
+        assert_eq!(pending, "", "no client output after {}", self.transcript());
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn expect_event(&mut self, want: &Event) {
+        let got = self.next_event();
+        assert_eq!(
+            got.as_ref(),
+            Some(want),
+            "next event after {}",
+            self.transcript()
+        );
+    }
+
+    fn expect_ready(&mut self) {
+        self.expect_event(&Event::Ready);
+    }
+
+    fn expect_no_event(&mut self) {
+        let got = self.next_event();
+        assert_eq!(got, None, "no event after {}", self.transcript());
+    }
+
+    fn expect_done(&mut self) -> MessageResult {
+        match self.next_event() {
+            Some(Event::MessageDone(result)) => result,
+            other => panic!(
+                "want MessageDone, got {other:?} after {}",
+                self.transcript()
+            ),
+        }
+    }
+
+    fn expect_closed(&mut self) -> Option<Outcome> {
+        match self.next_event() {
+            Some(Event::Closed(outcome)) => {
+                assert!(
+                    self.session.is_closed(),
+                    "is_closed after {}",
+                    self.transcript()
+                );
+                outcome
+            }
+            other => panic!("want Closed, got {other:?} after {}", self.transcript()),
+        }
+    }
+}
+
+// ---- the fake server ---------------------------------------------------------
+
+/// What the fake server does at one command.
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    /// Send this reply (lines separated by `\n`).
+    Reply(&'static str),
+    /// Close the connection instead of replying.
+    Eof,
+    /// Never answer again.
+    Silent,
+}
+
+/// A conversation to play: which commands get which replies.
+#[derive(Debug, Clone)]
+struct Scenario {
+    pipelining: bool,
+    messages: usize,
+    recipients: Vec<&'static str>,
+    /// (command key, nth occurrence from 1, act). Keys: "greeting", "EHLO",
+    /// "HELO", "MAIL", "RCPT", "DATA", "." (end of data), "RSET", "QUIT".
+    acts: Vec<(&'static str, usize, Act)>,
+}
+
+impl Scenario {
+    fn new(pipelining: bool) -> Scenario {
+        Scenario {
+            pipelining,
+            messages: 1,
+            recipients: vec!["r1@b.test", "r2@b.test"],
+            acts: Vec::new(),
+        }
+    }
+
+    fn on(mut self, key: &'static str, nth: usize, act: Act) -> Scenario {
+        self.acts.push((key, nth, act));
+        self
+    }
+
+    fn reply(self, key: &'static str, nth: usize, text: &'static str) -> Scenario {
+        self.on(key, nth, Act::Reply(text))
+    }
+
+    fn messages(mut self, messages: usize) -> Scenario {
+        self.messages = messages;
+        self
+    }
+}
+
+struct Server {
+    scenario: Scenario,
+    seen: HashMap<&'static str, usize>,
+    line: Vec<u8>,
+    in_data: bool,
+    body: Vec<u8>,
+    bodies: Vec<Vec<u8>>,
+    /// Per client write: the commands in it, joined by '+'.
+    writes: Vec<String>,
+    mute: bool,
+}
+
+impl Server {
+    fn new(scenario: Scenario) -> Server {
+        Server {
+            scenario,
+            seen: HashMap::new(),
+            line: Vec::new(),
+            in_data: false,
+            body: Vec::new(),
+            bodies: Vec::new(),
+            writes: Vec::new(),
+            mute: false,
+        }
+    }
+
+    fn act(&mut self, key: &'static str) -> Act {
+        let nth = self.seen.entry(key).or_insert(0);
+        *nth += 1;
+        let nth = *nth;
+        let scripted = self
+            .scenario
+            .acts
+            .iter()
+            .find(|(k, n, _)| *k == key && *n == nth);
+        if let Some((_, _, act)) = scripted {
+            return *act;
+        }
+        Act::Reply(match key {
+            "greeting" => "220 mx.test ESMTP",
+            "EHLO" if self.scenario.pipelining => "250-mx.test\n250-PIPELINING\n250 8BITMIME",
+            "EHLO" => "250-mx.test\n250 8BITMIME",
+            "HELO" => "250 mx.test",
+            "MAIL" | "RCPT" | "RSET" => "250 2.1.0 ok",
+            "DATA" => "354 go ahead",
+            "." => "250 2.0.0 queued",
+            "QUIT" => "221 2.0.0 bye",
+            _ => "500 5.5.1 what",
+        })
+    }
+
+    /// Applies `act`; returns true when the server closed.
+    fn perform(&mut self, act: Act, out: &mut Vec<u8>) -> bool {
+        match act {
+            Act::Reply(text) => {
+                out.extend_from_slice(wire(text).as_bytes());
+                if text.starts_with("354") {
+                    self.in_data = true;
+                }
+                // A server that says 421 hangs up.
+                if text.starts_with("421") {
+                    self.mute = true;
+                }
+                false
+            }
+            Act::Eof => {
+                self.mute = true;
+                true
+            }
+            Act::Silent => {
+                self.mute = true;
+                false
+            }
+        }
+    }
+
+    fn greet(&mut self) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let act = self.act("greeting");
+        let eof = self.perform(act, &mut out);
+        (out, eof)
+    }
+
+    /// One client write in; the replies and whether the server closed out.
+    fn receive(&mut self, bytes: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut commands = Vec::new();
+        let mut eof = false;
+        for &b in bytes {
+            self.line.push(b);
+            if b != b'\n' {
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            if self.in_data {
+                if line == b".\r\n" {
+                    self.in_data = false;
+                    self.bodies.push(std::mem::take(&mut self.body));
+                    commands.push(".");
+                } else {
+                    let line = line.strip_prefix(b".").unwrap_or(&line);
+                    self.body.extend_from_slice(line);
+                    continue;
+                }
+            } else {
+                let verb = String::from_utf8_lossy(&line)
+                    .split([' ', ':', '\r'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                commands.push(match verb.as_str() {
+                    "EHLO" => "EHLO",
+                    "HELO" => "HELO",
+                    "MAIL" => "MAIL",
+                    "RCPT" => "RCPT",
+                    "DATA" => "DATA",
+                    "RSET" => "RSET",
+                    "QUIT" => "QUIT",
+                    _ => "?",
+                });
+            }
+            let key = commands.last().copied().unwrap_or("?");
+            if !self.mute {
+                let act = self.act(key);
+                eof |= self.perform(act, &mut out);
+            }
+        }
+        // A write that leaves the server inside a body (not ended by a
+        // dot) shows as "(body)": QUIT sent after a pipelined DATA got 354
+        // would be one.
+        if self.in_data && !bytes.is_empty() && !self.body.is_empty() {
+            commands.push("(body)");
+        }
+        if !commands.is_empty() {
+            self.writes.push(commands.join("+"));
+        }
+        (out, eof)
+    }
+}
+
+/// What a played scenario produced.
+#[derive(Debug)]
+struct Run {
+    /// Client writes, in order, separated by spaces: `"EHLO MAIL+RCPT+DATA ."`.
+    writes: String,
+    events: Vec<String>,
+    /// How long the session waited before it timed out, if it did.
+    waited: Option<Duration>,
+    /// The outcome `Closed` carried.
+    closed: Option<Outcome>,
+    bodies: Vec<Vec<u8>>,
+}
+
+const BODY: &[u8] = b"Subject: t\r\n\r\nhello\r\n.dot\r\n";
+
+fn run(scenario: &Scenario) -> Run {
+    let mut now = base();
+    let config = SessionConfig {
+        timeouts: distinct_timeouts(),
+        ..config()
+    };
+    let mut session = Session::new(config, now);
+    let mut server = Server::new(scenario.clone());
+    let mut events = Vec::new();
+    let mut waited = None;
+    let mut closed = None;
+    let mut sent = 0;
+    let (bytes, eof) = server.greet();
+    session.handle_input(&bytes, now);
+    if eof {
+        session.handle_eof(now);
+    }
+    for _ in 0..10_000 {
+        let mut progressed = false;
+        while let Some(event) = session.poll_event() {
+            progressed = true;
+            events.push(event_summary(&event));
+            match event {
+                Event::Ready if sent < scenario.messages => {
+                    sent += 1;
+                    let env = envelope("s@a.test", &scenario.recipients);
+                    if let Err(e) = session.start_message(env, now) {
+                        events.push(format!("start failed: {e}"));
+                    }
+                }
+                Event::Ready => session.quit(now),
+                Event::Closed(outcome) => closed = outcome,
+                Event::MessageDone(_) => {}
+            }
+        }
+        if session.wants_body() {
+            session.push_body(BODY, now);
+            session.finish_body(now);
+            progressed = true;
+        }
+        let out = session.pending_output().to_vec();
+        if !out.is_empty() {
+            progressed = true;
+            session.consume_output(out.len());
+            let (replies, eof) = server.receive(&out);
+            session.handle_input(&replies, now);
+            if eof {
+                session.handle_eof(now);
+            }
+        }
+        if progressed {
+            continue;
+        }
+        if session.is_closed() {
+            break;
+        }
+        match session.poll_timeout() {
+            Some(deadline) => {
+                waited = Some(deadline.saturating_duration_since(now));
+                now = deadline;
+                session.handle_timeout(now);
+            }
+            None => break,
+        }
+    }
+    Run {
+        writes: server.writes.join(" "),
+        events,
+        waited,
+        closed,
+        bodies: server.bodies,
+    }
+}
