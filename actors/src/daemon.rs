@@ -1,0 +1,189 @@
+//! Wiring: builds the mailboxes, starts every actor on its own thread, turns
+//! SIGINT/SIGTERM into a Shutdown message, and joins everything at the end.
+//! Shutdown is "drop the senders, then join", as in ripgrep's parallel walker.
+
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context as _};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::signal::{SigSet, Signal};
+use postman::config::Config;
+use postman::queue::Layout;
+use slog::{info, o, warn, Logger};
+
+use crate::dispatcher::{Dispatcher, MAX_LOOKUPS};
+use crate::messages::DispatcherMsg;
+use crate::scanner::Scanner;
+use crate::worker::Worker;
+
+/// The dispatcher's mailbox. Everyone else sends into it; it is sized for a
+/// burst of scanner findings plus one answer per open connection
+/// (`delivery.max_connections` is at most 900), so workers rarely wait.
+const DISPATCHER_MAILBOX: usize = 4096;
+
+/// Each worker's mailbox. The dispatcher never blocks on it (a full mailbox
+/// is kept in the dispatcher's backlog), so this only bounds memory.
+const WORKER_MAILBOX: usize = 1024;
+
+/// How many descriptors postman asks for: sockets stay below FD_SETSIZE,
+/// queue files, the log and DNS sockets go above it.
+const WANTED_DESCRIPTORS: u64 = 8192;
+
+/// Runs postman until the queue is done (`once`) or a signal stops it.
+pub fn run(config: Config, once: bool, log: &Logger) -> anyhow::Result<()> {
+    let layout = Layout::new(config.maildir.clone());
+    check_queue_root(&layout)?;
+    raise_descriptor_limit(log);
+
+    // Block the stop signals in this thread before any other starts, so every
+    // thread inherits the mask and only the signal thread receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals
+        .thread_block()
+        .context("cannot block SIGINT/SIGTERM")?;
+
+    let (dispatcher_tx, dispatcher_rx) = crossbeam_channel::bounded(DISPATCHER_MAILBOX);
+    let (scanner_tx, scanner_rx) = crossbeam_channel::bounded(1);
+    let (resolver_tx, resolver_rx) = crossbeam_channel::bounded(MAX_LOOKUPS);
+
+    spawn_signal_thread(signals, dispatcher_tx.clone(), log.clone())?;
+
+    let mut links = Vec::new();
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    for id in 0..config.threads {
+        let (worker, link) = Worker::new(
+            id,
+            &config,
+            dispatcher_tx.clone(),
+            log.new(o!("actor" => "worker", "worker" => id)),
+            WORKER_MAILBOX,
+        )
+        .context("cannot create an I/O worker's eventfd")?;
+        links.push(link);
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("postman-worker-{id}"))
+                .spawn(move || worker.run())
+                .context("cannot start an I/O worker thread")?,
+        );
+    }
+
+    let resolver = crate::resolver::start(
+        &config.nameservers,
+        config.dns_timeout,
+        config.dns_attempts,
+        resolver_rx,
+        dispatcher_tx.clone(),
+        log.new(o!("actor" => "resolver")),
+    )?;
+
+    let scanner = Scanner::new(
+        layout,
+        dispatcher_tx.clone(),
+        scanner_rx,
+        log.new(o!("actor" => "scanner")),
+        once,
+        config.rescan_interval,
+    );
+    let scanner = std::thread::Builder::new()
+        .name("postman-scanner".into())
+        .spawn(move || scanner.run())
+        .context("cannot start the scanner thread")?;
+
+    info!(log, "postman started"; "threads" => config.threads, "once" => once,
+        "maildir" => %config.maildir.display(), "hostname" => &config.hostname);
+    let dispatcher = Dispatcher::new(
+        dispatcher_rx,
+        links,
+        resolver_tx,
+        scanner_tx,
+        config,
+        log.new(o!("actor" => "dispatcher")),
+        once,
+    );
+    // Only the actors hold the dispatcher's mailbox from here on.
+    drop(dispatcher_tx);
+    let dispatcher = std::thread::Builder::new()
+        .name("postman-dispatcher".into())
+        .spawn(move || dispatcher.run())
+        .context("cannot start the dispatcher thread")?;
+
+    let mut panicked = Vec::new();
+    if dispatcher.join().is_err() {
+        panicked.push("dispatcher");
+    }
+    for worker in workers {
+        if worker.join().is_err() {
+            panicked.push("worker");
+        }
+    }
+    if scanner.join().is_err() {
+        panicked.push("scanner");
+    }
+    if resolver.join().is_err() {
+        panicked.push("resolver");
+    }
+    if !panicked.is_empty() {
+        bail!("postman stopped after a crash in: {}", panicked.join(", "));
+    }
+    info!(log, "postman stopped");
+    Ok(())
+}
+
+fn check_queue_root(layout: &Layout) -> anyhow::Result<()> {
+    let root = layout.root();
+    std::fs::read_dir(root).with_context(|| {
+        format!(
+            "cannot read the queue root {} (application.maildir.path)",
+            root.display()
+        )
+    })?;
+    let remote = layout.remote_dir();
+    std::fs::create_dir_all(&remote)
+        .with_context(|| format!("cannot create the remote queue {}", remote.display()))?;
+    Ok(())
+}
+
+fn raise_descriptor_limit(log: &Logger) {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < WANTED_DESCRIPTORS => {
+            let wanted = WANTED_DESCRIPTORS.min(hard);
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+                warn!(log, "cannot raise the descriptor limit"; "soft" => soft, "hard" => hard,
+                    "error" => %e);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(log, "cannot read the descriptor limit"; "error" => %e),
+    }
+}
+
+/// A thread that waits for SIGINT/SIGTERM with `sigwait` and tells the
+/// dispatcher. No signal handler runs at all. It lives as long as the
+/// process: a second signal repeats the request harmlessly.
+fn spawn_signal_thread(
+    signals: SigSet,
+    dispatcher: crossbeam_channel::Sender<DispatcherMsg>,
+    log: Logger,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("postman-signals".into())
+        .spawn(move || loop {
+            match signals.wait() {
+                Ok(signal) => {
+                    info!(log, "signal received, stopping"; "signal" => signal.as_str());
+                    if dispatcher.send(DispatcherMsg::Shutdown).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(log, "sigwait failed"; "error" => %e);
+                    return;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}

@@ -1,0 +1,610 @@
+//! The Dispatcher actor: owns per-domain state (ready and deferred messages,
+//! the route, connection counts, backoff) and decides which worker opens which
+//! connection and which messages ride on it.
+//!
+//! Fairness: domains with work wait in a round-robin queue and each turn opens
+//! at most one connection, so a domain with 10,000 messages gets its
+//! `max_connections_per_domain` connections while a domain with one message
+//! still gets its turn at once. Reused connections ask for more of their own
+//! domain (`WantMore`), bounded by `max_messages_per_connection`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use postman::config::Config;
+use postman::queue::{self, Layout};
+use postman::route::{Route, RouteError};
+use slog::{error, info, Logger};
+
+use crate::messages::{DispatcherMsg, Disposition, QueuedMessage, ScannerMsg, WorkerMsg};
+use crate::records::{self, Status, Verdict};
+use crate::resolver::ResolveRequest;
+use crate::worker::WorkerLink;
+
+/// Route lookups in flight at once. The resolver's mailbox holds this many,
+/// so a `try_send` into it never fails for want of room.
+pub const MAX_LOOKUPS: usize = 256;
+
+/// How soon the dispatcher retries handing a message to a worker whose
+/// mailbox was full.
+const BACKLOG_RETRY: Duration = Duration::from_millis(5);
+
+enum RouteState {
+    Unknown,
+    Resolving,
+    Known { route: Route, until: Instant },
+    Failed { error: RouteError, until: Instant },
+}
+
+struct Domain {
+    ready: VecDeque<QueuedMessage>,
+    /// Deferred messages by id, with the time they are due again.
+    deferred: HashMap<String, (Instant, QueuedMessage)>,
+    route: RouteState,
+    connections: usize,
+    /// How many connections the domain may have now: the configured maximum,
+    /// or 1 after a failed connection so that a dead host is probed by one
+    /// connection rather than hammered by twenty.
+    limit: usize,
+    suspended_until: Option<Instant>,
+    in_runnable: bool,
+}
+
+impl Domain {
+    fn new(limit: usize) -> Domain {
+        Domain {
+            ready: VecDeque::new(),
+            deferred: HashMap::new(),
+            route: RouteState::Unknown,
+            connections: 0,
+            limit,
+            suspended_until: None,
+            in_runnable: false,
+        }
+    }
+}
+
+pub struct Dispatcher {
+    inbox: Receiver<DispatcherMsg>,
+    workers: Vec<WorkerLink>,
+    resolver: Option<Sender<ResolveRequest>>,
+    scanner: Sender<ScannerMsg>,
+    layout: Layout,
+    config: Config,
+    log: Logger,
+    once: bool,
+
+    domains: HashMap<String, Domain>,
+    runnable: VecDeque<String>,
+    /// Timers for deferred messages: (due, domain, id). An entry whose
+    /// message is gone or was rescheduled is skipped when it fires.
+    timers: BinaryHeap<Reverse<(Instant, String, String)>>,
+    connections: usize,
+    in_flight: usize,
+    ready_total: usize,
+    lookups: usize,
+    scan_done: bool,
+    shutting_down: bool,
+    workers_running: usize,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    found: u64,
+    finished: u64,
+    deferred: u64,
+    connections_opened: u64,
+    lookups: u64,
+    lookup_failures: u64,
+}
+
+impl Dispatcher {
+    pub fn new(
+        inbox: Receiver<DispatcherMsg>,
+        workers: Vec<WorkerLink>,
+        resolver: Sender<ResolveRequest>,
+        scanner: Sender<ScannerMsg>,
+        config: Config,
+        log: Logger,
+        once: bool,
+    ) -> Dispatcher {
+        let workers_running = workers.len();
+        Dispatcher {
+            inbox,
+            workers,
+            resolver: Some(resolver),
+            scanner,
+            layout: Layout::new(config.maildir.clone()),
+            config,
+            log,
+            once,
+            domains: HashMap::new(),
+            runnable: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            connections: 0,
+            in_flight: 0,
+            ready_total: 0,
+            lookups: 0,
+            scan_done: false,
+            shutting_down: false,
+            workers_running,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let metrics_every = self.config.metrics_interval;
+        let mut next_metrics = Instant::now() + metrics_every;
+        loop {
+            let now = Instant::now();
+            let mut wake = self.next_timer().unwrap_or(now + Duration::from_secs(3600));
+            if !metrics_every.is_zero() {
+                wake = wake.min(next_metrics);
+            }
+            if self.workers.iter().any(WorkerLink::has_backlog) {
+                wake = wake.min(now + BACKLOG_RETRY);
+            }
+            match self.inbox.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(msg) => {
+                    self.handle(msg);
+                    // Take whatever else is waiting before deciding anything:
+                    // cheaper than a pump per message under load.
+                    while let Ok(msg) = self.inbox.try_recv() {
+                        self.handle(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let now = Instant::now();
+            self.release_due(now);
+            for (index, worker) in self.workers.iter_mut().enumerate() {
+                if worker.flush_backlog().is_err() {
+                    error!(self.log, "worker mailbox closed"; "worker" => index);
+                }
+            }
+            self.pump(now);
+            if self.once && !self.shutting_down && self.idle() {
+                info!(self.log, "nothing left to do now"; "deferred" => self.stats.deferred,
+                    "finished" => self.stats.finished);
+                self.begin_shutdown();
+            }
+            if self.shutting_down && self.workers_running == 0 {
+                break;
+            }
+            if !metrics_every.is_zero() && now >= next_metrics {
+                self.metrics();
+                next_metrics = now + metrics_every;
+            }
+        }
+        self.metrics();
+        info!(self.log, "dispatcher stopped");
+    }
+
+    /// `--once` is done when the scan is complete and nothing is ready, in
+    /// flight or waiting for DNS. Deferred messages wait for the next run.
+    fn idle(&self) -> bool {
+        self.scan_done && self.in_flight == 0 && self.ready_total == 0 && self.lookups == 0
+    }
+
+    fn handle(&mut self, msg: DispatcherMsg) {
+        let now = Instant::now();
+        match msg {
+            DispatcherMsg::Found(msg) => {
+                self.stats.found += 1;
+                self.enqueue(msg, now);
+            }
+            DispatcherMsg::Gone { domain, id } => self.forget(&domain, &id),
+            DispatcherMsg::ScanDone => self.scan_done = true,
+            DispatcherMsg::Resolved {
+                domain,
+                route,
+                valid_until,
+            } => self.resolved(domain, route, valid_until, now),
+            DispatcherMsg::Established { domain } => {
+                let limit = self.config.max_connections_per_domain;
+                if let Some(d) = self.domains.get_mut(&domain) {
+                    d.limit = limit;
+                }
+                self.make_runnable(&domain);
+            }
+            DispatcherMsg::Done {
+                domain,
+                disposition,
+            } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                match disposition {
+                    Disposition::Finished => self.stats.finished += 1,
+                    Disposition::Deferred(msg) => self.defer(msg, now + self.config.retry_delay),
+                    Disposition::Unused(msg) => self.enqueue(msg, now),
+                }
+                let _ = domain;
+            }
+            DispatcherMsg::WantMore {
+                worker,
+                conn,
+                domain,
+            } => {
+                let job = self.next_for(&domain, now);
+                self.send_worker(worker, WorkerMsg::Next { conn, job });
+            }
+            DispatcherMsg::ConnectFailed {
+                domain,
+                job,
+                reason,
+            } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.suspend(&domain, job, &reason, now);
+            }
+            DispatcherMsg::Closed { worker, domain } => {
+                self.connections = self.connections.saturating_sub(1);
+                if let Some(link) = self.workers.get_mut(worker) {
+                    link.connections = link.connections.saturating_sub(1);
+                }
+                if let Some(d) = self.domains.get_mut(&domain) {
+                    d.connections = d.connections.saturating_sub(1);
+                }
+                self.make_runnable(&domain);
+            }
+            DispatcherMsg::WorkerStopped { worker } => {
+                info!(self.log, "worker stopped"; "worker" => worker);
+                self.workers_running = self.workers_running.saturating_sub(1);
+            }
+            DispatcherMsg::Shutdown => {
+                if !self.shutting_down {
+                    info!(self.log, "shutting down"; "in_flight" => self.in_flight);
+                    self.begin_shutdown();
+                }
+            }
+        }
+    }
+
+    fn domain(&mut self, name: &str) -> &mut Domain {
+        let limit = self.config.max_connections_per_domain;
+        self.domains
+            .entry(name.to_owned())
+            .or_insert_with(|| Domain::new(limit))
+    }
+
+    /// A message is ready for an attempt now (or as soon as its domain's
+    /// suspension ends).
+    fn enqueue(&mut self, msg: QueuedMessage, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let name = msg.domain.clone();
+        let domain = self.domain(&name);
+        if let Some(until) = domain.suspended_until.filter(|until| *until > now) {
+            let reason = "delivery temporarily suspended after a failed connection".to_owned();
+            self.defer_logged(msg, until, &reason);
+            return;
+        }
+        domain.ready.push_back(msg);
+        self.ready_total += 1;
+        self.make_runnable(&name);
+    }
+
+    fn make_runnable(&mut self, name: &str) {
+        if let Some(d) = self.domains.get_mut(name) {
+            if !d.in_runnable && !d.ready.is_empty() {
+                d.in_runnable = true;
+                self.runnable.push_back(name.to_owned());
+            }
+        }
+    }
+
+    fn forget(&mut self, domain: &str, id: &str) {
+        if let Some(d) = self.domains.get_mut(domain) {
+            let before = d.ready.len();
+            d.ready.retain(|m| m.id != id);
+            self.ready_total -= before - d.ready.len();
+            d.deferred.remove(id);
+        }
+    }
+
+    /// Opens connections, one per domain per turn, while there is room.
+    fn pump(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let mut turns = self.runnable.len();
+        while turns > 0 && self.connections < self.config.max_connections {
+            turns -= 1;
+            let Some(name) = self.runnable.pop_front() else {
+                break;
+            };
+            let Some(d) = self.domains.get_mut(&name) else {
+                continue;
+            };
+            d.in_runnable = false;
+            if d.ready.is_empty() || d.connections >= d.limit {
+                continue;
+            }
+            match &d.route {
+                RouteState::Known { until, .. } | RouteState::Failed { until, .. }
+                    if *until <= now =>
+                {
+                    d.route = RouteState::Unknown;
+                }
+                _ => {}
+            }
+            match &d.route {
+                RouteState::Resolving => {}
+                RouteState::Unknown => self.lookup(&name),
+                RouteState::Failed { error, .. } => {
+                    let error = error.clone();
+                    self.route_failed(&name, &error, now);
+                }
+                RouteState::Known { route, .. } => {
+                    let route = route.clone();
+                    let Some(job) = d.ready.pop_front() else {
+                        continue;
+                    };
+                    d.connections += 1;
+                    let more = !d.ready.is_empty() && d.connections < d.limit;
+                    self.ready_total -= 1;
+                    self.open(&name, route, job);
+                    if more {
+                        self.make_runnable(&name);
+                        turns += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, domain: &str, route: Route, job: QueuedMessage) {
+        let worker = self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.connections)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        self.connections += 1;
+        self.in_flight += 1;
+        self.stats.connections_opened += 1;
+        if let Some(link) = self.workers.get_mut(worker) {
+            link.connections += 1;
+        }
+        self.send_worker(
+            worker,
+            WorkerMsg::Open {
+                domain: domain.to_owned(),
+                route,
+                job,
+            },
+        );
+    }
+
+    fn send_worker(&mut self, worker: usize, msg: WorkerMsg) {
+        match self.workers.get_mut(worker) {
+            Some(link) => {
+                if let Err(e) = link.send(msg) {
+                    error!(self.log, "worker mailbox closed"; "worker" => worker, "error" => %e);
+                }
+            }
+            None => error!(self.log, "no such worker"; "worker" => worker),
+        }
+    }
+
+    /// The next message for a connection that asked for more of its domain.
+    fn next_for(&mut self, domain: &str, now: Instant) -> Option<QueuedMessage> {
+        if self.shutting_down {
+            return None;
+        }
+        let d = self.domains.get_mut(domain)?;
+        if d.suspended_until.is_some_and(|until| until > now) {
+            return None;
+        }
+        let job = d.ready.pop_front()?;
+        self.ready_total -= 1;
+        self.in_flight += 1;
+        Some(job)
+    }
+
+    fn lookup(&mut self, name: &str) {
+        if self.lookups >= MAX_LOOKUPS {
+            // Try again at the next pump; keep the domain in the queue.
+            self.make_runnable(name);
+            return;
+        }
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        match resolver.try_send(ResolveRequest {
+            domain: name.to_owned(),
+        }) {
+            Ok(()) => {
+                self.lookups += 1;
+                self.stats.lookups += 1;
+                if let Some(d) = self.domains.get_mut(name) {
+                    d.route = RouteState::Resolving;
+                }
+            }
+            Err(TrySendError::Full(_)) => self.make_runnable(name),
+            Err(TrySendError::Disconnected(_)) => {
+                error!(self.log, "resolver is gone");
+            }
+        }
+    }
+
+    fn resolved(
+        &mut self,
+        domain: String,
+        route: Result<Route, RouteError>,
+        until: Instant,
+        now: Instant,
+    ) {
+        self.lookups = self.lookups.saturating_sub(1);
+        if route.is_err() {
+            self.stats.lookup_failures += 1;
+        }
+        let d = self.domain(&domain);
+        match route {
+            Ok(route) => {
+                d.route = RouteState::Known { route, until };
+                self.make_runnable(&domain);
+            }
+            Err(error) => {
+                let until = match error {
+                    // Retry a failed lookup when the messages come due again.
+                    RouteError::Transient(_) => now,
+                    RouteError::Permanent(_) => until,
+                };
+                d.route = RouteState::Failed {
+                    error: error.clone(),
+                    until,
+                };
+                self.route_failed(&domain, &error, now);
+            }
+        }
+    }
+
+    /// Applies a routing failure to every ready message of the domain.
+    fn route_failed(&mut self, name: &str, error: &RouteError, now: Instant) {
+        let Some(d) = self.domains.get_mut(name) else {
+            return;
+        };
+        let messages: Vec<QueuedMessage> = d.ready.drain(..).collect();
+        self.ready_total -= messages.len();
+        match error {
+            RouteError::Transient(reason) => {
+                d.suspended_until = Some(now + self.config.retry_delay);
+                for msg in messages {
+                    self.defer_logged(msg, now + self.config.retry_delay, reason);
+                }
+            }
+            RouteError::Permanent(reason) => {
+                for msg in messages {
+                    self.bounce(msg, reason);
+                }
+            }
+        }
+    }
+
+    /// No server of the domain could be reached: back off the whole domain.
+    fn suspend(&mut self, name: &str, job: QueuedMessage, reason: &str, now: Instant) {
+        let until = now + self.config.retry_delay;
+        self.defer_logged(job, until, reason);
+        let Some(d) = self.domains.get_mut(name) else {
+            return;
+        };
+        d.limit = 1;
+        d.suspended_until = Some(until);
+        let messages: Vec<QueuedMessage> = d.ready.drain(..).collect();
+        self.ready_total -= messages.len();
+        let reason = format!("delivery temporarily suspended: {reason}");
+        for msg in messages {
+            self.defer_logged(msg, until, &reason);
+        }
+    }
+
+    fn defer_logged(&mut self, msg: QueuedMessage, until: Instant, reason: &str) {
+        records::log_all(
+            &self.log,
+            &msg,
+            &Verdict {
+                status: Status::Deferred,
+                relay: "none",
+                code: 0,
+                dsn: None,
+                reply: reason,
+            },
+        );
+        self.defer(msg, until);
+    }
+
+    /// Parks a message until `until`. In `--once` mode it simply stays on
+    /// disk for the next run.
+    fn defer(&mut self, msg: QueuedMessage, until: Instant) {
+        self.stats.deferred += 1;
+        if self.once || self.shutting_down {
+            return;
+        }
+        let domain = msg.domain.clone();
+        let id = msg.id.clone();
+        self.timers
+            .push(Reverse((until, domain.clone(), id.clone())));
+        self.domain(&domain).deferred.insert(id, (until, msg));
+    }
+
+    fn bounce(&mut self, msg: QueuedMessage, reason: &str) {
+        records::log_all(
+            &self.log,
+            &msg,
+            &Verdict {
+                status: Status::Bounced,
+                relay: "none",
+                code: 0,
+                dsn: None,
+                reply: reason,
+            },
+        );
+        match queue::set_aside_failed(&self.layout, &msg.domain, &msg.id, reason) {
+            Ok(_) => self.stats.finished += 1,
+            Err(e) => {
+                error!(self.log, "cannot set aside failed message; it stays queued";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    fn release_due(&mut self, now: Instant) {
+        while let Some(Reverse((due, _, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((due, domain, id))) = self.timers.pop() else {
+                break;
+            };
+            let Some(d) = self.domains.get_mut(&domain) else {
+                continue;
+            };
+            if d.deferred.get(&id).is_some_and(|(at, _)| *at == due) {
+                if let Some((_, msg)) = d.deferred.remove(&id) {
+                    if d.suspended_until.is_some_and(|until| until <= now) {
+                        d.suspended_until = None;
+                    }
+                    self.enqueue(msg, now);
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        let _ = self.scanner.try_send(ScannerMsg::Shutdown);
+        // Closing the resolver's mailbox ends its thread once lookups finish.
+        self.resolver = None;
+        for worker in 0..self.workers.len() {
+            self.send_worker(worker, WorkerMsg::Shutdown);
+        }
+    }
+
+    fn metrics(&self) {
+        let deferred: usize = self.domains.values().map(|d| d.deferred.len()).sum();
+        info!(self.log, "metrics";
+            "domains" => self.domains.len(),
+            "ready" => self.ready_total,
+            "deferred" => deferred,
+            "in_flight" => self.in_flight,
+            "connections" => self.connections,
+            "lookups_in_flight" => self.lookups,
+            "mailbox" => self.inbox.len(),
+            "found" => self.stats.found,
+            "finished" => self.stats.finished,
+            "deferrals" => self.stats.deferred,
+            "connections_opened" => self.stats.connections_opened,
+            "dns_lookups" => self.stats.lookups,
+            "dns_failures" => self.stats.lookup_failures,
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! postman's actors: Scanner → Dispatcher → I/O workers, with the Logger as
+//! the `slog-async` drain, each on its own thread and talking only through
+//! bounded `crossbeam-channel` mailboxes (see shared/DESIGN.md). Also the
+//! command line of the `postman` binary.
+
+pub mod cli;
+pub mod daemon;
+pub mod dispatcher;
+pub mod logging;
+pub mod messages;
+pub mod records;
+pub mod resolver;
+pub mod scanner;
+pub mod worker;

@@ -1,0 +1,118 @@
+//! The mailbox messages between the actors. Every piece of state has one
+//! owner; a [`QueuedMessage`] moves from the scanner to the dispatcher, to an
+//! I/O worker for one delivery attempt, and back when it has to wait.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use postman::queue::Envelope;
+use postman::route::{Route, RouteError};
+
+/// One queue file as the scanner found it: the envelope header block is
+/// parsed, the message itself stays on disk.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    /// The file name inside the domain folder: the queue id in every log record.
+    pub id: String,
+    /// The destination domain (the folder name).
+    pub domain: String,
+    pub path: PathBuf,
+    pub envelope: Envelope,
+    /// `X-Postman-Date`, or the file's modification time when it has none.
+    pub arrival: SystemTime,
+    /// Size of the whole file in bytes.
+    pub size: u64,
+}
+
+/// Identifies a connection within one worker. The generation makes an answer
+/// that arrives after the connection closed (and its slot was reused) harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// What became of one message after an attempt, as far as the dispatcher
+/// needs to know. The worker already logged each recipient and updated the
+/// queue file.
+#[derive(Debug)]
+pub enum Disposition {
+    /// Nothing left to do for this message: delivered, set aside as failed,
+    /// or the file vanished (deleted by an administrator).
+    Finished,
+    /// At least one recipient is still pending: the message comes back to
+    /// wait for its next attempt.
+    Deferred(QueuedMessage),
+    /// The message was not tried (its connection closed first, or postman
+    /// is stopping): it is ready again at once.
+    Unused(QueuedMessage),
+}
+
+/// The dispatcher's mailbox.
+#[derive(Debug)]
+pub enum DispatcherMsg {
+    /// The scanner found a queue file.
+    Found(QueuedMessage),
+    /// A file the scanner reported earlier is no longer in the queue.
+    Gone { domain: String, id: String },
+    /// The scanner finished its first full pass over the queue.
+    ScanDone,
+    /// A route lookup finished.
+    Resolved {
+        domain: String,
+        route: Result<Route, RouteError>,
+        valid_until: Instant,
+    },
+    /// A worker reached a server for this domain (greeting and EHLO done).
+    Established { domain: String },
+    /// A delivery attempt ended.
+    Done {
+        domain: String,
+        disposition: Disposition,
+    },
+    /// The connection is idle and may carry another message of its domain.
+    WantMore {
+        worker: usize,
+        conn: ConnId,
+        domain: String,
+    },
+    /// No address of any MX host could be brought to the point of accepting a
+    /// message. The job comes back; the domain should back off.
+    ConnectFailed {
+        domain: String,
+        job: QueuedMessage,
+        reason: String,
+    },
+    /// A connection is closed; its slot counts no longer.
+    Closed { worker: usize, domain: String },
+    /// A worker has closed every connection and stopped.
+    WorkerStopped { worker: usize },
+    /// SIGINT or SIGTERM: stop gracefully.
+    Shutdown,
+}
+
+/// An I/O worker's mailbox.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Open a new connection for `domain` along `route` and deliver `job` on it.
+    Open {
+        domain: String,
+        route: Route,
+        job: QueuedMessage,
+    },
+    /// The answer to [`DispatcherMsg::WantMore`]: the next message, or `None`
+    /// to say goodbye to the server.
+    Next {
+        conn: ConnId,
+        job: Option<QueuedMessage>,
+    },
+    /// Finish what is in flight within the grace period, then stop.
+    Shutdown,
+}
+
+/// The scanner's mailbox (from the wiring).
+#[derive(Debug)]
+pub enum ScannerMsg {
+    /// Stop watching the queue and exit.
+    Shutdown,
+}

@@ -1,0 +1,231 @@
+//! Route lookups off the dispatcher's thread: MX, then A and AAAA for each MX
+//! host, with hickory-resolver on one small tokio runtime. Answers come back
+//! as [`DispatcherMsg::Resolved`] so the dispatcher loop never waits on DNS.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use crossbeam_channel::{Receiver, Sender};
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+use postman::route::{self, AddrAnswer, MxAnswer};
+use slog::{debug, Logger};
+
+use crate::messages::DispatcherMsg;
+
+/// How long a route stays valid when the answers carry no usable TTL, and the
+/// most we keep any route: an MX change is picked up within this time.
+const MAX_ROUTE_LIFETIME: Duration = Duration::from_secs(3600);
+/// The least we keep a route, so a zero TTL does not mean a lookup per message.
+const MIN_ROUTE_LIFETIME: Duration = Duration::from_secs(5);
+
+/// Asks for the route of one domain.
+#[derive(Debug)]
+pub struct ResolveRequest {
+    pub domain: String,
+}
+
+/// Starts the resolver thread. It ends when the request channel is closed
+/// (the dispatcher dropped its sender) and the lookups in flight are done.
+pub fn start(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+    attempts: usize,
+    requests: Receiver<ResolveRequest>,
+    answers: Sender<DispatcherMsg>,
+    log: Logger,
+) -> anyhow::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("postman-dns")
+        .enable_all()
+        .build()
+        .context("cannot start the DNS runtime")?;
+    let resolver = {
+        // The resolver's connections bind to the runtime that first uses them,
+        // so it is built and used inside this one runtime only.
+        let _enter = runtime.enter();
+        build_resolver(nameservers, timeout, attempts)?
+    };
+    let resolver = Arc::new(resolver);
+    let handle = std::thread::Builder::new()
+        .name("postman-resolver".into())
+        .spawn(move || {
+            for request in requests.iter() {
+                let resolver = Arc::clone(&resolver);
+                let answers = answers.clone();
+                let log = log.clone();
+                runtime.spawn(async move {
+                    let started = Instant::now();
+                    let (route, valid_until) = resolve(&resolver, &request.domain).await;
+                    debug!(log, "route resolved"; "domain" => &request.domain,
+                        "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
+                    // The dispatcher never blocks on us, so a blocking send
+                    // cannot deadlock; an error means it is gone.
+                    let _ = answers.send(DispatcherMsg::Resolved {
+                        domain: request.domain,
+                        route,
+                        valid_until,
+                    });
+                });
+            }
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })
+        .context("cannot start the resolver thread")?;
+    Ok(handle)
+}
+
+fn build_resolver(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+    attempts: usize,
+) -> anyhow::Result<TokioResolver> {
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = if nameservers.is_empty() {
+        TokioResolver::builder(provider).context("cannot read the system resolver configuration")?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+                for connection in &mut server.connections {
+                    connection.port = addr.port();
+                }
+                server
+            })
+            .collect();
+        TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+    };
+    let options: &mut ResolverOpts = builder.options_mut();
+    options.timeout = timeout;
+    options.attempts = attempts;
+    // Mail routing follows the DNS only; /etc/hosts is for local programs.
+    options.use_hosts_file = ResolveHosts::Never;
+    // Names are queried fully qualified: no search list.
+    options.ndots = 0;
+    builder.build().context("cannot build the DNS resolver")
+}
+
+/// Looks up the route for `domain`: MX records, then the addresses of each host.
+async fn resolve(
+    resolver: &TokioResolver,
+    domain: &str,
+) -> (Result<route::Route, route::RouteError>, Instant) {
+    let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
+    let fqdn = format!("{}.", domain.trim_end_matches('.'));
+    let answer = match resolver.mx_lookup(fqdn.as_str()).await {
+        Ok(lookup) => {
+            valid_until = valid_until.min(lookup.valid_until());
+            let records = lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if records.is_empty() {
+                MxAnswer::NoRecords
+            } else {
+                MxAnswer::Records(records)
+            }
+        }
+        Err(error) => classify_mx(&error),
+    };
+    let implicit = matches!(answer, MxAnswer::NoRecords);
+    let hosts = match route::mx_hosts(domain, answer, seed()) {
+        Ok(hosts) => hosts,
+        Err(error) => return (Err(error), clamp(valid_until)),
+    };
+    let lookups = hosts.into_iter().map(|host| async move {
+        let fqdn = format!("{}.", host.trim_end_matches('.'));
+        let (v4, v6) = tokio::join!(
+            resolver.ipv4_lookup(fqdn.as_str()),
+            resolver.ipv6_lookup(fqdn.as_str())
+        );
+        (host, v4, v6)
+    });
+    let mut resolved = Vec::new();
+    for (host, v4, v6) in futures_util::future::join_all(lookups).await {
+        let mut addrs = Vec::new();
+        let mut failures = Vec::new();
+        for result in [v4, v6] {
+            match result {
+                Ok(lookup) => {
+                    valid_until = valid_until.min(lookup.valid_until());
+                    addrs.extend(lookup.answers().iter().filter_map(|r| match &r.data {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                        _ => None,
+                    }));
+                }
+                Err(error) => failures.push(classify_addr(&error)),
+            }
+        }
+        let answer = if !addrs.is_empty() {
+            AddrAnswer::Addrs(addrs)
+        } else if let Some(failed) = failures.iter().find(|f| matches!(f, AddrAnswer::Failed(_))) {
+            clone_answer(failed)
+        } else if failures.iter().all(|f| matches!(f, AddrAnswer::NxDomain)) && !failures.is_empty()
+        {
+            AddrAnswer::NxDomain
+        } else {
+            AddrAnswer::NoRecords
+        };
+        resolved.push((host, answer));
+    }
+    (
+        route::build_route(domain, resolved, implicit),
+        clamp(valid_until),
+    )
+}
+
+fn classify_mx(error: &NetError) -> MxAnswer {
+    if error.is_nx_domain() {
+        MxAnswer::NxDomain
+    } else if error.is_no_records_found() {
+        MxAnswer::NoRecords
+    } else {
+        MxAnswer::Failed(error.to_string())
+    }
+}
+
+fn classify_addr(error: &NetError) -> AddrAnswer {
+    if error.is_nx_domain() {
+        AddrAnswer::NxDomain
+    } else if error.is_no_records_found() {
+        AddrAnswer::NoRecords
+    } else {
+        AddrAnswer::Failed(error.to_string())
+    }
+}
+
+fn clone_answer(answer: &AddrAnswer) -> AddrAnswer {
+    match answer {
+        AddrAnswer::Addrs(a) => AddrAnswer::Addrs(a.clone()),
+        AddrAnswer::NoRecords => AddrAnswer::NoRecords,
+        AddrAnswer::NxDomain => AddrAnswer::NxDomain,
+        AddrAnswer::Failed(m) => AddrAnswer::Failed(m.clone()),
+    }
+}
+
+fn clamp(valid_until: Instant) -> Instant {
+    let now = Instant::now();
+    valid_until.clamp(now + MIN_ROUTE_LIFETIME, now + MAX_ROUTE_LIFETIME)
+}
+
+/// A seed for shuffling MX hosts of equal preference (RFC 5321 §5.1): the
+/// clock's nanoseconds are random enough to spread load across them.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}

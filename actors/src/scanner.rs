@@ -1,0 +1,345 @@
+//! The Scanner actor: owns the view of the queue directory. A first full pass,
+//! then inotify for new files and new domain folders, with a periodic rescan
+//! as the safety net (a lost event, an overflowed inotify queue, a file
+//! written over NFS). It reads only the envelope header block of each file.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use postman::queue::{self, Layout, ReadError};
+use slog::{error, info, warn, Logger};
+
+use crate::messages::{DispatcherMsg, QueuedMessage, ScannerMsg};
+
+/// How often the scanner looks at its mailbox while waiting for inotify
+/// events: the upper bound on how long a shutdown waits for it.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+
+pub struct Scanner {
+    layout: Layout,
+    out: Sender<DispatcherMsg>,
+    inbox: Receiver<ScannerMsg>,
+    log: Logger,
+    once: bool,
+    rescan_interval: Duration,
+    /// Files reported to the dispatcher and not yet seen gone, per domain.
+    known: HashMap<String, HashSet<String>>,
+    /// Folder names already complained about, so a bad folder is reported
+    /// once, not at every rescan.
+    bad_folders: HashSet<String>,
+    inotify: Option<Inotify>,
+    watches: HashMap<WatchDescriptor, Option<String>>,
+}
+
+/// The scanner stops: the dispatcher is gone or asked it to.
+struct Stop;
+
+impl Scanner {
+    pub fn new(
+        layout: Layout,
+        out: Sender<DispatcherMsg>,
+        inbox: Receiver<ScannerMsg>,
+        log: Logger,
+        once: bool,
+        rescan_interval: Duration,
+    ) -> Scanner {
+        Scanner {
+            layout,
+            out,
+            inbox,
+            log,
+            once,
+            rescan_interval,
+            known: HashMap::new(),
+            bad_folders: HashSet::new(),
+            inotify: None,
+            watches: HashMap::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        if !self.once {
+            // Watch before the first scan, so a file renamed into the queue
+            // during the scan is seen by one or the other.
+            match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+                Ok(inotify) => self.inotify = Some(inotify),
+                Err(e) => warn!(self.log, "inotify unavailable, relying on rescans";
+                    "error" => %e, "rescan_interval" => self.rescan_interval.as_secs()),
+            }
+            self.watch(None);
+        }
+        let started = Instant::now();
+        if self.full_scan().is_err() {
+            return;
+        }
+        let files: usize = self.known.values().map(HashSet::len).sum();
+        info!(self.log, "queue scanned"; "files" => files, "domains" => self.known.len(),
+            "ms" => started.elapsed().as_millis() as u64);
+        if self.out.send(DispatcherMsg::ScanDone).is_err() || self.once {
+            return;
+        }
+        let _ = self.watch_loop();
+    }
+
+    fn watch_loop(&mut self) -> Result<(), Stop> {
+        let mut next_rescan = Instant::now() + self.rescan_interval;
+        loop {
+            match self.inbox.try_recv() {
+                Ok(ScannerMsg::Shutdown) | Err(TryRecvError::Disconnected) => return Err(Stop),
+                Err(TryRecvError::Empty) => {}
+            }
+            let now = Instant::now();
+            if now >= next_rescan {
+                self.full_scan()?;
+                next_rescan = now + self.rescan_interval;
+            }
+            let wait = SHUTDOWN_POLL.min(next_rescan.saturating_duration_since(now));
+            let Some(inotify) = &self.inotify else {
+                std::thread::sleep(wait);
+                continue;
+            };
+            let ready = {
+                let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+                let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+                match nix::poll::poll(&mut fds, timeout) {
+                    Ok(n) => n > 0,
+                    Err(nix::errno::Errno::EINTR) => false,
+                    Err(e) => {
+                        error!(self.log, "poll on inotify failed"; "error" => %e);
+                        std::thread::sleep(wait);
+                        false
+                    }
+                }
+            };
+            if ready {
+                self.handle_events()?;
+            }
+        }
+    }
+
+    fn handle_events(&mut self) -> Result<(), Stop> {
+        let Some(inotify) = &self.inotify else {
+            return Ok(());
+        };
+        let events = match inotify.read_events() {
+            Ok(events) => events,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+            Err(e) => {
+                error!(self.log, "reading inotify events failed"; "error" => %e);
+                return Ok(());
+            }
+        };
+        for event in events {
+            if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                warn!(self.log, "inotify queue overflowed, rescanning");
+                self.full_scan()?;
+                continue;
+            }
+            let Some(target) = self.watches.get(&event.wd).cloned() else {
+                continue;
+            };
+            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                // The folder went away (or was moved): forget the watch.
+                self.watches.remove(&event.wd);
+                continue;
+            }
+            let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            match target {
+                None if event.mask.contains(AddWatchFlags::IN_ISDIR) => {
+                    // A new domain folder.
+                    self.scan_domain(name)?;
+                }
+                Some(domain) if !event.mask.contains(AddWatchFlags::IN_ISDIR) => {
+                    self.consider(&domain, name)?;
+                }
+                None | Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn watch(&mut self, domain: Option<&str>) {
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        let (path, mask) = match domain {
+            None => (
+                self.layout.remote_dir(),
+                AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
+            ),
+            // Writers rename finished files into the folder (IN_MOVED_TO);
+            // IN_CLOSE_WRITE catches one that writes in place.
+            Some(d) => (
+                self.layout.domain_dir(d),
+                AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_ONLYDIR,
+            ),
+        };
+        match inotify.add_watch(&path, mask) {
+            Ok(wd) => {
+                self.watches.insert(wd, domain.map(str::to_owned));
+            }
+            Err(e) => warn!(self.log, "cannot watch queue folder, relying on rescans";
+                "path" => %path.display(), "error" => %e),
+        }
+    }
+
+    /// Lists every domain folder and every file in it. Files no longer there
+    /// are reported gone.
+    fn full_scan(&mut self) -> Result<(), Stop> {
+        let domains = match queue::list_domains(&self.layout) {
+            Ok(domains) => domains,
+            Err(e) => {
+                error!(self.log, "cannot list the queue"; "path" => %self.layout.remote_dir().display(),
+                    "error" => %e);
+                return Ok(());
+            }
+        };
+        let mut seen_domains = HashSet::new();
+        for domain in domains {
+            self.scan_domain(&domain)?;
+            seen_domains.insert(domain);
+        }
+        let vanished: Vec<String> = self
+            .known
+            .keys()
+            .filter(|d| !seen_domains.contains(*d))
+            .cloned()
+            .collect();
+        for domain in vanished {
+            if let Some(ids) = self.known.remove(&domain) {
+                for id in ids {
+                    self.send(DispatcherMsg::Gone {
+                        domain: domain.clone(),
+                        id,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan_domain(&mut self, domain: &str) -> Result<(), Stop> {
+        if !queue::valid_domain(domain) {
+            if self.bad_folders.insert(domain.to_owned()) {
+                error!(self.log, "queue folder is not a lower-case domain name: its mail is not delivered";
+                    "domain" => domain, "path" => %self.layout.domain_dir(domain).display());
+            }
+            return Ok(());
+        }
+        if !self.known.contains_key(domain) {
+            self.known.insert(domain.to_owned(), HashSet::new());
+            self.watch(Some(domain));
+        }
+        let dir = self.layout.domain_dir(domain);
+        let names = match queue::list_messages(&dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                error!(self.log, "cannot list queue folder"; "path" => %dir.display(), "error" => %e);
+                return Ok(());
+            }
+        };
+        let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+        let gone: Vec<String> = self
+            .known
+            .get(domain)
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| !present.contains(id.as_str()))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in gone {
+            if let Some(ids) = self.known.get_mut(domain) {
+                ids.remove(&id);
+            }
+            self.send(DispatcherMsg::Gone {
+                domain: domain.to_owned(),
+                id,
+            })?;
+        }
+        for name in &names {
+            self.consider(domain, name)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the envelope of a file not seen before and reports it, or
+    /// quarantines it when it cannot be parsed.
+    fn consider(&mut self, domain: &str, name: &str) -> Result<(), Stop> {
+        if name.starts_with('.') || name == "tmp" {
+            return Ok(());
+        }
+        if self.known.get(domain).is_some_and(|ids| ids.contains(name)) {
+            return Ok(());
+        }
+        let path = self.layout.domain_dir(domain).join(name);
+        let metadata = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                error!(self.log, "cannot read queue file"; "queue_id" => name, "domain" => domain,
+                    "error" => %e);
+                return Ok(());
+            }
+        };
+        match queue::read_envelope(&path) {
+            Ok(envelope) => {
+                let arrival = envelope
+                    .arrival
+                    .or_else(|| metadata.modified().ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                self.known
+                    .entry(domain.to_owned())
+                    .or_default()
+                    .insert(name.to_owned());
+                self.send(DispatcherMsg::Found(QueuedMessage {
+                    id: name.to_owned(),
+                    domain: domain.to_owned(),
+                    path,
+                    envelope,
+                    arrival,
+                    size: metadata.len(),
+                }))
+            }
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(ReadError::Io(e)) => {
+                error!(self.log, "cannot read queue file"; "queue_id" => name, "domain" => domain,
+                    "error" => %e);
+                Ok(())
+            }
+            Err(ReadError::Envelope(e)) => {
+                self.quarantine(domain, name, &path, &e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn quarantine(&mut self, domain: &str, name: &str, path: &Path, reason: &str) {
+        match queue::quarantine(&self.layout, domain, name, reason) {
+            Ok(to) => error!(self.log, "quarantined"; "queue_id" => name, "domain" => domain,
+                "reason" => reason, "path" => %to.display()),
+            Err(e) => {
+                error!(self.log, "cannot quarantine unparseable queue file; it stays in place";
+                "queue_id" => name, "domain" => domain, "reason" => reason,
+                "path" => %path.display(), "error" => %e)
+            }
+        }
+    }
+
+    fn send(&self, msg: DispatcherMsg) -> Result<(), Stop> {
+        self.out.send(msg).map_err(|_| Stop)
+    }
+}

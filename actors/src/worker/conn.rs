@@ -1,0 +1,679 @@
+//! One outbound connection: walks the route's addresses until one server
+//! greets and answers EHLO, then carries messages of its domain until the
+//! dispatcher has no more, the per-connection limit is reached, or the
+//! server fails. The SMTP conversation itself is the core's [`Session`].
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Instant;
+
+use postman::queue::{self, BodyReader};
+use postman::smtp::{self, Class, Event, MessageResult, Session};
+use slog::{debug, error, warn};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{body, Shared, FD_SETSIZE};
+use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
+use crate::records::{self, Status, Verdict};
+
+enum State {
+    /// Not connected: the next address is tried at the next drive.
+    Idle,
+    /// Non-blocking connect in progress.
+    Connecting { socket: Socket, deadline: Instant },
+    /// Connected; the session runs.
+    /// The session is boxed: it is large and lives as long as the connection.
+    Smtp {
+        socket: Socket,
+        session: Box<Session>,
+    },
+    /// Nothing more to do: the slot is freed after [`Conn::finish`].
+    Done,
+}
+
+/// The message being delivered on this connection.
+struct Job {
+    msg: QueuedMessage,
+    body: Option<BodyReader>,
+}
+
+pub struct Conn {
+    pub id: ConnId,
+    domain: String,
+    /// Addresses not tried yet, in route order: every address of a host
+    /// before the next host.
+    candidates: VecDeque<(String, SocketAddr)>,
+    /// `host[ip]:port` of the current server.
+    relay: String,
+    state: State,
+    /// The message this connection was opened for, until a server is ready.
+    first: Option<QueuedMessage>,
+    job: Option<Job>,
+    /// A server greeted us and answered EHLO/HELO.
+    established: bool,
+    /// Waiting for the dispatcher's answer to WantMore.
+    awaiting_next: bool,
+    /// Why each address failed, for the deferral reason.
+    failures: Vec<String>,
+    /// A write failed: the peer is gone even if the session does not know yet.
+    broken: bool,
+}
+
+impl Conn {
+    pub fn new(
+        domain: String,
+        candidates: VecDeque<(String, SocketAddr)>,
+        first: QueuedMessage,
+    ) -> Conn {
+        Conn {
+            id: ConnId {
+                index: 0,
+                generation: 0,
+            },
+            domain,
+            candidates,
+            relay: String::from("none"),
+            state: State::Idle,
+            first: Some(first),
+            job: None,
+            established: false,
+            awaiting_next: false,
+            failures: Vec::new(),
+            broken: false,
+        }
+    }
+
+    pub fn start(&mut self, shared: &mut Shared, now: Instant) {
+        self.connect_next(shared, now);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.state {
+            State::Connecting { socket, .. } | State::Smtp { socket, .. } => Some(socket.as_fd()),
+            State::Idle | State::Done => None,
+        }
+    }
+
+    pub fn wants_read(&self) -> bool {
+        matches!(&self.state, State::Smtp { session, .. } if !session.is_closed())
+    }
+
+    pub fn wants_write(&self) -> bool {
+        match &self.state {
+            State::Connecting { .. } => true,
+            State::Smtp { session, .. } => !session.pending_output().is_empty(),
+            State::Idle | State::Done => false,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Connecting { deadline, .. } => Some(*deadline),
+            State::Smtp { session, .. } => session.poll_timeout(),
+            State::Idle | State::Done => None,
+        }
+    }
+
+    /// Starts a non-blocking connect to the next address, or gives up when
+    /// none is left.
+    fn connect_next(&mut self, shared: &mut Shared, now: Instant) {
+        while let Some((host, addr)) = self.candidates.pop_front() {
+            self.relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+            shared.stats.connections_opened += 1;
+            match open_socket(addr) {
+                Ok((socket, true)) => {
+                    self.state = State::Smtp {
+                        socket,
+                        session: Box::new(Session::new(shared.session.clone(), now)),
+                    };
+                    return;
+                }
+                Ok((socket, false)) => {
+                    self.state = State::Connecting {
+                        socket,
+                        deadline: now + shared.connect_timeout,
+                    };
+                    return;
+                }
+                Err(e) => self.address_failed(shared, format!("connect to {}: {e}", self.relay)),
+            }
+        }
+        self.give_up(shared);
+    }
+
+    fn address_failed(&mut self, shared: &mut Shared, reason: String) {
+        debug!(shared.log, "address failed"; "domain" => &self.domain, "relay" => &self.relay,
+            "reason" => &reason);
+        shared.stats.connect_failures += 1;
+        self.failures.push(reason);
+        self.state = State::Idle;
+    }
+
+    /// No address could take the message: it goes back to the dispatcher,
+    /// which backs the domain off.
+    fn give_up(&mut self, shared: &mut Shared) {
+        self.state = State::Done;
+        let reason = if self.failures.is_empty() {
+            "no address to connect to".to_owned()
+        } else {
+            self.failures.join("; ")
+        };
+        if let Some(job) = self.first.take() {
+            shared.tell(DispatcherMsg::ConnectFailed {
+                domain: self.domain.clone(),
+                job,
+                reason,
+            });
+        }
+    }
+
+    pub fn on_ready(&mut self, readable: bool, writable: bool, shared: &mut Shared, now: Instant) {
+        match &mut self.state {
+            State::Connecting { socket, .. } if writable => {
+                let result = match socket.take_error() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(e)) | Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {
+                        let State::Connecting { socket, .. } =
+                            std::mem::replace(&mut self.state, State::Idle)
+                        else {
+                            return;
+                        };
+                        self.state = State::Smtp {
+                            socket,
+                            session: Box::new(Session::new(shared.session.clone(), now)),
+                        };
+                    }
+                    Err(e) => {
+                        let reason = format!("connect to {}: {e}", self.relay);
+                        self.address_failed(shared, reason);
+                        self.connect_next(shared, now);
+                    }
+                }
+            }
+            State::Smtp { socket, session } if readable => {
+                read_into(socket, session, shared, now);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn on_timeout(&mut self, shared: &mut Shared, now: Instant) {
+        match &mut self.state {
+            State::Connecting { deadline, .. } if *deadline <= now => {
+                let reason = format!("connect to {}: timed out", self.relay);
+                self.address_failed(shared, reason);
+                self.connect_next(shared, now);
+            }
+            State::Smtp { session, .. } => session.handle_timeout(now),
+            _ => {}
+        }
+    }
+
+    /// The dispatcher's answer to WantMore.
+    pub fn next(&mut self, job: Option<QueuedMessage>, shared: &mut Shared, now: Instant) {
+        self.awaiting_next = false;
+        let State::Smtp { session, .. } = &mut self.state else {
+            if let Some(job) = job {
+                give_back(shared, job);
+            }
+            return;
+        };
+        match job {
+            Some(msg) if shared.shutdown_deadline.is_none() => {
+                self.job = start_job(session, msg, shared, &self.relay, now);
+                if self.job.is_none() {
+                    self.after_transaction(shared, now);
+                }
+            }
+            Some(msg) => {
+                give_back(shared, msg);
+                session.quit(now);
+            }
+            None => session.quit(now),
+        }
+    }
+
+    /// SIGTERM: idle and not yet established connections close now; a
+    /// transaction in flight may finish within the grace period.
+    pub fn shutdown(&mut self, shared: &mut Shared, now: Instant) {
+        if let Some(msg) = self.first.take() {
+            give_back(shared, msg);
+            self.close(shared);
+            return;
+        }
+        if let State::Smtp { session, .. } = &mut self.state {
+            if self.job.is_none() && !self.awaiting_next && !session.is_closed() {
+                session.quit(now);
+            }
+        } else {
+            self.close(shared);
+        }
+    }
+
+    /// The grace period is over: drop the connection. The message stays queued.
+    pub fn abort(&mut self, shared: &mut Shared, reason: &str, _now: Instant) {
+        if let Some(job) = self.job.take() {
+            log_all(shared, &job.msg, &self.relay, Status::Deferred, reason);
+            shared.stats.deferred += 1;
+            shared.tell(DispatcherMsg::Done {
+                domain: self.domain.clone(),
+                disposition: Disposition::Deferred(job.msg),
+            });
+        }
+        if let Some(msg) = self.first.take() {
+            give_back(shared, msg);
+        }
+        self.close(shared);
+    }
+
+    fn close(&mut self, _shared: &mut Shared) {
+        self.state = State::Done;
+    }
+
+    /// Runs the session until it has nothing more to do right now: events,
+    /// body chunks, socket writes.
+    pub fn drive(&mut self, shared: &mut Shared, now: Instant) {
+        loop {
+            let mut progress = false;
+            while let Some(event) = self.poll_event() {
+                progress = true;
+                self.on_event(event, shared, now);
+            }
+            if self.feed_body(shared, now) {
+                progress = true;
+            }
+            if self.flush(shared, now) {
+                progress = true;
+            }
+            if !progress {
+                break;
+            }
+        }
+        if matches!(self.state, State::Idle) {
+            self.connect_next(shared, now);
+        }
+        let closed = match &self.state {
+            State::Smtp { session, .. } => {
+                session.is_closed() && (session.pending_output().is_empty() || self.broken)
+            }
+            _ => false,
+        };
+        if closed {
+            self.state = State::Done;
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        match &mut self.state {
+            State::Smtp { session, .. } => session.poll_event(),
+            _ => None,
+        }
+    }
+
+    fn on_event(&mut self, event: Event, shared: &mut Shared, now: Instant) {
+        match event {
+            Event::Ready => {
+                if !self.established {
+                    self.established = true;
+                    shared.tell(DispatcherMsg::Established {
+                        domain: self.domain.clone(),
+                    });
+                    if let (Some(msg), State::Smtp { session, .. }) =
+                        (self.first.take(), &mut self.state)
+                    {
+                        self.job = start_job(session, msg, shared, &self.relay, now);
+                        if self.job.is_some() {
+                            return;
+                        }
+                    }
+                }
+                self.after_transaction(shared, now);
+            }
+            Event::MessageDone(result) => {
+                if let Some(job) = self.job.take() {
+                    shared.stats.transactions += 1;
+                    finish_job(job.msg, result, shared, &self.relay);
+                }
+            }
+            Event::Closed(outcome) => {
+                if self.established {
+                    if let Some(outcome) = outcome {
+                        debug!(shared.log, "connection ended"; "domain" => &self.domain,
+                            "relay" => &self.relay, "reason" => %outcome);
+                    }
+                    // A job still held here never got its MessageDone (it
+                    // cannot happen with a well-behaved session): keep it queued.
+                    if let Some(job) = self.job.take() {
+                        warn!(shared.log, "session closed without a result"; "queue_id" => &job.msg.id);
+                        shared.tell(DispatcherMsg::Done {
+                            domain: self.domain.clone(),
+                            disposition: Disposition::Deferred(job.msg),
+                        });
+                    }
+                } else {
+                    // This server never became ready: try the next address.
+                    let reason = match outcome {
+                        Some(outcome) => format!("host {} {outcome}", self.relay),
+                        None => format!("host {} closed the connection", self.relay),
+                    };
+                    self.address_failed(shared, reason);
+                }
+            }
+        }
+    }
+
+    /// The connection is ready for another transaction: ask for one, or say
+    /// goodbye.
+    fn after_transaction(&mut self, shared: &mut Shared, now: Instant) {
+        let State::Smtp { session, .. } = &mut self.state else {
+            return;
+        };
+        if session.is_closed() {
+            return;
+        }
+        if shared.shutdown_deadline.is_some()
+            || session.transactions() >= shared.max_messages_per_connection
+        {
+            session.quit(now);
+        } else if !self.awaiting_next {
+            self.awaiting_next = true;
+            shared.tell(DispatcherMsg::WantMore {
+                worker: shared.worker,
+                conn: self.id,
+                domain: self.domain.clone(),
+            });
+        }
+    }
+
+    /// Feeds the session body chunks while it wants them.
+    fn feed_body(&mut self, shared: &mut Shared, now: Instant) -> bool {
+        let (State::Smtp { session, .. }, Some(job)) = (&mut self.state, &mut self.job) else {
+            return false;
+        };
+        let mut fed = false;
+        while session.wants_body() {
+            let Some(reader) = &mut job.body else {
+                break;
+            };
+            match reader.read_chunk(&mut shared.body_buf) {
+                Ok(0) => {
+                    job.body = None;
+                    session.finish_body(now);
+                }
+                Ok(_) => session.push_body(&shared.body_buf, now),
+                Err(e) => {
+                    // The dot was not sent, so closing now makes the server
+                    // discard the partial message; it stays queued.
+                    error!(shared.log, "cannot read queue file while sending it";
+                        "queue_id" => &job.msg.id, "error" => %e);
+                    job.body = None;
+                    self.broken = true;
+                    session.handle_eof(now);
+                }
+            }
+            fed = true;
+        }
+        fed
+    }
+
+    /// Writes what the session has to send until the socket would block.
+    fn flush(&mut self, shared: &mut Shared, now: Instant) -> bool {
+        let State::Smtp { socket, session } = &mut self.state else {
+            return false;
+        };
+        if self.broken {
+            return false;
+        }
+        let mut wrote = false;
+        while !session.pending_output().is_empty() {
+            match socket.send(session.pending_output()) {
+                Ok(n) => {
+                    shared.stats.bytes_written += n as u64;
+                    session.consume_output(n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if would_block(&e) => break,
+                Err(e) => {
+                    debug!(shared.log, "write failed"; "relay" => &self.relay, "error" => %e);
+                    self.broken = true;
+                    session.handle_eof(now);
+                    return true;
+                }
+            }
+        }
+        wrote
+    }
+
+    /// The slot is being freed: tell the dispatcher if this was a counted
+    /// connection.
+    pub fn finish(&mut self, shared: &mut Shared) {
+        if let Some(msg) = self.first.take() {
+            give_back(shared, msg);
+        }
+        if let Some(job) = self.job.take() {
+            shared.tell(DispatcherMsg::Done {
+                domain: self.domain.clone(),
+                disposition: Disposition::Deferred(job.msg),
+            });
+        }
+        shared.tell(DispatcherMsg::Closed {
+            worker: shared.worker,
+            domain: self.domain.clone(),
+        });
+    }
+}
+
+/// Creates a non-blocking socket and starts connecting. Returns whether the
+/// connection is already complete (loopback may finish at once).
+fn open_socket(addr: SocketAddr) -> io::Result<(Socket, bool)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if socket.as_raw_fd() >= FD_SETSIZE {
+        return Err(io::Error::other(format!(
+            "descriptor {} is beyond select(2)'s FD_SETSIZE {FD_SETSIZE}; lower delivery.max_connections",
+            socket.as_raw_fd()
+        )));
+    }
+    socket.set_nonblocking(true)?;
+    // Commands and replies are small: send them at once.
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => Ok((socket, true)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => Ok((socket, false)),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_into(socket: &mut Socket, session: &mut Session, shared: &mut Shared, now: Instant) {
+    loop {
+        match socket.read(&mut shared.read_buf) {
+            Ok(0) => {
+                session.handle_eof(now);
+                return;
+            }
+            Ok(n) => {
+                shared.stats.bytes_read += n as u64;
+                session.handle_input(&shared.read_buf[..n], now);
+                if session.is_closed() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if would_block(&e) => return,
+            Err(_) => {
+                session.handle_eof(now);
+                return;
+            }
+        }
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Opens the message and starts its transaction. On failure the message is
+/// disposed of here and `None` returned.
+fn start_job(
+    session: &mut Session,
+    msg: QueuedMessage,
+    shared: &mut Shared,
+    relay: &str,
+    now: Instant,
+) -> Option<Job> {
+    let body = match body::open(&msg.path, msg.envelope.body_offset) {
+        Ok(body) => body,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Deleted or delivered by someone else since the scan.
+            debug!(shared.log, "queue file vanished"; "queue_id" => &msg.id, "domain" => &msg.domain);
+            shared.tell(DispatcherMsg::Done {
+                domain: msg.domain.clone(),
+                disposition: Disposition::Finished,
+            });
+            return None;
+        }
+        Err(e) => {
+            error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
+            let reason = format!("cannot open queue file: {e}");
+            log_all(shared, &msg, relay, Status::Deferred, &reason);
+            shared.tell(DispatcherMsg::Done {
+                domain: msg.domain.clone(),
+                disposition: Disposition::Deferred(msg),
+            });
+            return None;
+        }
+    };
+    let envelope = smtp::Envelope {
+        sender: msg.envelope.sender.clone(),
+        recipients: msg.envelope.recipients.clone(),
+    };
+    match session.start_message(envelope, now) {
+        Ok(()) => Some(Job {
+            msg,
+            body: Some(body),
+        }),
+        Err(e) => {
+            error!(shared.log, "cannot start transaction"; "queue_id" => &msg.id, "error" => %e);
+            shared.tell(DispatcherMsg::Done {
+                domain: msg.domain.clone(),
+                disposition: Disposition::Deferred(msg),
+            });
+            None
+        }
+    }
+}
+
+/// Logs every recipient's result and settles the queue file: removed when
+/// all were delivered, set aside when none is pending but some failed for
+/// good, left in place (deferred) while any is pending.
+fn finish_job(msg: QueuedMessage, result: MessageResult, shared: &mut Shared, relay: &str) {
+    let domain = msg.domain.clone();
+    let mut pending = false;
+    let mut failed = Vec::new();
+    for recipient in &result.recipients {
+        let (status, code, dsn, text) = match &recipient.result {
+            Ok(reply) => {
+                shared.stats.sent += 1;
+                (
+                    Status::Sent,
+                    reply.code.get(),
+                    reply.enhanced.map(|e| e.to_string()),
+                    reply.to_string(),
+                )
+            }
+            Err(outcome) => {
+                let status = match outcome.class {
+                    Class::Transient => {
+                        pending = true;
+                        shared.stats.deferred += 1;
+                        Status::Deferred
+                    }
+                    Class::Permanent => {
+                        shared.stats.bounced += 1;
+                        Status::Bounced
+                    }
+                };
+                let text = format!("host {relay} {outcome}");
+                if status == Status::Bounced {
+                    failed.push(format!("<{}>: {text}", recipient.recipient));
+                }
+                (
+                    status,
+                    outcome.reply.as_ref().map_or(0, |r| r.code.get()),
+                    outcome
+                        .reply
+                        .as_ref()
+                        .and_then(|r| r.enhanced)
+                        .map(|e| e.to_string()),
+                    text,
+                )
+            }
+        };
+        records::log_recipient(
+            &shared.log,
+            &msg,
+            &recipient.recipient,
+            &Verdict {
+                status,
+                relay,
+                code,
+                dsn,
+                reply: &text,
+            },
+        );
+    }
+    let disposition = if pending {
+        // Per-recipient rewriting of the queue file belongs to the
+        // durability work; until then the whole message waits, and
+        // recipients already accepted may receive it again.
+        Disposition::Deferred(msg)
+    } else if failed.is_empty() {
+        if let Err(e) = queue::complete(&msg.path) {
+            error!(shared.log, "delivered, but cannot remove the queue file";
+                "queue_id" => &msg.id, "error" => %e);
+        }
+        Disposition::Finished
+    } else {
+        let reason = failed.join("\n");
+        if let Err(e) = queue::set_aside_failed(&shared.layout, &msg.domain, &msg.id, &reason) {
+            error!(shared.log, "cannot set aside failed message; it stays queued";
+                "queue_id" => &msg.id, "error" => %e);
+        }
+        Disposition::Finished
+    };
+    shared.tell(DispatcherMsg::Done {
+        domain,
+        disposition,
+    });
+}
+
+fn log_all(shared: &Shared, msg: &QueuedMessage, relay: &str, status: Status, reason: &str) {
+    records::log_all(
+        &shared.log,
+        msg,
+        &Verdict {
+            status,
+            relay,
+            code: 0,
+            dsn: None,
+            reply: reason,
+        },
+    );
+}
+
+/// Returns an untried message to the dispatcher.
+fn give_back(shared: &Shared, msg: QueuedMessage) {
+    shared.tell(DispatcherMsg::Done {
+        domain: msg.domain.clone(),
+        disposition: Disposition::Unused(msg),
+    });
+}

@@ -1,0 +1,412 @@
+//! The I/O worker actor: owns a table of non-blocking SMTP connections and
+//! multiplexes all of them in one `pselect(2)` loop, in the manner of mio's
+//! examples. Each connection is driven by the sans-IO [`Session`] of the core
+//! library; the worker adds sockets, time, the queue file and ownership.
+//!
+//! Every descriptor that goes into an `fd_set` is below `FD_SETSIZE`: a socket
+//! that would not fit is closed at once and the attempt fails as a local
+//! error, and queue files are moved above the limit (see [`body`]).
+
+mod body;
+mod conn;
+mod link;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use nix::sys::eventfd::EventFd;
+use nix::sys::select::{pselect, FdSet};
+use nix::sys::time::TimeSpec;
+use postman::config::Config;
+use postman::queue::Layout;
+use postman::smtp::SessionConfig;
+use slog::{error, info, Logger};
+
+use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
+use conn::Conn;
+pub use link::WorkerLink;
+
+/// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
+pub const FD_SETSIZE: i32 = 1024;
+
+/// How long in-flight transactions may run on after SIGTERM before their
+/// connections are dropped (the messages stay queued).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest `pselect` sleeps with nothing due: a safety net, not a poll.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Socket reads go through one buffer per worker.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Per-worker counters, written as a `metrics` record.
+#[derive(Default)]
+pub struct Stats {
+    pub connections_opened: u64,
+    pub connect_failures: u64,
+    pub transactions: u64,
+    pub sent: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub peak_connections: usize,
+    pub blocked: Duration,
+    pub working: Duration,
+}
+
+/// What every connection of a worker shares: settings, the dispatcher's
+/// mailbox, the log. Owned by the worker, lent to its connections.
+pub struct Shared {
+    pub worker: usize,
+    pub session: SessionConfig,
+    pub connect_timeout: Duration,
+    pub port: u16,
+    pub max_messages_per_connection: usize,
+    pub layout: Layout,
+    pub dispatcher: Sender<DispatcherMsg>,
+    pub log: Logger,
+    pub stats: Stats,
+    /// Set on shutdown: when in-flight transactions must be abandoned.
+    pub shutdown_deadline: Option<Instant>,
+    pub read_buf: Vec<u8>,
+    pub body_buf: Vec<u8>,
+}
+
+impl Shared {
+    /// Sends to the dispatcher. It never blocks on us, so a blocking send
+    /// cannot deadlock; failure means it is gone, and the worker winds down.
+    pub fn tell(&self, msg: DispatcherMsg) {
+        let _ = self.dispatcher.send(msg);
+    }
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+pub struct Worker {
+    inbox: Receiver<WorkerMsg>,
+    wake: Arc<EventFd>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    shared: Shared,
+    metrics_interval: Duration,
+    /// Connection indices made ready by the last `pselect`, reused.
+    ready: Vec<(u32, bool, bool)>,
+}
+
+impl Worker {
+    /// Creates worker `id` and the link the dispatcher uses to reach it.
+    pub fn new(
+        id: usize,
+        config: &Config,
+        dispatcher: Sender<DispatcherMsg>,
+        log: Logger,
+        mailbox_capacity: usize,
+    ) -> nix::Result<(Worker, WorkerLink)> {
+        let wake = Arc::new(EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+        )?);
+        let (tx, inbox) = crossbeam_channel::bounded(mailbox_capacity);
+        let worker = Worker {
+            inbox,
+            wake: Arc::clone(&wake),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            shared: Shared {
+                worker: id,
+                session: SessionConfig {
+                    helo_name: config.hostname.clone(),
+                    timeouts: config.timeouts.clone(),
+                },
+                connect_timeout: config.connect_timeout,
+                port: config.server_port,
+                max_messages_per_connection: config.max_messages_per_connection,
+                layout: Layout::new(config.maildir.clone()),
+                dispatcher,
+                log,
+                stats: Stats::default(),
+                shutdown_deadline: None,
+                read_buf: vec![0; READ_BUFFER],
+                body_buf: Vec::with_capacity(body::CHUNK),
+            },
+            metrics_interval: config.metrics_interval,
+            ready: Vec::new(),
+        };
+        Ok((worker, WorkerLink::new(tx, wake)))
+    }
+
+    pub fn run(mut self) {
+        let mut next_metrics = Instant::now() + self.metrics_interval;
+        let mut mailbox_open = true;
+        loop {
+            let now = Instant::now();
+            if mailbox_open {
+                mailbox_open = self.drain_mailbox(now);
+                if !mailbox_open && self.shared.shutdown_deadline.is_none() {
+                    // The dispatcher is gone without a word: stop the same way.
+                    self.begin_shutdown(now);
+                }
+            }
+            if self.shared.shutdown_deadline.is_some() && self.live == 0 {
+                break;
+            }
+            if let Some(deadline) = self.shared.shutdown_deadline {
+                if now >= deadline {
+                    self.abort_all(now);
+                    continue;
+                }
+            }
+            if !self.metrics_interval.is_zero() && now >= next_metrics {
+                self.metrics();
+                next_metrics = now + self.metrics_interval;
+            }
+            let mut wait = self.next_deadline().map_or(MAX_WAIT, |deadline| {
+                deadline.saturating_duration_since(now).min(MAX_WAIT)
+            });
+            if !self.metrics_interval.is_zero() {
+                wait = wait.min(next_metrics.saturating_duration_since(now));
+            }
+            let woken = self.select(wait);
+            let now = Instant::now();
+            if woken {
+                // Clear the eventfd before draining, so a send that lands
+                // after the drain wakes the next pselect.
+                let _ = self.wake.read();
+            }
+            self.service_ready(now);
+            self.service_timeouts(now);
+        }
+        // A last record, so a short run still reports its numbers.
+        self.metrics();
+        info!(self.shared.log, "worker stopped");
+        self.shared.tell(DispatcherMsg::WorkerStopped {
+            worker: self.shared.worker,
+        });
+    }
+
+    /// Handles every waiting mailbox message. Returns false once the mailbox
+    /// is closed.
+    fn drain_mailbox(&mut self, now: Instant) -> bool {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(WorkerMsg::Open { domain, route, job }) => {
+                    let candidates = route
+                        .hosts
+                        .iter()
+                        .flat_map(|host| {
+                            host.addrs.iter().map(|ip| {
+                                (host.name.clone(), SocketAddr::new(*ip, self.shared.port))
+                            })
+                        })
+                        .collect::<VecDeque<_>>();
+                    let conn = Conn::new(domain, candidates, job);
+                    let index = self.insert(conn);
+                    self.with_conn(index, now, |conn, shared, now| conn.start(shared, now));
+                }
+                Ok(WorkerMsg::Next { conn, job }) => {
+                    let live = self.slots.get(conn.index as usize).is_some_and(|slot| {
+                        slot.generation == conn.generation && slot.conn.is_some()
+                    });
+                    if live {
+                        self.with_conn(conn.index, now, |c, shared, now| c.next(job, shared, now));
+                    } else if let Some(job) = job {
+                        // The connection closed while the dispatcher chose
+                        // this message: hand it straight back, untried.
+                        self.shared.tell(DispatcherMsg::Done {
+                            domain: job.domain.clone(),
+                            disposition: crate::messages::Disposition::Unused(job),
+                        });
+                    }
+                }
+                Ok(WorkerMsg::Shutdown) => self.begin_shutdown(now),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shared.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shared.shutdown_deadline = Some(now + SHUTDOWN_GRACE);
+        for index in 0..self.slots.len() as u32 {
+            self.with_conn(index, now, |conn, shared, now| conn.shutdown(shared, now));
+        }
+    }
+
+    fn abort_all(&mut self, now: Instant) {
+        for index in 0..self.slots.len() as u32 {
+            self.with_conn(index, now, |conn, shared, now| {
+                conn.abort(shared, "postman stopped during delivery", now)
+            });
+        }
+    }
+
+    fn insert(&mut self, conn: Conn) -> u32 {
+        self.live += 1;
+        self.shared.stats.peak_connections = self.shared.stats.peak_connections.max(self.live);
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.conn = Some(conn);
+            index
+        } else {
+            self.slots.push(Slot {
+                generation: 0,
+                conn: Some(conn),
+            });
+            (self.slots.len() - 1) as u32
+        }
+    }
+
+    /// Takes the connection out of its slot, runs `f` on it, and puts it back
+    /// unless it is finished. Taking it out keeps the borrows simple: the
+    /// connection and the worker's shared state are separate values.
+    fn with_conn(
+        &mut self,
+        index: u32,
+        now: Instant,
+        f: impl FnOnce(&mut Conn, &mut Shared, Instant),
+    ) {
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let Some(mut conn) = slot.conn.take() else {
+            return;
+        };
+        conn.id = ConnId {
+            index,
+            generation: slot.generation,
+        };
+        f(&mut conn, &mut self.shared, now);
+        conn.drive(&mut self.shared, now);
+        if conn.is_finished() {
+            conn.finish(&mut self.shared);
+            self.live -= 1;
+            self.free.push(index);
+        } else {
+            self.slots[index as usize].conn = Some(conn);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let conns = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.conn.as_ref())
+            .filter_map(Conn::deadline);
+        let shutdown = self.shared.shutdown_deadline;
+        conns.chain(shutdown).min()
+    }
+
+    /// One `pselect`: fills `self.ready` with the connections that can read
+    /// or write, and says whether the wake-up descriptor fired.
+    fn select(&mut self, wait: Duration) -> bool {
+        let started = Instant::now();
+        self.ready.clear();
+        let mut woken = false;
+        {
+            let mut reads = FdSet::new();
+            let mut writes = FdSet::new();
+            let wake_fd = self.wake.as_fd();
+            reads.insert(wake_fd);
+            let mut highest = wake_fd.as_raw_fd();
+            for slot in &self.slots {
+                let Some(conn) = &slot.conn else { continue };
+                let Some(fd) = conn.fd() else { continue };
+                // Conn::start refuses descriptors at or above FD_SETSIZE, so
+                // insert cannot panic; the check stays as a second line.
+                if fd.as_raw_fd() >= FD_SETSIZE {
+                    continue;
+                }
+                if conn.wants_read() {
+                    reads.insert(fd);
+                }
+                if conn.wants_write() {
+                    writes.insert(fd);
+                }
+                highest = highest.max(fd.as_raw_fd());
+            }
+            let timeout = TimeSpec::from_duration(wait);
+            match pselect(highest + 1, &mut reads, &mut writes, None, &timeout, None) {
+                Ok(_) => {
+                    woken = reads.contains(wake_fd);
+                    for (index, slot) in self.slots.iter().enumerate() {
+                        let Some(conn) = &slot.conn else { continue };
+                        let Some(fd) = conn.fd() else { continue };
+                        if fd.as_raw_fd() >= FD_SETSIZE {
+                            continue;
+                        }
+                        let readable = reads.contains(fd);
+                        let writable = writes.contains(fd);
+                        if readable || writable {
+                            self.ready.push((index as u32, readable, writable));
+                        }
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    error!(self.shared.log, "pselect failed"; "error" => %e);
+                    // Do not spin on a persistent error.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        self.shared.stats.blocked += started.elapsed();
+        woken
+    }
+
+    fn service_ready(&mut self, now: Instant) {
+        let started = Instant::now();
+        let ready = std::mem::take(&mut self.ready);
+        for &(index, readable, writable) in &ready {
+            self.with_conn(index, now, |conn, shared, now| {
+                conn.on_ready(readable, writable, shared, now)
+            });
+        }
+        self.ready = ready;
+        self.shared.stats.working += started.elapsed();
+    }
+
+    fn service_timeouts(&mut self, now: Instant) {
+        for index in 0..self.slots.len() as u32 {
+            let due = self.slots[index as usize]
+                .conn
+                .as_ref()
+                .and_then(Conn::deadline)
+                .is_some_and(|deadline| deadline <= now);
+            if due {
+                self.with_conn(index, now, |conn, shared, now| conn.on_timeout(shared, now));
+            }
+        }
+    }
+
+    fn metrics(&self) {
+        let s = &self.shared.stats;
+        info!(self.shared.log, "metrics";
+            "connections" => self.live,
+            "peak_connections" => s.peak_connections,
+            "connections_opened" => s.connections_opened,
+            "connect_failures" => s.connect_failures,
+            "transactions" => s.transactions,
+            "sent" => s.sent,
+            "deferred" => s.deferred,
+            "bounced" => s.bounced,
+            "bytes_written" => s.bytes_written,
+            "bytes_read" => s.bytes_read,
+            "blocked_ms" => s.blocked.as_millis() as u64,
+            "working_ms" => s.working.as_millis() as u64,
+            "mailbox" => self.inbox.len(),
+        );
+    }
+}
