@@ -97,9 +97,10 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run { settings, once } => {
             let loaded = settings.load()?;
             let config = loaded.config;
+            let signals = crate::daemon::block_stop_signals()?;
             let (log, guard) = crate::logging::start(config.log_format, config.debug);
             let log = log.new(o!("pid" => std::process::id()));
-            let result = crate::daemon::run(config, once, &log);
+            let result = crate::daemon::run(config, once, signals, &log);
             if let Err(e) = &result {
                 slog::error!(log, "postman cannot work"; "error" => format!("{e:#}"));
             }

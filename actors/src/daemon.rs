@@ -29,20 +29,25 @@ const WORKER_MAILBOX: usize = 1024;
 /// queue files, the log and DNS sockets go above it.
 const WANTED_DESCRIPTORS: u64 = 8192;
 
-/// Runs postman until the queue is done (`once`) or a signal stops it.
-pub fn run(config: Config, once: bool, log: &Logger) -> anyhow::Result<()> {
-    let layout = Layout::new(config.maildir.clone());
-    check_queue_root(&layout)?;
-    raise_descriptor_limit(log);
-
-    // Block the stop signals in this thread before any other starts, so every
-    // thread inherits the mask and only the signal thread receives them.
+/// The signals that stop postman, blocked in the calling thread. Call it
+/// before any other thread starts (the logger's included): threads inherit
+/// the mask, so only the signal thread of [`run`] ever receives them.
+pub fn block_stop_signals() -> anyhow::Result<SigSet> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals
         .thread_block()
         .context("cannot block SIGINT/SIGTERM")?;
+    Ok(signals)
+}
+
+/// Runs postman until the queue is done (`once`) or a signal in `signals`
+/// (from [`block_stop_signals`]) stops it.
+pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow::Result<()> {
+    let layout = Layout::new(config.maildir.clone());
+    check_queue_root(&layout)?;
+    raise_descriptor_limit(log);
 
     let (dispatcher_tx, dispatcher_rx) = crossbeam_channel::bounded(DISPATCHER_MAILBOX);
     let (scanner_tx, scanner_rx) = crossbeam_channel::bounded(1);

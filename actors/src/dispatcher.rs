@@ -489,7 +489,8 @@ impl Dispatcher {
     /// No server of the domain could be reached: back off the whole domain.
     fn suspend(&mut self, name: &str, job: QueuedMessage, reason: &str, now: Instant) {
         let until = now + self.config.retry_delay;
-        self.defer_logged(job, until, reason);
+        // The worker logged the attempt itself, with the relay and reply.
+        self.defer(job, until);
         let Some(d) = self.domains.get_mut(name) else {
             return;
         };

@@ -77,7 +77,8 @@ pub enum DispatcherMsg {
         domain: String,
     },
     /// No address of any MX host could be brought to the point of accepting a
-    /// message. The job comes back; the domain should back off.
+    /// message. The job comes back (its recipients already logged as
+    /// deferred); the domain should back off.
     ConnectFailed {
         domain: String,
         job: QueuedMessage,

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use postman::queue::{self, BodyReader};
-use postman::smtp::{self, Class, Event, MessageResult, Session};
+use postman::smtp::{self, Class, Event, MessageResult, Reply, Session};
 use slog::{debug, error, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -57,6 +57,9 @@ pub struct Conn {
     awaiting_next: bool,
     /// Why each address failed, for the deferral reason.
     failures: Vec<String>,
+    /// The last reply a server gave before failing, and from where: the
+    /// code and enhanced code of the deferral record.
+    last_reply: Option<(String, Reply)>,
     /// A write failed: the peer is gone even if the session does not know yet.
     broken: bool,
 }
@@ -81,6 +84,7 @@ impl Conn {
             established: false,
             awaiting_next: false,
             failures: Vec::new(),
+            last_reply: None,
             broken: false,
         }
     }
@@ -165,6 +169,26 @@ impl Conn {
             self.failures.join("; ")
         };
         if let Some(job) = self.first.take() {
+            let (relay, code, dsn) = match &self.last_reply {
+                Some((relay, reply)) => (
+                    relay.as_str(),
+                    reply.code.get(),
+                    reply.enhanced.map(|e| e.to_string()),
+                ),
+                None => ("none", 0, None),
+            };
+            shared.stats.deferred += job.envelope.recipients.len() as u64;
+            records::log_all(
+                &shared.log,
+                &job,
+                &Verdict {
+                    status: Status::Deferred,
+                    relay,
+                    code,
+                    dsn,
+                    reply: &reason,
+                },
+            );
             shared.tell(DispatcherMsg::ConnectFailed {
                 domain: self.domain.clone(),
                 job,
@@ -362,7 +386,12 @@ impl Conn {
                 } else {
                     // This server never became ready: try the next address.
                     let reason = match outcome {
-                        Some(outcome) => format!("host {} {outcome}", self.relay),
+                        Some(outcome) => {
+                            if let Some(reply) = &outcome.reply {
+                                self.last_reply = Some((self.relay.clone(), reply.clone()));
+                            }
+                            format!("host {} {outcome}", self.relay)
+                        }
                         None => format!("host {} closed the connection", self.relay),
                     };
                     self.address_failed(shared, reason);
