@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""A real third-party SMTP server for postman's end-to-end tests.
+
+Runs aiosmtpd (a reference asyncio SMTP server) bound to --host/--port and
+saves every accepted message as one JSON file in --dir:
+
+    {"mail_from": "...", "rcpt_tos": ["..."], "peer": "ip:port",
+     "helo": "...", "data_b64": "<base64 of the DATA content>"}
+
+The DATA content is exactly what aiosmtpd hands a handler with
+decode_data=False: the lines as received, CRLF kept, with the dot-stuffing
+removed (RFC 5321 section 4.5.2) and without the final ".\\r\\n" terminator.
+
+Files are written to "<dir>/.tmp-<n>" and renamed to "<dir>/<n>.json", so a
+reader never sees half a file. "READY <host>:<port>" is printed on stdout once
+the socket is listening. The process exits on SIGTERM or when stdin closes.
+"""
+
+import argparse
+import asyncio
+import base64
+import itertools
+import json
+import os
+import signal
+import sys
+
+try:
+    from aiosmtpd.smtp import SMTP
+except ImportError as exc:  # the Rust side turns this into a test failure
+    sys.stderr.write(
+        "aiosmtpd is not installed for %s (%s): run `%s -m pip install aiosmtpd`\n"
+        % (sys.executable, exc, sys.executable)
+    )
+    sys.exit(3)
+
+
+class SaveHandler:
+    """Saves each message; RCPT and MAIL are accepted by aiosmtpd's defaults."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+        self.counter = itertools.count(1)
+
+    async def handle_DATA(self, server, session, envelope):
+        n = next(self.counter)
+        peer = session.peer
+        mail_from = envelope.mail_from
+        if mail_from == "<>":  # aiosmtpd keeps the brackets of the null sender
+            mail_from = ""
+        record = {
+            "mail_from": mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "peer": "%s:%s" % (peer[0], peer[1]) if isinstance(peer, tuple) else str(peer),
+            "helo": session.host_name,
+            "data_b64": base64.b64encode(bytes(envelope.original_content)).decode("ascii"),
+        }
+        tmp = os.path.join(self.out_dir, ".tmp-%06d" % n)
+        final = os.path.join(self.out_dir, "%06d.json" % n)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)
+        return "250 2.0.0 OK saved as %06d" % n
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--hostname", default="sink.test")
+    args = parser.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+
+    handler = SaveHandler(args.dir)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(
+            handler,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            hostname=args.hostname,
+            timeout=30,
+        ),
+        host=args.host,
+        port=args.port,
+        reuse_address=True,
+    )
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # The parent holds our stdin: when it dies without killing us, stdin
+    # reaches EOF and we leave instead of lingering as an orphan.
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not os.read(sys.stdin.fileno(), 4096) else None)
+
+    print("READY %s:%d" % (args.host, args.port), flush=True)
+    await stop.wait()
+    server.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

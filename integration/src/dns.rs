@@ -1,0 +1,267 @@
+//! An in-process authoritative DNS server for the tests (hickory-server).
+//!
+//! Everything lives in one zone at the root (`.`, with its SOA), so every
+//! name the test did not describe is answered authoritatively with NXDOMAIN
+//! (RFC 1035 §4.1.1 RCODE 3). Names marked [`Zones::servfail`] answer
+//! SERVFAIL (RCODE 2) and names marked [`Zones::silent`] are never answered
+//! (the resolver times out). MX records follow RFC 5321 §5.1; a null MX is
+//! `MX 0 .` (RFC 7505).
+//!
+//! The server answers on UDP and TCP at the same `127.0.0.1:<port>`, runs on
+//! its own thread with its own tokio runtime, and stops when dropped.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
+use hickory_server::Server;
+
+/// TTL of every record: short, the tests never wait for a cache to expire.
+const TTL: u32 = 5;
+/// Serial of the test zone; nothing transfers it.
+const SERIAL: u32 = 1;
+/// How long an idle TCP client may hold a connection to the server.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// A description of what the server knows.
+///
+/// Every name that is not mentioned does not exist (NXDOMAIN). A name that
+/// only has children (`test.` when `d1.test.` has records) exists with no
+/// records (NOERROR, no answers).
+#[derive(Debug, Clone, Default)]
+pub struct Zones {
+    records: Vec<Record>,
+    servfail: Vec<LowerName>,
+    silent: Vec<LowerName>,
+}
+
+impl Zones {
+    /// An empty description: every name is NXDOMAIN.
+    pub fn new() -> Zones {
+        Zones::default()
+    }
+
+    /// `domain MX pref target`.
+    pub fn mx(mut self, domain: &str, pref: u16, target: &str) -> Zones {
+        self.records.push(Record::from_rdata(
+            fqdn(domain),
+            TTL,
+            RData::MX(MX::new(pref, fqdn(target))),
+        ));
+        self
+    }
+
+    /// `domain MX 0 .`: the domain accepts no mail (RFC 7505).
+    pub fn null_mx(mut self, domain: &str) -> Zones {
+        self.records.push(Record::from_rdata(
+            fqdn(domain),
+            TTL,
+            RData::MX(MX::new(0, Name::root())),
+        ));
+        self
+    }
+
+    /// `name A ip` or `name AAAA ip`, by the address family.
+    pub fn addr(self, name: &str, ip: IpAddr) -> Zones {
+        match ip {
+            IpAddr::V4(v4) => self.a(name, v4),
+            IpAddr::V6(v6) => self.aaaa(name, v6),
+        }
+    }
+
+    /// `name A ip`.
+    pub fn a(mut self, name: &str, ip: Ipv4Addr) -> Zones {
+        self.records
+            .push(Record::from_rdata(fqdn(name), TTL, RData::A(A(ip))));
+        self
+    }
+
+    /// `name AAAA ip`.
+    pub fn aaaa(mut self, name: &str, ip: Ipv6Addr) -> Zones {
+        self.records
+            .push(Record::from_rdata(fqdn(name), TTL, RData::AAAA(AAAA(ip))));
+        self
+    }
+
+    /// Queries for `name` and every name below it answer SERVFAIL.
+    pub fn servfail(mut self, name: &str) -> Zones {
+        self.servfail.push(LowerName::new(&fqdn(name)));
+        self
+    }
+
+    /// Queries for `name` and every name below it are never answered.
+    pub fn silent(mut self, name: &str) -> Zones {
+        self.silent.push(LowerName::new(&fqdn(name)));
+        self
+    }
+
+    fn catalog(&self) -> Catalog {
+        let origin = Name::root();
+        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        );
+        let soa = SOA::new(
+            fqdn("ns.test"),
+            fqdn("hostmaster.test"),
+            SERIAL,
+            3600,
+            600,
+            86400,
+            TTL,
+        );
+        let inserted = zone.upsert_mut(
+            Record::from_rdata(origin.clone(), TTL, RData::SOA(soa)),
+            SERIAL,
+        );
+        assert!(inserted, "the test zone refused its SOA");
+        for record in &self.records {
+            let inserted = zone.upsert_mut(record.clone(), SERIAL);
+            assert!(inserted, "the test zone refused {record}");
+        }
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
+        catalog
+    }
+}
+
+/// `name` as a fully qualified name; panics (a test bug) when it is not one.
+fn fqdn(name: &str) -> Name {
+    let mut parsed =
+        Name::from_str(name).unwrap_or_else(|e| panic!("bad DNS name {name:?} in a test: {e}"));
+    parsed.set_fqdn(true);
+    parsed
+}
+
+/// The catalog, with SERVFAIL and silence for the names that ask for it.
+struct Handler {
+    catalog: Catalog,
+    servfail: Vec<LowerName>,
+    silent: Vec<LowerName>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let name = request
+            .request_info()
+            .ok()
+            .map(|info| info.query.name().clone());
+        let under = |zones: &[LowerName]| {
+            name.as_ref()
+                .is_some_and(|n| zones.iter().any(|z| z.zone_of(n)))
+        };
+        if under(&self.silent) {
+            // Say nothing: the client has to time out.
+            let mut metadata =
+                hickory_proto::op::Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            return ResponseInfo::from(hickory_proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            });
+        }
+        if under(&self.servfail) {
+            let response = MessageResponseBuilder::new(&request.queries, None)
+                .error_msg(&request.metadata, ResponseCode::ServFail);
+            return match response_handle.send_response(response).await {
+                Ok(info) => info,
+                Err(e) => panic!("test DNS server could not send SERVFAIL: {e}"),
+            };
+        }
+        self.catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+/// A running DNS server; stops when dropped.
+pub struct DnsServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Serves `zones` on UDP and TCP at `127.0.0.1:<a free port>`.
+    pub fn start(zones: Zones) -> DnsServer {
+        let handler = Handler {
+            catalog: zones.catalog(),
+            servfail: zones.servfail.clone(),
+            silent: zones.silent.clone(),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("test-dns".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime for the test DNS server");
+                runtime.block_on(async move {
+                    let (udp, tcp) = bind_pair().await;
+                    let addr = udp.local_addr().expect("udp local_addr");
+                    let mut server = Server::new(handler);
+                    server.register_socket(udp);
+                    server.register_listener(tcp, TCP_IDLE, 65535);
+                    ready_tx.send(addr).expect("test waits for the DNS server");
+                    let _ = stop_rx.await;
+                    let _ = server.shutdown_gracefully().await;
+                });
+            })
+            .expect("spawn the test DNS server thread");
+        let addr = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("test DNS server did not start within 10 s");
+        DnsServer {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Where the server answers (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A UDP socket and a TCP listener on the same 127.0.0.1 port.
+async fn bind_pair() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    for _ in 0..64 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind UDP 127.0.0.1:0");
+        let port = udp.local_addr().expect("udp local_addr").port();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free on both UDP and TCP after 64 tries");
+}

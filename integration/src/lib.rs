@@ -1,0 +1,38 @@
+//! Test support for postman's end-to-end tests: real peers on loopback.
+//!
+//! * [`net`]: a fresh block of loopback addresses and one free port per test,
+//!   so parallel tests never collide (postman dials one port on every MX host).
+//! * [`dns`]: an in-process authoritative DNS server (hickory-server) with
+//!   MX / A / AAAA / null MX (RFC 7505) records, NXDOMAIN, SERVFAIL and
+//!   silent names.
+//! * [`smtp_sink`]: aiosmtpd, a third-party SMTP server, as a child process
+//!   that saves what it receives.
+//! * [`hostile`]: a scripted SMTP server for fault injection.
+//! * [`queue`]: write queue files in the on-disk format and list what remains.
+//! * [`postman`]: write configs, run the binary (`--once` or as a daemon) with
+//!   a deadline, and parse its JSON log.
+
+pub mod dns;
+pub mod hostile;
+pub mod net;
+pub mod postman;
+pub mod queue;
+pub mod smtp_sink;
+
+pub use dns::{DnsServer, Zones};
+pub use hostile::{HostileServer, Script};
+pub use net::TestNet;
+pub use postman::{Config, Daemon, Delivery, Postman, RunOutput};
+pub use queue::{QueueState, TestQueue};
+pub use smtp_sink::{AiosmtpdSink, Received};
+
+/// A [`Postman`] for the binary that this package builds.
+///
+/// `CARGO_BIN_EXE_<name>` only exists while compiling the package's
+/// integration tests, so the path has to be taken where this macro expands.
+#[macro_export]
+macro_rules! postman {
+    () => {
+        $crate::Postman::new(env!("CARGO_BIN_EXE_postman-e2e"))
+    };
+}

@@ -1,0 +1,309 @@
+//! Queue files for the tests, in the on-disk format of DESIGN.md.
+//!
+//! `<root>/.OTHER_SERVERS/<domain>/<name>` holds the envelope block
+//! (`X-Postman-From`, `X-Postman-Date`, `X-Postman-To`), one empty line and
+//! the message (RFC 5322). Files are written into `<domain>/tmp/` and renamed
+//! into place, as a real writer does. [`QueueState`] lists what remains:
+//! queued files, `.failed/` and `.quarantine/` with their `.reason` files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The folder of remote domains under the queue root.
+pub const REMOTE_DIR: &str = ".OTHER_SERVERS";
+/// Where permanent failures are set aside, inside a domain folder.
+pub const FAILED_DIR: &str = ".failed";
+/// Where unparseable files are set aside, inside a domain folder.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
+/// A queue root in a temporary directory, removed when dropped.
+pub struct TestQueue {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestQueue {
+    fn default() -> Self {
+        TestQueue::new()
+    }
+}
+
+impl TestQueue {
+    /// An empty queue (`<root>/.OTHER_SERVERS/` exists).
+    pub fn new() -> TestQueue {
+        let dir = tempfile::Builder::new()
+            .prefix("postman-queue-")
+            .tempdir()
+            .expect("create a temporary queue root");
+        std::fs::create_dir_all(dir.path().join(REMOTE_DIR)).expect("create .OTHER_SERVERS");
+        TestQueue { dir }
+    }
+
+    /// The queue root (`application.maildir.path`).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `<root>/.OTHER_SERVERS/<domain>`.
+    pub fn domain_dir(&self, domain: &str) -> PathBuf {
+        self.root().join(REMOTE_DIR).join(domain)
+    }
+
+    /// Queues `message` from `from` to `to` (addresses without angle
+    /// brackets, `""` for the null sender) as `<domain>/<name>`, dated now,
+    /// with LF line ends in the envelope block.
+    pub fn add(
+        &self,
+        domain: &str,
+        name: &str,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> PathBuf {
+        self.add_raw(
+            domain,
+            name,
+            &queue_file(from, to, unix_now(), message, "\n"),
+        )
+    }
+
+    /// Queues the exact `bytes` as `<domain>/<name>` (through `tmp/` and a
+    /// rename), for malformed or hand-made files.
+    pub fn add_raw(&self, domain: &str, name: &str, bytes: &[u8]) -> PathBuf {
+        write_queue_file(&self.domain_dir(domain), name, bytes)
+    }
+
+    /// What is in the queue now.
+    pub fn state(&self) -> QueueState {
+        QueueState::read(self.root())
+    }
+}
+
+/// Writes `bytes` to `<domain_dir>/tmp/<name>` and renames it to
+/// `<domain_dir>/<name>`; returns the final path.
+pub fn write_queue_file(domain_dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let tmp_dir = domain_dir.join("tmp");
+    std::fs::create_dir_all(&tmp_dir)
+        .unwrap_or_else(|e| panic!("create {}: {e}", tmp_dir.display()));
+    let tmp = tmp_dir.join(name);
+    let dest = domain_dir.join(name);
+    std::fs::write(&tmp, bytes).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, &dest)
+        .unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), dest.display()));
+    dest
+}
+
+/// A queue file's bytes: envelope block with `eol` line ends, an empty
+/// line, then `message` unchanged.
+pub fn queue_file(from: &str, to: &[&str], date: u64, message: &[u8], eol: &str) -> Vec<u8> {
+    let to = to
+        .iter()
+        .map(|a| format!("<{a}>"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = format!(
+        "X-Postman-From: <{from}>{eol}X-Postman-Date: {date}{eol}X-Postman-To: {to}{eol}{eol}"
+    )
+    .into_bytes();
+    out.extend_from_slice(message);
+    out
+}
+
+/// Seconds since the epoch now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A message set aside with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The file's contents.
+    pub bytes: Vec<u8>,
+    /// The `<name>.reason` file's contents (`None` when it is missing).
+    pub reason: Option<String>,
+}
+
+/// A snapshot of the queue, per domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// Files waiting in `<domain>/`, sorted, per domain (domains with none
+    /// are left out).
+    pub queued: BTreeMap<String, Vec<String>>,
+    /// `<domain>/.failed/<name>` per `(domain, name)`.
+    pub failed: BTreeMap<(String, String), SetAside>,
+    /// `<domain>/.quarantine/<name>` per `(domain, name)`.
+    pub quarantined: BTreeMap<(String, String), SetAside>,
+    /// Other regular files postman left in a domain's `tmp/` folder.
+    pub tmp: BTreeMap<String, Vec<String>>,
+}
+
+impl QueueState {
+    /// Reads the queue under `root`.
+    pub fn read(root: &Path) -> QueueState {
+        let mut state = QueueState::default();
+        let remote = root.join(REMOTE_DIR);
+        for domain in sorted_entries(&remote) {
+            let dir = remote.join(&domain);
+            if !dir.is_dir() {
+                continue;
+            }
+            let queued: Vec<String> = sorted_entries(&dir)
+                .into_iter()
+                .filter(|n| !n.starts_with('.') && dir.join(n).is_file())
+                .collect();
+            if !queued.is_empty() {
+                state.queued.insert(domain.clone(), queued);
+            }
+            let tmp: Vec<String> = sorted_entries(&dir.join("tmp"));
+            if !tmp.is_empty() {
+                state.tmp.insert(domain.clone(), tmp);
+            }
+            for (sub, map) in [
+                (FAILED_DIR, &mut state.failed),
+                (QUARANTINE_DIR, &mut state.quarantined),
+            ] {
+                let aside = dir.join(sub);
+                for name in sorted_entries(&aside) {
+                    if name.ends_with(".reason") || !aside.join(&name).is_file() {
+                        continue;
+                    }
+                    let bytes = std::fs::read(aside.join(&name)).unwrap_or_default();
+                    let reason = std::fs::read_to_string(aside.join(format!("{name}.reason"))).ok();
+                    map.insert((domain.clone(), name), SetAside { bytes, reason });
+                }
+            }
+        }
+        state
+    }
+
+    /// Whether nothing is queued, failed, quarantined or left in `tmp/`.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+            && self.failed.is_empty()
+            && self.quarantined.is_empty()
+            && self.tmp.is_empty()
+    }
+
+    /// Files still queued for `domain`.
+    pub fn queued_in(&self, domain: &str) -> Vec<String> {
+        self.queued.get(domain).cloned().unwrap_or_default()
+    }
+
+    /// Number of files still queued, all domains.
+    pub fn queued_count(&self) -> usize {
+        self.queued.values().map(Vec::len).sum()
+    }
+
+    /// Whether `<domain>/<name>` is still queued.
+    pub fn is_queued(&self, domain: &str, name: &str) -> bool {
+        self.queued
+            .get(domain)
+            .is_some_and(|v| v.iter().any(|n| n == name))
+    }
+
+    /// The failed entry `<domain>/.failed/<name>`, if any.
+    pub fn failed_entry(&self, domain: &str, name: &str) -> Option<&SetAside> {
+        self.failed.get(&(domain.to_string(), name.to_string()))
+    }
+
+    /// The quarantined entry `<domain>/.quarantine/<name>`, if any.
+    pub fn quarantined_entry(&self, domain: &str, name: &str) -> Option<&SetAside> {
+        self.quarantined
+            .get(&(domain.to_string(), name.to_string()))
+    }
+
+    /// Where `<domain>/<name>` is now, in one word: "queued", "failed",
+    /// "quarantined" or "gone" (delivered, or lost).
+    pub fn whereabouts(&self, domain: &str, name: &str) -> &'static str {
+        if self.is_queued(domain, name) {
+            "queued"
+        } else if self.failed_entry(domain, name).is_some() {
+            "failed"
+        } else if self.quarantined_entry(domain, name).is_some() {
+            "quarantined"
+        } else {
+            "gone"
+        }
+    }
+}
+
+/// Names in `dir`, sorted; empty when `dir` does not exist.
+fn sorted_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Copies the tree at `from` into `to` (files and folders), creating `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
+        let entry = entry.expect("dir entry");
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_files_are_listed_and_set_aside_ones_found() {
+        let q = TestQueue::new();
+        q.add(
+            "d1.test",
+            "m1",
+            "a@src.test",
+            &["x@d1.test", "y@d1.test"],
+            b"Subject: hi\n\nbody\n",
+        );
+        q.add_raw("d2.test", "bad", b"garbage");
+        let failed = q.domain_dir("d2.test").join(FAILED_DIR);
+        std::fs::create_dir_all(&failed).unwrap();
+        std::fs::write(failed.join("f1"), b"x").unwrap();
+        std::fs::write(failed.join("f1.reason"), b"null MX").unwrap();
+
+        let s = q.state();
+        assert_eq!(s.queued_in("d1.test"), ["m1"]);
+        assert_eq!(s.queued_in("d2.test"), ["bad"]);
+        assert!(
+            s.tmp.is_empty(),
+            "tmp/ should be empty after the rename: {:?}",
+            s.tmp
+        );
+        assert_eq!(s.whereabouts("d2.test", "f1"), "failed");
+        assert_eq!(
+            s.failed_entry("d2.test", "f1").unwrap().reason.as_deref(),
+            Some("null MX")
+        );
+        assert_eq!(s.whereabouts("d1.test", "nope"), "gone");
+
+        let bytes = std::fs::read(q.domain_dir("d1.test").join("m1")).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("X-Postman-From: <a@src.test>\nX-Postman-Date: "),
+            "{text:?}"
+        );
+        assert!(
+            text.ends_with("\nX-Postman-To: <x@d1.test>, <y@d1.test>\n\nSubject: hi\n\nbody\n"),
+            "{text:?}"
+        );
+    }
+}

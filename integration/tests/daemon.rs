@@ -1,0 +1,191 @@
+//! End to end: postman as a daemon. It picks up files dropped into the
+//! queue after it started (also in a new domain folder), and SIGTERM/SIGINT
+//! stop it within a few seconds with undelivered mail left queued.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{config, message, on_the_wire};
+use nix::sys::signal::Signal;
+use postman_integration::hostile::Script;
+use postman_integration::{
+    postman, AiosmtpdSink, DnsServer, HostileServer, TestNet, TestQueue, Zones,
+};
+
+/// How long a stop may take: the in-flight grace period plus slack for a
+/// loaded CI machine.
+const STOP_WITHIN: Duration = Duration::from_secs(8);
+
+#[test]
+fn daemon_delivers_files_dropped_in_after_start_including_a_new_domain() {
+    let net = TestNet::new();
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = AiosmtpdSink::start(net.ip(1), net.port(), sink_dir.path());
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("early.test", 10, "mx.sink.test")
+            .mx("late.test", 10, "mx.sink.test")
+            .a("mx.sink.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    std::fs::create_dir_all(queue.domain_dir("early.test").join("tmp")).unwrap();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.rescan_interval = 1;
+    let cfg = cfg.write();
+    let mut daemon = postman!().spawn_daemon(&cfg);
+
+    // Let it finish its first scan of the (empty) queue.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        daemon.is_running(),
+        "the daemon exited early:\n{}",
+        daemon.log_text()
+    );
+
+    let m1 = message("early", "into an existing domain folder\n");
+    queue.add("early.test", "m1", "a@src.test", &["u@early.test"], &m1);
+    let m2 = message("late", "into a domain folder made after start\n");
+    queue.add("late.test", "m2", "a@src.test", &["u@late.test"], &m2);
+
+    let got = sink.wait_for(2, Duration::from_secs(15));
+    assert_eq!(
+        got.len(),
+        2,
+        "both files should be delivered while the daemon runs; got {got:?}\n--- log ---\n{}",
+        daemon.log_text()
+    );
+    let mut datas: Vec<Vec<u8>> = got.iter().map(|r| r.data.clone()).collect();
+    datas.sort();
+    let mut want = vec![on_the_wire(&m1), on_the_wire(&m2)];
+    want.sort();
+    assert_eq!(datas, want);
+
+    // The files leave the queue once delivered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue.state().queued_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(queue.state().queued_count(), 0, "{:#?}", queue.state());
+    // The log is written asynchronously: give the records a moment.
+    daemon.wait_for(Duration::from_secs(5), |records| {
+        postman_integration::postman::deliveries(records)
+            .iter()
+            .filter(|d| d.status == "sent")
+            .count()
+            >= 2
+    });
+    let sent: Vec<_> = daemon
+        .deliveries()
+        .into_iter()
+        .filter(|d| d.status == "sent")
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+
+    let status = daemon.terminate(STOP_WITHIN);
+    assert!(
+        status.is_some(),
+        "SIGTERM: no exit within {STOP_WITHIN:?}\n{}",
+        daemon.log_text()
+    );
+}
+
+/// Starts a daemon whose only MX accepts the connection and then says
+/// nothing (greeting timeout 30 s, so the connection is in flight when the
+/// signal comes), sends `signal`, and checks the exit and the queue.
+fn stop_mid_delivery(signal: Signal) {
+    let net = TestNet::new();
+    let server = HostileServer::start(net.addr(1), vec![Script::new().stall(60_000)]);
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("slow.test", 10, "mx.slow.test")
+            .a("mx.slow.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    for i in 0..3 {
+        queue.add(
+            "slow.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &["u@slow.test"],
+            &message(&format!("s{i}"), "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.timeouts.greeting = 30;
+    let mut daemon = postman!().spawn_daemon(&cfg.write());
+
+    // Wait until postman is connected (and stuck waiting for the greeting).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.connection_count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.connection_count() > 0,
+        "postman never connected:\n{}",
+        daemon.log_text()
+    );
+
+    let sent_at = Instant::now();
+    let status = daemon.stop_with(signal, STOP_WITHIN);
+    let Some(status) = status else {
+        panic!(
+            "{signal}: no exit within {STOP_WITHIN:?}; killed\n{}",
+            daemon.log_text()
+        );
+    };
+    assert!(
+        status.code().is_some(),
+        "{signal} should be handled (a clean exit), not kill the process: {status}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        sent_at.elapsed() < STOP_WITHIN,
+        "{signal}: took {:?}",
+        sent_at.elapsed()
+    );
+    let state = queue.state();
+    assert_eq!(
+        state.queued_in("slow.test"),
+        ["m0", "m1", "m2"],
+        "undelivered mail stays queued after {signal}: {state:#?}\n{}",
+        daemon.log_text()
+    );
+    assert!(state.failed.is_empty(), "{state:#?}");
+}
+
+#[test]
+fn sigterm_stops_the_daemon_mid_delivery_and_keeps_the_mail() {
+    stop_mid_delivery(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_the_daemon_mid_delivery_and_keeps_the_mail() {
+    stop_mid_delivery(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_an_idle_daemon_promptly() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new());
+    let queue = TestQueue::new();
+    let mut daemon = postman!().spawn_daemon(&config(&queue, &net, &dns).write());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        daemon.is_running(),
+        "the daemon exited early:\n{}",
+        daemon.log_text()
+    );
+    let status = daemon.terminate(STOP_WITHIN);
+    let Some(status) = status else {
+        panic!(
+            "SIGTERM: no exit within {STOP_WITHIN:?}; killed\n{}",
+            daemon.log_text()
+        );
+    };
+    assert!(
+        status.success(),
+        "an idle daemon stopped by SIGTERM exits 0: {status}\n{}",
+        daemon.log_text()
+    );
+}

@@ -1,0 +1,357 @@
+//! End to end: postman delivers queued mail to real SMTP servers on loopback
+//! (aiosmtpd, and the scripted server behaving politely), byte for byte,
+//! and removes what it delivered.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{assert_outcome, assert_relay, check, config, message, on_the_wire};
+use postman_integration::hostile::Script;
+use postman_integration::{
+    postman, AiosmtpdSink, DnsServer, HostileServer, TestNet, TestQueue, Zones,
+};
+
+/// Bodies that exercise transparency (RFC 5321 §4.5.2) and line-ending
+/// normalisation: leading dots, a lone dot, bare LF, CRLF, no final newline,
+/// 8-bit text and a long (but legal, < 998 octets) line.
+fn tricky_bodies() -> Vec<(&'static str, Vec<u8>)> {
+    let long = "x".repeat(900);
+    vec![
+        ("plain", message("plain", "hello\nworld\n")),
+        ("dots", message("dots", ".\n..\n...leading dots\n.\n. space\nend\n")),
+        ("lone-dot-last", message("lone-dot-last", "before\n.\n")),
+        (
+            "crlf",
+            b"From: a@src.test\r\nSubject: crlf\r\nMessage-ID: <crlf@src.test>\r\n\r\nline one\r\n.dot\r\n".to_vec(),
+        ),
+        ("no-final-newline", message("no-final-newline", "no newline at the end")),
+        ("eight-bit", message("eight-bit", "gr\u{fc}\u{df}e aus K\u{f6}ln \u{2014} \u{1f4ec}\n")),
+        ("long-line", message("long-line", &format!("{long}\n.{long}\n"))),
+        ("empty-body", message("empty-body", "")),
+    ]
+}
+
+#[test]
+fn happy_path_delivers_every_message_byte_for_byte_to_aiosmtpd() {
+    let net = TestNet::new();
+    let sink_dir1 = tempfile::tempdir().unwrap();
+    let sink_dir2 = tempfile::tempdir().unwrap();
+    let sink1 = AiosmtpdSink::start(net.ip(1), net.port(), sink_dir1.path());
+    let sink2 = AiosmtpdSink::start(net.ip(2), net.port(), sink_dir2.path());
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("d1.test", 10, "mx.d1.test")
+            .mx("d2.test", 10, "mx.shared.test")
+            .mx("d3.test", 5, "mx.d3.test")
+            .a("mx.d1.test", net.ipv4(1))
+            .a("mx.shared.test", net.ipv4(1))
+            .a("mx.d3.test", net.ipv4(2)),
+    );
+    let queue = TestQueue::new();
+
+    // name -> (domain, sender, recipients, message)
+    let mut expected: BTreeMap<String, (String, String, Vec<String>, Vec<u8>)> = BTreeMap::new();
+    let domains = ["d1.test", "d2.test", "d3.test"];
+    let mut n = 0;
+    for (i, domain) in domains.iter().enumerate() {
+        for (kind, body) in tricky_bodies() {
+            n += 1;
+            let name = format!("1764250000.M{n}P{i}.src.test");
+            let rcpts: Vec<String> = (0..=(n % 3))
+                .map(|r| format!("user{r}.{kind}@{domain}"))
+                .collect();
+            let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+            // Every eighth message is a bounce (null sender).
+            let sender = if n % 8 == 0 {
+                String::new()
+            } else {
+                format!("sender{n}@src.test")
+            };
+            // Unique body per file, so each received copy maps to one file.
+            let mut msg = format!("X-Test-File: {name}\n").into_bytes();
+            msg.extend_from_slice(&body);
+            queue.add(domain, &name, &sender, &rcpt_refs, &msg);
+            expected.insert(name, (domain.to_string(), sender, rcpts, msg));
+        }
+    }
+
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+
+    let state = queue.state();
+    check(
+        state.is_empty(),
+        "every file should be delivered and removed",
+        &queue,
+        &out,
+    );
+
+    // Every file arrived: exact bytes, its sender, all its recipients.
+    let mut received = sink1.wait_for(1, Duration::from_secs(5));
+    received.extend(sink2.messages());
+    let mut rcpts_seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &received {
+        let name = expected
+            .iter()
+            .find(|(_, (_, _, _, msg))| on_the_wire(msg) == r.data)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "aiosmtpd received data matching no queued file:\n{}",
+                    String::from_utf8_lossy(&r.data)
+                )
+            });
+        let (_, sender, _, _) = &expected[&name];
+        assert_eq!(&r.mail_from, sender, "MAIL FROM of {name}");
+        assert_eq!(r.helo, "postman.test", "EHLO name used for {name}");
+        rcpts_seen
+            .entry(name)
+            .or_default()
+            .extend(r.rcpt_tos.iter().cloned());
+    }
+    for (name, (_, _, rcpts, _)) in &expected {
+        let want: BTreeSet<String> = rcpts.iter().cloned().collect();
+        assert_eq!(
+            rcpts_seen.get(name),
+            Some(&want),
+            "recipients received for {name}"
+        );
+    }
+    assert_eq!(
+        sink2.messages().len(),
+        tricky_bodies().len(),
+        "d3.test mail goes to the second sink only"
+    );
+
+    // One `sent` record per recipient, naming the file, domain and relay.
+    let deliveries = out.deliveries();
+    for (name, (domain, _, rcpts, _)) in &expected {
+        for rcpt in rcpts {
+            let d = assert_outcome(&out, &deliveries, rcpt, "sent", Some(250));
+            assert_eq!(&d.queue_id, name, "queue_id for {rcpt}");
+            assert_eq!(&d.domain, domain, "domain for {rcpt}");
+            let ip = if domain == "d3.test" {
+                net.ip(2)
+            } else {
+                net.ip(1)
+            };
+            assert_relay(&d, ip, net.port());
+            assert!(d.delay >= 0.0, "delay for {rcpt}: {d:?}");
+        }
+    }
+    let sent = deliveries.iter().filter(|d| d.status == "sent").count();
+    let want: usize = expected.values().map(|(_, _, r, _)| r.len()).sum();
+    assert_eq!(sent, want, "exactly one sent record per recipient");
+}
+
+#[test]
+fn implicit_mx_delivers_to_the_domains_own_address() {
+    let net = TestNet::new();
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = AiosmtpdSink::start(net.ip(1), net.port(), sink_dir.path());
+    // No MX at all: RFC 5321 §5.1 says use the domain's own A record.
+    let dns = DnsServer::start(Zones::new().a("implicit.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let msg = message("implicit", "via the A record\n");
+    queue.add(
+        "implicit.test",
+        "m1",
+        "a@src.test",
+        &["u@implicit.test"],
+        &msg,
+    );
+
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "the message should be delivered",
+        &queue,
+        &out,
+    );
+    let got = sink.wait_for(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].data, on_the_wire(&msg));
+    assert_eq!(got[0].rcpt_tos, ["u@implicit.test"]);
+    let d = assert_outcome(
+        &out,
+        &out.deliveries(),
+        "u@implicit.test",
+        "sent",
+        Some(250),
+    );
+    assert_relay(&d, net.ip(1), net.port());
+}
+
+#[test]
+fn connection_reuse_sends_many_messages_over_one_connection_with_rset_between() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("reuse.test", 10, "mx.reuse.test")
+            .a("mx.reuse.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let count = 12;
+    for i in 0..count {
+        queue.add(
+            "reuse.test",
+            &format!("m{i:02}"),
+            "a@src.test",
+            &[&format!("u{i}@reuse.test")],
+            &message(&format!("reuse{i}"), "hi\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 1;
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "all messages should be delivered",
+        &queue,
+        &out,
+    );
+    assert!(
+        server.wait_idle(1, Duration::from_secs(5)),
+        "server connections did not finish"
+    );
+
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "max_connections_per_domain = 1: {:#?}",
+        server.connections()
+    );
+    assert_eq!(
+        server.count_commands("MAIL FROM"),
+        count,
+        "{:#?}",
+        server.commands()
+    );
+    assert_eq!(server.bodies().len(), count);
+    for conn in server.connections() {
+        assert_rset_between_transactions(&conn.commands);
+    }
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+}
+
+#[test]
+fn max_messages_per_connection_opens_new_connections() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("cap.test", 10, "mx.cap.test")
+            .a("mx.cap.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    for i in 0..5 {
+        queue.add(
+            "cap.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &["u@cap.test"],
+            &message(&format!("cap{i}"), "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 1;
+    cfg.max_messages_per_connection = 2;
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "all messages should be delivered",
+        &queue,
+        &out,
+    );
+    assert!(
+        server.wait_idle(3, Duration::from_secs(5)),
+        "server connections did not finish"
+    );
+    let conns = server.connections();
+    assert!(
+        conns.len() >= 3,
+        "5 messages at 2 a connection need 3 connections: {conns:#?}"
+    );
+    for c in &conns {
+        let mails = c
+            .commands
+            .iter()
+            .filter(|m| m.to_ascii_uppercase().starts_with("MAIL"))
+            .count();
+        assert!(
+            mails <= 2,
+            "connection {} carried {mails} messages: {:?}",
+            c.index,
+            c.commands
+        );
+    }
+    assert_eq!(server.count_commands("MAIL FROM"), 5);
+}
+
+#[test]
+fn multi_line_replies_at_every_step_are_understood() {
+    let net = TestNet::new();
+    let script = Script::new()
+        .pipelining(false)
+        .greet("220-mx.multi.test ESMTP\n220-this greeting\n220 spans three lines")
+        .expect(
+            "EHLO",
+            "250-mx.multi.test\n250-8BITMIME\n250-SIZE 1000000\n250 HELP",
+        )
+        .expect("MAIL FROM", "250-sender\n250 2.1.0 ok")
+        .expect("RCPT TO", "250-recipient\n250 2.1.5 ok")
+        .expect("DATA", "354-go\n354 ahead")
+        .body("250-queued\n250-as\n250 2.0.0 12345")
+        .then_polite();
+    let server = HostileServer::start(net.addr(1), vec![script]);
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("multi.test", 10, "mx.multi.test")
+            .a("mx.multi.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let msg = message("multi", "body\n");
+    queue.add("multi.test", "m1", "a@src.test", &["u@multi.test"], &msg);
+
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "the message should be delivered",
+        &queue,
+        &out,
+    );
+    assert!(server.errors().is_empty(), "{:?}", server.errors());
+    assert_eq!(server.bodies().len(), 1);
+    assert_eq!(
+        postman_integration::hostile::unstuff(&server.bodies()[0]),
+        on_the_wire(&msg)
+    );
+    assert_outcome(&out, &out.deliveries(), "u@multi.test", "sent", Some(250));
+}
+
+/// Between two transactions on one connection the client sends RSET: every
+/// MAIL after the first is preceded by an RSET since the previous DATA.
+fn assert_rset_between_transactions(commands: &[String]) {
+    let upper: Vec<String> = commands.iter().map(|c| c.to_ascii_uppercase()).collect();
+    let mut seen_transaction = false;
+    let mut rset_since = false;
+    for c in &upper {
+        if c.starts_with("MAIL") {
+            assert!(
+                !seen_transaction || rset_since,
+                "MAIL without RSET after the previous transaction: {commands:?}"
+            );
+            seen_transaction = true;
+            rset_since = false;
+        } else if c.starts_with("RSET") {
+            rset_since = true;
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! End to end: routing by DNS (RFC 5321 §5.1, RFC 7505). MX fallback when
+//! the best host refuses, turns the client away or never greets; null MX and
+//! NXDOMAIN are permanent; SERVFAIL and silence are temporary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_outcome, assert_relay, check, config, message};
+use postman_integration::hostile::Script;
+use postman_integration::{postman, DnsServer, HostileServer, TestNet, TestQueue, Zones};
+
+/// Two MX hosts for `fallback.test`: mx1 (preference 10) at .1, mx2 (20)
+/// at .2. Queues one message and runs postman once with a 1 s greeting
+/// timeout; checks that mx2 got the message. Returns the mx1 server (if the
+/// test started one) for further checks.
+fn fallback_case(mx1_script: Option<Script>) -> Option<HostileServer> {
+    let net = TestNet::new();
+    let mx1 = mx1_script.map(|s| HostileServer::start(net.addr(1), vec![s]));
+    let mx2 = HostileServer::polite(net.addr(2));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("fallback.test", 20, "mx2.fallback.test")
+            .mx("fallback.test", 10, "mx1.fallback.test")
+            .a("mx1.fallback.test", net.ipv4(1))
+            .a("mx2.fallback.test", net.ipv4(2)),
+    );
+    let queue = TestQueue::new();
+    queue.add(
+        "fallback.test",
+        "m1",
+        "a@src.test",
+        &["u@fallback.test"],
+        &message("fb", "x\n"),
+    );
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.timeouts.greeting = 1;
+    cfg.timeouts.connect = 1;
+
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "mx2 should have taken the message",
+        &queue,
+        &out,
+    );
+    assert!(
+        mx2.wait_idle(1, Duration::from_secs(5)),
+        "mx2 connection did not finish"
+    );
+    assert_eq!(
+        mx2.bodies().len(),
+        1,
+        "mx2 transcript: {:#?}",
+        mx2.connections()
+    );
+    let d = assert_outcome(
+        &out,
+        &out.deliveries(),
+        "u@fallback.test",
+        "sent",
+        Some(250),
+    );
+    assert_relay(&d, net.ip(2), net.port());
+    assert!(
+        out.elapsed < Duration::from_secs(15),
+        "fallback took {:?}; the greeting timeout is 1 s",
+        out.elapsed
+    );
+    mx1
+}
+
+#[test]
+fn mx_fallback_when_first_mx_refuses_connections() {
+    // Nothing listens on mx1's address: connection refused.
+    fallback_case(None);
+}
+
+#[test]
+fn mx_fallback_when_first_mx_greets_with_421() {
+    let mx1 = fallback_case(Some(
+        Script::new().greet("421 4.3.2 mx1 is too busy, try later"),
+    ))
+    .expect("mx1 started");
+    assert_eq!(mx1.connection_count(), 1, "postman should try mx1 once");
+    assert!(mx1.bodies().is_empty(), "mx1 must not receive the message");
+}
+
+#[test]
+fn mx_fallback_when_first_mx_greets_with_554() {
+    let mx1 = fallback_case(Some(
+        Script::new().greet("554 5.3.2 mx1 does not serve you"),
+    ))
+    .expect("mx1 started");
+    assert!(mx1.bodies().is_empty(), "mx1 must not receive the message");
+}
+
+#[test]
+fn mx_fallback_when_first_mx_never_greets() {
+    // Accepts, then says nothing for 20 s: past the 1 s greeting timeout.
+    let mx1 = fallback_case(Some(Script::new().stall(20_000))).expect("mx1 started");
+    assert_eq!(mx1.connection_count(), 1, "postman should try mx1 once");
+}
+
+#[test]
+fn mx_fallback_skips_an_mx_host_without_address() {
+    let net = TestNet::new();
+    let mx2 = HostileServer::polite(net.addr(2));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("noaddr.test", 10, "ghost.noaddr.test") // NXDOMAIN
+            .mx("noaddr.test", 20, "mx2.noaddr.test")
+            .a("mx2.noaddr.test", net.ipv4(2)),
+    );
+    let queue = TestQueue::new();
+    queue.add(
+        "noaddr.test",
+        "m1",
+        "a@src.test",
+        &["u@noaddr.test"],
+        &message("na", "x\n"),
+    );
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "mx2 should have taken the message",
+        &queue,
+        &out,
+    );
+    assert_eq!(mx2.bodies().len(), 1);
+}
+
+#[test]
+fn every_mx_unreachable_defers_and_keeps_the_message() {
+    let net = TestNet::new();
+    // Nothing listens on .1 or .2.
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("down.test", 10, "mx1.down.test")
+            .mx("down.test", 20, "mx2.down.test")
+            .a("mx1.down.test", net.ipv4(1))
+            .a("mx2.down.test", net.ipv4(2)),
+    );
+    let queue = TestQueue::new();
+    queue.add(
+        "down.test",
+        "m1",
+        "a@src.test",
+        &["u@down.test"],
+        &message("down", "x\n"),
+    );
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    let state = queue.state();
+    check(
+        state.is_queued("down.test", "m1"),
+        "the message should stay queued",
+        &queue,
+        &out,
+    );
+    check(
+        state.failed.is_empty(),
+        "nothing should fail permanently",
+        &queue,
+        &out,
+    );
+    let d = assert_outcome(&out, &out.deliveries(), "u@down.test", "deferred", None);
+    assert_eq!(d.queue_id, "m1");
+}
+
+#[test]
+fn null_mx_fails_the_message_with_a_reason() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new().null_mx("nullmx.test"));
+    let queue = TestQueue::new();
+    queue.add(
+        "nullmx.test",
+        "m1",
+        "a@src.test",
+        &["u@nullmx.test"],
+        &message("null", "x\n"),
+    );
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    let state = queue.state();
+    let Some(failed) = state.failed_entry("nullmx.test", "m1") else {
+        panic!(
+            "m1 should be in nullmx.test/.failed\n{state:#?}\n--- stderr ---\n{}",
+            out.stderr
+        );
+    };
+    let reason = failed.reason.clone().unwrap_or_default();
+    assert!(
+        reason.to_ascii_lowercase().contains("null mx"),
+        "the reason should say null MX (RFC 7505): {reason:?}"
+    );
+    check(
+        !state.is_queued("nullmx.test", "m1"),
+        "m1 must leave the queue",
+        &queue,
+        &out,
+    );
+    assert_outcome(&out, &out.deliveries(), "u@nullmx.test", "bounced", None);
+}
+
+#[test]
+fn nxdomain_fails_the_message_with_a_reason() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new().mx("other.test", 10, "mx.other.test"));
+    let queue = TestQueue::new();
+    queue.add(
+        "nowhere.test",
+        "m1",
+        "a@src.test",
+        &["u@nowhere.test"],
+        &message("nx", "x\n"),
+    );
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    let state = queue.state();
+    let Some(failed) = state.failed_entry("nowhere.test", "m1") else {
+        panic!(
+            "m1 should be in nowhere.test/.failed\n{state:#?}\n--- stderr ---\n{}",
+            out.stderr
+        );
+    };
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .is_some_and(|r| !r.trim().is_empty()),
+        "the .reason file should say why: {failed:?}"
+    );
+    assert_outcome(&out, &out.deliveries(), "u@nowhere.test", "bounced", None);
+}
+
+#[test]
+fn servfail_defers_and_keeps_the_message() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new().servfail("broken.test"));
+    let queue = TestQueue::new();
+    queue.add(
+        "broken.test",
+        "m1",
+        "a@src.test",
+        &["u@broken.test"],
+        &message("sf", "x\n"),
+    );
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    let state = queue.state();
+    check(
+        state.is_queued("broken.test", "m1"),
+        "SERVFAIL is temporary: m1 stays queued",
+        &queue,
+        &out,
+    );
+    check(
+        state.failed.is_empty(),
+        "nothing should fail permanently",
+        &queue,
+        &out,
+    );
+    let d = assert_outcome(&out, &out.deliveries(), "u@broken.test", "deferred", None);
+    assert_eq!(d.relay, "none", "no host was reached: {d:?}");
+}
+
+#[test]
+fn dns_timeout_defers_and_keeps_the_message() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new().silent("slow.test"));
+    let queue = TestQueue::new();
+    queue.add(
+        "slow.test",
+        "m1",
+        "a@src.test",
+        &["u@slow.test"],
+        &message("slow", "x\n"),
+    );
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    out.assert_success();
+    let state = queue.state();
+    check(
+        state.is_queued("slow.test", "m1"),
+        "a DNS timeout is temporary: m1 stays queued",
+        &queue,
+        &out,
+    );
+    check(
+        state.failed.is_empty(),
+        "nothing should fail permanently",
+        &queue,
+        &out,
+    );
+    assert_outcome(&out, &out.deliveries(), "u@slow.test", "deferred", None);
+    assert!(
+        out.elapsed < Duration::from_secs(15),
+        "dns.timeout = 1 s, attempts = 1, yet the run took {:?}",
+        out.elapsed
+    );
+}

@@ -1,0 +1,205 @@
+//! Self-tests of the test support: the DNS server answers a real resolver
+//! (hickory-resolver) as described, and aiosmtpd receives exactly what an
+//! SMTP client sends. These do not need postman and must always pass.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::Resolver;
+use postman_integration::{AiosmtpdSink, DnsServer, TestNet, Zones};
+
+fn resolver(server: SocketAddr) -> Resolver<TokioRuntimeProvider> {
+    let mut ns = NameServerConfig::udp_and_tcp(server.ip());
+    for c in &mut ns.connections {
+        c.port = server.port();
+    }
+    let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_millis(500);
+    opts.attempts = 0;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.cache_size = 0;
+    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .expect("build resolver")
+}
+
+/// The response code an error carries, if the server answered one.
+fn rcode_of(e: &NetError) -> Option<ResponseCode> {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(no)) => Some(no.response_code),
+        NetError::Dns(DnsError::ResponseCode(code)) => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn dns_server_answers_mx_a_aaaa_null_mx_nxdomain_servfail() {
+    let zones = Zones::new()
+        .mx("d1.test", 20, "mx2.d1.test")
+        .mx("d1.test", 10, "mx1.d1.test")
+        .a("mx1.d1.test", Ipv4Addr::new(127, 1, 2, 3))
+        .aaaa("mx1.d1.test", Ipv6Addr::LOCALHOST)
+        .addr("implicit.test", IpAddr::V4(Ipv4Addr::new(127, 4, 5, 6)))
+        .null_mx("nullmx.test")
+        .servfail("broken.test")
+        .silent("silent.test");
+    let dns = DnsServer::start(zones);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = resolver(dns.addr());
+    rt.block_on(async {
+        let mx = r.mx_lookup("d1.test.").await.expect("MX d1.test");
+        let mut got: Vec<(u16, String)> = mx
+            .answers()
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::MX(m) => Some((m.preference, m.exchange.to_string())),
+                _ => None,
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (10, "mx1.d1.test.".to_string()),
+                (20, "mx2.d1.test.".to_string())
+            ]
+        );
+
+        let ips = r
+            .lookup_ip("mx1.d1.test.")
+            .await
+            .expect("A/AAAA mx1.d1.test");
+        let mut ips: Vec<IpAddr> = ips.iter().collect();
+        ips.sort();
+        assert_eq!(
+            ips,
+            [
+                IpAddr::V4(Ipv4Addr::new(127, 1, 2, 3)),
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            ]
+        );
+
+        let a = r
+            .lookup("implicit.test.", RecordType::A)
+            .await
+            .expect("A implicit.test");
+        assert_eq!(a.answers().len(), 1, "A implicit.test");
+        // No MX at a name with only an A record: NOERROR, no answers.
+        let e = r
+            .mx_lookup("implicit.test.")
+            .await
+            .expect_err("MX implicit.test");
+        assert_eq!(
+            rcode_of(&e),
+            Some(ResponseCode::NoError),
+            "MX implicit.test: {e:?}"
+        );
+
+        let null = r.mx_lookup("nullmx.test.").await.expect("MX nullmx.test");
+        let null: Vec<(u16, String)> = null
+            .answers()
+            .iter()
+            .filter_map(|rec| match &rec.data {
+                RData::MX(m) => Some((m.preference, m.exchange.to_string())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(null, [(0, ".".to_string())], "null MX");
+
+        let e = r
+            .mx_lookup("nowhere.test.")
+            .await
+            .expect_err("MX nowhere.test");
+        assert_eq!(
+            rcode_of(&e),
+            Some(ResponseCode::NXDomain),
+            "MX nowhere.test: {e:?}"
+        );
+
+        let e = r
+            .mx_lookup("mail.broken.test.")
+            .await
+            .expect_err("MX mail.broken.test");
+        assert_eq!(
+            rcode_of(&e),
+            Some(ResponseCode::ServFail),
+            "MX mail.broken.test: {e:?}"
+        );
+
+        let started = std::time::Instant::now();
+        let e = r
+            .mx_lookup("silent.test.")
+            .await
+            .expect_err("MX silent.test");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "silent.test answered after {:?}: {e:?}",
+            started.elapsed()
+        );
+    });
+}
+
+fn expect_reply(reader: &mut BufReader<TcpStream>, code: &str) {
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read reply");
+        assert!(line.starts_with(code), "wanted {code}, got {line:?}");
+        if line.as_bytes().get(3) == Some(&b' ') {
+            return;
+        }
+    }
+}
+
+#[test]
+fn aiosmtpd_sink_saves_exact_unstuffed_data() {
+    let net = TestNet::new();
+    let out = tempfile::tempdir().unwrap();
+    let sink = AiosmtpdSink::start(net.ip(1), net.port(), out.path());
+    let stream = TcpStream::connect(net.addr(1)).expect("connect to aiosmtpd");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    expect_reply(&mut r, "220");
+    for (cmd, code) in [
+        ("EHLO client.test\r\n", "250"),
+        ("MAIL FROM:<a@src.test>\r\n", "250"),
+        ("RCPT TO:<x@d1.test>\r\n", "250"),
+        ("RCPT TO:<y@d1.test>\r\n", "250"),
+        ("DATA\r\n", "354"),
+        ("Subject: t\r\n\r\n..leading dot\r\nlast\r\n.\r\n", "250"),
+        ("MAIL FROM:<>\r\n", "250"),
+        ("RCPT TO:<z@d2.test>\r\n", "250"),
+        ("DATA\r\n", "354"),
+        ("x\r\n.\r\n", "250"),
+        ("QUIT\r\n", "221"),
+    ] {
+        w.write_all(cmd.as_bytes()).unwrap();
+        expect_reply(&mut r, code);
+    }
+    let got = sink.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].mail_from, "a@src.test");
+    assert_eq!(got[0].rcpt_tos, ["x@d1.test", "y@d1.test"]);
+    assert_eq!(got[0].helo, "client.test");
+    assert_eq!(got[0].data, b"Subject: t\r\n\r\n.leading dot\r\nlast\r\n");
+    assert_eq!(got[1].mail_from, "", "null sender");
+    assert_eq!(got[1].data, b"x\r\n");
+    assert!(
+        got[0].peer.starts_with("127.0.0.1:"),
+        "peer {}",
+        got[0].peer
+    );
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, after installing what the end-to-end
+# tests need: Python 3 with aiosmtpd (the third-party SMTP server they deliver
+# to). Arguments go to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
+# POSTMAN_TEST_PYTHON picks the interpreter (default python3); the tests use
+# the same variable.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+PYTHON="${POSTMAN_TEST_PYTHON:-python3}"
+as_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    if as_root_with_apt; then
+        echo "scripts/test.sh: $PYTHON not found; installing python3 with apt-get" >&2
+        apt-get update -qq
+        apt-get install -y -qq python3 python3-pip >/dev/null
+    else
+        echo "scripts/test.sh: $PYTHON not found; the end-to-end tests need Python 3" >&2
+        exit 1
+    fi
+fi
+
+has_aiosmtpd() { "$PYTHON" -c 'import aiosmtpd' >/dev/null 2>&1; }
+
+if ! has_aiosmtpd; then
+    echo "scripts/test.sh: installing aiosmtpd for $PYTHON" >&2
+    pip_install() { "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@" aiosmtpd; }
+    # A Debian python3 refuses plain pip installs (PEP 668) and may lack pip;
+    # try pip, then pip past PEP 668, then Debian's package.
+    if ! pip_install 2>/dev/null && ! pip_install --break-system-packages; then
+        if as_root_with_apt; then
+            apt-get update -qq
+            apt-get install -y -qq python3-aiosmtpd >/dev/null || true
+        fi
+    fi
+    if ! has_aiosmtpd; then
+        echo "scripts/test.sh: could not install aiosmtpd for $PYTHON" >&2
+        exit 1
+    fi
+fi
+
+exec cargo test --workspace "$@"
