@@ -205,9 +205,22 @@ impl Scanner {
             }
         };
         let mut seen_domains = HashSet::new();
+        let mut listings = Vec::new();
         for domain in domains {
-            self.scan_domain(&domain)?;
+            let names = self.list_domain(&domain)?;
+            listings.push((domain.clone(), names.into_iter()));
             seen_domains.insert(domain);
+        }
+        // Read the files one domain after the other in turn, so that a domain
+        // with 10,000 files does not hold back the first message of the next
+        // one while the queue is scanned.
+        while !listings.is_empty() {
+            for (domain, names) in &mut listings {
+                if let Some(name) = names.next() {
+                    self.consider(domain, &name)?;
+                }
+            }
+            listings.retain(|(_, names)| names.len() > 0);
         }
         let vanished: Vec<String> = self
             .known
@@ -228,13 +241,23 @@ impl Scanner {
         Ok(())
     }
 
+    /// Lists one domain folder and reads every file not seen before.
     fn scan_domain(&mut self, domain: &str) -> Result<(), Stop> {
+        for name in self.list_domain(domain)? {
+            self.consider(domain, &name)?;
+        }
+        Ok(())
+    }
+
+    /// Lists one domain folder (watching it from now on) and reports the
+    /// files seen before that are gone. Returns every name in it.
+    fn list_domain(&mut self, domain: &str) -> Result<Vec<String>, Stop> {
         if !queue::valid_domain(domain) {
             if self.bad_folders.insert(domain.to_owned()) {
                 error!(self.log, "queue folder is not a lower-case domain name: its mail is not delivered";
                     "domain" => domain, "path" => %self.layout.domain_dir(domain).display());
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
         if !self.known.contains_key(domain) {
             self.known.insert(domain.to_owned(), HashSet::new());
@@ -246,7 +269,7 @@ impl Scanner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 error!(self.log, "cannot list queue folder"; "path" => %dir.display(), "error" => %e);
-                return Ok(());
+                return Ok(Vec::new());
             }
         };
         let present: HashSet<&str> = names.iter().map(String::as_str).collect();
@@ -269,10 +292,7 @@ impl Scanner {
                 id,
             })?;
         }
-        for name in &names {
-            self.consider(domain, name)?;
-        }
-        Ok(())
+        Ok(names)
     }
 
     /// Reads the envelope of a file not seen before and reports it, or
