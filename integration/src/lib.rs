@@ -26,13 +26,16 @@ pub use postman::{Config, Daemon, Delivery, Postman, RunOutput};
 pub use queue::{QueueState, TestQueue};
 pub use smtp_sink::{AiosmtpdSink, Received};
 
-/// A [`Postman`] for the binary that this package builds.
+/// Where the recorded queues are: `integration/recorded/`.
+pub const RECORDED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/recorded");
+
+/// A [`Postman`] for the binary under test (built by postman-actors).
 ///
 /// `CARGO_BIN_EXE_<name>` only exists while compiling the package's
 /// integration tests, so the path has to be taken where this macro expands.
 #[macro_export]
 macro_rules! postman {
     () => {
-        $crate::Postman::new(env!("CARGO_BIN_EXE_postman-e2e"))
+        $crate::Postman::new(env!("CARGO_BIN_EXE_postman"))
     };
 }

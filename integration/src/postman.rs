@@ -2,7 +2,7 @@
 //! deadline, the daemon, and its JSON log.
 //!
 //! The binary's path is only known inside the package's integration tests
-//! (`CARGO_BIN_EXE_postman-e2e`), so [`Postman::new`] takes it and the
+//! (`CARGO_BIN_EXE_postman`), so [`Postman::new`] takes it and the
 //! [`crate::postman!`] macro supplies it. Every run has a deadline: a hung
 //! postman is killed and fails the test with its log, it never hangs CI.
 

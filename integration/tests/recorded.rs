@@ -15,7 +15,9 @@ use postman_integration::{
 };
 use serde::Deserialize;
 
-const RECORDED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/recorded");
+/// The recorded queues, beside the support library (this test is compiled as
+/// part of postman-actors, so its own manifest directory is elsewhere).
+const RECORDED: &str = postman_integration::RECORDED_DIR;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
