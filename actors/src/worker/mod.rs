@@ -10,6 +10,7 @@
 mod body;
 mod conn;
 mod link;
+mod settle;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
