@@ -189,3 +189,57 @@ fn sigterm_stops_an_idle_daemon_promptly() {
         daemon.log_text()
     );
 }
+
+#[test]
+fn daemon_retries_a_deferred_message_after_the_backoff() {
+    let net = TestNet::new();
+    // The first connection refuses the recipient for now; the next ones
+    // accept everything.
+    let server = HostileServer::start(
+        net.addr(1),
+        vec![
+            Script::polite().answer("RCPT", "451 4.7.1 greylisted, try again later"),
+            Script::polite(),
+        ],
+    );
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("grey.test", 10, "mx.grey.test")
+            .a("mx.grey.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let m = message("grey", "retried\n");
+    queue.add("grey.test", "m1", "a@src.test", &["u@grey.test"], &m);
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.min_backoff = 1;
+    let mut daemon = postman!().spawn_daemon(&cfg.write());
+
+    let ok = daemon.wait_for(Duration::from_secs(15), |records| {
+        postman_integration::postman::deliveries(records)
+            .iter()
+            .any(|d| d.status == "sent")
+    });
+    let deliveries = daemon.deliveries();
+    assert!(
+        ok,
+        "the deferred message should be retried and sent: {deliveries:#?}\n--- log ---\n{}",
+        daemon.log_text()
+    );
+    let statuses: Vec<&str> = deliveries.iter().map(|d| d.status.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["deferred", "sent"],
+        "one deferral, then the delivery"
+    );
+    assert_eq!(
+        server.connection_count(),
+        2,
+        "a new connection for the retry"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue.state().queued_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(queue.state().queued_count(), 0, "{:#?}", queue.state());
+    daemon.terminate(STOP_WITHIN);
+}
