@@ -38,6 +38,9 @@ pub const MAX_CONNECTIONS: usize = 900;
 const MAX_TIMEOUT_SECS: u64 = 3600;
 /// Upper bound of the intervals and the retry delay: one week.
 const MAX_INTERVAL_SECS: u64 = 7 * 24 * 3600;
+/// Upper bound of `delivery.max_queue_lifetime`: one year, far beyond any
+/// sensible value, so `arrival + lifetime` can never overflow.
+const MAX_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 
 const DEFAULTS_NAME: &str = "built-in defaults";
 const FLAGS_NAME: &str = "command-line flags";
@@ -180,6 +183,12 @@ pub struct DeliverySettings {
     pub max_connections_per_domain: usize,
     /// Messages sent on one connection before it is closed.
     pub max_messages_per_connection: usize,
+    /// Seconds after arrival (`X-Postman-Date`) before a message still
+    /// deferred is bounced; 0 bounces after the first failed attempt.
+    pub max_queue_lifetime: u64,
+    /// Seconds after arrival at which one delay-warning DSN goes to the
+    /// sender of a message still deferred; 0 turns warnings off.
+    pub delay_warning: u64,
     /// `[delivery.retry]` (a table: stays last for TOML output).
     pub retry: RetrySettings,
 }
@@ -188,8 +197,11 @@ pub struct DeliverySettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
-    /// Seconds before a deferred message is tried again.
+    /// Seconds before a deferred message is tried again the first time;
+    /// each further failure doubles the wait.
     pub min_backoff: u64,
+    /// Seconds the doubling stops at (Postfix's `maximal_backoff_time`).
+    pub max_backoff: u64,
 }
 
 /// `[log]`
@@ -251,8 +263,19 @@ pub struct Config {
     pub max_connections_per_domain: usize,
     /// Messages on one connection, ≥ 1.
     pub max_messages_per_connection: usize,
-    /// Delay before a deferred message is tried again, ≥ 1 s.
+    /// Delay before a deferred message is tried again the first time
+    /// (`delivery.retry.min_backoff`), ≥ 1 s.
     pub retry_delay: Duration,
+    /// Longest delay between two attempts (`delivery.retry.max_backoff`),
+    /// ≥ `retry_delay`.
+    pub max_backoff: Duration,
+    /// How long after arrival a deferred message is bounced
+    /// (`delivery.max_queue_lifetime`); zero: after its first failure.
+    pub max_queue_lifetime: Duration,
+    /// When after arrival one delay warning is sent
+    /// (`delivery.delay_warning`); `None` when off, else shorter than
+    /// `max_queue_lifetime`.
+    pub delay_warning: Option<Duration>,
     /// Log record format.
     pub log_format: LogFormat,
     /// Interval of metrics records; zero means off.
@@ -374,7 +397,12 @@ impl Settings {
                 max_connections: 500,
                 max_connections_per_domain: 20,
                 max_messages_per_connection: 100,
-                retry: RetrySettings { min_backoff: 300 },
+                max_queue_lifetime: 5 * 24 * 3600,
+                delay_warning: 0,
+                retry: RetrySettings {
+                    min_backoff: 300,
+                    max_backoff: 4000,
+                },
             },
             log: LogSettings {
                 format: LogFormat::Term,
@@ -615,6 +643,26 @@ impl Validator<'_> {
             d.retry.min_backoff,
             (1, MAX_INTERVAL_SECS),
         )?;
+        let max_backoff = self.within(
+            "delivery.retry.max_backoff",
+            d.retry.max_backoff,
+            (retry_delay.as_secs(), MAX_INTERVAL_SECS),
+            "seconds, no less than delivery.retry.min_backoff",
+        )?;
+        let max_queue_lifetime = self.seconds(
+            "delivery.max_queue_lifetime",
+            d.max_queue_lifetime,
+            (0, MAX_LIFETIME_SECS),
+        )?;
+        let delay_warning = match d.delay_warning {
+            0 => None,
+            secs => Some(Duration::from_secs(self.within(
+                "delivery.delay_warning",
+                secs,
+                (1, max_queue_lifetime.as_secs().saturating_sub(1)),
+                "seconds, less than delivery.max_queue_lifetime, or 0 for no warning",
+            )?)),
+        };
         let metrics_interval = self.seconds(
             "log.metrics_interval",
             s.log.metrics_interval,
@@ -642,6 +690,9 @@ impl Validator<'_> {
             max_connections_per_domain,
             max_messages_per_connection,
             retry_delay,
+            max_backoff: Duration::from_secs(max_backoff),
+            max_queue_lifetime,
+            delay_warning,
             log_format: s.log.format,
             metrics_interval,
             rescan_interval,

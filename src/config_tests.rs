@@ -83,6 +83,13 @@ fn defaults_without_a_file() {
             "max_messages_per_connection"
         );
         assert_eq!(c.retry_delay, Duration::from_secs(300), "retry_delay");
+        assert_eq!(c.max_backoff, Duration::from_secs(4000), "max_backoff");
+        assert_eq!(
+            c.max_queue_lifetime,
+            Duration::from_secs(432_000),
+            "max_queue_lifetime: 5 days"
+        );
+        assert_eq!(c.delay_warning, None, "delay_warning off by default");
         assert_eq!(c.log_format, LogFormat::Term, "log_format");
         assert_eq!(
             c.metrics_interval,
@@ -325,6 +332,20 @@ fn validation_bounds() {
         ),
         ("[delivery]\nmax_messages_per_connection = 0", "delivery.max_messages_per_connection", "at least 1"),
         ("[delivery.retry]\nmin_backoff = 0", "delivery.retry.min_backoff", "at least 1"),
+        ("[delivery.retry]\nmin_backoff = 604801\nmax_backoff = 604801", "delivery.retry.min_backoff", "at most 604800"),
+        (
+            "[delivery.retry]\nmin_backoff = 600\nmax_backoff = 599",
+            "delivery.retry.max_backoff",
+            "must be at least 600 (seconds, no less than delivery.retry.min_backoff)",
+        ),
+        ("[delivery.retry]\nmax_backoff = 604801", "delivery.retry.max_backoff", "at most 604800"),
+        ("[delivery]\nmax_queue_lifetime = 31536001", "delivery.max_queue_lifetime", "at most 31536000"),
+        (
+            "[delivery]\nmax_queue_lifetime = 3600\ndelay_warning = 3600",
+            "delivery.delay_warning",
+            "must be at most 3599 (seconds, less than delivery.max_queue_lifetime, or 0 for no warning)",
+        ),
+        ("[delivery]\nmax_queue_lifetime = 0\ndelay_warning = 1", "delivery.delay_warning", "must be at most 0"),
         ("[log]\nmetrics_interval = 99999999", "log.metrics_interval", "at most 604800"),
         ("[queue]\nrescan_interval = 0", "queue.rescan_interval", "must be at least 1 (seconds)"),
     ];
@@ -371,6 +392,11 @@ fn validation_accepts_the_bounds() {
         "[smtp.timeouts]\nconnect = 1\ndata_done = 3600",
         "[delivery]\nmax_connections = 900\nmax_connections_per_domain = 900",
         "[delivery]\nmax_connections = 1\nmax_connections_per_domain = 1\nmax_messages_per_connection = 1",
+        "[delivery.retry]\nmin_backoff = 1\nmax_backoff = 1",
+        "[delivery.retry]\nmin_backoff = 604800\nmax_backoff = 604800",
+        "[delivery]\nmax_queue_lifetime = 0\ndelay_warning = 0",
+        "[delivery]\nmax_queue_lifetime = 31536000\ndelay_warning = 31535999",
+        "[delivery]\nmax_queue_lifetime = 2\ndelay_warning = 1",
         "[log]\nmetrics_interval = 0",
         "[queue]\nrescan_interval = 1",
     ];
@@ -418,6 +444,43 @@ fn validation_names_env_and_flags() {
         )
         .to_string();
         assert!(message.contains("in built-in defaults"), "{message}");
+    });
+}
+
+#[test]
+fn retry_settings_reach_the_config() {
+    jail(|jail| {
+        config_file(
+            jail,
+            "[delivery]\nmax_queue_lifetime = 86400\ndelay_warning = 14400\n\
+             [delivery.retry]\nmin_backoff = 60\nmax_backoff = 3600\n",
+        );
+        let c = load_default(&Flags::default())
+            .expect("retry settings")
+            .config;
+        assert_eq!(c.retry_delay, Duration::from_secs(60), "min_backoff");
+        assert_eq!(c.max_backoff, Duration::from_secs(3600), "max_backoff");
+        assert_eq!(
+            c.max_queue_lifetime,
+            Duration::from_secs(86_400),
+            "max_queue_lifetime"
+        );
+        assert_eq!(
+            c.delay_warning,
+            Some(Duration::from_secs(14_400)),
+            "delay_warning"
+        );
+        jail.set_env("POSTMAN_DELIVERY__DELAY_WARNING", 0);
+        jail.set_env("POSTMAN_DELIVERY__RETRY__MAX_BACKOFF", 120);
+        let c = load_default(&Flags::default())
+            .expect("env overrides")
+            .config;
+        assert_eq!(c.delay_warning, None, "0 from env turns warnings off");
+        assert_eq!(
+            c.max_backoff,
+            Duration::from_secs(120),
+            "max_backoff from env"
+        );
     });
 }
 

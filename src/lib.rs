@@ -6,10 +6,14 @@
 //! * [`queue`]: the Maildir-style queue on disk: layout, envelope header block,
 //!   completion, quarantine.
 //! * [`route`]: MX policy (RFC 5321 §5.1, RFC 7505).
+//! * [`retry`]: backoff schedule and queue lifetime.
+//! * [`dsn`]: delivery status notifications (RFC 3464, RFC 3462).
 //! * [`config`]: settings, their figment loading and validation.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dsn;
 pub mod queue;
+pub mod retry;
 pub mod route;
 pub mod smtp;

@@ -1,13 +1,26 @@
 //! The Maildir-style queue on disk (DESIGN.md "The queue on disk"): the
 //! layout under `application.maildir.path`, the envelope header block of each
 //! queued file, listing, completion, and setting files aside (permanent
-//! failure, quarantine). Writers create files in `<domain>/tmp/` and
-//! `rename(2)` them into `<domain>/`, so a listed file is always whole.
+//! failure, quarantine); claims shared by several processes, retry state in
+//! the envelope block, crash-safe rewrites, and bounce placement. Writers
+//! create files in `<domain>/tmp/` and `rename(2)` them into `<domain>/`, so
+//! a listed file is always whole.
 
+mod claim;
 mod envelope;
+mod local;
+mod rewrite;
+mod state;
 mod store;
 
+pub use claim::{claim, recover, sweep_tmp, Claimed, Recovery, ACTIVE_DIR};
 pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
+pub use local::{
+    deliver_local, enqueue_remote, header_section, is_local, place_bounce, read_original_headers,
+    split_address, Placed, MAX_RETURNED_HEADERS,
+};
+pub use rewrite::rewrite;
+pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
 pub use store::{
     complete, list_domains, list_messages, quarantine, read_envelope, set_aside_failed, BodyReader,
     ReadError, BODY_CHUNK,
