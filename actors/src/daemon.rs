@@ -3,13 +3,14 @@
 //! Shutdown is "drop the senders, then join", as in ripgrep's parallel walker.
 
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{SigSet, Signal};
 use postman::config::Config;
-use postman::queue::Layout;
-use slog::{info, o, warn, Logger};
+use postman::queue::{self, Layout};
+use slog::{error, info, o, warn, Logger};
 
 use crate::dispatcher::{Dispatcher, MAX_LOOKUPS};
 use crate::messages::DispatcherMsg;
@@ -48,6 +49,8 @@ pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow:
     let layout = Layout::new(config.maildir.clone());
     check_queue_root(&layout)?;
     raise_descriptor_limit(log);
+    let owner = crate::owner::this_process();
+    recover(&layout, log);
 
     let (dispatcher_tx, dispatcher_rx) = crossbeam_channel::bounded(DISPATCHER_MAILBOX);
     let (scanner_tx, scanner_rx) = crossbeam_channel::bounded(1);
@@ -64,6 +67,7 @@ pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow:
             dispatcher_tx.clone(),
             log.new(o!("actor" => "worker", "worker" => id)),
             WORKER_MAILBOX,
+            &owner,
         )
         .context("cannot create an I/O worker's eventfd")?;
         links.push(link);
@@ -107,6 +111,7 @@ pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow:
         config,
         log.new(o!("actor" => "dispatcher")),
         once,
+        &owner,
     );
     // Only the actors hold the dispatcher's mailbox from here on.
     drop(dispatcher_tx);
@@ -149,6 +154,34 @@ fn check_queue_root(layout: &Layout) -> anyhow::Result<()> {
     std::fs::create_dir_all(&remote)
         .with_context(|| format!("cannot create the remote queue {}", remote.display()))?;
     Ok(())
+}
+
+/// How old a file in a `tmp/` folder must be before it is taken for a
+/// crashed writer's leftover and removed (the Maildir convention).
+const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
+
+/// Puts back the messages that dead postman processes of this host had
+/// claimed, and removes stale temporary files.
+fn recover(layout: &Layout, log: &Logger) {
+    match queue::recover(layout, crate::owner::is_dead) {
+        Ok(recovery) => {
+            if !recovery.restored.is_empty() || !recovery.duplicates.is_empty() {
+                info!(log, "recovered claims of a stopped postman";
+                    "restored" => recovery.restored.len(), "duplicates" => recovery.duplicates.len());
+            }
+            for (path, e) in recovery.errors {
+                error!(log, "cannot recover a claimed message"; "path" => %path.display(), "error" => %e);
+            }
+        }
+        Err(e) => error!(log, "cannot look for claims to recover"; "error" => %e),
+    }
+    match queue::sweep_tmp(layout, SystemTime::now(), TMP_MAX_AGE) {
+        Ok(removed) if !removed.is_empty() => {
+            info!(log, "removed stale temporary files"; "count" => removed.len());
+        }
+        Ok(_) => {}
+        Err(e) => warn!(log, "cannot sweep temporary folders"; "error" => %e),
+    }
 }
 
 fn raise_descriptor_limit(log: &Logger) {

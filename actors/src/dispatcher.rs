@@ -10,17 +10,19 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use postman::config::Config;
-use postman::queue::{self, Layout};
+use postman::dsn::{self, RecipientReport};
 use postman::route::{Route, RouteError};
+use postman::smtp::EnhancedCode;
 use slog::{error, info, Logger};
 
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage, ScannerMsg, WorkerMsg};
 use crate::records::{self, Status, Verdict};
 use crate::resolver::ResolveRequest;
+use crate::settler::{self, Fate, RecipientFate, Settler};
 use crate::worker::WorkerLink;
 
 /// Route lookups in flight at once. The resolver's mailbox holds this many,
@@ -71,7 +73,7 @@ pub struct Dispatcher {
     workers: Vec<WorkerLink>,
     resolver: Option<Sender<ResolveRequest>>,
     scanner: Sender<ScannerMsg>,
-    layout: Layout,
+    settler: Settler,
     config: Config,
     log: Logger,
     once: bool,
@@ -94,6 +96,7 @@ pub struct Dispatcher {
 #[derive(Default)]
 struct Stats {
     found: u64,
+    not_due: u64,
     finished: u64,
     deferred: u64,
     connections_opened: u64,
@@ -102,6 +105,9 @@ struct Stats {
 }
 
 impl Dispatcher {
+    // Every argument is one mailbox end or setting the dispatcher takes
+    // ownership of; a struct around them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         inbox: Receiver<DispatcherMsg>,
         workers: Vec<WorkerLink>,
@@ -110,6 +116,7 @@ impl Dispatcher {
         config: Config,
         log: Logger,
         once: bool,
+        owner: &str,
     ) -> Dispatcher {
         let workers_running = workers.len();
         Dispatcher {
@@ -117,7 +124,7 @@ impl Dispatcher {
             workers,
             resolver: Some(resolver),
             scanner,
-            layout: Layout::new(config.maildir.clone()),
+            settler: Settler::new(&config, owner, "D"),
             config,
             log,
             once,
@@ -195,7 +202,18 @@ impl Dispatcher {
         match msg {
             DispatcherMsg::Found(msg) => {
                 self.stats.found += 1;
-                self.enqueue(msg, now);
+                if msg
+                    .retry
+                    .next_attempt
+                    .is_some_and(|at| at > SystemTime::now())
+                {
+                    // Deferred earlier (perhaps by an earlier run): not due.
+                    self.stats.not_due += 1;
+                    let due = settler::due(&msg.retry, self.config.retry_delay);
+                    self.defer(msg, due);
+                } else {
+                    self.enqueue(msg, now);
+                }
             }
             DispatcherMsg::Gone { domain, id } => self.forget(&domain, &id),
             DispatcherMsg::ScanDone => self.scan_done = true,
@@ -218,7 +236,10 @@ impl Dispatcher {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 match disposition {
                     Disposition::Finished => self.stats.finished += 1,
-                    Disposition::Deferred(msg) => self.defer(msg, now + self.config.retry_delay),
+                    Disposition::Deferred(msg) => {
+                        let due = settler::due(&msg.retry, self.config.retry_delay);
+                        self.defer(msg, due);
+                    }
                     Disposition::Unused(msg) => self.enqueue(msg, now),
                 }
                 let _ = domain;
@@ -504,7 +525,40 @@ impl Dispatcher {
         }
     }
 
+    /// Parks a message that was not attempted (its domain is suspended or
+    /// its route failed for now), with a deferral record; one whose queue
+    /// lifetime is over is bounced instead.
     fn defer_logged(&mut self, msg: QueuedMessage, until: Instant, reason: &str) {
+        if self
+            .settler
+            .schedule
+            .expired(msg.arrival, SystemTime::now())
+        {
+            let lifetime = self.settler.schedule.lifetime;
+            let last_error = msg
+                .retry
+                .last_error
+                .clone()
+                .unwrap_or_else(|| reason.to_owned());
+            let now = SystemTime::now();
+            let disposition = self.settler.settle_all(
+                msg,
+                |recipient| {
+                    let report =
+                        RecipientReport::expired(recipient, lifetime, Some(&last_error), Some(now));
+                    RecipientFate {
+                        recipient: recipient.to_owned(),
+                        code: 0,
+                        dsn: Some(report.status.to_string()),
+                        text: format!("{}: {reason}", report.reason),
+                        fate: Fate::Failed(report),
+                    }
+                },
+                &self.log,
+            );
+            self.settled(disposition, Instant::now());
+            return;
+        }
         records::log_all(
             &self.log,
             &msg,
@@ -533,24 +587,41 @@ impl Dispatcher {
         self.domain(&domain).deferred.insert(id, (until, msg));
     }
 
+    /// A permanent routing failure (null MX, no such domain): every
+    /// recipient fails and the sender gets a bounce.
     fn bounce(&mut self, msg: QueuedMessage, reason: &str) {
-        records::log_all(
-            &self.log,
-            &msg,
-            &Verdict {
-                status: Status::Bounced,
-                relay: "none",
+        let status = route_status(reason);
+        let now = SystemTime::now();
+        let disposition = self.settler.settle_all(
+            msg,
+            |recipient| RecipientFate {
+                recipient: recipient.to_owned(),
                 code: 0,
-                dsn: None,
-                reply: reason,
+                dsn: Some(status.to_string()),
+                text: reason.to_owned(),
+                fate: Fate::Failed(RecipientReport {
+                    address: recipient.to_owned(),
+                    status,
+                    remote_mta: None,
+                    reply: None,
+                    reason: reason.to_owned(),
+                    last_attempt: Some(now),
+                }),
             },
+            &self.log,
         );
-        match queue::set_aside_failed(&self.layout, &msg.domain, &msg.id, reason) {
-            Ok(_) => self.stats.finished += 1,
-            Err(e) => {
-                error!(self.log, "cannot set aside failed message; it stays queued";
-                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+        self.settled(disposition, Instant::now());
+    }
+
+    /// What the dispatcher does after settling a message itself.
+    fn settled(&mut self, disposition: Disposition, now: Instant) {
+        match disposition {
+            Disposition::Finished => self.stats.finished += 1,
+            Disposition::Deferred(msg) => {
+                let due = settler::due(&msg.retry, self.config.retry_delay);
+                self.defer(msg, due);
             }
+            Disposition::Unused(msg) => self.enqueue(msg, now),
         }
     }
 
@@ -601,11 +672,23 @@ impl Dispatcher {
             "lookups_in_flight" => self.lookups,
             "mailbox" => self.inbox.len(),
             "found" => self.stats.found,
+            "not_due" => self.stats.not_due,
             "finished" => self.stats.finished,
             "deferrals" => self.stats.deferred,
             "connections_opened" => self.stats.connections_opened,
             "dns_lookups" => self.stats.lookups,
             "dns_failures" => self.stats.lookup_failures,
         );
+    }
+}
+
+/// The RFC 3463 status of a permanent routing failure, from its reason.
+fn route_status(reason: &str) -> EnhancedCode {
+    if reason.contains("null MX") {
+        dsn::STATUS_NULL_MX
+    } else if reason.contains("does not exist") {
+        dsn::STATUS_NO_SUCH_DOMAIN
+    } else {
+        dsn::STATUS_PERMANENT
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use postman::queue::Envelope;
+use postman::queue::{Envelope, RetryState};
 use postman::route::{Route, RouteError};
 
 /// One queue file as the scanner found it: the envelope header block is
@@ -22,6 +22,8 @@ pub struct QueuedMessage {
     pub arrival: SystemTime,
     /// Size of the whole file in bytes.
     pub size: u64,
+    /// Earlier attempts, from the file's `X-Postman-*` retry headers.
+    pub retry: RetryState,
 }
 
 /// Identifies a connection within one worker. The generation makes an answer

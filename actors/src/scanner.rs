@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use postman::queue::{self, Layout, ReadError};
+use postman::queue::{self, Layout, ReadError, RetryState};
 use slog::{error, info, warn, Logger};
 
 use crate::messages::{DispatcherMsg, QueuedMessage, ScannerMsg};
@@ -317,6 +317,13 @@ impl Scanner {
         };
         match queue::read_envelope(&path) {
             Ok(envelope) => {
+                let retry = match RetryState::from_envelope(&envelope) {
+                    Ok(retry) => retry,
+                    Err(e) => {
+                        self.quarantine(domain, name, &path, &e.to_string());
+                        return Ok(());
+                    }
+                };
                 let arrival = envelope
                     .arrival
                     .or_else(|| metadata.modified().ok())
@@ -332,6 +339,7 @@ impl Scanner {
                     envelope,
                     arrival,
                     size: metadata.len(),
+                    retry,
                 }))
             }
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),

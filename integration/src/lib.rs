@@ -23,7 +23,7 @@ pub use dns::{DnsServer, Zones};
 pub use hostile::{HostileServer, Script};
 pub use net::TestNet;
 pub use postman::{Config, Daemon, Delivery, Postman, RunOutput};
-pub use queue::{QueueState, TestQueue};
+pub use queue::{Bounce, QueueState, TestQueue};
 pub use smtp_sink::{AiosmtpdSink, Received};
 
 /// Where the recorded queues are: `integration/recorded/`.

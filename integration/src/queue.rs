@@ -230,6 +230,62 @@ impl QueueState {
     }
 }
 
+/// A delivery status notification postman wrote: a queue file with the null
+/// sender (for a remote sender) or a Maildir message (for a local one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// The whole file.
+    pub bytes: Vec<u8>,
+}
+
+impl Bounce {
+    /// The file as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+impl TestQueue {
+    /// The bounces queued for remote delivery to `sender`: files in the
+    /// sender's domain folder from `<>` to `<sender>`.
+    pub fn bounces_to(&self, sender: &str) -> Vec<Bounce> {
+        let Some((_, domain)) = sender.rsplit_once('@') else {
+            return Vec::new();
+        };
+        let dir = self.domain_dir(domain);
+        sorted_entries(&dir)
+            .into_iter()
+            .filter(|n| !n.starts_with('.') && dir.join(n).is_file())
+            .filter_map(|n| {
+                let path = dir.join(n);
+                let bytes = std::fs::read(&path).ok()?;
+                let text = String::from_utf8_lossy(&bytes).to_lowercase();
+                let head = text.split("\n\n").next().unwrap_or("").to_owned()
+                    + text.split("\r\n\r\n").next().unwrap_or("");
+                let from_null = head.contains("x-postman-from: <>");
+                let to_sender = head.contains(&format!("<{}>", sender.to_lowercase()));
+                (from_null && to_sender).then_some(Bounce { path, bytes })
+            })
+            .collect()
+    }
+
+    /// The messages delivered into the local Maildir of `user`
+    /// (`<root>/<user>/new/`): bounces to local senders.
+    pub fn maildir_messages(&self, user: &str) -> Vec<Bounce> {
+        let dir = self.root().join(user).join("new");
+        sorted_entries(&dir)
+            .into_iter()
+            .filter_map(|n| {
+                let path = dir.join(n);
+                let bytes = std::fs::read(&path).ok()?;
+                Some(Bounce { path, bytes })
+            })
+            .collect()
+    }
+}
+
 /// Names in `dir`, sorted; empty when `dir` does not exist.
 fn sorted_entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {

@@ -1,7 +1,7 @@
 //! End to end: a hostile SMTP server refuses, stalls, drops and talks
 //! nonsense at every step; postman defers what is temporary (4xx, timeouts,
 //! lost connections, protocol errors: the file stays queued), fails what is
-//! permanent (5xx: the file goes to `.failed/` with a reason) and
+//! permanent (5xx: the sender gets a bounce and the file leaves the queue) and
 //! quarantines what it cannot parse, without losing mail.
 
 mod common;
@@ -67,26 +67,31 @@ impl Case {
         );
     }
 
-    /// Asserts the message is in `.failed/` with a reason that mentions
-    /// `code`, and left the queue.
+    /// Asserts the message left the queue and its sender got one bounce
+    /// (RFC 3464) that quotes the `code` reply.
     fn assert_failed(&self, name: &str, code: u16, out: &RunOutput) {
         let s = self.queue.state();
-        let Some(f) = s.failed_entry(DOMAIN, name) else {
-            panic!(
-                "{name} should be in .failed\n{s:#?}\n--- stderr ---\n{}",
-                out.stderr
-            );
-        };
-        let reason = f.reason.clone().unwrap_or_default();
-        assert!(
-            reason.contains(&code.to_string()),
-            "reason should quote the {code} reply: {reason:?}"
-        );
         check(
             !s.is_queued(DOMAIN, name),
             &format!("{name} must leave the queue"),
             &self.queue,
             out,
+        );
+        let bounces = self.queue.bounces_to("a@src.test");
+        check(
+            bounces.len() == 1,
+            &format!("one bounce to a@src.test expected, found {}", bounces.len()),
+            &self.queue,
+            out,
+        );
+        let text = bounces[0].text();
+        assert!(
+            text.contains("report-type=delivery-status"),
+            "the bounce is a delivery status notification: {text}"
+        );
+        assert!(
+            text.contains(&format!("smtp; {code}")),
+            "the bounce should quote the {code} reply as its Diagnostic-Code: {text}"
         );
     }
 }

@@ -79,11 +79,13 @@ fn peer_host(peer: &str) -> u8 {
 
 /// A queue file split into its recipients and its message.
 struct QueueFile {
+    sender: String,
     recipients: Vec<String>,
     message: Vec<u8>,
 }
 
 fn parse_queue_file(bytes: &[u8]) -> QueueFile {
+    let mut sender = String::new();
     let mut recipients = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -96,6 +98,13 @@ fn parse_queue_file(bytes: &[u8]) -> QueueFile {
         pos = end;
         if line.is_empty() {
             break;
+        }
+        if let Some(value) = line.strip_prefix("X-Postman-From:") {
+            sender = value
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string();
         }
         if let Some(value) = line.strip_prefix("X-Postman-To:") {
             recipients.extend(
@@ -112,6 +121,7 @@ fn parse_queue_file(bytes: &[u8]) -> QueueFile {
         }
     }
     QueueFile {
+        sender,
         recipients,
         message: bytes[pos..].to_vec(),
     }
@@ -272,7 +282,7 @@ fn replay(case_dir: &Path) {
         let file = &originals[&key];
         let whereabouts = state.whereabouts(&m.domain, &m.name);
         let want_place = match m.outcome.as_str() {
-            "delivered" => "gone",
+            "delivered" | "bounced" => "gone",
             "queued" => "queued",
             "failed" => "failed",
             "quarantined" => "quarantined",
@@ -288,7 +298,7 @@ fn replay(case_dir: &Path) {
         let want_status = match m.outcome.as_str() {
             "delivered" => Some("sent"),
             "queued" => Some("deferred"),
-            "failed" => Some("bounced"),
+            "failed" | "bounced" => Some("bounced"),
             _ => None,
         };
         if let Some(status) = want_status {
@@ -315,6 +325,32 @@ fn replay(case_dir: &Path) {
                         "{}/{}: the sink got the exact message for {got:?}, expected {wanted:?}",
                         m.domain, m.name
                     ));
+                }
+            }
+            "bounced" => {
+                // One DSN to the sender, naming this queue file.
+                let sender = file.sender.as_str();
+                let marker = format!("X-Postman-Queue-ID: {}", m.name);
+                let mine: Vec<String> = queue
+                    .bounces_to(sender)
+                    .iter()
+                    .map(|b| b.text())
+                    .filter(|t| t.contains(&marker))
+                    .collect();
+                if mine.len() != 1 {
+                    problems.push(format!(
+                        "{}/{}: expected one bounce to <{sender}>, found {}",
+                        m.domain,
+                        m.name,
+                        mine.len()
+                    ));
+                } else if let Some(want) = &m.reason_contains {
+                    if !mine[0].to_lowercase().contains(&want.to_lowercase()) {
+                        problems.push(format!(
+                            "{}/{}: the bounce lacks {want:?}: {}",
+                            m.domain, m.name, mine[0]
+                        ));
+                    }
                 }
             }
             "failed" => {

@@ -171,7 +171,7 @@ fn every_mx_unreachable_defers_and_keeps_the_message() {
 }
 
 #[test]
-fn null_mx_fails_the_message_with_a_reason() {
+fn null_mx_bounces_the_message_to_its_sender() {
     let net = TestNet::new();
     let dns = DnsServer::start(Zones::new().null_mx("nullmx.test"));
     let queue = TestQueue::new();
@@ -185,28 +185,24 @@ fn null_mx_fails_the_message_with_a_reason() {
     let out = postman!().run_once(&config(&queue, &net, &dns).write());
     out.assert_success();
     let state = queue.state();
-    let Some(failed) = state.failed_entry("nullmx.test", "m1") else {
-        panic!(
-            "m1 should be in nullmx.test/.failed\n{state:#?}\n--- stderr ---\n{}",
-            out.stderr
-        );
-    };
-    let reason = failed.reason.clone().unwrap_or_default();
-    assert!(
-        reason.to_ascii_lowercase().contains("null mx"),
-        "the reason should say null MX (RFC 7505): {reason:?}"
-    );
     check(
         !state.is_queued("nullmx.test", "m1"),
         "m1 must leave the queue",
         &queue,
         &out,
     );
+    let bounces = queue.bounces_to("a@src.test");
+    check(bounces.len() == 1, "one bounce to the sender", &queue, &out);
+    let text = bounces[0].text();
+    assert!(
+        text.to_ascii_lowercase().contains("null mx") && text.contains("Status: 5.1.10"),
+        "the bounce should say null MX with status 5.1.10 (RFC 7505): {text}"
+    );
     assert_outcome(&out, &out.deliveries(), "u@nullmx.test", "bounced", None);
 }
 
 #[test]
-fn nxdomain_fails_the_message_with_a_reason() {
+fn nxdomain_bounces_the_message_to_its_sender() {
     let net = TestNet::new();
     let dns = DnsServer::start(Zones::new().mx("other.test", 10, "mx.other.test"));
     let queue = TestQueue::new();
@@ -220,18 +216,18 @@ fn nxdomain_fails_the_message_with_a_reason() {
     let out = postman!().run_once(&config(&queue, &net, &dns).write());
     out.assert_success();
     let state = queue.state();
-    let Some(failed) = state.failed_entry("nowhere.test", "m1") else {
-        panic!(
-            "m1 should be in nowhere.test/.failed\n{state:#?}\n--- stderr ---\n{}",
-            out.stderr
-        );
-    };
+    check(
+        !state.is_queued("nowhere.test", "m1"),
+        "m1 must leave the queue",
+        &queue,
+        &out,
+    );
+    let bounces = queue.bounces_to("a@src.test");
+    check(bounces.len() == 1, "one bounce to the sender", &queue, &out);
+    let text = bounces[0].text();
     assert!(
-        failed
-            .reason
-            .as_deref()
-            .is_some_and(|r| !r.trim().is_empty()),
-        "the .reason file should say why: {failed:?}"
+        text.contains("does not exist") && text.contains("Status: 5.1.2"),
+        "the bounce should say the domain does not exist, status 5.1.2: {text}"
     );
     assert_outcome(&out, &out.deliveries(), "u@nowhere.test", "bounced", None);
 }

@@ -13,9 +13,9 @@ use postman::smtp::{Event, Reply, Session};
 use slog::{debug, error, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::settle::{finish_job, give_back, log_all, start_job, Job};
+use super::settle::{abandon_job, finish_job, give_back, start_job, Job};
 use super::{Shared, FD_SETSIZE};
-use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
+use crate::messages::{ConnId, DispatcherMsg, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 
 enum State {
@@ -280,12 +280,7 @@ impl Conn {
     /// The grace period is over: drop the connection. The message stays queued.
     pub fn abort(&mut self, shared: &mut Shared, reason: &str, _now: Instant) {
         if let Some(job) = self.job.take() {
-            log_all(shared, &job.msg, &self.relay, Status::Deferred, reason);
-            shared.stats.deferred += 1;
-            shared.tell(DispatcherMsg::Done {
-                domain: self.domain.clone(),
-                disposition: Disposition::Deferred(job.msg),
-            });
+            abandon_job(shared, job, &self.relay, Some(reason));
         }
         if let Some(msg) = self.first.take() {
             give_back(shared, msg);
@@ -359,7 +354,7 @@ impl Conn {
             Event::MessageDone(result) => {
                 if let Some(job) = self.job.take() {
                     shared.stats.transactions += 1;
-                    finish_job(job.msg, result, shared, &self.relay);
+                    finish_job(job, result, shared, &self.relay);
                 }
             }
             Event::Closed(outcome) => {
@@ -372,10 +367,7 @@ impl Conn {
                     // cannot happen with a well-behaved session): keep it queued.
                     if let Some(job) = self.job.take() {
                         warn!(shared.log, "session closed without a result"; "queue_id" => &job.msg.id);
-                        shared.tell(DispatcherMsg::Done {
-                            domain: self.domain.clone(),
-                            disposition: Disposition::Deferred(job.msg),
-                        });
+                        abandon_job(shared, job, &self.relay, None);
                     }
                 } else {
                     // This server never became ready: try the next address.
@@ -484,10 +476,7 @@ impl Conn {
             give_back(shared, msg);
         }
         if let Some(job) = self.job.take() {
-            shared.tell(DispatcherMsg::Done {
-                domain: self.domain.clone(),
-                disposition: Disposition::Deferred(job.msg),
-            });
+            abandon_job(shared, job, &self.relay, None);
         }
         shared.tell(DispatcherMsg::Closed {
             worker: shared.worker,

@@ -18,12 +18,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::settler::Settler;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use nix::sys::eventfd::EventFd;
 use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
-use postman::queue::Layout;
 use postman::smtp::SessionConfig;
 use slog::{error, info, Logger};
 
@@ -68,7 +68,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     pub port: u16,
     pub max_messages_per_connection: usize,
-    pub layout: Layout,
+    /// Settles messages after their transactions: queue files, bounces.
+    pub settler: Settler,
     pub dispatcher: Sender<DispatcherMsg>,
     pub log: Logger,
     pub stats: Stats,
@@ -111,6 +112,7 @@ impl Worker {
         dispatcher: Sender<DispatcherMsg>,
         log: Logger,
         mailbox_capacity: usize,
+        owner: &str,
     ) -> nix::Result<(Worker, WorkerLink)> {
         let wake = Arc::new(EventFd::from_flags(
             nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
@@ -131,7 +133,7 @@ impl Worker {
                 connect_timeout: config.connect_timeout,
                 port: config.server_port,
                 max_messages_per_connection: config.max_messages_per_connection,
-                layout: Layout::new(config.maildir.clone()),
+                settler: Settler::new(config, owner, &format!("W{id}")),
                 dispatcher,
                 log,
                 stats: Stats::default(),

@@ -1,53 +1,105 @@
-//! Settling messages: starting a transaction from a queued file, and
-//! applying a transaction's per-recipient results to the queue file and the
-//! delivery log. The connection logic (sockets, addresses, the session's
-//! events) is in [`super::conn`].
+//! Starting a transaction from a queued file (claim it, re-read its
+//! envelope, open its body) and turning the transaction's per-recipient
+//! results into fates for the [`Settler`](crate::settler::Settler). The
+//! connection logic (sockets, addresses, the session's events) is in
+//! [`super::conn`].
 
-use std::io;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use postman::queue::{self, BodyReader};
+use postman::dsn::RecipientReport;
+use postman::queue::{self, BodyReader, Claimed, ReadError, RetryState};
 use postman::smtp::{self, Class, MessageResult, Session};
 use slog::{debug, error};
 
 use super::{body, Shared};
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage};
 use crate::records::{self, Status, Verdict};
+use crate::settler::{Fate, RecipientFate};
 
-/// The message being delivered on a connection.
+/// The message being delivered on a connection, claimed for this process.
 pub struct Job {
     pub msg: QueuedMessage,
+    pub claimed: Claimed,
     pub body: Option<BodyReader>,
 }
 
-/// Opens the message and starts its transaction. On failure the message is
-/// disposed of here and `None` returned.
+/// Claims the message, reads its envelope again (another process may have
+/// changed it since the scan) and starts its transaction. On failure the
+/// message is disposed of here and `None` returned.
 pub fn start_job(
     session: &mut Session,
-    msg: QueuedMessage,
+    mut msg: QueuedMessage,
     shared: &mut Shared,
     relay: &str,
     now: Instant,
 ) -> Option<Job> {
-    let body = match body::open(&msg.path, msg.envelope.body_offset) {
-        Ok(body) => body,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Deleted or delivered by someone else since the scan.
-            debug!(shared.log, "queue file vanished"; "queue_id" => &msg.id, "domain" => &msg.domain);
-            shared.tell(DispatcherMsg::Done {
-                domain: msg.domain.clone(),
-                disposition: Disposition::Finished,
-            });
+    let claimed = match queue::claim(
+        &shared.settler.layout,
+        &msg.domain,
+        &msg.id,
+        &shared.settler.owner,
+    ) {
+        Ok(Some(claimed)) => claimed,
+        Ok(None) => {
+            // Delivered, deleted or claimed by someone else since the scan.
+            debug!(shared.log, "queue file gone before delivery"; "queue_id" => &msg.id,
+                "domain" => &msg.domain);
+            tell_done(shared, msg, Disposition::Finished);
             return None;
         }
         Err(e) => {
+            error!(shared.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
+            let reason = format!("cannot claim queue file: {e}");
+            log_all(shared, &msg, relay, Status::Deferred, &reason);
+            let disposition = Disposition::Deferred(msg.clone());
+            tell_done(shared, msg, disposition);
+            return None;
+        }
+    };
+    match queue::read_envelope(claimed.path()) {
+        Ok(envelope) => match RetryState::from_envelope(&envelope) {
+            Ok(retry) => {
+                msg.arrival = envelope.arrival.unwrap_or(msg.arrival);
+                msg.envelope = envelope;
+                msg.retry = retry;
+            }
+            Err(e) => {
+                quarantine(shared, msg, claimed, &e.to_string());
+                return None;
+            }
+        },
+        Err(ReadError::Envelope(e)) => {
+            quarantine(shared, msg, claimed, &e.to_string());
+            return None;
+        }
+        Err(ReadError::Io(e)) => {
+            error!(shared.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
+            release(shared, &msg, claimed);
+            let disposition = Disposition::Deferred(msg.clone());
+            tell_done(shared, msg, disposition);
+            return None;
+        }
+    }
+    if msg
+        .retry
+        .next_attempt
+        .is_some_and(|at| at > SystemTime::now())
+    {
+        // Another process deferred it after our scan: not due yet.
+        release(shared, &msg, claimed);
+        let disposition = Disposition::Deferred(msg.clone());
+        tell_done(shared, msg, disposition);
+        return None;
+    }
+    let body = match body::open(claimed.path(), msg.envelope.body_offset) {
+        Ok(body) => body,
+        Err(e) => {
             error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
+            release(shared, &msg, claimed);
             let reason = format!("cannot open queue file: {e}");
             log_all(shared, &msg, relay, Status::Deferred, &reason);
-            shared.tell(DispatcherMsg::Done {
-                domain: msg.domain.clone(),
-                disposition: Disposition::Deferred(msg),
-            });
+            let disposition = Disposition::Deferred(msg.clone());
+            tell_done(shared, msg, disposition);
             return None;
         }
     };
@@ -58,99 +110,113 @@ pub fn start_job(
     match session.start_message(envelope, now) {
         Ok(()) => Some(Job {
             msg,
+            claimed,
             body: Some(body),
         }),
         Err(e) => {
             error!(shared.log, "cannot start transaction"; "queue_id" => &msg.id, "error" => %e);
-            shared.tell(DispatcherMsg::Done {
-                domain: msg.domain.clone(),
-                disposition: Disposition::Deferred(msg),
-            });
+            release(shared, &msg, claimed);
+            let disposition = Disposition::Deferred(msg.clone());
+            tell_done(shared, msg, disposition);
             None
         }
     }
 }
 
-/// Logs every recipient's result and settles the queue file: removed when
-/// all were delivered, set aside when none is pending but some failed for
-/// good, left in place (deferred) while any is pending.
-pub fn finish_job(msg: QueuedMessage, result: MessageResult, shared: &mut Shared, relay: &str) {
-    let domain = msg.domain.clone();
-    let mut pending = false;
-    let mut failed = Vec::new();
-    for recipient in &result.recipients {
-        let (status, code, dsn, text) = match &recipient.result {
+/// Turns the transaction's results into fates and settles the message.
+pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &str) {
+    let host = relay.split('[').next().unwrap_or(relay).to_owned();
+    let now = SystemTime::now();
+    let fates = result
+        .recipients
+        .into_iter()
+        .map(|r| match r.result {
             Ok(reply) => {
                 shared.stats.sent += 1;
-                (
-                    Status::Sent,
-                    reply.code.get(),
-                    reply.enhanced.map(|e| e.to_string()),
-                    reply.to_string(),
-                )
+                RecipientFate {
+                    recipient: r.recipient,
+                    fate: Fate::Delivered,
+                    code: reply.code.get(),
+                    dsn: reply.enhanced.map(|e| e.to_string()),
+                    text: reply.to_string(),
+                }
             }
             Err(outcome) => {
-                let status = match outcome.class {
+                let text = format!("host {relay} {outcome}");
+                let code = outcome.reply.as_ref().map_or(0, |r| r.code.get());
+                let dsn = outcome
+                    .reply
+                    .as_ref()
+                    .and_then(|r| r.enhanced)
+                    .map(|e| e.to_string());
+                let fate = match outcome.class {
                     Class::Transient => {
-                        pending = true;
                         shared.stats.deferred += 1;
-                        Status::Deferred
+                        Fate::Deferred(text.clone())
                     }
                     Class::Permanent => {
                         shared.stats.bounced += 1;
-                        Status::Bounced
+                        Fate::Failed(RecipientReport::from_outcome(
+                            &r.recipient,
+                            &outcome,
+                            Some(&host),
+                            Some(now),
+                        ))
                     }
                 };
-                let text = format!("host {relay} {outcome}");
-                if status == Status::Bounced {
-                    failed.push(format!("<{}>: {text}", recipient.recipient));
-                }
-                (
-                    status,
-                    outcome.reply.as_ref().map_or(0, |r| r.code.get()),
-                    outcome
-                        .reply
-                        .as_ref()
-                        .and_then(|r| r.enhanced)
-                        .map(|e| e.to_string()),
+                RecipientFate {
+                    recipient: r.recipient,
+                    fate,
+                    code,
+                    dsn,
                     text,
-                )
+                }
             }
-        };
-        records::log_recipient(
-            &shared.log,
-            &msg,
-            &recipient.recipient,
-            &Verdict {
-                status,
-                relay,
-                code,
-                dsn,
-                reply: &text,
-            },
-        );
-    }
-    let disposition = if pending {
-        // Per-recipient rewriting of the queue file belongs to the
-        // durability work; until then the whole message waits, and
-        // recipients already accepted may receive it again.
-        Disposition::Deferred(msg)
-    } else if failed.is_empty() {
-        if let Err(e) = queue::complete(&msg.path) {
-            error!(shared.log, "delivered, but cannot remove the queue file";
-                "queue_id" => &msg.id, "error" => %e);
-        }
-        Disposition::Finished
-    } else {
-        let reason = failed.join("\n");
-        if let Err(e) = queue::set_aside_failed(&shared.layout, &msg.domain, &msg.id, &reason) {
-            error!(shared.log, "cannot set aside failed message; it stays queued";
-                "queue_id" => &msg.id, "error" => %e);
-        }
-        Disposition::Finished
-    };
+        })
+        .collect();
+    let domain = job.msg.domain.clone();
+    let disposition = shared
+        .settler
+        .settle(job.msg, job.claimed, fates, relay, &shared.log);
     shared.tell(DispatcherMsg::Done {
         domain,
+        disposition,
+    });
+}
+
+/// The transaction could not finish (the connection broke without a result,
+/// postman is stopping): the claim is released unchanged and the message
+/// waits for its next turn. `reason`, when given, is logged per recipient.
+pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&str>) {
+    if let Some(reason) = reason {
+        log_all(shared, &job.msg, relay, Status::Deferred, reason);
+        shared.stats.deferred += job.msg.envelope.recipients.len() as u64;
+    }
+    release(shared, &job.msg, job.claimed);
+    let disposition = Disposition::Deferred(job.msg.clone());
+    tell_done(shared, job.msg, disposition);
+}
+
+fn release(shared: &Shared, msg: &QueuedMessage, claimed: Claimed) {
+    if let Err(e) = claimed.release() {
+        error!(shared.log, "cannot release a claimed queue file; it is recovered at the next start";
+            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+    }
+}
+
+fn quarantine(shared: &Shared, msg: QueuedMessage, claimed: Claimed, reason: &str) {
+    match claimed.quarantine(reason) {
+        Ok(to) => error!(shared.log, "quarantined"; "queue_id" => &msg.id, "domain" => &msg.domain,
+            "reason" => reason, "path" => %to.display()),
+        Err(e) => error!(shared.log, "cannot quarantine an unreadable queue file";
+            "queue_id" => &msg.id, "domain" => &msg.domain, "reason" => reason, "error" => %e),
+    }
+    tell_done(shared, msg, Disposition::Finished);
+}
+
+fn tell_done(shared: &Shared, msg: QueuedMessage, disposition: Disposition) {
+    shared.tell(DispatcherMsg::Done {
+        domain: msg.domain,
         disposition,
     });
 }
@@ -169,7 +235,7 @@ pub fn log_all(shared: &Shared, msg: &QueuedMessage, relay: &str, status: Status
     );
 }
 
-/// Returns an untried message to the dispatcher.
+/// Returns an untried (unclaimed) message to the dispatcher.
 pub fn give_back(shared: &Shared, msg: QueuedMessage) {
     shared.tell(DispatcherMsg::Done {
         domain: msg.domain.clone(),

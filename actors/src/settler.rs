@@ -1,0 +1,370 @@
+//! Settling a message after an attempt, the same way wherever the attempt
+//! ended (in a worker after a transaction, in the dispatcher after a routing
+//! failure): delivered recipients leave the queue file, deferred ones stay
+//! with their retry state rewritten crash-safely, failed ones get one bounce
+//! (RFC 3464) to the sender, and the file goes when nothing is pending.
+//!
+//! Order matters for "never lose a message": the bounce is written before
+//! the original is rewritten or removed, so a crash in between can at worst
+//! repeat a bounce, never drop one.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use postman::config::Config;
+use postman::dsn::{self, Kind, RecipientReport, Report};
+use postman::queue::{self, Claimed, Layout, RetryState};
+use postman::retry::{Schedule, Verdict};
+use slog::{error, info, warn, Logger};
+
+use crate::messages::{Disposition, QueuedMessage};
+use crate::records::{self, Status, Verdict as Record};
+
+/// What one attempt decided for one recipient.
+pub enum Fate {
+    Delivered,
+    /// Try again later; the text says why.
+    Deferred(String),
+    /// Permanently refused: reported in the bounce.
+    Failed(RecipientReport),
+}
+
+/// One recipient's fate with what its log record shows.
+pub struct RecipientFate {
+    pub recipient: String,
+    pub fate: Fate,
+    /// The reply code, 0 without a reply.
+    pub code: u16,
+    pub dsn: Option<String>,
+    /// The server's reply or postman's diagnostic.
+    pub text: String,
+}
+
+/// Everything settling needs besides the message. Each worker and the
+/// dispatcher own one: nothing here is shared.
+pub struct Settler {
+    pub layout: Layout,
+    /// This process's claim owner, `<hostname>.<pid>.<start time>`.
+    pub owner: String,
+    pub schedule: Schedule,
+    pub hostname: String,
+    pub local_domains: Vec<String>,
+    /// xorshift state for the retry jitter.
+    rng: u64,
+    /// For unique bounce names.
+    serial: u64,
+    tag: String,
+}
+
+impl Settler {
+    pub fn new(config: &Config, owner: &str, tag: &str) -> Settler {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            ^ (u64::from(std::process::id()) << 32);
+        Settler {
+            layout: Layout::new(config.maildir.clone()),
+            owner: owner.to_owned(),
+            schedule: Schedule::from_config(config),
+            hostname: config.hostname.clone(),
+            local_domains: config.local_domains.clone(),
+            rng: seed | 1,
+            serial: 0,
+            tag: tag.to_owned(),
+        }
+    }
+
+    /// A number in [0, 1) for spreading retries.
+    pub fn jitter(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn unique(&mut self, now: SystemTime) -> String {
+        self.serial += 1;
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        format!(
+            "{secs}.P{}{}Q{}.{}",
+            std::process::id(),
+            self.tag,
+            self.serial,
+            self.hostname
+        )
+    }
+
+    /// Claims a message the dispatcher holds, for a settlement that needs no
+    /// SMTP (a null MX, an expired message). `None` when someone else has it
+    /// or it is gone; an error claiming is logged and leaves it in place.
+    pub fn claim(&self, msg: &QueuedMessage, log: &Logger) -> Option<Claimed> {
+        match queue::claim(&self.layout, &msg.domain, &msg.id, &self.owner) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                error!(log, "cannot claim queue file"; "queue_id" => &msg.id, "domain" => &msg.domain,
+                    "error" => %e);
+                None
+            }
+        }
+    }
+
+    /// Applies one attempt's per-recipient fates to the claimed file, logs
+    /// one delivery record per recipient, and says what the dispatcher
+    /// should do with the message.
+    pub fn settle(
+        &mut self,
+        mut msg: QueuedMessage,
+        claimed: Claimed,
+        fates: Vec<RecipientFate>,
+        relay: &str,
+        log: &Logger,
+    ) -> Disposition {
+        let now = SystemTime::now();
+        let mut pending = Vec::new();
+        let mut failed = Vec::new();
+        let mut first_reason = None;
+        let mut deferred_records = Vec::new();
+        for f in fates {
+            match f.fate {
+                Fate::Delivered => {
+                    self.record(log, &msg, &f, relay, Status::Sent);
+                }
+                Fate::Deferred(ref reason) => {
+                    first_reason.get_or_insert_with(|| reason.clone());
+                    pending.push(f.recipient.clone());
+                    deferred_records.push(f);
+                }
+                Fate::Failed(ref report) => {
+                    self.record(log, &msg, &f, relay, Status::Bounced);
+                    failed.push(report.clone());
+                }
+            }
+        }
+
+        let mut state = msg.retry.clone();
+        if let Some(reason) = &first_reason {
+            state.record_attempt(now, reason);
+            let jitter = self.jitter();
+            match self.schedule.verdict(msg.arrival, &state, now, jitter) {
+                Verdict::Retry { at, warn } => {
+                    state.next_attempt = Some(at);
+                    for f in &deferred_records {
+                        self.record(log, &msg, f, relay, Status::Deferred);
+                    }
+                    if warn {
+                        self.warn_delay(&msg, &claimed, &deferred_records, &mut state, now, log);
+                    }
+                }
+                Verdict::Expired => {
+                    for f in deferred_records.drain(..) {
+                        let report = RecipientReport::expired(
+                            &f.recipient,
+                            self.schedule.lifetime,
+                            state.last_error.as_deref(),
+                            Some(now),
+                        );
+                        let expired = RecipientFate {
+                            text: format!("{}: {}", report.reason, f.text),
+                            dsn: Some(report.status.to_string()),
+                            fate: Fate::Failed(report.clone()),
+                            ..f
+                        };
+                        self.record(log, &msg, &expired, relay, Status::Bounced);
+                        failed.push(report);
+                    }
+                    pending.clear();
+                }
+            }
+        }
+
+        let mut keep_failed_copy = false;
+        if !failed.is_empty() {
+            if dsn::should_bounce(&msg.envelope.sender) {
+                if let Err(e) = self.bounce(&msg, &claimed, &failed, Kind::Failure, &mut state, now)
+                {
+                    // Without the bounce the sender would never hear of it:
+                    // keep those recipients queued and try again later.
+                    error!(log, "cannot write the bounce; the failed recipients stay queued";
+                        "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+                    pending.extend(failed.iter().map(|r| r.address.clone()));
+                    if state.next_attempt.is_none() {
+                        state.record_attempt(now, &format!("cannot write the bounce: {e}"));
+                        state.next_attempt = Some(now + self.schedule.min);
+                    }
+                } else {
+                    info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
+                        "to" => &msg.envelope.sender, "recipients" => failed.len());
+                }
+            } else {
+                // A bounce is never bounced: keep a copy for the postmaster.
+                warn!(log, "undeliverable message from the null sender: no bounce is sent, the file is kept in .failed";
+                    "queue_id" => &msg.id, "domain" => &msg.domain);
+                keep_failed_copy = true;
+            }
+        }
+
+        if pending.is_empty() {
+            let result = if keep_failed_copy {
+                let reason = failed
+                    .iter()
+                    .map(|r| format!("<{}>: {}", r.address, r.reason))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                claimed.set_aside_failed(&reason).map(|_| ())
+            } else {
+                claimed.complete()
+            };
+            if let Err(e) = result {
+                error!(log, "cannot remove or set aside a settled queue file";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+            }
+            return Disposition::Finished;
+        }
+
+        let arrival = msg.arrival;
+        match state.render_block(&msg.envelope, &pending, arrival) {
+            Ok(block) => match claimed.rewrite_and_release(&block, msg.envelope.body_offset) {
+                Ok(()) => {
+                    msg.envelope.body_offset = block.len() as u64;
+                    msg.envelope.recipients = pending;
+                    msg.envelope.arrival = Some(arrival);
+                }
+                Err(e) => error!(log, "cannot rewrite the queue file; it keeps its old state";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e),
+            },
+            Err(e) => {
+                error!(log, "cannot render the new envelope; the file keeps its old state";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+                if let Err(e) = claimed.release() {
+                    error!(log, "cannot release a claimed queue file";
+                        "queue_id" => &msg.id, "error" => %e);
+                }
+            }
+        }
+        msg.retry = state;
+        Disposition::Deferred(msg)
+    }
+
+    /// Settles every recipient of an unattempted message the same way (a
+    /// routing failure, an expiry found by the dispatcher).
+    pub fn settle_all(
+        &mut self,
+        msg: QueuedMessage,
+        fate: impl Fn(&str) -> RecipientFate,
+        log: &Logger,
+    ) -> Disposition {
+        let Some(claimed) = self.claim(&msg, log) else {
+            return Disposition::Finished;
+        };
+        let fates = msg.envelope.recipients.iter().map(|r| fate(r)).collect();
+        self.settle(msg, claimed, fates, "none", log)
+    }
+
+    fn record(
+        &self,
+        log: &Logger,
+        msg: &QueuedMessage,
+        f: &RecipientFate,
+        relay: &str,
+        status: Status,
+    ) {
+        records::log_recipient(
+            log,
+            msg,
+            &f.recipient,
+            &Record {
+                status,
+                relay,
+                code: f.code,
+                dsn: f.dsn.clone(),
+                reply: &f.text,
+            },
+        );
+    }
+
+    fn warn_delay(
+        &mut self,
+        msg: &QueuedMessage,
+        claimed: &Claimed,
+        deferred: &[RecipientFate],
+        state: &mut RetryState,
+        now: SystemTime,
+        log: &Logger,
+    ) {
+        if !dsn::should_bounce(&msg.envelope.sender) {
+            return;
+        }
+        let reports: Vec<RecipientReport> = deferred
+            .iter()
+            .map(|f| RecipientReport {
+                address: f.recipient.clone(),
+                status: dsn::STATUS_TRANSIENT,
+                remote_mta: None,
+                reply: None,
+                reason: f.text.clone(),
+                last_attempt: Some(now),
+            })
+            .collect();
+        match self.bounce(msg, claimed, &reports, Kind::Delay, state, now) {
+            Ok(()) => {
+                state.delay_warned = Some(now);
+                info!(log, "delay warning sent"; "queue_id" => &msg.id, "to" => &msg.envelope.sender);
+            }
+            Err(e) => {
+                warn!(log, "cannot write the delay warning"; "queue_id" => &msg.id, "error" => %e)
+            }
+        }
+    }
+
+    /// Writes one notification to the sender: into its Maildir when its
+    /// domain is local, else queued for remote delivery with the null sender.
+    fn bounce(
+        &mut self,
+        msg: &QueuedMessage,
+        claimed: &Claimed,
+        reports: &[RecipientReport],
+        kind: Kind,
+        _state: &mut RetryState,
+        now: SystemTime,
+    ) -> std::io::Result<()> {
+        let headers = queue::read_original_headers(claimed.path(), msg.envelope.body_offset)?;
+        let token = self.unique(now);
+        let report = Report {
+            kind,
+            reporting_mta: &self.hostname,
+            queue_id: Some(&msg.id),
+            arrival: msg.arrival,
+            original_sender: &msg.envelope.sender,
+            recipients: reports,
+            original_headers: &headers,
+            date: now,
+            message_id: &token,
+            will_retry_until: matches!(kind, Kind::Delay)
+                .then(|| self.schedule.expires_at(msg.arrival)),
+        };
+        let message = dsn::render(&report);
+        queue::place_bounce(
+            &self.layout,
+            &self.local_domains,
+            &msg.envelope.sender,
+            now,
+            &message,
+            &token,
+        )
+        .map(|_| ())
+    }
+}
+
+/// When a deferred message is due again, as an `Instant` for the
+/// dispatcher's timers: its `X-Postman-Next-Attempt`, or `fallback` from now.
+pub fn due(state: &RetryState, fallback: Duration) -> Instant {
+    let now = Instant::now();
+    match state.next_attempt {
+        Some(at) => {
+            now + at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+        None => now + fallback,
+    }
+}
