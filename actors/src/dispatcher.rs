@@ -15,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use postman::config::Config;
 use postman::dsn::{self, RecipientReport};
+use postman::queue;
 use postman::route::{Route, RouteError};
 use postman::smtp::EnhancedCode;
-use slog::{error, info, Logger};
+use slog::{error, info, warn, Logger};
 
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage, ScannerMsg, WorkerMsg};
 use crate::records::{self, Status, Verdict};
@@ -51,6 +52,9 @@ struct Domain {
     /// connection rather than hammered by twenty.
     limit: usize,
     suspended_until: Option<Instant>,
+    /// Failed connection rounds in a row (persisted in `<domain>/.backoff`):
+    /// each makes the domain's backoff longer, one success resets it.
+    failures: u32,
     in_runnable: bool,
 }
 
@@ -63,6 +67,7 @@ impl Domain {
             connections: 0,
             limit,
             suspended_until: None,
+            failures: 0,
             in_runnable: false,
         }
     }
@@ -226,6 +231,15 @@ impl Dispatcher {
                 let limit = self.config.max_connections_per_domain;
                 if let Some(d) = self.domains.get_mut(&domain) {
                     d.limit = limit;
+                    if d.failures > 0 {
+                        // One success releases the domain.
+                        d.failures = 0;
+                        d.suspended_until = None;
+                        if let Err(e) = queue::clear_backoff(&self.settler.layout, &domain) {
+                            warn!(self.log, "cannot remove the domain backoff file"; "domain" => &domain,
+                                "error" => %e);
+                        }
+                    }
                 }
                 self.make_runnable(&domain);
             }
@@ -283,11 +297,33 @@ impl Dispatcher {
         }
     }
 
+    /// The domain's state, created on first use with the backoff an
+    /// earlier run left on disk (so a restart keeps a dead domain waiting).
     fn domain(&mut self, name: &str) -> &mut Domain {
         let limit = self.config.max_connections_per_domain;
-        self.domains
-            .entry(name.to_owned())
-            .or_insert_with(|| Domain::new(limit))
+        let layout = &self.settler.layout;
+        let log = &self.log;
+        self.domains.entry(name.to_owned()).or_insert_with(|| {
+            let mut d = Domain::new(limit);
+            match queue::read_backoff(layout, name) {
+                Ok(Some(backoff)) => {
+                    d.failures = backoff.failures;
+                    if let Ok(left) = backoff.until.duration_since(SystemTime::now()) {
+                        d.suspended_until = Some(Instant::now() + left);
+                        d.limit = 1;
+                        info!(log, "domain still backing off from an earlier run"; "domain" => name,
+                            "seconds" => left.as_secs(), "failures" => backoff.failures,
+                            "error" => backoff.error);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(log, "ignoring an unreadable domain backoff file"; "domain" => name,
+                    "error" => %e)
+                }
+            }
+            d
+        })
     }
 
     /// A message is ready for an attempt now (or as soon as its domain's
@@ -494,9 +530,9 @@ impl Dispatcher {
         self.ready_total -= messages.len();
         match error {
             RouteError::Transient(reason) => {
-                d.suspended_until = Some(now + self.config.retry_delay);
+                let until = self.back_off(name, reason, now);
                 for msg in messages {
-                    self.defer_logged(msg, now + self.config.retry_delay, reason);
+                    self.defer_logged(msg, until, reason);
                 }
             }
             RouteError::Permanent(reason) => {
@@ -509,20 +545,48 @@ impl Dispatcher {
 
     /// No server of the domain could be reached: back off the whole domain.
     fn suspend(&mut self, name: &str, job: QueuedMessage, reason: &str, now: Instant) {
-        let until = now + self.config.retry_delay;
+        let until = self.back_off(name, reason, now);
         // The worker logged the attempt itself, with the relay and reply.
         self.defer(job, until);
         let Some(d) = self.domains.get_mut(name) else {
             return;
         };
-        d.limit = 1;
-        d.suspended_until = Some(until);
         let messages: Vec<QueuedMessage> = d.ready.drain(..).collect();
         self.ready_total -= messages.len();
         let reason = format!("delivery temporarily suspended: {reason}");
         for msg in messages {
             self.defer_logged(msg, until, &reason);
         }
+    }
+
+    /// Suspends the whole domain for a backoff that grows with each failed
+    /// round (the retry schedule's, from `delivery.retry.min_backoff` to
+    /// `max_backoff`) and records it on disk. Returns when it ends.
+    fn back_off(&mut self, name: &str, reason: &str, now: Instant) -> Instant {
+        let schedule = &self.settler.schedule;
+        let d = self
+            .domains
+            .entry(name.to_owned())
+            .or_insert_with(|| Domain::new(self.config.max_connections_per_domain));
+        if let Some(until) = d.suspended_until.filter(|until| *until > now) {
+            // Another connection of the same round failed: one round, one
+            // failure.
+            return until;
+        }
+        d.failures = d.failures.saturating_add(1);
+        d.limit = 1;
+        let wait = schedule.backoff(d.failures);
+        let until = now + wait;
+        d.suspended_until = Some(until);
+        let backoff = queue::DomainBackoff {
+            until: SystemTime::now() + wait,
+            failures: d.failures,
+            error: reason.to_owned(),
+        };
+        if let Err(e) = queue::write_backoff(&self.settler.layout, name, &backoff) {
+            warn!(self.log, "cannot record the domain backoff on disk"; "domain" => name, "error" => %e);
+        }
+        until
     }
 
     /// Parks a message that was not attempted (its domain is suspended or

@@ -171,6 +171,76 @@ fn every_mx_unreachable_defers_and_keeps_the_message() {
 }
 
 #[test]
+fn a_restart_keeps_an_unreachable_domain_backing_off() {
+    let net = TestNet::new();
+    // The only MX refuses every session at the greeting.
+    let server = HostileServer::start(net.addr(1), vec![Script::new().greet("421 4.3.2 busy")]);
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("busy.test", 10, "mx.busy.test")
+            .a("mx.busy.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    for i in 0..3 {
+        queue.add(
+            "busy.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &["u@busy.test"],
+            &message(&format!("busy{i}"), "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.min_backoff = 3600;
+    let cfg = cfg.write();
+
+    let first = postman!().run_once(&cfg);
+    first.assert_success();
+    let tried = server.connection_count();
+    assert!(
+        tried >= 1,
+        "the first run should try the server: {}",
+        first.stderr
+    );
+    let backoff = queue.domain_dir("busy.test").join(".backoff");
+    let text = std::fs::read_to_string(&backoff)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", backoff.display(), first.stderr));
+    assert!(
+        text.contains("failures: 1") && text.contains("421"),
+        "the backoff file should count the failure and say why: {text}"
+    );
+
+    // A new process: the domain is still backing off, nothing is tried.
+    let second = postman!().run_once(&cfg);
+    second.assert_success();
+    assert_eq!(
+        server.connection_count(),
+        tried,
+        "the restarted postman must not contact the backing-off domain: {}",
+        second.stderr
+    );
+    for i in 0..3 {
+        let name = format!("m{i}");
+        check(
+            queue.state().is_queued("busy.test", &name),
+            &format!("{name} stays queued"),
+            &queue,
+            &second,
+        );
+    }
+
+    // Once the backoff is over (here: removed), the domain is tried again.
+    std::fs::remove_file(&backoff).unwrap();
+    let third = postman!().run_once(&cfg);
+    third.assert_success();
+    assert!(
+        server.connection_count() > tried,
+        "without the backoff the server is tried again: {}",
+        third.stderr
+    );
+}
+
+#[test]
 fn null_mx_bounces_the_message_to_its_sender() {
     let net = TestNet::new();
     let dns = DnsServer::start(Zones::new().null_mx("nullmx.test"));

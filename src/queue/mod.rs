@@ -6,6 +6,7 @@
 //! create files in `<domain>/tmp/` and `rename(2)` them into `<domain>/`, so
 //! a listed file is always whole.
 
+mod backoff;
 mod claim;
 mod envelope;
 mod local;
@@ -13,6 +14,7 @@ mod rewrite;
 mod state;
 mod store;
 
+pub use backoff::{clear_backoff, read_backoff, write_backoff, DomainBackoff, BACKOFF_FILE};
 pub use claim::{claim, recover, sweep_tmp, Claimed, Recovery, ACTIVE_DIR};
 pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
 pub use local::{
