@@ -9,7 +9,7 @@
 //! domain (`WantMore`), bounded by `max_messages_per_connection`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -43,6 +43,10 @@ enum RouteState {
 
 struct Domain {
     ready: VecDeque<QueuedMessage>,
+    /// Ids in `ready`, to recognise a new version of a file.
+    ready_ids: HashSet<String>,
+    /// Ids of messages out with a worker.
+    flying: HashSet<String>,
     /// Deferred messages by id, with the time they are due again.
     deferred: HashMap<String, (Instant, QueuedMessage)>,
     route: RouteState,
@@ -59,9 +63,22 @@ struct Domain {
 }
 
 impl Domain {
+    fn take_ready(&mut self) -> Option<QueuedMessage> {
+        let msg = self.ready.pop_front()?;
+        self.ready_ids.remove(&msg.id);
+        Some(msg)
+    }
+
+    fn drain_ready(&mut self) -> Vec<QueuedMessage> {
+        self.ready_ids.clear();
+        self.ready.drain(..).collect()
+    }
+
     fn new(limit: usize) -> Domain {
         Domain {
             ready: VecDeque::new(),
+            ready_ids: HashSet::new(),
+            flying: HashSet::new(),
             deferred: HashMap::new(),
             route: RouteState::Unknown,
             connections: 0,
@@ -207,6 +224,9 @@ impl Dispatcher {
         match msg {
             DispatcherMsg::Found(msg) => {
                 self.stats.found += 1;
+                if !self.refresh(&msg) {
+                    return;
+                }
                 if msg
                     .retry
                     .next_attempt
@@ -221,6 +241,7 @@ impl Dispatcher {
                 }
             }
             DispatcherMsg::Gone { domain, id } => self.forget(&domain, &id),
+            DispatcherMsg::BackoffCleared { domain } => self.backoff_cleared(&domain, now),
             DispatcherMsg::ScanDone => self.scan_done = true,
             DispatcherMsg::Resolved {
                 domain,
@@ -245,9 +266,13 @@ impl Dispatcher {
             }
             DispatcherMsg::Done {
                 domain,
+                id,
                 disposition,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(d) = self.domains.get_mut(&domain) {
+                    d.flying.remove(&id);
+                }
                 match disposition {
                     Disposition::Finished => self.stats.finished += 1,
                     Disposition::Deferred(msg) => {
@@ -272,6 +297,9 @@ impl Dispatcher {
                 reason,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(d) = self.domains.get_mut(&domain) {
+                    d.flying.remove(&job.id);
+                }
                 self.suspend(&domain, job, &reason, now);
             }
             DispatcherMsg::Closed { worker, domain } => {
@@ -339,6 +367,7 @@ impl Dispatcher {
             self.defer_logged(msg, until, &reason);
             return;
         }
+        domain.ready_ids.insert(msg.id.clone());
         domain.ready.push_back(msg);
         self.ready_total += 1;
         self.make_runnable(&name);
@@ -353,11 +382,63 @@ impl Dispatcher {
         }
     }
 
+    /// Takes in a new version of a file: drops what is held for it (ready
+    /// or deferred) so the caller can queue the new one. Returns false when
+    /// the message is in flight: the worker's result will be newer.
+    fn refresh(&mut self, msg: &QueuedMessage) -> bool {
+        let Some(d) = self.domains.get_mut(&msg.domain) else {
+            return true;
+        };
+        if d.flying.contains(&msg.id) {
+            return false;
+        }
+        d.deferred.remove(&msg.id);
+        if d.ready_ids.remove(&msg.id) {
+            let before = d.ready.len();
+            d.ready.retain(|m| m.id != msg.id);
+            self.ready_total -= before - d.ready.len();
+        }
+        true
+    }
+
+    /// The domain's backoff file went away (`postman flush`, or another
+    /// postman reached it): it may be tried at once, and so may the messages
+    /// that only waited for it.
+    fn backoff_cleared(&mut self, domain: &str, now: Instant) {
+        let limit = self.config.max_connections_per_domain;
+        let Some(d) = self.domains.get_mut(domain) else {
+            return;
+        };
+        if d.failures == 0 && d.suspended_until.is_none() {
+            return;
+        }
+        info!(self.log, "domain backoff lifted"; "domain" => domain);
+        d.failures = 0;
+        d.suspended_until = None;
+        d.limit = limit;
+        let wall = SystemTime::now();
+        let waiting: Vec<String> = d
+            .deferred
+            .iter()
+            .filter(|(_, (_, m))| m.retry.next_attempt.is_none_or(|at| at <= wall))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let released: Vec<QueuedMessage> = waiting
+            .iter()
+            .filter_map(|id| d.deferred.remove(id).map(|(_, m)| m))
+            .collect();
+        for msg in released {
+            self.enqueue(msg, now);
+        }
+    }
+
     fn forget(&mut self, domain: &str, id: &str) {
         if let Some(d) = self.domains.get_mut(domain) {
-            let before = d.ready.len();
-            d.ready.retain(|m| m.id != id);
-            self.ready_total -= before - d.ready.len();
+            if d.ready_ids.remove(id) {
+                let before = d.ready.len();
+                d.ready.retain(|m| m.id != id);
+                self.ready_total -= before - d.ready.len();
+            }
             d.deferred.remove(id);
         }
     }
@@ -397,9 +478,10 @@ impl Dispatcher {
                 }
                 RouteState::Known { route, .. } => {
                     let route = route.clone();
-                    let Some(job) = d.ready.pop_front() else {
+                    let Some(job) = d.take_ready() else {
                         continue;
                     };
+                    d.flying.insert(job.id.clone());
                     d.connections += 1;
                     let more = !d.ready.is_empty() && d.connections < d.limit;
                     self.ready_total -= 1;
@@ -457,7 +539,8 @@ impl Dispatcher {
         if d.suspended_until.is_some_and(|until| until > now) {
             return None;
         }
-        let job = d.ready.pop_front()?;
+        let job = d.take_ready()?;
+        d.flying.insert(job.id.clone());
         self.ready_total -= 1;
         self.in_flight += 1;
         Some(job)
@@ -526,7 +609,7 @@ impl Dispatcher {
         let Some(d) = self.domains.get_mut(name) else {
             return;
         };
-        let messages: Vec<QueuedMessage> = d.ready.drain(..).collect();
+        let messages = d.drain_ready();
         self.ready_total -= messages.len();
         match error {
             RouteError::Transient(reason) => {
@@ -551,7 +634,7 @@ impl Dispatcher {
         let Some(d) = self.domains.get_mut(name) else {
             return;
         };
-        let messages: Vec<QueuedMessage> = d.ready.drain(..).collect();
+        let messages = d.drain_ready();
         self.ready_total -= messages.len();
         let reason = format!("delivery temporarily suspended: {reason}");
         for msg in messages {

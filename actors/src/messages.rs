@@ -53,10 +53,14 @@ pub enum Disposition {
 /// The dispatcher's mailbox.
 #[derive(Debug)]
 pub enum DispatcherMsg {
-    /// The scanner found a queue file.
+    /// The scanner found a queue file, or a new version of one it reported
+    /// before (the dispatcher replaces what it holds, unless the message is
+    /// in flight: the worker's result is newer).
     Found(QueuedMessage),
     /// A file the scanner reported earlier is no longer in the queue.
     Gone { domain: String, id: String },
+    /// The domain's `.backoff` file was removed: it may be tried at once.
+    BackoffCleared { domain: String },
     /// The scanner finished its first full pass over the queue.
     ScanDone,
     /// A route lookup finished.
@@ -67,9 +71,11 @@ pub enum DispatcherMsg {
     },
     /// A worker reached a server for this domain (greeting and EHLO done).
     Established { domain: String },
-    /// A delivery attempt ended.
+    /// A delivery attempt ended (or a message came back untried).
     Done {
         domain: String,
+        /// The message's queue id.
+        id: String,
         disposition: Disposition,
     },
     /// The connection is idle and may carry another message of its domain.

@@ -158,7 +158,18 @@ impl Scanner {
                     self.scan_domain(name)?;
                 }
                 Some(domain) if !event.mask.contains(AddWatchFlags::IN_ISDIR) => {
-                    self.consider(&domain, name)?;
+                    if event
+                        .mask
+                        .intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE)
+                    {
+                        self.left(&domain, name)?;
+                    } else {
+                        // A new file, or a new version of a known one (a
+                        // rewrite after a deferral, a flush, a release from
+                        // hold): read it again either way.
+                        self.forget(&domain, name);
+                        self.consider(&domain, name)?;
+                    }
                 }
                 None | Some(_) => {}
             }
@@ -176,11 +187,15 @@ impl Scanner {
                 AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
             ),
             // Writers rename finished files into the folder (IN_MOVED_TO);
-            // IN_CLOSE_WRITE catches one that writes in place.
+            // IN_CLOSE_WRITE catches one that writes in place. A file that
+            // leaves (claimed by another process, held, deleted by the
+            // administrator) is IN_MOVED_FROM or IN_DELETE.
             Some(d) => (
                 self.layout.domain_dir(d),
                 AddWatchFlags::IN_MOVED_TO
                     | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_MOVED_FROM
+                    | AddWatchFlags::IN_DELETE
                     | AddWatchFlags::IN_ONLYDIR,
             ),
         };
@@ -293,6 +308,30 @@ impl Scanner {
             })?;
         }
         Ok(names)
+    }
+
+    /// A file left a domain folder. The domain's `.backoff` going away
+    /// (`postman flush`, or another process's success) lifts its backoff.
+    fn left(&mut self, domain: &str, name: &str) -> Result<(), Stop> {
+        if name == queue::BACKOFF_FILE {
+            return self.send(DispatcherMsg::BackoffCleared {
+                domain: domain.to_owned(),
+            });
+        }
+        if self.forget(domain, name) {
+            self.send(DispatcherMsg::Gone {
+                domain: domain.to_owned(),
+                id: name.to_owned(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Drops `name` from the files known in `domain`; says whether it was.
+    fn forget(&mut self, domain: &str, name: &str) -> bool {
+        self.known
+            .get_mut(domain)
+            .is_some_and(|ids| ids.remove(name))
     }
 
     /// Reads the envelope of a file not seen before and reports it, or

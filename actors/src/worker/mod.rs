@@ -226,6 +226,7 @@ impl Worker {
                         // this message: hand it straight back, untried.
                         self.shared.tell(DispatcherMsg::Done {
                             domain: job.domain.clone(),
+                            id: job.id.clone(),
                             disposition: crate::messages::Disposition::Unused(job),
                         });
                     }

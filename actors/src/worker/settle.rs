@@ -175,11 +175,13 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         })
         .collect();
     let domain = job.msg.domain.clone();
+    let id = job.msg.id.clone();
     let disposition = shared
         .settler
         .settle(job.msg, job.claimed, fates, relay, &shared.log);
     shared.tell(DispatcherMsg::Done {
         domain,
+        id,
         disposition,
     });
 }
@@ -217,6 +219,7 @@ fn quarantine(shared: &Shared, msg: QueuedMessage, claimed: Claimed, reason: &st
 fn tell_done(shared: &Shared, msg: QueuedMessage, disposition: Disposition) {
     shared.tell(DispatcherMsg::Done {
         domain: msg.domain,
+        id: msg.id,
         disposition,
     });
 }
@@ -239,6 +242,7 @@ pub fn log_all(shared: &Shared, msg: &QueuedMessage, relay: &str, status: Status
 pub fn give_back(shared: &Shared, msg: QueuedMessage) {
     shared.tell(DispatcherMsg::Done {
         domain: msg.domain.clone(),
+        id: msg.id.clone(),
         disposition: Disposition::Unused(msg),
     });
 }
