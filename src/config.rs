@@ -212,6 +212,10 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Seconds between metrics records; 0 turns them off.
     pub metrics_interval: u64,
+    /// Where the log goes: a file (reopened on SIGUSR1, for logrotate), or
+    /// standard error when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 /// `[queue]`
@@ -278,6 +282,8 @@ pub struct Config {
     pub delay_warning: Option<Duration>,
     /// Log record format.
     pub log_format: LogFormat,
+    /// `log.file`: the log file, or `None` for standard error.
+    pub log_file: Option<PathBuf>,
     /// Interval of metrics records; zero means off.
     pub metrics_interval: Duration,
     /// Interval of the safety-net queue rescan, ≥ 1 s.
@@ -407,6 +413,7 @@ impl Settings {
             log: LogSettings {
                 format: LogFormat::Term,
                 metrics_interval: 60,
+                file: None,
             },
             queue: QueueSettings {
                 rescan_interval: 60,
@@ -694,6 +701,7 @@ impl Validator<'_> {
             max_queue_lifetime,
             delay_warning,
             log_format: s.log.format,
+            log_file: s.log.file.clone(),
             metrics_interval,
             rescan_interval,
         })

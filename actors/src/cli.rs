@@ -35,7 +35,7 @@ enum Command {
 
 /// Flags shared by every command that reads the settings; each overrides
 /// the key named in its help.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct SettingArgs {
     /// Settings file [default: config/postman.toml, if it exists].
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -97,10 +97,17 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run { settings, once } => {
             let loaded = settings.load()?;
             let config = loaded.config;
-            let signals = crate::daemon::block_stop_signals()?;
-            let (log, guard) = crate::logging::start(config.log_format, config.debug);
+            let signals = crate::daemon::block_signals()?;
+            let (log, guard, log_control) =
+                crate::logging::start(config.log_format, config.debug, config.log_file.as_deref())?;
             let log = log.new(o!("pid" => std::process::id()));
-            let result = crate::daemon::run(config, once, signals, &log);
+            let runtime = crate::daemon::Runtime {
+                signals,
+                log_control,
+                settings: loaded.settings,
+                reload: Box::new(move || settings.load()),
+            };
+            let result = crate::daemon::run(config, once, runtime, &log);
             if let Err(e) = &result {
                 slog::error!(log, "postman cannot work"; "error" => format!("{e:#}"));
             }

@@ -2,17 +2,20 @@
 //! SIGINT/SIGTERM into a Shutdown message, and joins everything at the end.
 //! Shutdown is "drop the senders, then join", as in ripgrep's parallel walker.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{SigSet, Signal};
-use postman::config::Config;
+use postman::config::{Config, Loaded, Settings};
 use postman::queue::{self, Layout};
 use slog::{error, info, o, warn, Logger};
 
 use crate::dispatcher::{Dispatcher, MAX_LOOKUPS};
+use crate::logging::LogControl;
 use crate::messages::DispatcherMsg;
 use crate::scanner::Scanner;
 use crate::worker::Worker;
@@ -30,22 +33,44 @@ const WORKER_MAILBOX: usize = 1024;
 /// queue files, the log and DNS sockets go above it.
 const WANTED_DESCRIPTORS: u64 = 8192;
 
-/// The signals that stop postman, blocked in the calling thread. Call it
-/// before any other thread starts (the logger's included): threads inherit
-/// the mask, so only the signal thread of [`run`] ever receives them.
-pub fn block_stop_signals() -> anyhow::Result<SigSet> {
+/// The signals postman handles (SIGINT/SIGTERM stop it, SIGHUP reloads the
+/// settings, SIGUSR1 reopens the log file), blocked in the calling thread.
+/// Call it before any other thread starts (the logger's included): threads
+/// inherit the mask, so only the signal thread of [`run`] ever receives
+/// them, through `sigwait`; no signal handler runs at all.
+pub fn block_signals() -> anyhow::Result<SigSet> {
     let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        signals.add(signal);
+    }
     signals
         .thread_block()
-        .context("cannot block SIGINT/SIGTERM")?;
+        .context("cannot block SIGINT, SIGTERM, SIGHUP and SIGUSR1")?;
     Ok(signals)
 }
 
-/// Runs postman until the queue is done (`once`) or a signal in `signals`
-/// (from [`block_stop_signals`]) stops it.
-pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow::Result<()> {
+/// Loads the settings again for SIGHUP (the same file, environment and flags
+/// as at the start).
+pub type Reloader = Box<dyn FnMut() -> anyhow::Result<Loaded> + Send>;
+
+/// What the process around the actors provides.
+pub struct Runtime {
+    /// From [`block_signals`].
+    pub signals: SigSet,
+    /// The logger's controls (file reopening, record count).
+    pub log_control: LogControl,
+    /// The settings in force at the start, to report what a reload changes.
+    pub settings: Settings,
+    pub reload: Reloader,
+}
+
+/// Runs postman until the queue is done (`once`) or a signal stops it.
+pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow::Result<()> {
     let layout = Layout::new(config.maildir.clone());
     check_queue_root(&layout)?;
     raise_descriptor_limit(log);
@@ -56,7 +81,8 @@ pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow:
     let (scanner_tx, scanner_rx) = crossbeam_channel::bounded(1);
     let (resolver_tx, resolver_rx) = crossbeam_channel::bounded(MAX_LOOKUPS);
 
-    spawn_signal_thread(signals, dispatcher_tx.clone(), log.clone())?;
+    let log_control = runtime.log_control.clone();
+    spawn_signal_thread(runtime, dispatcher_tx.clone(), log.clone())?;
 
     let mut links = Vec::new();
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
@@ -95,6 +121,7 @@ pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow:
         log.new(o!("actor" => "scanner")),
         once,
         config.rescan_interval,
+        config.metrics_interval,
     );
     let scanner = std::thread::Builder::new()
         .name("postman-scanner".into())
@@ -112,6 +139,7 @@ pub fn run(config: Config, once: bool, signals: SigSet, log: &Logger) -> anyhow:
         log.new(o!("actor" => "dispatcher")),
         once,
         &owner,
+        log_control,
     );
     // Only the actors hold the dispatcher's mailbox from here on.
     drop(dispatcher_tx);
@@ -198,30 +226,113 @@ fn raise_descriptor_limit(log: &Logger) {
     }
 }
 
-/// A thread that waits for SIGINT/SIGTERM with `sigwait` and tells the
-/// dispatcher. No signal handler runs at all. It lives as long as the
-/// process: a second signal repeats the request harmlessly.
+/// A thread that waits for the signals with `sigwait` and turns each into
+/// a message: SIGINT/SIGTERM stop (a second one repeats the request
+/// harmlessly), SIGHUP reloads the settings, SIGUSR1 reopens the log file. It
+/// lives as long as the process.
 fn spawn_signal_thread(
-    signals: SigSet,
+    mut runtime: Runtime,
     dispatcher: crossbeam_channel::Sender<DispatcherMsg>,
     log: Logger,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("postman-signals".into())
         .spawn(move || loop {
-            match signals.wait() {
-                Ok(signal) => {
-                    info!(log, "signal received, stopping"; "signal" => signal.as_str());
-                    if dispatcher.send(DispatcherMsg::Shutdown).is_err() {
-                        return;
-                    }
-                }
+            let signal = match runtime.signals.wait() {
+                Ok(signal) => signal,
                 Err(e) => {
                     warn!(log, "sigwait failed"; "error" => %e);
                     return;
                 }
+            };
+            let msg = match signal {
+                Signal::SIGHUP => match (runtime.reload)() {
+                    Ok(loaded) => {
+                        report_changes(&log, &runtime.settings, &loaded.settings);
+                        runtime.settings = loaded.settings;
+                        DispatcherMsg::Reload(Box::new(loaded.config))
+                    }
+                    Err(e) => {
+                        error!(log, "SIGHUP: the new settings are not valid, keeping the old ones";
+                            "error" => format!("{e:#}"));
+                        continue;
+                    }
+                },
+                Signal::SIGUSR1 => {
+                    info!(log, "SIGUSR1: reopening the log file");
+                    runtime.log_control.reopen.store(true, Ordering::Release);
+                    continue;
+                }
+                _ => {
+                    info!(log, "signal received, stopping"; "signal" => signal.as_str());
+                    DispatcherMsg::Shutdown
+                }
+            };
+            if dispatcher.send(msg).is_err() {
+                return;
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// The settings a reload cannot change in a running process.
+const RESTART_ONLY: &[&str] = &[
+    "application.threads",
+    "application.maildir.path",
+    "dns.nameservers",
+    "dns.timeout",
+    "dns.attempts",
+    "log.format",
+    "log.file",
+    "queue.rescan_interval",
+];
+
+/// Logs each setting a reload changes, and which of them need a restart.
+fn report_changes(log: &Logger, old: &Settings, new: &Settings) {
+    let (old, new) = (flatten(old), flatten(new));
+    let mut changed = 0;
+    for (key, value) in &new {
+        let before = old.get(key).map(String::as_str).unwrap_or("(unset)");
+        if before != value {
+            changed += 1;
+            if RESTART_ONLY.contains(&key.as_str()) {
+                warn!(log, "SIGHUP: setting changed, but it takes effect only after a restart";
+                    "key" => key, "old" => before, "new" => value);
+            } else {
+                info!(log, "SIGHUP: setting changed"; "key" => key, "old" => before, "new" => value);
+            }
+        }
+    }
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        changed += 1;
+        info!(log, "SIGHUP: setting back to its default"; "key" => key);
+    }
+    info!(log, "SIGHUP: settings reloaded"; "changed" => changed);
+}
+
+/// `section.key = value` pairs of the settings, for comparing them.
+fn flatten(settings: &Settings) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, value, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(value) = toml::Value::try_from(settings) {
+        walk("", &value, &mut out);
+    }
+    out
 }

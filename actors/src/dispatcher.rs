@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -20,6 +21,7 @@ use postman::route::{Route, RouteError};
 use postman::smtp::EnhancedCode;
 use slog::{error, info, warn, Logger};
 
+use crate::logging::LogControl;
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage, ScannerMsg, WorkerMsg};
 use crate::records::{self, Status, Verdict};
 use crate::resolver::ResolveRequest;
@@ -96,6 +98,7 @@ pub struct Dispatcher {
     resolver: Option<Sender<ResolveRequest>>,
     scanner: Sender<ScannerMsg>,
     settler: Settler,
+    log_control: LogControl,
     config: Config,
     log: Logger,
     once: bool,
@@ -139,6 +142,7 @@ impl Dispatcher {
         log: Logger,
         once: bool,
         owner: &str,
+        log_control: LogControl,
     ) -> Dispatcher {
         let workers_running = workers.len();
         Dispatcher {
@@ -147,6 +151,7 @@ impl Dispatcher {
             resolver: Some(resolver),
             scanner,
             settler: Settler::new(&config, owner, "D"),
+            log_control,
             config,
             log,
             once,
@@ -165,11 +170,11 @@ impl Dispatcher {
     }
 
     pub fn run(mut self) {
-        let metrics_every = self.config.metrics_interval;
-        let mut next_metrics = Instant::now() + metrics_every;
+        let mut next_metrics = Instant::now() + self.config.metrics_interval;
         loop {
             let now = Instant::now();
             let mut wake = self.next_timer().unwrap_or(now + Duration::from_secs(3600));
+            let metrics_every = self.config.metrics_interval;
             if !metrics_every.is_zero() {
                 wake = wake.min(next_metrics);
             }
@@ -322,6 +327,39 @@ impl Dispatcher {
                     self.begin_shutdown();
                 }
             }
+            DispatcherMsg::Reload(config) => self.reload(*config),
+        }
+    }
+
+    /// New settings from SIGHUP. Limits, the retry schedule, local domains
+    /// and the metrics interval apply at once; what the running threads were
+    /// built with (threads, queue root, DNS servers, log output, rescan
+    /// interval) stays until a restart (the signal thread said which).
+    fn reload(&mut self, mut config: Config) {
+        config.threads = self.config.threads;
+        config.maildir = self.config.maildir.clone();
+        config.nameservers = self.config.nameservers.clone();
+        config.dns_timeout = self.config.dns_timeout;
+        config.dns_attempts = self.config.dns_attempts;
+        config.log_format = self.config.log_format;
+        config.log_file = self.config.log_file.clone();
+        config.rescan_interval = self.config.rescan_interval;
+        let owner = self.settler.owner.clone();
+        self.settler = Settler::new(&config, &owner, "D");
+        let per_domain = config.max_connections_per_domain;
+        for d in self.domains.values_mut() {
+            // A domain on probation keeps its single connection.
+            if d.limit > 1 || per_domain == 1 {
+                d.limit = per_domain;
+            }
+        }
+        for worker in 0..self.workers.len() {
+            self.send_worker(worker, WorkerMsg::Reload(Box::new(config.clone())));
+        }
+        self.config = config;
+        let names: Vec<String> = self.domains.keys().cloned().collect();
+        for name in names {
+            self.make_runnable(&name);
         }
     }
 
@@ -809,6 +847,11 @@ impl Dispatcher {
     }
 
     fn metrics(&self) {
+        // The logger cannot time itself: its record count is reported here,
+        // under its own actor name. With OverflowStrategy::Block nothing is
+        // ever dropped.
+        info!(self.log, "metrics"; "actor" => "logger",
+            "records" => self.log_control.records.load(Ordering::Relaxed), "dropped" => 0u64);
         let deferred: usize = self.domains.values().map(|d| d.deferred.len()).sum();
         info!(self.log, "metrics";
             "domains" => self.domains.len(),

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use postman::config::Config;
 use postman::queue::{Envelope, RetryState};
 use postman::route::{Route, RouteError};
 
@@ -98,6 +99,8 @@ pub enum DispatcherMsg {
     WorkerStopped { worker: usize },
     /// SIGINT or SIGTERM: stop gracefully.
     Shutdown,
+    /// SIGHUP: the settings were loaded again.
+    Reload(Box<Config>),
 }
 
 /// An I/O worker's mailbox.
@@ -117,6 +120,9 @@ pub enum WorkerMsg {
     },
     /// Finish what is in flight within the grace period, then stop.
     Shutdown,
+    /// New settings (SIGHUP): timeouts, limits and the retry schedule apply
+    /// to what starts from now on.
+    Reload(Box<Config>),
 }
 
 /// The scanner's mailbox (from the wiring).

@@ -35,7 +35,28 @@ pub struct Scanner {
     bad_folders: HashSet<String>,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, Option<String>>,
+    metrics_interval: Duration,
+    stats: Stats,
+    /// While a full scan runs: when to log the next progress line.
+    progress_at: Option<Instant>,
 }
+
+/// The scanner's counters, written as its `metrics` record.
+#[derive(Default)]
+struct Stats {
+    /// Queue files reported to the dispatcher (new files and new versions).
+    found: u64,
+    /// Files quarantined because they could not be parsed.
+    parse_errors: u64,
+    /// Full scans done.
+    scans: u64,
+    /// How long the last full scan took.
+    last_scan: Duration,
+}
+
+/// How often a long full scan says how far it got: a queue of 100,000
+/// files takes a while, and the operator should see it is working.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// The scanner stops: the dispatcher is gone or asked it to.
 struct Stop;
@@ -48,6 +69,7 @@ impl Scanner {
         log: Logger,
         once: bool,
         rescan_interval: Duration,
+        metrics_interval: Duration,
     ) -> Scanner {
         Scanner {
             layout,
@@ -56,6 +78,9 @@ impl Scanner {
             log,
             once,
             rescan_interval,
+            metrics_interval,
+            stats: Stats::default(),
+            progress_at: None,
             known: HashMap::new(),
             bad_folders: HashSet::new(),
             inotify: None,
@@ -81,6 +106,9 @@ impl Scanner {
         let files: usize = self.known.values().map(HashSet::len).sum();
         info!(self.log, "queue scanned"; "files" => files, "domains" => self.known.len(),
             "ms" => started.elapsed().as_millis() as u64);
+        if self.once {
+            self.metrics();
+        }
         if self.out.send(DispatcherMsg::ScanDone).is_err() || self.once {
             return;
         }
@@ -89,12 +117,20 @@ impl Scanner {
 
     fn watch_loop(&mut self) -> Result<(), Stop> {
         let mut next_rescan = Instant::now() + self.rescan_interval;
+        let mut next_metrics = Instant::now() + self.metrics_interval;
         loop {
             match self.inbox.try_recv() {
-                Ok(ScannerMsg::Shutdown) | Err(TryRecvError::Disconnected) => return Err(Stop),
+                Ok(ScannerMsg::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.metrics();
+                    return Err(Stop);
+                }
                 Err(TryRecvError::Empty) => {}
             }
             let now = Instant::now();
+            if !self.metrics_interval.is_zero() && now >= next_metrics {
+                self.metrics();
+                next_metrics = now + self.metrics_interval;
+            }
             if now >= next_rescan {
                 self.full_scan()?;
                 next_rescan = now + self.rescan_interval;
@@ -208,9 +244,31 @@ impl Scanner {
         }
     }
 
+    fn metrics(&self) {
+        let known: usize = self.known.values().map(HashSet::len).sum();
+        info!(self.log, "metrics";
+            "files" => known,
+            "domains" => self.known.len(),
+            "found" => self.stats.found,
+            "parse_errors" => self.stats.parse_errors,
+            "scans" => self.stats.scans,
+            "scan_ms" => self.stats.last_scan.as_millis() as u64,
+        );
+    }
+
     /// Lists every domain folder and every file in it. Files no longer there
     /// are reported gone.
     fn full_scan(&mut self) -> Result<(), Stop> {
+        let started = Instant::now();
+        self.progress_at = Some(started + PROGRESS_EVERY);
+        let result = self.full_scan_inner();
+        self.progress_at = None;
+        self.stats.scans += 1;
+        self.stats.last_scan = started.elapsed();
+        result
+    }
+
+    fn full_scan_inner(&mut self) -> Result<(), Stop> {
         let domains = match queue::list_domains(&self.layout) {
             Ok(domains) => domains,
             Err(e) => {
@@ -371,6 +429,12 @@ impl Scanner {
                     .entry(domain.to_owned())
                     .or_default()
                     .insert(name.to_owned());
+                self.stats.found += 1;
+                if let Some(at) = self.progress_at.filter(|at| Instant::now() >= *at) {
+                    let files: usize = self.known.values().map(HashSet::len).sum();
+                    info!(self.log, "scanning the queue"; "files" => files, "domains" => self.known.len());
+                    self.progress_at = Some(at + PROGRESS_EVERY);
+                }
                 self.send(DispatcherMsg::Found(QueuedMessage {
                     id: name.to_owned(),
                     domain: domain.to_owned(),
@@ -395,6 +459,7 @@ impl Scanner {
     }
 
     fn quarantine(&mut self, domain: &str, name: &str, path: &Path, reason: &str) {
+        self.stats.parse_errors += 1;
         match queue::quarantine(&self.layout, domain, name, reason) {
             Ok(to) => error!(self.log, "quarantined"; "queue_id" => name, "domain" => domain,
                 "reason" => reason, "path" => %to.display()),

@@ -232,10 +232,24 @@ impl Worker {
                     }
                 }
                 Ok(WorkerMsg::Shutdown) => self.begin_shutdown(now),
+                Ok(WorkerMsg::Reload(config)) => self.reload(&config),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
         }
+    }
+
+    /// New settings (SIGHUP): they apply to connections and transactions
+    /// that start from now on; what runs keeps its settings.
+    fn reload(&mut self, config: &Config) {
+        let shared = &mut self.shared;
+        shared.session.helo_name = config.hostname.clone();
+        shared.session.timeouts = config.timeouts.clone();
+        shared.connect_timeout = config.connect_timeout;
+        shared.max_messages_per_connection = config.max_messages_per_connection;
+        let owner = shared.settler.owner.clone();
+        shared.settler = Settler::new(config, &owner, &format!("W{}", shared.worker));
+        self.metrics_interval = config.metrics_interval;
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
