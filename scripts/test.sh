@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing what the end-to-end
-# tests need: Python 3 with aiosmtpd (the third-party SMTP server they deliver
-# to). Arguments go to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
+# tests need: Python 3 with aiosmtpd and Postfix (the third-party SMTP servers
+# they deliver to; the interop tests run private Postfix instances, never the
+# system's). Arguments go to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
 # POSTMAN_TEST_PYTHON picks the interpreter (default python3); the tests use
 # the same variable.
 set -euo pipefail
@@ -37,6 +38,24 @@ if ! has_aiosmtpd; then
     fi
     if ! has_aiosmtpd; then
         echo "scripts/test.sh: could not install aiosmtpd for $PYTHON" >&2
+        exit 1
+    fi
+fi
+
+# Postfix's smtpd: the interop tests start private instances from their own
+# config directories (as root, like CI). Installed without configuring a
+# system mail server ("No configuration"), and never started here.
+has_postfix() { [ -x /usr/lib/postfix/sbin/master ] && command -v postfix >/dev/null 2>&1; }
+
+if ! has_postfix; then
+    if as_root_with_apt; then
+        echo "scripts/test.sh: installing postfix" >&2
+        echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+    fi
+    if ! has_postfix; then
+        echo "scripts/test.sh: could not install postfix (the interop tests need it)" >&2
         exit 1
     fi
 fi

@@ -12,6 +12,7 @@
 //! (such as a `POSTMAN_CONFIG` the binary may read) are not settings and are
 //! ignored; a misspelt setting is an error naming it.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -24,7 +25,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::valid_domain;
-use crate::smtp::Timeouts;
+use crate::smtp::{IpPreference, Timeouts, TlsMode, TlsVerify};
 
 /// Where [`ConfigFile::Default`] looks, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/postman.toml";
@@ -97,6 +98,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[queue]`
     pub queue: QueueSettings,
+    /// `[tls]`
+    pub tls: TlsSettings,
 }
 
 /// `[application]`
@@ -137,6 +140,9 @@ pub struct DnsSettings {
     /// Retries after a failed query, passed to the resolver's `attempts`
     /// (worst-case wait on a dead server: timeout × (attempts + 1)).
     pub attempts: usize,
+    /// `any`, `ipv4` or `ipv6`: which addresses of an MX host are tried
+    /// first; the other family is still tried when they fail.
+    pub ip_preference: IpPreference,
 }
 
 /// `[smtp]`
@@ -226,6 +232,25 @@ pub struct QueueSettings {
     pub rescan_interval: u64,
 }
 
+/// `[tls]`: STARTTLS (RFC 3207).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// `opportunistic`, `required` or `disabled`.
+    pub mode: TlsMode,
+    /// `none` or `name`; unset: `none` where TLS is opportunistic, `name`
+    /// where it is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<TlsVerify>,
+    /// PEM certificates trusted for `verify = "name"`, beside the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `[tls.policy]`: the mode for one destination domain (a table: stays
+    /// last for TOML output).
+    #[serde(default)]
+    pub policy: BTreeMap<String, TlsMode>,
+}
+
 /// How log records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -288,6 +313,16 @@ pub struct Config {
     pub metrics_interval: Duration,
     /// Interval of the safety-net queue rescan, ≥ 1 s.
     pub rescan_interval: Duration,
+    /// Address family tried first.
+    pub ip_preference: IpPreference,
+    /// STARTTLS policy (`tls.mode`).
+    pub tls_mode: TlsMode,
+    /// Certificate checks (`tls.verify`); `None`: by mode.
+    pub tls_verify: Option<TlsVerify>,
+    /// Extra trusted roots (`tls.ca_file`), an existing file.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Per-domain modes (`tls.policy`), keys lower-case A-label domains.
+    pub tls_policy: BTreeMap<String, TlsMode>,
 }
 
 /// Why the configuration could not be loaded.
@@ -384,6 +419,7 @@ impl Settings {
                 nameservers: Vec::new(),
                 timeout: 5,
                 attempts: 2,
+                ip_preference: IpPreference::Any,
             },
             smtp: SmtpSettings {
                 timeouts: SmtpTimeoutSettings {
@@ -417,6 +453,12 @@ impl Settings {
             },
             queue: QueueSettings {
                 rescan_interval: 60,
+            },
+            tls: TlsSettings {
+                mode: TlsMode::Opportunistic,
+                verify: None,
+                ca_file: None,
+                policy: BTreeMap::new(),
             },
         }
     }
@@ -680,6 +722,8 @@ impl Validator<'_> {
             s.queue.rescan_interval,
             (1, MAX_INTERVAL_SECS),
         )?;
+        let tls_ca_file = self.ca_file(s.tls.ca_file.as_deref())?;
+        let tls_policy = self.tls_policy(&s.tls.policy)?;
 
         Ok(Config {
             threads,
@@ -704,7 +748,53 @@ impl Validator<'_> {
             log_file: s.log.file.clone(),
             metrics_interval,
             rescan_interval,
+            ip_preference: s.dns.ip_preference,
+            tls_mode: s.tls.mode,
+            tls_verify: s.tls.verify,
+            tls_ca_file,
+            tls_policy,
         })
+    }
+
+    fn ca_file(&self, path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(Some(path.to_path_buf())),
+            Ok(_) => Err(self.invalid(
+                "tls.ca_file",
+                format!("{:?}", path.display()),
+                "must be a file of PEM certificates",
+            )),
+            Err(e) => Err(self.invalid(
+                "tls.ca_file",
+                format!("{:?}", path.display()),
+                format!("cannot read it: {e}"),
+            )),
+        }
+    }
+
+    fn tls_policy(
+        &self,
+        policy: &BTreeMap<String, TlsMode>,
+    ) -> Result<BTreeMap<String, TlsMode>, ConfigError> {
+        policy
+            .iter()
+            .map(|(domain, mode)| {
+                let lower = domain.trim_end_matches('.').to_ascii_lowercase();
+                if valid_domain(&lower) {
+                    Ok((lower, *mode))
+                } else {
+                    Err(self.invalid(
+                        "tls.policy",
+                        format!("{domain:?}"),
+                        "each key must be a domain name in A-label form (xn--… for IDNs), \
+                         such as tls.policy.\"example.com\" = \"required\"",
+                    ))
+                }
+            })
+            .collect()
     }
 
     fn hostname(&self, name: &str) -> Result<String, ConfigError> {

@@ -509,3 +509,117 @@ fn settings_round_trip_through_toml() {
     assert!(text.contains("[application.maildir]"), "{text}");
     assert!(text.contains("format = \"json\""), "{text}");
 }
+
+#[test]
+fn tls_and_ip_preference_reach_the_config() {
+    jail(|jail| {
+        let defaults = load_default(&Flags::default()).expect("defaults").config;
+        assert_eq!(
+            defaults.tls_mode,
+            TlsMode::Opportunistic,
+            "tls.mode default"
+        );
+        assert_eq!(defaults.tls_verify, None, "tls.verify default: by mode");
+        assert_eq!(defaults.tls_ca_file, None, "tls.ca_file default");
+        assert!(defaults.tls_policy.is_empty(), "tls.policy default");
+        assert_eq!(defaults.ip_preference, IpPreference::Any, "ip_preference");
+
+        jail.create_file("roots.pem", "-----BEGIN CERTIFICATE-----\n")
+            .expect("write roots.pem");
+        config_file(
+            jail,
+            "[dns]\nip_preference = \"ipv6\"\n\
+             [tls]\nmode = \"required\"\nverify = \"none\"\nca_file = \"roots.pem\"\n\
+             [tls.policy]\n\"Example.COM\" = \"disabled\"\n\"b.test\" = \"opportunistic\"\n",
+        );
+        let c = load_default(&Flags::default())
+            .expect("tls settings")
+            .config;
+        assert_eq!(c.ip_preference, IpPreference::Ipv6, "dns.ip_preference");
+        assert_eq!(c.tls_mode, TlsMode::Required, "tls.mode");
+        assert_eq!(c.tls_verify, Some(TlsVerify::None), "tls.verify");
+        assert_eq!(
+            c.tls_ca_file,
+            Some(PathBuf::from("roots.pem")),
+            "tls.ca_file"
+        );
+        let policy: Vec<(&str, TlsMode)> =
+            c.tls_policy.iter().map(|(d, m)| (d.as_str(), *m)).collect();
+        assert_eq!(
+            policy,
+            [
+                ("b.test", TlsMode::Opportunistic),
+                ("example.com", TlsMode::Disabled)
+            ],
+            "tls.policy, keys lower-cased"
+        );
+
+        jail.set_env("POSTMAN_TLS__MODE", "disabled");
+        jail.set_env("POSTMAN_DNS__IP_PREFERENCE", "ipv4");
+        let c = load_default(&Flags::default())
+            .expect("env overrides")
+            .config;
+        assert_eq!(c.tls_mode, TlsMode::Disabled, "tls.mode from env");
+        assert_eq!(
+            c.ip_preference,
+            IpPreference::Ipv4,
+            "ip_preference from env"
+        );
+    });
+}
+
+#[test]
+fn tls_errors_name_the_key() {
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "[tls]\nmode = \"sometimes\"\n",
+            &["invalid value for `tls.mode` (\"sometimes\") in config/postman.toml: expected one of `opportunistic`, `required`, `disabled`"],
+        ),
+        (
+            "[tls]\nverify = \"chain\"\n",
+            &["`tls.verify`", "\"chain\"", "expected `none` or `name`"],
+        ),
+        (
+            "[dns]\nip_preference = \"ipv5\"\n",
+            &["`dns.ip_preference`", "\"ipv5\"", "`any`, `ipv4`, `ipv6`"],
+        ),
+        (
+            "[tls]\nca_file = \"missing.pem\"\n",
+            &["invalid value for `tls.ca_file` (\"missing.pem\") in config/postman.toml: cannot read it"],
+        ),
+        (
+            "[tls.policy]\n\"not a domain\" = \"required\"\n",
+            &["invalid value for `tls.policy` (\"not a domain\")", "A-label"],
+        ),
+    ];
+    for (text, wants) in cases {
+        jail(|jail| {
+            config_file(jail, text);
+            let message = expect_err(load_default(&Flags::default()), text).to_string();
+            for want in wants {
+                assert!(message.contains(want), "{text:?}: {message} lacks {want:?}");
+            }
+        });
+    }
+}
+
+#[test]
+fn tls_settings_round_trip_through_toml() {
+    let mut settings = Settings::defaults(HOST);
+    settings.tls.verify = Some(TlsVerify::Name);
+    settings.tls.ca_file = Some(PathBuf::from("/etc/roots.pem"));
+    settings
+        .tls
+        .policy
+        .insert("example.com".into(), TlsMode::Required);
+    settings.dns.ip_preference = IpPreference::Ipv4;
+    let text = settings.to_toml().expect("serializes");
+    let back: Settings = Figment::from(Toml::string(&text))
+        .extract()
+        .unwrap_or_else(|e| panic!("{text}\n{e}"));
+    assert_eq!(back, settings, "round trip of\n{text}");
+    assert!(
+        text.contains("[tls.policy]\n\"example.com\" = \"required\""),
+        "{text}"
+    );
+}

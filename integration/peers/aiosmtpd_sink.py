@@ -5,7 +5,18 @@ Runs aiosmtpd (a reference asyncio SMTP server) bound to --host/--port and
 saves every accepted message as one JSON file in --dir:
 
     {"mail_from": "...", "rcpt_tos": ["..."], "peer": "ip:port",
-     "helo": "...", "data_b64": "<base64 of the DATA content>"}
+     "helo": "...", "data_b64": "<base64 of the DATA content>",
+     "mail_options": ["SIZE=123", ...], "tls": null or
+     {"version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"},
+     "after_mail_b64": "<base64 of the input already buffered when MAIL
+     was handled>"}
+
+With --tls-cert and --tls-key, STARTTLS is offered (aiosmtpd's
+tls_context). With --pipelining, the EHLO reply also advertises PIPELINING
+(aiosmtpd reads commands from a buffered stream, so it handles pipelined
+input; it just does not say so by default). "after_mail_b64" shows
+pipelining from the server's side: the RCPT commands were already in its
+input buffer when it handled MAIL.
 
 The DATA content is exactly what aiosmtpd hands a handler with
 decode_data=False: the lines as received, CRLF kept, with the dot-stuffing
@@ -23,6 +34,7 @@ import itertools
 import json
 import os
 import signal
+import ssl
 import sys
 
 try:
@@ -36,11 +48,27 @@ except ImportError as exc:  # the Rust side turns this into a test failure
 
 
 class SaveHandler:
-    """Saves each message; RCPT and MAIL are accepted by aiosmtpd's defaults."""
+    """Saves each message; RCPT is accepted by aiosmtpd's defaults."""
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, pipelining):
         self.out_dir = out_dir
+        self.pipelining = pipelining
         self.counter = itertools.count(1)
+        self.after_mail = {}
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # What the client sent after MAIL without waiting for its reply.
+        buffered = bytes(getattr(server._reader, "_buffer", b""))
+        self.after_mail[id(session)] = buffered
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         n = next(self.counter)
@@ -48,7 +76,20 @@ class SaveHandler:
         mail_from = envelope.mail_from
         if mail_from == "<>":  # aiosmtpd keeps the brackets of the null sender
             mail_from = ""
+        tls = None
+        if session.ssl:
+            obj = session.ssl.get("ssl_object")
+            cipher = session.ssl.get("cipher")
+            tls = {
+                "version": obj.version() if obj is not None else None,
+                "cipher": cipher[0] if cipher else None,
+            }
         record = {
+            "tls": tls,
+            "mail_options": list(envelope.mail_options),
+            "after_mail_b64": base64.b64encode(
+                self.after_mail.pop(id(session), b"")
+            ).decode("ascii"),
             "mail_from": mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
             "peer": "%s:%s" % (peer[0], peer[1]) if isinstance(peer, tuple) else str(peer),
@@ -71,10 +112,17 @@ async def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--hostname", default="sink.test")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--pipelining", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
 
-    handler = SaveHandler(args.dir)
+    tls_context = None
+    if args.tls_cert:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+    handler = SaveHandler(args.dir, args.pipelining)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(
@@ -83,6 +131,7 @@ async def main():
             enable_SMTPUTF8=True,
             hostname=args.hostname,
             timeout=30,
+            tls_context=tls_context,
         ),
         host=args.host,
         port=args.port,

@@ -13,6 +13,7 @@
 //! Connections are served concurrently, one thread each; dropping the server
 //! stops the listener and shuts every connection down.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,7 @@ pub struct Script {
     steps: Vec<Step>,
     pipelining: bool,
     overrides: Vec<(String, Vec<u8>)>,
+    greylist: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for Script {
@@ -81,6 +83,7 @@ impl Script {
             steps: Vec::new(),
             pipelining: true,
             overrides: Vec::new(),
+            greylist: Vec::new(),
         }
     }
 
@@ -106,6 +109,18 @@ impl Script {
     pub fn answer(mut self, prefix: &str, reply: &str) -> Script {
         self.overrides
             .push((prefix.to_string(), reply_bytes(reply)));
+        self
+    }
+
+    /// Greylisting: the first time the server (on any connection) receives
+    /// a given command line starting with `prefix` (case-insensitive), the
+    /// polite answer is `reply` instead; that same line is answered
+    /// politely from then on. `Script::polite().greylist("RCPT TO:<grey",
+    /// "451 4.7.1 greylisted")` defers each `grey…` recipient once. Like a
+    /// real server, a script that greylists answers a DATA that follows no
+    /// accepted recipient with `554 5.5.1 no valid recipients`.
+    pub fn greylist(mut self, prefix: &str, reply: &str) -> Script {
+        self.greylist.push((prefix.to_string(), reply_bytes(reply)));
         self
     }
 
@@ -204,10 +219,23 @@ pub struct ConnLog {
     pub finished: bool,
 }
 
+impl ConnLog {
+    /// The RCPT TO commands of this connection, in order.
+    pub fn rcpts(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .filter(|c| starts_with_ci(c, "RCPT TO"))
+            .cloned()
+            .collect()
+    }
+}
+
 struct Shared {
     stop: AtomicBool,
     logs: Mutex<Vec<ConnLog>>,
     streams: Mutex<Vec<TcpStream>>,
+    /// Command lines already greylisted once (see [`Script::greylist`]).
+    greylisted: Mutex<HashSet<String>>,
 }
 
 /// A running scripted server; stops when dropped.
@@ -234,6 +262,7 @@ impl HostileServer {
             stop: AtomicBool::new(false),
             logs: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
+            greylisted: Mutex::new(HashSet::new()),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -282,6 +311,23 @@ impl HostileServer {
         self.connections()
             .into_iter()
             .flat_map(|c| c.bodies)
+            .collect()
+    }
+
+    /// How many DATA bodies were received, all connections.
+    pub fn body_count(&self) -> usize {
+        let logs = self.shared.logs.lock().unwrap();
+        logs.iter().map(|c| c.bodies.len()).sum()
+    }
+
+    /// The `Message-ID` of every DATA body received, all connections in
+    /// accept order (one entry per body; `""` for a body without one). A
+    /// message received twice appears twice.
+    pub fn message_ids(&self) -> Vec<String> {
+        let logs = self.shared.logs.lock().unwrap();
+        logs.iter()
+            .flat_map(|c| c.bodies.iter())
+            .map(|body| message_id(body).unwrap_or_default())
             .collect()
     }
 
@@ -368,6 +414,8 @@ fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: Arc<Shared>)
                         shared: shared.clone(),
                         pipelining: script.pipelining,
                         overrides: script.overrides.clone(),
+                        greylist: script.greylist.clone(),
+                        accepted_rcpts: 0,
                     };
                     conn.play(&script.steps);
                     let _ = conn.writer.flush();
@@ -400,6 +448,9 @@ struct Conn {
     shared: Arc<Shared>,
     pipelining: bool,
     overrides: Vec<(String, Vec<u8>)>,
+    greylist: Vec<(String, Vec<u8>)>,
+    /// Recipients accepted in the current transaction (polite answers).
+    accepted_rcpts: usize,
 }
 
 /// Whether the connection goes on after a step.
@@ -480,12 +531,38 @@ impl Conn {
     }
 
     fn answer_politely(&mut self, command: &str) -> Flow {
+        let verb = command
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if verb == "MAIL" || verb == "RSET" {
+            self.accepted_rcpts = 0;
+        }
+        let greylisted = self
+            .greylist
+            .iter()
+            .find(|(prefix, _)| starts_with_ci(command, prefix))
+            .filter(|_| {
+                self.shared
+                    .greylisted
+                    .lock()
+                    .unwrap()
+                    .insert(command.to_owned())
+            })
+            .map(|(_, reply)| reply.clone());
+        if let Some(reply) = greylisted {
+            return self.write(&reply);
+        }
         if let Some((_, reply)) = self
             .overrides
             .iter()
             .find(|(prefix, _)| starts_with_ci(command, prefix))
         {
             let reply = reply.clone();
+            if verb == "RCPT" && reply.starts_with(b"2") {
+                self.accepted_rcpts += 1;
+            }
             let flow = self.write(&reply);
             return if starts_with_ci(command, "QUIT") {
                 Flow::Stop
@@ -493,11 +570,6 @@ impl Conn {
                 flow
             };
         }
-        let verb = command
-            .split([' ', ':'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase();
         match verb.as_str() {
             "EHLO" => {
                 let mut text = String::from("250-hostile.test greets you\n");
@@ -509,10 +581,20 @@ impl Conn {
             }
             "HELO" => self.write(b"250 hostile.test\r\n"),
             "MAIL" => self.write(b"250 2.1.0 sender ok\r\n"),
-            "RCPT" => self.write(b"250 2.1.5 recipient ok\r\n"),
+            "RCPT" => {
+                self.accepted_rcpts += 1;
+                self.write(b"250 2.1.5 recipient ok\r\n")
+            }
             "RSET" => self.write(b"250 2.0.0 reset\r\n"),
             "NOOP" => self.write(b"250 2.0.0 ok\r\n"),
+            // A greylisting server is a real one: with no recipient
+            // accepted it refuses DATA (RFC 2920 §3.1), so the client sends
+            // no body.
+            "DATA" if !self.greylist.is_empty() && self.accepted_rcpts == 0 => {
+                self.write(b"554 5.5.1 no valid recipients\r\n")
+            }
             "DATA" => {
+                self.accepted_rcpts = 0;
                 if let Flow::Stop = self.write(b"354 end data with <CR><LF>.<CR><LF>\r\n") {
                     return Flow::Stop;
                 }
@@ -638,6 +720,24 @@ impl Conn {
 fn starts_with_ci(text: &str, prefix: &str) -> bool {
     text.len() >= prefix.len()
         && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// The value of the `Message-ID` header field (RFC 5322 §3.6.4) of a body
+/// as sent on the wire, trimmed; `None` when its header section has none.
+pub fn message_id(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("Message-ID") {
+                return Some(value.trim().to_owned());
+            }
+        }
+    }
+    None
 }
 
 /// Removes dot-stuffing (RFC 5321 §4.5.2) from a body as sent on the wire.
@@ -776,6 +876,57 @@ mod tests {
     }
 
     #[test]
+    fn greylist_refuses_each_command_line_once_across_connections() {
+        let net = TestNet::new();
+        let _server = HostileServer::start(
+            net.addr(1),
+            vec![Script::polite().greylist("RCPT TO:<grey", "451 4.7.1 greylisted")],
+        );
+        let session = |rcpts: &[&str]| {
+            let mut lines = vec![
+                "EHLO me\r\n".to_owned(),
+                "MAIL FROM:<a@x.test>\r\n".to_owned(),
+            ];
+            lines.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+            lines.push("QUIT\r\n".to_owned());
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            converse(net.addr(1), &lines)
+        };
+        let first = session(&["grey1@y.test", "white@y.test", "grey2@y.test"]);
+        assert!(
+            first.ends_with(
+                "250 2.1.0 sender ok\r\n451 4.7.1 greylisted\r\n250 2.1.5 recipient ok\r\n\
+                 451 4.7.1 greylisted\r\n221 2.0.0 bye\r\n"
+            ),
+            "{first:?}"
+        );
+        let refused = converse(
+            net.addr(1),
+            &[
+                "EHLO me\r\n",
+                "MAIL FROM:<a@x.test>\r\n",
+                "RCPT TO:<grey9@y.test>\r\n",
+                "DATA\r\n",
+                "QUIT\r\n",
+            ],
+        );
+        assert!(
+            refused.ends_with(
+                "451 4.7.1 greylisted\r\n554 5.5.1 no valid recipients\r\n221 2.0.0 bye\r\n"
+            ),
+            "{refused:?}"
+        );
+        let second = session(&["grey1@y.test", "grey3@y.test"]);
+        assert!(
+            second.ends_with(
+                "250 2.1.0 sender ok\r\n250 2.1.5 recipient ok\r\n451 4.7.1 greylisted\r\n\
+                 221 2.0.0 bye\r\n"
+            ),
+            "{second:?}"
+        );
+    }
+
+    #[test]
     fn stall_delays_the_reply() {
         let net = TestNet::new();
         let _server = HostileServer::start(
@@ -790,6 +941,26 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn message_ids_are_read_from_the_header_section() {
+        for (body, want) in [
+            (
+                &b"Subject: a\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n"[..],
+                Some("<x@y>"),
+            ),
+            (b"message-id:   <lower@y>  \r\n\r\n", Some("<lower@y>")),
+            (b"Subject: a\r\n\r\nMessage-ID: <in-body@y>\r\n", None),
+            (b"", None),
+        ] {
+            assert_eq!(
+                message_id(body).as_deref(),
+                want,
+                "input {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -6,25 +6,32 @@
 //!   MX / A / AAAA / null MX (RFC 7505) records, NXDOMAIN, SERVFAIL and
 //!   silent names.
 //! * [`smtp_sink`]: aiosmtpd, a third-party SMTP server, as a child process
-//!   that saves what it receives.
+//!   that saves what it receives (optionally with STARTTLS and PIPELINING).
+//! * [`postfix`]: a private instance of Postfix's smtpd, the other
+//!   third-party server, with its log as evidence.
+//! * [`certs`]: self-signed certificates made at test time.
 //! * [`hostile`]: a scripted SMTP server for fault injection.
 //! * [`queue`]: write queue files in the on-disk format and list what remains.
 //! * [`postman`]: write configs, run the binary (`--once` or as a daemon) with
 //!   a deadline, and parse its JSON log.
 
+pub mod certs;
 pub mod dns;
 pub mod hostile;
 pub mod net;
+pub mod postfix;
 pub mod postman;
 pub mod queue;
 pub mod smtp_sink;
 
+pub use certs::TestCert;
 pub use dns::{DnsServer, Zones};
 pub use hostile::{HostileServer, Script};
 pub use net::TestNet;
+pub use postfix::{Postfix, PostfixOptions};
 pub use postman::{Config, Daemon, Delivery, Postman, RunOutput};
 pub use queue::{Bounce, QueueState, TestQueue};
-pub use smtp_sink::{AiosmtpdSink, Received};
+pub use smtp_sink::{AiosmtpdSink, Received, SinkOptions};
 
 /// Where the recorded queues are: `integration/recorded/`.
 pub const RECORDED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/recorded");

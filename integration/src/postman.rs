@@ -74,6 +74,8 @@ pub struct Config {
     pub dns_timeout: u64,
     /// `dns.attempts`
     pub dns_attempts: u32,
+    /// `dns.ip_preference`: `any`, `ipv4` or `ipv6`.
+    pub ip_preference: String,
     /// `smtp.timeouts.*`
     pub timeouts: SmtpTimeouts,
     /// `delivery.max_connections`
@@ -84,6 +86,15 @@ pub struct Config {
     pub max_messages_per_connection: u32,
     /// `delivery.retry.min_backoff`, seconds
     pub min_backoff: u64,
+    /// `delivery.retry.max_backoff`, seconds; `None` leaves postman's default.
+    pub max_backoff: Option<u64>,
+    /// `delivery.max_queue_lifetime`, seconds; `None` leaves postman's default.
+    pub max_queue_lifetime: Option<u64>,
+    /// `delivery.delay_warning`, seconds; `None` leaves postman's default.
+    pub delay_warning: Option<u64>,
+    /// `application.local_domains`; `None` leaves postman's default (the
+    /// hostname, `postman.test`).
+    pub local_domains: Option<Vec<String>>,
     /// `log.metrics_interval`, seconds
     pub metrics_interval: u64,
     /// `queue.rescan_interval`, seconds
@@ -104,11 +115,16 @@ impl Config {
             nameservers: vec![dns],
             dns_timeout: 1,
             dns_attempts: 1,
+            ip_preference: "any".to_string(),
             timeouts: SmtpTimeouts::all(3),
             max_connections: 20,
             max_connections_per_domain: 4,
             max_messages_per_connection: 100,
             min_backoff: 300,
+            max_backoff: None,
+            max_queue_lifetime: None,
+            delay_warning: None,
+            local_domains: None,
             metrics_interval: 60,
             rescan_interval: 1,
             extra: String::new(),
@@ -124,13 +140,30 @@ impl Config {
             .map(|a| format!("\"{a}\""))
             .collect::<Vec<_>>()
             .join(", ");
+        // Optional settings: a line each when set, nothing otherwise.
+        let optional = |key: &str, value: Option<String>| {
+            value.map_or_else(String::new, |v| format!("{key} = {v}\n"))
+        };
+        let local_domains = optional(
+            "local_domains",
+            self.local_domains.as_ref().map(|domains| {
+                let list: Vec<String> = domains.iter().map(|d| toml_string(d)).collect();
+                format!("[{}]", list.join(", "))
+            }),
+        );
+        let lifetime = optional(
+            "max_queue_lifetime",
+            self.max_queue_lifetime.map(|s| s.to_string()),
+        );
+        let delay_warning = optional("delay_warning", self.delay_warning.map(|s| s.to_string()));
+        let max_backoff = optional("max_backoff", self.max_backoff.map(|s| s.to_string()));
         format!(
             r#"# written by postman-integration for one test
 [application]
 server_port = {port}
 hostname = {hostname}
 threads = {threads}
-
+{local_domains}
 [application.maildir]
 path = {maildir}
 
@@ -138,6 +171,7 @@ path = {maildir}
 nameservers = [{nameservers}]
 timeout = {dns_timeout}
 attempts = {dns_attempts}
+ip_preference = {ip_preference}
 
 [smtp.timeouts]
 connect = {connect}
@@ -155,10 +189,10 @@ quit = {quit}
 max_connections = {max_connections}
 max_connections_per_domain = {max_per_domain}
 max_messages_per_connection = {max_per_conn}
-
+{lifetime}{delay_warning}
 [delivery.retry]
 min_backoff = {min_backoff}
-
+{max_backoff}
 [log]
 format = "json"
 metrics_interval = {metrics_interval}
@@ -172,6 +206,7 @@ rescan_interval = {rescan_interval}
             maildir = toml_string(&self.maildir.to_string_lossy()),
             dns_timeout = self.dns_timeout,
             dns_attempts = self.dns_attempts,
+            ip_preference = toml_string(&self.ip_preference),
             connect = t.connect,
             greeting = t.greeting,
             ehlo = t.ehlo,
@@ -361,6 +396,41 @@ impl Postman {
             panic!(
                 "postman {args:?} did not exit within {deadline:?}: killed\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
             );
+        };
+        RunOutput {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Runs the binary with `args` and `input` on its standard input; kills
+    /// it and panics when it takes longer than `deadline` (see [`Postman::run`]).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8], deadline: Duration) -> RunOutput {
+        use std::io::Write as _;
+        let started = Instant::now();
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} {args:?}: {e}", self.bin.display()));
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        // A writer thread, so a child that does not read cannot block the test.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let status = wait_until(&mut child, started + deadline);
+        let _ = writer.join();
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("postman {args:?} did not exit within {deadline:?}: killed");
         };
         RunOutput {
             status,
@@ -566,6 +636,11 @@ pub struct Delivery {
     /// The reply code; `None` when there was no reply (absent or 0).
     pub code: Option<u16>,
     pub reply: String,
+    /// The enhanced status code (`dsn`).
+    pub dsn: String,
+    /// How TLS was used (`tls`): `none`, or protocol, cipher and
+    /// `verified`/`unverified`; empty when the record has no such field.
+    pub tls: String,
 }
 
 /// One `"msg":"quarantined"` record.
@@ -607,6 +682,8 @@ pub fn deliveries(records: &[Value]) -> Vec<Delivery> {
             }
             .filter(|&c| c != 0),
             reply: text(r, "reply"),
+            dsn: text(r, "dsn"),
+            tls: text(r, "tls"),
         })
         .collect()
 }
@@ -663,6 +740,29 @@ mod tests {
         assert_eq!(v["log"]["format"].as_str(), Some("json"));
         assert!(v["delivery"]["retry"]["min_backoff"].is_integer());
         assert!(v["queue"]["rescan_interval"].is_integer());
+    }
+
+    #[test]
+    fn optional_settings_are_written_only_when_set() {
+        let mut c = Config::new(Path::new("/q"), 2525, "127.0.0.1:5353".parse().unwrap());
+        let v: toml::Value = toml::from_str(&c.to_toml()).expect("generated TOML parses");
+        assert!(v["delivery"].get("max_queue_lifetime").is_none(), "{v}");
+        assert!(v["application"].get("local_domains").is_none(), "{v}");
+        c.max_backoff = Some(7);
+        c.max_queue_lifetime = Some(60);
+        c.delay_warning = Some(30);
+        c.local_domains = Some(vec!["local.test".into(), "other.test".into()]);
+        let v: toml::Value = toml::from_str(&c.to_toml()).expect("generated TOML parses");
+        assert_eq!(v["delivery"]["retry"]["max_backoff"].as_integer(), Some(7));
+        assert_eq!(v["delivery"]["max_queue_lifetime"].as_integer(), Some(60));
+        assert_eq!(v["delivery"]["delay_warning"].as_integer(), Some(30));
+        let domains: Vec<&str> = v["application"]["local_domains"]
+            .as_array()
+            .expect("local_domains is an array")
+            .iter()
+            .filter_map(toml::Value::as_str)
+            .collect();
+        assert_eq!(domains, ["local.test", "other.test"]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! (`X-Postman-From`, `X-Postman-Date`, `X-Postman-To`), one empty line and
 //! the message (RFC 5322). Files are written into `<domain>/tmp/` and renamed
 //! into place, as a real writer does. [`QueueState`] lists what remains:
-//! queued files, `.failed/` and `.quarantine/` with their `.reason` files.
+//! queued files, claims in `.active/<owner>/`, `.failed/` and `.quarantine/`
+//! with their `.reason` files. [`envelope_fields`] and [`set_envelope_field`]
+//! read and edit a queued file's envelope block (postman's retry state
+//! travels there as more `X-Postman-*` fields).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,8 @@ pub const REMOTE_DIR: &str = ".OTHER_SERVERS";
 pub const FAILED_DIR: &str = ".failed";
 /// Where unparseable files are set aside, inside a domain folder.
 pub const QUARANTINE_DIR: &str = ".quarantine";
+/// Where claimed files wait, one folder per owner, inside a domain folder.
+pub const ACTIVE_DIR: &str = ".active";
 
 /// A queue root in a temporary directory, removed when dropped.
 pub struct TestQueue {
@@ -138,6 +143,9 @@ pub struct QueueState {
     pub quarantined: BTreeMap<(String, String), SetAside>,
     /// Other regular files postman left in a domain's `tmp/` folder.
     pub tmp: BTreeMap<String, Vec<String>>,
+    /// Claimed files, `<owner>/<name>`, sorted, per domain (domains with
+    /// none are left out).
+    pub active: BTreeMap<String, Vec<String>>,
 }
 
 impl QueueState {
@@ -161,6 +169,18 @@ impl QueueState {
             if !tmp.is_empty() {
                 state.tmp.insert(domain.clone(), tmp);
             }
+            let active_dir = dir.join(ACTIVE_DIR);
+            let active: Vec<String> = sorted_entries(&active_dir)
+                .into_iter()
+                .flat_map(|owner| {
+                    sorted_entries(&active_dir.join(&owner))
+                        .into_iter()
+                        .map(move |name| format!("{owner}/{name}"))
+                })
+                .collect();
+            if !active.is_empty() {
+                state.active.insert(domain.clone(), active);
+            }
             for (sub, map) in [
                 (FAILED_DIR, &mut state.failed),
                 (QUARANTINE_DIR, &mut state.quarantined),
@@ -179,12 +199,29 @@ impl QueueState {
         state
     }
 
-    /// Whether nothing is queued, failed, quarantined or left in `tmp/`.
+    /// Whether nothing is queued, claimed, failed, quarantined or left in
+    /// `tmp/`.
     pub fn is_empty(&self) -> bool {
         self.queued.is_empty()
+            && self.active.is_empty()
             && self.failed.is_empty()
             && self.quarantined.is_empty()
             && self.tmp.is_empty()
+    }
+
+    /// Number of claimed files (in `.active/`), all domains.
+    pub fn active_count(&self) -> usize {
+        self.active.values().map(Vec::len).sum()
+    }
+
+    /// The names of the claimed files (without their owner folder), all
+    /// domains.
+    pub fn active_names(&self) -> Vec<String> {
+        self.active
+            .values()
+            .flatten()
+            .map(|p| p.rsplit('/').next().unwrap_or(p).to_owned())
+            .collect()
     }
 
     /// Files still queued for `domain`.
@@ -215,11 +252,17 @@ impl QueueState {
             .get(&(domain.to_string(), name.to_string()))
     }
 
-    /// Where `<domain>/<name>` is now, in one word: "queued", "failed",
-    /// "quarantined" or "gone" (delivered, or lost).
+    /// Where `<domain>/<name>` is now, in one word: "queued", "claimed",
+    /// "failed", "quarantined" or "gone" (delivered, or lost).
     pub fn whereabouts(&self, domain: &str, name: &str) -> &'static str {
+        let claimed = self
+            .active
+            .get(domain)
+            .is_some_and(|v| v.iter().any(|p| p.rsplit('/').next() == Some(name)));
         if self.is_queued(domain, name) {
             "queued"
+        } else if claimed {
+            "claimed"
         } else if self.failed_entry(domain, name).is_some() {
             "failed"
         } else if self.quarantined_entry(domain, name).is_some() {
@@ -286,6 +329,173 @@ impl TestQueue {
     }
 }
 
+impl TestQueue {
+    /// Where `<domain>/<name>` is now: in the queue, or claimed in
+    /// `<domain>/.active/<owner>/`; `None` when it is in neither.
+    pub fn locate(&self, domain: &str, name: &str) -> Option<PathBuf> {
+        let dir = self.domain_dir(domain);
+        let queued = dir.join(name);
+        if queued.is_file() {
+            return Some(queued);
+        }
+        let active = dir.join(ACTIVE_DIR);
+        sorted_entries(&active)
+            .into_iter()
+            .map(|owner| active.join(owner).join(name))
+            .find(|p| p.is_file())
+    }
+
+    /// Every regular file under the root, as paths relative to it, sorted:
+    /// what a test checks to prove that nothing was written anywhere.
+    pub fn all_files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        collect_files(self.root(), self.root(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for name in sorted_entries(dir) {
+        let path = dir.join(&name);
+        if path.is_dir() {
+            collect_files(root, &path, out);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+}
+
+impl TestQueue {
+    /// Everything under the root, with the envelope block of every file in
+    /// the remote queue (queued, claimed, set aside), for assertion
+    /// messages.
+    pub fn describe(&self) -> String {
+        let mut out = format!("{:#?}\n--- files ---\n", self.state());
+        for f in self.all_files() {
+            out.push_str(&f);
+            out.push('\n');
+            if f.starts_with(REMOTE_DIR) && !f.contains("/tmp/") {
+                let bytes = std::fs::read(self.root().join(&f)).unwrap_or_default();
+                let head = &bytes[..bytes.len() - message_part(&bytes).len()];
+                for line in String::from_utf8_lossy(head).lines() {
+                    out.push_str("    ");
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Makes a deferred message due now, as an operator's flush would: its
+/// `X-Postman-Next-Attempt` is set one second into the past.
+pub fn make_due(path: &Path) {
+    let past = unix_now() - 1;
+    set_envelope_field(path, "X-Postman-Next-Attempt", &past.to_string());
+}
+
+/// Unix seconds in envelope field `name`; panics naming the field when it
+/// is missing or not a number.
+pub fn field_secs(fields: &[(String, String)], name: &str) -> u64 {
+    let value = field(fields, name).unwrap_or_else(|| panic!("no {name} in {fields:#?}"));
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {value:?} is not unix seconds ({e}) in {fields:#?}"))
+}
+
+/// The fields of the envelope block at the start of `bytes` (up to the
+/// first empty line), as `(name, value)` in file order, values trimmed and
+/// folded lines joined (RFC 5322 §2.2.3). CRLF or LF line ends.
+pub fn parse_envelope_fields(bytes: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, value)) => fields.push((name.trim().to_owned(), value.trim().to_owned())),
+            None => fields.push((line.to_owned(), String::new())),
+        }
+    }
+    fields
+}
+
+/// The envelope fields of the file at `path` (see [`parse_envelope_fields`]).
+pub fn envelope_fields(path: &Path) -> Vec<(String, String)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    parse_envelope_fields(&bytes)
+}
+
+/// The value of envelope field `name` (case-insensitive) in `fields`.
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The bytes after the envelope block of a queue file (the message).
+pub fn message_part(bytes: &[u8]) -> &[u8] {
+    for (i, w) in bytes.windows(2).enumerate() {
+        if w == b"\n\n" {
+            return &bytes[i + 2..];
+        }
+        if w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n') {
+            return &bytes[i + 3..];
+        }
+    }
+    &[]
+}
+
+/// Sets envelope field `name` of the queued file at `path` to `value`
+/// (replacing it where it is, or adding it at the end of the block), as an
+/// operator's tool would: the new file is written beside it and renamed
+/// over it, so postman never sees half a file. The line ends and the
+/// message stay as they were.
+pub fn set_envelope_field(path: &Path, name: &str, value: &str) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let body = message_part(&bytes);
+    let block = &bytes[..bytes.len() - body.len()];
+    let eol = if block.ends_with(b"\r\n\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut fields = parse_envelope_fields(&bytes);
+    match fields
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    {
+        Some(field) => field.1 = value.to_owned(),
+        None => fields.push((name.to_owned(), value.to_owned())),
+    }
+    let mut out = Vec::with_capacity(bytes.len() + name.len() + value.len());
+    for (n, v) in &fields {
+        out.extend_from_slice(format!("{n}: {v}{eol}").as_bytes());
+    }
+    out.extend_from_slice(eol.as_bytes());
+    out.extend_from_slice(body);
+    let tmp = path.with_file_name(format!(
+        ".{}.edit",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ));
+    std::fs::write(&tmp, &out).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path)
+        .unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), path.display()));
+}
+
 /// Names in `dir`, sorted; empty when `dir` does not exist.
 fn sorted_entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
@@ -319,6 +529,47 @@ pub fn copy_tree(from: &Path, to: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelope_fields_are_read_and_edited_in_place() {
+        let q = TestQueue::new();
+        let crlf = queue_file(
+            "a@src.test",
+            &["x@d.test"],
+            1000,
+            b"Subject: s\r\n\r\nbody\r\n",
+            "\r\n",
+        );
+        let path = q.add_raw("d.test", "m1", &crlf);
+        let fields = envelope_fields(&path);
+        assert_eq!(field(&fields, "x-postman-date"), Some("1000"), "{fields:?}");
+        assert_eq!(
+            field(&fields, "X-Postman-To"),
+            Some("<x@d.test>"),
+            "{fields:?}"
+        );
+        set_envelope_field(&path, "X-Postman-Date", "7");
+        set_envelope_field(&path, "X-Postman-Next-Attempt", "9");
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            "X-Postman-From: <a@src.test>\r\nX-Postman-Date: 7\r\nX-Postman-To: <x@d.test>\r\n\
+             X-Postman-Next-Attempt: 9\r\n\r\nSubject: s\r\n\r\nbody\r\n"
+        );
+        assert_eq!(message_part(&bytes), b"Subject: s\r\n\r\nbody\r\n");
+        assert_eq!(q.locate("d.test", "m1"), Some(path.clone()));
+
+        // A claimed file is found in its owner folder and counted.
+        let claim = q.domain_dir("d.test").join(ACTIVE_DIR).join("host.1.2");
+        std::fs::create_dir_all(&claim).unwrap();
+        std::fs::rename(&path, claim.join("m1")).unwrap();
+        assert_eq!(q.locate("d.test", "m1"), Some(claim.join("m1")));
+        let s = q.state();
+        assert_eq!(s.whereabouts("d.test", "m1"), "claimed");
+        assert_eq!(s.active_names(), ["m1"]);
+        assert!(!s.is_empty());
+        assert_eq!(q.all_files(), [".OTHER_SERVERS/d.test/.active/host.1.2/m1"]);
+    }
 
     #[test]
     fn written_files_are_listed_and_set_aside_ones_found() {

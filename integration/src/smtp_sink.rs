@@ -34,6 +34,23 @@ pub struct Received {
     /// The DATA content: un-dot-stuffed, CRLF line ends, ending with the CRLF
     /// of the last line, without the `.` terminator line.
     pub data: Vec<u8>,
+    /// The MAIL parameters, upper-cased (`SIZE=123`, `BODY=8BITMIME`).
+    pub mail_options: Vec<String>,
+    /// The TLS the message came over, as Python's ssl module saw it:
+    /// (`TLSv1.3`, cipher name); `None` in plaintext.
+    pub tls: Option<(String, String)>,
+    /// Input the server already held, unread, when it handled MAIL: the
+    /// RCPT commands when the client pipelined them.
+    pub after_mail: Vec<u8>,
+}
+
+/// How the sink runs.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// Offer STARTTLS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Advertise PIPELINING.
+    pub pipelining: bool,
 }
 
 /// A running aiosmtpd; killed when dropped.
@@ -53,17 +70,34 @@ impl AiosmtpdSink {
     /// Starts aiosmtpd on `ip:port`, saving messages into `dir`, and waits
     /// until it listens. Panics, naming the fix, when it cannot start.
     pub fn start(ip: IpAddr, port: u16, dir: &Path) -> AiosmtpdSink {
+        AiosmtpdSink::start_with(ip, port, dir, &SinkOptions::default())
+    }
+
+    /// [`start`](Self::start) with STARTTLS and PIPELINING as `options` say.
+    pub fn start_with(ip: IpAddr, port: u16, dir: &Path, options: &SinkOptions) -> AiosmtpdSink {
         std::fs::create_dir_all(dir)
             .unwrap_or_else(|e| panic!("create sink dir {}: {e}", dir.display()));
         let python = python();
-        let mut child = Command::new(&python)
+        let mut command = Command::new(&python);
+        command
             .arg(SINK_SCRIPT)
             .arg("--host")
             .arg(ip.to_string())
             .arg("--port")
             .arg(port.to_string())
             .arg("--dir")
-            .arg(dir)
+            .arg(dir);
+        if let Some((cert, key)) = &options.tls {
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
+        if options.pipelining {
+            command.arg("--pipelining");
+        }
+        let mut child = command
             // The sink leaves when its stdin closes, so it dies with us even
             // when a panic skips our Drop.
             .stdin(Stdio::piped())
@@ -187,6 +221,19 @@ fn parse_received(path: &Path) -> Received {
         helo: s("helo"),
         data: base64_decode(&s("data_b64"))
             .unwrap_or_else(|| panic!("bad base64 in sink file {}", path.display())),
+        mail_options: v["mail_options"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        tls: v["tls"].as_object().map(|tls| {
+            let field = |key: &str| tls.get(key).and_then(|x| x.as_str()).unwrap_or_default();
+            (field("version").to_owned(), field("cipher").to_owned())
+        }),
+        after_mail: base64_decode(&s("after_mail_b64")).unwrap_or_default(),
     }
 }
 

@@ -1,4 +1,6 @@
-//! SMTP client commands and their encoding (RFC 5321 §4.1.1, §4.1.2).
+//! SMTP client commands and their encoding (RFC 5321 §4.1.1, §4.1.2), with
+//! the MAIL parameters of RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME) and
+//! RFC 6531 (SMTPUTF8), STARTTLS (RFC 3207) and BDAT (RFC 3030).
 //!
 //! Addresses are written exactly as given, inside angle brackets; the session
 //! refuses addresses holding control characters before they get here, so no
@@ -13,8 +15,9 @@ pub enum Command<'a> {
     Ehlo(&'a str),
     /// `HELO <domain>`.
     Helo(&'a str),
-    /// `MAIL FROM:<sender>`; an empty sender is the null sender `<>`.
-    MailFrom(&'a str),
+    /// `MAIL FROM:<sender>` and its parameters; an empty sender is the
+    /// null sender `<>`.
+    MailFrom(&'a str, MailParams),
     /// `RCPT TO:<recipient>`.
     RcptTo(&'a str),
     /// `DATA`.
@@ -23,6 +26,42 @@ pub enum Command<'a> {
     Rset,
     /// `QUIT`.
     Quit,
+    /// `STARTTLS`.
+    StartTls,
+    /// `BDAT <size>`, or `BDAT <size> LAST` for the last chunk.
+    Bdat {
+        /// The chunk's length in octets.
+        size: usize,
+        /// This chunk ends the message.
+        last: bool,
+    },
+}
+
+/// The ESMTP parameters of a MAIL command, each used only when the server
+/// advertised its extension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=<n>` (RFC 1870 §6).
+    pub size: Option<u64>,
+    /// `BODY=8BITMIME` (RFC 6152 §3).
+    pub eight_bit: bool,
+    /// `SMTPUTF8` (RFC 6531 §3.4).
+    pub smtputf8: bool,
+}
+
+impl MailParams {
+    fn write(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        if let Some(size) = self.size {
+            write!(out, " SIZE={size}")?;
+        }
+        if self.eight_bit {
+            out.write_str(" BODY=8BITMIME")?;
+        }
+        if self.smtputf8 {
+            out.write_str(" SMTPUTF8")?;
+        }
+        Ok(())
+    }
 }
 
 impl Command<'_> {
@@ -31,17 +70,32 @@ impl Command<'_> {
         let (verb, argument): (&[u8], Option<&str>) = match *self {
             Command::Ehlo(name) => (b"EHLO ", Some(name)),
             Command::Helo(name) => (b"HELO ", Some(name)),
-            Command::MailFrom(sender) => (b"MAIL FROM:<", Some(sender)),
+            Command::MailFrom(sender, _) => (b"MAIL FROM:<", Some(sender)),
             Command::RcptTo(recipient) => (b"RCPT TO:<", Some(recipient)),
             Command::Data => (b"DATA", None),
             Command::Rset => (b"RSET", None),
             Command::Quit => (b"QUIT", None),
+            Command::StartTls => (b"STARTTLS", None),
+            Command::Bdat { .. } => {
+                // Rare and short: formatting is cheaper than special cases.
+                out.extend_from_slice(self.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+                return;
+            }
         };
         out.extend_from_slice(verb);
         if let Some(argument) = argument {
             out.extend_from_slice(argument.as_bytes());
-            if matches!(self, Command::MailFrom(_) | Command::RcptTo(_)) {
+            if matches!(self, Command::MailFrom(..) | Command::RcptTo(_)) {
                 out.push(b'>');
+            }
+        }
+        if let Command::MailFrom(_, params) = self {
+            if *params != MailParams::default() {
+                let mut text = String::new();
+                // Writing to a String cannot fail.
+                let _ = params.write(&mut text);
+                out.extend_from_slice(text.as_bytes());
             }
         }
         out.extend_from_slice(b"\r\n");
@@ -54,11 +108,17 @@ impl fmt::Display for Command<'_> {
         match self {
             Command::Ehlo(name) => write!(f, "EHLO {name}"),
             Command::Helo(name) => write!(f, "HELO {name}"),
-            Command::MailFrom(sender) => write!(f, "MAIL FROM:<{sender}>"),
+            Command::MailFrom(sender, params) => {
+                write!(f, "MAIL FROM:<{sender}>")?;
+                params.write(f)
+            }
             Command::RcptTo(recipient) => write!(f, "RCPT TO:<{recipient}>"),
             Command::Data => f.write_str("DATA"),
             Command::Rset => f.write_str("RSET"),
             Command::Quit => f.write_str("QUIT"),
+            Command::StartTls => f.write_str("STARTTLS"),
+            Command::Bdat { size, last: false } => write!(f, "BDAT {size}"),
+            Command::Bdat { size, last: true } => write!(f, "BDAT {size} LAST"),
         }
     }
 }
@@ -81,13 +141,60 @@ mod tests {
 
     #[test]
     fn encoding() {
+        let none = MailParams::default();
         let cases = [
             (Command::Ehlo("client.example"), "EHLO client.example\r\n"),
             (Command::Helo("client.example"), "HELO client.example\r\n"),
-            (Command::MailFrom(""), "MAIL FROM:<>\r\n"),
+            (Command::MailFrom("", none), "MAIL FROM:<>\r\n"),
             (
-                Command::MailFrom("Some.One@Example.org"),
+                Command::MailFrom("Some.One@Example.org", none),
                 "MAIL FROM:<Some.One@Example.org>\r\n",
+            ),
+            (
+                Command::MailFrom(
+                    "a@b",
+                    MailParams {
+                        size: Some(1234),
+                        ..none
+                    },
+                ),
+                "MAIL FROM:<a@b> SIZE=1234\r\n",
+            ),
+            (
+                Command::MailFrom(
+                    "ü@b",
+                    MailParams {
+                        size: Some(0),
+                        eight_bit: true,
+                        smtputf8: true,
+                    },
+                ),
+                "MAIL FROM:<ü@b> SIZE=0 BODY=8BITMIME SMTPUTF8\r\n",
+            ),
+            (
+                Command::MailFrom(
+                    "",
+                    MailParams {
+                        eight_bit: true,
+                        ..none
+                    },
+                ),
+                "MAIL FROM:<> BODY=8BITMIME\r\n",
+            ),
+            (Command::StartTls, "STARTTLS\r\n"),
+            (
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+                "BDAT 0 LAST\r\n",
+            ),
+            (
+                Command::Bdat {
+                    size: 65536,
+                    last: false,
+                },
+                "BDAT 65536\r\n",
             ),
             (
                 Command::RcptTo("MixedCase@d.test"),

@@ -179,3 +179,71 @@ proptest! {
         prop_assert_eq!(show(&unstuff(&wire)), show(&normalise(&body)), "body {:?}", show(&body));
     }
 }
+
+#[test]
+fn line_ends_only_and_measure_fixed_cases() {
+    let cases: [(&[u8], &[u8], bool); 6] = [
+        (b"", b"", false),
+        (b"a", b"a\r\n", false),
+        (b".\n.\r\n..x", b".\r\n.\r\n..x\r\n", false),
+        (b"a\rb\r\n\rc\n", b"a\r\nb\r\n\r\nc\r\n", false),
+        (b"caf\xc3\xa9\n", b"caf\xc3\xa9\r\n", true),
+        (b"\x80", b"\x80\r\n", true),
+    ];
+    for (body, want, eight_bit) in cases {
+        let mut out = Vec::new();
+        let mut normaliser = DotStuffer::line_ends_only();
+        normaliser.push(body, &mut out);
+        normaliser.end_line(&mut out);
+        assert_eq!(show(&out), show(want), "BDAT form of {:?}", show(body));
+        let mut measure = BodyMeasure::new();
+        measure.push(body);
+        assert_eq!(
+            measure.size(),
+            want.len() as u64,
+            "size of {:?}",
+            show(body)
+        );
+        assert_eq!(measure.eight_bit(), eight_bit, "8-bit of {:?}", show(body));
+    }
+}
+
+/// `body` cut at `cuts`.
+fn chunked<'a>(body: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c.index(body.len() + 1)).collect();
+    points.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut from = 0;
+    for at in points {
+        chunks.push(&body[from..at]);
+        from = at;
+    }
+    chunks.push(&body[from..]);
+    chunks
+}
+
+proptest! {
+    #[test]
+    fn line_ends_only_is_the_normalised_input(body in body(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        let mut out = Vec::new();
+        let mut normaliser = DotStuffer::line_ends_only();
+        for chunk in chunked(&body, &cuts) {
+            normaliser.push(chunk, &mut out);
+        }
+        normaliser.end_line(&mut out);
+        prop_assert_eq!(show(&out), show(&normalise(&body)), "body {:?}", show(&body));
+    }
+
+    #[test]
+    fn measure_is_the_size_on_the_wire(body in body(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        let mut measure = BodyMeasure::new();
+        for chunk in chunked(&body, &cuts) {
+            measure.push(chunk);
+        }
+        // RFC 1870 §3: line ends as CRLF, no stuffing, no terminator.
+        prop_assert_eq!(measure.size(), normalise(&body).len() as u64, "size of {:?}", show(&body));
+        prop_assert_eq!(measure.eight_bit(), body.iter().any(|&b| b >= 0x80), "8-bit of {:?}", show(&body));
+        // And the stuffed DATA form is never smaller.
+        prop_assert!(one_shot(&body).len() as u64 >= measure.size() + 3, "DATA form of {:?}", show(&body));
+    }
+}

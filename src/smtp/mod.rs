@@ -1,25 +1,31 @@
 //! The SMTP client protocol, sans-IO (RFC 5321, RFC 2920 PIPELINING, RFC 3463
-//! and RFC 2034 enhanced status codes, RFC 1870 SIZE).
+//! and RFC 2034 enhanced status codes, RFC 1870 SIZE, RFC 6152 8BITMIME,
+//! RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS).
 //!
 //! * [`Session`]: the client state machine. It is fed bytes, instants and
 //!   envelopes, and hands back bytes to send and [`Event`]s.
 //! * [`ReplyParser`], [`Reply`], [`ReplyCode`], [`EnhancedCode`]: replies.
 //! * [`Extensions`]: what an EHLO reply advertises.
-//! * [`DotStuffer`]: the DATA body on the wire.
+//! * [`DotStuffer`]: the DATA body on the wire (and BDAT's line ends);
+//!   [`BodyMeasure`]: a body's size and 8-bit-ness, known before MAIL.
+//! * [`TlsMode`], [`TlsVerify`], [`IpPreference`], [`TlsInfo`]: how the
+//!   client connects.
 //! * [`Outcome`] and friends: what became of each recipient.
 
 mod command;
 mod data;
 mod extensions;
 mod outcome;
+mod policy;
 mod reply;
 mod session;
 
-pub use command::Command;
-pub use data::DotStuffer;
+pub use command::{Command, MailParams};
+pub use data::{BodyMeasure, DotStuffer};
 pub use extensions::Extensions;
 pub use outcome::{Class, MessageResult, Outcome, RecipientResult, Scope, Stage};
+pub use policy::{IpPreference, TlsInfo, TlsMode, TlsVerify};
 pub use reply::{EnhancedCode, Reply, ReplyCode, ReplyError, ReplyParser, MAX_LINES, MAX_LINE_LEN};
 pub use session::{
-    Envelope, Event, Session, SessionConfig, SessionError, Timeouts, BODY_HIGH_WATER,
+    Envelope, Event, Session, SessionConfig, SessionError, Timeouts, BDAT_CHUNK, BODY_HIGH_WATER,
 };

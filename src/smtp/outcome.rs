@@ -53,6 +53,8 @@ pub enum Stage {
     Ehlo,
     /// HELO, after EHLO was refused.
     Helo,
+    /// STARTTLS and the TLS handshake (RFC 3207).
+    StartTls,
     /// MAIL FROM.
     Mail,
     /// RCPT TO.
@@ -61,6 +63,9 @@ pub enum Stage {
     Data,
     /// The final `.` after the body.
     DataEnd,
+    /// A BDAT chunk of the body (RFC 3030); the reply to the last chunk is
+    /// [`Stage::DataEnd`]'s.
+    Bdat,
     /// RSET before a transaction on a reused connection.
     Rset,
     /// QUIT.
@@ -75,10 +80,12 @@ impl Stage {
             Stage::Greeting => "in the initial greeting",
             Stage::Ehlo => "in reply to EHLO command",
             Stage::Helo => "in reply to HELO command",
+            Stage::StartTls => "in reply to STARTTLS command",
             Stage::Mail => "in reply to MAIL FROM command",
             Stage::Rcpt => "in reply to RCPT TO command",
             Stage::Data => "in reply to DATA command",
             Stage::DataEnd => "in reply to end of DATA command",
+            Stage::Bdat => "in reply to BDAT command",
             Stage::Rset => "in reply to RSET command",
             Stage::Quit => "in reply to QUIT command",
         }
@@ -91,10 +98,12 @@ impl fmt::Display for Stage {
             Stage::Greeting => "greeting",
             Stage::Ehlo => "EHLO",
             Stage::Helo => "HELO",
+            Stage::StartTls => "STARTTLS",
             Stage::Mail => "MAIL FROM",
             Stage::Rcpt => "RCPT TO",
             Stage::Data => "DATA",
             Stage::DataEnd => "end of DATA",
+            Stage::Bdat => "BDAT",
             Stage::Rset => "RSET",
             Stage::Quit => "QUIT",
         })

@@ -1,7 +1,10 @@
 //! The SMTP client session, a sans-IO state machine in the manner of rustls
 //! and quinn-proto: RFC 5321 §3.1–§3.3, §4.1.1, §4.3.2 (the reply codes each
 //! command may get), §4.5.3.2 (timeouts), RFC 2920 (PIPELINING), RFC 1869
-//! §4.7 (falling back from EHLO to HELO).
+//! §4.7 (falling back from EHLO to HELO), RFC 3207 (STARTTLS: the session
+//! asks its driver for the handshake and forgets what it knew before it).
+//! The transaction itself (MAIL parameters, DATA or BDAT) is in
+//! [`transaction`].
 //!
 //! It never touches a socket or a clock: bytes and instants come in as
 //! arguments, bytes to send and [`Event`]s go out.
@@ -9,20 +12,26 @@
 mod state;
 #[cfg(test)]
 mod tests;
+mod transaction;
 
 use std::collections::VecDeque;
 use std::mem;
 use std::time::{Duration, Instant};
 
-use self::state::{Pending, State, Transaction};
-use super::command::{address_problem, Command};
+use self::state::{State, Transaction};
+use super::command::Command;
 use super::data::DotStuffer;
 use super::extensions::Extensions;
 use super::outcome::{Class, MessageResult, Outcome, RecipientResult, Scope, Stage};
+use super::policy::{TlsInfo, TlsMode};
 use super::reply::{Reply, ReplyCode, ReplyParser};
 
 /// While the output buffer holds this much, [`Session::wants_body`] is false.
 pub const BODY_HIGH_WATER: usize = 64 * 1024;
+
+/// A BDAT chunk goes out once this much body is buffered (RFC 3030 leaves
+/// the size to the client; Exim uses a few kilobytes up to the whole body).
+pub const BDAT_CHUNK: usize = 64 * 1024;
 
 /// How long each wait may last (RFC 5321 §4.5.3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +80,12 @@ pub struct SessionConfig {
     /// The name given in EHLO/HELO. Control characters and spaces are
     /// dropped; an empty name becomes `localhost`.
     pub helo_name: String,
-    /// Per-stage timeouts.
+    /// Per-stage timeouts. STARTTLS and the TLS handshake use `ehlo`.
     pub timeouts: Timeouts,
+    /// Whether STARTTLS is used: the destination's `tls.mode`, or
+    /// [`TlsMode::Disabled`] when the driver cannot do TLS (or is retrying
+    /// a host whose handshake failed, in plaintext).
+    pub tls: TlsMode,
 }
 
 /// The envelope of one message.
@@ -82,14 +95,43 @@ pub struct Envelope {
     pub sender: String,
     /// The recipients, without angle brackets, sent exactly as given.
     pub recipients: Vec<String>,
+    /// The message's size as [`BodyMeasure`](super::BodyMeasure) counts it,
+    /// declared as `SIZE=` (RFC 1870) when known; a server that advertises
+    /// a smaller limit is not sent the message at all.
+    pub size: Option<u64>,
+    /// The message holds 8-bit octets: `BODY=8BITMIME` when the server
+    /// offers it (RFC 6152); sent as is otherwise, as Postfix does.
+    pub eight_bit: bool,
+}
+
+impl Envelope {
+    /// An envelope of unknown size and 7-bit content.
+    pub fn new(sender: impl Into<String>, recipients: Vec<String>) -> Envelope {
+        Envelope {
+            sender: sender.into(),
+            recipients,
+            size: None,
+            eight_bit: false,
+        }
+    }
+
+    /// Some address is not ASCII: the message needs SMTPUTF8 (RFC 6531).
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.sender.is_ascii() || self.recipients.iter().any(|r| !r.is_ascii())
+    }
 }
 
 /// What the session tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Greeting and EHLO/HELO done, or the previous transaction finished:
-    /// call `start_message` or `quit`.
+    /// Greeting and EHLO/HELO done (and STARTTLS, when used), or the
+    /// previous transaction finished: call `start_message` or `quit`.
     Ready,
+    /// The server accepted STARTTLS: wrap the connection in TLS (server
+    /// name: the MX host), run the handshake, then call
+    /// [`Session::tls_established`] or [`Session::tls_failed`]. Every byte
+    /// from now on, both ways, goes through TLS.
+    StartTls,
     /// Every recipient of the message given to `start_message` has its result.
     MessageDone(MessageResult),
     /// The session is over. `None` after QUIT (or when the caller abandoned
@@ -162,18 +204,23 @@ impl Output {
 /// 3. After every call, write [`pending_output`](Self::pending_output) and
 ///    report it with [`consume_output`](Self::consume_output), and drain
 ///    [`poll_event`](Self::poll_event).
-/// 4. On [`Event::Ready`], call [`start_message`](Self::start_message) or
+/// 4. On [`Event::StartTls`], run the TLS handshake over the connection and
+///    report it with [`tls_established`](Self::tls_established) or
+///    [`tls_failed`](Self::tls_failed); from then on, feed and write the
+///    decrypted stream.
+/// 5. On [`Event::Ready`], call [`start_message`](Self::start_message) or
 ///    [`quit`](Self::quit).
-/// 5. While [`wants_body`](Self::wants_body), [`push_body`](Self::push_body)
+/// 6. While [`wants_body`](Self::wants_body), [`push_body`](Self::push_body)
 ///    the next chunk of the message; at its end,
 ///    [`finish_body`](Self::finish_body).
-/// 6. On [`Event::Closed`] (or once [`is_closed`](Self::is_closed)), flush
+/// 7. On [`Event::Closed`] (or once [`is_closed`](Self::is_closed)), flush
 ///    the pending output and close the socket.
 ///
 /// Replies are matched against a FIFO of sent commands; with PIPELINING
 /// (RFC 2920) a transaction's RSET, MAIL, RCPTs and DATA go out in one
-/// write, otherwise one command at a time. Errors are sticky: once closed,
-/// the session ignores input and yields nothing new.
+/// write, otherwise one command at a time. With CHUNKING (RFC 3030) the body
+/// goes out in BDAT chunks instead of after DATA. Errors are sticky: once
+/// closed, the session ignores input and yields nothing new.
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
@@ -181,6 +228,8 @@ pub struct Session {
     parser: ReplyParser,
     out: Output,
     stuffer: DotStuffer,
+    /// The BDAT chunk being filled.
+    chunk: Vec<u8>,
     events: VecDeque<Event>,
     deadline: Option<Instant>,
     /// Output was consumed while sending the body since the deadline was
@@ -188,6 +237,8 @@ pub struct Session {
     /// is pushed back lazily, at the next `handle_timeout`.
     progress: bool,
     extensions: Option<Extensions>,
+    /// The TLS the connection runs under, once the handshake is done.
+    tls: Option<TlsInfo>,
     transactions: usize,
     /// A MAIL went out on this connection: the next transaction starts with RSET.
     needs_rset: bool,
@@ -203,10 +254,12 @@ impl Session {
             parser: ReplyParser::new(),
             out: Output::default(),
             stuffer: DotStuffer::new(),
+            chunk: Vec::new(),
             events: VecDeque::new(),
             deadline: None,
             progress: false,
             extensions: None,
+            tls: None,
             transactions: 0,
             needs_rset: false,
         };
@@ -227,7 +280,11 @@ impl Session {
             if !self.state.awaits_reply() {
                 if self.parser.has_buffered() {
                     let seen = first_line(self.parser.buffered());
-                    self.unsolicited(&seen);
+                    if matches!(self.state, State::AwaitTls) {
+                        self.injection(&seen);
+                    } else {
+                        self.unsolicited(&seen);
+                    }
                 }
                 return;
             }
@@ -271,74 +328,27 @@ impl Session {
         self.fail(detail);
     }
 
-    /// Begins a transaction. Only after [`Event::Ready`]. Addresses that
-    /// would break the command line (control characters, an empty
-    /// recipient) fail permanently without being sent; when no recipient is
-    /// left, `MessageDone` and `Ready` follow at once.
-    pub fn start_message(&mut self, envelope: Envelope, now: Instant) -> Result<(), SessionError> {
-        let last = match &self.state {
-            State::Ready { last } => *last,
-            State::Closed { .. } => return Err(SessionError::Closed),
-            other => {
-                return Err(SessionError::NotReady {
-                    state: other.describe(),
-                })
-            }
-        };
-        if envelope.recipients.is_empty() {
-            return Err(SessionError::NoRecipients);
+    /// The TLS handshake after [`Event::StartTls`] succeeded: EHLO goes out
+    /// again, and only its answer counts (RFC 3207 §4.2: the client
+    /// discards what it knew from the server before TLS). Ignored unless
+    /// the session is waiting for the handshake.
+    pub fn tls_established(&mut self, info: TlsInfo, now: Instant) {
+        if !matches!(self.state, State::AwaitTls) {
+            return;
         }
-        let mut txn = Transaction::new(envelope);
-        refuse_bad_addresses(&mut txn);
-        let Some(first) = txn.next_rcpt(0) else {
-            self.message_done(txn, None);
-            self.ready(last);
-            return Ok(());
-        };
-        self.transactions += 1;
-        if mem::replace(&mut self.needs_rset, true) {
-            self.send(&mut txn, Pending::Rset);
-        }
-        let pipelining = self.extensions.as_ref().is_some_and(|e| e.pipelining);
-        if pipelining || txn.pending.is_empty() {
-            self.send(&mut txn, Pending::Mail);
-        }
-        if pipelining {
-            let mut next = Some(first);
-            while let Some(index) = next {
-                self.send(&mut txn, Pending::Rcpt(index));
-                next = txn.next_rcpt(index + 1);
-            }
-            self.send(&mut txn, Pending::Data);
-        }
-        self.enter(State::AwaitReplies(txn), now);
-        Ok(())
+        self.tls = Some(info);
+        self.extensions = None;
+        Command::Ehlo(&self.config.helo_name).encode(self.out.buf());
+        self.enter(State::AwaitEhlo, now);
     }
 
-    /// True after DATA got 354, while the output buffer holds less than
-    /// [`BODY_HIGH_WATER`] bytes.
-    pub fn wants_body(&self) -> bool {
-        matches!(self.state, State::SendingBody(_)) && self.out.pending().len() < BODY_HIGH_WATER
-    }
-
-    /// The next chunk of the message: dot-stuffed, every line end sent as
-    /// CRLF. Ignored outside the body phase. Re-arms the data_block timeout.
-    pub fn push_body(&mut self, chunk: &[u8], now: Instant) {
-        if matches!(self.state, State::SendingBody(_)) {
-            self.stuffer.push(chunk, self.out.buf());
-            self.arm(now);
-        }
-    }
-
-    /// Ends the body: CRLF if it did not end with a line end, then `.` CRLF.
-    /// Ignored outside the body phase.
-    pub fn finish_body(&mut self, now: Instant) {
-        match self.take_state() {
-            State::SendingBody(txn) => {
-                self.stuffer.finish(self.out.buf());
-                self.enter(State::AwaitDataEnd(txn), now);
-            }
-            state => self.state = state,
+    /// The TLS handshake after [`Event::StartTls`] failed (`detail` says
+    /// why): the session closes without QUIT, a transient failure of the
+    /// host. Whether to try again in plaintext is the driver's policy.
+    /// Ignored unless the session is waiting for the handshake.
+    pub fn tls_failed(&mut self, detail: &str, _now: Instant) {
+        if matches!(self.state, State::AwaitTls) {
+            self.fail(format!("TLS handshake failed: {detail}"));
         }
     }
 
@@ -403,6 +413,17 @@ impl Session {
         self.extensions.as_ref()
     }
 
+    /// True after the 220 reply to STARTTLS, until the handshake is
+    /// reported: stop reading plaintext from the socket.
+    pub fn awaits_tls(&self) -> bool {
+        matches!(self.state, State::AwaitTls)
+    }
+
+    /// The TLS the session runs under; `None` in plaintext.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
     /// Transactions started on this connection (MAIL sent).
     pub fn transactions(&self) -> usize {
         self.transactions
@@ -414,11 +435,18 @@ impl Session {
         match self.take_state() {
             State::AwaitGreeting => self.on_greeting(reply, now),
             State::AwaitEhlo => self.on_ehlo(reply, now),
-            State::AwaitHelo => self.on_helo(reply),
+            State::AwaitHelo => self.on_helo(reply, now),
+            State::AwaitStartTls => self.on_starttls(reply, now),
             State::AwaitReplies(txn) => self.on_transaction_reply(txn, reply, now),
-            State::AwaitDataEnd(txn) => self.on_data_end(txn, reply),
+            State::SendingBody(txn) if !txn.pending.is_empty() => {
+                self.on_chunk_reply(txn, reply, now)
+            }
+            State::AwaitDataEnd(txn) => self.on_data_end(txn, reply, now),
             State::AwaitQuit => self.end(None, None, false),
-            state @ (State::Ready { .. } | State::SendingBody(_) | State::Closed { .. }) => {
+            state @ (State::Ready { .. }
+            | State::SendingBody(_)
+            | State::AwaitTls
+            | State::Closed { .. }) => {
                 self.state = state;
                 self.unsolicited(&reply.to_string());
             }
@@ -437,8 +465,17 @@ impl Session {
     fn on_ehlo(&mut self, reply: Reply, now: Instant) {
         let code = reply.code;
         if code.class() == 2 {
-            self.extensions = Some(Extensions::from_ehlo(&reply));
-            self.ready(Stage::Ehlo);
+            let extensions = Extensions::from_ehlo(&reply);
+            let offered = extensions.starttls;
+            self.extensions = Some(extensions);
+            if self.tls.is_some() {
+                self.ready(Stage::Ehlo);
+            } else if offered && self.config.tls != TlsMode::Disabled {
+                Command::StartTls.encode(self.out.buf());
+                self.enter(State::AwaitStartTls, now);
+            } else {
+                self.ready_in_plaintext(Stage::Ehlo);
+            }
         } else if code.is_permanent() {
             // RFC 5321 §3.2: a server that does not know EHLO may know HELO.
             Command::Helo(&self.config.helo_name).encode(self.out.buf());
@@ -448,109 +485,43 @@ impl Session {
         }
     }
 
-    fn on_helo(&mut self, reply: Reply) {
+    fn on_helo(&mut self, reply: Reply, _now: Instant) {
         if reply.code.class() == 2 {
             self.extensions = None;
-            self.ready(Stage::Helo);
+            if self.tls.is_some() {
+                self.ready(Stage::Helo);
+            } else {
+                self.ready_in_plaintext(Stage::Helo);
+            }
         } else {
             self.refused(None, Scope::Destination, Stage::Helo, reply);
         }
     }
 
-    fn on_transaction_reply(&mut self, mut txn: Transaction, reply: Reply, now: Instant) {
-        let Some(command) = txn.pending.pop_front() else {
-            // AwaitReplies always has a command pending; should that ever
-            // break, the reply is unsolicited.
-            self.state = State::AwaitReplies(txn);
-            self.unsolicited(&reply.to_string());
-            return;
-        };
+    fn on_starttls(&mut self, reply: Reply, now: Instant) {
         let code = reply.code;
-        let stage = command.stage();
-        if code == ReplyCode::SERVICE_NOT_AVAILABLE {
-            return self.refused(Some(txn), Scope::Destination, stage, reply);
-        }
-        match command {
-            Pending::Rset if code.class() != 2 => {
-                // The connection is in an unknown state: give it up. When
-                // commands are still in flight, the server may be reading a
-                // body after them; QUIT would only be text to it.
-                let outcome =
-                    Outcome::from_reply(Class::Transient, Scope::Destination, Stage::Rset, reply);
-                let quit = txn.pending.is_empty();
-                return self.end(Some(txn), Some(outcome), quit);
+        if code == ReplyCode::SERVICE_READY {
+            if self.parser.has_buffered() {
+                // RFC 3207 §5 and CVE-2011-0411: what came with the 220
+                // was sent in plaintext and would be taken for TLS-protected.
+                let seen = first_line(self.parser.buffered());
+                self.state = State::AwaitTls;
+                return self.injection(&seen);
             }
-            Pending::Rset => {}
-            Pending::Mail => {
-                if code.class() != 2 {
-                    txn.mail_failed = true;
-                    let outcome =
-                        Outcome::from_reply(Class::of(code), Scope::Message, Stage::Mail, reply);
-                    fill(&mut txn, &Err(outcome));
-                }
-            }
-            Pending::Rcpt(index) => {
-                if txn.mail_failed {
-                    // Only draining the pipelined group: MAIL decided.
-                } else if code.class() == 2 {
-                    txn.accepted += 1;
-                } else if let Some(slot) = txn.results.get_mut(index) {
-                    let outcome =
-                        Outcome::from_reply(Class::of(code), Scope::Recipient, Stage::Rcpt, reply);
-                    *slot = Some(Err(outcome));
-                }
-            }
-            Pending::Data => return self.on_data(txn, reply, now),
+            self.enter(State::AwaitTls, now);
+            self.events.push_back(Event::StartTls);
+        } else if code == ReplyCode::SERVICE_NOT_AVAILABLE {
+            self.refused(None, Scope::Destination, Stage::StartTls, reply);
+        } else if self.config.tls == TlsMode::Required {
+            // Whatever the code, a policy failure is worth another try.
+            let outcome =
+                Outcome::from_reply(Class::Transient, Scope::Destination, Stage::StartTls, reply);
+            self.end(None, Some(outcome), true);
+        } else {
+            // RFC 3207 §4: after a refused STARTTLS the session goes on as
+            // it was, in plaintext, with the extensions already known.
+            self.ready(Stage::StartTls);
         }
-        if txn.pending.is_empty() {
-            match next_command(&txn, command) {
-                Some(next) => self.send(&mut txn, next),
-                None => return self.message_finished(txn, stage),
-            }
-        }
-        self.enter(State::AwaitReplies(txn), now);
-    }
-
-    fn on_data(&mut self, mut txn: Transaction, reply: Reply, now: Instant) {
-        let code = reply.code;
-        if code.class() == 3 {
-            if txn.sends_body() {
-                self.stuffer = DotStuffer::new();
-                self.enter(State::SendingBody(txn), now);
-            } else {
-                // Pipelined DATA was accepted although no RCPT was: end the
-                // empty message at once; its reply is ignored.
-                self.out.buf().extend_from_slice(b".\r\n");
-                self.enter(State::AwaitDataEnd(txn), now);
-            }
-            return;
-        }
-        if txn.sends_body() {
-            let outcome = Outcome::from_reply(Class::of(code), Scope::Message, Stage::Data, reply);
-            fill(&mut txn, &Err(outcome));
-        }
-        self.message_finished(txn, Stage::Data);
-    }
-
-    fn on_data_end(&mut self, mut txn: Transaction, reply: Reply) {
-        let code = reply.code;
-        if code == ReplyCode::SERVICE_NOT_AVAILABLE {
-            return self.refused(Some(txn), Scope::Destination, Stage::DataEnd, reply);
-        }
-        if txn.sends_body() {
-            let result = if code.class() == 2 {
-                Ok(reply)
-            } else {
-                Err(Outcome::from_reply(
-                    Class::of(code),
-                    Scope::Message,
-                    Stage::DataEnd,
-                    reply,
-                ))
-            };
-            fill(&mut txn, &result);
-        }
-        self.message_finished(txn, Stage::DataEnd);
     }
 
     // ---- helpers -----------------------------------------------------------
@@ -579,25 +550,22 @@ impl Session {
             .and_then(|timeout| now.checked_add(timeout));
     }
 
+    /// Ready without TLS: only when the policy allows it.
+    fn ready_in_plaintext(&mut self, last: Stage) {
+        if self.config.tls == TlsMode::Required {
+            let detail = "does not offer STARTTLS, but TLS is required for this destination";
+            let outcome =
+                Outcome::without_reply(Class::Transient, Scope::Destination, last, detail);
+            self.end(None, Some(outcome), true);
+        } else {
+            self.ready(last);
+        }
+    }
+
     fn ready(&mut self, last: Stage) {
         self.state = State::Ready { last };
         self.deadline = None;
         self.events.push_back(Event::Ready);
-    }
-
-    fn send(&mut self, txn: &mut Transaction, command: Pending) {
-        let out = self.out.buf();
-        match command {
-            Pending::Rset => Command::Rset.encode(out),
-            Pending::Mail => Command::MailFrom(&txn.envelope.sender).encode(out),
-            Pending::Rcpt(index) => {
-                if let Some(recipient) = txn.envelope.recipients.get(index) {
-                    Command::RcptTo(recipient).encode(out);
-                }
-            }
-            Pending::Data => Command::Data.encode(out),
-        }
-        txn.pending.push_back(command);
     }
 
     /// A reply ended the session: 421 anywhere, or a refused greeting,
@@ -621,6 +589,15 @@ impl Session {
         let detail = format!(
             "protocol error: unexpected data from the server while {}: {seen:?}",
             self.describe()
+        );
+        self.fail(detail);
+    }
+
+    /// Plaintext after the 220 to STARTTLS (RFC 3207 §5).
+    fn injection(&mut self, seen: &str) {
+        let detail = format!(
+            "protocol error: plaintext data after the 220 reply to STARTTLS (possible command \
+             injection): {seen:?}"
         );
         self.fail(detail);
     }
@@ -672,54 +649,6 @@ impl Session {
             .collect();
         self.events
             .push_back(Event::MessageDone(MessageResult { recipients }));
-    }
-}
-
-/// Without PIPELINING: what to send after `after` was answered.
-fn next_command(txn: &Transaction, after: Pending) -> Option<Pending> {
-    match after {
-        Pending::Rset => Some(Pending::Mail),
-        Pending::Mail if txn.mail_failed => None,
-        Pending::Mail => txn.next_rcpt(0).map(Pending::Rcpt),
-        Pending::Rcpt(index) => txn
-            .next_rcpt(index + 1)
-            .map(Pending::Rcpt)
-            .or_else(|| txn.sends_body().then_some(Pending::Data)),
-        Pending::Data => None,
-    }
-}
-
-/// Every recipient not yet final gets `result`.
-fn fill(txn: &mut Transaction, result: &Result<Reply, Outcome>) {
-    for slot in txn.results.iter_mut().filter(|slot| slot.is_none()) {
-        *slot = Some(result.clone());
-    }
-}
-
-/// Fails the addresses that cannot be sent, before anything is sent.
-fn refuse_bad_addresses(txn: &mut Transaction) {
-    let refuse = |scope, stage, detail| {
-        Some(Err(Outcome::without_reply(
-            Class::Permanent,
-            scope,
-            stage,
-            detail,
-        )))
-    };
-    let sender = &txn.envelope.sender;
-    if let Some(problem) = address_problem(sender, true) {
-        let detail = format!("invalid sender address {sender:?}: {problem}");
-        let outcome = refuse(Scope::Message, Stage::Mail, detail);
-        txn.results
-            .iter_mut()
-            .for_each(|slot| *slot = outcome.clone());
-        return;
-    }
-    for (recipient, slot) in txn.envelope.recipients.iter().zip(&mut txn.results) {
-        if let Some(problem) = address_problem(recipient, false) {
-            let detail = format!("invalid recipient address {recipient:?}: {problem}");
-            *slot = refuse(Scope::Recipient, Stage::Rcpt, detail);
-        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! One outbound connection: walks the route's addresses until one server
 //! greets and answers EHLO, then carries messages of its domain until the
 //! dispatcher has no more, the per-connection limit is reached, or the
-//! server fails. The SMTP conversation itself is the core's [`Session`].
+//! server fails. The SMTP conversation itself is the core's [`Session`];
+//! when it asks for STARTTLS (RFC 3207) the socket is wrapped in a
+//! [`TlsStream`], and under opportunistic TLS a failed handshake is tried
+//! again on a new plaintext connection to the same address.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -9,11 +12,13 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
-use postman::smtp::{Event, Reply, Session};
-use slog::{debug, error, warn};
+use postman::smtp::{BodyMeasure, Envelope, Event, Reply, Session, TlsMode};
+use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::body;
 use super::settle::{abandon_job, finish_job, give_back, start_job, Job};
+use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
 use crate::messages::{ConnId, DispatcherMsg, QueuedMessage};
 use crate::records::{self, Status, Verdict};
@@ -23,14 +28,26 @@ enum State {
     Idle,
     /// Non-blocking connect in progress.
     Connecting { socket: Socket, deadline: Instant },
-    /// Connected; the session runs.
+    /// Connected; the session runs, over TLS once `tls` is set.
     /// The session is boxed: it is large and lives as long as the connection.
     Smtp {
         socket: Socket,
         session: Box<Session>,
+        tls: Option<TlsStream>,
     },
     /// Nothing more to do: the slot is freed after [`Conn::finish`].
     Done,
+}
+
+/// One address to try, and under which name.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The MX host name: SNI and the certificate's name.
+    pub host: String,
+    pub addr: SocketAddr,
+    /// A TLS handshake with this address failed under opportunistic TLS:
+    /// this time, no STARTTLS.
+    pub plaintext: bool,
 }
 
 pub struct Conn {
@@ -38,9 +55,13 @@ pub struct Conn {
     domain: String,
     /// Addresses not tried yet, in route order: every address of a host
     /// before the next host.
-    candidates: VecDeque<(String, SocketAddr)>,
+    candidates: VecDeque<Candidate>,
+    /// The address being tried.
+    current: Option<Candidate>,
     /// `host[ip]:port` of the current server.
     relay: String,
+    /// The session asked for STARTTLS on the current connection.
+    starting_tls: bool,
     state: State,
     /// The message this connection was opened for, until a server is ready.
     first: Option<QueuedMessage>,
@@ -59,11 +80,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        domain: String,
-        candidates: VecDeque<(String, SocketAddr)>,
-        first: QueuedMessage,
-    ) -> Conn {
+    pub fn new(domain: String, candidates: VecDeque<Candidate>, first: QueuedMessage) -> Conn {
         Conn {
             id: ConnId {
                 index: 0,
@@ -71,7 +88,9 @@ impl Conn {
             },
             domain,
             candidates,
+            current: None,
             relay: String::from("none"),
+            starting_tls: false,
             state: State::Idle,
             first: Some(first),
             job: None,
@@ -99,12 +118,22 @@ impl Conn {
     }
 
     pub fn wants_read(&self) -> bool {
-        matches!(&self.state, State::Smtp { session, .. } if !session.is_closed())
+        match &self.state {
+            State::Smtp { session, tls, .. } => {
+                !session.is_closed() && tls.as_ref().is_none_or(TlsStream::wants_read)
+            }
+            _ => false,
+        }
     }
 
     pub fn wants_write(&self) -> bool {
         match &self.state {
             State::Connecting { .. } => true,
+            State::Smtp {
+                session,
+                tls: Some(tls),
+                ..
+            } => tls.wants_write(session),
             State::Smtp { session, .. } => !session.pending_output().is_empty(),
             State::Idle | State::Done => false,
         }
@@ -121,14 +150,18 @@ impl Conn {
     /// Starts a non-blocking connect to the next address, or gives up when
     /// none is left.
     fn connect_next(&mut self, shared: &mut Shared, now: Instant) {
-        while let Some((host, addr)) = self.candidates.pop_front() {
-            self.relay = format!("{host}[{}]:{}", addr.ip(), addr.port());
+        while let Some(candidate) = self.candidates.pop_front() {
+            let addr = candidate.addr;
+            self.relay = format!("{}[{}]:{}", candidate.host, addr.ip(), addr.port());
+            self.current = Some(candidate);
+            self.starting_tls = false;
             shared.stats.connections_opened += 1;
             match open_socket(addr) {
                 Ok((socket, true)) => {
                     self.state = State::Smtp {
                         socket,
-                        session: Box::new(Session::new(shared.session.clone(), now)),
+                        session: self.new_session(shared, now),
+                        tls: None,
                     };
                     return;
                 }
@@ -143,6 +176,17 @@ impl Conn {
             }
         }
         self.give_up(shared);
+    }
+
+    /// A session for the current address, under the domain's TLS mode.
+    fn new_session(&self, shared: &Shared, now: Instant) -> Box<Session> {
+        let mut config = shared.session.clone();
+        config.tls = if self.current.as_ref().is_some_and(|c| c.plaintext) {
+            TlsMode::Disabled
+        } else {
+            shared.tls.mode_for(&self.domain)
+        };
+        Box::new(Session::new(config, now))
     }
 
     fn address_failed(&mut self, shared: &mut Shared, reason: String) {
@@ -207,7 +251,8 @@ impl Conn {
                         };
                         self.state = State::Smtp {
                             socket,
-                            session: Box::new(Session::new(shared.session.clone(), now)),
+                            session: self.new_session(shared, now),
+                            tls: None,
                         };
                     }
                     Err(e) => {
@@ -217,7 +262,31 @@ impl Conn {
                     }
                 }
             }
-            State::Smtp { socket, session } if readable => {
+            State::Smtp {
+                socket,
+                session,
+                tls: Some(tls),
+            } if readable => {
+                let (n, end) = tls.read(socket, session, &mut shared.read_buf, now);
+                shared.stats.bytes_read += n;
+                let handshaking = tls.is_handshaking();
+                match end {
+                    ReadEnd::WouldBlock => {}
+                    ReadEnd::Eof if handshaking => {
+                        session.tls_failed("the server closed the connection", now);
+                    }
+                    ReadEnd::Eof => session.handle_eof(now),
+                    ReadEnd::Failed(why) if handshaking => session.tls_failed(&why, now),
+                    ReadEnd::Failed(why) => {
+                        debug!(shared.log, "TLS failed"; "relay" => &self.relay, "error" => &why);
+                        self.broken = true;
+                        session.handle_eof(now);
+                    }
+                }
+            }
+            State::Smtp {
+                socket, session, ..
+            } if readable => {
                 read_into(socket, session, shared, now);
             }
             _ => {}
@@ -315,8 +384,12 @@ impl Conn {
             self.connect_next(shared, now);
         }
         let closed = match &self.state {
-            State::Smtp { session, .. } => {
-                session.is_closed() && (session.pending_output().is_empty() || self.broken)
+            State::Smtp { session, tls, .. } => {
+                let flushed = match tls {
+                    Some(tls) => !tls.wants_write(session),
+                    None => session.pending_output().is_empty(),
+                };
+                session.is_closed() && (flushed || self.broken)
             }
             _ => false,
         };
@@ -334,6 +407,7 @@ impl Conn {
 
     fn on_event(&mut self, event: Event, shared: &mut Shared, now: Instant) {
         match event {
+            Event::StartTls => self.start_tls(shared, now),
             Event::Ready => {
                 if !self.established {
                     self.established = true;
@@ -354,10 +428,22 @@ impl Conn {
             Event::MessageDone(result) => {
                 if let Some(job) = self.job.take() {
                     shared.stats.transactions += 1;
+                    // Every record of this transaction says how TLS was
+                    // used: `tls` rides on the logger while it is settled.
+                    let log = shared.log.clone();
+                    shared.log = log.new(o!("tls" => self.tls_text()));
                     finish_job(job, result, shared, &self.relay);
+                    shared.log = log;
                 }
             }
             Event::Closed(outcome) => {
+                // A TLS session ends with close_notify (RFC 8446 §6.1),
+                // written with the last of the output.
+                if let State::Smtp { tls: Some(tls), .. } = &mut self.state {
+                    if !tls.is_handshaking() {
+                        tls.close();
+                    }
+                }
                 if self.established {
                     if let Some(outcome) = outcome {
                         debug!(shared.log, "connection ended"; "domain" => &self.domain,
@@ -370,6 +456,7 @@ impl Conn {
                         abandon_job(shared, job, &self.relay, None);
                     }
                 } else {
+                    let tls_failed = self.handshaking();
                     // This server never became ready: try the next address.
                     let reason = match outcome {
                         Some(outcome) => {
@@ -381,8 +468,65 @@ impl Conn {
                         None => format!("host {} closed the connection", self.relay),
                     };
                     self.address_failed(shared, reason);
+                    if tls_failed {
+                        self.retry_in_plaintext(shared);
+                    }
                 }
             }
+        }
+    }
+
+    /// The session got 220 to STARTTLS: wrap the socket.
+    fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
+        let State::Smtp { session, tls, .. } = &mut self.state else {
+            return;
+        };
+        self.starting_tls = true;
+        let host = self.current.as_ref().map_or("", |c| c.host.as_str());
+        let mode = shared.tls.mode_for(&self.domain);
+        match shared.tls.connect(host, shared.tls.verify_for(mode)) {
+            Ok(stream) => *tls = Some(stream),
+            Err(why) => session.tls_failed(&why, now),
+        }
+    }
+
+    /// True while a TLS handshake runs (or was about to) on the connection.
+    fn handshaking(&self) -> bool {
+        match &self.state {
+            State::Smtp { tls, .. } => {
+                self.starting_tls && tls.as_ref().is_none_or(TlsStream::is_handshaking)
+            }
+            _ => false,
+        }
+    }
+
+    /// Opportunistic TLS: a host whose handshake failed is tried once more
+    /// at the same address, without STARTTLS (Postfix does the same, so a
+    /// broken TLS stack on the server does not stop its mail).
+    fn retry_in_plaintext(&mut self, shared: &mut Shared) {
+        let Some(current) = &self.current else {
+            return;
+        };
+        if current.plaintext || shared.tls.mode_for(&self.domain) != TlsMode::Opportunistic {
+            return;
+        }
+        warn!(shared.log, "TLS handshake failed; trying again without TLS";
+            "domain" => &self.domain, "relay" => &self.relay,
+            "reason" => self.failures.last().map_or("", String::as_str));
+        self.candidates.push_front(Candidate {
+            plaintext: true,
+            ..current.clone()
+        });
+    }
+
+    /// How TLS was used, for the delivery record: `none`, or protocol,
+    /// cipher and whether the certificate was checked.
+    fn tls_text(&self) -> String {
+        match &self.state {
+            State::Smtp { session, .. } => session
+                .tls()
+                .map_or_else(|| "none".to_owned(), |info| info.to_string()),
+            _ => "none".to_owned(),
         }
     }
 
@@ -442,11 +586,31 @@ impl Conn {
 
     /// Writes what the session has to send until the socket would block.
     fn flush(&mut self, shared: &mut Shared, now: Instant) -> bool {
-        let State::Smtp { socket, session } = &mut self.state else {
+        let State::Smtp {
+            socket,
+            session,
+            tls,
+        } = &mut self.state
+        else {
             return false;
         };
         if self.broken {
             return false;
+        }
+        if let Some(tls) = tls {
+            let before = session.pending_output().len();
+            return match tls.write(socket, session) {
+                Ok(n) => {
+                    shared.stats.bytes_written += n;
+                    n > 0 || session.pending_output().len() != before
+                }
+                Err(e) => {
+                    debug!(shared.log, "write failed"; "relay" => &self.relay, "error" => %e);
+                    self.broken = true;
+                    session.handle_eof(now);
+                    true
+                }
+            };
         }
         let mut wrote = false;
         while !session.pending_output().is_empty() {
@@ -515,7 +679,9 @@ fn read_into(socket: &mut Socket, session: &mut Session, shared: &mut Shared, no
             Ok(n) => {
                 shared.stats.bytes_read += n as u64;
                 session.handle_input(&shared.read_buf[..n], now);
-                if session.is_closed() {
+                // After the 220 to STARTTLS, what the socket holds is TLS
+                // (or an injection attempt, which fails the handshake).
+                if session.is_closed() || session.awaits_tls() {
                     return;
                 }
             }
@@ -531,4 +697,41 @@ fn read_into(socket: &mut Socket, session: &mut Session, shared: &mut Shared, no
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// The transaction's envelope for `msg`, whose body starts at
+/// `body_offset` in `path`: the size and 8-bit-ness that MAIL declares
+/// (RFC 1870, RFC 6152) come from one streaming pass over the body. A body
+/// that cannot be read is left unmeasured; reading it again to send it
+/// fails the attempt properly. An 8-bit message for a server without
+/// 8BITMIME is logged: it goes out as is.
+pub fn envelope_for(
+    msg: &QueuedMessage,
+    path: &std::path::Path,
+    session: &Session,
+    shared: &mut Shared,
+) -> Envelope {
+    let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
+    let measured = body::open(path, msg.envelope.body_offset).and_then(|mut reader| {
+        let mut measure = BodyMeasure::new();
+        while reader.read_chunk(&mut shared.body_buf)? > 0 {
+            measure.push(&shared.body_buf);
+        }
+        Ok(measure)
+    });
+    match measured {
+        Ok(measure) => {
+            envelope.size = Some(measure.size());
+            envelope.eight_bit = measure.eight_bit();
+        }
+        Err(e) => {
+            debug!(shared.log, "cannot measure the message"; "queue_id" => &msg.id, "error" => %e);
+        }
+    }
+    let eight_bit_mime = session.extensions().is_some_and(|e| e.eight_bit_mime);
+    if envelope.eight_bit && !eight_bit_mime {
+        info!(shared.log, "8-bit message sent as is: the server does not offer 8BITMIME";
+            "queue_id" => &msg.id, "domain" => &msg.domain);
+    }
+    envelope
 }

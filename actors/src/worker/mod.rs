@@ -11,6 +11,7 @@ mod body;
 mod conn;
 mod link;
 mod settle;
+mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,12 +25,13 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
-use postman::smtp::SessionConfig;
+use postman::smtp::{IpPreference, SessionConfig, TlsMode};
 use slog::{error, info, Logger};
 
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
-use conn::Conn;
+use conn::{Candidate, Conn};
 pub use link::WorkerLink;
+use tls::TlsPolicy;
 
 /// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
 pub const FD_SETSIZE: i32 = 1024;
@@ -65,6 +67,10 @@ pub struct Stats {
 pub struct Shared {
     pub worker: usize,
     pub session: SessionConfig,
+    /// STARTTLS policy and the rustls client configurations.
+    pub tls: TlsPolicy,
+    /// Which address family of a host is tried first.
+    pub ip_preference: IpPreference,
     pub connect_timeout: Duration,
     pub port: u16,
     pub max_messages_per_connection: usize,
@@ -129,7 +135,16 @@ impl Worker {
                 session: SessionConfig {
                     helo_name: config.hostname.clone(),
                     timeouts: config.timeouts.clone(),
+                    // Set per connection from `tls`.
+                    tls: TlsMode::Disabled,
                 },
+                tls: TlsPolicy::new(
+                    config.tls_mode,
+                    config.tls_verify,
+                    config.tls_ca_file.clone(),
+                    config.tls_policy.clone().into_iter().collect(),
+                ),
+                ip_preference: config.ip_preference,
                 connect_timeout: config.connect_timeout,
                 port: config.server_port,
                 max_messages_per_connection: config.max_messages_per_connection,
@@ -202,15 +217,16 @@ impl Worker {
         loop {
             match self.inbox.try_recv() {
                 Ok(WorkerMsg::Open { domain, route, job }) => {
-                    let candidates = route
-                        .hosts
-                        .iter()
-                        .flat_map(|host| {
-                            host.addrs.iter().map(|ip| {
-                                (host.name.clone(), SocketAddr::new(*ip, self.shared.port))
-                            })
-                        })
-                        .collect::<VecDeque<_>>();
+                    let mut candidates = VecDeque::new();
+                    for host in &route.hosts {
+                        let mut addrs = host.addrs.clone();
+                        self.shared.ip_preference.order(&mut addrs);
+                        candidates.extend(addrs.into_iter().map(|ip| Candidate {
+                            host: host.name.clone(),
+                            addr: SocketAddr::new(ip, self.shared.port),
+                            plaintext: false,
+                        }));
+                    }
                     let conn = Conn::new(domain, candidates, job);
                     let index = self.insert(conn);
                     self.with_conn(index, now, |conn, shared, now| conn.start(shared, now));
@@ -247,6 +263,13 @@ impl Worker {
         shared.session.timeouts = config.timeouts.clone();
         shared.connect_timeout = config.connect_timeout;
         shared.max_messages_per_connection = config.max_messages_per_connection;
+        shared.tls = TlsPolicy::new(
+            config.tls_mode,
+            config.tls_verify,
+            config.tls_ca_file.clone(),
+            config.tls_policy.clone().into_iter().collect(),
+        );
+        shared.ip_preference = config.ip_preference;
         let owner = shared.settler.owner.clone();
         shared.settler = Settler::new(config, &owner, &format!("W{}", shared.worker));
         self.metrics_interval = config.metrics_interval;

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use postman::dsn::RecipientReport;
 use postman::queue::{self, BodyReader, Claimed, ReadError, RetryState};
-use postman::smtp::{self, Class, MessageResult, Session};
+use postman::smtp::{Class, MessageResult, Session};
 use slog::{debug, error};
 
 use super::{body, Shared};
@@ -103,10 +103,7 @@ pub fn start_job(
             return None;
         }
     };
-    let envelope = smtp::Envelope {
-        sender: msg.envelope.sender.clone(),
-        recipients: msg.envelope.recipients.clone(),
-    };
+    let envelope = super::conn::envelope_for(&msg, claimed.path(), session, shared);
     match session.start_message(envelope, now) {
         Ok(()) => Some(Job {
             msg,

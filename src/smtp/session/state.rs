@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{Envelope, Timeouts};
+use crate::smtp::command::MailParams;
 use crate::smtp::outcome::{Outcome, Stage};
 use crate::smtp::reply::Reply;
 
@@ -21,6 +22,8 @@ pub(super) enum Pending {
     /// RCPT for the recipient at this index of the envelope.
     Rcpt(usize),
     Data,
+    /// A BDAT chunk (RFC 3030); `true` for the one sent with LAST.
+    Bdat(bool),
 }
 
 impl Pending {
@@ -30,6 +33,8 @@ impl Pending {
             Pending::Mail => Stage::Mail,
             Pending::Rcpt(_) => Stage::Rcpt,
             Pending::Data => Stage::Data,
+            Pending::Bdat(false) => Stage::Bdat,
+            Pending::Bdat(true) => Stage::DataEnd,
         }
     }
 
@@ -39,6 +44,8 @@ impl Pending {
             Pending::Mail => timeouts.mail,
             Pending::Rcpt(_) => timeouts.rcpt,
             Pending::Data => timeouts.data,
+            Pending::Bdat(false) => timeouts.data_block,
+            Pending::Bdat(true) => timeouts.data_done,
         }
     }
 
@@ -48,6 +55,8 @@ impl Pending {
             Pending::Mail => "sending MAIL FROM",
             Pending::Rcpt(_) => "sending RCPT TO",
             Pending::Data => "sending DATA command",
+            Pending::Bdat(false) => "sending message body",
+            Pending::Bdat(true) => "sending end of data -- message may be sent more than once",
         }
     }
 }
@@ -63,6 +72,13 @@ pub(super) struct Transaction {
     pub(super) accepted: usize,
     /// MAIL was refused: later replies of a pipelined group are only drained.
     pub(super) mail_failed: bool,
+    /// The ESMTP parameters MAIL carries.
+    pub(super) params: MailParams,
+    /// The body goes out in BDAT chunks, not after DATA (RFC 3030).
+    pub(super) chunking: bool,
+    /// A BDAT chunk was refused: no more body is taken, the replies of the
+    /// chunks in flight are drained, and the message is done.
+    pub(super) body_failed: bool,
     /// Commands sent, replies awaited, oldest first.
     pub(super) pending: VecDeque<Pending>,
 }
@@ -75,6 +91,9 @@ impl Transaction {
             results,
             accepted: 0,
             mail_failed: false,
+            params: MailParams::default(),
+            chunking: false,
+            body_failed: false,
             pending: VecDeque::new(),
         }
     }
@@ -105,12 +124,18 @@ pub(super) enum State {
     AwaitEhlo,
     /// The reply to HELO, after EHLO was refused.
     AwaitHelo,
+    /// The reply to STARTTLS (RFC 3207 §4).
+    AwaitStartTls,
+    /// The driver's TLS handshake, after 220 to STARTTLS: any plaintext
+    /// from the server now is an injection attempt (RFC 3207 §5).
+    AwaitTls,
     /// Nothing: the caller may start a message or quit. `last` is the stage
     /// of the last reply, for failures while idle.
     Ready { last: Stage },
     /// Replies to RSET/MAIL/RCPT/DATA, in the order of `pending`.
     AwaitReplies(Transaction),
-    /// The caller's body bytes (after 354).
+    /// The caller's body bytes (after 354, or BDAT chunks; replies to BDAT
+    /// chunks already sent may arrive meanwhile).
     SendingBody(Transaction),
     /// The reply after the final dot.
     AwaitDataEnd(Transaction),
@@ -125,7 +150,11 @@ impl State {
     pub(super) fn timeout(&self, timeouts: &Timeouts) -> Option<Duration> {
         match self {
             State::AwaitGreeting => Some(timeouts.greeting),
-            State::AwaitEhlo | State::AwaitHelo => Some(timeouts.ehlo),
+            // Postfix's smtp_starttls_timeout defaults to its
+            // smtp_helo_timeout: one setting covers the whole handshake.
+            State::AwaitEhlo | State::AwaitHelo | State::AwaitStartTls | State::AwaitTls => {
+                Some(timeouts.ehlo)
+            }
             State::Ready { .. } => None,
             State::AwaitReplies(txn) => Some(txn.head().timeout(timeouts)),
             State::SendingBody(_) => Some(timeouts.data_block),
@@ -141,6 +170,8 @@ impl State {
             State::AwaitGreeting => "receiving the initial server greeting",
             State::AwaitEhlo => "performing the EHLO handshake",
             State::AwaitHelo => "performing the HELO handshake",
+            State::AwaitStartTls => "sending STARTTLS",
+            State::AwaitTls => "performing the TLS handshake",
             State::Ready { .. } => "waiting for the next message",
             State::AwaitReplies(txn) => txn.head().describe(),
             State::SendingBody(_) => "sending message body",
@@ -156,8 +187,10 @@ impl State {
             State::AwaitGreeting => Stage::Greeting,
             State::AwaitEhlo => Stage::Ehlo,
             State::AwaitHelo => Stage::Helo,
+            State::AwaitStartTls | State::AwaitTls => Stage::StartTls,
             State::Ready { last } | State::Closed { last } => *last,
             State::AwaitReplies(txn) => txn.head().stage(),
+            State::SendingBody(txn) if txn.chunking => Stage::Bdat,
             State::SendingBody(_) => Stage::Data,
             State::AwaitDataEnd(_) => Stage::DataEnd,
             State::AwaitQuit => Stage::Quit,
@@ -170,10 +203,12 @@ impl State {
             State::AwaitGreeting
             | State::AwaitEhlo
             | State::AwaitHelo
+            | State::AwaitStartTls
             | State::AwaitReplies(_)
             | State::AwaitDataEnd(_)
             | State::AwaitQuit => true,
-            State::Ready { .. } | State::SendingBody(_) | State::Closed { .. } => false,
+            State::SendingBody(txn) => !txn.pending.is_empty(),
+            State::AwaitTls | State::Ready { .. } | State::Closed { .. } => false,
         }
     }
 
@@ -186,6 +221,8 @@ impl State {
             State::AwaitGreeting
             | State::AwaitEhlo
             | State::AwaitHelo
+            | State::AwaitStartTls
+            | State::AwaitTls
             | State::Ready { .. }
             | State::AwaitQuit
             | State::Closed { .. } => None,

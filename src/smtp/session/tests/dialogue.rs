@@ -564,13 +564,22 @@ proptest! {
             Just(b' '), Just(b'-'), Just(b'\r'), Just(b'\n'), any::<u8>()
         ], 0..40), 0..30),
         pipelining in any::<bool>(),
+        chunking in any::<bool>(),
+        starttls in any::<bool>(),
     ) {
         let mut d = Dialogue::new();
         d.reply("220 mx");
-        if pipelining {
-            d.reply("250-mx\n250 PIPELINING");
-        } else {
-            d.reply("250 mx");
+        let mut ehlo = String::from("250-mx");
+        for (on, keyword) in [(pipelining, "PIPELINING"), (chunking, "CHUNKING"), (starttls, "STARTTLS")] {
+            if on {
+                ehlo.push_str("\n250-");
+                ehlo.push_str(keyword);
+            }
+        }
+        ehlo.push_str("\n250 SIZE 100");
+        d.reply(&ehlo);
+        if starttls {
+            d.reply("220 go ahead");
         }
         let mut closed = false;
         for piece in &pieces {
@@ -592,6 +601,7 @@ proptest! {
                     Event::MessageDone(result) => {
                         prop_assert_eq!(result.recipients.len(), 2, "pieces {:?}", pieces);
                     }
+                    Event::StartTls => d.session.tls_established(tls_info(), d.now),
                 }
             }
             if d.session.wants_body() {
@@ -599,6 +609,9 @@ proptest! {
                 d.session.finish_body(d.now);
             }
             prop_assert!(d.session.pending_output().len() < 4096, "pieces {:?}", pieces);
+            if let Some(ext) = d.session.extensions() {
+                prop_assert!(!ext.starttls || d.session.tls().is_none(), "STARTTLS believed after TLS");
+            }
             d.take_output();
             d.raw(piece);
         }

@@ -7,6 +7,7 @@
 //!   was written and what events came out, for table-driven tests.
 
 mod dialogue;
+mod extensions;
 mod failures;
 mod stages;
 
@@ -26,6 +27,7 @@ fn config() -> SessionConfig {
     SessionConfig {
         helo_name: "client.test".into(),
         timeouts: Timeouts::default(),
+        tls: TlsMode::Opportunistic,
     }
 }
 
@@ -56,10 +58,7 @@ fn wire(text: &str) -> String {
 }
 
 fn envelope(sender: &str, recipients: &[&str]) -> Envelope {
-    Envelope {
-        sender: sender.into(),
-        recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
-    }
+    Envelope::new(sender, recipients.iter().map(|r| (*r).to_owned()).collect())
 }
 
 /// A compact, comparable form of an outcome: `"Transient Recipient Rcpt 450"`.
@@ -77,6 +76,7 @@ fn outcome_summary(outcome: &Outcome) -> String {
 fn event_summary(event: &Event) -> String {
     match event {
         Event::Ready => "Ready".into(),
+        Event::StartTls => "StartTls".into(),
         Event::MessageDone(result) => {
             let each: Vec<String> = result
                 .recipients
@@ -270,8 +270,18 @@ struct Scenario {
     pipelining: bool,
     messages: usize,
     recipients: Vec<&'static str>,
-    /// (command key, nth occurrence from 1, act). Keys: "greeting", "EHLO",
-    /// "HELO", "MAIL", "RCPT", "DATA", "." (end of data), "RSET", "QUIT".
+    /// The session's STARTTLS policy.
+    tls: TlsMode,
+    /// What the driver reports after `StartTls`: `Err(detail)` fails it.
+    handshake: Result<(), &'static str>,
+    /// The envelope's `size` and `eight_bit`.
+    size: Option<u64>,
+    eight_bit: bool,
+    body: &'static [u8],
+    /// (command key, nth occurrence from 1, act); the last one given for a
+    /// command and occurrence counts. Keys: "greeting", "EHLO",
+    /// "HELO", "STARTTLS", "MAIL", "RCPT", "DATA", "." (end of data),
+    /// "BDAT" (each chunk, answered once its octets are in), "RSET", "QUIT".
     acts: Vec<(&'static str, usize, Act)>,
 }
 
@@ -281,6 +291,11 @@ impl Scenario {
             pipelining,
             messages: 1,
             recipients: vec!["r1@b.test", "r2@b.test"],
+            tls: TlsMode::Opportunistic,
+            handshake: Ok(()),
+            size: None,
+            eight_bit: false,
+            body: BODY,
             acts: Vec::new(),
         }
     }
@@ -298,6 +313,51 @@ impl Scenario {
         self.messages = messages;
         self
     }
+
+    /// The EHLO reply (every EHLO) advertises these keywords.
+    fn ehlo(self, keywords: &'static str) -> Scenario {
+        let text: &'static str = Box::leak(format!("250-mx.test\n{keywords}").into_boxed_str());
+        let mut scenario = self;
+        for nth in 1..=4 {
+            scenario = scenario.reply("EHLO", nth, text);
+        }
+        scenario
+    }
+
+    fn tls(mut self, mode: TlsMode) -> Scenario {
+        self.tls = mode;
+        self
+    }
+
+    fn handshake(mut self, result: Result<(), &'static str>) -> Scenario {
+        self.handshake = result;
+        self
+    }
+
+    fn sized(mut self, size: u64, eight_bit: bool) -> Scenario {
+        self.size = Some(size);
+        self.eight_bit = eight_bit;
+        self
+    }
+
+    fn recipients(mut self, recipients: &[&'static str]) -> Scenario {
+        self.recipients = recipients.to_vec();
+        self
+    }
+
+    fn body(mut self, body: &'static [u8]) -> Scenario {
+        self.body = body;
+        self
+    }
+}
+
+/// What the tests' driver reports after a good handshake.
+fn tls_info() -> TlsInfo {
+    TlsInfo {
+        protocol: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        verified: false,
+    }
 }
 
 struct Server {
@@ -310,6 +370,12 @@ struct Server {
     /// Per client write: the commands in it, joined by '+'.
     writes: Vec<String>,
     mute: bool,
+    /// Octets of the current BDAT chunk still to come, and whether it is
+    /// the LAST one.
+    chunk_left: usize,
+    chunk_last: bool,
+    /// The MAIL commands as received, without CRLF.
+    mails: Vec<String>,
 }
 
 impl Server {
@@ -323,6 +389,9 @@ impl Server {
             bodies: Vec::new(),
             writes: Vec::new(),
             mute: false,
+            chunk_left: 0,
+            chunk_last: false,
+            mails: Vec::new(),
         }
     }
 
@@ -334,7 +403,7 @@ impl Server {
             .scenario
             .acts
             .iter()
-            .find(|(k, n, _)| *k == key && *n == nth);
+            .rfind(|(k, n, _)| *k == key && *n == nth);
         if let Some((_, _, act)) = scripted {
             return *act;
         }
@@ -343,6 +412,8 @@ impl Server {
             "EHLO" if self.scenario.pipelining => "250-mx.test\n250-PIPELINING\n250 8BITMIME",
             "EHLO" => "250-mx.test\n250 8BITMIME",
             "HELO" => "250 mx.test",
+            "STARTTLS" => "220 2.0.0 ready to start TLS",
+            "BDAT" => "250 2.0.0 chunk ok",
             "MAIL" | "RCPT" | "RSET" => "250 2.1.0 ok",
             "DATA" => "354 go ahead",
             "." => "250 2.0.0 queued",
@@ -389,6 +460,21 @@ impl Server {
         let mut commands = Vec::new();
         let mut eof = false;
         for &b in bytes {
+            if self.chunk_left > 0 {
+                self.body.push(b);
+                self.chunk_left -= 1;
+                if self.chunk_left > 0 {
+                    continue;
+                }
+                if self.chunk_last {
+                    self.bodies.push(std::mem::take(&mut self.body));
+                }
+                if !self.mute {
+                    let act = self.act("BDAT");
+                    eof |= self.perform(act, &mut out);
+                }
+                continue;
+            }
             self.line.push(b);
             if b != b'\n' {
                 continue;
@@ -405,11 +491,31 @@ impl Server {
                     continue;
                 }
             } else {
-                let verb = String::from_utf8_lossy(&line)
+                let text = String::from_utf8_lossy(&line).into_owned();
+                let verb = text
                     .split([' ', ':', '\r'])
                     .next()
                     .unwrap_or_default()
                     .to_ascii_uppercase();
+                if verb == "MAIL" {
+                    self.mails.push(text.trim_end().to_owned());
+                }
+                if verb == "BDAT" {
+                    let mut words = text.split_ascii_whitespace().skip(1);
+                    self.chunk_left = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                    self.chunk_last = words.next().is_some_and(|w| w == "LAST");
+                    commands.push("BDAT");
+                    if self.chunk_left == 0 {
+                        if self.chunk_last {
+                            self.bodies.push(std::mem::take(&mut self.body));
+                        }
+                        if !self.mute {
+                            let act = self.act("BDAT");
+                            eof |= self.perform(act, &mut out);
+                        }
+                    }
+                    continue;
+                }
                 commands.push(match verb.as_str() {
                     "EHLO" => "EHLO",
                     "HELO" => "HELO",
@@ -418,6 +524,7 @@ impl Server {
                     "DATA" => "DATA",
                     "RSET" => "RSET",
                     "QUIT" => "QUIT",
+                    "STARTTLS" => "STARTTLS",
                     _ => "?",
                 });
             }
@@ -430,7 +537,7 @@ impl Server {
         // A write that leaves the server inside a body (not ended by a
         // dot) shows as "(body)": QUIT sent after a pipelined DATA got 354
         // would be one.
-        if self.in_data && !bytes.is_empty() && !self.body.is_empty() {
+        if (self.in_data || self.chunk_left > 0) && !bytes.is_empty() && !self.body.is_empty() {
             commands.push("(body)");
         }
         if !commands.is_empty() {
@@ -451,6 +558,12 @@ struct Run {
     /// The outcome `Closed` carried.
     closed: Option<Outcome>,
     bodies: Vec<Vec<u8>>,
+    /// The MAIL commands the server received.
+    mails: Vec<String>,
+    /// The results of every `MessageDone`, recipient by recipient.
+    results: Vec<Result<Reply, Outcome>>,
+    /// The TLS the session reported at the end.
+    tls: Option<TlsInfo>,
 }
 
 const BODY: &[u8] = b"Subject: t\r\n\r\nhello\r\n.dot\r\n";
@@ -459,8 +572,10 @@ fn run(scenario: &Scenario) -> Run {
     let mut now = base();
     let config = SessionConfig {
         timeouts: distinct_timeouts(),
+        tls: scenario.tls,
         ..config()
     };
+    let mut results = Vec::new();
     let mut session = Session::new(config, now);
     let mut server = Server::new(scenario.clone());
     let mut events = Vec::new();
@@ -478,20 +593,31 @@ fn run(scenario: &Scenario) -> Run {
             progressed = true;
             events.push(event_summary(&event));
             match event {
+                Event::StartTls => {
+                    server.writes.push("<tls>".into());
+                    match scenario.handshake {
+                        Ok(()) => session.tls_established(tls_info(), now),
+                        Err(detail) => session.tls_failed(detail, now),
+                    }
+                }
                 Event::Ready if sent < scenario.messages => {
                     sent += 1;
-                    let env = envelope("s@a.test", &scenario.recipients);
+                    let mut env = envelope("s@a.test", &scenario.recipients);
+                    env.size = scenario.size;
+                    env.eight_bit = scenario.eight_bit;
                     if let Err(e) = session.start_message(env, now) {
                         events.push(format!("start failed: {e}"));
                     }
                 }
                 Event::Ready => session.quit(now),
                 Event::Closed(outcome) => closed = outcome,
-                Event::MessageDone(_) => {}
+                Event::MessageDone(done) => {
+                    results.extend(done.recipients.into_iter().map(|r| r.result));
+                }
             }
         }
         if session.wants_body() {
-            session.push_body(BODY, now);
+            session.push_body(scenario.body, now);
             session.finish_body(now);
             progressed = true;
         }
@@ -526,5 +652,8 @@ fn run(scenario: &Scenario) -> Run {
         waited,
         closed,
         bodies: server.bodies,
+        mails: server.mails,
+        results,
+        tls: session.tls().cloned(),
     }
 }

@@ -1,0 +1,395 @@
+//! STARTTLS for outbound connections (RFC 3207), with rustls driven
+//! sans-IO from the worker's `pselect` loop: `read_tls` /
+//! `process_new_packets` / `write_tls` over the non-blocking socket, never
+//! a blocking handshake.
+//!
+//! * [`TlsPolicy`]: the settings (`tls.mode`, `tls.verify`, `tls.ca_file`,
+//!   `tls.policy."domain"`) and the two rustls client configurations built
+//!   from them once per worker.
+//! * [`TlsStream`]: one connection's TLS state between the socket and the
+//!   SMTP session: ciphertext in and out of the socket, plaintext in and out
+//!   of the session.
+//!
+//! SNI and the certificate's name check use the MX host name, as RFC 7672
+//! §3.2.2 has it for DANE and Postfix does for its `verify` level.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use postman::smtp::{Session, TlsInfo, TlsMode, TlsVerify};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use socket2::Socket;
+
+/// The TLS settings of a worker and the client configurations they need.
+pub struct TlsPolicy {
+    /// `tls.mode`.
+    pub mode: TlsMode,
+    /// `tls.verify`; `None` when unset: `none` for opportunistic TLS,
+    /// `name` when TLS is required.
+    pub verify: Option<TlsVerify>,
+    /// `tls.policy."domain"`: the mode for one destination domain.
+    pub per_domain: HashMap<String, TlsMode>,
+    /// Accepts any certificate (`verify = none`).
+    anonymous: Arc<ClientConfig>,
+    /// Checks the chain and the name (`verify = name`); `Err` says why it
+    /// could not be built (no roots), and every handshake needing it fails.
+    checked: Result<Arc<ClientConfig>, String>,
+}
+
+impl TlsPolicy {
+    /// Builds the client configurations: system roots (rustls-native-certs)
+    /// plus `ca_file` for name checks. Loading the roots is skipped when no
+    /// setting can need them.
+    pub fn new(
+        mode: TlsMode,
+        verify: Option<TlsVerify>,
+        ca_file: Option<PathBuf>,
+        per_domain: HashMap<String, TlsMode>,
+    ) -> TlsPolicy {
+        let provider = Arc::new(ring::default_provider());
+        let needs_roots = verify == Some(TlsVerify::Name)
+            || (verify.is_none()
+                && (mode == TlsMode::Required
+                    || per_domain.values().any(|m| *m == TlsMode::Required)));
+        let checked = if needs_roots {
+            checked_config(&provider, ca_file).map(Arc::new)
+        } else {
+            Err("no setting asks for certificate checks".to_owned())
+        };
+        TlsPolicy {
+            mode,
+            verify,
+            per_domain,
+            anonymous: Arc::new(anonymous_config(&provider)),
+            checked,
+        }
+    }
+
+    /// The mode for `domain`: its `tls.policy` entry, else `tls.mode`.
+    pub fn mode_for(&self, domain: &str) -> TlsMode {
+        self.per_domain
+            .get(&domain.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(self.mode)
+    }
+
+    /// How certificates are checked under `mode`.
+    pub fn verify_for(&self, mode: TlsMode) -> TlsVerify {
+        self.verify.unwrap_or(match mode {
+            TlsMode::Required => TlsVerify::Name,
+            TlsMode::Opportunistic | TlsMode::Disabled => TlsVerify::None,
+        })
+    }
+
+    /// Starts a client handshake with `host` (SNI and, with `name`
+    /// checks, the name the certificate must carry).
+    pub fn connect(&self, host: &str, verify: TlsVerify) -> Result<TlsStream, String> {
+        let name = host.trim_end_matches('.');
+        let server_name = ServerName::try_from(name.to_owned())
+            .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))?;
+        let config = match verify {
+            TlsVerify::None => Arc::clone(&self.anonymous),
+            TlsVerify::Name => match &self.checked {
+                Ok(config) => Arc::clone(config),
+                Err(why) => return Err(format!("cannot check certificates: {why}")),
+            },
+        };
+        let conn = ClientConnection::new(config, server_name)
+            .map_err(|e| format!("cannot start TLS: {e}"))?;
+        Ok(TlsStream {
+            conn: Box::new(conn),
+            verified: verify == TlsVerify::Name,
+            handshaking: true,
+        })
+    }
+}
+
+fn anonymous_config(provider: &Arc<CryptoProvider>) -> ClientConfig {
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        // The ring provider supports the safe defaults; should that ever
+        // change, TLS 1.3 alone is still safe.
+        .unwrap_or_else(|_| {
+            ClientConfig::builder_with_provider(Arc::clone(provider))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("ring supports TLS 1.3")
+        })
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(Arc::clone(provider))))
+        .with_no_client_auth();
+    // A session ticket would let a later connection skip the certificate,
+    // which buys nothing here and muddies the log's "verified".
+    config.resumption = rustls::client::Resumption::disabled();
+    config
+}
+
+fn checked_config(
+    provider: &Arc<CryptoProvider>,
+    ca_file: Option<PathBuf>,
+) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    let mut problems: Vec<String> = native.errors.iter().map(|e| e.to_string()).collect();
+    if let Some(path) = &ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        problems.push(format!("{added} system roots and no tls.ca_file"));
+        return Err(format!("no trusted roots ({})", problems.join("; ")));
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// `verify = none`: the chain is not checked, but the handshake's
+/// signatures still are (the server must hold the key of the certificate
+/// it sent).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a read from a TLS connection came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The socket has nothing more for now.
+    WouldBlock,
+    /// The peer closed (close_notify, or the TCP connection).
+    Eof,
+    /// The TLS layer failed (a bad record, an alert, a refused
+    /// certificate): the text says how.
+    Failed(String),
+}
+
+/// One connection's TLS, between the socket and the session.
+pub struct TlsStream {
+    /// Boxed: a client connection is large and lives as long as the socket.
+    conn: Box<ClientConnection>,
+    /// The certificate was checked (`verify = name`).
+    verified: bool,
+    /// The handshake has not finished yet.
+    handshaking: bool,
+}
+
+impl TlsStream {
+    /// The handshake is still running.
+    pub fn is_handshaking(&self) -> bool {
+        self.handshaking
+    }
+
+    /// There is ciphertext to write: the handshake's, or the session's
+    /// output once it is done.
+    pub fn wants_write(&self, session: &Session) -> bool {
+        self.conn.wants_write() || (!self.handshaking && !session.pending_output().is_empty())
+    }
+
+    /// rustls can take more ciphertext.
+    pub fn wants_read(&self) -> bool {
+        self.conn.wants_read()
+    }
+
+    /// Reads ciphertext until the socket would block, feeding the session
+    /// the plaintext, and reports the end of the handshake to it. Returns
+    /// the octets read from the socket and how the reading ended.
+    pub fn read(
+        &mut self,
+        socket: &mut Socket,
+        session: &mut Session,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> (u64, ReadEnd) {
+        let mut total = 0u64;
+        loop {
+            let n = match self.conn.read_tls(&mut SocketIo(socket)) {
+                Ok(0) => return (total, ReadEnd::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return (total, ReadEnd::WouldBlock)
+                }
+                Err(e) => return (total, ReadEnd::Failed(format!("read error: {e}"))),
+            };
+            total += n as u64;
+            let state = match self.conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // Tell the server why (an alert), if the socket takes it.
+                    let _ = self.conn.write_tls(&mut SocketIo(socket));
+                    return (total, ReadEnd::Failed(e.to_string()));
+                }
+            };
+            let closed = state.peer_has_closed();
+            if self.handshaking && !self.conn.is_handshaking() {
+                self.handshaking = false;
+                session.tls_established(self.info(), now);
+            }
+            if let Some(end) = self.drain_plaintext(session, buf, now) {
+                return (total, end);
+            }
+            if closed {
+                return (total, ReadEnd::Eof);
+            }
+        }
+    }
+
+    /// Hands the session every decrypted octet.
+    fn drain_plaintext(
+        &mut self,
+        session: &mut Session,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<ReadEnd> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(0) => return Some(ReadEnd::Eof),
+                Ok(n) => session.handle_input(&buf[..n], now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                // The TCP connection ended without close_notify.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Some(ReadEnd::Eof),
+                Err(e) => return Some(ReadEnd::Failed(e.to_string())),
+            }
+        }
+    }
+
+    /// Moves the session's output into TLS records and writes them until
+    /// the socket would block. Returns the octets written to the socket.
+    pub fn write(&mut self, socket: &mut Socket, session: &mut Session) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            let mut progress = false;
+            if !self.handshaking {
+                while !session.pending_output().is_empty() {
+                    // rustls takes plaintext up to its buffer limit.
+                    let n = self.conn.writer().write(session.pending_output())?;
+                    if n == 0 {
+                        break;
+                    }
+                    session.consume_output(n);
+                    progress = true;
+                }
+            }
+            while self.conn.wants_write() {
+                match self.conn.write_tls(&mut SocketIo(socket)) {
+                    Ok(n) => {
+                        total += n as u64;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !progress {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Queues a close_notify (written by the next [`write`](Self::write)).
+    pub fn close(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    fn info(&self) -> TlsInfo {
+        let protocol = match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+            Some(other) => format!("{other:?}"),
+            None => "unknown".to_owned(),
+        };
+        let cipher = self
+            .conn
+            .negotiated_cipher_suite()
+            .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
+        TlsInfo {
+            protocol,
+            cipher,
+            verified: self.verified,
+        }
+    }
+}
+
+/// `Read` and `Write` for a shared socket reference (socket2 implements
+/// them for `&Socket`; rustls wants `&mut dyn Read`).
+struct SocketIo<'a>(&'a Socket);
+
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for SocketIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

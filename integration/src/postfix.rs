@@ -1,0 +1,335 @@
+//! Postfix's smtpd, a real third-party SMTP server, as a test peer: a
+//! private instance per test, from its own `config_directory` in a
+//! temporary directory, listening on one loopback `ip:port`.
+//!
+//! The instance's master runs in the foreground (`master -d`) as a child of
+//! the test, with an exit time as a safety net, and is stopped on drop.
+//! Every message for the configured domains goes to one Maildir through
+//! Postfix's virtual delivery agent, so a test reads what Postfix received.
+//! Postfix logs to a file (`maillog_file`), with
+//!
+//! * `smtpd_tls_loglevel = 1`: "Anonymous TLS connection established from
+//!   …: TLSv1.3 with cipher …", the proof that TLS was used;
+//! * verbose logging for loopback clients (`debug_peer_level = 3`), which
+//!   includes every command received and each read from the client
+//!   (`vstream_buf_get_ready: fd N got M`): the proof of pipelining;
+//! * the per-session summary, `disconnect from … ehlo=2 starttls=1 mail=1
+//!   rcpt=2 bdat=1 quit=1`: the proof of STARTTLS and BDAT.
+//!
+//! A machine without Postfix fails the test saying what to install.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::certs::make_readable;
+
+/// Where Debian puts Postfix's daemons.
+const DAEMON_DIRECTORY: &str = "/usr/lib/postfix/sbin";
+
+/// How long an instance may take to start: `postfix check` sleeps a
+/// little, CI machines are slow.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A test's master exits by itself after this long, should the test die
+/// without stopping it.
+const SAFETY_EXIT: Duration = Duration::from_secs(600);
+
+/// How a private Postfix instance runs.
+#[derive(Debug, Clone, Default)]
+pub struct PostfixOptions {
+    /// The server's certificate and key (PEM): STARTTLS is offered.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// EHLO keywords Postfix must not announce
+    /// (`smtpd_discard_ehlo_keywords`: `pipelining`, `chunking`, …).
+    pub discard_ehlo_keywords: Vec<String>,
+    /// More `main.cf` lines.
+    pub extra: Vec<String>,
+}
+
+/// A running private Postfix instance; stopped on drop.
+pub struct Postfix {
+    child: Child,
+    root: tempfile::TempDir,
+}
+
+impl Postfix {
+    /// Starts an instance listening on `ip:port` that accepts mail for
+    /// `domains` from loopback clients. Panics, naming the fix, when it
+    /// cannot.
+    pub fn start(ip: IpAddr, port: u16, domains: &[&str], options: &PostfixOptions) -> Postfix {
+        let master = Path::new(DAEMON_DIRECTORY).join("master");
+        if !master.exists() {
+            panic!(
+                "{} not found: the interop tests need Postfix (`apt-get install postfix`, or run \
+                 scripts/test.sh, which installs it)",
+                master.display()
+            );
+        }
+        let (uid, gid) = postfix_ids();
+        let root = tempfile::Builder::new()
+            .prefix("postman-postfix-")
+            .tempdir()
+            .expect("create a temporary Postfix root");
+        make_readable(root.path());
+        for sub in ["conf", "queue", "data", "mail"] {
+            std::fs::create_dir(root.path().join(sub))
+                .unwrap_or_else(|e| panic!("create Postfix {sub} dir: {e}"));
+        }
+        make_readable(&root.path().join("conf"));
+        for owned in ["data", "mail"] {
+            std::os::unix::fs::chown(root.path().join(owned), Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown Postfix {owned} dir to postfix: {e}"));
+        }
+        let conf = root.path().join("conf");
+        std::fs::write(
+            conf.join("main.cf"),
+            main_cf(root.path(), ip, domains, options, uid, gid),
+        )
+        .expect("write main.cf");
+        std::fs::write(conf.join("master.cf"), master_cf(ip, port)).expect("write master.cf");
+
+        // `postfix check` creates the queue directories with their owners.
+        // CI's PATH may lack /usr/sbin.
+        let postfix_command = ["/usr/sbin/postfix", "/usr/bin/postfix"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("postfix");
+        let check = Command::new(postfix_command)
+            .arg("-c")
+            .arg(&conf)
+            .arg("check")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `postfix check`: {e}; install postfix"));
+        if !check.status.success() {
+            panic!(
+                "`postfix -c {} check` failed ({}): {}{}\n--- maillog ---\n{}",
+                conf.display(),
+                check.status,
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr),
+                read_log(root.path()),
+            );
+        }
+        let child = Command::new(&master)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-d")
+            .arg("-e")
+            .arg(SAFETY_EXIT.as_secs().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", master.display()));
+        let mut postfix = Postfix { child, root };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !postfix.log().contains("daemon started") {
+            if let Ok(Some(status)) = postfix.child.try_wait() {
+                panic!(
+                    "Postfix master exited with {status} while starting\n--- maillog ---\n{}",
+                    postfix.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "Postfix did not start within {START_TIMEOUT:?}\n--- maillog ---\n{}",
+                    postfix.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        postfix
+    }
+
+    /// Everything Postfix logged so far.
+    pub fn log(&self) -> String {
+        read_log(self.root.path())
+    }
+
+    /// Waits until the log holds `needle` or `timeout` passed; returns
+    /// whether it does.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The messages delivered so far, as Postfix wrote them (its
+    /// `Return-Path`, `Delivered-To` and `Received` headers first), in
+    /// file-name order.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let new = self.root.path().join("mail/box/new");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&new) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("read {}: {e}", f.display())))
+            .collect()
+    }
+
+    /// Waits until `n` messages are delivered or `timeout` passed.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.messages();
+            if got.len() >= n || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        // SIGTERM lets master stop its children; kill() is SIGKILL.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_log(root: &Path) -> String {
+    std::fs::read_to_string(root.join("maillog")).unwrap_or_default()
+}
+
+/// The postfix user's uid and gid, from /etc/passwd.
+fn postfix_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            match fields.as_slice() {
+                ["postfix", _, uid, gid, ..] => Some((uid.parse().ok()?, gid.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!("no postfix user in /etc/passwd: install postfix (scripts/test.sh does it)")
+        })
+}
+
+fn main_cf(
+    root: &Path,
+    ip: IpAddr,
+    domains: &[&str],
+    options: &PostfixOptions,
+    uid: u32,
+    gid: u32,
+) -> String {
+    let root = root.display();
+    let protocols = if ip.is_ipv6() { "all" } else { "ipv4" };
+    let mut cf = format!(
+        "# written by postman-integration for one test
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.test
+mydomain = postfix.test
+myorigin = postfix.test
+# master.cf names the one address to listen on.
+inet_interfaces = all
+inet_protocols = {protocols}
+mydestination =
+mynetworks = 127.0.0.0/8 [::1]/128
+relay_domains =
+local_recipient_maps =
+alias_maps =
+alias_database =
+virtual_mailbox_domains = {domains}
+virtual_mailbox_base = {root}/mail
+virtual_mailbox_maps = static:box/
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+debug_peer_list = 127.0.0.0/8 [::1]/128
+debug_peer_level = 3
+biff = no
+smtputf8_enable = yes
+",
+        domains = domains.join(" "),
+    );
+    if let Some((cert, key)) = &options.tls {
+        cf.push_str(&format!(
+            "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+             smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n\
+             smtpd_tls_received_header = yes\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    if !options.discard_ehlo_keywords.is_empty() {
+        cf.push_str(&format!(
+            "smtpd_discard_ehlo_keywords = {}\n",
+            options.discard_ehlo_keywords.join(" ")
+        ));
+    }
+    for line in &options.extra {
+        cf.push_str(line);
+        cf.push('\n');
+    }
+    cf
+}
+
+/// The services a delivery needs, none chrooted.
+fn master_cf(ip: IpAddr, port: u16) -> String {
+    let listen = match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    format!(
+        "# written by postman-integration for one test
+{listen} inet n - n - - smtpd
+cleanup    unix n - n - 0 cleanup
+qmgr       unix n - n 300 1 qmgr
+tlsmgr     unix - - n 1000? 1 tlsmgr
+rewrite    unix - - n - - trivial-rewrite
+bounce     unix - - n - 0 bounce
+defer      unix - - n - 0 bounce
+trace      unix - - n - 0 bounce
+verify     unix - - n - 1 verify
+flush      unix n - n 1000? 0 flush
+proxymap   unix - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp       unix - - n - - smtp
+relay      unix - - n - - smtp
+showq      unix n - n - - showq
+error      unix - - n - - error
+retry      unix - - n - - error
+discard    unix - - n - - discard
+local      unix - n n - - local
+virtual    unix - n n - - virtual
+anvil      unix - - n - 1 anvil
+scache     unix - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+"
+    )
+}
