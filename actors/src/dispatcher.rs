@@ -300,12 +300,37 @@ impl Dispatcher {
                 domain,
                 job,
                 reason,
+                relay,
+                code,
+                dsn,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if let Some(d) = self.domains.get_mut(&domain) {
                     d.flying.remove(&job.id);
                 }
-                self.suspend(&domain, job, &reason, now);
+                let until = self.back_off(&domain, &reason, now);
+                // A failed attempt like any other: retry state on the file,
+                // a record per recipient, a bounce once the lifetime is over.
+                let disposition = self.settler.settle_all(
+                    job,
+                    |recipient| RecipientFate {
+                        recipient: recipient.to_owned(),
+                        fate: Fate::Deferred(reason.clone()),
+                        code,
+                        dsn: dsn.clone(),
+                        text: reason.clone(),
+                    },
+                    &relay,
+                    &self.log,
+                );
+                match disposition {
+                    Disposition::Deferred(msg) => {
+                        let due = settler::due(&msg.retry, self.config.retry_delay).max(until);
+                        self.defer(msg, due);
+                    }
+                    other => self.settled(other, now),
+                }
+                self.suspend(&domain, &reason, until);
             }
             DispatcherMsg::Closed { worker, domain } => {
                 self.connections = self.connections.saturating_sub(1);
@@ -664,11 +689,9 @@ impl Dispatcher {
         }
     }
 
-    /// No server of the domain could be reached: back off the whole domain.
-    fn suspend(&mut self, name: &str, job: QueuedMessage, reason: &str, now: Instant) {
-        let until = self.back_off(name, reason, now);
-        // The worker logged the attempt itself, with the relay and reply.
-        self.defer(job, until);
+    /// No server of the domain could be reached: its ready messages wait
+    /// for the end of the domain's backoff (`until`, from [`Self::back_off`]).
+    fn suspend(&mut self, name: &str, reason: &str, until: Instant) {
         let Some(d) = self.domains.get_mut(name) else {
             return;
         };
@@ -739,6 +762,7 @@ impl Dispatcher {
                         fate: Fate::Failed(report),
                     }
                 },
+                "none",
                 &self.log,
             );
             self.settled(disposition, Instant::now());
@@ -793,6 +817,7 @@ impl Dispatcher {
                     last_attempt: Some(now),
                 }),
             },
+            "none",
             &self.log,
         );
         self.settled(disposition, Instant::now());

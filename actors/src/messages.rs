@@ -86,12 +86,17 @@ pub enum DispatcherMsg {
         domain: String,
     },
     /// No address of any MX host could be brought to the point of accepting a
-    /// message. The job comes back (its recipients already logged as
-    /// deferred); the domain should back off.
+    /// message. The job comes back for the dispatcher to settle (it counts
+    /// as a failed attempt); the domain should back off.
     ConnectFailed {
         domain: String,
         job: QueuedMessage,
         reason: String,
+        /// The last server that answered before failing, `none` if none did.
+        relay: String,
+        /// Its reply code (0 without one) and enhanced code.
+        code: u16,
+        dsn: Option<String>,
     },
     /// A connection is closed; its slot counts no longer.
     Closed { worker: usize, domain: String },

@@ -94,20 +94,6 @@ impl Settler {
         )
     }
 
-    /// Claims a message the dispatcher holds, for a settlement that needs no
-    /// SMTP (a null MX, an expired message). `None` when someone else has it
-    /// or it is gone; an error claiming is logged and leaves it in place.
-    pub fn claim(&self, msg: &QueuedMessage, log: &Logger) -> Option<Claimed> {
-        match queue::claim(&self.layout, &msg.domain, &msg.id, &self.owner) {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                error!(log, "cannot claim queue file"; "queue_id" => &msg.id, "domain" => &msg.domain,
-                    "error" => %e);
-                None
-            }
-        }
-    }
-
     /// Applies one attempt's per-recipient fates to the claimed file, logs
     /// one delivery record per recipient, and says what the dispatcher
     /// should do with the message.
@@ -203,14 +189,27 @@ impl Settler {
             }
         }
 
+        if keep_failed_copy && !pending.is_empty() {
+            // Others are still pending, so the file stays queued: the
+            // failed recipients' copy goes to .failed for the postmaster.
+            let reason = failed_reason(&failed);
+            if let Err(e) = queue::copy_aside_failed(
+                &self.layout,
+                &msg.domain,
+                &msg.id,
+                claimed.path(),
+                &reason,
+            ) {
+                error!(log, "cannot keep a copy of a failed message from the null sender";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+            }
+        }
+
         if pending.is_empty() {
             let result = if keep_failed_copy {
-                let reason = failed
-                    .iter()
-                    .map(|r| format!("<{}>: {}", r.address, r.reason))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                claimed.set_aside_failed(&reason).map(|_| ())
+                claimed
+                    .set_aside_failed(&failed_reason(&failed))
+                    .map(|_| ())
             } else {
                 claimed.complete()
             };
@@ -251,13 +250,21 @@ impl Settler {
         &mut self,
         msg: QueuedMessage,
         fate: impl Fn(&str) -> RecipientFate,
+        relay: &str,
         log: &Logger,
     ) -> Disposition {
-        let Some(claimed) = self.claim(&msg, log) else {
-            return Disposition::Finished;
+        let claimed = match queue::claim(&self.layout, &msg.domain, &msg.id, &self.owner) {
+            Ok(Some(claimed)) => claimed,
+            // Gone, or someone else has it: not ours to settle.
+            Ok(None) => return Disposition::Finished,
+            Err(e) => {
+                error!(log, "cannot claim queue file; it waits for its next turn";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+                return Disposition::Deferred(msg);
+            }
         };
         let fates = msg.envelope.recipients.iter().map(|r| fate(r)).collect();
-        self.settle(msg, claimed, fates, "none", log)
+        self.settle(msg, claimed, fates, relay, log)
     }
 
     fn record(
@@ -353,6 +360,15 @@ impl Settler {
         )
         .map(|_| ())
     }
+}
+
+/// The `.reason` text for failed recipients: one `<address>: why` a line.
+fn failed_reason(failed: &[RecipientReport]) -> String {
+    failed
+        .iter()
+        .map(|r| format!("<{}>: {}", r.address, r.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// When a deferred message is due again, as an `Instant` for the

@@ -229,6 +229,20 @@ fn a_restart_keeps_an_unreachable_domain_backing_off() {
         );
     }
 
+    // Each message that carried a failed attempt has its own schedule too.
+    for i in 0..3 {
+        let name = format!("m{i}");
+        let path = queue.domain_dir("busy.test").join(&name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("X-Postman-Next-Attempt:") {
+            assert!(
+                text.contains("X-Postman-Last-Error:") && text.contains("421"),
+                "{name}: the failed attempt is recorded on the file: {text}"
+            );
+            postman_integration::queue::make_due(&path);
+        }
+    }
+
     // Once the backoff is over (here: removed), the domain is tried again.
     std::fs::remove_file(&backoff).unwrap();
     let third = postman!().run_once(&cfg);

@@ -131,6 +131,38 @@ pub fn set_aside_failed(
     set_aside(layout, domain, name, reason, FAILED_DIR)
 }
 
+/// Puts a copy of `from` (a claimed file, say) into `<domain>/.failed/` as
+/// `<name>` (or `<name>.N`) with `reason` beside it, leaving `from` as it is:
+/// for a message from the null sender whose failed recipients cannot be
+/// bounced while others are still pending.
+pub fn copy_aside_failed(
+    layout: &Layout,
+    domain: &str,
+    name: &str,
+    from: &Path,
+    reason: &str,
+) -> io::Result<PathBuf> {
+    check_component("domain", domain)?;
+    check_component("file name", name)?;
+    let dir = layout.domain_dir(domain).join(FAILED_DIR);
+    fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{name}.{}.copy", std::process::id()));
+    let copied = fs::copy(from, &tmp).and_then(|_| File::open(&tmp)?.sync_all());
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let target_name = match move_no_clobber(&tmp, &dir, name) {
+        Ok(target_name) => target_name,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    write_reason(&dir, &target_name, reason)?;
+    Ok(dir.join(target_name))
+}
+
 /// Moves a file that cannot be parsed to `<domain>/.quarantine/<name>` with
 /// its reason in `<name>.reason`, never overwriting (see [`set_aside_failed`]).
 pub fn quarantine(layout: &Layout, domain: &str, name: &str, reason: &str) -> io::Result<PathBuf> {

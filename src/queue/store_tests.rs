@@ -283,3 +283,29 @@ fn set_aside_errors() {
         );
     }
 }
+
+#[test]
+fn copy_aside_failed_keeps_the_source_and_never_overwrites() {
+    let root = tempfile::tempdir().unwrap();
+    let layout = Layout::new(root.path());
+    let source = root.path().join("claimed");
+    fs::write(&source, b"X-Postman-From: <>\n\nbody\n").unwrap();
+    let first = copy_aside_failed(&layout, "d.test", "m1", &source, "<a@d.test>: 550").unwrap();
+    let second = copy_aside_failed(&layout, "d.test", "m1", &source, "<b@d.test>: 550").unwrap();
+    assert_ne!(first, second, "the second copy gets its own name");
+    assert_eq!(
+        fs::read(&first).unwrap(),
+        fs::read(&source).unwrap(),
+        "a faithful copy"
+    );
+    assert!(source.exists(), "the source stays");
+    let reason = fs::read_to_string(second.with_file_name("m1.1.reason")).unwrap();
+    assert!(reason.contains("<b@d.test>"), "{reason}");
+    let failed = layout.domain_dir("d.test").join(".failed");
+    let leftovers: Vec<_> = fs::read_dir(&failed)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".copy"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary copy left");
+}

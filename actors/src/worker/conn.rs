@@ -21,7 +21,6 @@ use super::settle::{abandon_job, finish_job, give_back, start_job, Job};
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
 use crate::messages::{ConnId, DispatcherMsg, QueuedMessage};
-use crate::records::{self, Status, Verdict};
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -207,30 +206,24 @@ impl Conn {
             self.failures.join("; ")
         };
         if let Some(job) = self.first.take() {
+            // The dispatcher settles the attempt (retry state on the file,
+            // the delivery records, expiry) and backs the domain off.
             let (relay, code, dsn) = match &self.last_reply {
                 Some((relay, reply)) => (
-                    relay.as_str(),
+                    relay.clone(),
                     reply.code.get(),
                     reply.enhanced.map(|e| e.to_string()),
                 ),
-                None => ("none", 0, None),
+                None => ("none".to_owned(), 0, None),
             };
             shared.stats.deferred += job.envelope.recipients.len() as u64;
-            records::log_all(
-                &shared.log,
-                &job,
-                &Verdict {
-                    status: Status::Deferred,
-                    relay,
-                    code,
-                    dsn,
-                    reply: &reason,
-                },
-            );
             shared.tell(DispatcherMsg::ConnectFailed {
                 domain: self.domain.clone(),
                 job,
                 reason,
+                relay,
+                code,
+                dsn,
             });
         }
     }
