@@ -1,11 +1,13 @@
-//! The `postman` command line (clap): `run` and `check-config`. Thin glue:
-//! settings come from the core's config module, the work from the daemon.
+//! The `postman` command line (clap): `run` and `check-config`, and the
+//! operator commands (`queue`, `enqueue`, `flush`, `hold`, `release`,
+//! `delete`, `bounce`, `stats`). Thin glue: settings come from the core's
+//! config module, the work from the daemon and `crate::ops`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use postman::config::{self, ConfigFile, Flags};
 use slog::o;
 
@@ -31,6 +33,93 @@ enum Command {
         #[command(flatten)]
         settings: SettingArgs,
     },
+    /// List the queued messages, oldest first (like mailq), or a summary.
+    Queue {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// list: every message; summary: per-domain counts and ages (like qshape).
+        #[arg(value_enum, default_value_t = QueueView::List)]
+        view: QueueView,
+        /// Only messages for this destination domain.
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a message for remote delivery, one queue file per recipient domain.
+    Enqueue {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// Envelope sender; '' or '<>' is the null sender.
+        #[arg(long, value_name = "ADDRESS")]
+        from: String,
+        /// Envelope recipient (repeat for more).
+        #[arg(long, value_name = "ADDRESS", required = true)]
+        to: Vec<String>,
+        /// The message (RFC 5322 headers and body); '-' or none: standard input.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Make deferred messages due now and end the domains' backoff.
+    Flush {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// Only this destination domain.
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
+    },
+    /// Put messages on hold: no delivery until released (postsuper -h).
+    Hold {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// domain/name, or a name found in one domain.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages into the queue (postsuper -H).
+    Release {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// domain/name, or a name found in one domain.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete queued or held messages (postsuper -d).
+    Delete {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// domain/name, or a name found in one domain.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Bounce messages to their senders now, then delete them.
+    Bounce {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// domain/name, or a name found in one domain.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Summarise a JSON log: throughput, deferrals by domain, top errors, metrics.
+    Stats {
+        /// The log (log.format = "json"); '-' or none: standard input.
+        #[arg(value_name = "LOGFILE")]
+        log: Option<PathBuf>,
+        /// Keep reading the file as it grows and print again (until Ctrl-C).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Seconds between two summaries with --follow.
+        #[arg(long, value_name = "SECS", default_value_t = 2)]
+        interval: u64,
+    },
+}
+
+/// What `postman queue` prints.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum QueueView {
+    List,
+    Summary,
 }
 
 /// Flags shared by every command that reads the settings; each overrides
@@ -116,6 +205,40 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             drop(guard);
             result
         }
+        Command::Queue {
+            settings,
+            view,
+            domain,
+            json,
+        } => {
+            let view = match view {
+                QueueView::List => crate::ops::listing::View::List,
+                QueueView::Summary => crate::ops::listing::View::Summary,
+            };
+            crate::ops::queue(&settings.load()?.config, view, domain.as_deref(), json)
+        }
+        Command::Enqueue {
+            settings,
+            from,
+            to,
+            file,
+        } => crate::ops::enqueue(&settings.load()?.config, &from, &to, file.as_deref()),
+        Command::Flush { settings, domain } => {
+            crate::ops::flush(&settings.load()?.config, domain.as_deref())
+        }
+        Command::Hold { settings, ids } => crate::ops::hold(&settings.load()?.config, &ids),
+        Command::Release { settings, ids } => crate::ops::release(&settings.load()?.config, &ids),
+        Command::Delete { settings, ids } => crate::ops::delete(&settings.load()?.config, &ids),
+        Command::Bounce { settings, ids } => crate::ops::bounce(&settings.load()?.config, &ids),
+        Command::Stats {
+            log,
+            follow,
+            interval,
+        } => crate::ops::stats(&crate::ops::StatsOptions {
+            input: log,
+            follow,
+            interval: std::time::Duration::from_secs(interval.max(1)),
+        }),
     }
 }
 

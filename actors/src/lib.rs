@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dispatcher;
 pub mod logging;
 pub mod messages;
+pub mod ops;
 pub mod owner;
 pub mod records;
 pub mod resolver;

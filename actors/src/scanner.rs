@@ -61,6 +61,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// The scanner stops: the dispatcher is gone or asked it to.
 struct Stop;
 
+/// What to do with a file whose envelope does not parse.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Incomplete {
+    /// It is whole (renamed in, closed after writing): quarantine it.
+    Quarantine,
+    /// It may still be being written: leave it for a later event or rescan.
+    Wait,
+}
+
 impl Scanner {
     pub fn new(
         layout: Layout,
@@ -199,6 +208,13 @@ impl Scanner {
                         .intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE)
                     {
                         self.left(&domain, name)?;
+                    } else if event.mask.contains(AddWatchFlags::IN_CREATE) {
+                        // A name made with link(2) (a no-clobber move, a
+                        // bounce being queued) is complete at once; a file
+                        // created to be written in place is not, and its
+                        // IN_CLOSE_WRITE follows: no quarantine from here.
+                        self.forget(&domain, name);
+                        self.consider_as(&domain, name, Incomplete::Wait)?;
                     } else {
                         // A new file, or a new version of a known one (a
                         // rewrite after a deferral, a flush, a release from
@@ -230,6 +246,7 @@ impl Scanner {
                 self.layout.domain_dir(d),
                 AddWatchFlags::IN_MOVED_TO
                     | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_CREATE
                     | AddWatchFlags::IN_MOVED_FROM
                     | AddWatchFlags::IN_DELETE
                     | AddWatchFlags::IN_ONLYDIR,
@@ -395,6 +412,11 @@ impl Scanner {
     /// Reads the envelope of a file not seen before and reports it, or
     /// quarantines it when it cannot be parsed.
     fn consider(&mut self, domain: &str, name: &str) -> Result<(), Stop> {
+        self.consider_as(domain, name, Incomplete::Quarantine)
+    }
+
+    /// [`Self::consider`], saying what to do with a file that does not parse.
+    fn consider_as(&mut self, domain: &str, name: &str, bad: Incomplete) -> Result<(), Stop> {
         if name.starts_with('.') || name == "tmp" {
             return Ok(());
         }
@@ -451,6 +473,7 @@ impl Scanner {
                     "error" => %e);
                 Ok(())
             }
+            Err(ReadError::Envelope(_)) if bad == Incomplete::Wait => Ok(()),
             Err(ReadError::Envelope(e)) => {
                 self.quarantine(domain, name, &path, &e.to_string());
                 Ok(())

@@ -6,6 +6,7 @@
 //! create files in `<domain>/tmp/` and `rename(2)` them into `<domain>/`, so
 //! a listed file is always whole.
 
+pub mod admin;
 mod backoff;
 mod claim;
 mod envelope;
@@ -14,6 +15,7 @@ mod rewrite;
 mod state;
 mod store;
 
+pub use admin::HOLD_DIR;
 pub use backoff::{clear_backoff, read_backoff, write_backoff, DomainBackoff, BACKOFF_FILE};
 pub use claim::{claim, recover, sweep_tmp, Claimed, Recovery, ACTIVE_DIR};
 pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};

@@ -1,0 +1,432 @@
+//! `postman queue`: the queue as a readable list in the manner of
+//! `postqueue -p`/`mailq` (one block per message, oldest first), or one JSON
+//! object a line (`--json`, field names documented in the README and
+//! stable), and `postman queue summary`: per-domain counts and an age
+//! histogram in the manner of Postfix's qshape.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use postman::config::Config;
+use postman::queue::admin::{self, DomainSummary, Entry, State, AGE_BUCKETS};
+use postman::queue::{self, RetryState};
+use serde_json::{json, Value};
+
+use super::format::{age, count, date, size, unix};
+
+/// What `postman queue` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Every message.
+    List,
+    /// Per-domain counts and ages.
+    Summary,
+}
+
+/// Prints the queue of `config`: every message (`View::List`) or the
+/// summary, of one domain or all, as text or JSON lines.
+pub fn queue(config: &Config, view: View, domain: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let layout = super::open_queue(config)?;
+    let domain = super::domain_arg(domain)?;
+    let now = SystemTime::now();
+    let entries = admin::list_queue(&layout, domain.as_deref(), now)?;
+    let text = match view {
+        View::List if json => entries
+            .iter()
+            .map(|e| format!("{}\n", entry_json(e, now)))
+            .collect(),
+        View::List => render_list(&entries, now),
+        View::Summary => {
+            let domains = match &domain {
+                Some(d) => vec![d.clone()],
+                None => queue::list_domains(&layout).unwrap_or_default(),
+            };
+            let lines = admin::summarize(&layout, &entries, &domains, now);
+            if json {
+                lines
+                    .iter()
+                    .map(|l| format!("{}\n", summary_json(l)))
+                    .collect()
+            } else {
+                render_summary(&lines, now)
+            }
+        }
+    };
+    super::print(&text)
+}
+
+fn since(now: SystemTime, then: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or_default()
+}
+
+/// The text listing: a header, one block per message, a total line.
+pub fn render_list(entries: &[Entry], now: SystemTime) -> String {
+    if entries.is_empty() {
+        return "The queue is empty.\n".to_owned();
+    }
+    let id_width = entries
+        .iter()
+        .map(|e| e.id().len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<id_width$}  {:<8}  {:>6}  {:>9}  SENDER / RECIPIENTS",
+        "QUEUE ID", "STATE", "AGE", "SIZE"
+    );
+    let mut bytes = 0;
+    let mut states = [0u64; 4];
+    for e in entries {
+        bytes += e.size;
+        states[e.state as usize] += 1;
+        let sender = match &e.detail {
+            Ok(d) => format!("<{}>", d.sender),
+            Err(_) => "?".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<id_width$}  {:<8}  {:>6}  {:>9}  {sender}",
+            e.id(),
+            e.state.as_str(),
+            age(since(now, e.arrival)),
+            size(e.size),
+        );
+        if let Some(owner) = &e.owner {
+            let _ = writeln!(out, "    being delivered by {owner}");
+        }
+        match &e.detail {
+            Ok(d) => {
+                for rcpt in &d.recipients {
+                    let _ = writeln!(out, "    to <{rcpt}>");
+                }
+                render_retry(&mut out, &d.retry, now);
+            }
+            Err(why) => {
+                let _ = writeln!(out, "    cannot read this file: {why}");
+            }
+        }
+    }
+    let [ready, deferred, active, held] = states;
+    let _ = writeln!(
+        out,
+        "-- {} in {} ({ready} ready, {deferred} deferred, {active} active, {held} held)",
+        size(bytes),
+        count(entries.len() as u64, "message"),
+    );
+    out
+}
+
+fn render_retry(out: &mut String, retry: &RetryState, now: SystemTime) {
+    if retry.attempts == 0 && retry.next_attempt.is_none() {
+        return;
+    }
+    let mut line = format!("    attempts {}", retry.attempts);
+    if let Some(last) = retry.last_attempt {
+        let _ = write!(
+            line,
+            ", last {} ({} ago)",
+            date(last),
+            age(since(now, last))
+        );
+    }
+    match retry.next_attempt {
+        Some(next) if next > now => {
+            let _ = write!(
+                line,
+                ", next {} (in {})",
+                date(next),
+                age(next.duration_since(now).unwrap_or_default())
+            );
+        }
+        Some(_) | None => line.push_str(", next now"),
+    }
+    let _ = writeln!(out, "{line}");
+    if let Some(error) = &retry.last_error {
+        let _ = writeln!(out, "    last error: {error}");
+    }
+}
+
+fn opt_unix(when: Option<SystemTime>) -> Value {
+    when.map_or(Value::Null, |t| json!(unix(t)))
+}
+
+/// One message as a JSON object (the `queue --json` fields).
+pub fn entry_json(e: &Entry, now: SystemTime) -> Value {
+    let (sender, recipients, retry, error) = match &e.detail {
+        Ok(d) => (
+            json!(d.sender),
+            json!(d.recipients),
+            Some(&d.retry),
+            Value::Null,
+        ),
+        Err(why) => (Value::Null, Value::Null, None, json!(why)),
+    };
+    json!({
+        "id": e.id(),
+        "domain": e.domain,
+        "name": e.name,
+        "state": e.state.as_str(),
+        "owner": e.owner,
+        "path": e.path.to_string_lossy(),
+        "arrival": unix(e.arrival),
+        "age": since(now, e.arrival).as_secs(),
+        "size": e.size,
+        "sender": sender,
+        "recipients": recipients,
+        "attempts": retry.map(|r| r.attempts),
+        "first_attempt": opt_unix(retry.and_then(|r| r.first_attempt)),
+        "last_attempt": opt_unix(retry.and_then(|r| r.last_attempt)),
+        "next_attempt": opt_unix(retry.and_then(|r| r.next_attempt)),
+        "last_error": retry.and_then(|r| r.last_error.clone()),
+        "error": error,
+    })
+}
+
+/// The age column headers: `5 10 … 1280 1280+` (upper bounds in minutes).
+fn age_headers() -> Vec<String> {
+    let mut headers: Vec<String> = AGE_BUCKETS.iter().map(u64::to_string).collect();
+    headers.push(format!("{}+", AGE_BUCKETS[AGE_BUCKETS.len() - 1]));
+    headers
+}
+
+/// The summary as text: states per domain, then the age histogram
+/// (qshape's layout: `T` the total, then one column per age bucket, each
+/// headed by its upper bound in minutes), then the domains backing off.
+pub fn render_summary(lines: &[DomainSummary], now: SystemTime) -> String {
+    let width = lines
+        .iter()
+        .map(|l| l.domain.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$} {:>6} {:>6} {:>8} {:>6} {:>6} {:>6} {:>11} {:>10}",
+        "DOMAIN", "TOTAL", "READY", "DEFERRED", "ACTIVE", "HELD", "FAILED", "QUARANTINED", "SIZE"
+    );
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>6} {:>6} {:>8} {:>6} {:>6} {:>6} {:>11} {:>10}",
+            l.domain,
+            l.total(),
+            l.ready,
+            l.deferred,
+            l.active,
+            l.held,
+            l.failed,
+            l.quarantined,
+            size(l.bytes)
+        );
+    }
+    let _ = writeln!(out, "\nAge in minutes (as Postfix's qshape):");
+    let _ = write!(out, "{:<width$} {:>6}", "DOMAIN", "T");
+    for header in age_headers() {
+        let _ = write!(out, " {header:>5}");
+    }
+    out.push('\n');
+    for l in lines {
+        let _ = write!(out, "{:<width$} {:>6}", l.domain, l.total());
+        for n in l.ages {
+            let _ = write!(out, " {n:>5}");
+        }
+        out.push('\n');
+    }
+    let backing_off: Vec<&DomainSummary> = lines.iter().filter(|l| l.backoff.is_some()).collect();
+    if !backing_off.is_empty() {
+        let _ = writeln!(out, "\nDomains backing off (postman flush ends it):");
+        for l in backing_off {
+            if let Some(b) = &l.backoff {
+                let _ = writeln!(
+                    out,
+                    "{:<width$} until {} (in {}), {}: {}",
+                    l.domain,
+                    date(b.until),
+                    age(b.until.duration_since(now).unwrap_or_default()),
+                    count(u64::from(b.failures), "failed round"),
+                    b.error
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One summary line as a JSON object.
+pub fn summary_json(l: &DomainSummary) -> Value {
+    let ages: serde_json::Map<String, Value> = age_headers()
+        .into_iter()
+        .zip(l.ages)
+        .map(|(header, n)| (header, json!(n)))
+        .collect();
+    json!({
+        "domain": l.domain,
+        "total": l.total(),
+        "ready": l.ready,
+        "deferred": l.deferred,
+        "active": l.active,
+        "held": l.held,
+        "failed": l.failed,
+        "quarantined": l.quarantined,
+        "size": l.bytes,
+        "ages": ages,
+        "backoff_until": opt_unix(l.backoff.as_ref().map(|b| b.until)),
+        "backoff_failures": l.backoff.as_ref().map(|b| b.failures),
+        "backoff_error": l.backoff.as_ref().map(|b| b.error.clone()),
+    })
+}
+
+// `State` is indexed by its discriminant in `render_list`.
+const _: () = assert!(
+    State::Ready as usize == 0
+        && State::Deferred as usize == 1
+        && State::Active as usize == 2
+        && State::Held as usize == 3
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postman::queue::admin::Detail;
+    use std::path::PathBuf;
+    use std::time::UNIX_EPOCH;
+
+    const NOW: u64 = 1_764_250_000;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn entry(name: &str, state: State, detail: Result<Detail, String>) -> Entry {
+        Entry {
+            domain: "d1.test".into(),
+            name: name.into(),
+            state,
+            owner: (state == State::Active).then(|| "host.1.2".to_owned()),
+            path: PathBuf::from(format!("/q/.OTHER_SERVERS/d1.test/{name}")),
+            size: 1536,
+            arrival: at(NOW - 900),
+            detail,
+        }
+    }
+
+    fn deferred() -> Detail {
+        Detail {
+            sender: "alice@src.test".into(),
+            recipients: vec!["x@d1.test".into(), "y@d1.test".into()],
+            retry: RetryState {
+                attempts: 2,
+                first_attempt: Some(at(NOW - 600)),
+                last_attempt: Some(at(NOW - 60)),
+                next_attempt: Some(at(NOW + 240)),
+                last_error: Some("451 4.7.1 try later".into()),
+                delay_warned: None,
+            },
+        }
+    }
+
+    #[test]
+    fn list_text_shows_attempts_errors_and_totals() {
+        let entries = [
+            entry("m1", State::Deferred, Ok(deferred())),
+            entry("m2", State::Active, Ok(deferred())),
+            entry("bad", State::Ready, Err("no empty line".into())),
+        ];
+        let text = render_list(&entries, at(NOW));
+        for want in [
+            "QUEUE ID",
+            "d1.test/m1   deferred     15m    1.5 KiB  <alice@src.test>",
+            "    to <x@d1.test>\n    to <y@d1.test>\n",
+            "    attempts 2, last 2025-11-27 13:25:40 UTC (1m ago), next 2025-11-27 13:30:40 UTC (in 4m)\n",
+            "    last error: 451 4.7.1 try later\n",
+            "    being delivered by host.1.2\n",
+            "d1.test/bad  ready",
+            "    cannot read this file: no empty line\n",
+            "-- 4.5 KiB in 3 messages (1 ready, 1 deferred, 1 active, 0 held)\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert_eq!(render_list(&[], at(NOW)), "The queue is empty.\n");
+    }
+
+    #[test]
+    fn json_fields_are_stable() {
+        let v = entry_json(&entry("m1", State::Deferred, Ok(deferred())), at(NOW));
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "id",
+            "domain",
+            "name",
+            "state",
+            "owner",
+            "path",
+            "arrival",
+            "age",
+            "size",
+            "sender",
+            "recipients",
+            "attempts",
+            "first_attempt",
+            "last_attempt",
+            "next_attempt",
+            "last_error",
+            "error",
+        ];
+        want.sort_unstable();
+        assert_eq!(keys, want, "field names");
+        assert_eq!(v["id"], "d1.test/m1");
+        assert_eq!(v["state"], "deferred");
+        assert_eq!(v["age"], 900);
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["next_attempt"], NOW + 240);
+        assert_eq!(v["last_error"], "451 4.7.1 try later");
+        assert_eq!(v["recipients"], json!(["x@d1.test", "y@d1.test"]));
+        assert_eq!(v["error"], Value::Null);
+        let bad = entry_json(&entry("bad", State::Ready, Err("why".into())), at(NOW));
+        assert_eq!(bad["error"], "why");
+        assert_eq!(bad["sender"], Value::Null);
+        assert_eq!(bad["attempts"], Value::Null);
+    }
+
+    #[test]
+    fn summary_text_has_counts_ages_and_backoffs() {
+        let mut line = DomainSummary {
+            domain: "d1.test".into(),
+            ready: 2,
+            deferred: 1,
+            ages: [2, 0, 0, 0, 1, 0, 0, 0, 0, 0],
+            bytes: 4096,
+            backoff: Some(postman::queue::DomainBackoff {
+                until: at(NOW + 120),
+                failures: 3,
+                error: "connection refused".into(),
+            }),
+            ..DomainSummary::default()
+        };
+        let total = DomainSummary {
+            domain: "TOTAL".into(),
+            backoff: None,
+            ..line.clone()
+        };
+        line.quarantined = 1;
+        let text = render_summary(&[total, line.clone()], at(NOW));
+        for want in [
+            "DOMAIN   TOTAL  READY DEFERRED ACTIVE   HELD FAILED QUARANTINED       SIZE\n",
+            "TOTAL        3      2        1      0      0      0           0    4.0 KiB\n",
+            "d1.test      3      2        1      0      0      0           1    4.0 KiB\n",
+            "DOMAIN       T     5    10    20    40    80   160   320   640  1280 1280+\n",
+            "d1.test      3     2     0     0     0     1     0     0     0     0     0\n",
+            "d1.test until 2025-11-27 13:28:40 UTC (in 2m), 3 failed rounds: connection refused\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let v = summary_json(&line);
+        assert_eq!(v["ages"]["5"], 2);
+        assert_eq!(v["ages"]["1280+"], 0);
+        assert_eq!(v["total"], 3);
+        assert_eq!(v["backoff_until"], NOW + 120);
+    }
+}

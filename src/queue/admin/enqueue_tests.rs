@@ -1,0 +1,137 @@
+use super::*;
+use crate::queue::admin::test_support::*;
+
+use crate::queue::admin::QueueId;
+use crate::queue::{list_messages, parse_envelope};
+use std::fs;
+use std::io;
+use std::time::Duration;
+
+#[test]
+fn enqueue_writes_one_file_per_domain() {
+    let (_dir, layout) = setup();
+    let rcpts: Vec<String> = [
+        "x@d1.test",
+        "y@D2.test",
+        "z@d1.test",
+        "x@d1.test",
+        "w@d2.test.",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let message = b"Subject: bare LF\n\nline one\nline two\n";
+    let mut n = 0;
+    let ids = enqueue(&layout, "a@src.test", &rcpts, message, at(NOW), || {
+        n += 1;
+        format!("name{n}")
+    })
+    .expect("enqueue");
+    let got: Vec<String> = ids.iter().map(QueueId::to_string).collect();
+    assert_eq!(
+        got,
+        ["d1.test/name1", "d2.test/name2"],
+        "one id per domain, in domain order"
+    );
+    let want: [(&str, &str, &[&str]); 2] = [
+        ("d1.test", "name1", &["x@d1.test", "z@d1.test"]),
+        ("d2.test", "name2", &["y@d2.test", "w@d2.test"]),
+    ];
+    for (domain, name, to) in want {
+        let bytes = fs::read(layout.message_path(domain, name)).unwrap();
+        let env = parse_envelope(&bytes).expect("parses");
+        assert_eq!(env.sender, "a@src.test", "{domain}");
+        assert_eq!(
+            env.recipients, to,
+            "{domain}: grouped, deduplicated, domain lower-cased"
+        );
+        assert_eq!(env.arrival, Some(at(NOW)), "{domain}: dated now");
+        assert_eq!(
+            &bytes[env.body_offset as usize..],
+            message,
+            "{domain}: message as given"
+        );
+        assert!(
+            fs::read_dir(layout.tmp_dir(domain))
+                .unwrap()
+                .next()
+                .is_none(),
+            "{domain}: tmp is empty"
+        );
+    }
+}
+
+#[test]
+fn enqueue_failures_queue_nothing() {
+    let (_dir, layout) = setup();
+    let names = || {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("n{n}")
+        }
+    };
+    let err = enqueue(&layout, "", &[], b"x", at(NOW), names()).expect_err("no recipients");
+    assert!(matches!(err, EnqueueError::NoRecipients), "{err}");
+    let err = enqueue(
+        &layout,
+        "",
+        &["x@Bad_Domain".into()],
+        b"x",
+        at(NOW),
+        names(),
+    )
+    .expect_err("bad domain");
+    assert!(err.to_string().contains("x@Bad_Domain"), "{err}");
+
+    // b.test's tmp is a file: its temporary file cannot be made, after
+    // a.test's was written.
+    fs::create_dir_all(layout.domain_dir("b.test")).unwrap();
+    fs::write(layout.tmp_dir("b.test"), b"in the way").unwrap();
+    let rcpts = vec!["x@a.test".to_owned(), "y@b.test".to_owned()];
+    let err = enqueue(&layout, "", &rcpts, b"x", at(NOW), names()).expect_err("tmp blocked");
+    let text = err.to_string();
+    assert!(
+        text.contains("b.test") && text.contains("nothing was queued"),
+        "{text}"
+    );
+    assert!(
+        list_messages(&layout.domain_dir("a.test"))
+            .unwrap()
+            .is_empty(),
+        "a.test empty"
+    );
+    assert!(
+        fs::read_dir(layout.tmp_dir("a.test"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "a.test's temporary file removed"
+    );
+
+    // A taken name is never replaced.
+    let rcpts = vec!["x@a.test".to_owned()];
+    queued(&layout, "a.test", "n1", b"precious");
+    let err = enqueue(&layout, "", &rcpts, b"x", at(NOW), names()).expect_err("name taken");
+    assert!(
+        matches!(&err, EnqueueError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(layout.message_path("a.test", "n1")).unwrap(),
+        b"precious"
+    );
+}
+
+#[test]
+fn unique_names_follow_the_maildir_pattern() {
+    let now = at(NOW) + Duration::from_micros(42);
+    let cases: &[(&str, &str)] = &[
+        ("mx.example.org", "1764250000.000042P77Q3.mx.example.org"),
+        ("a/b:c", "1764250000.000042P77Q3.a\\057b\\072c"),
+        ("", "1764250000.000042P77Q3.localhost"),
+    ];
+    for (host, want) in cases {
+        assert_eq!(unique_name(now, 77, 3, host), *want, "host {host:?}");
+    }
+}

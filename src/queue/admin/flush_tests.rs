@@ -1,0 +1,117 @@
+use super::*;
+use crate::queue::admin::test_support::*;
+
+use crate::queue::admin::HOLD_DIR;
+use crate::queue::{parse_envelope, ACTIVE_DIR, BACKOFF_FILE};
+use std::os::unix::fs::MetadataExt;
+
+#[test]
+fn flush_makes_deferred_messages_due_and_clears_the_backoff() {
+    let (_dir, layout) = setup();
+    let deferred = queued(
+        &layout,
+        "d1.test",
+        "deferred",
+        &file(
+            "a@src.test",
+            &["x@d1.test"],
+            NOW - 600,
+            &deferred_extra(NOW + 3000),
+        ),
+    );
+    let ready = queued(
+        &layout,
+        "d1.test",
+        "ready",
+        &file("a@src.test", &["x@d1.test"], NOW, ""),
+    );
+    let held_bytes = file(
+        "a@src.test",
+        &["x@d1.test"],
+        NOW,
+        &deferred_extra(NOW + 3000),
+    );
+    let held = put(&layout, "d1.test", HOLD_DIR, "held", &held_bytes);
+    let bad = queued(&layout, "d1.test", "bad", b"garbage\n");
+    crate::queue::write_backoff(
+        &layout,
+        "d1.test",
+        &DomainBackoff {
+            until: at(NOW + 600),
+            failures: 3,
+            error: "connection refused".into(),
+        },
+    )
+    .unwrap();
+    let ready_inode = fs::metadata(&ready).unwrap().ino();
+
+    let report = flush(&layout, "d1.test", "me.1.1", at(NOW)).expect("flush");
+    assert_eq!(report.flushed, ["deferred"], "flushed");
+    assert!(report.busy.is_empty(), "busy: {:?}", report.busy);
+    assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
+    assert_eq!(
+        report.unreadable.len(),
+        1,
+        "the garbage file: {:?}",
+        report.unreadable
+    );
+    assert_eq!(report.unreadable[0].0, "bad");
+    assert_eq!(
+        report.backoff_cleared.map(|b| b.failures),
+        Some(3),
+        "backoff reported"
+    );
+    assert!(
+        !layout.domain_dir("d1.test").join(BACKOFF_FILE).exists(),
+        "backoff removed"
+    );
+
+    let bytes = fs::read(&deferred).unwrap();
+    let env = parse_envelope(&bytes).expect("still a queue file");
+    let retry = RetryState::from_envelope(&env).unwrap();
+    assert_eq!(retry.next_attempt, None, "due now");
+    assert_eq!(retry.attempts, 2, "attempts kept");
+    assert!(retry.last_error.is_some(), "last error kept");
+    assert_eq!(env.arrival, Some(at(NOW - 600)), "arrival kept");
+    assert!(
+        bytes.ends_with(b"\nSubject: hello\nMessage-ID: <m@src.test>\n\nbody line\n"),
+        "message kept: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(
+        fs::metadata(&ready).unwrap().ino(),
+        ready_inode,
+        "a due file is not rewritten"
+    );
+    assert_eq!(
+        fs::read(&held).unwrap(),
+        held_bytes,
+        "held stays held and deferred"
+    );
+    assert!(
+        bad.exists(),
+        "the garbage file is left for the daemon to quarantine"
+    );
+    assert!(
+        !layout
+            .domain_dir("d1.test")
+            .join(ACTIVE_DIR)
+            .join("me.1.1")
+            .exists(),
+        "no claim left"
+    );
+    assert!(
+        fs::read_dir(layout.tmp_dir("d1.test"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temporary file left"
+    );
+    let again = flush(&layout, "d1.test", "me.1.1", at(NOW)).expect("flush again");
+    assert!(
+        again.flushed.is_empty() && again.backoff_cleared.is_none(),
+        "{again:?}"
+    );
+    let missing = flush(&layout, "nowhere.test", "me.1.1", at(NOW)).expect_err("no folder");
+    assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+}

@@ -1,0 +1,398 @@
+//! What is in the queue, for `postman queue`: every message of every domain
+//! folder (ready, deferred, claimed by a running delivery, held), read from
+//! its envelope block and `X-Postman-*` retry fields without touching it,
+//! and a per-domain summary with an age histogram in the manner of Postfix's
+//! qshape. Files that cannot be parsed are listed with their error.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::HOLD_DIR;
+use crate::queue::{
+    list_domains, list_messages, read_backoff, read_envelope, DomainBackoff, Layout, ReadError,
+    RetryState, ACTIVE_DIR, FAILED_DIR, QUARANTINE_DIR,
+};
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    /// Waiting in `<domain>/`, due now (or as soon as its domain's backoff
+    /// ends).
+    Ready,
+    /// Waiting in `<domain>/` with an `X-Postman-Next-Attempt` in the future.
+    Deferred,
+    /// Claimed by a running postman: `<domain>/.active/<owner>/<name>`.
+    Active,
+    /// Put on hold by the operator: `<domain>/.hold/<name>`.
+    Held,
+}
+
+impl State {
+    /// The word `postman queue` prints (and its JSON `state` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ready => "ready",
+            State::Deferred => "deferred",
+            State::Active => "active",
+            State::Held => "held",
+        }
+    }
+}
+
+/// One message in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The domain folder.
+    pub domain: String,
+    /// The file name: with the domain, the queue id `domain/name`.
+    pub name: String,
+    /// Where it stands. A file that cannot be parsed is `Ready` in the
+    /// queue folder (the daemon will quarantine it), else where it lies.
+    pub state: State,
+    /// For [`State::Active`]: who claimed it (`<host>.<pid>.<start>`).
+    pub owner: Option<String>,
+    /// Where the file is.
+    pub path: PathBuf,
+    /// The whole file's size in bytes.
+    pub size: u64,
+    /// `X-Postman-Date`, or the file's modification time without one (or
+    /// when the file cannot be parsed).
+    pub arrival: SystemTime,
+    /// The envelope and retry state, or why they cannot be read.
+    pub detail: Result<Detail, String>,
+}
+
+impl Entry {
+    /// `domain/name`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.domain, self.name)
+    }
+}
+
+/// What an entry's envelope block says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detail {
+    /// The envelope sender; "" is the null sender.
+    pub sender: String,
+    /// The recipients still to deliver.
+    pub recipients: Vec<String>,
+    /// Earlier attempts.
+    pub retry: RetryState,
+}
+
+/// Every message of `domain` (all domains when `None`), sorted by arrival,
+/// oldest first, then by id. `now` decides ready against deferred. Missing
+/// folders are an empty queue; a file that vanishes while it is read (a
+/// delivery finished) is left out.
+pub fn list_queue(
+    layout: &Layout,
+    domain: Option<&str>,
+    now: SystemTime,
+) -> io::Result<Vec<Entry>> {
+    let domains = match domain {
+        Some(d) => vec![d.to_owned()],
+        None => match list_domains(layout) {
+            Ok(domains) => domains,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        },
+    };
+    let mut entries = Vec::new();
+    for domain in &domains {
+        list_domain(layout, domain, now, &mut entries)?;
+    }
+    entries.sort_by(|a, b| {
+        a.arrival
+            .cmp(&b.arrival)
+            .then_with(|| a.domain.cmp(&b.domain))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(entries)
+}
+
+fn list_domain(
+    layout: &Layout,
+    domain: &str,
+    now: SystemTime,
+    out: &mut Vec<Entry>,
+) -> io::Result<()> {
+    let dir = layout.domain_dir(domain);
+    for name in names_or_empty(list_messages(&dir))? {
+        let path = dir.join(&name);
+        push_entry(out, domain, name, path, State::Ready, None, now);
+    }
+    let hold = dir.join(HOLD_DIR);
+    for name in names_or_empty(list_files(&hold))? {
+        let path = hold.join(&name);
+        push_entry(out, domain, name, path, State::Held, None, now);
+    }
+    let active = dir.join(ACTIVE_DIR);
+    for owner in names_or_empty(list_subdirs(&active))? {
+        let owner_dir = active.join(&owner);
+        for name in names_or_empty(list_files(&owner_dir))? {
+            let path = owner_dir.join(&name);
+            push_entry(
+                out,
+                domain,
+                name,
+                path,
+                State::Active,
+                Some(owner.clone()),
+                now,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn push_entry(
+    out: &mut Vec<Entry>,
+    domain: &str,
+    name: String,
+    path: PathBuf,
+    state: State,
+    owner: Option<String>,
+    now: SystemTime,
+) {
+    let Some(entry) = read_entry(domain, name, path, state, owner, now) else {
+        return;
+    };
+    out.push(entry);
+}
+
+/// Reads one file into an entry; `None` when it is gone.
+fn read_entry(
+    domain: &str,
+    name: String,
+    path: PathBuf,
+    mut state: State,
+    owner: Option<String>,
+    now: SystemTime,
+) -> Option<Entry> {
+    let meta = match fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            return Some(Entry {
+                domain: domain.to_owned(),
+                name,
+                state,
+                owner,
+                path,
+                size: 0,
+                arrival: UNIX_EPOCH,
+                detail: Err(e.to_string()),
+            })
+        }
+    };
+    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+    let mut arrival = mtime;
+    let detail = match read_envelope(&path) {
+        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => Err(e.to_string()),
+        Ok(envelope) => match RetryState::from_envelope(&envelope) {
+            Err(e) => Err(e.to_string()),
+            Ok(retry) => {
+                arrival = envelope.arrival.unwrap_or(mtime);
+                if state == State::Ready && retry.next_attempt.is_some_and(|at| at > now) {
+                    state = State::Deferred;
+                }
+                Ok(Detail {
+                    sender: envelope.sender,
+                    recipients: envelope.recipients,
+                    retry,
+                })
+            }
+        },
+    };
+    Some(Entry {
+        domain: domain.to_owned(),
+        name,
+        state,
+        owner,
+        path,
+        size: meta.len(),
+        arrival,
+        detail,
+    })
+}
+
+fn names_or_empty(names: io::Result<Vec<String>>) -> io::Result<Vec<String>> {
+    match names {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// Regular files in `dir` whose names do not start with a dot, sorted.
+pub(crate) fn list_files(dir: &Path) -> io::Result<Vec<String>> {
+    list_entries(dir, |t| t.is_file())
+}
+
+fn list_subdirs(dir: &Path) -> io::Result<Vec<String>> {
+    list_entries(dir, |t| t.is_dir())
+}
+
+fn list_entries(dir: &Path, keep: impl Fn(fs::FileType) -> bool) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        match entry.file_type() {
+            Ok(t) if keep(t) => names.push(name),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Upper bounds of the age buckets in minutes, as Postfix's qshape prints
+/// them: a message of age `a` counts in the first bucket with `a < bound`;
+/// the last bucket takes everything older.
+pub const AGE_BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+/// The number of age columns: one per bound and one for older messages.
+pub const AGE_COLUMNS: usize = AGE_BUCKETS.len() + 1;
+
+/// One domain's line of `postman queue summary`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainSummary {
+    /// The domain folder; `TOTAL` for the sum of all.
+    pub domain: String,
+    /// Messages per state.
+    pub ready: u64,
+    /// See [`State::Deferred`].
+    pub deferred: u64,
+    /// See [`State::Active`].
+    pub active: u64,
+    /// See [`State::Held`].
+    pub held: u64,
+    /// Messages per age bucket ([`AGE_BUCKETS`]).
+    pub ages: [u64; AGE_COLUMNS],
+    /// Total size in bytes.
+    pub bytes: u64,
+    /// Files set aside in `.failed/` (not counted in the total).
+    pub failed: u64,
+    /// Files set aside in `.quarantine/` (not counted in the total).
+    pub quarantined: u64,
+    /// The domain's backoff, when `<domain>/.backoff` says it waits.
+    pub backoff: Option<DomainBackoff>,
+}
+
+impl DomainSummary {
+    /// Messages in the queue: ready + deferred + active + held.
+    pub fn total(&self) -> u64 {
+        self.ready + self.deferred + self.active + self.held
+    }
+
+    fn add(&mut self, entry: &Entry, now: SystemTime) {
+        match entry.state {
+            State::Ready => self.ready += 1,
+            State::Deferred => self.deferred += 1,
+            State::Active => self.active += 1,
+            State::Held => self.held += 1,
+        }
+        self.ages[age_bucket(now, entry.arrival)] += 1;
+        self.bytes += entry.size;
+    }
+}
+
+/// The age column of a message that arrived at `arrival`; one from the
+/// future counts as new.
+pub fn age_bucket(now: SystemTime, arrival: SystemTime) -> usize {
+    let minutes = now
+        .duration_since(arrival)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+        / 60;
+    AGE_BUCKETS
+        .iter()
+        .position(|&bound| minutes < bound)
+        .unwrap_or(AGE_BUCKETS.len())
+}
+
+/// The per-domain summary of `entries` (from [`list_queue`]) plus the set
+/// aside files and backoffs of those domains: the `TOTAL` line first, then
+/// the domains with the most messages first (ties by name). `domains` are
+/// the domain folders to report even when they hold no message in the
+/// queue (they may hold failed or quarantined files); domains without
+/// anything to report are left out.
+pub fn summarize(
+    layout: &Layout,
+    entries: &[Entry],
+    domains: &[String],
+    now: SystemTime,
+) -> Vec<DomainSummary> {
+    let mut per: std::collections::BTreeMap<&str, DomainSummary> = Default::default();
+    for entry in entries {
+        per.entry(&entry.domain)
+            .or_insert_with(|| named(&entry.domain))
+            .add(entry, now);
+    }
+    for domain in domains {
+        let failed = count_set_aside(&layout.domain_dir(domain).join(FAILED_DIR));
+        let quarantined = count_set_aside(&layout.domain_dir(domain).join(QUARANTINE_DIR));
+        let backoff = read_backoff(layout, domain)
+            .ok()
+            .flatten()
+            .filter(|b| b.until > now);
+        if failed == 0
+            && quarantined == 0
+            && backoff.is_none()
+            && !per.contains_key(domain.as_str())
+        {
+            continue;
+        }
+        let line = per.entry(domain).or_insert_with(|| named(domain));
+        line.failed = failed;
+        line.quarantined = quarantined;
+        line.backoff = backoff;
+    }
+    let mut total = named("TOTAL");
+    for line in per.values() {
+        total.ready += line.ready;
+        total.deferred += line.deferred;
+        total.active += line.active;
+        total.held += line.held;
+        total.bytes += line.bytes;
+        total.failed += line.failed;
+        total.quarantined += line.quarantined;
+        for (sum, n) in total.ages.iter_mut().zip(line.ages) {
+            *sum += n;
+        }
+    }
+    let mut lines: Vec<DomainSummary> = per.into_values().collect();
+    lines.sort_by(|a, b| {
+        b.total()
+            .cmp(&a.total())
+            .then_with(|| a.domain.cmp(&b.domain))
+    });
+    lines.insert(0, total);
+    lines
+}
+
+fn named(domain: &str) -> DomainSummary {
+    DomainSummary {
+        domain: domain.to_owned(),
+        ..DomainSummary::default()
+    }
+}
+
+/// Set-aside messages in `dir`: files other than `*.reason` and dot files.
+fn count_set_aside(dir: &Path) -> u64 {
+    list_files(dir)
+        .map(|names| names.iter().filter(|n| !n.ends_with(".reason")).count() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "listing_tests.rs"]
+mod tests;
