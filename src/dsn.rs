@@ -135,7 +135,9 @@ impl RecipientReport {
         };
         RecipientReport {
             address: address.to_owned(),
-            status: status_for(outcome.class, outcome.reply.as_ref()),
+            status: outcome
+                .status
+                .unwrap_or_else(|| status_for(outcome.class, outcome.reply.as_ref())),
             remote_mta: remote_mta.map(str::to_owned),
             reply: outcome.reply.as_ref().map(Reply::to_string),
             reason,

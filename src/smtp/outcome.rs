@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use super::reply::{Reply, ReplyCode};
+use super::reply::{EnhancedCode, Reply, ReplyCode};
 
 /// Try again later, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +125,10 @@ pub struct Outcome {
     pub reply: Option<Reply>,
     /// The complete, stable description; also what `Display` prints.
     pub detail: String,
+    /// The RFC 3463 status postman itself assigns when no reply carries one
+    /// (a message over the server's SIZE: 5.3.4; one needing SMTPUTF8 from a
+    /// server without it: 5.6.7).
+    pub status: Option<EnhancedCode>,
 }
 
 impl Outcome {
@@ -138,6 +142,7 @@ impl Outcome {
             stage,
             reply: Some(reply),
             detail,
+            status: None,
         }
     }
 
@@ -154,6 +159,15 @@ impl Outcome {
             stage,
             reply: None,
             detail: detail.into(),
+            status: None,
+        }
+    }
+
+    /// The same outcome with postman's own RFC 3463 `status`.
+    pub fn with_status(self, status: EnhancedCode) -> Outcome {
+        Outcome {
+            status: Some(status),
+            ..self
         }
     }
 

@@ -145,6 +145,7 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
                     .reply
                     .as_ref()
                     .and_then(|r| r.enhanced)
+                    .or(outcome.status)
                     .map(|e| e.to_string());
                 let fate = match outcome.class {
                     Class::Transient => {

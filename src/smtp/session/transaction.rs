@@ -17,7 +17,7 @@ use crate::smtp::command::{address_problem, Command, MailParams};
 use crate::smtp::data::DotStuffer;
 use crate::smtp::extensions::Extensions;
 use crate::smtp::outcome::{Class, Outcome, Scope, Stage};
-use crate::smtp::reply::{Reply, ReplyCode};
+use crate::smtp::reply::{EnhancedCode, Reply, ReplyCode};
 
 impl Session {
     /// Begins a transaction. Only after [`Event::Ready`](super::Event::Ready).
@@ -375,9 +375,17 @@ fn refuse_by_extensions(txn: &mut Transaction, extensions: &Extensions) {
     let detail = if let (Some(limit @ 1..), Some(size)) = (extensions.size, envelope.size) {
         // RFC 1870 §6.1: SIZE 0 means no fixed limit.
         (size > limit).then(|| {
-            format!(
-                "accepts messages of at most {limit} octets (SIZE), but this message has {size} \
-                 (RFC 1870)"
+            (
+                format!(
+                    "accepts messages of at most {limit} octets (SIZE), but this message has \
+                     {size} (RFC 1870)"
+                ),
+                // RFC 3463: message length exceeds administrative limit.
+                EnhancedCode {
+                    class: 5,
+                    subject: 3,
+                    detail: 4,
+                },
             )
         })
     } else {
@@ -390,13 +398,23 @@ fn refuse_by_extensions(txn: &mut Transaction, extensions: &Extensions) {
         let address = std::iter::once(&envelope.sender)
             .chain(&envelope.recipients)
             .find(|address| !address.is_ascii())?;
-        Some(format!(
-            "does not offer SMTPUTF8, which the internationalised address {address:?} needs \
-             (RFC 6531)"
+        Some((
+            format!(
+                "does not offer SMTPUTF8, which the internationalised address {address:?} needs \
+                 (RFC 6531)"
+            ),
+            // RFC 6531 §3.6: non-ASCII addresses not permitted for the
+            // recipient or the sender.
+            EnhancedCode {
+                class: 5,
+                subject: 6,
+                detail: 7,
+            },
         ))
     });
-    if let Some(detail) = detail {
-        let outcome = Outcome::without_reply(Class::Permanent, Scope::Message, Stage::Mail, detail);
+    if let Some((detail, status)) = detail {
+        let outcome = Outcome::without_reply(Class::Permanent, Scope::Message, Stage::Mail, detail)
+            .with_status(status);
         fill(txn, &Err(outcome));
     }
 }

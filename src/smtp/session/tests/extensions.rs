@@ -406,6 +406,20 @@ fn refused_before_mail_by_the_servers_extensions() {
          (RFC 6531)",
         "SMTPUTF8 detail"
     );
+    let status = |run: &Run, index: usize| match run.results.get(index) {
+        Some(Err(outcome)) => outcome.status.map(|s| s.to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        status(&runs[0], 0).as_deref(),
+        Some("5.3.4"),
+        "SIZE status (RFC 3463)"
+    );
+    assert_eq!(
+        status(&runs[1], 1).as_deref(),
+        Some("5.6.7"),
+        "SMTPUTF8 status (RFC 6531)"
+    );
 
     let mut d = Dialogue::new();
     d.reply("220 mx.test");
