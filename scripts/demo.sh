@@ -77,6 +77,8 @@ printf 'this is not a queue file\n' > "$maildir/.OTHER_SERVERS/alpha.demo/broken
 cat > "$work/postman.toml" <<TOML
 [application]
 hostname = "demo.postman.test"
+# Bounces to senders in these domains go to their Maildir under the root.
+local_domains = ["local.demo"]
 server_port = $smtp_port
 threads = 2
 [application.maildir]
@@ -115,3 +117,10 @@ PY
 echo
 echo "== what is left in the queue"
 (cd "$maildir/.OTHER_SERVERS" && find . -type f | sort | sed 's/^/  /')
+echo
+echo "== bounces delivered to local senders (the null MX domain's message)"
+for f in "$maildir"/*/new/*; do
+  [ -e "$f" ] || continue
+  echo "  ${f#"$maildir"/}"
+  grep -E '^(Subject|Final-Recipient|Action|Status|Diagnostic-Code):' "$f" | sed 's/^/    /'
+done

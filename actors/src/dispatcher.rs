@@ -875,7 +875,7 @@ impl Dispatcher {
         // The logger cannot time itself: its record count is reported here,
         // under its own actor name. With OverflowStrategy::Block nothing is
         // ever dropped.
-        info!(self.log, "metrics"; "actor" => "logger",
+        info!(self.log_control.log, "metrics";
             "records" => self.log_control.records.load(Ordering::Relaxed), "dropped" => 0u64);
         let deferred: usize = self.domains.values().map(|d| d.deferred.len()).sum();
         info!(self.log, "metrics";

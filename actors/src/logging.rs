@@ -20,13 +20,16 @@ use slog::{o, Drain, Logger, OwnedKVList, Record};
 const LOG_CHANNEL_CAPACITY: usize = 8192;
 
 /// What the rest of the process may ask of the logger, lock-free.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LogControl {
     /// Set by the signal thread on SIGUSR1: the drain reopens its file
     /// before the next record.
     pub reopen: Arc<AtomicBool>,
     /// Records written so far (the logger's `metrics`).
     pub records: Arc<AtomicU64>,
+    /// Where the logger's own `metrics` record goes (`actor` = `logger`;
+    /// another actor writes it, since the drain cannot log to itself).
+    pub log: Logger,
 }
 
 /// Starts the drain thread. Keep the guard alive until every actor has been
@@ -36,14 +39,15 @@ pub fn start(
     debug: bool,
     file: Option<&Path>,
 ) -> anyhow::Result<(Logger, slog_async::AsyncGuard, LogControl)> {
-    let control = LogControl::default();
+    let reopen = Arc::new(AtomicBool::new(false));
+    let records = Arc::new(AtomicU64::new(0));
     let level = if debug {
         slog::Level::Debug
     } else {
         slog::Level::Info
     };
     let out: Box<dyn Write + Send> = match file {
-        Some(path) => Box::new(ReopeningFile::open(path, Arc::clone(&control.reopen))?),
+        Some(path) => Box::new(ReopeningFile::open(path, Arc::clone(&reopen))?),
         None => Box::new(io::stderr()),
     };
     let (drain, guard) = match format {
@@ -53,15 +57,21 @@ pub fn start(
                 .set_flush(true)
                 .build()
                 .fuse();
-            spawn(Counting::new(drain.filter_level(level).fuse(), &control))
+            spawn(Counting::new(drain.filter_level(level).fuse(), &records))
         }
         LogFormat::Term => {
             let decorator = slog_term::PlainDecorator::new(out);
             let drain = slog_term::FullFormat::new(decorator).build().fuse();
-            spawn(Counting::new(drain.filter_level(level).fuse(), &control))
+            spawn(Counting::new(drain.filter_level(level).fuse(), &records))
         }
     };
-    Ok((Logger::root(drain.fuse(), o!()), guard, control))
+    let root = Logger::root(drain.fuse(), o!());
+    let control = LogControl {
+        reopen,
+        records,
+        log: root.new(o!("actor" => "logger", "pid" => std::process::id())),
+    };
+    Ok((root, guard, control))
 }
 
 fn spawn<D>(drain: D) -> (slog_async::Async, slog_async::AsyncGuard)
@@ -82,10 +92,10 @@ struct Counting<D> {
 }
 
 impl<D> Counting<D> {
-    fn new(inner: D, control: &LogControl) -> Counting<D> {
+    fn new(inner: D, records: &Arc<AtomicU64>) -> Counting<D> {
         Counting {
             inner,
-            records: Arc::clone(&control.records),
+            records: Arc::clone(records),
         }
     }
 }
