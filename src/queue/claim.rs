@@ -76,10 +76,15 @@ pub fn claim(
     let queue_path = domain_dir.join(name);
     let owner_dir = domain_dir.join(ACTIVE_DIR).join(owner);
     let path = owner_dir.join(name);
-    // Twice: a concurrent recovery may remove an empty owner folder between
-    // our mkdir and our rename (only for dead owners, but be robust).
-    for _ in 0..2 {
-        fs::create_dir_all(&owner_dir)?;
+    // The rename is tried first: the owner folder exists after the first
+    // claim, so the common case is one system call. When the folder is
+    // missing the rename fails with NotFound and the loop makes it; a
+    // concurrent recovery may remove an empty owner folder between our mkdir
+    // and our rename (only for dead owners, but be robust).
+    for attempt in 0..3 {
+        if attempt > 0 {
+            fs::create_dir_all(&owner_dir)?;
+        }
         match fs::rename(&queue_path, &path) {
             Ok(()) => {
                 return Ok(Some(Claimed {
@@ -92,6 +97,8 @@ pub fn claim(
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Either the file is gone (claimed or completed by someone
+                // else) or the owner folder is missing.
                 if fs::symlink_metadata(&queue_path).is_err() {
                     return Ok(None);
                 }
