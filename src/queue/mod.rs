@@ -27,7 +27,7 @@ pub use rewrite::rewrite;
 pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
 pub use store::{
     complete, copy_aside_failed, list_domains, list_messages, quarantine, read_envelope,
-    set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
+    read_envelope_from, set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
 };
 
 use std::path::{Path, PathBuf};

@@ -36,7 +36,12 @@ pub enum ReadError {
 /// reading only as far as the empty line (at most [`MAX_ENVELOPE_BLOCK`]
 /// bytes), never the whole message.
 pub fn read_envelope(path: &Path) -> Result<Envelope, ReadError> {
-    let mut file = File::open(path)?;
+    read_envelope_from(&mut File::open(path)?)
+}
+
+/// [`read_envelope`] for a file already open at its start: one open serves
+/// both the envelope and, after [`BodyReader::from_file`], the message.
+pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
     let mut buf = Vec::with_capacity(HEAD_CHUNK);
     let mut scan = BlockScan::default();
     loop {
@@ -270,6 +275,7 @@ fn write_reason(dir: &Path, name: &str, reason: &str) -> io::Result<()> {
 #[derive(Debug)]
 pub struct BodyReader {
     file: File,
+    body_offset: u64,
 }
 
 impl BodyReader {
@@ -281,7 +287,14 @@ impl BodyReader {
     /// Uses an already open file (for example one just claimed).
     pub fn from_file(mut file: File, body_offset: u64) -> io::Result<Self> {
         file.seek(SeekFrom::Start(body_offset))?;
-        Ok(BodyReader { file })
+        Ok(BodyReader { file, body_offset })
+    }
+
+    /// Goes back to the first byte of the message (after a measuring pass).
+    pub fn rewind(&mut self) -> io::Result<()> {
+        self.file
+            .seek(SeekFrom::Start(self.body_offset))
+            .map(|_| ())
     }
 
     /// Clears `buf` and reads the next chunk of up to [`BODY_CHUNK`] bytes

@@ -9,14 +9,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg};
-use postman::queue::BodyReader;
 
 use super::FD_SETSIZE;
 
 /// How much of a message is read from disk at a time.
 pub const CHUNK: usize = 64 * 1024;
 
-pub fn open(path: &Path, body_offset: u64) -> io::Result<BodyReader> {
+/// Opens a queue file for reading, its descriptor moved above FD_SETSIZE.
+pub fn open(path: &Path) -> io::Result<File> {
     let file = File::open(path)?;
     let file = match fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(FD_SETSIZE)) {
         // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
@@ -27,5 +27,5 @@ pub fn open(path: &Path, body_offset: u64) -> io::Result<BodyReader> {
         Err(_) => file,
     };
     debug_assert!(file.as_raw_fd() >= 0);
-    BodyReader::from_file(file, body_offset)
+    Ok(file)
 }

@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
+use postman::queue::BodyReader;
 use postman::smtp::{BodyMeasure, Envelope, Event, Reply, Session, TlsMode};
 use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::body;
 use super::settle::{abandon_job, finish_job, give_back, start_job, Job};
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
@@ -700,18 +700,20 @@ fn would_block(e: &io::Error) -> bool {
 /// 8BITMIME is logged: it goes out as is.
 pub fn envelope_for(
     msg: &QueuedMessage,
-    path: &std::path::Path,
+    body: &mut BodyReader,
     session: &Session,
     shared: &mut Shared,
 ) -> Envelope {
     let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
-    let measured = body::open(path, msg.envelope.body_offset).and_then(|mut reader| {
+    let mut measure = || -> std::io::Result<BodyMeasure> {
         let mut measure = BodyMeasure::new();
-        while reader.read_chunk(&mut shared.body_buf)? > 0 {
+        while body.read_chunk(&mut shared.body_buf)? > 0 {
             measure.push(&shared.body_buf);
         }
+        body.rewind()?;
         Ok(measure)
-    });
+    };
+    let measured = measure();
     match measured {
         Ok(measure) => {
             envelope.size = Some(measure.size());
@@ -719,6 +721,9 @@ pub fn envelope_for(
         }
         Err(e) => {
             debug!(shared.log, "cannot measure the message"; "queue_id" => &msg.id, "error" => %e);
+            // Sending must start from the first byte; if even this fails,
+            // reading the body to send it fails the attempt properly.
+            let _ = body.rewind();
         }
     }
     let eight_bit_mime = session.extensions().is_some_and(|e| e.eight_bit_mime);

@@ -56,7 +56,20 @@ pub fn start_job(
             return None;
         }
     };
-    match queue::read_envelope(claimed.path()) {
+    // One open serves the envelope, the measuring pass and the sending.
+    let mut file = match body::open(claimed.path()) {
+        Ok(file) => file,
+        Err(e) => {
+            error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
+            release(shared, &msg, claimed);
+            let reason = format!("cannot open queue file: {e}");
+            log_all(shared, &msg, relay, Status::Deferred, &reason);
+            let disposition = Disposition::Deferred(msg.clone());
+            tell_done(shared, msg, disposition);
+            return None;
+        }
+    };
+    match queue::read_envelope_from(&mut file) {
         Ok(envelope) => match RetryState::from_envelope(&envelope) {
             Ok(retry) => {
                 msg.arrival = envelope.arrival.unwrap_or(msg.arrival);
@@ -91,7 +104,7 @@ pub fn start_job(
         tell_done(shared, msg, disposition);
         return None;
     }
-    let body = match body::open(claimed.path(), msg.envelope.body_offset) {
+    let mut body = match BodyReader::from_file(file, msg.envelope.body_offset) {
         Ok(body) => body,
         Err(e) => {
             error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
@@ -103,7 +116,7 @@ pub fn start_job(
             return None;
         }
     };
-    let envelope = super::conn::envelope_for(&msg, claimed.path(), session, shared);
+    let envelope = super::conn::envelope_for(&msg, &mut body, session, shared);
     match session.start_message(envelope, now) {
         Ok(()) => Some(Job {
             msg,
