@@ -278,15 +278,7 @@ impl Dispatcher {
                 if let Some(d) = self.domains.get_mut(&domain) {
                     d.flying.remove(&id);
                 }
-                match disposition {
-                    Disposition::Finished => self.stats.finished += 1,
-                    Disposition::Deferred(msg) => {
-                        let due = settler::due(&msg.retry, self.config.retry_delay);
-                        self.defer(msg, due);
-                    }
-                    Disposition::Unused(msg) => self.enqueue(msg, now),
-                }
-                let _ = domain;
+                self.settled(disposition, now);
             }
             DispatcherMsg::WantMore {
                 worker,

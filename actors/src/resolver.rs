@@ -171,7 +171,7 @@ async fn resolve(
         let answer = if !addrs.is_empty() {
             AddrAnswer::Addrs(addrs)
         } else if let Some(failed) = failures.iter().find(|f| matches!(f, AddrAnswer::Failed(_))) {
-            clone_answer(failed)
+            failed.clone()
         } else if failures.iter().all(|f| matches!(f, AddrAnswer::NxDomain)) && !failures.is_empty()
         {
             AddrAnswer::NxDomain
@@ -203,15 +203,6 @@ fn classify_addr(error: &NetError) -> AddrAnswer {
         AddrAnswer::NoRecords
     } else {
         AddrAnswer::Failed(error.to_string())
-    }
-}
-
-fn clone_answer(answer: &AddrAnswer) -> AddrAnswer {
-    match answer {
-        AddrAnswer::Addrs(a) => AddrAnswer::Addrs(a.clone()),
-        AddrAnswer::NoRecords => AddrAnswer::NoRecords,
-        AddrAnswer::NxDomain => AddrAnswer::NxDomain,
-        AddrAnswer::Failed(m) => AddrAnswer::Failed(m.clone()),
     }
 }
 

@@ -60,12 +60,7 @@ pub fn start_job(
     let mut file = match body::open(claimed.path()) {
         Ok(file) => file,
         Err(e) => {
-            error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
-            release(shared, &msg, claimed);
-            let reason = format!("cannot open queue file: {e}");
-            log_all(shared, &msg, relay, Status::Deferred, &reason);
-            let disposition = Disposition::Deferred(msg.clone());
-            tell_done(shared, msg, disposition);
+            cannot_open(shared, msg, claimed, relay, &e);
             return None;
         }
     };
@@ -107,12 +102,7 @@ pub fn start_job(
     let mut body = match BodyReader::from_file(file, msg.envelope.body_offset) {
         Ok(body) => body,
         Err(e) => {
-            error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
-            release(shared, &msg, claimed);
-            let reason = format!("cannot open queue file: {e}");
-            log_all(shared, &msg, relay, Status::Deferred, &reason);
-            let disposition = Disposition::Deferred(msg.clone());
-            tell_done(shared, msg, disposition);
+            cannot_open(shared, msg, claimed, relay, &e);
             return None;
         }
     };
@@ -208,6 +198,23 @@ pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&s
     release(shared, &job.msg, job.claimed);
     let disposition = Disposition::Deferred(job.msg.clone());
     tell_done(shared, job.msg, disposition);
+}
+
+/// The claimed file cannot be opened or read: it goes back, unchanged, and
+/// the message waits for its next turn.
+fn cannot_open(
+    shared: &Shared,
+    msg: QueuedMessage,
+    claimed: Claimed,
+    relay: &str,
+    e: &std::io::Error,
+) {
+    error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
+    release(shared, &msg, claimed);
+    let reason = format!("cannot open queue file: {e}");
+    log_all(shared, &msg, relay, Status::Deferred, &reason);
+    let disposition = Disposition::Deferred(msg.clone());
+    tell_done(shared, msg, disposition);
 }
 
 fn release(shared: &Shared, msg: &QueuedMessage, claimed: Claimed) {
