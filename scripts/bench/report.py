@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Turns the per-run JSON files of scripts/bench.sh into Markdown.
+
+  report.py annotate FILE KEY=VALUE...     add fields to a run's JSON
+  report.py postman-log LOG START_EPOCH    JSON facts from postman's JSON log
+  report.py compare DIR                    the comparison tables (stdout)
+  report.py scale DIR                      the scale tables (stdout)
+  report.py splice FILE NAME < TEXT        replace the section NAME of FILE
+                                           (between <!-- BEGIN NAME --> and
+                                           <!-- END NAME -->), or append it
+
+Run files are DIR/<workload>/<sender>.<run>.json; DIR/<workload>/workload.json
+describes the workload.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+from datetime import datetime
+
+SENDERS = [
+    ("postman", "postman `run --once`"),
+    ("postfix", "Postfix 3 (qmgr + smtp)"),
+    ("source-d", "smtp-source -d (shared connections)"),
+    ("source-1", "smtp-source (1 message/connection)"),
+]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def annotate(path, pairs):
+    data = load(path)
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            data[key] = json.loads(value)
+        except ValueError:
+            data[key] = value
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?")
+
+
+def parse_ts(text):
+    m = TS.match(text)
+    if not m:
+        return None
+    base, frac, zone = m.groups()
+    zone = "+00:00" if zone in (None, "Z") else zone
+    if len(zone) == 5:
+        zone = zone[:3] + ":" + zone[3:]
+    when = datetime.fromisoformat(base + zone).timestamp()
+    return when + (int(frac) / 10 ** len(frac) if frac else 0.0)
+
+
+def postman_log(path, start_epoch):
+    """sent/deferred/bounced counts, the first delivery's delay after start,
+    and the workers' metrics (sum of per-worker peaks)."""
+    facts = {"sent": 0, "deferred": 0, "bounced": 0, "first_delivery": None,
+             "worker_peak_sum": 0, "connections_opened_log": 0, "records": 0}
+    with open(path, errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            facts["records"] += 1
+            msg = rec.get("msg")
+            if msg == "delivery":
+                status = rec.get("status")
+                if status in ("sent", "deferred", "bounced"):
+                    facts[status] += 1
+                if facts["first_delivery"] is None and "ts" in rec:
+                    ts = parse_ts(rec["ts"])
+                    if ts is not None:
+                        facts["first_delivery"] = ts - float(start_epoch)
+            elif msg == "metrics" and "peak_connections" in rec:
+                facts["worker_peak_sum"] += int(rec["peak_connections"])
+                facts["connections_opened_log"] += int(rec.get("connections_opened", 0))
+    print(json.dumps(facts))
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def derive(run):
+    sent = run.get("sent") or 0
+    cpu = run["user"] + run["sys"]
+    return {
+        "rate": sent / run["wall"] if run["wall"] > 0 else 0,
+        "cpu_k": cpu / sent * 1000 if sent else None,
+        "mem": run["peak_rss_kb"] / 1024,
+        "pss": run["peak_pss_kb"] / 1024 if run.get("peak_pss_kb") else None,
+        "conns": run.get("sessions"),
+        "peak": run.get("peak_conns"),
+        "sent": sent,
+        "wall": run["wall"],
+        "cpu": cpu,
+    }
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(a, b, digits=2):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.{digits}f}×"
+
+
+def workloads(root):
+    out = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "workload.json"))):
+        wl = load(path)
+        wl["dir"] = os.path.dirname(path)
+        out.append(wl)
+    out.sort(key=lambda w: w.get("order", 0))
+    return out
+
+
+def runs_of(wl, sender):
+    files = sorted(glob.glob(os.path.join(wl["dir"], f"{sender}.*.json")))
+    return [derive(load(p)) for p in files]
+
+
+def compare(root):
+    lines = []
+    medians = {}
+    for wl in workloads(root):
+        lines.append(f"### {wl['title']}\n")
+        lines.append(
+            "| sender | messages/s | CPU s / 1,000 msgs | peak RSS MB | "
+            "connections opened | peak simultaneous connections | runs |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        per = {}
+        for key, label in SENDERS:
+            runs = runs_of(wl, key)
+            if not runs:
+                continue
+            m = {k: median([r[k] for r in runs]) for k in runs[0]}
+            per[key] = m
+            mem = fmt(m["mem"], 1)
+            if m.get("pss") is not None:
+                mem += f" (PSS {fmt(m['pss'], 1)})"
+            lines.append(
+                f"| {label} | {fmt(m['rate'])} | {fmt(m['cpu_k'], 3)} | {mem} | "
+                f"{fmt(m['conns'])} | {fmt(m['peak'])} | {len(runs)} |"
+            )
+        medians[wl["title"]] = per
+        lines.append("")
+        lines.append("<details><summary>every run</summary>\n")
+        lines.append("| sender | run | sent | wall s | msgs/s | CPU s | CPU s / 1,000 | peak RSS MB | connections |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for key, label in SENDERS:
+            for i, r in enumerate(runs_of(wl, key), 1):
+                lines.append(
+                    f"| {key} | {i} | {r['sent']} | {r['wall']:.2f} | {fmt(r['rate'])} | "
+                    f"{r['cpu']:.2f} | {fmt(r['cpu_k'], 3)} | {fmt(r['mem'], 1)} | {fmt(r['conns'])} |"
+                )
+        lines.append("\n</details>\n")
+    lines.append("### Ratios (medians)\n")
+    lines.append(
+        "| workload | postman / Postfix msgs/s | postman / Postfix CPU per msg | "
+        "postman / Postfix peak RSS (PSS) | postman / smtp-source -d | postman / smtp-source 1-per-conn |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for title, per in medians.items():
+        pm, pf = per.get("postman"), per.get("postfix")
+        sd, s1 = per.get("source-d"), per.get("source-1")
+        get = lambda d, k: d[k] if d else None
+        lines.append(
+            f"| {title} | {ratio(get(pm, 'rate'), get(pf, 'rate'))} | "
+            f"{ratio(get(pm, 'cpu_k'), get(pf, 'cpu_k'))} | "
+            f"{ratio(get(pm, 'mem'), get(pf, 'mem'))} ({ratio(get(pm, 'mem'), get(pf, 'pss'))}) | "
+            f"{ratio(get(pm, 'rate'), get(sd, 'rate'))} | {ratio(get(pm, 'rate'), get(s1, 'rate'))} |"
+        )
+    lines.append("")
+    print("\n".join(lines))
+
+
+def scale(root):
+    lines = []
+    for wl in workloads(root):
+        lines.append(f"### {wl['title']}\n")
+        if wl.get("note"):
+            lines.append(wl["note"] + "\n")
+        lines.append(
+            "| run | sent | deferred | wall s | msgs/s | CPU s | peak RSS MB | "
+            "first delivery after start s | peak simultaneous connections (sink) | "
+            "sum of workers' peak_connections (log) | connections opened |"
+        )
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        files = sorted(glob.glob(os.path.join(wl["dir"], "postman.*.json")))
+        for i, path in enumerate(files, 1):
+            r = load(path)
+            d = derive(r)
+            lines.append(
+                f"| {i} | {d['sent']} | {r.get('deferred', 0)} | {d['wall']:.2f} | {fmt(d['rate'])} | "
+                f"{d['cpu']:.2f} | {fmt(d['mem'], 1)} | {fmt(r.get('first_delivery'), 3)} | "
+                f"{fmt(d['peak'])} | {fmt(r.get('worker_peak_sum'))} | {fmt(d['conns'])} |"
+            )
+        lines.append("")
+    print("\n".join(lines))
+
+
+def splice(path, name, text):
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    old = open(path).read() if os.path.exists(path) else ""
+    if begin in old and end in old:
+        head, _, rest = old.partition(begin)
+        _, _, tail = rest.partition(end)
+        new = head + block + tail
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "annotate":
+        annotate(argv[2], argv[3:])
+    elif cmd == "postman-log":
+        postman_log(argv[2], argv[3])
+    elif cmd == "compare":
+        compare(argv[2])
+    elif cmd == "scale":
+        scale(argv[2])
+    elif cmd == "splice":
+        splice(argv[2], argv[3], sys.stdin.read())
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

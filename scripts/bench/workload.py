@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""The benchmark workload, written the same way for every sender.
+
+Message i goes from <a@src.test> to <u{i}@d{i % domains}.bench.test>; it is
+SIZE bytes of RFC 5322 text (a few headers, then 76-character lines of body)
+with CRLF line ends, identical for postman and for Postfix.
+
+  workload.py maildir ROOT COUNT DOMAINS SIZE      fill a postman queue
+  workload.py smtp HOST PORT COUNT DOMAINS SIZE    inject into an SMTP server
+  workload.py body-size SIZE                       bytes after the headers
+                                                   (for smtp-source -l)
+"""
+import os
+import smtplib
+import sys
+import threading
+import time
+
+SENDER = "a@src.test"
+
+
+def domain(i, domains):
+    return f"d{i % domains}.bench.test"
+
+
+def headers(i, domains):
+    return (
+        f"From: <{SENDER}>\r\n"
+        f"To: <u{i}@{domain(i, domains)}>\r\n"
+        f"Subject: bench {i}\r\n"
+        f"Message-ID: <{i}.bench@src.test>\r\n"
+        "Date: Thu, 27 Nov 2025 12:00:00 +0000\r\n"
+        "\r\n"
+    ).encode()
+
+
+def body(length):
+    """`length` bytes of 76-character CRLF-terminated lines."""
+    line = b"x" * 76 + b"\r\n"
+    full, rest = divmod(length, len(line))
+    tail = b"y" * max(rest - 2, 0) + b"\r\n" if rest >= 2 else b""
+    return line * full + tail
+
+
+def message(i, domains, size):
+    head = headers(i, domains)
+    return head + body(max(size - len(head), 0))
+
+
+def fill_maildir(root, count, domains, size):
+    now = int(time.time())
+    made = set()
+    for i in range(count):
+        dom = domain(i, domains)
+        folder = os.path.join(root, ".OTHER_SERVERS", dom)
+        if dom not in made:
+            os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
+            made.add(dom)
+        envelope = (
+            f"X-Postman-From: <{SENDER}>\r\n"
+            f"X-Postman-Date: {now}\r\n"
+            f"X-Postman-To: <u{i}@{dom}>\r\n\r\n"
+        ).encode()
+        tmp = os.path.join(folder, "tmp", f"m{i}")
+        with open(tmp, "wb") as f:
+            f.write(envelope + message(i, domains, size))
+        os.rename(tmp, os.path.join(folder, f"m{i}"))
+
+
+def inject_smtp(host, port, count, domains, size, connections=4):
+    """Sends the workload over a few parallel connections (Postfix's smtpd
+    is a process per connection, so parallel sessions fill it faster)."""
+    errors = []
+
+    def worker(k):
+        try:
+            s = smtplib.SMTP(host, port, timeout=120)
+            for i in range(k, count, connections):
+                rcpt = f"u{i}@{domain(i, domains)}"
+                s.sendmail(SENDER, [rcpt], message(i, domains, size))
+            s.quit()
+        except Exception as e:  # reported below, the caller fails
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        sys.exit("injection failed: " + "; ".join(errors))
+
+
+def main(argv):
+    cmd = argv[1]
+    if cmd == "maildir":
+        fill_maildir(argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
+    elif cmd == "smtp":
+        inject_smtp(argv[2], int(argv[3]), int(argv[4]), int(argv[5]), int(argv[6]))
+    elif cmd == "body-size":
+        size = int(argv[2])
+        print(max(size - len(headers(0, 1)), 0))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
