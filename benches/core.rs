@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the core's hot pure functions (issue 6): the SMTP
 //! session's per-message step (RFC 5321 §3.3 transaction with RFC 2920
-//! PIPELINING), DATA dot-stuffing (RFC 5321 §4.5.2) and the queue's envelope
-//! header block parser. No sockets, no threads: what the I/O workers and the
+//! PIPELINING), DATA dot-stuffing (RFC 5321 §4.5.2), measuring a body for
+//! SIZE (RFC 1870) and 8BITMIME (RFC 6152), and the queue's envelope header
+//! block parser. No sockets, no threads: what the I/O workers and the
 //! scanner pay per message, apart from system calls.
 //!
 //! `cargo bench --bench core` for numbers; CI runs it in quick mode
@@ -13,7 +14,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use postman::queue::parse_envelope;
-use postman::smtp::{DotStuffer, Envelope, Event, Session, SessionConfig, Timeouts, TlsMode};
+use postman::smtp::{
+    BodyMeasure, DotStuffer, Envelope, Event, Session, SessionConfig, Timeouts, TlsMode,
+};
 
 /// A message body of about `size` bytes as postman reads it from a queue
 /// file: 76-character lines ending in CRLF, every 20th line starting with a
@@ -58,6 +61,23 @@ fn dot_stuffing(c: &mut Criterion) {
                 stuffer.push(black_box(&lf), &mut out);
                 stuffer.finish(&mut out);
                 black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The pass over the body before MAIL FROM that gives SIZE= and BODY=.
+fn body_measure(c: &mut Criterion) {
+    let mut group = c.benchmark_group("body_measure");
+    for (name, size) in [("2KB", 2 * 1024), ("100KB", 100 * 1024)] {
+        let input = body(size);
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut measure = BodyMeasure::new();
+                measure.push(black_box(&input));
+                black_box((measure.size(), measure.eight_bit()))
             })
         });
     }
@@ -265,5 +285,11 @@ fn session_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, session_step, dot_stuffing, envelope_parsing);
+criterion_group!(
+    benches,
+    session_step,
+    dot_stuffing,
+    body_measure,
+    envelope_parsing
+);
 criterion_main!(benches);

@@ -449,6 +449,10 @@ How each number is measured (scripts/bench/meter.py):
   RSS counts the shared library pages of each of its ~20-40 processes again).
 * **connections opened**: the sink's session count. **peak simultaneous
   connections**: the sink's open descriptors, sampled every 50 ms.
+* **CPU s of all else on the machine** (per run): the machine's busy CPU
+  time during the run (/proc/stat) less the sender's: the sink, the DNS
+  server, the meter, and anything else running. The load averages above
+  also count this script's own injection into Postfix between runs.
 * The sink is `smtp-sink -c` (PIPELINING advertised, no delay), fresh for
   every run. postman: `application.threads = 2`, `max_connections = 500`,
   `max_connections_per_domain = 20`, `max_messages_per_connection = 100`,
@@ -460,6 +464,11 @@ How each number is measured (scripts/bench/meter.py):
   is the same size; its own headers and body.
 * Postfix's message is the injected one plus the Received: header its
   smtpd adds (about 200 bytes).
+* postman's queue is written and `sync`ed before each run, as a receiving
+  server's fsync would leave it (Postfix's cleanup fsyncs its queue files
+  too): deleting a file whose blocks are on disk costs ext4 far more than
+  one still only in the page cache (unsynced, the 2 KB runs go about 2.5×
+  faster).
 EOF
     echo
     report compare "$res"
@@ -523,6 +532,7 @@ profile() {
     rm -rf "$work/maildir"
     mkdir -p "$work/maildir"
     python3 "$helpers/workload.py" maildir "$work/maildir" "$1" 1 2048
+    sync # as before the compare runs: the files' blocks are on disk
     sink_start
   }
   {
@@ -570,6 +580,23 @@ profile() {
       echo '```'
       echo
     } >>"$out"
+  fi
+  if command -v perf >/dev/null; then
+    log "perf trace -s over $count x 2 KB, 1 domain"
+    prepare "$count"
+    perf trace -s -o "$work/trace.txt" -- "${cmd[@]}" 2>"$work/postman.log" >/dev/null || true
+    sink_finish
+    if [ -s "$work/trace.txt" ]; then
+      {
+        echo "#### perf trace -s: where each thread spends its time in system calls ($count messages)"
+        echo
+        echo "Wall time inside each call (blocked or running), the top calls of every busy thread;"
+        echo "perf trace slows the run, so compare the rows, not the totals with other runs."
+        echo
+        python3 "$helpers/trace_summary.py" "$work/trace.txt" 6 "$count" || true
+        echo
+      } >>"$out"
+    fi
   fi
   if command -v strace >/dev/null; then
     log "strace -c -f over $count x 2 KB, 1 domain"

@@ -27,6 +27,10 @@ Connections: with --sink-pid the sampler counts the sink's open descriptors
 (a baseline taken at start subtracted): the peak number of simultaneous SMTP
 connections, as the receiving side saw them.
 
+Both modes also record machine_busy: the CPU seconds the whole machine spent
+busy during the run (/proc/stat), so a run disturbed by other work shows:
+busy minus the sender's CPU is everything else (the sink included).
+
 Everything is written as one JSON object to OUT.
 """
 import argparse
@@ -121,6 +125,16 @@ def hwm_kb(pid):
     return 0
 
 
+def machine_busy():
+    """Seconds of CPU the whole machine has spent busy (all CPUs, all
+    processes) since boot: /proc/stat's first line less idle and iowait."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already counted in user
+    return (sum(fields[:8]) - idle) / TICK
+
+
 def fd_count(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -163,6 +177,7 @@ def run(args):
     err = open(args.stderr, "wb") if args.stderr else subprocess.DEVNULL
     out = open(args.stdout, "wb") if args.stdout else subprocess.DEVNULL
     start_epoch = time.time()
+    busy0 = machine_busy()
     t0 = time.monotonic()
     child = subprocess.Popen(args.cmd, stdout=out, stderr=err)
     sampler = Sampler(child.pid, args.sink_pid)
@@ -182,6 +197,7 @@ def run(args):
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
+    busy = machine_busy() - busy0
     timer.cancel()
     sampler.stop.set()
     sampler.join()
@@ -192,6 +208,7 @@ def run(args):
         "sys": usage.ru_stime,
         "peak_rss_kb": sampler.peak_rss,
         "peak_conns": sampler.peak_conns,
+        "machine_busy": busy,
         "exit": child.returncode,
         "timed_out": bool(timed_out),
         "samples": sampler.samples,
@@ -231,6 +248,7 @@ def queue_empty(spool):
 def postfix(args):
     master = args.master_pid
     u0, s0, _ = tree_cpu(master)
+    busy0 = machine_busy()
     sampler = Sampler(master, args.sink_pid, whole_tree=True)
     sampler.start()
     t0 = time.monotonic()
@@ -250,6 +268,7 @@ def postfix(args):
             break
         time.sleep(0.01)
     wall = time.monotonic() - t0
+    busy = machine_busy() - busy0
     u1, s1, _ = tree_cpu(master)
     sampler.stop.set()
     sampler.join()
@@ -263,6 +282,7 @@ def postfix(args):
         "peak_pss_kb": sampler.peak_pss,
         "peak_procs": sampler.peak_procs,
         "peak_conns": sampler.peak_conns,
+        "machine_busy": busy,
         "timed_out": timed_out,
         "samples": sampler.samples,
     }

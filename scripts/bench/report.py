@@ -105,6 +105,7 @@ def derive(run):
         "sent": sent,
         "wall": run["wall"],
         "cpu": cpu,
+        "other": run["machine_busy"] - cpu if "machine_busy" in run else None,
     }
 
 
@@ -162,13 +163,17 @@ def compare(root):
         medians[wl["title"]] = per
         lines.append("")
         lines.append("<details><summary>every run</summary>\n")
-        lines.append("| sender | run | sent | wall s | msgs/s | CPU s | CPU s / 1,000 | peak RSS MB | connections |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append(
+            "| sender | run | sent | wall s | msgs/s | CPU s | CPU s / 1,000 | peak RSS MB | connections | "
+            "CPU s of all else on the machine (sink included) |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for key, label in SENDERS:
             for i, r in enumerate(runs_of(wl, key), 1):
                 lines.append(
                     f"| {key} | {i} | {r['sent']} | {r['wall']:.2f} | {fmt(r['rate'])} | "
-                    f"{r['cpu']:.2f} | {fmt(r['cpu_k'], 3)} | {fmt(r['mem'], 1)} | {fmt(r['conns'])} |"
+                    f"{r['cpu']:.2f} | {fmt(r['cpu_k'], 3)} | {fmt(r['mem'], 1)} | {fmt(r['conns'])} | "
+                    f"{fmt(r['other'], 2)} |"
                 )
         lines.append("\n</details>\n")
     lines.append("### Ratios (medians)\n")
