@@ -25,7 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{assert_outcome, config, message, on_the_wire};
+use common::{
+    assert_outcome, config, local_config, message, on_the_wire, zones_for, LOCAL_SENDER,
+    STOP_WITHIN,
+};
 use nix::sys::signal::Signal;
 use postman_integration::hostile::unstuff;
 use postman_integration::postman::{deliveries, parse_log};
@@ -35,27 +38,6 @@ use postman_integration::queue::{
 use postman_integration::{
     postman, Config, Daemon, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
 };
-
-/// The domain whose senders have their mailboxes here
-/// (`application.local_domains`).
-const LOCAL_DOMAIN: &str = "local.test";
-/// A sender with a local mailbox, `<root>/alice/`: bounces need no delivery.
-const LOCAL_SENDER: &str = "alice@local.test";
-/// How long a daemon may take to stop.
-const STOP_WITHIN: Duration = Duration::from_secs(8);
-
-/// The test config with [`LOCAL_DOMAIN`] local.
-fn local_config(queue: &TestQueue, net: &TestNet, dns: &DnsServer) -> Config {
-    let mut cfg = config(queue, net, dns);
-    cfg.local_domains = Some(vec![LOCAL_DOMAIN.to_owned()]);
-    cfg
-}
-
-/// DNS with `domain` served by `mx.<domain>` at `net`'s address `k`.
-fn zones_for(zones: Zones, net: &TestNet, k: u8, domain: &str) -> Zones {
-    let mx = format!("mx.{domain}");
-    zones.mx(domain, 10, &mx).a(&mx, net.ipv4(k))
-}
 
 /// A server that refuses every recipient with `reply`, and the DATA that
 /// follows as real servers do (RFC 2920 §3.1).

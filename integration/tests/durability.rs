@@ -18,7 +18,10 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{assert_outcome, config, message, on_the_wire};
+use common::{
+    assert_outcome, local_config, message, on_the_wire, zones_for, LOCAL_DOMAIN, LOCAL_SENDER,
+    STOP_WITHIN,
+};
 use mail_parser::{DateTime, MessageParser, MimeHeaders, PartType};
 use postman_integration::hostile::{unstuff, Script};
 use postman_integration::postman::deliveries;
@@ -27,30 +30,9 @@ use postman_integration::queue::{
     unix_now,
 };
 use postman_integration::{
-    postman, Config, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
+    postman, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
 };
 use serde_json::Value;
-
-/// The domain whose senders have their mailboxes here
-/// (`application.local_domains`): bounces to them go into `<root>/<user>/new/`.
-const LOCAL_DOMAIN: &str = "local.test";
-/// A sender with a local mailbox, `<root>/alice/`.
-const LOCAL_SENDER: &str = "alice@local.test";
-/// How long a daemon may take to stop.
-const STOP_WITHIN: Duration = Duration::from_secs(8);
-
-/// The test config with [`LOCAL_DOMAIN`] local.
-fn local_config(queue: &TestQueue, net: &TestNet, dns: &DnsServer) -> Config {
-    let mut cfg = config(queue, net, dns);
-    cfg.local_domains = Some(vec![LOCAL_DOMAIN.to_owned()]);
-    cfg
-}
-
-/// DNS with `domain` served by `mx.<domain>` at `net`'s address `k`.
-fn zones_for(zones: Zones, net: &TestNet, k: u8, domain: &str) -> Zones {
-    let mx = format!("mx.{domain}");
-    zones.mx(domain, 10, &mx).a(&mx, net.ipv4(k))
-}
 
 /// A MAIL or RCPT command up to its path's `>`, without the ESMTP
 /// parameters after it (`SIZE=…`, `NOTIFY=…`).

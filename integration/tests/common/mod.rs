@@ -93,3 +93,33 @@ pub fn check(ok: bool, what: &str, queue: &TestQueue, out: &RunOutput) {
         out.stderr
     );
 }
+
+/// The domain whose senders have their mailboxes here
+/// (`application.local_domains`): bounces to them go into `<root>/<user>/new/`.
+pub const LOCAL_DOMAIN: &str = "local.test";
+/// A sender with a local mailbox, `<root>/alice/`.
+pub const LOCAL_SENDER: &str = "alice@local.test";
+/// How long a daemon may take to stop.
+pub const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The test config with [`LOCAL_DOMAIN`] local.
+pub fn local_config(
+    queue: &TestQueue,
+    net: &TestNet,
+    dns: &DnsServer,
+) -> postman_integration::Config {
+    let mut cfg = config(queue, net, dns);
+    cfg.local_domains = Some(vec![LOCAL_DOMAIN.to_owned()]);
+    cfg
+}
+
+/// DNS with `domain` served by `mx.<domain>` at `net`'s address `k`.
+pub fn zones_for(
+    zones: postman_integration::Zones,
+    net: &TestNet,
+    k: u8,
+    domain: &str,
+) -> postman_integration::Zones {
+    let mx = format!("mx.{domain}");
+    zones.mx(domain, 10, &mx).a(&mx, net.ipv4(k))
+}
