@@ -77,7 +77,7 @@ TOML
 
 rates=()
 for run in $(seq "$runs"); do
-  rm -rf "$work/maildir"; mkdir -p "$work/maildir"; fill
+  rm -rf "$work/maildir"; mkdir -p "$work/maildir"; fill; sync # written out, as a real queue would be
   start=$(date +%s.%N)
   "$bin" run --once --config "$work/postman.toml" 2>"$work/log.json"
   end=$(date +%s.%N)

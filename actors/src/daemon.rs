@@ -193,9 +193,13 @@ const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 fn recover(layout: &Layout, log: &Logger) {
     match queue::recover(layout, crate::owner::is_dead) {
         Ok(recovery) => {
-            if !recovery.restored.is_empty() || !recovery.duplicates.is_empty() {
+            if !recovery.restored.is_empty()
+                || !recovery.duplicates.is_empty()
+                || !recovery.delivered.is_empty()
+            {
                 info!(log, "recovered claims of a stopped postman";
-                    "restored" => recovery.restored.len(), "duplicates" => recovery.duplicates.len());
+                    "restored" => recovery.restored.len(), "duplicates" => recovery.duplicates.len(),
+                    "delivered_removed" => recovery.delivered.len());
             }
             for (path, e) in recovery.errors {
                 error!(log, "cannot recover a claimed message"; "path" => %path.display(), "error" => %e);

@@ -23,6 +23,11 @@ use super::{list_domains, Layout, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
 /// The folder in each domain folder holding one folder per claiming owner.
 pub const ACTIVE_DIR: &str = ".active";
 
+/// A delivered claim waiting to be removed is renamed to
+/// `<owner>/.delivered.<name>`: the dot hides it from every listing, and
+/// [`recover`] removes it instead of putting it back.
+const DELIVERED_PREFIX: &str = ".delivered.";
+
 /// How many suffixed names a set-aside tries before giving up.
 const MAX_SUFFIX: u32 = 10_000;
 
@@ -51,6 +56,9 @@ pub struct Recovery {
     /// the queue (a crash between the two steps of
     /// [`Claimed::rewrite_and_release`]; the queue copy is the newer).
     pub duplicates: Vec<PathBuf>,
+    /// Files marked delivered ([`Claimed::mark_delivered`]) whose removal a
+    /// crash interrupted: removed, not delivered again.
+    pub delivered: Vec<PathBuf>,
     /// Claims that could not be handled, with why; the rest went on.
     pub errors: Vec<(PathBuf, io::Error)>,
 }
@@ -154,6 +162,23 @@ impl Claimed {
         }
     }
 
+    /// Marks a delivered file with a rename inside its claim folder, so that
+    /// removing it can wait (freeing a written-out file's blocks makes
+    /// `unlink(2)` wait on the journal; the rename only changes one
+    /// directory) while a crash in between still never delivers it again:
+    /// [`recover`] removes marked files. Not synced, like
+    /// [`Claimed::complete`]. When the rename fails the claim comes back
+    /// unchanged with the error.
+    pub fn mark_delivered(self) -> Marked {
+        let marked = self
+            .path
+            .with_file_name(format!("{DELIVERED_PREFIX}{}", self.name));
+        match fs::rename(&self.path, &marked) {
+            Ok(()) => Marked::Delivered(Delivered { path: marked }),
+            Err(e) => Marked::Failed(self, e),
+        }
+    }
+
     /// Writes the new version of the message (`new_block`, then the claimed
     /// file's body from `body_offset`) into the queue as `<domain>/<name>`,
     /// through `<domain>/tmp/` with fsyncs and a rename, then removes the
@@ -233,11 +258,41 @@ impl Claimed {
     }
 }
 
+/// What [`Claimed::mark_delivered`] did.
+#[derive(Debug)]
+pub enum Marked {
+    Delivered(Delivered),
+    /// Not marked: the claim, unchanged, and why.
+    Failed(Claimed, io::Error),
+}
+
+/// A delivered file marked for removal: all that is left is to remove it.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a marked file is only removed at the next recovery"]
+pub struct Delivered {
+    path: PathBuf,
+}
+
+impl Delivered {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file, as [`Claimed::complete`] does.
+    pub fn remove(self) -> io::Result<()> {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Moves every claim of a dead owner back into its domain folder:
 /// `is_dead(owner)` is asked once per owner folder of each domain
 /// (non-UTF-8 owner names are passed lossily converted). A claim whose name
 /// is already back in the queue is removed instead (the queue copy wins;
-/// see [`Claimed::rewrite_and_release`]). Nothing is ever overwritten. The
+/// see [`Claimed::rewrite_and_release`]), and so is a claim marked
+/// delivered ([`Claimed::mark_delivered`]). Nothing is ever overwritten. The
 /// emptied owner folders are removed. Per-file failures are collected in
 /// [`Recovery::errors`] and the rest goes on; only failing to list the
 /// domains is an `Err` (`NotFound` when `.OTHER_SERVERS` is missing).
@@ -295,6 +350,17 @@ fn recover_owner(owner_dir: &Path, domain_dir: &Path, recovery: &mut Recovery) {
         };
         let claim_path = entry.path();
         if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(DELIVERED_PREFIX))
+        {
+            match fs::remove_file(&claim_path) {
+                Ok(()) => recovery.delivered.push(claim_path),
+                Err(e) => recovery.errors.push((claim_path, e)),
+            }
             continue;
         }
         let queue_path = domain_dir.join(entry.file_name());

@@ -339,3 +339,68 @@ fn sweep_tmp_removes_only_old_leftovers() {
         "queue file untouched"
     );
 }
+
+#[test]
+fn a_delivered_mark_hides_the_file_and_recovery_removes_it() {
+    let (_dir, layout) = queue();
+    put(&layout, "d.test", "m1", MESSAGE);
+    put(&layout, "d.test", "m2", MESSAGE);
+    let c = claimed(&layout, "d.test", "m1", "dead.1");
+    let Marked::Delivered(delivered) = c.mark_delivered() else {
+        panic!("mark failed");
+    };
+    let want = layout
+        .domain_dir("d.test")
+        .join(".active/dead.1/.delivered.m1");
+    assert_eq!(delivered.path(), want, "marked path");
+    assert!(want.exists(), "the marked file stays until removed");
+    // Crash here: the mark is removed, never put back into the queue.
+    let _ = claimed(&layout, "d.test", "m2", "dead.1");
+    let recovery = recover(&layout, |_| true).expect("recover");
+    assert_eq!(recovery.delivered, [want.as_path()], "{recovery:?}");
+    assert_eq!(
+        recovery.restored,
+        [layout.message_path("d.test", "m2")],
+        "{recovery:?}"
+    );
+    assert!(!want.exists(), "marked file removed");
+    assert_eq!(
+        list_messages(&layout.domain_dir("d.test")).expect("list"),
+        ["m2"],
+        "only the undelivered message is back"
+    );
+    // Removing an already removed mark is not an error.
+    delivered.remove().expect("remove after recovery");
+}
+
+#[test]
+fn a_delivered_mark_is_removed_by_its_owner() {
+    let (_dir, layout) = queue();
+    put(&layout, "d.test", "m1", MESSAGE);
+    let c = claimed(&layout, "d.test", "m1", "live.1");
+    let Marked::Delivered(delivered) = c.mark_delivered() else {
+        panic!("mark failed");
+    };
+    let path = delivered.path().to_path_buf();
+    delivered.remove().expect("remove");
+    assert!(!path.exists());
+    assert!(list_messages(&layout.domain_dir("d.test"))
+        .expect("list")
+        .is_empty());
+}
+
+#[test]
+fn a_failed_mark_gives_the_claim_back() {
+    let (_dir, layout) = queue();
+    put(&layout, "d.test", "m1", MESSAGE);
+    let c = claimed(&layout, "d.test", "m1", "live.1");
+    // The claimed file vanished (someone removed it by hand).
+    fs::remove_file(c.path()).expect("remove claimed file");
+    match c.mark_delivered() {
+        Marked::Failed(c, e) => {
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+            assert_eq!(c.name(), "m1");
+        }
+        Marked::Delivered(d) => panic!("marked a missing file: {d:?}"),
+    }
+}

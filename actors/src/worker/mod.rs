@@ -9,6 +9,7 @@
 
 mod body;
 mod conn;
+mod disk;
 mod link;
 mod settle;
 mod tls;
@@ -74,8 +75,11 @@ pub struct Shared {
     pub connect_timeout: Duration,
     pub port: u16,
     pub max_messages_per_connection: usize,
-    /// Settles messages after their transactions: queue files, bounces.
+    /// Claims queue files, and settles messages when the disk thread's
+    /// mailbox is full or a transaction never started.
     pub settler: Settler,
+    /// Settles finished transactions off the `pselect` loop.
+    pub disk: disk::Disk,
     pub dispatcher: Sender<DispatcherMsg>,
     pub log: Logger,
     pub stats: Stats,
@@ -119,11 +123,12 @@ impl Worker {
         log: Logger,
         mailbox_capacity: usize,
         owner: &str,
-    ) -> nix::Result<(Worker, WorkerLink)> {
+    ) -> std::io::Result<(Worker, WorkerLink)> {
         let wake = Arc::new(EventFd::from_flags(
             nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
         )?);
         let (tx, inbox) = crossbeam_channel::bounded(mailbox_capacity);
+        let disk = disk::Disk::start(id, config, owner, dispatcher.clone(), log.clone())?;
         let worker = Worker {
             inbox,
             wake: Arc::clone(&wake),
@@ -149,6 +154,7 @@ impl Worker {
                 port: config.server_port,
                 max_messages_per_connection: config.max_messages_per_connection,
                 settler: Settler::new(config, owner, &format!("W{id}")),
+                disk,
                 dispatcher,
                 log,
                 stats: Stats::default(),
@@ -203,9 +209,12 @@ impl Worker {
             self.service_ready(now);
             self.service_timeouts(now);
         }
+        // Every settlement reaches the dispatcher before WorkerStopped.
+        let disk = self.shared.disk.stop(&self.shared.log);
         // A last record, so a short run still reports its numbers.
         self.metrics();
-        info!(self.shared.log, "worker stopped");
+        info!(self.shared.log, "worker stopped"; "settled_by_disk_thread" => disk.settled,
+            "disk_thread_busy_ms" => disk.busy.as_millis() as u64);
         self.shared.tell(DispatcherMsg::WorkerStopped {
             worker: self.shared.worker,
         });
@@ -272,6 +281,7 @@ impl Worker {
         shared.ip_preference = config.ip_preference;
         let owner = shared.settler.owner.clone();
         shared.settler = Settler::new(config, &owner, &format!("W{}", shared.worker));
+        shared.disk.reload(config);
         self.metrics_interval = config.metrics_interval;
     }
 

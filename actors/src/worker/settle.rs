@@ -7,10 +7,11 @@
 use std::time::{Instant, SystemTime};
 
 use postman::dsn::RecipientReport;
-use postman::queue::{self, BodyReader, Claimed, ReadError, RetryState};
+use postman::queue::{self, BodyReader, Claimed, Marked, ReadError, RetryState};
 use postman::smtp::{Class, MessageResult, Session};
 use slog::{debug, error};
 
+use super::disk::{File, Settlement};
 use super::{body, Shared};
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage};
 use crate::records::{self, Status, Verdict};
@@ -127,7 +128,7 @@ pub fn start_job(
 pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &str) {
     let host = relay.split('[').next().unwrap_or(relay).to_owned();
     let now = SystemTime::now();
-    let fates = result
+    let fates: Vec<RecipientFate> = result
         .recipients
         .into_iter()
         .map(|r| match r.result {
@@ -175,16 +176,44 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
             }
         })
         .collect();
-    let domain = job.msg.domain.clone();
-    let id = job.msg.id.clone();
-    let disposition = shared
-        .settler
-        .settle(job.msg, job.claimed, fates, relay, &shared.log);
-    shared.tell(DispatcherMsg::Done {
-        domain,
-        id,
-        disposition,
+    // Every recipient accepted (the common case): the file is marked
+    // delivered here, a cheap rename, so that a crash from now on cannot
+    // send it again; its removal, which waits on the disk, is left to the
+    // disk thread.
+    let all_delivered = fates.iter().all(|f| matches!(f.fate, Fate::Delivered));
+    let file = if all_delivered {
+        match job.claimed.mark_delivered() {
+            Marked::Delivered(delivered) => File::Delivered(delivered),
+            Marked::Failed(claimed, e) => {
+                error!(shared.log, "cannot mark a delivered queue file"; "queue_id" => &job.msg.id,
+                    "domain" => &job.msg.domain, "error" => %e);
+                File::Claimed(claimed)
+            }
+        }
+    } else {
+        File::Claimed(job.claimed)
+    };
+    let settlement = Box::new(Settlement {
+        msg: job.msg,
+        file,
+        fates,
+        relay: relay.to_owned(),
+        log: shared.log.clone(),
     });
+    // The body's descriptor closes here, before the file is settled.
+    drop(job.body);
+    if let Err(settlement) = shared.disk.try_settle(settlement) {
+        // The disk thread is busy: settle here, which also slows this
+        // worker to the pace of the disk.
+        let domain = settlement.msg.domain.clone();
+        let id = settlement.msg.id.clone();
+        let disposition = settlement.settle(&mut shared.settler);
+        shared.tell(DispatcherMsg::Done {
+            domain,
+            id,
+            disposition,
+        });
+    }
 }
 
 /// The transaction could not finish (the connection broke without a result,
