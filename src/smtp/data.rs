@@ -71,35 +71,59 @@ impl DotStuffer {
         self.at_line_start
     }
 
-    /// Appends `input`, stuffed and normalised, to `out`. O(n): runs between
-    /// line ends are copied whole.
-    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    /// Appends `input`, stuffed and normalised, to `out`. O(n) at memchr
+    /// speed: the scan jumps from line end to line end, and input that goes
+    /// out unchanged (text, CRLF) is copied in one piece up to the next byte
+    /// that has to be added: a stuffed dot, or the CR or LF that completes a
+    /// bare LF or bare CR.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() + input.len() / 16 + 2);
+        let mut i = 0;
+        if self.after_cr {
+            match input.first() {
+                None => return,
+                Some(b'\n') => i = 1,
+                Some(_) => {}
+            }
+            self.after_cr = false;
+        }
+        // input[copied..i] goes out as it is; `i` is at a line start on
+        // every turn of the loop after the first.
+        let mut copied = i;
+        let mut line_start = self.at_line_start;
         loop {
-            if self.after_cr {
-                match input.split_first() {
-                    None => return,
-                    Some((b'\n', rest)) => {
-                        input = rest;
-                        self.after_cr = false;
-                        continue;
+            if line_start && self.stuffing && input.get(i) == Some(&b'.') {
+                out.extend_from_slice(&input[copied..i]);
+                out.push(b'.');
+                copied = i;
+            }
+            let Some(found) = memchr::memchr2(b'\r', b'\n', &input[i..]) else {
+                break;
+            };
+            let at = i + found;
+            i = at + 1;
+            line_start = true;
+            if input[at] == b'\n' {
+                // A bare LF (a CRLF's LF is skipped with its CR): CR first.
+                out.extend_from_slice(&input[copied..at]);
+                out.push(b'\r');
+                copied = at;
+            } else {
+                match input.get(i) {
+                    Some(b'\n') => i += 1,
+                    next => {
+                        // A bare CR, or one whose LF may open the next chunk.
+                        out.extend_from_slice(&input[copied..i]);
+                        out.push(b'\n');
+                        copied = i;
+                        self.after_cr = next.is_none();
                     }
-                    Some(_) => self.after_cr = false,
                 }
             }
-            match input.iter().position(|&b| b == b'\r' || b == b'\n') {
-                Some(at) => {
-                    self.text(&input[..at], out);
-                    out.extend_from_slice(b"\r\n");
-                    self.at_line_start = true;
-                    self.after_cr = input[at] == b'\r';
-                    input = &input[at + 1..];
-                }
-                None => {
-                    self.text(input, out);
-                    return;
-                }
-            }
+        }
+        out.extend_from_slice(&input[copied..]);
+        if let Some(&last) = input.last() {
+            self.at_line_start = last == b'\r' || last == b'\n';
         }
     }
 
@@ -121,18 +145,11 @@ impl DotStuffer {
             ..DotStuffer::new()
         };
     }
-
-    /// A run of bytes holding no CR or LF.
-    fn text(&mut self, run: &[u8], out: &mut Vec<u8>) {
-        if let Some(&first) = run.first() {
-            if self.stuffing && self.at_line_start && first == b'.' {
-                out.push(b'.');
-            }
-            out.extend_from_slice(run);
-            self.at_line_start = false;
-        }
-    }
 }
+
+/// Octet pairs [`BodyMeasure`] counts per block: the largest multiple of
+/// 32 (two SSE2 vectors) whose counts fit in a `u8`.
+const MEASURE_BLOCK: usize = 224;
 
 /// Measures a body in one streaming pass, before it is sent: its size as
 /// RFC 1870 §3 counts it (every line end as CRLF, a CRLF added after an
@@ -147,7 +164,7 @@ impl DotStuffer {
 /// assert_eq!(measure.size(), 11); // a CRLF b CRLF c é (2 octets) CRLF
 /// assert!(measure.eight_bit());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyMeasure {
     /// Octets of the complete lines so far and of the open one.
     size: u64,
@@ -156,6 +173,13 @@ pub struct BodyMeasure {
     after_cr: bool,
     /// The last octet ended a line (or nothing was pushed).
     at_line_start: bool,
+}
+
+impl Default for BodyMeasure {
+    /// The same as [`BodyMeasure::new`]: at the start of a line.
+    fn default() -> BodyMeasure {
+        BodyMeasure::new()
+    }
 }
 
 impl BodyMeasure {
@@ -171,30 +195,31 @@ impl BodyMeasure {
 
     /// The next chunk of the body.
     pub fn push(&mut self, chunk: &[u8]) {
-        let mut size = self.size;
-        let mut after_cr = self.after_cr;
-        let mut high = 0u8;
-        for &b in chunk {
-            high |= b;
-            match b {
-                b'\n' if after_cr => after_cr = false,
-                b'\n' => size += 2,
-                b'\r' => {
-                    size += 2;
-                    after_cr = true;
-                }
-                _ => {
-                    size += 1;
-                    after_cr = false;
-                }
+        let Some((&first, rest)) = chunk.split_first() else {
+            return;
+        };
+        self.eight_bit = self.eight_bit || !chunk.is_ascii();
+        // Every octet counts one and every line end two: each CR and each
+        // LF one more, and a CRLF (its CR maybe in the chunk before) two
+        // less. Counting whole blocks of octet pairs without a branch is
+        // what the compiler vectorises; five times faster than visiting
+        // each line end with memchr on 78-octet lines.
+        let mut ends = u64::from(first == b'\r' || first == b'\n');
+        let mut crlfs = u64::from(self.after_cr && first == b'\n');
+        for (before, block) in chunk.chunks(MEASURE_BLOCK).zip(rest.chunks(MEASURE_BLOCK)) {
+            let (mut block_ends, mut block_crlfs) = (0u8, 0u8);
+            for (&a, &b) in before.iter().zip(block) {
+                block_ends += u8::from((b == b'\r') | (b == b'\n'));
+                block_crlfs += u8::from((a == b'\r') & (b == b'\n'));
             }
+            ends += u64::from(block_ends);
+            crlfs += u64::from(block_crlfs);
         }
-        if let Some(&last) = chunk.last() {
-            self.at_line_start = last == b'\n' || last == b'\r';
-        }
-        self.size = size;
-        self.after_cr = after_cr;
-        self.eight_bit |= high >= 0x80;
+        // A CRLF's LF is in this chunk, so it is in the length.
+        self.size += chunk.len() as u64 + ends - 2 * crlfs;
+        let last = chunk[chunk.len() - 1];
+        self.after_cr = last == b'\r';
+        self.at_line_start = last == b'\r' || last == b'\n';
     }
 
     /// The size on the wire, the CRLF that closes an open last line included.
@@ -215,3 +240,156 @@ impl BodyMeasure {
 #[cfg(test)]
 #[path = "data_tests.rs"]
 mod tests;
+
+/// The fast paths above against the byte-at-a-time code they replaced:
+/// same output and same state after every chunk, for bodies heavy in the
+/// bytes that matter, cut anywhere.
+#[cfg(test)]
+mod fast_path_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `DotStuffer::push` as it was: a scan for each line end, a check of
+    /// each run's first byte.
+    fn reference_push(stuffer: &mut DotStuffer, mut input: &[u8], out: &mut Vec<u8>) {
+        loop {
+            if stuffer.after_cr {
+                match input.split_first() {
+                    None => return,
+                    Some((b'\n', rest)) => {
+                        input = rest;
+                        stuffer.after_cr = false;
+                        continue;
+                    }
+                    Some(_) => stuffer.after_cr = false,
+                }
+            }
+            let end = input.iter().position(|&b| b == b'\r' || b == b'\n');
+            let run = &input[..end.unwrap_or(input.len())];
+            if let Some(&first) = run.first() {
+                if stuffer.stuffing && stuffer.at_line_start && first == b'.' {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(run);
+                stuffer.at_line_start = false;
+            }
+            let Some(at) = end else {
+                return;
+            };
+            out.extend_from_slice(b"\r\n");
+            stuffer.at_line_start = true;
+            stuffer.after_cr = input[at] == b'\r';
+            input = &input[at + 1..];
+        }
+    }
+
+    /// `BodyMeasure::push` as it was: one match per octet.
+    fn reference_measure(measure: &mut BodyMeasure, chunk: &[u8]) {
+        let mut size = measure.size;
+        let mut after_cr = measure.after_cr;
+        let mut high = 0u8;
+        for &b in chunk {
+            high |= b;
+            match b {
+                b'\n' if after_cr => after_cr = false,
+                b'\n' => size += 2,
+                b'\r' => {
+                    size += 2;
+                    after_cr = true;
+                }
+                _ => {
+                    size += 1;
+                    after_cr = false;
+                }
+            }
+        }
+        if let Some(&last) = chunk.last() {
+            measure.at_line_start = last == b'\n' || last == b'\r';
+        }
+        measure.size = size;
+        measure.after_cr = after_cr;
+        measure.eight_bit |= high >= 0x80;
+    }
+
+    /// Bodies of line ends, dots, 8-bit octets and runs of text long
+    /// enough for memchr's vector loops.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            3 => Just(b"\r".to_vec()),
+            3 => Just(b"\n".to_vec()),
+            3 => Just(b"\r\n".to_vec()),
+            3 => Just(b".".to_vec()),
+            2 => (0x80..=0xffu8).prop_map(|b| vec![b]),
+            2 => (1..100usize).prop_map(|n| vec![b'a'; n]),
+            1 => any::<u8>().prop_map(|b| vec![b]),
+        ];
+        prop::collection::vec(piece, 0..200).prop_map(|pieces| pieces.concat())
+    }
+
+    /// `body` cut at `cuts`, empty chunks included.
+    fn chunked<'a>(body: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(body.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for at in points {
+            chunks.push(&body[from..at]);
+            from = at;
+        }
+        chunks.push(&body[from..]);
+        chunks
+    }
+
+    fn show(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    fn stuffers_agree(start: DotStuffer, chunks: &[&[u8]]) -> Result<(), TestCaseError> {
+        let (mut fast, mut reference) = (start.clone(), start);
+        let (mut fast_out, mut reference_out) = (Vec::new(), Vec::new());
+        for (n, chunk) in chunks.iter().enumerate() {
+            fast.push(chunk, &mut fast_out);
+            reference_push(&mut reference, chunk, &mut reference_out);
+            prop_assert_eq!(
+                show(&fast_out),
+                show(&reference_out),
+                "output after chunk {} of {:?}",
+                n,
+                chunks
+            );
+            prop_assert_eq!(&fast, &reference, "state after chunk {} of {:?}", n, chunks);
+        }
+        fast.finish(&mut fast_out);
+        // finish() is not on the fast path: it serves both.
+        reference.finish(&mut reference_out);
+        prop_assert_eq!(
+            show(&fast_out),
+            show(&reference_out),
+            "finished {:?}",
+            chunks
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn stuffer_equals_reference(body in body(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12)) {
+            let chunks = chunked(&body, &cuts);
+            stuffers_agree(DotStuffer::new(), &chunks)?;
+            stuffers_agree(DotStuffer::line_ends_only(), &chunks)?;
+        }
+
+        #[test]
+        fn measure_equals_reference(body in body(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12)) {
+            let (mut fast, mut reference) = (BodyMeasure::new(), BodyMeasure::new());
+            for (n, chunk) in chunked(&body, &cuts).into_iter().enumerate() {
+                fast.push(chunk);
+                reference_measure(&mut reference, chunk);
+                prop_assert_eq!(&fast, &reference, "after chunk {} ({:?}) of {:?}", n, show(chunk), show(&body));
+            }
+        }
+    }
+}
