@@ -230,6 +230,8 @@ pub struct LogSettings {
 pub struct QueueSettings {
     /// Seconds between the safety-net rescans beside inotify.
     pub rescan_interval: u64,
+    /// Threads per I/O worker that settle queue files after delivery.
+    pub disk_threads: usize,
 }
 
 /// `[tls]`: STARTTLS (RFC 3207).
@@ -313,6 +315,9 @@ pub struct Config {
     pub metrics_interval: Duration,
     /// Interval of the safety-net queue rescan, ≥ 1 s.
     pub rescan_interval: Duration,
+    /// Disk threads per I/O worker (removing, rewriting and bouncing queue
+    /// files after delivery), 1–16.
+    pub disk_threads: usize,
     /// Address family tried first.
     pub ip_preference: IpPreference,
     /// STARTTLS policy (`tls.mode`).
@@ -453,6 +458,7 @@ impl Settings {
             },
             queue: QueueSettings {
                 rescan_interval: 60,
+                disk_threads: 2,
             },
             tls: TlsSettings {
                 mode: TlsMode::Opportunistic,
@@ -717,6 +723,7 @@ impl Validator<'_> {
             s.log.metrics_interval,
             (0, MAX_INTERVAL_SECS),
         )?;
+        let disk_threads = self.within("queue.disk_threads", s.queue.disk_threads, (1, 16), "")?;
         let rescan_interval = self.seconds(
             "queue.rescan_interval",
             s.queue.rescan_interval,
@@ -748,6 +755,7 @@ impl Validator<'_> {
             log_file: s.log.file.clone(),
             metrics_interval,
             rescan_interval,
+            disk_threads,
             ip_preference: s.dns.ip_preference,
             tls_mode: s.tls.mode,
             tls_verify: s.tls.verify,

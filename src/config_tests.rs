@@ -101,6 +101,7 @@ fn defaults_without_a_file() {
             Duration::from_secs(60),
             "rescan_interval"
         );
+        assert_eq!(c.disk_threads, 2, "disk_threads");
     });
 }
 
@@ -348,6 +349,8 @@ fn validation_bounds() {
         ("[delivery]\nmax_queue_lifetime = 0\ndelay_warning = 1", "delivery.delay_warning", "must be at most 0"),
         ("[log]\nmetrics_interval = 99999999", "log.metrics_interval", "at most 604800"),
         ("[queue]\nrescan_interval = 0", "queue.rescan_interval", "must be at least 1 (seconds)"),
+        ("[queue]\ndisk_threads = 0", "queue.disk_threads", "must be at least 1"),
+        ("[queue]\ndisk_threads = 17", "queue.disk_threads", "must be at most 16"),
     ];
     for (file, key, text) in cases {
         jail(|jail| {
@@ -399,6 +402,8 @@ fn validation_accepts_the_bounds() {
         "[delivery]\nmax_queue_lifetime = 2\ndelay_warning = 1",
         "[log]\nmetrics_interval = 0",
         "[queue]\nrescan_interval = 1",
+        "[queue]\ndisk_threads = 1",
+        "[queue]\ndisk_threads = 16",
     ];
     for file in cases {
         jail(|jail| {

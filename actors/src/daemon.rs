@@ -290,6 +290,7 @@ const RESTART_ONLY: &[&str] = &[
     "log.format",
     "log.file",
     "queue.rescan_interval",
+    "queue.disk_threads",
 ];
 
 /// Logs each setting a reload changes, and which of them need a restart.
