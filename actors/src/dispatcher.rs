@@ -36,6 +36,13 @@ pub const MAX_LOOKUPS: usize = 256;
 /// mailbox was full.
 const BACKLOG_RETRY: Duration = Duration::from_millis(5);
 
+/// How long no new connection is opened after one could not get a socket
+/// for a local reason (no descriptor below `FD_SETSIZE`, descriptors or
+/// buffers exhausted). Connections that close in the meantime free what was
+/// missing; long enough not to spin on a shortage that lasts, short beside
+/// any retry delay.
+const LOCAL_LIMIT_PAUSE: Duration = Duration::from_millis(500);
+
 enum RouteState {
     Unknown,
     Resolving,
@@ -112,6 +119,9 @@ pub struct Dispatcher {
     in_flight: usize,
     ready_total: usize,
     lookups: usize,
+    /// After a local limit: no new connection (nor route lookup, which takes
+    /// sockets too) before this time.
+    paused_until: Option<Instant>,
     scan_done: bool,
     shutting_down: bool,
     workers_running: usize,
@@ -127,6 +137,7 @@ struct Stats {
     connections_opened: u64,
     lookups: u64,
     lookup_failures: u64,
+    local_limits: u64,
 }
 
 impl Dispatcher {
@@ -162,6 +173,7 @@ impl Dispatcher {
             in_flight: 0,
             ready_total: 0,
             lookups: 0,
+            paused_until: None,
             scan_done: false,
             shutting_down: false,
             workers_running,
@@ -180,6 +192,9 @@ impl Dispatcher {
             }
             if self.workers.iter().any(WorkerLink::has_backlog) {
                 wake = wake.min(now + BACKLOG_RETRY);
+            }
+            if let Some(until) = self.paused_until {
+                wake = wake.min(until);
             }
             match self.inbox.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(msg) => {
@@ -324,6 +339,11 @@ impl Dispatcher {
                 }
                 self.suspend(&domain, &reason, until);
             }
+            DispatcherMsg::LocalLimit {
+                domain,
+                job,
+                reason,
+            } => self.local_limit(&domain, job, &reason, now),
             DispatcherMsg::Closed { worker, domain } => {
                 self.connections = self.connections.saturating_sub(1);
                 if let Some(link) = self.workers.get_mut(worker) {
@@ -498,10 +518,36 @@ impl Dispatcher {
         }
     }
 
+    /// A connection found no socket it could use (see
+    /// [`DispatcherMsg::LocalLimit`]): the message is ready again, as if never
+    /// tried, and new connections wait [`LOCAL_LIMIT_PAUSE`] so the workers
+    /// do not spin on the shortage. The domain keeps its limit and is not
+    /// backed off; the connection's slot is freed by its `Closed`.
+    fn local_limit(&mut self, domain: &str, job: QueuedMessage, reason: &str, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(d) = self.domains.get_mut(domain) {
+            d.flying.remove(&job.id);
+        }
+        self.stats.local_limits += 1;
+        warn!(self.log, "local descriptor limit: connection put off, the message waits untried";
+            "domain" => domain, "queue_id" => &job.id, "reason" => reason,
+            "connections" => self.connections,
+            "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
+            "hint" => "if this persists, lower delivery.max_connections");
+        self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
+        self.enqueue(job, now);
+    }
+
     /// Opens connections, one per domain per turn, while there is room.
     fn pump(&mut self, now: Instant) {
         if self.shutting_down {
             return;
+        }
+        if let Some(until) = self.paused_until {
+            if until > now {
+                return;
+            }
+            self.paused_until = None;
         }
         let mut turns = self.runnable.len();
         while turns > 0 && self.connections < self.config.max_connections {
@@ -885,6 +931,7 @@ impl Dispatcher {
             "connections_opened" => self.stats.connections_opened,
             "dns_lookups" => self.stats.lookups,
             "dns_failures" => self.stats.lookup_failures,
+            "local_limits" => self.stats.local_limits,
         );
     }
 }

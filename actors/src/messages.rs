@@ -98,6 +98,16 @@ pub enum DispatcherMsg {
         code: u16,
         dsn: Option<String>,
     },
+    /// A connection could not even be started for a reason of this
+    /// process's own (no socket descriptor below `FD_SETSIZE`, descriptors
+    /// or socket buffers exhausted), not the domain's: the job comes back
+    /// untried, with nothing recorded on its file, and the domain is not
+    /// backed off. New connections should wait a moment.
+    LocalLimit {
+        domain: String,
+        job: QueuedMessage,
+        reason: String,
+    },
     /// A connection is closed; its slot counts no longer.
     Closed { worker: usize, domain: String },
     /// A worker has closed every connection and stopped.

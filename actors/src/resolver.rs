@@ -1,8 +1,18 @@
 //! Route lookups off the dispatcher's thread: MX, then A and AAAA for each MX
 //! host, with hickory-resolver on one small tokio runtime. Answers come back
 //! as [`DispatcherMsg::Resolved`] so the dispatcher loop never waits on DNS.
+//!
+//! The resolver's sockets must not take the descriptors the I/O workers'
+//! `fd_set`s need: every UDP query has a socket of its own, and hundreds of
+//! lookups at once used to push SMTP sockets past `FD_SETSIZE`. So at most
+//! [`MAX_CONCURRENT_LOOKUPS`] run at once, and every socket hickory opens is
+//! moved to a descriptor at or above `FD_SETSIZE` (see [`HighFdRuntime`]).
 
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -10,14 +20,35 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Sender};
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::runtime::iocompat::AsyncIoTokioAsStd;
+use hickory_resolver::net::runtime::{
+    RuntimeProvider, TokioHandle, TokioRuntimeProvider, TokioTime,
+};
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::Resolver;
+use nix::fcntl::{fcntl, FcntlArg};
 use postman::route::{self, AddrAnswer, MxAnswer};
 use slog::{debug, Logger};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::Semaphore;
 
 use crate::messages::DispatcherMsg;
+use crate::worker::FD_SETSIZE;
+
+/// Route lookups that run at once; the others (at most the dispatcher's
+/// `MAX_LOOKUPS` in all) wait their turn, in the order they were asked for,
+/// holding no socket. A lookup holds a socket per query in flight (the MX
+/// query, then A and AAAA of every MX host together), so this bounds the
+/// resolver's sockets and the load on the nameserver, while a thousand new
+/// domains still take only about 16 rounds of a lookup each.
+const MAX_CONCURRENT_LOOKUPS: usize = 64;
+
+/// How long hickory may take to open a TCP connection to a nameserver (its
+/// own default).
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+type DnsResolver = Resolver<HighFdRuntime>;
 
 /// How long a route stays valid when the answers carry no usable TTL, and the
 /// most we keep any route: an MX change is picked up within this time.
@@ -54,14 +85,24 @@ pub fn start(
         build_resolver(nameservers, timeout, attempts)?
     };
     let resolver = Arc::new(resolver);
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_LOOKUPS));
     let handle = std::thread::Builder::new()
         .name("postman-resolver".into())
         .spawn(move || {
             for request in requests.iter() {
                 let resolver = Arc::clone(&resolver);
+                let slots = Arc::clone(&slots);
                 let answers = answers.clone();
                 let log = log.clone();
+                // The task waits for a slot rather than this thread, so
+                // that when the dispatcher stops, the loop ends at once and
+                // the waiting lookups are dropped with the runtime.
                 runtime.spawn(async move {
+                    // Tokio's semaphore is fair: lookups start in the order
+                    // they were asked for. It is never closed.
+                    let Ok(_slot) = slots.acquire().await else {
+                        return;
+                    };
                     let started = Instant::now();
                     let (route, valid_until) = resolve(&resolver, &request.domain).await;
                     debug!(log, "route resolved"; "domain" => &request.domain,
@@ -85,10 +126,10 @@ fn build_resolver(
     nameservers: &[SocketAddr],
     timeout: Duration,
     attempts: usize,
-) -> anyhow::Result<TokioResolver> {
-    let provider = TokioRuntimeProvider::default();
+) -> anyhow::Result<DnsResolver> {
+    let provider = HighFdRuntime::default();
     let mut builder = if nameservers.is_empty() {
-        TokioResolver::builder(provider).context("cannot read the system resolver configuration")?
+        DnsResolver::builder(provider).context("cannot read the system resolver configuration")?
     } else {
         let servers = nameservers
             .iter()
@@ -100,7 +141,7 @@ fn build_resolver(
                 server
             })
             .collect();
-        TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
+        DnsResolver::builder_with_config(ResolverConfig::from_name_servers(servers), provider)
     };
     let options: &mut ResolverOpts = builder.options_mut();
     options.timeout = timeout;
@@ -114,7 +155,7 @@ fn build_resolver(
 
 /// Looks up the route for `domain`: MX records, then the addresses of each host.
 async fn resolve(
-    resolver: &TokioResolver,
+    resolver: &DnsResolver,
     domain: &str,
 ) -> (Result<route::Route, route::RouteError>, Instant) {
     let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
@@ -184,6 +225,83 @@ async fn resolve(
         route::build_route(domain, resolved, implicit),
         clamp(valid_until),
     )
+}
+
+/// hickory's tokio runtime, except that every socket it opens (a UDP socket
+/// per query, a TCP connection when an answer is truncated) is moved to a
+/// descriptor at or above `FD_SETSIZE`. Those numbers are the ones an I/O
+/// worker can never use, and the daemon raises `RLIMIT_NOFILE` far above
+/// them at start; the low ones are left for the SMTP sockets, however many
+/// lookups are in flight.
+#[derive(Clone, Default)]
+struct HighFdRuntime(TokioRuntimeProvider);
+
+impl RuntimeProvider for HighFdRuntime {
+    type Handle = TokioHandle;
+    type Timer = TokioTime;
+    type Udp = tokio::net::UdpSocket;
+    type Tcp = AsyncIoTokioAsStd<tokio::net::TcpStream>;
+
+    fn create_handle(&self) -> Self::Handle {
+        self.0.create_handle()
+    }
+
+    fn connect_tcp(
+        &self,
+        server_addr: SocketAddr,
+        bind_addr: Option<SocketAddr>,
+        wait_for: Option<Duration>,
+    ) -> Pin<Box<dyn Send + Future<Output = io::Result<Self::Tcp>>>> {
+        Box::pin(async move {
+            let socket = Socket::new(
+                Domain::for_address(server_addr),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            let socket = Socket::from(above_select_range(socket.into()));
+            socket.set_nonblocking(true)?;
+            let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+            if let Some(bind_addr) = bind_addr {
+                socket.bind(bind_addr)?;
+            }
+            socket.set_nodelay(true)?;
+            let wait_for = wait_for.unwrap_or(TCP_CONNECT_TIMEOUT);
+            match tokio::time::timeout(wait_for, socket.connect(server_addr)).await {
+                Ok(stream) => Ok(AsyncIoTokioAsStd(stream?)),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TCP connect timed out",
+                )),
+            }
+        })
+    }
+
+    fn bind_udp(
+        &self,
+        local_addr: SocketAddr,
+        _server_addr: SocketAddr,
+    ) -> Pin<Box<dyn Send + Future<Output = io::Result<Self::Udp>>>> {
+        Box::pin(async move {
+            let socket = std::net::UdpSocket::bind(local_addr)?;
+            let socket = std::net::UdpSocket::from(above_select_range(socket.into()));
+            socket.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(socket)
+        })
+    }
+}
+
+/// The same open socket at a descriptor number at or above `FD_SETSIZE`
+/// (close-on-exec, like the original); the original number is closed. When
+/// there is no room up there (`RLIMIT_NOFILE` too low) the socket keeps its
+/// number: it still works, it only competes with the SMTP sockets.
+fn above_select_range(fd: OwnedFd) -> OwnedFd {
+    match fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(FD_SETSIZE)) {
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
+        // owns; OwnedFd takes sole ownership and closes it on drop. The old
+        // one is closed when `fd` is dropped here.
+        Ok(high) => unsafe { OwnedFd::from_raw_fd(high) },
+        Err(_) => fd,
+    }
 }
 
 fn classify_mx(error: &NetError) -> MxAnswer {

@@ -5,6 +5,11 @@
 //! when it asks for STARTTLS (RFC 3207) the socket is wrapped in a
 //! [`TlsStream`], and under opportunistic TLS a failed handshake is tried
 //! again on a new plaintext connection to the same address.
+//!
+//! A socket that cannot be had for a reason of this process's own (no
+//! descriptor below `FD_SETSIZE`, the descriptor table or socket buffers
+//! exhausted) is not the domain's failure: the message goes back untried
+//! ([`DispatcherMsg::LocalLimit`]) instead of counting as a failed attempt.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -156,6 +161,10 @@ impl Conn {
             self.starting_tls = false;
             shared.stats.connections_opened += 1;
             match open_socket(addr) {
+                Err(e) if local_limit(&e) => {
+                    self.postpone(shared, format!("connect to {}: {e}", self.relay));
+                    return;
+                }
                 Ok((socket, true)) => {
                     self.state = State::Smtp {
                         socket,
@@ -194,6 +203,24 @@ impl Conn {
         shared.stats.connect_failures += 1;
         self.failures.push(reason);
         self.state = State::Idle;
+    }
+
+    /// A socket could not be had because this process is short of
+    /// descriptors or buffers: no server was asked, so the message goes
+    /// back untried, with no attempt recorded, and the domain is not backed
+    /// off. What earlier addresses of this round said is dropped with it:
+    /// the next round asks them again.
+    fn postpone(&mut self, shared: &mut Shared, reason: String) {
+        self.state = State::Done;
+        debug!(shared.log, "connection put off by a local limit"; "domain" => &self.domain,
+            "reason" => &reason, "earlier_failures" => self.failures.len());
+        if let Some(job) = self.first.take() {
+            shared.tell(DispatcherMsg::LocalLimit {
+                domain: self.domain.clone(),
+                job,
+                reason,
+            });
+        }
     }
 
     /// No address could take the message: it goes back to the dispatcher,
@@ -247,6 +274,10 @@ impl Conn {
                             session: self.new_session(shared, now),
                             tls: None,
                         };
+                    }
+                    Err(e) if local_limit(&e) => {
+                        let reason = format!("connect to {}: {e}", self.relay);
+                        self.postpone(shared, reason);
                     }
                     Err(e) => {
                         let reason = format!("connect to {}: {e}", self.relay);
@@ -642,15 +673,30 @@ impl Conn {
     }
 }
 
+/// The socket's descriptor is too high for an `fd_set`: the lower ones are
+/// all taken. Inside an [`io::Error`], it marks a [`local_limit`].
+#[derive(Debug, thiserror::Error)]
+#[error("descriptor {0} is beyond select(2)'s FD_SETSIZE {FD_SETSIZE}")]
+struct BeyondSelect(i32);
+
+/// Whether a socket failed for want of a resource of this process or host
+/// rather than because of the server: no descriptor below `FD_SETSIZE`, the
+/// process's or the system's descriptor table full, no memory for socket
+/// buffers. Such a failure says nothing about the domain.
+fn local_limit(e: &io::Error) -> bool {
+    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+        || e.get_ref().is_some_and(|inner| inner.is::<BeyondSelect>())
+}
+
 /// Creates a non-blocking socket and starts connecting. Returns whether the
 /// connection is already complete (loopback may finish at once).
 fn open_socket(addr: SocketAddr) -> io::Result<(Socket, bool)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if socket.as_raw_fd() >= FD_SETSIZE {
-        return Err(io::Error::other(format!(
-            "descriptor {} is beyond select(2)'s FD_SETSIZE {FD_SETSIZE}; lower delivery.max_connections",
-            socket.as_raw_fd()
-        )));
+        // Dropping the socket closes it: a descriptor that does not fit is
+        // never connected.
+        return Err(io::Error::other(BeyondSelect(socket.as_raw_fd())));
     }
     socket.set_nonblocking(true)?;
     // Commands and replies are small: send them at once.
