@@ -220,7 +220,10 @@ postman_run() {
     -- "$bin" run --once --config "$config" || log "postman run failed or timed out (see $out)"
   local left facts start
   sink_finish
-  left=$(find "$work/maildir/.OTHER_SERVERS" -type f -not -path '*/tmp/*' | wc -l)
+  # Queued (<domain>/<name>) or still claimed (<domain>/.active/<owner>/…).
+  # (The work directory is itself under /tmp: no -path '*/tmp/*' here.)
+  left=$( (find "$work/maildir/.OTHER_SERVERS" -mindepth 2 -maxdepth 2 -type f -not -name '.*'
+    find "$work/maildir/.OTHER_SERVERS" -mindepth 4 -maxdepth 4 -path '*/.active/*' -type f) | wc -l)
   start=$(python3 -c "import json; print(json.load(open('$out'))['start_epoch'])")
   facts=$(report postman-log "$work/postman.log" "$start")
   cp "$work/postman.log" "${out%.json}.log"

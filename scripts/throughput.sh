@@ -82,7 +82,10 @@ for run in $(seq "$runs"); do
   "$bin" run --once --config "$work/postman.toml" 2>"$work/log.json"
   end=$(date +%s.%N)
   sent=$(grep -c '"status":"sent"' "$work/log.json" || true)
-  left=$(find "$work/maildir/.OTHER_SERVERS" -type f -not -path '*/tmp/*' | wc -l)
+  # Queued (<domain>/<name>) or still claimed (<domain>/.active/<owner>/…).
+  # (The work directory is itself under /tmp: no -path '*/tmp/*' here.)
+  left=$( (find "$work/maildir/.OTHER_SERVERS" -mindepth 2 -maxdepth 2 -type f -not -name '.*'
+    find "$work/maildir/.OTHER_SERVERS" -mindepth 4 -maxdepth 4 -path '*/.active/*' -type f) | wc -l)
   rate=$(python3 -c "print(f'{$sent/($end-$start):.0f}')")
   echo "run $run: $sent sent, $left left in the queue, $(python3 -c "print(f'{$end-$start:.2f}')") s, $rate messages/s"
   rates+=("$rate")
