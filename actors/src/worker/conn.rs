@@ -723,6 +723,12 @@ fn read_into(socket: &mut Socket, session: &mut Session, shared: &mut Shared, no
                 if session.is_closed() || session.awaits_tls() {
                     return;
                 }
+                // Less than asked for: the socket is drained, and the next
+                // read would only say EAGAIN (pselect reports what comes
+                // later).
+                if n < shared.read_buf.len() {
+                    return;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if would_block(&e) => return,
