@@ -54,6 +54,16 @@ fn dot_stuffing(c: &mut Criterion) {
                 black_box(out.len())
             })
         });
+        // BDAT: line ends only, no stuffing.
+        group.bench_function(format!("bdat_crlf_{name}"), |b| {
+            b.iter(|| {
+                out.clear();
+                let mut normaliser = DotStuffer::line_ends_only();
+                normaliser.push(black_box(&input), &mut out);
+                normaliser.end_line(&mut out);
+                black_box(out.len())
+            })
+        });
         group.bench_function(format!("lf_{name}"), |b| {
             b.iter(|| {
                 out.clear();
