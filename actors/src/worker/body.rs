@@ -1,4 +1,6 @@
-//! Opening a queued message's body for sending. The descriptor is moved to
+//! Opening a queued message's body, measuring it, and sending it from the
+//! file or, when small enough, from the copy the measuring pass kept (one
+//! read of the file instead of two). The descriptor is moved to
 //! `FD_SETSIZE` or above: queue files never go into an `fd_set`, so they
 //! should not take the low numbers that sockets need (900 connections each
 //! with a file open would otherwise push sockets past the `select(2)` limit).
@@ -7,8 +9,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use nix::fcntl::{fcntl, FcntlArg};
+use postman::queue::BodyReader;
+use postman::smtp::BodyMeasure;
 
 use super::FD_SETSIZE;
 
@@ -28,4 +34,227 @@ pub fn open(path: &Path) -> io::Result<File> {
     };
     debug_assert!(file.as_raw_fd() >= 0);
     Ok(file)
+}
+
+/// Bodies up to this size are read once, kept in memory for sending after
+/// the measuring pass, instead of being read from the file a second time.
+pub const MAX_IN_MEMORY: usize = 1024 * 1024;
+
+/// The most body bytes a worker keeps in memory at once; beyond it, bodies
+/// are read from their files again to be sent.
+pub const MEMORY_BUDGET: usize = 16 * 1024 * 1024;
+
+/// A message body being sent: from its queue file, or from memory when the
+/// measuring pass kept it.
+pub enum Body {
+    File(BodyReader),
+    Memory {
+        bytes: Vec<u8>,
+        sent: usize,
+        _held: Held,
+    },
+}
+
+impl Body {
+    /// The next chunk to send, empty at the end. A file's chunk is read into
+    /// `buf`; memory is lent as it is.
+    pub fn next<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        match self {
+            Body::File(reader) => {
+                let n = reader.read_chunk(buf)?;
+                Ok(&buf[..n])
+            }
+            Body::Memory { bytes, sent, .. } => {
+                let start = *sent;
+                let end = bytes.len().min(start + CHUNK);
+                *sent = end;
+                Ok(&bytes[start..end])
+            }
+        }
+    }
+}
+
+/// How many body bytes a worker holds in memory. Shared only between the
+/// worker and the [`Held`] guards of its own jobs, all on the worker's
+/// thread: the atomic is there so the worker stays `Send`, not for locking.
+#[derive(Clone, Default)]
+pub struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    /// Reserves `n` bytes if the budget has room for them.
+    pub fn reserve(&self, n: usize) -> Option<Held> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + n <= MEMORY_BUDGET).then_some(used + n)
+            })
+            .ok()?;
+        Some(Held {
+            n,
+            used: Arc::clone(&self.0),
+        })
+    }
+}
+
+/// Bytes reserved from a [`Budget`], given back when dropped.
+pub struct Held {
+    n: usize,
+    used: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.n, Ordering::Relaxed);
+    }
+}
+
+/// Measures `reader`'s body for MAIL (RFC 1870 size, RFC 6152 8-bit
+/// octets) and says how to send it: from memory when it is at most
+/// [`MAX_IN_MEMORY`] (`expected` is its length from the file's size) and the
+/// budget has room, else from the file, rewound. `Err` when it could not be
+/// read or rewound: the caller sends from the file, which then fails the
+/// attempt properly.
+pub fn measure(
+    mut reader: BodyReader,
+    expected: u64,
+    budget: &Budget,
+    buf: &mut Vec<u8>,
+) -> (Body, io::Result<BodyMeasure>) {
+    let mut measure = BodyMeasure::new();
+    let held = usize::try_from(expected)
+        .ok()
+        .filter(|&n| n <= MAX_IN_MEMORY)
+        .and_then(|n| budget.reserve(n));
+    if let Some(held) = held {
+        let mut bytes = Vec::with_capacity(held.n);
+        loop {
+            match reader.read_chunk(buf) {
+                Ok(0) => {
+                    return (
+                        Body::Memory {
+                            bytes,
+                            sent: 0,
+                            _held: held,
+                        },
+                        Ok(measure),
+                    )
+                }
+                Ok(_) if bytes.len() + buf.len() > held.n => break,
+                Ok(_) => {
+                    measure.push(buf);
+                    bytes.extend_from_slice(buf);
+                }
+                Err(e) => return (Body::File(reader), Err(e)),
+            }
+        }
+        // The file grew since the scan: measure it from the file instead.
+        measure = BodyMeasure::new();
+        if let Err(e) = reader.rewind() {
+            return (Body::File(reader), Err(e));
+        }
+    }
+    let result = (|| {
+        while reader.read_chunk(buf)? > 0 {
+            measure.push(buf);
+        }
+        reader.rewind()?;
+        Ok(measure)
+    })();
+    (Body::File(reader), result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &[u8] = b"X-Postman-From: <s@e.org>\r\n\r\n";
+
+    fn queue_file(body: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m1");
+        std::fs::write(&path, [HEAD, body].concat()).expect("write");
+        (dir, path)
+    }
+
+    fn reader(path: &Path) -> BodyReader {
+        BodyReader::open(path, HEAD.len() as u64).expect("open")
+    }
+
+    fn send_all(mut body: Body) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        loop {
+            let chunk = body.next(&mut buf).expect("next");
+            if chunk.is_empty() {
+                return out;
+            }
+            out.extend_from_slice(chunk);
+        }
+    }
+
+    fn body_of(len: usize) -> Vec<u8> {
+        (0..len).map(|i| b"ab\r\n.c\x80"[i % 7]).collect()
+    }
+
+    fn reference(body: &[u8]) -> BodyMeasure {
+        let mut m = BodyMeasure::new();
+        m.push(body);
+        m
+    }
+
+    #[test]
+    fn a_small_body_is_read_once_and_sent_from_memory() {
+        let text = body_of(150_000);
+        let (_dir, path) = queue_file(&text);
+        let budget = Budget::default();
+        let (body, measured) = measure(reader(&path), text.len() as u64, &budget, &mut Vec::new());
+        assert!(matches!(body, Body::Memory { .. }), "kept in memory");
+        assert_eq!(measured.expect("measured"), reference(&text));
+        assert_eq!(budget.0.load(Ordering::Relaxed), text.len(), "reserved");
+        assert_eq!(send_all(body), text, "sent as read");
+        assert_eq!(budget.0.load(Ordering::Relaxed), 0, "given back");
+    }
+
+    #[test]
+    fn a_large_body_or_a_full_budget_is_sent_from_the_file() {
+        let text = body_of(MAX_IN_MEMORY + 1);
+        let (_dir, path) = queue_file(&text);
+        let budget = Budget::default();
+        let (body, measured) = measure(reader(&path), text.len() as u64, &budget, &mut Vec::new());
+        assert!(matches!(body, Body::File(_)), "too large for memory");
+        assert_eq!(measured.expect("measured"), reference(&text));
+        assert_eq!(send_all(body), text, "sent from the rewound file");
+
+        let small = body_of(1000);
+        let (_dir2, path2) = queue_file(&small);
+        let held = budget
+            .reserve(MEMORY_BUDGET - 500)
+            .expect("most of the budget");
+        let (body, measured) = measure(reader(&path2), 1000, &budget, &mut Vec::new());
+        assert!(matches!(body, Body::File(_)), "no room in the budget");
+        assert_eq!(measured.expect("measured"), reference(&small));
+        assert_eq!(send_all(body), small);
+        drop(held);
+        assert_eq!(budget.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_body_longer_than_expected_is_measured_and_sent_whole_from_the_file() {
+        let text = body_of(200_000);
+        let (_dir, path) = queue_file(&text);
+        let budget = Budget::default();
+        // The size said 100,000: the file holds more.
+        let (body, measured) = measure(reader(&path), 100_000, &budget, &mut Vec::new());
+        assert!(matches!(body, Body::File(_)));
+        assert_eq!(
+            measured.expect("measured"),
+            reference(&text),
+            "measured whole, once"
+        );
+        assert_eq!(
+            budget.0.load(Ordering::Relaxed),
+            0,
+            "reservation given back"
+        );
+        assert_eq!(send_all(body), text);
+    }
 }

@@ -18,10 +18,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use postman::queue::BodyReader;
-use postman::smtp::{BodyMeasure, Envelope, Event, Reply, Session, TlsMode};
+use postman::smtp::{Envelope, Event, Reply, Session, TlsMode};
 use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::body::{self, Body};
 use super::settle::{abandon_job, finish_job, give_back, start_job, Job};
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
@@ -584,15 +585,15 @@ impl Conn {
         };
         let mut fed = false;
         while session.wants_body() {
-            let Some(reader) = &mut job.body else {
+            let Some(body) = &mut job.body else {
                 break;
             };
-            match reader.read_chunk(&mut shared.body_buf) {
-                Ok(0) => {
+            match body.next(&mut shared.body_buf) {
+                Ok([]) => {
                     job.body = None;
                     session.finish_body(now);
                 }
-                Ok(_) => session.push_body(&shared.body_buf, now),
+                Ok(chunk) => session.push_body(chunk, now),
                 Err(e) => {
                     // The dot was not sent, so closing now makes the server
                     // discard the partial message; it stays queued.
@@ -744,28 +745,22 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// The transaction's envelope for `msg`, whose body starts at
-/// `body_offset` in `path`: the size and 8-bit-ness that MAIL declares
-/// (RFC 1870, RFC 6152) come from one streaming pass over the body. A body
-/// that cannot be read is left unmeasured; reading it again to send it
-/// fails the attempt properly. An 8-bit message for a server without
-/// 8BITMIME is logged: it goes out as is.
+/// The transaction's envelope for `msg` and the body to send: the size
+/// and 8-bit-ness that MAIL declares (RFC 1870, RFC 6152) come from one
+/// streaming pass over the body, which keeps a small body in memory for
+/// sending. A body that cannot be read is left unmeasured; reading it again
+/// to send it fails the attempt properly. An 8-bit message for a server
+/// without 8BITMIME is logged: it goes out as is.
 pub fn envelope_for(
     msg: &QueuedMessage,
-    body: &mut BodyReader,
+    reader: BodyReader,
+    body_len: u64,
     session: &Session,
     shared: &mut Shared,
-) -> Envelope {
+) -> (Envelope, Body) {
     let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
-    let mut measure = || -> std::io::Result<BodyMeasure> {
-        let mut measure = BodyMeasure::new();
-        while body.read_chunk(&mut shared.body_buf)? > 0 {
-            measure.push(&shared.body_buf);
-        }
-        body.rewind()?;
-        Ok(measure)
-    };
-    let measured = measure();
+    let (body, measured) =
+        body::measure(reader, body_len, &shared.body_memory, &mut shared.body_buf);
     match measured {
         Ok(measure) => {
             envelope.size = Some(measure.size());
@@ -773,9 +768,6 @@ pub fn envelope_for(
         }
         Err(e) => {
             debug!(shared.log, "cannot measure the message"; "queue_id" => &msg.id, "error" => %e);
-            // Sending must start from the first byte; if even this fails,
-            // reading the body to send it fails the attempt properly.
-            let _ = body.rewind();
         }
     }
     let eight_bit_mime = session.extensions().is_some_and(|e| e.eight_bit_mime);
@@ -783,5 +775,5 @@ pub fn envelope_for(
         info!(shared.log, "8-bit message sent as is: the server does not offer 8BITMIME";
             "queue_id" => &msg.id, "domain" => &msg.domain);
     }
-    envelope
+    (envelope, body)
 }

@@ -87,6 +87,8 @@ pub struct Shared {
     pub shutdown_deadline: Option<Instant>,
     pub read_buf: Vec<u8>,
     pub body_buf: Vec<u8>,
+    /// Message bodies kept in memory between measuring and sending.
+    pub body_memory: body::Budget,
 }
 
 impl Shared {
@@ -161,6 +163,7 @@ impl Worker {
                 shutdown_deadline: None,
                 read_buf: vec![0; READ_BUFFER],
                 body_buf: Vec::with_capacity(body::CHUNK),
+                body_memory: body::Budget::default(),
             },
             metrics_interval: config.metrics_interval,
             ready: Vec::new(),

@@ -11,8 +11,9 @@ use postman::queue::{self, BodyReader, Claimed, Marked, ReadError, RetryState};
 use postman::smtp::{Class, MessageResult, Session};
 use slog::{debug, error};
 
+use super::body::{self, Body};
 use super::disk::{File, Settlement};
-use super::{body, Shared};
+use super::Shared;
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::{Fate, RecipientFate};
@@ -21,7 +22,7 @@ use crate::settler::{Fate, RecipientFate};
 pub struct Job {
     pub msg: QueuedMessage,
     pub claimed: Claimed,
-    pub body: Option<BodyReader>,
+    pub body: Option<Body>,
 }
 
 /// Claims the message, reads its envelope again (another process may have
@@ -100,14 +101,18 @@ pub fn start_job(
         tell_done(shared, msg, disposition);
         return None;
     }
-    let mut body = match BodyReader::from_file(file, msg.envelope.body_offset) {
+    // The size now, not the scanner's: a rewrite since changed the block.
+    let body_len = file.metadata().map_or(u64::MAX, |m| {
+        m.len().saturating_sub(msg.envelope.body_offset)
+    });
+    let reader = match BodyReader::from_file(file, msg.envelope.body_offset) {
         Ok(body) => body,
         Err(e) => {
             cannot_open(shared, msg, claimed, relay, &e);
             return None;
         }
     };
-    let envelope = super::conn::envelope_for(&msg, &mut body, session, shared);
+    let (envelope, body) = super::conn::envelope_for(&msg, reader, body_len, session, shared);
     match session.start_message(envelope, now) {
         Ok(()) => Some(Job {
             msg,
