@@ -97,12 +97,8 @@ impl Disk {
         dispatcher: Sender<DispatcherMsg>,
         log: Logger,
     ) -> std::io::Result<Disk> {
-        let count: usize = std::env::var("POSTMAN_DISK_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
         let mut threads = Vec::new();
-        for n in 0..count {
+        for n in 0..config.disk_threads.max(1) {
             threads.push(spawn(
                 id,
                 n,
@@ -208,4 +204,26 @@ fn spawn(
             totals
         })?;
     Ok(DiskThread { tx, handle })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postman::config::Settings;
+
+    #[test]
+    fn a_worker_starts_as_many_disk_threads_as_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::defaults("mx.example.org");
+        settings.application.maildir.path = dir.path().to_owned();
+        settings.queue.disk_threads = 3;
+        let config = settings.validate().expect("valid settings");
+        let (dispatcher, _inbox) = crossbeam_channel::unbounded();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let mut disk = Disk::start(0, &config, "owner", dispatcher, log.clone()).expect("start");
+        assert_eq!(disk.threads.len(), 3);
+        let totals = disk.stop(&log);
+        assert_eq!(totals.settled, 0);
+        assert!(disk.threads.is_empty(), "stopped and joined");
+    }
 }
