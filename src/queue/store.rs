@@ -305,17 +305,27 @@ impl BodyReader {
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         // Only bytes beyond what the last chunk left are zeroed.
         buf.resize(BODY_CHUNK, 0);
+        match self.read_into(buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(n)
+            }
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the next bytes of the message into `buf`, as much as one
+    /// `read(2)` gives (retried only when interrupted); 0 only at the end of
+    /// the file or when `buf` is empty. For a caller that keeps the body in
+    /// a buffer of its own, which is then neither zeroed nor copied again.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.file.read(buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(n);
-                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    buf.clear();
-                    return Err(e);
-                }
+                result => return result,
             }
         }
     }

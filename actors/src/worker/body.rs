@@ -49,7 +49,10 @@ pub const MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 pub enum Body {
     File(BodyReader),
     Memory {
+        /// A pooled buffer: the body is `bytes[..len]`, the rest is
+        /// whatever an earlier body left there.
         bytes: Vec<u8>,
+        len: usize,
         sent: usize,
         _held: Held,
     },
@@ -64,12 +67,64 @@ impl Body {
                 let n = reader.read_chunk(buf)?;
                 Ok(&buf[..n])
             }
-            Body::Memory { bytes, sent, .. } => {
+            Body::Memory {
+                bytes, len, sent, ..
+            } => {
                 let start = *sent;
-                let end = bytes.len().min(start + CHUNK);
+                let end = (*len).min(start + CHUNK);
                 *sent = end;
-                Ok(&bytes[start..end])
+                Ok(bytes.get(start..end).unwrap_or_default())
             }
+        }
+    }
+}
+
+/// The most a pooled buffer may hold for reuse; a buffer grown for a larger
+/// body is freed after it.
+const POOLED_MAX: usize = 256 * 1024;
+
+/// The most bytes a worker's pool keeps idle.
+const POOL_BYTES: usize = 4 * 1024 * 1024;
+
+/// Buffers for bodies kept in memory, reused from message to message. A
+/// fresh buffer for every 100 KB body cost more than reading it: glibc
+/// handed the freed memory back to the kernel, so each body's buffer was
+/// faulted in and zeroed by the kernel, then zeroed again and copied into.
+/// A pooled buffer is filled by `read(2)` straight away.
+#[derive(Default)]
+pub struct Pool {
+    free: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Pool {
+    /// A buffer at least `len` bytes long (initialised: only growth is
+    /// zeroed).
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = match self.free.pop() {
+            Some(buf) => {
+                self.bytes -= buf.len();
+                buf
+            }
+            None => Vec::new(),
+        };
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    /// Takes back the buffer of a body that is done with, if it has room.
+    pub fn recycle(&mut self, body: Body) {
+        if let Body::Memory { bytes, .. } = body {
+            self.give(bytes);
+        }
+    }
+
+    fn give(&mut self, buf: Vec<u8>) {
+        if buf.len() <= POOLED_MAX && self.bytes + buf.len() <= POOL_BYTES {
+            self.bytes += buf.len();
+            self.free.push(buf);
         }
     }
 }
@@ -116,50 +171,64 @@ impl Drop for Held {
 pub fn measure(
     mut reader: BodyReader,
     expected: u64,
-    budget: &Budget,
-    buf: &mut Vec<u8>,
+    memory: &mut Memory<'_>,
 ) -> (Body, io::Result<BodyMeasure>) {
     let mut measure = BodyMeasure::new();
     let held = usize::try_from(expected)
         .ok()
         .filter(|&n| n <= MAX_IN_MEMORY)
-        .and_then(|n| budget.reserve(n));
+        .and_then(|n| memory.budget.reserve(n));
     if let Some(held) = held {
-        let mut bytes = Vec::with_capacity(held.n);
-        loop {
-            match reader.read_chunk(buf) {
+        // One byte more than expected, to notice a file that grew.
+        let limit = held.n + 1;
+        let mut bytes = memory.pool.take(limit);
+        let mut len = 0;
+        while len < limit {
+            match reader.read_into(&mut bytes[len..limit]) {
                 Ok(0) => {
                     return (
                         Body::Memory {
                             bytes,
+                            len,
                             sent: 0,
                             _held: held,
                         },
                         Ok(measure),
                     )
                 }
-                Ok(_) if bytes.len() + buf.len() > held.n => break,
-                Ok(_) => {
-                    measure.push(buf);
-                    bytes.extend_from_slice(buf);
+                Ok(n) => {
+                    measure.push(&bytes[len..len + n]);
+                    len += n;
                 }
-                Err(e) => return (Body::File(reader), Err(e)),
+                Err(e) => {
+                    memory.pool.give(bytes);
+                    return (Body::File(reader), Err(e));
+                }
             }
         }
         // The file grew since the scan: measure it from the file instead.
+        memory.pool.give(bytes);
         measure = BodyMeasure::new();
         if let Err(e) = reader.rewind() {
             return (Body::File(reader), Err(e));
         }
     }
     let result = (|| {
-        while reader.read_chunk(buf)? > 0 {
-            measure.push(buf);
+        while reader.read_chunk(memory.buf)? > 0 {
+            measure.push(memory.buf);
         }
         reader.rewind()?;
         Ok(measure)
     })();
     (Body::File(reader), result)
+}
+
+/// What [`measure`] needs of the worker: the memory budget, the pool of
+/// buffers, and the scratch buffer for reading a file in chunks.
+pub struct Memory<'a> {
+    pub budget: &'a Budget,
+    pub pool: &'a mut Pool,
+    pub buf: &'a mut Vec<u8>,
 }
 
 #[cfg(test)]
@@ -191,6 +260,29 @@ mod tests {
         }
     }
 
+    /// A worker's side of [`measure`].
+    #[derive(Default)]
+    struct Worker {
+        budget: Budget,
+        pool: Pool,
+        buf: Vec<u8>,
+    }
+
+    impl Worker {
+        fn measure(&mut self, path: &Path, expected: usize) -> (Body, io::Result<BodyMeasure>) {
+            let mut memory = Memory {
+                budget: &self.budget,
+                pool: &mut self.pool,
+                buf: &mut self.buf,
+            };
+            measure(reader(path), expected as u64, &mut memory)
+        }
+
+        fn used(&self) -> usize {
+            self.budget.0.load(Ordering::Relaxed)
+        }
+    }
+
     fn body_of(len: usize) -> Vec<u8> {
         (0..len).map(|i| b"ab\r\n.c\x80"[i % 7]).collect()
     }
@@ -205,56 +297,96 @@ mod tests {
     fn a_small_body_is_read_once_and_sent_from_memory() {
         let text = body_of(150_000);
         let (_dir, path) = queue_file(&text);
-        let budget = Budget::default();
-        let (body, measured) = measure(reader(&path), text.len() as u64, &budget, &mut Vec::new());
+        let mut worker = Worker::default();
+        let (body, measured) = worker.measure(&path, text.len());
         assert!(matches!(body, Body::Memory { .. }), "kept in memory");
         assert_eq!(measured.expect("measured"), reference(&text));
-        assert_eq!(budget.0.load(Ordering::Relaxed), text.len(), "reserved");
+        assert_eq!(worker.used(), text.len(), "reserved");
         assert_eq!(send_all(body), text, "sent as read");
-        assert_eq!(budget.0.load(Ordering::Relaxed), 0, "given back");
+        assert_eq!(worker.used(), 0, "given back");
+    }
+
+    #[test]
+    fn a_recycled_buffer_carries_nothing_of_the_body_before() {
+        let mut worker = Worker::default();
+        let long = body_of(150_000);
+        let (_dir, path) = queue_file(&long);
+        let (body, _) = worker.measure(&path, long.len());
+        worker.pool.recycle(body);
+        assert_eq!(worker.pool.free.len(), 1, "kept for the next body");
+
+        let short: Vec<u8> = b"short\r\n.\r\n".repeat(70);
+        let (_dir2, path2) = queue_file(&short);
+        let (body, measured) = worker.measure(&path2, short.len());
+        assert!(matches!(body, Body::Memory { .. }));
+        assert_eq!(worker.pool.free.len(), 0, "the pooled buffer was used");
+        assert_eq!(measured.expect("measured"), reference(&short));
+        assert_eq!(send_all(body), short, "only the new body is sent");
+
+        // A file longer than its size said is noticed in a pooled buffer
+        // that has room for more, and sent whole from the file.
+        let (body, _) = worker.measure(&path, long.len());
+        worker.pool.recycle(body);
+        let (body, measured) = worker.measure(&path, 100_000);
+        assert!(matches!(body, Body::File(_)), "grew past the size");
+        assert_eq!(measured.expect("measured"), reference(&long));
+        assert_eq!(send_all(body), long);
+        assert_eq!(worker.pool.free.len(), 1, "the buffer went back");
+    }
+
+    #[test]
+    fn the_pool_keeps_neither_large_buffers_nor_too_many() {
+        let mut pool = Pool::default();
+        pool.give(vec![0; POOLED_MAX + 1]);
+        assert!(pool.free.is_empty(), "too large to keep");
+        for _ in 0..POOL_BYTES / POOLED_MAX + 3 {
+            pool.give(vec![0; POOLED_MAX]);
+        }
+        assert_eq!(pool.free.len(), POOL_BYTES / POOLED_MAX);
+        assert_eq!(pool.bytes, POOL_BYTES);
+        let buf = pool.take(10);
+        assert_eq!(buf.len(), POOLED_MAX, "a kept buffer is reused whole");
+        assert_eq!(pool.bytes, POOL_BYTES - POOLED_MAX);
     }
 
     #[test]
     fn a_large_body_or_a_full_budget_is_sent_from_the_file() {
         let text = body_of(MAX_IN_MEMORY + 1);
         let (_dir, path) = queue_file(&text);
-        let budget = Budget::default();
-        let (body, measured) = measure(reader(&path), text.len() as u64, &budget, &mut Vec::new());
+        let mut worker = Worker::default();
+        let (body, measured) = worker.measure(&path, text.len());
         assert!(matches!(body, Body::File(_)), "too large for memory");
         assert_eq!(measured.expect("measured"), reference(&text));
         assert_eq!(send_all(body), text, "sent from the rewound file");
 
         let small = body_of(1000);
         let (_dir2, path2) = queue_file(&small);
-        let held = budget
+        let held = worker
+            .budget
             .reserve(MEMORY_BUDGET - 500)
             .expect("most of the budget");
-        let (body, measured) = measure(reader(&path2), 1000, &budget, &mut Vec::new());
+        let (body, measured) = worker.measure(&path2, 1000);
         assert!(matches!(body, Body::File(_)), "no room in the budget");
         assert_eq!(measured.expect("measured"), reference(&small));
         assert_eq!(send_all(body), small);
         drop(held);
-        assert_eq!(budget.0.load(Ordering::Relaxed), 0);
+        assert_eq!(worker.used(), 0);
     }
 
     #[test]
     fn a_body_longer_than_expected_is_measured_and_sent_whole_from_the_file() {
         let text = body_of(200_000);
         let (_dir, path) = queue_file(&text);
-        let budget = Budget::default();
+        let mut worker = Worker::default();
         // The size said 100,000: the file holds more.
-        let (body, measured) = measure(reader(&path), 100_000, &budget, &mut Vec::new());
+        let (body, measured) = worker.measure(&path, 100_000);
         assert!(matches!(body, Body::File(_)));
         assert_eq!(
             measured.expect("measured"),
             reference(&text),
             "measured whole, once"
         );
-        assert_eq!(
-            budget.0.load(Ordering::Relaxed),
-            0,
-            "reservation given back"
-        );
+        assert_eq!(worker.used(), 0, "reservation given back");
         assert_eq!(send_all(body), text);
     }
 }

@@ -590,7 +590,9 @@ impl Conn {
             };
             match body.next(&mut shared.body_buf) {
                 Ok([]) => {
-                    job.body = None;
+                    if let Some(body) = job.body.take() {
+                        shared.body_pool.recycle(body);
+                    }
                     session.finish_body(now);
                 }
                 Ok(chunk) => session.push_body(chunk, now),
@@ -759,8 +761,7 @@ pub fn envelope_for(
     shared: &mut Shared,
 ) -> (Envelope, Body) {
     let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
-    let (body, measured) =
-        body::measure(reader, body_len, &shared.body_memory, &mut shared.body_buf);
+    let (body, measured) = body::measure(reader, body_len, &mut shared.body_memory());
     match measured {
         Ok(measure) => {
             envelope.size = Some(measure.size());

@@ -88,10 +88,21 @@ pub struct Shared {
     pub read_buf: Vec<u8>,
     pub body_buf: Vec<u8>,
     /// Message bodies kept in memory between measuring and sending.
-    pub body_memory: body::Budget,
+    pub body_budget: body::Budget,
+    /// Their buffers, reused.
+    pub body_pool: body::Pool,
 }
 
 impl Shared {
+    /// What measuring a body needs: budget, pool and scratch buffer.
+    pub fn body_memory(&mut self) -> body::Memory<'_> {
+        body::Memory {
+            budget: &self.body_budget,
+            pool: &mut self.body_pool,
+            buf: &mut self.body_buf,
+        }
+    }
+
     /// Sends to the dispatcher. It never blocks on us, so a blocking send
     /// cannot deadlock; failure means it is gone, and the worker winds down.
     pub fn tell(&self, msg: DispatcherMsg) {
@@ -163,7 +174,8 @@ impl Worker {
                 shutdown_deadline: None,
                 read_buf: vec![0; READ_BUFFER],
                 body_buf: Vec::with_capacity(body::CHUNK),
-                body_memory: body::Budget::default(),
+                body_budget: body::Budget::default(),
+                body_pool: body::Pool::default(),
             },
             metrics_interval: config.metrics_interval,
             ready: Vec::new(),

@@ -206,7 +206,9 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         log: shared.log.clone(),
     });
     // The body's descriptor closes here, before the file is settled.
-    drop(job.body);
+    if let Some(body) = job.body {
+        shared.body_pool.recycle(body);
+    }
     if let Err(settlement) = shared.disk.try_settle(settlement) {
         // The disk thread is busy: settle here, which also slows this
         // worker to the pace of the disk.
