@@ -524,19 +524,26 @@ impl Dispatcher {
     /// [`DispatcherMsg::LocalLimit`]): the message is ready again, as if never
     /// tried, and new connections wait [`LOCAL_LIMIT_PAUSE`] so the workers
     /// do not spin on the shortage. The domain keeps its limit and is not
-    /// backed off; the connection's slot is freed by its `Closed`.
+    /// backed off; the connection's slot is freed by its `Closed`. One
+    /// warning per pause; the metrics' `local_limits` counts every one.
     fn local_limit(&mut self, domain: &str, job: QueuedMessage, reason: &str, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(d) = self.domains.get_mut(domain) {
             d.flying.remove(&job.id);
         }
         self.stats.local_limits += 1;
-        warn!(self.log, "local descriptor limit: connection put off, the message waits untried";
-            "domain" => domain, "queue_id" => &job.id, "reason" => reason,
-            "connections" => self.connections,
-            "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
-            "hint" => "if this persists, lower delivery.max_connections");
-        self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
+        // Connections opened before the pause run into the same shortage
+        // one after another: one warning per pause, the others counted.
+        let pausing = self.paused_until.is_none_or(|until| until <= now);
+        if pausing {
+            warn!(self.log, "local descriptor limit: connection put off, the message waits untried";
+                "domain" => domain, "queue_id" => &job.id, "reason" => reason,
+                "connections" => self.connections,
+                "put_off_in_all" => self.stats.local_limits,
+                "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
+                "hint" => "if this persists, lower delivery.max_connections");
+            self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
+        }
         self.enqueue(job, now);
     }
 

@@ -520,6 +520,21 @@ fn a_connection_beyond_fd_setsize_waits_untried() {
         &queue,
         &out,
     );
+    // A burst of put-offs is one warning per pause, not one per connection.
+    let put_off = out
+        .records()
+        .iter()
+        .filter(|r| r["msg"] == "metrics" && r["actor"] == "dispatcher")
+        .filter_map(|r| r["local_limits"].as_u64())
+        .max()
+        .unwrap_or(0);
+    eprintln!("{put_off} connections put off");
+    check(
+        put_off > 1 && (warnings as u64) < put_off,
+        &format!("{warnings} warnings for {put_off} connections put off: one per pause expected"),
+        &queue,
+        &out,
+    );
     // A socket that does not fit is closed before it connects: the server
     // saw one connection per message.
     assert_eq!(
