@@ -35,6 +35,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "config/postman.toml";
 /// rest is headroom for the queue files, inotify, logs and wake-ups.
 pub const MAX_CONNECTIONS: usize = 900;
 
+/// Upper bound of `delivery.max_mx_addresses`: beyond it, one attempt at a
+/// domain whose addresses all time out would hold a connection for hours.
+pub const MAX_MX_ADDRESSES: usize = 1000;
+
 /// Upper bound of every timeout, so `now + timeout` can never overflow.
 const MAX_TIMEOUT_SECS: u64 = 3600;
 /// Upper bound of the intervals and the retry delay: one week.
@@ -189,6 +193,9 @@ pub struct DeliverySettings {
     pub max_connections_per_domain: usize,
     /// Messages sent on one connection before it is closed.
     pub max_messages_per_connection: usize,
+    /// Addresses tried in one delivery attempt, over all MX hosts in order
+    /// (Postfix's `smtp_mx_address_limit`).
+    pub max_mx_addresses: usize,
     /// Seconds after arrival (`X-Postman-Date`) before a message still
     /// deferred is bounced; 0 bounces after the first failed attempt.
     pub max_queue_lifetime: u64,
@@ -294,6 +301,8 @@ pub struct Config {
     pub max_connections_per_domain: usize,
     /// Messages on one connection, ≥ 1.
     pub max_messages_per_connection: usize,
+    /// Addresses tried in one delivery attempt, 1–1000.
+    pub max_mx_addresses: usize,
     /// Delay before a deferred message is tried again the first time
     /// (`delivery.retry.min_backoff`), ≥ 1 s.
     pub retry_delay: Duration,
@@ -444,6 +453,7 @@ impl Settings {
                 max_connections: 500,
                 max_connections_per_domain: 20,
                 max_messages_per_connection: 100,
+                max_mx_addresses: 5,
                 max_queue_lifetime: 5 * 24 * 3600,
                 delay_warning: 0,
                 retry: RetrySettings {
@@ -693,6 +703,12 @@ impl Validator<'_> {
             (1, usize::MAX),
             "",
         )?;
+        let max_mx_addresses = self.within(
+            "delivery.max_mx_addresses",
+            d.max_mx_addresses,
+            (1, MAX_MX_ADDRESSES),
+            "",
+        )?;
         let retry_delay = self.seconds(
             "delivery.retry.min_backoff",
             d.retry.min_backoff,
@@ -747,6 +763,7 @@ impl Validator<'_> {
             max_connections,
             max_connections_per_domain,
             max_messages_per_connection,
+            max_mx_addresses,
             retry_delay,
             max_backoff: Duration::from_secs(max_backoff),
             max_queue_lifetime,

@@ -82,6 +82,7 @@ fn defaults_without_a_file() {
             c.max_messages_per_connection, 100,
             "max_messages_per_connection"
         );
+        assert_eq!(c.max_mx_addresses, 5, "max_mx_addresses, as Postfix");
         assert_eq!(c.retry_delay, Duration::from_secs(300), "retry_delay");
         assert_eq!(c.max_backoff, Duration::from_secs(4000), "max_backoff");
         assert_eq!(
@@ -332,6 +333,8 @@ fn validation_bounds() {
             "must be at most 10 (no more than delivery.max_connections)",
         ),
         ("[delivery]\nmax_messages_per_connection = 0", "delivery.max_messages_per_connection", "at least 1"),
+        ("[delivery]\nmax_mx_addresses = 0", "delivery.max_mx_addresses", "must be at least 1"),
+        ("[delivery]\nmax_mx_addresses = 1001", "delivery.max_mx_addresses", "must be at most 1000"),
         ("[delivery.retry]\nmin_backoff = 0", "delivery.retry.min_backoff", "at least 1"),
         ("[delivery.retry]\nmin_backoff = 604801\nmax_backoff = 604801", "delivery.retry.min_backoff", "at most 604800"),
         (
@@ -395,6 +398,8 @@ fn validation_accepts_the_bounds() {
         "[smtp.timeouts]\nconnect = 1\ndata_done = 3600",
         "[delivery]\nmax_connections = 900\nmax_connections_per_domain = 900",
         "[delivery]\nmax_connections = 1\nmax_connections_per_domain = 1\nmax_messages_per_connection = 1",
+        "[delivery]\nmax_mx_addresses = 1",
+        "[delivery]\nmax_mx_addresses = 1000",
         "[delivery.retry]\nmin_backoff = 1\nmax_backoff = 1",
         "[delivery.retry]\nmin_backoff = 604800\nmax_backoff = 604800",
         "[delivery]\nmax_queue_lifetime = 0\ndelay_warning = 0",

@@ -84,6 +84,8 @@ pub struct Config {
     pub max_connections_per_domain: u32,
     /// `delivery.max_messages_per_connection`
     pub max_messages_per_connection: u32,
+    /// `delivery.max_mx_addresses`
+    pub max_mx_addresses: u32,
     /// `delivery.retry.min_backoff`, seconds
     pub min_backoff: u64,
     /// `delivery.retry.max_backoff`, seconds; `None` leaves postman's default.
@@ -120,6 +122,7 @@ impl Config {
             max_connections: 20,
             max_connections_per_domain: 4,
             max_messages_per_connection: 100,
+            max_mx_addresses: 5,
             min_backoff: 300,
             max_backoff: None,
             max_queue_lifetime: None,
@@ -189,6 +192,7 @@ quit = {quit}
 max_connections = {max_connections}
 max_connections_per_domain = {max_per_domain}
 max_messages_per_connection = {max_per_conn}
+max_mx_addresses = {max_mx_addresses}
 {lifetime}{delay_warning}
 [delivery.retry]
 min_backoff = {min_backoff}
@@ -220,6 +224,7 @@ rescan_interval = {rescan_interval}
             max_connections = self.max_connections,
             max_per_domain = self.max_connections_per_domain,
             max_per_conn = self.max_messages_per_connection,
+            max_mx_addresses = self.max_mx_addresses,
             min_backoff = self.min_backoff,
             metrics_interval = self.metrics_interval,
             rescan_interval = self.rescan_interval,

@@ -381,3 +381,71 @@ fn dns_timeout_defers_and_keeps_the_message() {
         out.elapsed
     );
 }
+
+/// Postfix's `smtp_mx_address_limit`: one attempt tries at most
+/// `delivery.max_mx_addresses` addresses, over the MX hosts in preference
+/// order, so a domain listing many addresses that all time out cannot hold
+/// a connection for that many connect timeouts. The message is deferred;
+/// the addresses left out wait for the next attempt.
+#[test]
+fn one_attempt_tries_at_most_max_mx_addresses() {
+    let net = TestNet::new();
+    // mx1 (preference 10) has four addresses, mx2 (20) three; every server
+    // turns the client away at the greeting.
+    let servers: Vec<HostileServer> = (1..=7)
+        .map(|i| HostileServer::start(net.addr(i), vec![Script::new().greet("421 4.3.2 busy")]))
+        .collect();
+    let mut zones =
+        Zones::new()
+            .mx("many.test", 20, "mx2.many.test")
+            .mx("many.test", 10, "mx1.many.test");
+    for i in 1..=4 {
+        zones = zones.a("mx1.many.test", net.ipv4(i));
+    }
+    for i in 5..=7 {
+        zones = zones.a("mx2.many.test", net.ipv4(i));
+    }
+    let dns = DnsServer::start(zones);
+    let queue = TestQueue::new();
+    queue.add(
+        "many.test",
+        "m1",
+        "a@src.test",
+        &["u@many.test"],
+        &message("many", "x\n"),
+    );
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_mx_addresses = 5;
+
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    let counts: Vec<usize> = servers
+        .iter()
+        .map(HostileServer::connection_count)
+        .collect();
+    check(
+        counts[..4] == [1, 1, 1, 1],
+        &format!("every address of the preferred host is tried once: {counts:?}"),
+        &queue,
+        &out,
+    );
+    check(
+        counts[4..].iter().sum::<usize>() == 1,
+        &format!("then one address of mx2, five in all: {counts:?}"),
+        &queue,
+        &out,
+    );
+    check(
+        queue.state().is_queued("many.test", "m1"),
+        "the message waits for the next attempt",
+        &queue,
+        &out,
+    );
+    assert_outcome(
+        &out,
+        &out.deliveries(),
+        "u@many.test",
+        "deferred",
+        Some(421),
+    );
+}

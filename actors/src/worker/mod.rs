@@ -27,7 +27,7 @@ use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
 use postman::smtp::{IpPreference, SessionConfig, TlsMode};
-use slog::{error, info, Logger};
+use slog::{debug, error, info, Logger};
 
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
@@ -75,6 +75,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     pub port: u16,
     pub max_messages_per_connection: usize,
+    /// Addresses one connection tries before it gives up.
+    pub max_mx_addresses: usize,
     /// Claims queue files, and settles messages when the disk thread's
     /// mailbox is full or a transaction never started.
     pub settler: Settler,
@@ -166,6 +168,7 @@ impl Worker {
                 connect_timeout: config.connect_timeout,
                 port: config.server_port,
                 max_messages_per_connection: config.max_messages_per_connection,
+                max_mx_addresses: config.max_mx_addresses,
                 settler: Settler::new(config, owner, &format!("W{id}")),
                 disk,
                 dispatcher,
@@ -251,6 +254,12 @@ impl Worker {
                             plaintext: false,
                         }));
                     }
+                    if candidates.len() > self.shared.max_mx_addresses {
+                        debug!(self.shared.log, "more MX addresses than one attempt tries";
+                            "domain" => &domain, "addresses" => candidates.len(),
+                            "tried" => self.shared.max_mx_addresses);
+                        candidates.truncate(self.shared.max_mx_addresses);
+                    }
                     let conn = Conn::new(domain, candidates, job);
                     let index = self.insert(conn);
                     self.with_conn(index, now, |conn, shared, now| conn.start(shared, now));
@@ -287,6 +296,7 @@ impl Worker {
         shared.session.timeouts = config.timeouts.clone();
         shared.connect_timeout = config.connect_timeout;
         shared.max_messages_per_connection = config.max_messages_per_connection;
+        shared.max_mx_addresses = config.max_mx_addresses;
         shared.tls = TlsPolicy::new(
             config.tls_mode,
             config.tls_verify,
