@@ -310,6 +310,17 @@ impl RunOutput {
         deliveries(&self.records())
     }
 
+    /// The largest `field` of `actor`'s `metrics` records (every worker's
+    /// for `"worker"`), 0 when there is none.
+    pub fn max_metric(&self, actor: &str, field: &str) -> u64 {
+        self.records()
+            .iter()
+            .filter(|r| r["msg"] == "metrics" && r["actor"] == actor)
+            .filter_map(|r| r[field].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The quarantine records.
     pub fn quarantines(&self) -> Vec<Quarantine> {
         quarantines(&self.records())

@@ -81,13 +81,7 @@ fn one_worker_carries_hundreds_of_connections_at_once() {
 
     // The worker's last metrics record says how many connections it held
     // at once.
-    let peak = out
-        .records()
-        .iter()
-        .filter(|r| r["msg"] == "metrics" && r["actor"] == "worker")
-        .filter_map(|r| r["peak_connections"].as_u64())
-        .max()
-        .unwrap_or(0);
+    let peak = out.max_metric("worker", "peak_connections");
     eprintln!("peak connections in one worker: {peak} of {DOMAINS}");
     check(
         peak >= 250,
@@ -246,6 +240,18 @@ fn run_squeezed(config: &ConfigFile, squeeze_from: i32, deadline: Duration) -> R
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         elapsed: started.elapsed(),
     }
+}
+
+/// The MX host of [`many_domains`]: it waits `stall_ms` before its
+/// greeting, which keeps connections open together, then accepts all.
+fn slow_greeter(net: &TestNet, stall_ms: u64) -> HostileServer {
+    HostileServer::start(
+        net.addr(1),
+        vec![Script::new()
+            .stall(stall_ms)
+            .greet("220 mx.fd.test ESMTP")
+            .then_polite()],
+    )
 }
 
 /// `domains` domains `d<i>.fd.test`, one message each, all served by one
@@ -423,13 +429,7 @@ fn route_lookups_leave_the_select_range_to_connections() {
     let net = TestNet::new();
     // A stall before the greeting keeps the connections open together, up
     // to max_connections.
-    let server = HostileServer::start(
-        net.addr(1),
-        vec![Script::new()
-            .stall(200)
-            .greet("220 mx.fd.test ESMTP")
-            .then_polite()],
-    );
+    let server = slow_greeter(&net, 200);
     let (dns, queue, mut cfg) = many_domains(&net, DOMAINS);
     // Answers take up to 400 ms, so hundreds of lookups in flight hold a
     // socket each while the connections for the routes already known open.
@@ -459,13 +459,7 @@ fn route_lookups_leave_the_select_range_to_connections() {
         DOMAINS,
         "one connection per domain"
     );
-    let peak = out
-        .records()
-        .iter()
-        .filter(|r| r["msg"] == "metrics" && r["actor"] == "worker")
-        .filter_map(|r| r["peak_connections"].as_u64())
-        .max()
-        .unwrap_or(0);
+    let peak = out.max_metric("worker", "peak_connections");
     eprintln!(
         "peak connections: {peak} of at most {}, {:?}",
         cfg.max_connections, out.elapsed
@@ -495,13 +489,7 @@ fn a_connection_beyond_fd_setsize_waits_untried() {
     let net = TestNet::new();
     // Connections stay open 800 ms, long enough for far more of them to be
     // wanted at once than fit.
-    let server = HostileServer::start(
-        net.addr(1),
-        vec![Script::new()
-            .stall(800)
-            .greet("220 mx.fd.test ESMTP")
-            .then_polite()],
-    );
+    let server = slow_greeter(&net, 800);
     let (_dns, queue, mut cfg) = many_domains(&net, DOMAINS);
     cfg.threads = 2;
     cfg.max_connections = DOMAINS as u32;
@@ -521,13 +509,7 @@ fn a_connection_beyond_fd_setsize_waits_untried() {
         &out,
     );
     // A burst of put-offs is one warning per pause, not one per connection.
-    let put_off = out
-        .records()
-        .iter()
-        .filter(|r| r["msg"] == "metrics" && r["actor"] == "dispatcher")
-        .filter_map(|r| r["local_limits"].as_u64())
-        .max()
-        .unwrap_or(0);
+    let put_off = out.max_metric("dispatcher", "local_limits");
     eprintln!("{put_off} connections put off");
     check(
         put_off > 1 && (warnings as u64) < put_off,
