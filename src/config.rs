@@ -237,7 +237,8 @@ pub struct LogSettings {
 pub struct QueueSettings {
     /// Seconds between the safety-net rescans beside inotify.
     pub rescan_interval: u64,
-    /// Threads per I/O worker that settle queue files after delivery.
+    /// Threads per I/O worker that claim and read the next messages and
+    /// settle queue files after delivery.
     pub disk_threads: usize,
 }
 
@@ -324,8 +325,8 @@ pub struct Config {
     pub metrics_interval: Duration,
     /// Interval of the safety-net queue rescan, ≥ 1 s.
     pub rescan_interval: Duration,
-    /// Disk threads per I/O worker (removing, rewriting and bouncing queue
-    /// files after delivery), 1–16.
+    /// Disk threads per I/O worker (claiming and reading the next messages;
+    /// removing, rewriting and bouncing queue files after delivery), 1–16.
     pub disk_threads: usize,
     /// Address family tried first.
     pub ip_preference: IpPreference,

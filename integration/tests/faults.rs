@@ -612,3 +612,63 @@ fn malformed_queue_file_is_quarantined_and_the_rest_delivered() {
         "no delivery record for quarantined files"
     );
 }
+
+/// The next message of a connection is claimed and read on a disk thread
+/// while the connection waits. A server that hangs up after every message
+/// closes connections in that window: a message prepared for a connection
+/// already gone goes back untried (no attempt recorded, no deferral) and
+/// is sent on the next connection. Every message arrives once.
+#[test]
+fn a_server_that_hangs_up_after_each_message_loses_and_repeats_nothing() {
+    const MESSAGES: usize = 12;
+    let mut case = Case::new(vec![Script::new()
+        .hello()
+        .expect("MAIL", "250 2.1.0 ok")
+        .expect("RCPT", "250 2.1.5 ok")
+        .expect("DATA", "354 go ahead")
+        .body("250 2.0.0 queued")
+        .close()]);
+    for i in 0..MESSAGES {
+        case.queue.add(
+            DOMAIN,
+            &format!("m{i}"),
+            "a@src.test",
+            &[&format!("u{i}@{DOMAIN}")],
+            &message(&format!("hangup{i}"), "x\n"),
+        );
+    }
+    // One connection at a time, so each hang-up meets the next message.
+    case.config.max_connections_per_domain = 1;
+    let out = case.run();
+    check(
+        case.queue.state().is_empty(),
+        "every message should be delivered in one run",
+        &case.queue,
+        &out,
+    );
+    let mut ids = case.server.message_ids();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (ids.len(), case.server.body_count()),
+        (MESSAGES, MESSAGES),
+        "each message exactly once"
+    );
+    let deliveries = out.deliveries();
+    assert!(
+        deliveries.iter().all(|d| d.status == "sent"),
+        "nothing deferred: {deliveries:#?}"
+    );
+    let prepared: u64 = out
+        .records()
+        .iter()
+        .filter(|r| r["msg"] == "worker stopped")
+        .filter_map(|r| r["prepared_by_disk_thread"].as_u64())
+        .sum();
+    check(
+        prepared > 0,
+        "the disk threads should have prepared messages",
+        &case.queue,
+        &out,
+    );
+}

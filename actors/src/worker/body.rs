@@ -59,6 +59,15 @@ pub enum Body {
 }
 
 impl Body {
+    /// Done with: a file body's descriptor closes, and a memory body's
+    /// reservation is given back and its buffer returned for a pool.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        match self {
+            Body::File(_) => None,
+            Body::Memory { bytes, .. } => Some(bytes),
+        }
+    }
+
     /// The next chunk to send, empty at the end. A file's chunk is read into
     /// `buf`; memory is lent as it is.
     pub fn next<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
@@ -116,12 +125,13 @@ impl Pool {
 
     /// Takes back the buffer of a body that is done with, if it has room.
     pub fn recycle(&mut self, body: Body) {
-        if let Body::Memory { bytes, .. } = body {
-            self.give(bytes);
+        if let Some(buf) = body.into_buffer() {
+            self.give(buf);
         }
     }
 
-    fn give(&mut self, buf: Vec<u8>) {
+    /// Keeps `buf` for reuse, if it is not too large and the pool has room.
+    pub fn give(&mut self, buf: Vec<u8>) {
         if buf.len() <= POOLED_MAX && self.bytes + buf.len() <= POOL_BYTES {
             self.bytes += buf.len();
             self.free.push(buf);

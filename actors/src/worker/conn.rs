@@ -17,13 +17,12 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
-use postman::queue::BodyReader;
-use postman::smtp::{Envelope, Event, Reply, Session, TlsMode};
-use slog::{debug, error, info, o, warn};
+use postman::smtp::{Event, Reply, Session, TlsMode};
+use slog::{debug, error, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::body::{self, Body};
-use super::settle::{abandon_job, finish_job, give_back, start_job, Job};
+use super::disk::Preparation;
+use super::settle::{abandon_job, begin, finish_job, give_back, put_back, start_job, Job, Ready};
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
 use crate::messages::{ConnId, DispatcherMsg, QueuedMessage};
@@ -73,7 +72,8 @@ pub struct Conn {
     job: Option<Job>,
     /// A server greeted us and answered EHLO/HELO.
     established: bool,
-    /// Waiting for the dispatcher's answer to WantMore.
+    /// Waiting for the next message: the dispatcher's answer to WantMore,
+    /// or a disk thread's preparing of the message it gave.
     awaiting_next: bool,
     /// Why each address failed, for the deferral reason.
     failures: Vec<String>,
@@ -340,18 +340,61 @@ impl Conn {
             return;
         };
         match job {
-            Some(msg) if shared.shutdown_deadline.is_none() => {
-                self.job = start_job(session, msg, shared, &self.relay, now);
-                if self.job.is_none() {
-                    self.after_transaction(shared, now);
-                }
-            }
+            Some(msg) if shared.shutdown_deadline.is_none() => self.take(msg, shared, now),
             Some(msg) => {
                 give_back(shared, msg);
                 session.quit(now);
             }
             None => session.quit(now),
         }
+    }
+
+    /// The next message for this connection. Its disk work (claim, read,
+    /// measure) goes to a disk thread, which answers through
+    /// [`Conn::prepared`]; when none has room it is done here.
+    fn take(&mut self, msg: QueuedMessage, shared: &mut Shared, now: Instant) {
+        let preparation = Box::new(Preparation {
+            conn: self.id,
+            msg,
+            relay: self.relay.clone(),
+        });
+        match shared.disk.try_prepare(preparation) {
+            Ok(()) => self.awaiting_next = true,
+            Err(preparation) => {
+                let State::Smtp { session, .. } = &mut self.state else {
+                    give_back(shared, preparation.msg);
+                    return;
+                };
+                self.job = start_job(session, preparation.msg, shared, &self.relay, now);
+                if self.job.is_none() {
+                    self.after_transaction(shared, now);
+                }
+            }
+        }
+    }
+
+    /// A disk thread's answer to [`Conn::take`]: start the message, or, when
+    /// it was disposed of, ask for another. If the server went away or
+    /// postman is stopping meanwhile, the message goes back untried.
+    pub fn prepared(&mut self, ready: Option<Ready>, shared: &mut Shared, now: Instant) {
+        self.awaiting_next = false;
+        let State::Smtp { session, .. } = &mut self.state else {
+            if let Some(ready) = ready {
+                put_back(&shared.ctx(), ready);
+            }
+            return;
+        };
+        match ready {
+            Some(ready) if shared.shutdown_deadline.is_none() && !session.is_closed() => {
+                self.job = begin(session, ready, shared, now);
+                if self.job.is_some() {
+                    return;
+                }
+            }
+            Some(ready) => put_back(&shared.ctx(), ready),
+            None => {}
+        }
+        self.after_transaction(shared, now);
     }
 
     /// SIGTERM: idle and not yet established connections close now; a
@@ -439,13 +482,9 @@ impl Conn {
                     shared.tell(DispatcherMsg::Established {
                         domain: self.domain.clone(),
                     });
-                    if let (Some(msg), State::Smtp { session, .. }) =
-                        (self.first.take(), &mut self.state)
-                    {
-                        self.job = start_job(session, msg, shared, &self.relay, now);
-                        if self.job.is_some() {
-                            return;
-                        }
+                    if let Some(msg) = self.first.take() {
+                        self.take(msg, shared, now);
+                        return;
                     }
                 }
                 self.after_transaction(shared, now);
@@ -589,12 +628,9 @@ impl Conn {
                 break;
             };
             match body.next(&mut shared.body_buf) {
-                Ok([]) => {
-                    if let Some(body) = job.body.take() {
-                        shared.body_pool.recycle(body);
-                    }
-                    session.finish_body(now);
-                }
+                // The body stays with the job: its buffer goes back with
+                // the settlement, to the pool of the disk thread.
+                Ok([]) => session.finish_body(now),
                 Ok(chunk) => session.push_body(chunk, now),
                 Err(e) => {
                     // The dot was not sent, so closing now makes the server
@@ -745,36 +781,4 @@ fn read_into(socket: &mut Socket, session: &mut Session, shared: &mut Shared, no
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
-}
-
-/// The transaction's envelope for `msg` and the body to send: the size
-/// and 8-bit-ness that MAIL declares (RFC 1870, RFC 6152) come from one
-/// streaming pass over the body, which keeps a small body in memory for
-/// sending. A body that cannot be read is left unmeasured; reading it again
-/// to send it fails the attempt properly. An 8-bit message for a server
-/// without 8BITMIME is logged: it goes out as is.
-pub fn envelope_for(
-    msg: &QueuedMessage,
-    reader: BodyReader,
-    body_len: u64,
-    session: &Session,
-    shared: &mut Shared,
-) -> (Envelope, Body) {
-    let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
-    let (body, measured) = body::measure(reader, body_len, &mut shared.body_memory());
-    match measured {
-        Ok(measure) => {
-            envelope.size = Some(measure.size());
-            envelope.eight_bit = measure.eight_bit();
-        }
-        Err(e) => {
-            debug!(shared.log, "cannot measure the message"; "queue_id" => &msg.id, "error" => %e);
-        }
-    }
-    let eight_bit_mime = session.extensions().is_some_and(|e| e.eight_bit_mime);
-    if envelope.eight_bit && !eight_bit_mime {
-        info!(shared.log, "8-bit message sent as is: the server does not offer 8BITMIME";
-            "queue_id" => &msg.id, "domain" => &msg.domain);
-    }
-    (envelope, body)
 }

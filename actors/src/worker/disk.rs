@@ -16,16 +16,27 @@
 //! A fully delivered file is marked delivered in the worker before it is
 //! handed over ([`postman::queue::Claimed::mark_delivered`]), so a crash
 //! while it waits here never sends it again.
+//!
+//! They also prepare the next message of a connection (claim the file by a
+//! rename, read its envelope again, measure and maybe keep its body): that
+//! too waits on the filesystem, and done in the loop it was half of the
+//! loop's working time. The answer goes back through the worker's
+//! `prepared` channel and wakes it like a mailbox message. When every
+//! mailbox is full the worker prepares the message itself.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
+use nix::sys::eventfd::EventFd;
 use postman::config::Config;
 use postman::queue::{Claimed, Delivered};
 use slog::{error, Logger};
 
-use crate::messages::{DispatcherMsg, Disposition, QueuedMessage};
+use super::body::{self, Budget, Pool};
+use super::settle::{self, Ctx, Ready};
+use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
 use crate::settler::{RecipientFate, Settler};
 
 /// Settlements waiting for the disk thread, per worker.
@@ -47,11 +58,39 @@ pub struct Settlement {
     pub relay: String,
     /// Logs the delivery records: it carries the transaction's `tls`.
     pub log: Logger,
+    /// The body's buffer, for the pool of the thread that settles it (the
+    /// disk threads measure most bodies, so their pools need them back).
+    pub buffer: Option<Vec<u8>>,
+}
+
+/// A connection's next message, to be prepared ([`settle::prepare`]).
+pub struct Preparation {
+    pub conn: ConnId,
+    pub msg: QueuedMessage,
+    /// The connection's `host[ip]:port`, for the records of a failure.
+    pub relay: String,
+}
+
+/// The answer to a [`Preparation`]: the message ready to start, or `None`
+/// when it was disposed of (gone, not due, unreadable, quarantined).
+pub struct Prepared {
+    pub conn: ConnId,
+    pub ready: Option<Ready>,
 }
 
 enum Work {
     Settle(Box<Settlement>),
+    Prepare(Box<Preparation>),
     Reload(Box<Config>),
+}
+
+/// What the disk threads need of their worker to prepare messages: where
+/// answers go, how to wake it, and its budget for bodies kept in memory.
+#[derive(Clone)]
+pub struct Answers {
+    pub to: Sender<Prepared>,
+    pub wake: Arc<EventFd>,
+    pub budget: Budget,
 }
 
 impl Settlement {
@@ -78,6 +117,9 @@ pub struct Disk {
 
 struct DiskThread {
     tx: Sender<Work>,
+    /// Preparations have their own mailbox, taken first: a connection
+    /// waits for each, while a settlement can wait behind it.
+    prepare_tx: Sender<Work>,
     handle: JoinHandle<Totals>,
 }
 
@@ -85,6 +127,7 @@ struct DiskThread {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
     pub settled: u64,
+    pub prepared: u64,
     pub busy: Duration,
 }
 
@@ -95,6 +138,7 @@ impl Disk {
         config: &Config,
         owner: &str,
         dispatcher: Sender<DispatcherMsg>,
+        answers: &Answers,
         log: Logger,
     ) -> std::io::Result<Disk> {
         let mut threads = Vec::new();
@@ -105,6 +149,7 @@ impl Disk {
                 config,
                 owner,
                 dispatcher.clone(),
+                answers.clone(),
                 log.clone(),
             )?);
         }
@@ -114,10 +159,32 @@ impl Disk {
     /// Hands a settlement to a disk thread, or gives it back when their
     /// mailboxes are full (or they are gone): then the caller settles it.
     pub fn try_settle(&mut self, settlement: Box<Settlement>) -> Result<(), Box<Settlement>> {
-        let mut work = Work::Settle(settlement);
+        match self.try_send(Work::Settle(settlement)) {
+            Err(Work::Settle(s)) => Err(s),
+            _ => Ok(()),
+        }
+    }
+
+    /// Hands the preparing of a connection's next message to a disk thread,
+    /// or gives it back when their mailboxes are full (or they are gone):
+    /// then the caller prepares it.
+    pub fn try_prepare(&mut self, work: Box<Preparation>) -> Result<(), Box<Preparation>> {
+        match self.try_send(Work::Prepare(work)) {
+            Err(Work::Prepare(p)) => Err(p),
+            _ => Ok(()),
+        }
+    }
+
+    /// Round-robin over the threads, the first with room takes `work`.
+    fn try_send(&mut self, mut work: Work) -> Result<(), Work> {
         for k in 0..self.threads.len() {
             let n = (self.next + k) % self.threads.len();
-            match self.threads[n].tx.try_send(work) {
+            let thread = &self.threads[n];
+            let tx = match work {
+                Work::Prepare(_) => &thread.prepare_tx,
+                Work::Settle(_) | Work::Reload(_) => &thread.tx,
+            };
+            match tx.try_send(work) {
                 Ok(()) => {
                     self.next = (n + 1) % self.threads.len();
                     return Ok(());
@@ -125,10 +192,7 @@ impl Disk {
                 Err(e) => work = e.into_inner(),
             }
         }
-        match work {
-            Work::Settle(s) => Err(s),
-            Work::Reload(_) => Ok(()),
-        }
+        Err(work)
     }
 
     /// New settings (SIGHUP), applied after the settlements already queued.
@@ -146,9 +210,11 @@ impl Disk {
         let mut totals = Totals::default();
         for thread in self.threads.drain(..) {
             drop(thread.tx);
+            drop(thread.prepare_tx);
             match thread.handle.join() {
                 Ok(t) => {
                     totals.settled += t.settled;
+                    totals.prepared += t.prepared;
                     totals.busy += t.busy;
                 }
                 Err(_) => error!(log, "a disk thread panicked"),
@@ -164,9 +230,11 @@ fn spawn(
     config: &Config,
     owner: &str,
     dispatcher: Sender<DispatcherMsg>,
+    answers: Answers,
     log: Logger,
 ) -> std::io::Result<DiskThread> {
     let (tx, rx) = crossbeam_channel::bounded::<Work>(MAILBOX);
+    let (prepare_tx, prepare_rx) = crossbeam_channel::bounded::<Work>(MAILBOX);
     let owner = owner.to_owned();
     let tag = format!("W{id}D{n}");
     let mut settler = Settler::new(config, &owner, &tag);
@@ -174,13 +242,51 @@ fn spawn(
         .name(format!("postman-disk-{id}.{n}"))
         .spawn(move || {
             let mut totals = Totals::default();
-            for work in rx.iter() {
+            let mut pool = Pool::default();
+            let mut buf = Vec::with_capacity(body::CHUNK);
+            while let Some(work) = next_work(&prepare_rx, &rx) {
                 match work {
-                    Work::Settle(s) => {
+                    Work::Prepare(p) => {
                         let started = Instant::now();
+                        let ctx = Ctx {
+                            layout: &settler.layout,
+                            owner: &settler.owner,
+                            log: &log,
+                            dispatcher: &dispatcher,
+                        };
+                        let mut memory = body::Memory {
+                            budget: &answers.budget,
+                            pool: &mut pool,
+                            buf: &mut buf,
+                        };
+                        let ready = settle::prepare(&ctx, &mut memory, p.msg, &p.relay);
+                        totals.busy += started.elapsed();
+                        totals.prepared += 1;
+                        // The channel holds more answers than the worker can
+                        // have connections waiting for one: this never blocks.
+                        match answers.to.send(Prepared {
+                            conn: p.conn,
+                            ready,
+                        }) {
+                            // A full counter (EAGAIN) already means "wake up".
+                            Ok(()) => drop(answers.wake.write(1)),
+                            Err(e) => {
+                                // The worker is gone: nothing will start it.
+                                if let Some(ready) = e.into_inner().ready {
+                                    settle::put_back(&ctx, ready);
+                                }
+                            }
+                        }
+                    }
+                    Work::Settle(mut s) => {
+                        let started = Instant::now();
+                        let buffer = s.buffer.take();
                         let domain = s.msg.domain.clone();
                         let id = s.msg.id.clone();
                         let disposition = s.settle(&mut settler);
+                        if let Some(buffer) = buffer {
+                            pool.give(buffer);
+                        }
                         totals.busy += started.elapsed();
                         totals.settled += 1;
                         // The dispatcher never blocks on a worker or on
@@ -203,7 +309,25 @@ fn spawn(
             }
             totals
         })?;
-    Ok(DiskThread { tx, handle })
+    Ok(DiskThread {
+        tx,
+        prepare_tx,
+        handle,
+    })
+}
+
+/// The next work for a disk thread, a preparation first when one waits;
+/// `None` once both mailboxes are closed and empty.
+fn next_work(prepare: &Receiver<Work>, other: &Receiver<Work>) -> Option<Work> {
+    if let Ok(work) = prepare.try_recv() {
+        return Some(work);
+    }
+    // A closed mailbox is always ready: its error means "only the other
+    // one is left", and waiting on that one alone cannot spin.
+    crossbeam_channel::select! {
+        recv(prepare) -> work => work.ok().or_else(|| other.recv().ok()),
+        recv(other) -> work => work.ok().or_else(|| prepare.recv().ok()),
+    }
 }
 
 #[cfg(test)]
@@ -219,8 +343,20 @@ mod tests {
         settings.queue.disk_threads = 3;
         let config = settings.validate().expect("valid settings");
         let (dispatcher, _inbox) = crossbeam_channel::unbounded();
+        let (to, _prepared) = crossbeam_channel::bounded(1);
+        let wake = nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .expect("eventfd");
+        let answers = Answers {
+            to,
+            wake: Arc::new(wake),
+            budget: Budget::default(),
+        };
         let log = Logger::root(slog::Discard, slog::o!());
-        let mut disk = Disk::start(0, &config, "owner", dispatcher, log.clone()).expect("start");
+        let mut disk =
+            Disk::start(0, &config, "owner", dispatcher, &answers, log.clone()).expect("start");
         assert_eq!(disk.threads.len(), 3);
         let totals = disk.stop(&log);
         assert_eq!(totals.settled, 0);

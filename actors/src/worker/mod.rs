@@ -96,12 +96,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// What measuring a body needs: budget, pool and scratch buffer.
-    pub fn body_memory(&mut self) -> body::Memory<'_> {
-        body::Memory {
-            budget: &self.body_budget,
-            pool: &mut self.body_pool,
-            buf: &mut self.body_buf,
+    /// What disposing of a message needs: queue, claim owner, log and
+    /// dispatcher.
+    pub fn ctx(&self) -> settle::Ctx<'_> {
+        settle::Ctx {
+            layout: &self.settler.layout,
+            owner: &self.settler.owner,
+            log: &self.log,
+            dispatcher: &self.dispatcher,
         }
     }
 
@@ -119,6 +121,8 @@ struct Slot {
 
 pub struct Worker {
     inbox: Receiver<WorkerMsg>,
+    /// The disk threads' answers: connections' next messages, prepared.
+    prepared: Receiver<disk::Prepared>,
     wake: Arc<EventFd>,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -143,9 +147,19 @@ impl Worker {
             nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
         )?);
         let (tx, inbox) = crossbeam_channel::bounded(mailbox_capacity);
-        let disk = disk::Disk::start(id, config, owner, dispatcher.clone(), log.clone())?;
+        // Each connection waits for at most one answer; answers for
+        // connections already closed are few and drained every turn.
+        let (answers_to, prepared) = crossbeam_channel::bounded(2 * FD_SETSIZE as usize);
+        let body_budget = body::Budget::default();
+        let answers = disk::Answers {
+            to: answers_to,
+            wake: Arc::clone(&wake),
+            budget: body_budget.clone(),
+        };
+        let disk = disk::Disk::start(id, config, owner, dispatcher.clone(), &answers, log.clone())?;
         let worker = Worker {
             inbox,
+            prepared,
             wake: Arc::clone(&wake),
             slots: Vec::new(),
             free: Vec::new(),
@@ -177,7 +191,7 @@ impl Worker {
                 shutdown_deadline: None,
                 read_buf: vec![0; READ_BUFFER],
                 body_buf: Vec::with_capacity(body::CHUNK),
-                body_budget: body::Budget::default(),
+                body_budget,
                 body_pool: body::Pool::default(),
             },
             metrics_interval: config.metrics_interval,
@@ -191,6 +205,7 @@ impl Worker {
         let mut mailbox_open = true;
         loop {
             let now = Instant::now();
+            self.drain_prepared(now);
             if mailbox_open {
                 mailbox_open = self.drain_mailbox(now);
                 if !mailbox_open && self.shared.shutdown_deadline.is_none() {
@@ -227,11 +242,18 @@ impl Worker {
             self.service_ready(now);
             self.service_timeouts(now);
         }
-        // Every settlement reaches the dispatcher before WorkerStopped.
+        // Every settlement reaches the dispatcher before WorkerStopped, and
+        // every message prepared for a connection that is gone goes back.
         let disk = self.shared.disk.stop(&self.shared.log);
+        while let Ok(answer) = self.prepared.try_recv() {
+            if let Some(ready) = answer.ready {
+                settle::put_back(&self.shared.ctx(), ready);
+            }
+        }
         // A last record, so a short run still reports its numbers.
         self.metrics();
         info!(self.shared.log, "worker stopped"; "settled_by_disk_thread" => disk.settled,
+            "prepared_by_disk_thread" => disk.prepared,
             "disk_thread_busy_ms" => disk.busy.as_millis() as u64);
         self.shared.tell(DispatcherMsg::WorkerStopped {
             worker: self.shared.worker,
@@ -284,6 +306,25 @@ impl Worker {
                 Ok(WorkerMsg::Reload(config)) => self.reload(&config),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Hands each prepared message to its connection; one whose connection
+    /// closed meanwhile goes back, untried.
+    fn drain_prepared(&mut self, now: Instant) {
+        while let Ok(answer) = self.prepared.try_recv() {
+            let conn = answer.conn;
+            let live = self
+                .slots
+                .get(conn.index as usize)
+                .is_some_and(|slot| slot.generation == conn.generation && slot.conn.is_some());
+            if live {
+                self.with_conn(conn.index, now, |c, shared, now| {
+                    c.prepared(answer.ready, shared, now);
+                });
+            } else if let Some(ready) = answer.ready {
+                settle::put_back(&self.shared.ctx(), ready);
             }
         }
     }

@@ -1,15 +1,17 @@
 //! Starting a transaction from a queued file (claim it, re-read its
-//! envelope, open its body) and turning the transaction's per-recipient
+//! envelope, measure its body: [`prepare`], on a disk thread when one has
+//! room; then [`begin`] on the connection) and turning the transaction's per-recipient
 //! results into fates for the [`Settler`](crate::settler::Settler). The
 //! connection logic (sockets, addresses, the session's events) is in
 //! [`super::conn`].
 
 use std::time::{Instant, SystemTime};
 
+use crossbeam_channel::Sender;
 use postman::dsn::RecipientReport;
-use postman::queue::{self, BodyReader, Claimed, Marked, ReadError, RetryState};
-use postman::smtp::{Class, MessageResult, Session};
-use slog::{debug, error};
+use postman::queue::{self, BodyReader, Claimed, Layout, Marked, ReadError, RetryState};
+use postman::smtp::{BodyMeasure, Class, Envelope, MessageResult, Session};
+use slog::{debug, error, info, Logger};
 
 use super::body::{self, Body};
 use super::disk::{File, Settlement};
@@ -25,36 +27,60 @@ pub struct Job {
     pub body: Option<Body>,
 }
 
+/// What preparing a message needs besides its memory: where the queue is,
+/// whose claims these are, the log and the dispatcher. The worker and its
+/// disk threads each have one.
+pub struct Ctx<'a> {
+    pub layout: &'a Layout,
+    pub owner: &'a str,
+    pub log: &'a Logger,
+    pub dispatcher: &'a Sender<DispatcherMsg>,
+}
+
+impl Ctx<'_> {
+    /// Tells the dispatcher. It never blocks on a worker or a disk thread,
+    /// so a blocking send cannot deadlock; an error means it is gone.
+    fn tell(&self, msg: DispatcherMsg) {
+        let _ = self.dispatcher.send(msg);
+    }
+}
+
+/// A message claimed, its envelope read again and its body measured: ready
+/// to start on a connection.
+pub struct Ready {
+    pub msg: QueuedMessage,
+    pub claimed: Claimed,
+    pub body: Body,
+    /// The measuring pass; `None` when the body could not be read (sending
+    /// it then fails the attempt properly).
+    pub measure: Option<BodyMeasure>,
+}
+
 /// Claims the message, reads its envelope again (another process may have
-/// changed it since the scan) and starts its transaction. On failure the
-/// message is disposed of here and `None` returned.
-pub fn start_job(
-    session: &mut Session,
+/// changed it since the scan) and measures its body. This is the disk work
+/// of starting a transaction, done on a disk thread when one has room. On
+/// failure the message is disposed of here and `None` returned.
+pub fn prepare(
+    ctx: &Ctx<'_>,
+    memory: &mut body::Memory<'_>,
     mut msg: QueuedMessage,
-    shared: &mut Shared,
     relay: &str,
-    now: Instant,
-) -> Option<Job> {
-    let claimed = match queue::claim(
-        &shared.settler.layout,
-        &msg.domain,
-        &msg.id,
-        &shared.settler.owner,
-    ) {
+) -> Option<Ready> {
+    let claimed = match queue::claim(ctx.layout, &msg.domain, &msg.id, ctx.owner) {
         Ok(Some(claimed)) => claimed,
         Ok(None) => {
             // Delivered, deleted or claimed by someone else since the scan.
-            debug!(shared.log, "queue file gone before delivery"; "queue_id" => &msg.id,
+            debug!(ctx.log, "queue file gone before delivery"; "queue_id" => &msg.id,
                 "domain" => &msg.domain);
-            tell_done(shared, msg, Disposition::Finished);
+            tell_done(ctx, msg, Disposition::Finished);
             return None;
         }
         Err(e) => {
-            error!(shared.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
+            error!(ctx.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
             let reason = format!("cannot claim queue file: {e}");
-            log_all(shared, &msg, relay, Status::Deferred, &reason);
+            log_all(ctx, &msg, relay, Status::Deferred, &reason);
             let disposition = Disposition::Deferred(msg.clone());
-            tell_done(shared, msg, disposition);
+            tell_done(ctx, msg, disposition);
             return None;
         }
     };
@@ -62,7 +88,7 @@ pub fn start_job(
     let mut file = match body::open(claimed.path()) {
         Ok(file) => file,
         Err(e) => {
-            cannot_open(shared, msg, claimed, relay, &e);
+            cannot_open(ctx, msg, claimed, relay, &e);
             return None;
         }
     };
@@ -74,19 +100,19 @@ pub fn start_job(
                 msg.retry = retry;
             }
             Err(e) => {
-                quarantine(shared, msg, claimed, &e.to_string());
+                quarantine(ctx, msg, claimed, &e.to_string());
                 return None;
             }
         },
         Err(ReadError::Envelope(e)) => {
-            quarantine(shared, msg, claimed, &e.to_string());
+            quarantine(ctx, msg, claimed, &e.to_string());
             return None;
         }
         Err(ReadError::Io(e)) => {
-            error!(shared.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
-            release(shared, &msg, claimed);
+            error!(ctx.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
+            release(ctx, &msg, claimed);
             let disposition = Disposition::Deferred(msg.clone());
-            tell_done(shared, msg, disposition);
+            tell_done(ctx, msg, disposition);
             return None;
         }
     }
@@ -96,9 +122,9 @@ pub fn start_job(
         .is_some_and(|at| at > SystemTime::now())
     {
         // Another process deferred it after our scan: not due yet.
-        release(shared, &msg, claimed);
+        release(ctx, &msg, claimed);
         let disposition = Disposition::Deferred(msg.clone());
-        tell_done(shared, msg, disposition);
+        tell_done(ctx, msg, disposition);
         return None;
     }
     // The size now, not the scanner's: a rewrite since changed the block.
@@ -108,11 +134,52 @@ pub fn start_job(
     let reader = match BodyReader::from_file(file, msg.envelope.body_offset) {
         Ok(body) => body,
         Err(e) => {
-            cannot_open(shared, msg, claimed, relay, &e);
+            cannot_open(ctx, msg, claimed, relay, &e);
             return None;
         }
     };
-    let (envelope, body) = super::conn::envelope_for(&msg, reader, body_len, session, shared);
+    // One streaming pass gives the size and 8-bit-ness that MAIL declares
+    // (RFC 1870, RFC 6152) and keeps a small body in memory for sending.
+    let (body, measured) = body::measure(reader, body_len, memory);
+    let measure = match measured {
+        Ok(measure) => Some(measure),
+        Err(e) => {
+            debug!(ctx.log, "cannot measure the message"; "queue_id" => &msg.id, "error" => %e);
+            None
+        }
+    };
+    Some(Ready {
+        msg,
+        claimed,
+        body,
+        measure,
+    })
+}
+
+/// Starts the transaction of a prepared message on `session`. On failure
+/// the claim is released and the message deferred, and `None` returned.
+pub fn begin(
+    session: &mut Session,
+    ready: Ready,
+    shared: &mut Shared,
+    now: Instant,
+) -> Option<Job> {
+    let Ready {
+        msg,
+        claimed,
+        body,
+        measure,
+    } = ready;
+    let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
+    if let Some(measure) = measure {
+        envelope.size = Some(measure.size());
+        envelope.eight_bit = measure.eight_bit();
+    }
+    let eight_bit_mime = session.extensions().is_some_and(|e| e.eight_bit_mime);
+    if envelope.eight_bit && !eight_bit_mime {
+        info!(shared.log, "8-bit message sent as is: the server does not offer 8BITMIME";
+            "queue_id" => &msg.id, "domain" => &msg.domain);
+    }
     match session.start_message(envelope, now) {
         Ok(()) => Some(Job {
             msg,
@@ -121,12 +188,50 @@ pub fn start_job(
         }),
         Err(e) => {
             error!(shared.log, "cannot start transaction"; "queue_id" => &msg.id, "error" => %e);
-            release(shared, &msg, claimed);
+            shared.body_pool.recycle(body);
+            let ctx = shared.ctx();
+            release(&ctx, &msg, claimed);
             let disposition = Disposition::Deferred(msg.clone());
-            tell_done(shared, msg, disposition);
+            tell_done(&ctx, msg, disposition);
             None
         }
     }
+}
+
+/// A prepared message that cannot start after all (its connection closed
+/// or postman is stopping while it was prepared): the claim is released and
+/// the message goes back untried.
+pub fn put_back(ctx: &Ctx<'_>, ready: Ready) {
+    debug!(ctx.log, "prepared message goes back untried: its connection closed or postman is stopping";
+        "queue_id" => &ready.msg.id, "domain" => &ready.msg.domain);
+    release(ctx, &ready.msg, ready.claimed);
+    give_back_to(ctx, ready.msg);
+}
+
+/// Prepares and starts the next transaction in the worker's own thread,
+/// when no disk thread has room for the preparing.
+pub fn start_job(
+    session: &mut Session,
+    msg: QueuedMessage,
+    shared: &mut Shared,
+    relay: &str,
+    now: Instant,
+) -> Option<Job> {
+    let ready = {
+        let ctx = Ctx {
+            layout: &shared.settler.layout,
+            owner: &shared.settler.owner,
+            log: &shared.log,
+            dispatcher: &shared.dispatcher,
+        };
+        let mut memory = body::Memory {
+            budget: &shared.body_budget,
+            pool: &mut shared.body_pool,
+            buf: &mut shared.body_buf,
+        };
+        prepare(&ctx, &mut memory, msg, relay)?
+    };
+    begin(session, ready, shared, now)
 }
 
 /// Turns the transaction's results into fates and settles the message.
@@ -204,12 +309,13 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         fates,
         relay: relay.to_owned(),
         log: shared.log.clone(),
+        // The body's descriptor closes here, before the file is settled.
+        buffer: job.body.and_then(Body::into_buffer),
     });
-    // The body's descriptor closes here, before the file is settled.
-    if let Some(body) = job.body {
-        shared.body_pool.recycle(body);
-    }
-    if let Err(settlement) = shared.disk.try_settle(settlement) {
+    if let Err(mut settlement) = shared.disk.try_settle(settlement) {
+        if let Some(buffer) = settlement.buffer.take() {
+            shared.body_pool.give(buffer);
+        }
         // The disk thread is busy: settle here, which also slows this
         // worker to the pace of the disk.
         let domain = settlement.msg.domain.clone();
@@ -227,60 +333,66 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
 /// postman is stopping): the claim is released unchanged and the message
 /// waits for its next turn. `reason`, when given, is logged per recipient.
 pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&str>) {
-    if let Some(reason) = reason {
-        log_all(shared, &job.msg, relay, Status::Deferred, reason);
+    if reason.is_some() {
         shared.stats.deferred += job.msg.envelope.recipients.len() as u64;
     }
-    release(shared, &job.msg, job.claimed);
+    if let Some(body) = job.body {
+        shared.body_pool.recycle(body);
+    }
+    let ctx = shared.ctx();
+    if let Some(reason) = reason {
+        log_all(&ctx, &job.msg, relay, Status::Deferred, reason);
+    }
+    release(&ctx, &job.msg, job.claimed);
     let disposition = Disposition::Deferred(job.msg.clone());
-    tell_done(shared, job.msg, disposition);
+    tell_done(&ctx, job.msg, disposition);
 }
 
 /// The claimed file cannot be opened or read: it goes back, unchanged, and
 /// the message waits for its next turn.
 fn cannot_open(
-    shared: &Shared,
+    ctx: &Ctx<'_>,
     msg: QueuedMessage,
     claimed: Claimed,
     relay: &str,
     e: &std::io::Error,
 ) {
-    error!(shared.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
-    release(shared, &msg, claimed);
+    error!(ctx.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
+    release(ctx, &msg, claimed);
     let reason = format!("cannot open queue file: {e}");
-    log_all(shared, &msg, relay, Status::Deferred, &reason);
+    log_all(ctx, &msg, relay, Status::Deferred, &reason);
     let disposition = Disposition::Deferred(msg.clone());
-    tell_done(shared, msg, disposition);
+    tell_done(ctx, msg, disposition);
 }
 
-fn release(shared: &Shared, msg: &QueuedMessage, claimed: Claimed) {
+fn release(ctx: &Ctx<'_>, msg: &QueuedMessage, claimed: Claimed) {
     if let Err(e) = claimed.release() {
-        error!(shared.log, "cannot release a claimed queue file; it is recovered at the next start";
+        error!(ctx.log, "cannot release a claimed queue file; it is recovered at the next start";
             "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
     }
 }
 
-fn quarantine(shared: &Shared, msg: QueuedMessage, claimed: Claimed, reason: &str) {
+fn quarantine(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, reason: &str) {
     match claimed.quarantine(reason) {
-        Ok(to) => error!(shared.log, "quarantined"; "queue_id" => &msg.id, "domain" => &msg.domain,
+        Ok(to) => error!(ctx.log, "quarantined"; "queue_id" => &msg.id, "domain" => &msg.domain,
             "reason" => reason, "path" => %to.display()),
-        Err(e) => error!(shared.log, "cannot quarantine an unreadable queue file";
+        Err(e) => error!(ctx.log, "cannot quarantine an unreadable queue file";
             "queue_id" => &msg.id, "domain" => &msg.domain, "reason" => reason, "error" => %e),
     }
-    tell_done(shared, msg, Disposition::Finished);
+    tell_done(ctx, msg, Disposition::Finished);
 }
 
-fn tell_done(shared: &Shared, msg: QueuedMessage, disposition: Disposition) {
-    shared.tell(DispatcherMsg::Done {
+fn tell_done(ctx: &Ctx<'_>, msg: QueuedMessage, disposition: Disposition) {
+    ctx.tell(DispatcherMsg::Done {
         domain: msg.domain,
         id: msg.id,
         disposition,
     });
 }
 
-pub fn log_all(shared: &Shared, msg: &QueuedMessage, relay: &str, status: Status, reason: &str) {
+pub fn log_all(ctx: &Ctx<'_>, msg: &QueuedMessage, relay: &str, status: Status, reason: &str) {
     records::log_all(
-        &shared.log,
+        ctx.log,
         msg,
         &Verdict {
             status,
@@ -294,7 +406,11 @@ pub fn log_all(shared: &Shared, msg: &QueuedMessage, relay: &str, status: Status
 
 /// Returns an untried (unclaimed) message to the dispatcher.
 pub fn give_back(shared: &Shared, msg: QueuedMessage) {
-    shared.tell(DispatcherMsg::Done {
+    give_back_to(&shared.ctx(), msg);
+}
+
+fn give_back_to(ctx: &Ctx<'_>, msg: QueuedMessage) {
+    ctx.tell(DispatcherMsg::Done {
         domain: msg.domain.clone(),
         id: msg.id.clone(),
         disposition: Disposition::Unused(msg),
