@@ -318,7 +318,7 @@ fn spawn(
 
 /// The next work for a disk thread, a preparation first when one waits;
 /// `None` once both mailboxes are closed and empty.
-fn next_work(prepare: &Receiver<Work>, other: &Receiver<Work>) -> Option<Work> {
+fn next_work<T>(prepare: &Receiver<T>, other: &Receiver<T>) -> Option<T> {
     if let Ok(work) = prepare.try_recv() {
         return Some(work);
     }
@@ -334,6 +334,49 @@ fn next_work(prepare: &Receiver<Work>, other: &Receiver<Work>) -> Option<Work> {
 mod tests {
     use super::*;
     use postman::config::Settings;
+
+    #[test]
+    fn preparations_go_first_and_both_mailboxes_drain_after_close() {
+        let (prepare_tx, prepare) = crossbeam_channel::bounded(8);
+        let (other_tx, other) = crossbeam_channel::bounded(8);
+        for n in [1, 2, 3] {
+            other_tx.send(n).expect("send");
+        }
+        prepare_tx.send(10).expect("send");
+        assert_eq!(
+            next_work(&prepare, &other),
+            Some(10),
+            "the preparation first"
+        );
+        assert_eq!(next_work(&prepare, &other), Some(1));
+        prepare_tx.send(11).expect("send");
+        assert_eq!(
+            next_work(&prepare, &other),
+            Some(11),
+            "again ahead of 2 and 3"
+        );
+        // Stopping: the preparations' mailbox closes first, then the other;
+        // what they hold is still done, then the thread ends.
+        prepare_tx.send(12).expect("send");
+        drop(prepare_tx);
+        drop(other_tx);
+        let rest: Vec<i32> = std::iter::from_fn(|| next_work(&prepare, &other)).collect();
+        assert_eq!(rest, [12, 2, 3]);
+    }
+
+    #[test]
+    fn with_one_mailbox_closed_the_thread_waits_on_the_other() {
+        let (prepare_tx, prepare) = crossbeam_channel::bounded(8);
+        let (other_tx, other) = crossbeam_channel::bounded::<i32>(8);
+        drop(other_tx);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            prepare_tx.send(7).expect("send");
+        });
+        assert_eq!(next_work(&prepare, &other), Some(7), "waited, did not end");
+        sender.join().expect("sender");
+        assert_eq!(next_work(&prepare, &other), None, "both closed and empty");
+    }
 
     #[test]
     fn a_worker_starts_as_many_disk_threads_as_configured() {
