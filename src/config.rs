@@ -469,7 +469,7 @@ impl Settings {
             },
             queue: QueueSettings {
                 rescan_interval: 60,
-                disk_threads: 2,
+                disk_threads: 3,
             },
             tls: TlsSettings {
                 mode: TlsMode::Opportunistic,

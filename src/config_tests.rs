@@ -102,7 +102,7 @@ fn defaults_without_a_file() {
             Duration::from_secs(60),
             "rescan_interval"
         );
-        assert_eq!(c.disk_threads, 2, "disk_threads");
+        assert_eq!(c.disk_threads, 3, "disk_threads");
     });
 }
 
