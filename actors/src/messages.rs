@@ -2,6 +2,8 @@
 //! owner; a [`QueuedMessage`] moves from the scanner to the dispatcher, to an
 //! I/O worker for one delivery attempt, and back when it has to wait.
 
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -25,6 +27,33 @@ pub struct QueuedMessage {
     pub size: u64,
     /// Earlier attempts, from the file's `X-Postman-*` retry headers.
     pub retry: RetryState,
+    /// The file as it was before the scanner read `envelope`: when the
+    /// claimed file still matches, the envelope is not read again.
+    pub identity: Option<FileIdentity>,
+}
+
+/// What changes when a queue file is replaced (every writer renames a new
+/// file into place, a new inode) or written in place (size, modification
+/// time). A claim's rename keeps all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            size: metadata.size(),
+            mtime: metadata.mtime(),
+            mtime_nsec: metadata.mtime_nsec(),
+        }
+    }
 }
 
 /// Identifies a connection within one worker. The generation makes an answer

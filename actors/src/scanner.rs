@@ -15,7 +15,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use postman::queue::{self, Layout, ReadError, RetryState};
 use slog::{error, info, warn, Logger};
 
-use crate::messages::{DispatcherMsg, QueuedMessage, ScannerMsg};
+use crate::messages::{DispatcherMsg, FileIdentity, QueuedMessage, ScannerMsg};
 
 /// How often the scanner looks at its mailbox while waiting for inotify
 /// events: the upper bound on how long a shutdown waits for it.
@@ -465,6 +465,9 @@ impl Scanner {
                     arrival,
                     size: metadata.len(),
                     retry,
+                    // Taken before the read: a file replaced or rewritten
+                    // in between no longer matches it, and is read again.
+                    identity: Some(FileIdentity::of(&metadata)),
                 }))
             }
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),

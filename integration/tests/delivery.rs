@@ -355,3 +355,76 @@ fn assert_rset_between_transactions(commands: &[String]) {
         }
     }
 }
+
+/// Another process may replace a queue file between the scan and the
+/// delivery (every writer renames a new file into place). The envelope is
+/// read again unless the claimed file is the one the scanner read: here the
+/// replacement has the same size and modification time, only another inode,
+/// and its recipient is the one that gets the message.
+#[test]
+fn a_queue_file_replaced_after_the_scan_is_delivered_as_it_is_now() {
+    let net = TestNet::new();
+    // The greeting waits, so the file is replaced after the scan and
+    // before the claim.
+    let server = HostileServer::start(
+        net.addr(1),
+        vec![Script::new()
+            .stall(1500)
+            .greet("220 mx.chg.test ESMTP")
+            .then_polite()],
+    );
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("chg.test", 10, "mx.chg.test")
+            .a("mx.chg.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let body = message("chg", "x\n");
+    let path = queue.add("chg.test", "m1", "a@src.test", &["u1@chg.test"], &body);
+    let replacement = postman_integration::queue::queue_file(
+        "a@src.test",
+        &["u2@chg.test"],
+        postman_integration::queue::unix_now(),
+        &body,
+        "\n",
+    );
+    let before = std::fs::metadata(&path).expect("stat");
+    assert_eq!(before.len(), replacement.len() as u64, "same size");
+    let replacer = {
+        let path = path.clone();
+        let tmp = queue.domain_dir("chg.test").join("tmp").join("m1.new");
+        let mtime = before.modified().expect("mtime");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::write(&tmp, &replacement).expect("write the replacement");
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&tmp)
+                .expect("open");
+            file.set_modified(mtime).expect("same mtime");
+            drop(file);
+            std::fs::rename(&tmp, &path).expect("rename over");
+        })
+    };
+
+    let out = postman!().run_once(&config(&queue, &net, &dns).write());
+    replacer.join().expect("replacer");
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "the message should be delivered",
+        &queue,
+        &out,
+    );
+    let rcpts: Vec<String> = server
+        .connections()
+        .iter()
+        .flat_map(|c| c.rcpts())
+        .collect();
+    assert_eq!(
+        rcpts,
+        ["RCPT TO:<u2@chg.test>"],
+        "the recipient of the file as it is now"
+    );
+    assert_outcome(&out, &out.deliveries(), "u2@chg.test", "sent", Some(250));
+}

@@ -16,7 +16,7 @@ use slog::{debug, error, info, Logger};
 use super::body::{self, Body};
 use super::disk::{File, Settlement};
 use super::Shared;
-use crate::messages::{DispatcherMsg, Disposition, QueuedMessage};
+use crate::messages::{DispatcherMsg, Disposition, FileIdentity, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::{Fate, RecipientFate};
 
@@ -92,23 +92,39 @@ pub fn prepare(
             return None;
         }
     };
-    match queue::read_envelope_from(&mut file) {
-        Ok(envelope) => match RetryState::from_envelope(&envelope) {
+    // The scanner's envelope still holds when the file is the one it read:
+    // then only another process's change (a new file, or one written in
+    // place) makes it read again.
+    let metadata = file.metadata();
+    let unchanged = match (&metadata, &msg.identity) {
+        (Ok(m), Some(identity)) => FileIdentity::of(m) == *identity,
+        _ => false,
+    };
+    let read = if unchanged {
+        None
+    } else {
+        Some(queue::read_envelope_from(&mut file))
+    };
+    match read {
+        None => {}
+        Some(Ok(envelope)) => match RetryState::from_envelope(&envelope) {
             Ok(retry) => {
                 msg.arrival = envelope.arrival.unwrap_or(msg.arrival);
                 msg.envelope = envelope;
                 msg.retry = retry;
+                // Taken before this read, like the scanner's.
+                msg.identity = metadata.as_ref().ok().map(FileIdentity::of);
             }
             Err(e) => {
                 quarantine(ctx, msg, claimed, &e.to_string());
                 return None;
             }
         },
-        Err(ReadError::Envelope(e)) => {
+        Some(Err(ReadError::Envelope(e))) => {
             quarantine(ctx, msg, claimed, &e.to_string());
             return None;
         }
-        Err(ReadError::Io(e)) => {
+        Some(Err(ReadError::Io(e))) => {
             error!(ctx.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
             release(ctx, &msg, claimed);
             let disposition = Disposition::Deferred(msg.clone());
@@ -128,7 +144,7 @@ pub fn prepare(
         return None;
     }
     // The size now, not the scanner's: a rewrite since changed the block.
-    let body_len = file.metadata().map_or(u64::MAX, |m| {
+    let body_len = metadata.map_or(u64::MAX, |m| {
         m.len().saturating_sub(msg.envelope.body_offset)
     });
     let reader = match BodyReader::from_file(file, msg.envelope.body_offset) {
