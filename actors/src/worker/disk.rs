@@ -18,7 +18,8 @@
 //! while it waits here never sends it again.
 //!
 //! They also prepare the next message of a connection (claim the file by a
-//! rename, read its envelope again, measure and maybe keep its body): that
+//! rename, read its envelope again if the file changed since the scan,
+//! measure and maybe keep its body): that
 //! too waits on the filesystem, and done in the loop it was half of the
 //! loop's working time. The answer goes back through the worker's
 //! `prepared` channel and wakes it like a mailbox message. When every

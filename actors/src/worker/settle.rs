@@ -1,5 +1,5 @@
 //! Starting a transaction from a queued file (claim it, re-read its
-//! envelope, measure its body: [`prepare`], on a disk thread when one has
+//! envelope if the file changed since the scan, measure its body: [`prepare`], on a disk thread when one has
 //! room; then [`begin`] on the connection) and turning the transaction's per-recipient
 //! results into fates for the [`Settler`](crate::settler::Settler). The
 //! connection logic (sockets, addresses, the session's events) is in
@@ -56,10 +56,11 @@ pub struct Ready {
     pub measure: Option<BodyMeasure>,
 }
 
-/// Claims the message, reads its envelope again (another process may have
-/// changed it since the scan) and measures its body. This is the disk work
-/// of starting a transaction, done on a disk thread when one has room. On
-/// failure the message is disposed of here and `None` returned.
+/// Claims the message, reads its envelope again if another process changed
+/// the file since the scan (its [`FileIdentity`] differs) and measures its
+/// body. This is the disk work of starting a transaction, done on a disk
+/// thread when one has room. On failure the message is disposed of here and
+/// `None` returned.
 pub fn prepare(
     ctx: &Ctx<'_>,
     memory: &mut body::Memory<'_>,
