@@ -5,8 +5,8 @@
 //! The resolver's sockets must not take the descriptors the I/O workers'
 //! `fd_set`s need: every UDP query has a socket of its own, and hundreds of
 //! lookups at once used to push SMTP sockets past `FD_SETSIZE`. So at most
-//! [`MAX_CONCURRENT_LOOKUPS`] run at once, and every socket hickory opens is
-//! moved to a descriptor at or above `FD_SETSIZE` (see [`HighFdRuntime`]).
+//! `MAX_CONCURRENT_LOOKUPS` (64) run at once, and every socket hickory opens is
+//! moved to a descriptor at or above `FD_SETSIZE` (see `HighFdRuntime`).
 
 use std::future::Future;
 use std::io;

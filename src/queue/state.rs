@@ -60,7 +60,7 @@ pub struct RetryState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {header} value {value} in the envelope header block: {reason}")]
 pub struct StateError {
-    /// The field, as this module spells it (e.g. [`ATTEMPTS`]).
+    /// The field, as this module spells it (e.g. `ATTEMPTS`).
     pub header: &'static str,
     /// The value, quoted.
     pub value: String,

@@ -116,7 +116,7 @@ impl fmt::Display for IpPreference {
 }
 
 /// The TLS a session runs under, for the delivery log: Postfix's "Trusted
-/// TLS connection established to mx[ip]:25: TLSv1.3 with cipher …".
+/// TLS connection established to mx\[ip\]:25: TLSv1.3 with cipher …".
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TlsInfo {
     /// `TLSv1.3`, `TLSv1.2`.

@@ -1,11 +1,11 @@
 //! The I/O worker actor: owns a table of non-blocking SMTP connections and
 //! multiplexes all of them in one `pselect(2)` loop, in the manner of mio's
-//! examples. Each connection is driven by the sans-IO [`Session`] of the core
+//! examples. Each connection is driven by the sans-IO [`Session`](postman::smtp::Session) of the core
 //! library; the worker adds sockets, time, the queue file and ownership.
 //!
 //! Every descriptor that goes into an `fd_set` is below `FD_SETSIZE`: a socket
 //! that would not fit is closed at once and the attempt fails as a local
-//! error, and queue files are moved above the limit (see [`body`]).
+//! error, and queue files are moved above the limit (see `body`).
 
 mod body;
 mod conn;
