@@ -314,18 +314,22 @@ impl Worker {
     /// closed meanwhile goes back, untried.
     fn drain_prepared(&mut self, now: Instant) {
         while let Ok(answer) = self.prepared.try_recv() {
-            let conn = answer.conn;
-            let live = self
-                .slots
-                .get(conn.index as usize)
-                .is_some_and(|slot| slot.generation == conn.generation && slot.conn.is_some());
-            if live {
-                self.with_conn(conn.index, now, |c, shared, now| {
-                    c.prepared(answer.ready, shared, now);
-                });
-            } else if let Some(ready) = answer.ready {
-                settle::put_back(&self.shared.ctx(), ready);
-            }
+            self.take_answer(answer, now);
+        }
+    }
+
+    fn take_answer(&mut self, answer: disk::Prepared, now: Instant) {
+        let conn = answer.conn;
+        let live = self
+            .slots
+            .get(conn.index as usize)
+            .is_some_and(|slot| slot.generation == conn.generation && slot.conn.is_some());
+        if live {
+            self.with_conn(conn.index, now, |c, shared, now| {
+                c.prepared(answer.ready, shared, now);
+            });
+        } else if let Some(ready) = answer.ready {
+            settle::put_back(&self.shared.ctx(), ready);
         }
     }
 
@@ -525,5 +529,82 @@ impl Worker {
             "working_ms" => s.working.as_millis() as u64,
             "mailbox" => self.inbox.len(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Disposition, FileIdentity, QueuedMessage};
+    use postman::config::Settings;
+    use postman::queue::{self, RetryState};
+
+    const FILE: &[u8] = b"X-Postman-From: <s@e.org>\r\nX-Postman-Date: 1000\r\nX-Postman-To: <a@d.test>\r\n\r\nSubject: x\r\n\r\nbody\r\n";
+
+    /// A message prepared on a disk thread for a connection that has closed
+    /// since (its slot empty or reused) goes back: the claim is released and
+    /// the dispatcher gets the message untried.
+    #[test]
+    fn a_prepared_message_for_a_closed_connection_goes_back_untried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::defaults("mx.example.org");
+        settings.application.maildir.path = dir.path().to_owned();
+        let config = settings.validate().expect("valid settings");
+        let layout = queue::Layout::new(dir.path());
+        let path = layout.message_path("d.test", "m1");
+        std::fs::create_dir_all(layout.tmp_dir("d.test")).expect("mkdir");
+        std::fs::write(&path, FILE).expect("write");
+        let metadata = std::fs::metadata(&path).expect("stat");
+        let envelope = queue::read_envelope(&path).expect("envelope");
+        let msg = QueuedMessage {
+            id: "m1".into(),
+            domain: "d.test".into(),
+            path: path.clone(),
+            retry: RetryState::from_envelope(&envelope).expect("retry state"),
+            envelope,
+            arrival: std::time::UNIX_EPOCH,
+            size: metadata.len(),
+            identity: Some(FileIdentity::of(&metadata)),
+        };
+
+        let (dispatcher, inbox) = crossbeam_channel::unbounded();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let (mut worker, _link) =
+            Worker::new(0, &config, dispatcher, log, 16, "owner").expect("worker");
+        let ready = {
+            let ctx = worker.shared.ctx();
+            let mut pool = body::Pool::default();
+            let mut buf = Vec::new();
+            let mut memory = body::Memory {
+                budget: &worker.shared.body_budget,
+                pool: &mut pool,
+                buf: &mut buf,
+            };
+            settle::prepare(&ctx, &mut memory, msg, "mx.d.test[192.0.2.1]:25").expect("prepared")
+        };
+        assert!(!path.exists(), "claimed while prepared");
+
+        let gone = ConnId {
+            index: 3,
+            generation: 7,
+        };
+        worker.take_answer(
+            disk::Prepared {
+                conn: gone,
+                ready: Some(ready),
+            },
+            Instant::now(),
+        );
+        assert!(path.exists(), "the claim is released");
+        match inbox.try_recv() {
+            Ok(DispatcherMsg::Done {
+                id,
+                disposition: Disposition::Unused(_),
+                ..
+            }) => assert_eq!(id, "m1"),
+            other => panic!("expected Done with Unused, got {other:?}"),
+        }
+        assert!(inbox.try_recv().is_err(), "nothing else");
+        worker.shared.disk.stop(&worker.shared.log);
     }
 }
