@@ -672,3 +672,82 @@ fn a_server_that_hangs_up_after_each_message_loses_and_repeats_nothing() {
         &out,
     );
 }
+
+/// A reused connection that ends before the server answers anything but
+/// RSET (it hangs up on RSET, or answers 421 to it, as servers that limit
+/// messages per connection do) has not tried the message: it goes back
+/// untried, with nothing recorded, and goes out on a new connection. Postfix
+/// likewise moves on from a dead cached connection without deferring.
+#[test]
+fn a_reused_connection_that_ends_at_rset_defers_nothing() {
+    const MESSAGES: usize = 6;
+    let delivered = || {
+        Script::new()
+            .pipelining(false)
+            .hello()
+            .expect("MAIL", "250 2.1.0 ok")
+            .expect("RCPT", "250 2.1.5 ok")
+            .expect("DATA", "354 go ahead")
+            .body("250 2.0.0 queued")
+    };
+    let cases = [
+        (
+            "hang-up on RSET",
+            delivered().expect_silently("RSET").close(),
+        ),
+        (
+            "421 to RSET",
+            delivered()
+                .expect("RSET", "421 4.7.0 too many messages on this connection")
+                .close(),
+        ),
+    ];
+    for (name, script) in cases {
+        let mut case = Case::new(vec![script]);
+        for i in 0..MESSAGES {
+            case.queue.add(
+                DOMAIN,
+                &format!("m{i}"),
+                "a@src.test",
+                &[&format!("u{i}@{DOMAIN}")],
+                &message(&format!("rset{i}"), "x\n"),
+            );
+        }
+        case.config.max_connections_per_domain = 1;
+        let out = case.run();
+        check(
+            case.queue.state().is_empty(),
+            &format!("{name}: every message should be delivered in one run"),
+            &case.queue,
+            &out,
+        );
+        let mut ids = case.server.message_ids();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            (ids.len(), case.server.body_count()),
+            (MESSAGES, MESSAGES),
+            "{name}: each message exactly once"
+        );
+        let deliveries = out.deliveries();
+        assert!(
+            deliveries.iter().all(|d| d.status == "sent") && deliveries.len() == MESSAGES,
+            "{name}: one record per message, nothing deferred: {deliveries:#?}"
+        );
+        let untried = out
+            .records()
+            .iter()
+            .filter(|r| {
+                r["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("goes back untried"))
+            })
+            .count();
+        check(
+            untried > 0 && case.server.count_commands("RSET") == untried,
+            &format!("{name}: each RSET should have sent a message back untried ({untried})"),
+            &case.queue,
+            &out,
+        );
+    }
+}

@@ -203,6 +203,13 @@ pub struct RecipientResult {
 pub struct MessageResult {
     /// One per envelope recipient, same order.
     pub recipients: Vec<RecipientResult>,
+    /// The server never judged the message: the transaction ran on a
+    /// reused connection, which ended (lost, timed out, 421, RSET refused)
+    /// before any reply but the one to RSET. The recipients carry that
+    /// transient failure; a caller may instead try the message again on
+    /// another connection without counting an attempt, as Postfix does
+    /// when a cached connection turns out dead.
+    pub untried: bool,
 }
 
 impl MessageResult {

@@ -624,6 +624,7 @@ impl Session {
     /// Emits `MessageDone`; recipients not yet final get `failure`, made
     /// transient (the message was not refused, the session broke).
     fn message_done(&mut self, txn: Transaction, failure: Option<&Outcome>) {
+        let untried = failure.is_some() && txn.untried;
         let unfinished = || match failure {
             Some(outcome) => Outcome {
                 class: Class::Transient,
@@ -647,8 +648,10 @@ impl Session {
                 result: result.unwrap_or_else(|| Err(unfinished())),
             })
             .collect();
-        self.events
-            .push_back(Event::MessageDone(MessageResult { recipients }));
+        self.events.push_back(Event::MessageDone(MessageResult {
+            recipients,
+            untried,
+        }));
     }
 }
 

@@ -22,7 +22,9 @@ use slog::{debug, error, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::disk::Preparation;
-use super::settle::{abandon_job, begin, finish_job, give_back, put_back, start_job, Job, Ready};
+use super::settle::{
+    abandon_job, begin, finish_job, give_back, put_back, start_job, untried_job, Job, Ready,
+};
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
 use crate::messages::{ConnId, DispatcherMsg, QueuedMessage};
@@ -491,6 +493,10 @@ impl Conn {
             }
             Event::MessageDone(result) => {
                 if let Some(job) = self.job.take() {
+                    if result.untried {
+                        untried_job(shared, job, &self.relay);
+                        return;
+                    }
                     shared.stats.transactions += 1;
                     // Every record of this transaction says how TLS was
                     // used: `tls` rides on the logger while it is settled.

@@ -365,6 +365,21 @@ pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&s
     tell_done(&ctx, job.msg, disposition);
 }
 
+/// The server never judged the message: its reused connection ended
+/// before any reply but RSET's (see [`MessageResult::untried`]). Nothing is
+/// recorded on the file; the claim is released and the message goes back
+/// untried, for another connection.
+pub fn untried_job(shared: &mut Shared, job: Job, relay: &str) {
+    if let Some(body) = job.body {
+        shared.body_pool.recycle(body);
+    }
+    let ctx = shared.ctx();
+    info!(ctx.log, "reused connection ended before the message was tried; it goes back untried";
+        "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "relay" => relay);
+    release(&ctx, &job.msg, job.claimed);
+    give_back_to(&ctx, job.msg);
+}
+
 /// The claimed file cannot be opened or read: it goes back, unchanged, and
 /// the message waits for its next turn.
 fn cannot_open(

@@ -177,7 +177,7 @@ fn service_closing_421_at_every_step() {
 }
 
 #[test]
-fn rset_refused_closes_the_connection_instead_of_reusing_it() {
+fn rset_refused_closes_the_connection_and_the_message_goes_out_on_another() {
     let script = Script::new()
         .pipelining(false)
         .hello()
@@ -188,16 +188,24 @@ fn rset_refused_closes_the_connection_instead_of_reusing_it() {
         .then_polite();
     let e = edge(vec![script, Script::polite()], "", 2);
     let deliveries = e.out.deliveries();
-    let sent: Vec<_> = deliveries.iter().filter(|d| d.status == "sent").collect();
-    let deferred: Vec<_> = deliveries
-        .iter()
-        .filter(|d| d.status == "deferred")
-        .collect();
-    assert_eq!((sent.len(), deferred.len()), (1, 1), "{deliveries:#?}");
+    // The refused RSET judged nothing of the second message: it goes back
+    // untried and out on the next connection, not deferred.
     assert!(
-        deferred[0].reply.contains("(in reply to RSET command)"),
+        deliveries.len() == 2 && deliveries.iter().all(|d| d.status == "sent"),
         "{deliveries:#?}"
     );
+    assert_eq!(e.server.connection_count(), 2, "a new connection for it");
+    let untried = e
+        .out
+        .records()
+        .iter()
+        .filter(|r| {
+            r["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("goes back untried"))
+        })
+        .count();
+    assert_eq!(untried, 1, "{}", e.out.stderr);
     let first = &e.server.connections()[0];
     let after_rset: Vec<&String> = first
         .commands

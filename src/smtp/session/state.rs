@@ -81,6 +81,10 @@ pub(super) struct Transaction {
     pub(super) body_failed: bool,
     /// Commands sent, replies awaited, oldest first.
     pub(super) pending: VecDeque<Pending>,
+    /// The transaction began with RSET on a reused connection, and no
+    /// reply but RSET's has come for it: should the connection end now,
+    /// the server has not judged the message at all.
+    pub(super) untried: bool,
 }
 
 impl Transaction {
@@ -95,6 +99,7 @@ impl Transaction {
             chunking: false,
             body_failed: false,
             pending: VecDeque::new(),
+            untried: false,
         }
     }
 

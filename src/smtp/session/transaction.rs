@@ -67,6 +67,7 @@ impl Session {
         self.transactions += 1;
         if mem::replace(&mut self.needs_rset, true) {
             self.send(&mut txn, Pending::Rset);
+            txn.untried = true;
         }
         if pipelining || txn.pending.is_empty() {
             self.send(&mut txn, Pending::Mail);
@@ -164,6 +165,9 @@ impl Session {
         };
         let code = reply.code;
         let stage = command.stage();
+        if !matches!(command, Pending::Rset) {
+            txn.untried = false;
+        }
         if code == ReplyCode::SERVICE_NOT_AVAILABLE {
             return self.refused(Some(txn), Scope::Destination, stage, reply);
         }

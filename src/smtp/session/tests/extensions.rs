@@ -754,7 +754,7 @@ fn service_closing_at_every_step() {
                 "Ready".into(),
                 "Done[ok 250, ok 250]".into(),
                 "Ready".into(),
-                done("Rset"),
+                untried(done("Rset")),
                 closed("Rset"),
             ],
         ),

@@ -86,11 +86,18 @@ fn event_summary(event: &Event) -> String {
                     Err(outcome) => outcome_summary(outcome),
                 })
                 .collect();
-            format!("Done[{}]", each.join(", "))
+            let untried = if result.untried { "(untried)" } else { "" };
+            format!("Done{untried}[{}]", each.join(", "))
         }
         Event::Closed(None) => "Closed".into(),
         Event::Closed(Some(outcome)) => format!("Closed({})", outcome_summary(outcome)),
     }
+}
+
+/// `done` as reported for a message the server never judged: its reused
+/// connection ended before any reply but RSET's.
+fn untried(done: String) -> String {
+    done.replacen("Done[", "Done(untried)[", 1)
 }
 
 // ---- scripted dialogues ----------------------------------------------------

@@ -462,14 +462,15 @@ fn rset_between_messages() {
                 "Ready",
                 "Done[ok 250, ok 250]",
                 "Ready",
-                "Done[Transient Destination Rset 421, Transient Destination Rset 421]",
+                "Done(untried)[Transient Destination Rset 421, Transient Destination Rset 421]",
                 "Closed(Transient Destination Rset 421)",
             ]),
         },
     ];
     for (reply, code) in [("451 4.3.0 no", 451), ("554 5.5.1 no", 554)] {
-        let done =
-            format!("Done[Transient Destination Rset {code}, Transient Destination Rset {code}]");
+        let done = format!(
+            "Done(untried)[Transient Destination Rset {code}, Transient Destination Rset {code}]"
+        );
         let closed = format!("Closed(Transient Destination Rset {code})");
         let events = ev(&["Ready", "Done[ok 250, ok 250]", "Ready", &done, &closed]);
         rows.push(Row {
