@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::Config;
 use postman::dsn::{self, Kind, RecipientReport, Report};
-use postman::queue::{self, Claimed, Delivered, Layout, RetryState};
+use postman::queue::{self, Claimed, Layout, RetryState};
 use postman::retry::{Schedule, Verdict};
 use slog::{error, info, warn, Logger};
 
@@ -245,22 +245,17 @@ impl Settler {
     }
 
     /// Settles a message whose every recipient was accepted and whose file
-    /// is already marked delivered: one record per recipient, then the file
-    /// goes.
-    pub fn settle_delivered(
+    /// is already removed ([`Claimed::remove_delivered`]): one record per
+    /// recipient.
+    pub fn settle_removed(
         &mut self,
         msg: &QueuedMessage,
-        delivered: Delivered,
         fates: &[RecipientFate],
         relay: &str,
         log: &Logger,
     ) -> Disposition {
         for f in fates {
             self.record(log, msg, f, relay, Status::Sent);
-        }
-        if let Err(e) = delivered.remove() {
-            error!(log, "cannot remove a delivered queue file; it is removed at the next start";
-                "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
         }
         Disposition::Finished
     }

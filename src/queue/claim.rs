@@ -23,9 +23,9 @@ use super::{list_domains, Layout, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
 /// The folder in each domain folder holding one folder per claiming owner.
 pub const ACTIVE_DIR: &str = ".active";
 
-/// A delivered claim waiting to be removed is renamed to
-/// `<owner>/.delivered.<name>`: the dot hides it from every listing, and
-/// [`recover`] removes it instead of putting it back.
+/// Earlier versions marked a delivered claim by renaming it to
+/// `<owner>/.delivered.<name>` before removing it; [`recover`] still removes
+/// such a leftover instead of putting it back.
 const DELIVERED_PREFIX: &str = ".delivered.";
 
 /// How many suffixed names a set-aside tries before giving up.
@@ -56,8 +56,8 @@ pub struct Recovery {
     /// the queue (a crash between the two steps of
     /// [`Claimed::rewrite_and_release`]; the queue copy is the newer).
     pub duplicates: Vec<PathBuf>,
-    /// Files marked delivered ([`Claimed::mark_delivered`]) whose removal a
-    /// crash interrupted: removed, not delivered again.
+    /// Files an earlier version marked delivered (`.delivered.<name>`) and
+    /// a crash kept it from removing: removed, not delivered again.
     pub delivered: Vec<PathBuf>,
     /// Claims that could not be handled, with why; the rest went on.
     pub errors: Vec<(PathBuf, io::Error)>,
@@ -162,20 +162,19 @@ impl Claimed {
         }
     }
 
-    /// Marks a delivered file with a rename inside its claim folder, so that
-    /// removing it can wait (freeing a written-out file's blocks makes
-    /// `unlink(2)` wait on the journal; the rename only changes one
-    /// directory) while a crash in between still never delivers it again:
-    /// [`recover`] removes marked files. Not synced, like
-    /// [`Claimed::complete`]. When the rename fails the claim comes back
-    /// unchanged with the error.
-    pub fn mark_delivered(self) -> Marked {
-        let marked = self
-            .path
-            .with_file_name(format!("{DELIVERED_PREFIX}{}", self.name));
-        match fs::rename(&self.path, &marked) {
-            Ok(()) => Marked::Delivered(Delivered { path: marked }),
-            Err(e) => Marked::Failed(self, e),
+    /// Removes the name of a file every recipient accepted, so that a crash
+    /// from now on cannot send it again: [`recover`] never sees it. Call it
+    /// while a descriptor of the file is still open: then only the name goes
+    /// now (one directory entry), and the file's blocks are freed at the
+    /// last close, which is the slow part (ext4 waits on its journal, and on
+    /// the device when mounted with `discard`) and can be left to another
+    /// thread. Not synced, like [`Claimed::complete`]. A file already gone
+    /// counts as removed. When removing fails the claim comes back unchanged
+    /// with the error.
+    pub fn remove_delivered(self) -> Marked {
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Marked::Failed(self, e),
+            _ => Marked::Removed,
         }
     }
 
@@ -258,33 +257,14 @@ impl Claimed {
     }
 }
 
-/// What [`Claimed::mark_delivered`] did.
+/// What [`Claimed::remove_delivered`] did.
 #[derive(Debug)]
+#[must_use = "a claim that could not be removed must still be settled"]
 pub enum Marked {
-    Delivered(Delivered),
-    /// Not marked: the claim, unchanged, and why.
+    /// The name is gone; the file lives on while a descriptor is open.
+    Removed,
+    /// Not removed: the claim, unchanged, and why.
     Failed(Claimed, io::Error),
-}
-
-/// A delivered file marked for removal: all that is left is to remove it.
-#[derive(Debug, PartialEq, Eq)]
-#[must_use = "a marked file is only removed at the next recovery"]
-pub struct Delivered {
-    path: PathBuf,
-}
-
-impl Delivered {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Removes the file, as [`Claimed::complete`] does.
-    pub fn remove(self) -> io::Result<()> {
-        match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// Moves every claim of a dead owner back into its domain folder:
@@ -292,7 +272,7 @@ impl Delivered {
 /// (non-UTF-8 owner names are passed lossily converted). A claim whose name
 /// is already back in the queue is removed instead (the queue copy wins;
 /// see [`Claimed::rewrite_and_release`]), and so is a claim marked
-/// delivered ([`Claimed::mark_delivered`]). Nothing is ever overwritten. The
+/// delivered by an earlier version (`.delivered.<name>`). Nothing is ever overwritten. The
 /// emptied owner folders are removed. Per-file failures are collected in
 /// [`Recovery::errors`] and the rest goes on; only failing to list the
 /// domains is an `Err` (`NotFound` when `.OTHER_SERVERS` is missing).

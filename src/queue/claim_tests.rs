@@ -346,19 +346,16 @@ fn sweep_tmp_removes_only_old_leftovers() {
 }
 
 #[test]
-fn a_delivered_mark_hides_the_file_and_recovery_removes_it() {
+fn a_delivered_mark_left_by_an_earlier_version_is_removed_by_recovery() {
     let (_dir, layout) = queue();
     put(&layout, "d.test", "m1", MESSAGE);
     put(&layout, "d.test", "m2", MESSAGE);
     let c = claimed(&layout, "d.test", "m1", "dead.1");
-    let Marked::Delivered(delivered) = c.mark_delivered() else {
-        panic!("mark failed");
-    };
+    // What the earlier mark was: a rename inside the claim folder.
     let want = layout
         .domain_dir("d.test")
         .join(".active/dead.1/.delivered.m1");
-    assert_eq!(delivered.path(), want, "marked path");
-    assert!(want.exists(), "the marked file stays until removed");
+    fs::rename(c.path(), &want).expect("mark as earlier versions did");
     // Crash here: the mark is removed, never put back into the queue.
     let _ = claimed(&layout, "d.test", "m2", "dead.1");
     let recovery = recover(&layout, |_| true).expect("recover");
@@ -374,38 +371,55 @@ fn a_delivered_mark_hides_the_file_and_recovery_removes_it() {
         ["m2"],
         "only the undelivered message is back"
     );
-    // Removing an already removed mark is not an error.
-    delivered.remove().expect("remove after recovery");
 }
 
 #[test]
-fn a_delivered_mark_is_removed_by_its_owner() {
+fn a_delivered_file_loses_its_name_at_once_and_its_data_at_the_last_close() {
     let (_dir, layout) = queue();
     put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "live.1");
-    let Marked::Delivered(delivered) = c.mark_delivered() else {
-        panic!("mark failed");
-    };
-    let path = delivered.path().to_path_buf();
-    delivered.remove().expect("remove");
-    assert!(!path.exists());
+    let c = claimed(&layout, "d.test", "m1", "dead.1");
+    let path = c.path().to_path_buf();
+    let mut open = fs::File::open(&path).expect("open claimed file");
+    assert!(matches!(c.remove_delivered(), Marked::Removed));
+    assert!(!path.exists(), "the name is gone at once");
+    // Crash here: nothing is left for recovery to put back.
+    let recovery = recover(&layout, |_| true).expect("recover");
+    assert!(
+        recovery.restored.is_empty() && recovery.delivered.is_empty(),
+        "{recovery:?}"
+    );
     assert!(list_messages(&layout.domain_dir("d.test"))
         .expect("list")
         .is_empty());
+    // The open descriptor still reads the whole file until it is closed.
+    let mut content = Vec::new();
+    io::Read::read_to_end(&mut open, &mut content).expect("read removed file");
+    assert_eq!(content, MESSAGE);
 }
 
 #[test]
-fn a_failed_mark_gives_the_claim_back() {
+fn a_delivered_file_already_gone_counts_as_removed() {
     let (_dir, layout) = queue();
     put(&layout, "d.test", "m1", MESSAGE);
     let c = claimed(&layout, "d.test", "m1", "live.1");
-    // The claimed file vanished (someone removed it by hand).
     fs::remove_file(c.path()).expect("remove claimed file");
-    match c.mark_delivered() {
+    assert!(matches!(c.remove_delivered(), Marked::Removed));
+}
+
+#[test]
+fn a_failed_removal_gives_the_claim_back() {
+    let (_dir, layout) = queue();
+    put(&layout, "d.test", "m1", MESSAGE);
+    let c = claimed(&layout, "d.test", "m1", "live.1");
+    // Something not a file took the claimed name: unlink(2) refuses it,
+    // even for root.
+    fs::remove_file(c.path()).expect("remove claimed file");
+    fs::create_dir(c.path()).expect("a directory in its place");
+    match c.remove_delivered() {
         Marked::Failed(c, e) => {
-            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+            assert_ne!(e.kind(), io::ErrorKind::NotFound, "{e}");
             assert_eq!(c.name(), "m1");
         }
-        Marked::Delivered(d) => panic!("marked a missing file: {d:?}"),
+        Marked::Removed => panic!("removed a directory as a delivered file"),
     }
 }

@@ -17,7 +17,7 @@ mod store;
 
 pub use admin::HOLD_DIR;
 pub use backoff::{clear_backoff, read_backoff, write_backoff, DomainBackoff, BACKOFF_FILE};
-pub use claim::{claim, recover, sweep_tmp, Claimed, Delivered, Marked, Recovery, ACTIVE_DIR};
+pub use claim::{claim, recover, sweep_tmp, Claimed, Marked, Recovery, ACTIVE_DIR};
 pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
 pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, place_bounce, read_original_headers,

@@ -290,6 +290,11 @@ impl BodyReader {
         Ok(BodyReader { file, body_offset })
     }
 
+    /// The open file, to be closed when the caller chooses.
+    pub fn into_file(self) -> File {
+        self.file
+    }
+
     /// Goes back to the first byte of the message (after a measuring pass).
     pub fn rewind(&mut self) -> io::Result<()> {
         self.file

@@ -55,6 +55,9 @@ pub enum Body {
         len: usize,
         sent: usize,
         _held: Held,
+        /// The queue file stays open until the message is settled (see
+        /// [`Body::into_parts`]).
+        file: BodyReader,
     },
 }
 
@@ -62,9 +65,17 @@ impl Body {
     /// Done with: a file body's descriptor closes, and a memory body's
     /// reservation is given back and its buffer returned for a pool.
     pub fn into_buffer(self) -> Option<Vec<u8>> {
+        self.into_parts().0
+    }
+
+    /// The buffer, as [`Body::into_buffer`], and the queue file, still
+    /// open. A delivered file's name is removed while it is open, so that
+    /// freeing its blocks, the slow part, waits for this descriptor's close,
+    /// which the disk thread that settles the message does.
+    pub fn into_parts(self) -> (Option<Vec<u8>>, File) {
         match self {
-            Body::File(_) => None,
-            Body::Memory { bytes, .. } => Some(bytes),
+            Body::File(reader) => (None, reader.into_file()),
+            Body::Memory { bytes, file, .. } => (Some(bytes), file.into_file()),
         }
     }
 
@@ -202,6 +213,7 @@ pub fn measure(
                             len,
                             sent: 0,
                             _held: held,
+                            file: reader,
                         },
                         Ok(measure),
                     )

@@ -13,9 +13,11 @@
 //! to the dispatcher exactly as the worker would have. When every mailbox
 //! is full the worker settles inline, which is the backpressure.
 //!
-//! A fully delivered file is marked delivered in the worker before it is
-//! handed over ([`postman::queue::Claimed::mark_delivered`]), so a crash
-//! while it waits here never sends it again.
+//! A fully delivered file loses its name in the worker before it is handed
+//! over ([`postman::queue::Claimed::remove_delivered`]), so a crash while it
+//! waits here never sends it again. The worker still holds it open, so the
+//! costly part of the removal, freeing its blocks, happens here when the
+//! settlement closes it.
 //!
 //! They also prepare the next message of a connection (claim the file by a
 //! rename, read its envelope again if the file changed since the scan,
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use nix::sys::eventfd::EventFd;
 use postman::config::Config;
-use postman::queue::{Claimed, Delivered};
+use postman::queue::Claimed;
 use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
@@ -47,8 +49,9 @@ pub const MAILBOX: usize = 32;
 pub enum File {
     /// Still claimed: some recipient was not accepted, or marking failed.
     Claimed(Claimed),
-    /// Every recipient accepted, and the file marked so: only removal is left.
-    Delivered(Delivered),
+    /// Every recipient accepted, and the file's name removed: closing
+    /// [`Settlement::open`] frees the rest.
+    Removed,
 }
 
 /// One finished transaction, for the disk thread to settle.
@@ -62,6 +65,9 @@ pub struct Settlement {
     /// The body's buffer, for the pool of the thread that settles it (the
     /// disk threads measure most bodies, so their pools need them back).
     pub buffer: Option<Vec<u8>>,
+    /// The queue file, open since it was claimed; it closes when the
+    /// settlement is done with, in the thread that settles it.
+    pub open: Option<std::fs::File>,
 }
 
 /// A connection's next message, to be prepared ([`settle::prepare`]).
@@ -102,9 +108,7 @@ impl Settlement {
             File::Claimed(claimed) => {
                 settler.settle(self.msg, claimed, self.fates, &self.relay, &self.log)
             }
-            File::Delivered(delivered) => {
-                settler.settle_delivered(&self.msg, delivered, &self.fates, &self.relay, &self.log)
-            }
+            File::Removed => settler.settle_removed(&self.msg, &self.fates, &self.relay, &self.log),
         }
     }
 }

@@ -303,16 +303,23 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
             }
         })
         .collect();
-    // Every recipient accepted (the common case): the file is marked
-    // delivered here, a cheap rename, so that a crash from now on cannot
-    // send it again; its removal, which waits on the disk, is left to the
-    // disk thread.
+    let (buffer, open) = match job.body {
+        Some(body) => {
+            let (buffer, open) = body.into_parts();
+            (buffer, Some(open))
+        }
+        None => (None, None),
+    };
+    // Every recipient accepted (the common case): the file's name goes
+    // here, so that a crash from now on cannot send it again. It is still
+    // open, so freeing its blocks, which waits on the disk, happens when the
+    // disk thread closes it.
     let all_delivered = fates.iter().all(|f| matches!(f.fate, Fate::Delivered));
     let file = if all_delivered {
-        match job.claimed.mark_delivered() {
-            Marked::Delivered(delivered) => File::Delivered(delivered),
+        match job.claimed.remove_delivered() {
+            Marked::Removed => File::Removed,
             Marked::Failed(claimed, e) => {
-                error!(shared.log, "cannot mark a delivered queue file"; "queue_id" => &job.msg.id,
+                error!(shared.log, "cannot remove a delivered queue file"; "queue_id" => &job.msg.id,
                     "domain" => &job.msg.domain, "error" => %e);
                 File::Claimed(claimed)
             }
@@ -326,8 +333,8 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         fates,
         relay: relay.to_owned(),
         log: shared.log.clone(),
-        // The body's descriptor closes here, before the file is settled.
-        buffer: job.body.and_then(Body::into_buffer),
+        buffer,
+        open,
     });
     if let Err(mut settlement) = shared.disk.try_settle(settlement) {
         if let Some(buffer) = settlement.buffer.take() {
