@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -424,8 +425,15 @@ impl Scanner {
             return Ok(());
         }
         let path = self.layout.domain_dir(domain).join(name);
-        let metadata = match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => m,
+        // One path lookup: open, then fstat. Non-blocking, so that a FIFO
+        // someone left here cannot hang the scan waiting for a writer.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(|file| Ok((file.metadata()?, file)));
+        let (metadata, mut file) = match opened {
+            Ok((metadata, file)) if metadata.is_file() => (metadata, file),
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
@@ -434,7 +442,7 @@ impl Scanner {
                 return Ok(());
             }
         };
-        match queue::read_envelope(&path) {
+        match queue::read_envelope_from(&mut file) {
             Ok(envelope) => {
                 let retry = match RetryState::from_envelope(&envelope) {
                     Ok(retry) => retry,

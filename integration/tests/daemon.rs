@@ -90,6 +90,48 @@ fn daemon_delivers_files_dropped_in_after_start_including_a_new_domain() {
     );
 }
 
+/// A named pipe or a folder made in a domain folder while the daemon runs
+/// is not a message: the scanner's inotify path passes it by without
+/// blocking on the pipe (opening one for reading waits for a writer) and
+/// delivers what comes next.
+#[test]
+fn a_fifo_or_a_folder_made_in_a_domain_folder_does_not_stall_the_scanner() {
+    let net = TestNet::new();
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = AiosmtpdSink::start(net.ip(1), net.port(), sink_dir.path());
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("early.test", 10, "mx.sink.test")
+            .a("mx.sink.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let domain_dir = queue.domain_dir("early.test");
+    std::fs::create_dir_all(domain_dir.join("tmp")).unwrap();
+    let cfg = config(&queue, &net, &dns).write();
+    let mut daemon = postman!().spawn_daemon(&cfg);
+    std::thread::sleep(Duration::from_millis(700));
+
+    let fifo = domain_dir.join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    std::fs::create_dir(domain_dir.join("folder")).expect("mkdir");
+    let m1 = message("after-fifo", "after a fifo\n");
+    queue.add("early.test", "m1", "a@src.test", &["u@early.test"], &m1);
+
+    let got = sink.wait_for(1, Duration::from_secs(15));
+    assert_eq!(
+        got.len(),
+        1,
+        "the message after the fifo should be delivered; got {got:?}\n--- log ---\n{}",
+        daemon.log_text()
+    );
+    assert!(fifo.exists(), "the fifo is left alone");
+    assert!(
+        daemon.terminate(STOP_WITHIN).is_some(),
+        "the daemon should stop on SIGTERM\n--- log ---\n{}",
+        daemon.log_text()
+    );
+}
+
 /// Starts a daemon whose only MX accepts the connection and then says
 /// nothing (greeting timeout 30 s, so the connection is in flight when the
 /// signal comes), sends `signal`, and checks the exit and the queue.
