@@ -191,6 +191,9 @@ pub struct DeliverySettings {
     pub max_connections: usize,
     /// Open SMTP connections to one domain.
     pub max_connections_per_domain: usize,
+    /// Connections a domain starts with (Postfix's
+    /// `initial_destination_concurrency`); more as its deliveries succeed.
+    pub initial_connections_per_domain: usize,
     /// Messages sent on one connection before it is closed.
     pub max_messages_per_connection: usize,
     /// Addresses tried in one delivery attempt, over all MX hosts in order
@@ -300,6 +303,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections to one domain, 1–`max_connections`.
     pub max_connections_per_domain: usize,
+    /// Connections a domain starts with, 1–900; at most
+    /// `max_connections_per_domain` of them are used. Each delivery adds
+    /// 1/n to a domain's n allowed connections, up to
+    /// `max_connections_per_domain`, and a connection that fails while
+    /// others to the domain are open lowers n to those (Postfix's
+    /// concurrency feedback).
+    pub initial_connections_per_domain: usize,
     /// Messages on one connection, ≥ 1.
     pub max_messages_per_connection: usize,
     /// Addresses tried in one delivery attempt, 1–1000.
@@ -453,6 +463,7 @@ impl Settings {
             delivery: DeliverySettings {
                 max_connections: 500,
                 max_connections_per_domain: 20,
+                initial_connections_per_domain: 5,
                 max_messages_per_connection: 100,
                 max_mx_addresses: 5,
                 max_queue_lifetime: 5 * 24 * 3600,
@@ -698,6 +709,12 @@ impl Validator<'_> {
             (1, max_connections),
             "no more than delivery.max_connections",
         )?;
+        let initial_connections_per_domain = self.within(
+            "delivery.initial_connections_per_domain",
+            d.initial_connections_per_domain,
+            (1, MAX_CONNECTIONS),
+            "",
+        )?;
         let max_messages_per_connection = self.within(
             "delivery.max_messages_per_connection",
             d.max_messages_per_connection,
@@ -763,6 +780,7 @@ impl Validator<'_> {
             timeouts,
             max_connections,
             max_connections_per_domain,
+            initial_connections_per_domain,
             max_messages_per_connection,
             max_mx_addresses,
             retry_delay,

@@ -79,6 +79,10 @@ fn defaults_without_a_file() {
             "max_connections_per_domain"
         );
         assert_eq!(
+            c.initial_connections_per_domain, 5,
+            "initial_connections_per_domain, as Postfix"
+        );
+        assert_eq!(
             c.max_messages_per_connection, 100,
             "max_messages_per_connection"
         );
@@ -332,6 +336,8 @@ fn validation_bounds() {
             "delivery.max_connections_per_domain",
             "must be at most 10 (no more than delivery.max_connections)",
         ),
+        ("[delivery]\ninitial_connections_per_domain = 0", "delivery.initial_connections_per_domain", "at least 1"),
+        ("[delivery]\ninitial_connections_per_domain = 901", "delivery.initial_connections_per_domain", "at most 900"),
         ("[delivery]\nmax_messages_per_connection = 0", "delivery.max_messages_per_connection", "at least 1"),
         ("[delivery]\nmax_mx_addresses = 0", "delivery.max_mx_addresses", "must be at least 1"),
         ("[delivery]\nmax_mx_addresses = 1001", "delivery.max_mx_addresses", "must be at most 1000"),
@@ -399,6 +405,7 @@ fn validation_accepts_the_bounds() {
         "[delivery]\nmax_connections = 900\nmax_connections_per_domain = 900",
         "[delivery]\nmax_connections = 1\nmax_connections_per_domain = 1\nmax_messages_per_connection = 1",
         "[delivery]\nmax_mx_addresses = 1",
+        "[delivery]\nmax_connections_per_domain = 2\ninitial_connections_per_domain = 900",
         "[delivery]\nmax_mx_addresses = 1000",
         "[delivery.retry]\nmin_backoff = 1\nmax_backoff = 1",
         "[delivery.retry]\nmin_backoff = 604800\nmax_backoff = 604800",

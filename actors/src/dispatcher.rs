@@ -62,10 +62,16 @@ struct Domain {
     deferred: HashMap<String, (Instant, QueuedMessage)>,
     route: RouteState,
     connections: usize,
-    /// How many connections the domain may have now: the configured maximum,
-    /// or 1 after a failed connection so that a dead host is probed by one
-    /// connection rather than hammered by twenty.
+    /// How many connections the domain may have now (Postfix's destination
+    /// concurrency): `delivery.initial_connections_per_domain` to start
+    /// with, one more after as many deliveries as the limit (1/n each), up
+    /// to `max_connections_per_domain`; down to the other open connections
+    /// when one fails while they are open; 1 after a failed round, so that
+    /// a dead host is probed by one connection rather than hammered by
+    /// twenty.
     limit: usize,
+    /// Deliveries since the limit last changed: at `limit` it rises by one.
+    credit: usize,
     suspended_until: Option<Instant>,
     /// Failed connection rounds in a row (persisted in `<domain>/.backoff`):
     /// each makes the domain's backoff longer, one success resets it.
@@ -94,6 +100,7 @@ impl Domain {
             route: RouteState::Unknown,
             connections: 0,
             limit,
+            credit: 0,
             suspended_until: None,
             failures: 0,
             in_runnable: false,
@@ -140,6 +147,8 @@ struct Stats {
     lookups: u64,
     lookup_failures: u64,
     local_limits: u64,
+    /// Connections that failed while others to their domain were open.
+    concurrency_cuts: u64,
 }
 
 impl Dispatcher {
@@ -271,9 +280,11 @@ impl Dispatcher {
                 valid_until,
             } => self.resolved(domain, route, valid_until, now),
             DispatcherMsg::Established { domain } => {
-                let limit = self.config.max_connections_per_domain;
+                let initial = self.initial_connections();
                 if let Some(d) = self.domains.get_mut(&domain) {
-                    d.limit = limit;
+                    // Reachable: at least the starting concurrency (a
+                    // domain on probation had one connection).
+                    d.limit = d.limit.max(initial);
                     if d.failures > 0 {
                         // One success releases the domain.
                         d.failures = 0;
@@ -292,8 +303,17 @@ impl Dispatcher {
                 disposition,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                let max = self.config.max_connections_per_domain;
                 if let Some(d) = self.domains.get_mut(&domain) {
                     d.flying.remove(&id);
+                    // A server that answered is feedback to go faster.
+                    if !matches!(disposition, Disposition::Unused(_)) && d.limit < max {
+                        d.credit += 1;
+                        if d.credit >= d.limit {
+                            d.limit += 1;
+                            d.credit = 0;
+                        }
+                    }
                 }
                 self.settled(disposition, now);
             }
@@ -314,8 +334,29 @@ impl Dispatcher {
                 dsn,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                let mut others = 0;
                 if let Some(d) = self.domains.get_mut(&domain) {
                     d.flying.remove(&job.id);
+                    // This connection is counted until its Closed.
+                    others = d.connections.saturating_sub(1);
+                    if others > 0 {
+                        d.limit = others;
+                        d.credit = 0;
+                    }
+                }
+                if others > 0 {
+                    // Other connections to the domain are open: a server
+                    // that takes no more connections from us (a limit per
+                    // client), not yet a dead domain. Fewer connections,
+                    // and the message waits for those, untried. Should
+                    // they all fail too, the last failure backs the domain
+                    // off and defers what waits.
+                    info!(self.log, "connection failed while others to the domain are open: fewer connections, the message waits for them";
+                        "domain" => &domain, "queue_id" => &job.id, "connections" => others,
+                        "relay" => &relay, "reason" => &reason);
+                    self.stats.concurrency_cuts += 1;
+                    self.enqueue(job, now);
+                    return;
                 }
                 let until = self.back_off(&domain, &reason, now);
                 // A failed attempt like any other: retry state on the file,
@@ -387,10 +428,10 @@ impl Dispatcher {
         self.settler = Settler::new(&config, &owner, "D");
         let per_domain = config.max_connections_per_domain;
         for d in self.domains.values_mut() {
-            // A domain on probation keeps its single connection.
-            if d.limit > 1 || per_domain == 1 {
-                d.limit = per_domain;
-            }
+            // A lower maximum applies at once; a higher one is reached by
+            // the feedback, and a domain on probation keeps its single
+            // connection.
+            d.limit = d.limit.min(per_domain);
         }
         for worker in 0..self.workers.len() {
             self.send_worker(worker, WorkerMsg::Reload(Box::new(config.clone())));
@@ -405,7 +446,7 @@ impl Dispatcher {
     /// The domain's state, created on first use with the backoff an
     /// earlier run left on disk (so a restart keeps a dead domain waiting).
     fn domain(&mut self, name: &str) -> &mut Domain {
-        let limit = self.config.max_connections_per_domain;
+        let limit = self.initial_connections();
         let layout = &self.settler.layout;
         let log = &self.log;
         self.domains.entry(name.to_owned()).or_insert_with(|| {
@@ -450,6 +491,14 @@ impl Dispatcher {
         self.make_runnable(&name);
     }
 
+    /// The connections a domain starts with: `initial_connections_per_domain`,
+    /// at most `max_connections_per_domain`.
+    fn initial_connections(&self) -> usize {
+        self.config
+            .initial_connections_per_domain
+            .min(self.config.max_connections_per_domain)
+    }
+
     fn make_runnable(&mut self, name: &str) {
         if let Some(d) = self.domains.get_mut(name) {
             if !d.in_runnable && !d.ready.is_empty() {
@@ -482,7 +531,7 @@ impl Dispatcher {
     /// postman reached it): it may be tried at once, and so may the messages
     /// that only waited for it.
     fn backoff_cleared(&mut self, domain: &str, now: Instant) {
-        let limit = self.config.max_connections_per_domain;
+        let limit = self.initial_connections();
         let Some(d) = self.domains.get_mut(domain) else {
             return;
         };
@@ -715,6 +764,7 @@ impl Dispatcher {
             "dns_lookups" => self.stats.lookups,
             "dns_failures" => self.stats.lookup_failures,
             "local_limits" => self.stats.local_limits,
+            "concurrency_cuts" => self.stats.concurrency_cuts,
         );
     }
 }

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -217,6 +217,8 @@ pub struct ConnLog {
     pub client_closed: bool,
     /// Whether the server is done with this connection.
     pub finished: bool,
+    /// Turned away by the cap of [`HostileServer::start_capped`].
+    pub capped: bool,
 }
 
 impl ConnLog {
@@ -236,6 +238,11 @@ struct Shared {
     streams: Mutex<Vec<TcpStream>>,
     /// Command lines already greylisted once (see [`Script::greylist`]).
     greylisted: Mutex<HashSet<String>>,
+    /// Connections whose script is playing now.
+    active: AtomicUsize,
+    /// At most this many play at once; one more gets the reply and is
+    /// closed (see [`HostileServer::start_capped`]).
+    cap: Option<(usize, Vec<u8>)>,
 }
 
 /// A running scripted server; stops when dropped.
@@ -249,6 +256,28 @@ impl HostileServer {
     /// Listens on `addr`; connection n plays `scripts[n]` (the last script
     /// once they run out). Panics when `scripts` is empty or `addr` is taken.
     pub fn start(addr: SocketAddr, scripts: Vec<Script>) -> HostileServer {
+        HostileServer::serve(addr, scripts, None)
+    }
+
+    /// [`HostileServer::start`], limiting connections per client as real
+    /// servers do: while `cap` connections are playing their scripts, one
+    /// more gets `refusal` as its greeting (`"421 4.7.0 too many
+    /// connections"`) and is closed; it is logged with no commands and
+    /// does not use up a script.
+    pub fn start_capped(
+        addr: SocketAddr,
+        scripts: Vec<Script>,
+        cap: usize,
+        refusal: &str,
+    ) -> HostileServer {
+        HostileServer::serve(addr, scripts, Some((cap, reply_bytes(refusal))))
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        scripts: Vec<Script>,
+        cap: Option<(usize, Vec<u8>)>,
+    ) -> HostileServer {
         assert!(
             !scripts.is_empty(),
             "a hostile server needs at least one script"
@@ -263,6 +292,8 @@ impl HostileServer {
             logs: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
             greylisted: Mutex::new(HashSet::new()),
+            active: AtomicUsize::new(0),
+            cap,
         });
         let acceptor = {
             let shared = shared.clone();
@@ -385,20 +416,35 @@ impl Drop for HostileServer {
 
 fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: Arc<Shared>) {
     let mut workers = Vec::new();
+    let mut played = 0;
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
-            Ok((stream, peer)) => {
+            Ok((mut stream, peer)) => {
+                let capped = shared
+                    .cap
+                    .as_ref()
+                    .filter(|(cap, _)| shared.active.load(Ordering::SeqCst) >= *cap);
                 let index = {
                     let mut logs = shared.logs.lock().unwrap();
                     let index = logs.len();
                     logs.push(ConnLog {
                         index,
                         peer: Some(peer),
+                        capped: capped.is_some(),
+                        finished: capped.is_some(),
                         ..ConnLog::default()
                     });
                     logs.len() - 1
                 };
-                let script = scripts[index.min(scripts.len() - 1)].clone();
+                if let Some((_, refusal)) = capped {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.write_all(refusal);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let script = scripts[played.min(scripts.len() - 1)].clone();
+                played += 1;
+                shared.active.fetch_add(1, Ordering::SeqCst);
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
                 let _ = stream.set_nodelay(true);
@@ -419,6 +465,8 @@ fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: Arc<Shared>)
                     };
                     conn.play(&script.steps);
                     let _ = conn.writer.flush();
+                    // Before the client can see the close and connect again.
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
                     let _ = conn.writer.shutdown(Shutdown::Both);
                     conn.log(|l| l.finished = true);
                 }));

@@ -82,6 +82,8 @@ pub struct Config {
     pub max_connections: u32,
     /// `delivery.max_connections_per_domain`
     pub max_connections_per_domain: u32,
+    /// `delivery.initial_connections_per_domain`
+    pub initial_connections_per_domain: u32,
     /// `delivery.max_messages_per_connection`
     pub max_messages_per_connection: u32,
     /// `delivery.max_mx_addresses`
@@ -121,6 +123,7 @@ impl Config {
             timeouts: SmtpTimeouts::all(3),
             max_connections: 20,
             max_connections_per_domain: 4,
+            initial_connections_per_domain: 5,
             max_messages_per_connection: 100,
             max_mx_addresses: 5,
             min_backoff: 300,
@@ -191,6 +194,7 @@ quit = {quit}
 [delivery]
 max_connections = {max_connections}
 max_connections_per_domain = {max_per_domain}
+initial_connections_per_domain = {initial_per_domain}
 max_messages_per_connection = {max_per_conn}
 max_mx_addresses = {max_mx_addresses}
 {lifetime}{delay_warning}
@@ -223,6 +227,7 @@ rescan_interval = {rescan_interval}
             quit = t.quit,
             max_connections = self.max_connections,
             max_per_domain = self.max_connections_per_domain,
+            initial_per_domain = self.initial_connections_per_domain,
             max_per_conn = self.max_messages_per_connection,
             max_mx_addresses = self.max_mx_addresses,
             min_backoff = self.min_backoff,

@@ -449,3 +449,116 @@ fn one_attempt_tries_at_most_max_mx_addresses() {
         Some(421),
     );
 }
+
+/// A server that takes at most two connections from us at once and greets
+/// a third with 421, as servers limiting connections per client do. The
+/// domain starts with five connections (`initial_connections_per_domain`);
+/// each refused one lowers the domain's allowed connections to those still
+/// open, and its message waits for them instead of being deferred. The
+/// domain is never backed off, and every message goes out in one run.
+#[test]
+fn a_server_limiting_connections_per_client_lowers_concurrency_and_defers_nothing() {
+    const MESSAGES: usize = 40;
+    let net = TestNet::new();
+    let server = HostileServer::start_capped(
+        net.addr(1),
+        vec![Script::polite()],
+        2,
+        "421 4.7.0 too many connections from your address",
+    );
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("capped.test", 10, "mx.capped.test")
+            .a("mx.capped.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    for i in 0..MESSAGES {
+        queue.add(
+            "capped.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &[&format!("u{i}@capped.test")],
+            &message(&format!("cap{i}"), "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 10;
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "every message should be delivered in one run",
+        &queue,
+        &out,
+    );
+    let deliveries = out.deliveries();
+    assert!(
+        deliveries.len() == MESSAGES && deliveries.iter().all(|d| d.status == "sent"),
+        "one record per message, nothing deferred: {deliveries:#?}"
+    );
+    assert_eq!(server.body_count(), MESSAGES, "each message once");
+    let capped = server.connections().iter().filter(|c| c.capped).count();
+    let cuts = out.max_metric("dispatcher", "concurrency_cuts");
+    check(
+        capped >= 3 && cuts as usize == capped,
+        &format!("the three connections over the cap at the start, and each later probe, are cuts: {capped} capped, {cuts} cuts"),
+        &queue,
+        &out,
+    );
+    assert!(
+        !queue.domain_dir("capped.test").join(".backoff").exists(),
+        "the domain is not backed off"
+    );
+}
+
+/// Slow start: a domain begins with `initial_connections_per_domain`
+/// connections and earns one more per that many deliveries. Starting from
+/// one, with a server that takes half a second to greet, the first
+/// connection delivers the six messages while at most two more are still
+/// greeting; without slow start all six would have connected at once.
+#[test]
+fn a_domain_starts_with_few_connections_and_earns_more_by_delivering() {
+    const MESSAGES: usize = 6;
+    let net = TestNet::new();
+    let server = HostileServer::start(
+        net.addr(1),
+        vec![Script::new()
+            .stall(500)
+            .greet("220 slow.test ESMTP")
+            .then_polite()],
+    );
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("slow.test", 10, "mx.slow.test")
+            .a("mx.slow.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    for i in 0..MESSAGES {
+        queue.add(
+            "slow.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &[&format!("u{i}@slow.test")],
+            &message(&format!("slow{i}"), "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 10;
+    cfg.initial_connections_per_domain = 1;
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "every message should be delivered",
+        &queue,
+        &out,
+    );
+    assert_eq!(server.body_count(), MESSAGES, "each message once");
+    let opened = server.connection_count();
+    check(
+        (1..=3).contains(&opened),
+        &format!("one connection to start, one more after the first delivery and after two more: {opened} opened"),
+        &queue,
+        &out,
+    );
+}

@@ -107,7 +107,7 @@ impl Dispatcher {
         let d = self
             .domains
             .entry(name.to_owned())
-            .or_insert_with(|| Domain::new(self.config.max_connections_per_domain));
+            .or_insert_with(|| Domain::new(1));
         if let Some(until) = d.suspended_until.filter(|until| *until > now) {
             // Another connection of the same round failed: one round, one
             // failure.
