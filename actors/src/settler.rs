@@ -8,6 +8,7 @@
 //! the original is rewritten or removed, so a crash in between can at worst
 //! repeat a bounce, never drop one.
 
+use std::io::ErrorKind;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::Config;
@@ -164,22 +165,44 @@ impl Settler {
         }
 
         let mut keep_failed_copy = false;
+        // Why the sender got no bounce, for the `.reason` of the copy kept.
+        let mut no_bounce = None;
         if !failed.is_empty() {
             if dsn::should_bounce(&msg.envelope.sender) {
-                if let Err(e) = self.bounce(&msg, &claimed, &failed, Kind::Failure, &mut state, now)
-                {
-                    // Without the bounce the sender would never hear of it:
-                    // keep those recipients queued and try again later.
-                    error!(log, "cannot write the bounce; the failed recipients stay queued";
-                        "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-                    pending.extend(failed.iter().map(|r| r.address.clone()));
-                    if state.next_attempt.is_none() {
-                        state.record_attempt(now, &format!("cannot write the bounce: {e}"));
-                        state.next_attempt = Some(now + self.schedule.min);
+                match self.bounce(&msg, &claimed, &failed, Kind::Failure, &mut state, now) {
+                    Ok(()) => {
+                        info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
+                            "to" => &msg.envelope.sender, "recipients" => failed.len());
                     }
-                } else {
-                    info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
-                        "to" => &msg.envelope.sender, "recipients" => failed.len());
+                    Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                        // The sender can never get one (a local part that is
+                        // no mailbox name, an address that is not
+                        // local@domain): a double bounce. As for the null
+                        // sender, a copy goes to .failed for the postmaster,
+                        // and the refused recipients are not tried again.
+                        error!(log, "the bounce can never reach the sender; the message is kept in .failed";
+                            "queue_id" => &msg.id, "domain" => &msg.domain,
+                            "to" => &msg.envelope.sender, "error" => %e);
+                        keep_failed_copy = true;
+                        no_bounce = Some(format!(
+                            "no bounce could be written to <{}>: {e}",
+                            msg.envelope.sender
+                        ));
+                    }
+                    Err(e) => {
+                        // Perhaps only for now (a full disk): without the
+                        // bounce the sender would never hear of it, so those
+                        // recipients stay queued and are tried again later,
+                        // as Postfix defers a recipient whose bounce it
+                        // cannot log.
+                        error!(log, "cannot write the bounce; the failed recipients stay queued";
+                            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+                        pending.extend(failed.iter().map(|r| r.address.clone()));
+                        if state.next_attempt.is_none() {
+                            state.record_attempt(now, &format!("cannot write the bounce: {e}"));
+                            state.next_attempt = Some(now + self.schedule.min);
+                        }
+                    }
                 }
             } else {
                 // A bounce is never bounced: keep a copy for the postmaster.
@@ -192,7 +215,7 @@ impl Settler {
         if keep_failed_copy && !pending.is_empty() {
             // Others are still pending, so the file stays queued: the
             // failed recipients' copy goes to .failed for the postmaster.
-            let reason = failed_reason(&failed);
+            let reason = failed_reason(&failed, no_bounce.as_deref());
             if let Err(e) = queue::copy_aside_failed(
                 &self.layout,
                 &msg.domain,
@@ -208,7 +231,7 @@ impl Settler {
         if pending.is_empty() {
             let result = if keep_failed_copy {
                 claimed
-                    .set_aside_failed(&failed_reason(&failed))
+                    .set_aside_failed(&failed_reason(&failed, no_bounce.as_deref()))
                     .map(|_| ())
             } else {
                 claimed.complete()
@@ -378,11 +401,13 @@ impl Settler {
     }
 }
 
-/// The `.reason` text for failed recipients: one `<address>: why` a line.
-fn failed_reason(failed: &[RecipientReport]) -> String {
+/// The `.reason` text for failed recipients: one `<address>: why` a line,
+/// then why no bounce went out, when one should have.
+fn failed_reason(failed: &[RecipientReport], no_bounce: Option<&str>) -> String {
     failed
         .iter()
         .map(|r| format!("<{}>: {}", r.address, r.reason))
+        .chain(no_bounce.map(str::to_owned))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -655,6 +655,62 @@ fn a_deferred_message_expires_on_its_first_attempt_after_the_lifetime() {
     );
 }
 
+/// A local sender whose local part is no mailbox name (it starts with a
+/// dot) can never get a bounce. Like a failure of the null sender, that is
+/// a double bounce: the message goes to `.failed` for the postmaster, with
+/// why, and the refused recipient is not sent the message again and again
+/// until the queue lifetime ends.
+#[test]
+fn a_bounce_that_can_never_be_written_sets_the_message_aside() {
+    let net = TestNet::new();
+    let server = HostileServer::start(net.addr(1), vec![refusing("550 5.1.1 unknown user")]);
+    let dns = DnsServer::start(zones_for(Zones::new(), &net, 1, "remote.test"));
+    let queue = TestQueue::new();
+    queue.add(
+        "remote.test",
+        "m1",
+        ".alice@local.test",
+        &["x@remote.test"],
+        &message("no-bounce", "refused\n"),
+    );
+    let out = postman!().run_once(&local_config(&queue, &net, &dns).write());
+    out.assert_success();
+    assert_outcome(
+        &out,
+        &out.deliveries(),
+        "x@remote.test",
+        "bounced",
+        Some(550),
+    );
+    let state = queue.state();
+    let Some(entry) = state.failed_entry("remote.test", "m1") else {
+        panic!(
+            "m1 should be in .failed\n{state:#?}\n--- stderr ---\n{}",
+            out.stderr
+        );
+    };
+    let reason = entry.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("<x@remote.test>") && reason.contains("no bounce could be written"),
+        "the reason names the recipient and the bounce: {reason:?}"
+    );
+    check(
+        state.queued_in("remote.test").is_empty(),
+        "nothing stays queued to be sent again",
+        &queue,
+        &out,
+    );
+    assert!(
+        out.records()
+            .iter()
+            .any(|r| r["msg"]
+                == "the bounce can never reach the sender; the message is kept in .failed"),
+        "an error record says so:\n{}",
+        out.stderr
+    );
+    assert_eq!(server.count_commands("RCPT"), 1, "one attempt");
+}
+
 #[test]
 fn bounce_to_a_local_sender_is_written_into_its_maildir() {
     let net = TestNet::new();
