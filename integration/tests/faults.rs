@@ -674,12 +674,13 @@ fn a_server_that_hangs_up_after_each_message_loses_and_repeats_nothing() {
 }
 
 /// A reused connection that ends before the server answers anything but
-/// RSET (it hangs up on RSET, or answers 421 to it, as servers that limit
-/// messages per connection do) has not tried the message: it goes back
-/// untried, with nothing recorded, and goes out on a new connection. Postfix
-/// likewise moves on from a dead cached connection without deferring.
+/// RSET (it hangs up on RSET, or answers 421 to it or to the MAIL after it,
+/// as servers that limit messages per connection do) has not tried the
+/// message: it goes back untried, with nothing recorded, and goes out on a
+/// new connection. Postfix likewise moves on from a dead cached connection
+/// without deferring.
 #[test]
-fn a_reused_connection_that_ends_at_rset_defers_nothing() {
+fn a_reused_connection_that_ends_before_the_next_message_is_judged_defers_nothing() {
     const MESSAGES: usize = 6;
     let delivered = || {
         Script::new()
@@ -699,6 +700,14 @@ fn a_reused_connection_that_ends_at_rset_defers_nothing() {
             "421 to RSET",
             delivered()
                 .expect("RSET", "421 4.7.0 too many messages on this connection")
+                .close(),
+        ),
+        (
+            // Exim's smtp_accept_max_per_connection answers so.
+            "421 to the MAIL after RSET",
+            delivered()
+                .expect("RSET", "250 2.0.0 ok")
+                .expect("MAIL", "421 4.7.0 too many messages in this connection")
                 .close(),
         ),
     ];

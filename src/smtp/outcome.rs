@@ -205,7 +205,8 @@ pub struct MessageResult {
     pub recipients: Vec<RecipientResult>,
     /// The server never judged the message: the transaction ran on a
     /// reused connection, which ended (lost, timed out, 421, RSET refused)
-    /// before any reply but the one to RSET. The recipients carry that
+    /// before any reply but the one to RSET, or with a 421 to MAIL (a
+    /// server's limit of messages per connection). The recipients carry that
     /// transient failure; a caller may instead try the message again on
     /// another connection without counting an attempt, as Postfix does
     /// when a cached connection turns out dead.

@@ -82,8 +82,8 @@ pub(super) struct Transaction {
     /// Commands sent, replies awaited, oldest first.
     pub(super) pending: VecDeque<Pending>,
     /// The transaction began with RSET on a reused connection, and no
-    /// reply but RSET's has come for it: should the connection end now,
-    /// the server has not judged the message at all.
+    /// reply but RSET's (or a 421 to MAIL) has come for it: should the
+    /// connection end now, the server has not judged the message at all.
     pub(super) untried: bool,
 }
 

@@ -165,7 +165,12 @@ impl Session {
         };
         let code = reply.code;
         let stage = command.stage();
-        if !matches!(command, Pending::Rset) {
+        // A 421 to the MAIL after RSET ends the session before the server
+        // looked at the message (servers that limit messages per
+        // connection say so there): still untried.
+        let session_limit =
+            code == ReplyCode::SERVICE_NOT_AVAILABLE && matches!(command, Pending::Mail);
+        if !matches!(command, Pending::Rset) && !session_limit {
             txn.untried = false;
         }
         if code == ReplyCode::SERVICE_NOT_AVAILABLE {

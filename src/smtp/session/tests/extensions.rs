@@ -703,7 +703,7 @@ fn service_closing_at_every_step() {
     let done = |stage: &str| {
         format!("Done[Transient Destination {stage} 421, Transient Destination {stage} 421]")
     };
-    let cases: [(&str, &str, usize, &str, Vec<String>); 7] = [
+    let cases: [(&str, &str, usize, &str, Vec<String>); 9] = [
         ("greeting", "greeting", 1, "", vec![closed("Greeting")]),
         ("EHLO", "EHLO", 1, "EHLO", vec![closed("Ehlo")]),
         (
@@ -756,6 +756,37 @@ fn service_closing_at_every_step() {
                 "Ready".into(),
                 untried(done("Rset")),
                 closed("Rset"),
+            ],
+        ),
+        (
+            // A limit of messages per connection: the server never
+            // looked at the message.
+            "the second MAIL",
+            "MAIL",
+            2,
+            "EHLO STARTTLS <tls> EHLO MAIL+RCPT+RCPT BDAT RSET+MAIL+RCPT+RCPT",
+            vec![
+                "StartTls".into(),
+                "Ready".into(),
+                "Done[ok 250, ok 250]".into(),
+                "Ready".into(),
+                untried(done("Mail")),
+                closed("Mail"),
+            ],
+        ),
+        (
+            // MAIL was accepted: the message was tried.
+            "the second message's first RCPT",
+            "RCPT",
+            3,
+            "EHLO STARTTLS <tls> EHLO MAIL+RCPT+RCPT BDAT RSET+MAIL+RCPT+RCPT",
+            vec![
+                "StartTls".into(),
+                "Ready".into(),
+                "Done[ok 250, ok 250]".into(),
+                "Ready".into(),
+                done("Rcpt"),
+                closed("Rcpt"),
             ],
         ),
     ];
