@@ -315,6 +315,14 @@ impl RunOutput {
         deliveries(&self.records())
     }
 
+    /// How many records have a `msg` containing `text`.
+    pub fn count_records(&self, text: &str) -> usize {
+        self.records()
+            .iter()
+            .filter(|r| r["msg"].as_str().is_some_and(|m| m.contains(text)))
+            .count()
+    }
+
     /// The largest `field` of `actor`'s `metrics` records (every worker's
     /// for `"worker"`), 0 when there is none.
     pub fn max_metric(&self, actor: &str, field: &str) -> u64 {

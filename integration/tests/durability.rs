@@ -655,13 +655,10 @@ fn a_deferred_message_expires_on_its_first_attempt_after_the_lifetime() {
     );
 }
 
-/// A local sender whose local part is no mailbox name (it starts with a
-/// dot) can never get a bounce. Like a failure of the null sender, that is
-/// a double bounce: the message goes to `.failed` for the postmaster, with
-/// why, and the refused recipient is not sent the message again and again
-/// until the queue lifetime ends.
-#[test]
-fn a_bounce_that_can_never_be_written_sets_the_message_aside() {
+/// Queues m1 from `sender` to x@remote.test, whose server refuses it with
+/// 550 5.1.1, and runs postman once with local.test local; the recipient
+/// must be logged as bounced.
+fn refused_with_local_domain(sender: &str, tag: &str) -> (TestQueue, RunOutput, HostileServer) {
     let net = TestNet::new();
     let server = HostileServer::start(net.addr(1), vec![refusing("550 5.1.1 unknown user")]);
     let dns = DnsServer::start(zones_for(Zones::new(), &net, 1, "remote.test"));
@@ -669,9 +666,9 @@ fn a_bounce_that_can_never_be_written_sets_the_message_aside() {
     queue.add(
         "remote.test",
         "m1",
-        ".alice@local.test",
+        sender,
         &["x@remote.test"],
-        &message("no-bounce", "refused\n"),
+        &message(tag, "refused\n"),
     );
     let out = postman!().run_once(&local_config(&queue, &net, &dns).write());
     out.assert_success();
@@ -682,6 +679,17 @@ fn a_bounce_that_can_never_be_written_sets_the_message_aside() {
         "bounced",
         Some(550),
     );
+    (queue, out, server)
+}
+
+/// A local sender whose local part is no mailbox name (it starts with a
+/// dot) can never get a bounce. Like a failure of the null sender, that is
+/// a double bounce: the message goes to `.failed` for the postmaster, with
+/// why, and the refused recipient is not sent the message again and again
+/// until the queue lifetime ends.
+#[test]
+fn a_bounce_that_can_never_be_written_sets_the_message_aside() {
+    let (queue, out, server) = refused_with_local_domain(".alice@local.test", "no-bounce");
     let state = queue.state();
     let Some(entry) = state.failed_entry("remote.test", "m1") else {
         panic!(
@@ -713,26 +721,7 @@ fn a_bounce_that_can_never_be_written_sets_the_message_aside() {
 
 #[test]
 fn bounce_to_a_local_sender_is_written_into_its_maildir() {
-    let net = TestNet::new();
-    let _server = HostileServer::start(net.addr(1), vec![refusing("550 5.1.1 unknown user")]);
-    let dns = DnsServer::start(zones_for(Zones::new(), &net, 1, "remote.test"));
-    let queue = TestQueue::new();
-    queue.add(
-        "remote.test",
-        "m1",
-        LOCAL_SENDER,
-        &["x@remote.test"],
-        &message("local-bounce", "refused\n"),
-    );
-    let out = postman!().run_once(&local_config(&queue, &net, &dns).write());
-    out.assert_success();
-    assert_outcome(
-        &out,
-        &out.deliveries(),
-        "x@remote.test",
-        "bounced",
-        Some(550),
-    );
+    let (queue, out, _server) = refused_with_local_domain(LOCAL_SENDER, "local-bounce");
 
     let files = queue.all_files();
     check(

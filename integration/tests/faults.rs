@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_outcome, check, config, message, records_for};
+use common::{add_numbered, assert_outcome, check, config, message, records_for};
 use postman_integration::hostile::Script;
 use postman_integration::{
     postman, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
@@ -48,6 +48,36 @@ impl Case {
         let out = postman!().run_once(&self.config.write());
         out.assert_success();
         out
+    }
+
+    /// Queues `n` messages `m0`… with one recipient each (`u0@`…), their
+    /// Message-IDs tagged with `tag`.
+    fn add_numbered(&self, n: usize, tag: &str) {
+        add_numbered(&self.queue, DOMAIN, n, tag);
+    }
+
+    /// Asserts the queue is empty, the server received each of the `n`
+    /// messages exactly once, and every delivery record says sent.
+    fn assert_each_sent_once(&self, n: usize, out: &RunOutput, name: &str) {
+        check(
+            self.queue.state().is_empty(),
+            &format!("{name}: every message should be delivered in one run"),
+            &self.queue,
+            out,
+        );
+        let mut ids = self.server.message_ids();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            (ids.len(), self.server.body_count()),
+            (n, n),
+            "{name}: each message exactly once"
+        );
+        let deliveries = out.deliveries();
+        assert!(
+            deliveries.len() == n && deliveries.iter().all(|d| d.status == "sent"),
+            "{name}: one record per message, nothing deferred: {deliveries:#?}"
+        );
     }
 
     /// Asserts the message stayed queued (and is not set aside).
@@ -628,37 +658,11 @@ fn a_server_that_hangs_up_after_each_message_loses_and_repeats_nothing() {
         .expect("DATA", "354 go ahead")
         .body("250 2.0.0 queued")
         .close()]);
-    for i in 0..MESSAGES {
-        case.queue.add(
-            DOMAIN,
-            &format!("m{i}"),
-            "a@src.test",
-            &[&format!("u{i}@{DOMAIN}")],
-            &message(&format!("hangup{i}"), "x\n"),
-        );
-    }
+    case.add_numbered(MESSAGES, "hangup");
     // One connection at a time, so each hang-up meets the next message.
     case.config.max_connections_per_domain = 1;
     let out = case.run();
-    check(
-        case.queue.state().is_empty(),
-        "every message should be delivered in one run",
-        &case.queue,
-        &out,
-    );
-    let mut ids = case.server.message_ids();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(
-        (ids.len(), case.server.body_count()),
-        (MESSAGES, MESSAGES),
-        "each message exactly once"
-    );
-    let deliveries = out.deliveries();
-    assert!(
-        deliveries.iter().all(|d| d.status == "sent"),
-        "nothing deferred: {deliveries:#?}"
-    );
+    case.assert_each_sent_once(MESSAGES, &out, "hang-up after each message");
     let prepared: u64 = out
         .records()
         .iter()
@@ -713,45 +717,11 @@ fn a_reused_connection_that_ends_before_the_next_message_is_judged_defers_nothin
     ];
     for (name, script) in cases {
         let mut case = Case::new(vec![script]);
-        for i in 0..MESSAGES {
-            case.queue.add(
-                DOMAIN,
-                &format!("m{i}"),
-                "a@src.test",
-                &[&format!("u{i}@{DOMAIN}")],
-                &message(&format!("rset{i}"), "x\n"),
-            );
-        }
+        case.add_numbered(MESSAGES, "rset");
         case.config.max_connections_per_domain = 1;
         let out = case.run();
-        check(
-            case.queue.state().is_empty(),
-            &format!("{name}: every message should be delivered in one run"),
-            &case.queue,
-            &out,
-        );
-        let mut ids = case.server.message_ids();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(
-            (ids.len(), case.server.body_count()),
-            (MESSAGES, MESSAGES),
-            "{name}: each message exactly once"
-        );
-        let deliveries = out.deliveries();
-        assert!(
-            deliveries.iter().all(|d| d.status == "sent") && deliveries.len() == MESSAGES,
-            "{name}: one record per message, nothing deferred: {deliveries:#?}"
-        );
-        let untried = out
-            .records()
-            .iter()
-            .filter(|r| {
-                r["msg"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("goes back untried"))
-            })
-            .count();
+        case.assert_each_sent_once(MESSAGES, &out, name);
+        let untried = out.count_records("goes back untried");
         check(
             untried > 0 && case.server.count_commands("RSET") == untried,
             &format!("{name}: each RSET should have sent a message back untried ({untried})"),

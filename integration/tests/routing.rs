@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_outcome, assert_relay, check, config, message};
+use common::{add_numbered, assert_outcome, assert_relay, check, config, message};
 use postman_integration::hostile::Script;
 use postman_integration::{postman, DnsServer, HostileServer, TestNet, TestQueue, Zones};
 
@@ -472,15 +472,7 @@ fn a_server_limiting_connections_per_client_lowers_concurrency_and_defers_nothin
             .a("mx.capped.test", net.ipv4(1)),
     );
     let queue = TestQueue::new();
-    for i in 0..MESSAGES {
-        queue.add(
-            "capped.test",
-            &format!("m{i}"),
-            "a@src.test",
-            &[&format!("u{i}@capped.test")],
-            &message(&format!("cap{i}"), "x\n"),
-        );
-    }
+    add_numbered(&queue, "capped.test", MESSAGES, "cap");
     let mut cfg = config(&queue, &net, &dns);
     cfg.max_connections_per_domain = 10;
     let out = postman!().run_once(&cfg.write());
@@ -533,15 +525,7 @@ fn a_domain_starts_with_few_connections_and_earns_more_by_delivering() {
             .a("mx.slow.test", net.ipv4(1)),
     );
     let queue = TestQueue::new();
-    for i in 0..MESSAGES {
-        queue.add(
-            "slow.test",
-            &format!("m{i}"),
-            "a@src.test",
-            &[&format!("u{i}@slow.test")],
-            &message(&format!("slow{i}"), "x\n"),
-        );
-    }
+    add_numbered(&queue, "slow.test", MESSAGES, "slow");
     let mut cfg = config(&queue, &net, &dns);
     cfg.max_connections_per_domain = 10;
     cfg.initial_connections_per_domain = 1;

@@ -20,6 +20,20 @@ pub fn message(id: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Queues `n` messages `m0`… for `domain` from a@src.test, one recipient
+/// each (`u0@domain`…), their Message-IDs tagged with `tag`.
+pub fn add_numbered(queue: &TestQueue, domain: &str, n: usize, tag: &str) {
+    for i in 0..n {
+        queue.add(
+            domain,
+            &format!("m{i}"),
+            "a@src.test",
+            &[&format!("u{i}@{domain}")],
+            &message(&format!("{tag}{i}"), "x\n"),
+        );
+    }
+}
+
 /// What an SMTP server must receive for `message` once un-dot-stuffed:
 /// every line ending in CRLF (bare LF becomes CRLF, RFC 5321 §2.3.8) and a
 /// CRLF after the last line.

@@ -195,17 +195,12 @@ fn rset_refused_closes_the_connection_and_the_message_goes_out_on_another() {
         "{deliveries:#?}"
     );
     assert_eq!(e.server.connection_count(), 2, "a new connection for it");
-    let untried = e
-        .out
-        .records()
-        .iter()
-        .filter(|r| {
-            r["msg"]
-                .as_str()
-                .is_some_and(|m| m.contains("goes back untried"))
-        })
-        .count();
-    assert_eq!(untried, 1, "{}", e.out.stderr);
+    assert_eq!(
+        e.out.count_records("goes back untried"),
+        1,
+        "{}",
+        e.out.stderr
+    );
     let first = &e.server.connections()[0];
     let after_rset: Vec<&String> = first
         .commands
