@@ -4,7 +4,7 @@
 //! when asked (SIGUSR1), so logrotate can move the file away.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, LineWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,9 +56,12 @@ pub fn start(
     };
     // The formatters write a record piece by piece (the JSON one a token at
     // a time): unbuffered, that was over a hundred write(2) calls per
-    // delivery. Every record ends with a newline, so a LineWriter makes it
-    // one write a record, and a record is never left half in a buffer.
-    let out = LineWriter::with_capacity(LINE_BUFFER, out);
+    // delivery. Both flush at the end of every record (slog-json with
+    // `set_flush`, slog-term's decorator always), so a buffer makes it one
+    // write a record, and a record is never left half in it. (A LineWriter
+    // did the same but searched every piece for a newline: 1.5 % of the
+    // process's samples.)
+    let out = BufWriter::with_capacity(LINE_BUFFER, out);
     let (drain, guard) = match format {
         LogFormat::Json => {
             let drain = slog_json::Json::new(out)
