@@ -722,6 +722,10 @@ fn a_reused_connection_that_ends_before_the_next_message_is_judged_defers_nothin
         let out = case.run();
         case.assert_each_sent_once(MESSAGES, &out, name);
         let untried = out.count_records("goes back untried");
+        assert!(
+            out.max_metric("worker", "untried") > 0,
+            "{name}: a worker counts them in its metrics"
+        );
         check(
             untried > 0 && case.server.count_commands("RSET") == untried,
             &format!("{name}: each RSET should have sent a message back untried ({untried})"),

@@ -53,6 +53,9 @@ pub struct Stats {
     pub connections_opened: u64,
     pub connect_failures: u64,
     pub transactions: u64,
+    /// Messages given back untried: their reused connection ended before
+    /// the server judged them.
+    pub untried: u64,
     pub sent: u64,
     pub deferred: u64,
     pub bounced: u64,
@@ -520,6 +523,7 @@ impl Worker {
             "connections_opened" => s.connections_opened,
             "connect_failures" => s.connect_failures,
             "transactions" => s.transactions,
+            "untried" => s.untried,
             "sent" => s.sent,
             "deferred" => s.deferred,
             "bounced" => s.bounced,

@@ -377,6 +377,7 @@ pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&s
 /// recorded on the file; the claim is released and the message goes back
 /// untried, for another connection.
 pub fn untried_job(shared: &mut Shared, job: Job, relay: &str) {
+    shared.stats.untried += 1;
     if let Some(body) = job.body {
         shared.body_pool.recycle(body);
     }
