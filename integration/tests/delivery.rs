@@ -428,3 +428,61 @@ fn a_queue_file_replaced_after_the_scan_is_delivered_as_it_is_now() {
     );
     assert_outcome(&out, &out.deliveries(), "u2@chg.test", "sent", Some(250));
 }
+
+/// Bodies over the 1 MiB a worker keeps in memory are sent from their
+/// queue files, a chunk at a time in the worker's loop; after delivery the
+/// file's name goes while it is still open and a disk thread's close frees
+/// it. Two of them on one connection arrive byte for byte and leave the
+/// queue.
+#[test]
+fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("big.test", 10, "mx.big.test")
+            .a("mx.big.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let mut sent = Vec::new();
+    for i in 0..2 {
+        let mut body = String::new();
+        for n in 0..24_000 {
+            // Every 1,000th line starts with a dot, to be stuffed.
+            let dot = if n % 1000 == 0 { "." } else { "" };
+            body.push_str(&format!("{dot}{i}:{n:06} {}\n", "y".repeat(56)));
+        }
+        let msg = message(&format!("big{i}"), &body);
+        assert!(
+            msg.len() > 1024 * 1024 + 100_000,
+            "over the in-memory limit"
+        );
+        queue.add(
+            "big.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &[&format!("u{i}@big.test")],
+            &msg,
+        );
+        sent.push(on_the_wire(&msg));
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 1;
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "both delivered and removed",
+        &queue,
+        &out,
+    );
+    let mut got: Vec<Vec<u8>> = server
+        .bodies()
+        .iter()
+        .map(|b| postman_integration::hostile::unstuff(b))
+        .collect();
+    got.sort();
+    sent.sort();
+    assert!(got == sent, "both bodies arrive byte for byte");
+    assert_eq!(server.connection_count(), 1, "one connection for both");
+}
