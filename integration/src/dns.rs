@@ -60,6 +60,13 @@ impl Zones {
         self
     }
 
+    /// The common test domain: `domain MX 10 mx.<domain>` and
+    /// `mx.<domain> A ip`, one MX host at one address.
+    pub fn mx_at(self, domain: &str, ip: Ipv4Addr) -> Zones {
+        let host = format!("mx.{domain}");
+        self.mx(domain, 10, &host).a(&host, ip)
+    }
+
     /// `domain MX 0 .`: the domain accepts no mail (RFC 7505).
     pub fn null_mx(mut self, domain: &str) -> Zones {
         self.records.push(Record::from_rdata(

@@ -138,11 +138,7 @@ fn a_fifo_or_a_folder_made_in_a_domain_folder_does_not_stall_the_scanner() {
 fn stop_mid_delivery(signal: Signal) {
     let net = TestNet::new();
     let server = HostileServer::start(net.addr(1), vec![Script::new().stall(60_000)]);
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("slow.test", 10, "mx.slow.test")
-            .a("mx.slow.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("slow.test", net.ipv4(1)));
     let queue = TestQueue::new();
     for i in 0..3 {
         queue.add(
@@ -244,11 +240,7 @@ fn daemon_retries_a_deferred_message_after_the_backoff() {
             Script::polite(),
         ],
     );
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("grey.test", 10, "mx.grey.test")
-            .a("mx.grey.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("grey.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let m = message("grey", "retried\n");
     queue.add("grey.test", "m1", "a@src.test", &["u@grey.test"], &m);

@@ -189,11 +189,7 @@ fn implicit_mx_delivers_to_the_domains_own_address() {
 fn connection_reuse_sends_many_messages_over_one_connection_with_rset_between() {
     let net = TestNet::new();
     let server = HostileServer::polite(net.addr(1));
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("reuse.test", 10, "mx.reuse.test")
-            .a("mx.reuse.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("reuse.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let count = 12;
     for i in 0..count {
@@ -243,11 +239,7 @@ fn connection_reuse_sends_many_messages_over_one_connection_with_rset_between() 
 fn max_messages_per_connection_opens_new_connections() {
     let net = TestNet::new();
     let server = HostileServer::polite(net.addr(1));
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("cap.test", 10, "mx.cap.test")
-            .a("mx.cap.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("cap.test", net.ipv4(1)));
     let queue = TestQueue::new();
     for i in 0..5 {
         queue.add(
@@ -310,11 +302,7 @@ fn multi_line_replies_at_every_step_are_understood() {
         .body("250-queued\n250-as\n250 2.0.0 12345")
         .then_polite();
     let server = HostileServer::start(net.addr(1), vec![script]);
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("multi.test", 10, "mx.multi.test")
-            .a("mx.multi.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("multi.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let msg = message("multi", "body\n");
     queue.add("multi.test", "m1", "a@src.test", &["u@multi.test"], &msg);
@@ -373,11 +361,7 @@ fn a_queue_file_replaced_after_the_scan_is_delivered_as_it_is_now() {
             .greet("220 mx.chg.test ESMTP")
             .then_polite()],
     );
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("chg.test", 10, "mx.chg.test")
-            .a("mx.chg.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("chg.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let body = message("chg", "x\n");
     let path = queue.add("chg.test", "m1", "a@src.test", &["u1@chg.test"], &body);
@@ -438,11 +422,7 @@ fn a_queue_file_replaced_after_the_scan_is_delivered_as_it_is_now() {
 fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
     let net = TestNet::new();
     let server = HostileServer::polite(net.addr(1));
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("big.test", 10, "mx.big.test")
-            .a("mx.big.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("big.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let mut sent = Vec::new();
     for i in 0..2 {

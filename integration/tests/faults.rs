@@ -28,11 +28,7 @@ impl Case {
     fn new(scripts: Vec<Script>) -> Case {
         let net = TestNet::new();
         let server = HostileServer::start(net.addr(1), scripts);
-        let dns = DnsServer::start(
-            Zones::new()
-                .mx(DOMAIN, 10, "mx.hostile.test")
-                .a("mx.hostile.test", net.ipv4(1)),
-        );
+        let dns = DnsServer::start(Zones::new().mx_at(DOMAIN, net.ipv4(1)));
         let queue = TestQueue::new();
         let mut config = config(&queue, &net, &dns);
         config.timeouts = postman_integration::postman::SmtpTimeouts::all(2);

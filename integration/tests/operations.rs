@@ -116,11 +116,7 @@ fn metrics_records_count_what_was_sent() {
 fn sighup_reloads_the_settings_and_reports_what_changed() {
     let net = TestNet::new();
     let _server = HostileServer::polite(net.addr(1));
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("h.test", 10, "mx.h.test")
-            .a("mx.h.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("h.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let mut cfg = config(&queue, &net, &dns);
     let file = cfg.write();
@@ -199,11 +195,7 @@ fn sighup_reloads_the_settings_and_reports_what_changed() {
 fn log_file_is_reopened_on_sigusr1() {
     let net = TestNet::new();
     let _server = HostileServer::polite(net.addr(1));
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("r.test", 10, "mx.r.test")
-            .a("mx.r.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("r.test", net.ipv4(1)));
     let queue = TestQueue::new();
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("postman.log");

@@ -175,11 +175,7 @@ fn a_restart_keeps_an_unreachable_domain_backing_off() {
     let net = TestNet::new();
     // The only MX refuses every session at the greeting.
     let server = HostileServer::start(net.addr(1), vec![Script::new().greet("421 4.3.2 busy")]);
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("busy.test", 10, "mx.busy.test")
-            .a("mx.busy.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("busy.test", net.ipv4(1)));
     let queue = TestQueue::new();
     for i in 0..3 {
         queue.add(
@@ -466,11 +462,7 @@ fn a_server_limiting_connections_per_client_lowers_concurrency_and_defers_nothin
         2,
         "421 4.7.0 too many connections from your address",
     );
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("capped.test", 10, "mx.capped.test")
-            .a("mx.capped.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("capped.test", net.ipv4(1)));
     let queue = TestQueue::new();
     add_numbered(&queue, "capped.test", MESSAGES, "cap");
     let mut cfg = config(&queue, &net, &dns);
@@ -519,11 +511,7 @@ fn a_domain_starts_with_few_connections_and_earns_more_by_delivering() {
             .greet("220 slow.test ESMTP")
             .then_polite()],
     );
-    let dns = DnsServer::start(
-        Zones::new()
-            .mx("slow.test", 10, "mx.slow.test")
-            .a("mx.slow.test", net.ipv4(1)),
-    );
+    let dns = DnsServer::start(Zones::new().mx_at("slow.test", net.ipv4(1)));
     let queue = TestQueue::new();
     add_numbered(&queue, "slow.test", MESSAGES, "slow");
     let mut cfg = config(&queue, &net, &dns);

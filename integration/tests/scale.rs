@@ -98,10 +98,8 @@ fn a_large_backlog_does_not_delay_a_domain_with_one_message() {
     let small_server = HostileServer::polite(net.addr(2));
     let dns = DnsServer::start(
         Zones::new()
-            .mx("big.test", 10, "mx.big.test")
-            .a("mx.big.test", net.ipv4(1))
-            .mx("small.test", 10, "mx.small.test")
-            .a("mx.small.test", net.ipv4(2)),
+            .mx_at("big.test", net.ipv4(1))
+            .mx_at("small.test", net.ipv4(2)),
     );
     let queue = TestQueue::new();
     // The scanner lists "big.test" first, so a first-come-first-served
