@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{assert_outcome, assert_relay, check, config, message, on_the_wire};
 use postman_integration::hostile::Script;
 use postman_integration::{
-    postman, AiosmtpdSink, DnsServer, HostileServer, TestNet, TestQueue, Zones,
+    postman, AiosmtpdSink, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
 };
 
 /// Bodies that exercise transparency (RFC 5321 §4.5.2) and line-ending
@@ -31,6 +31,15 @@ fn tricky_bodies() -> Vec<(&'static str, Vec<u8>)> {
         ("long-line", message("long-line", &format!("{long}\n.{long}\n"))),
         ("empty-body", message("empty-body", "")),
     ]
+}
+
+/// Runs postman once with `cfg`; it must succeed and leave `queue` empty
+/// (`what` says why, for the failure message).
+fn run_until_empty(queue: &TestQueue, cfg: &postman_integration::Config, what: &str) -> RunOutput {
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(queue.state().is_empty(), what, queue, &out);
+    out
 }
 
 #[test]
@@ -203,14 +212,7 @@ fn connection_reuse_sends_many_messages_over_one_connection_with_rset_between() 
     }
     let mut cfg = config(&queue, &net, &dns);
     cfg.max_connections_per_domain = 1;
-    let out = postman!().run_once(&cfg.write());
-    out.assert_success();
-    check(
-        queue.state().is_empty(),
-        "all messages should be delivered",
-        &queue,
-        &out,
-    );
+    run_until_empty(&queue, &cfg, "all messages should be delivered");
     assert!(
         server.wait_idle(1, Duration::from_secs(5)),
         "server connections did not finish"
@@ -253,14 +255,7 @@ fn max_messages_per_connection_opens_new_connections() {
     let mut cfg = config(&queue, &net, &dns);
     cfg.max_connections_per_domain = 1;
     cfg.max_messages_per_connection = 2;
-    let out = postman!().run_once(&cfg.write());
-    out.assert_success();
-    check(
-        queue.state().is_empty(),
-        "all messages should be delivered",
-        &queue,
-        &out,
-    );
+    run_until_empty(&queue, &cfg, "all messages should be delivered");
     assert!(
         server.wait_idle(3, Duration::from_secs(5)),
         "server connections did not finish"
@@ -448,14 +443,7 @@ fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
     }
     let mut cfg = config(&queue, &net, &dns);
     cfg.max_connections_per_domain = 1;
-    let out = postman!().run_once(&cfg.write());
-    out.assert_success();
-    check(
-        queue.state().is_empty(),
-        "both delivered and removed",
-        &queue,
-        &out,
-    );
+    run_until_empty(&queue, &cfg, "both delivered and removed");
     let mut got: Vec<Vec<u8>> = server
         .bodies()
         .iter()
