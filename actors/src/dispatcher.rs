@@ -64,13 +64,15 @@ struct Domain {
     connections: usize,
     /// How many connections the domain may have now (Postfix's destination
     /// concurrency): `delivery.initial_connections_per_domain` to start
-    /// with, one more after as many deliveries as the limit (1/n each), up
-    /// to `max_connections_per_domain`; down to the other open connections
+    /// with, one more after as many answered attempts as the limit (1/n
+    /// each; one cut off by a broken connection earns nothing), up to
+    /// `max_connections_per_domain`; down to the other open connections
     /// when one fails while they are open; 1 after a failed round, so that
     /// a dead host is probed by one connection rather than hammered by
     /// twenty.
     limit: usize,
-    /// Deliveries since the limit last changed: at `limit` it rises by one.
+    /// Answered attempts since the limit last changed: at `limit` it rises
+    /// by one.
     credit: usize,
     suspended_until: Option<Instant>,
     /// Failed connection rounds in a row (persisted in `<domain>/.backoff`):
@@ -301,13 +303,14 @@ impl Dispatcher {
                 domain,
                 id,
                 disposition,
+                answered,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 let max = self.config.max_connections_per_domain;
                 if let Some(d) = self.domains.get_mut(&domain) {
                     d.flying.remove(&id);
                     // A server that answered is feedback to go faster.
-                    if !matches!(disposition, Disposition::Unused(_)) && d.limit < max {
+                    if answered && d.limit < max {
                         d.credit += 1;
                         if d.credit >= d.limit {
                             d.limit += 1;

@@ -107,6 +107,11 @@ pub enum DispatcherMsg {
         /// The message's queue id.
         id: String,
         disposition: Disposition,
+        /// The server judged the message: some recipient has its reply.
+        /// Only that earns the domain more connections; a transaction cut
+        /// off by a broken connection, or a file that could not be read,
+        /// says nothing about what the server can take.
+        answered: bool,
     },
     /// The connection is idle and may carry another message of its domain.
     WantMore {

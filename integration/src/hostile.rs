@@ -240,6 +240,8 @@ struct Shared {
     greylisted: Mutex<HashSet<String>>,
     /// Connections whose script is playing now.
     active: AtomicUsize,
+    /// The most that played at once.
+    peak: AtomicUsize,
     /// At most this many play at once; one more gets the reply and is
     /// closed (see [`HostileServer::start_capped`]).
     cap: Option<(usize, Vec<u8>)>,
@@ -293,6 +295,7 @@ impl HostileServer {
             streams: Mutex::new(Vec::new()),
             greylisted: Mutex::new(HashSet::new()),
             active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             cap,
         });
         let acceptor = {
@@ -322,6 +325,11 @@ impl HostileServer {
     /// How many connections were accepted so far.
     pub fn connection_count(&self) -> usize {
         self.shared.logs.lock().unwrap().len()
+    }
+
+    /// The most connections whose scripts played at the same time.
+    pub fn peak_connections(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
     }
 
     /// A snapshot of every connection's transcript, in accept order.
@@ -444,7 +452,8 @@ fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: Arc<Shared>)
                 }
                 let script = scripts[played.min(scripts.len() - 1)].clone();
                 played += 1;
-                shared.active.fetch_add(1, Ordering::SeqCst);
+                let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+                shared.peak.fetch_max(active, Ordering::SeqCst);
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
                 let _ = stream.set_nodelay(true);

@@ -534,3 +534,46 @@ fn a_domain_starts_with_few_connections_and_earns_more_by_delivering() {
         &out,
     );
 }
+
+/// Only a server's answer earns a domain more connections. A server that
+/// greets slowly, takes each message and hangs up before its final reply
+/// answers nothing: with one connection to start, the domain stays at one,
+/// each message deferred on a connection of its own. Counting such attempts
+/// as deliveries would open a second connection after the first hang-up.
+#[test]
+fn connections_cut_off_before_the_answer_earn_no_more_connections() {
+    const MESSAGES: usize = 4;
+    let net = TestNet::new();
+    let server = HostileServer::start(
+        net.addr(1),
+        vec![Script::new()
+            .stall(200)
+            .hello()
+            .expect("MAIL FROM", "250 ok")
+            .expect("RCPT TO", "250 ok")
+            .expect("DATA", "354 go ahead")
+            .body_silently()
+            .close()],
+    );
+    let dns = DnsServer::start(Zones::new().mx_at("cutoff.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    add_numbered(&queue, "cutoff.test", MESSAGES, "cut");
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 10;
+    cfg.initial_connections_per_domain = 1;
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    let deliveries = out.deliveries();
+    check(
+        deliveries.len() == MESSAGES && deliveries.iter().all(|d| d.status == "deferred"),
+        &format!("each message tried once and deferred: {deliveries:#?}"),
+        &queue,
+        &out,
+    );
+    assert_eq!(server.connection_count(), MESSAGES, "one connection each");
+    assert_eq!(
+        server.peak_connections(),
+        1,
+        "no answer, no second connection"
+    );
+}

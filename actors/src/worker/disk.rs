@@ -101,6 +101,12 @@ pub struct Answers {
 }
 
 impl Settlement {
+    /// Some recipient's fate is the server's reply (see
+    /// [`DispatcherMsg::Done`]'s `answered`).
+    pub fn answered(&self) -> bool {
+        self.fates.iter().any(|f| f.code != 0)
+    }
+
     /// Updates or removes the file, logs the delivery records, and says
     /// what the dispatcher should do with the message.
     pub fn settle(self, settler: &mut Settler) -> Disposition {
@@ -288,6 +294,7 @@ fn spawn(
                         let buffer = s.buffer.take();
                         let domain = s.msg.domain.clone();
                         let id = s.msg.id.clone();
+                        let answered = s.answered();
                         let disposition = s.settle(&mut settler);
                         if let Some(buffer) = buffer {
                             pool.give(buffer);
@@ -301,6 +308,7 @@ fn spawn(
                                 domain,
                                 id,
                                 disposition,
+                                answered,
                             })
                             .is_err()
                         {

@@ -302,6 +302,7 @@ impl Worker {
                             domain: job.domain.clone(),
                             id: job.id.clone(),
                             disposition: crate::messages::Disposition::Unused(job),
+                            answered: false,
                         });
                     }
                 }

@@ -344,11 +344,13 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         // worker to the pace of the disk.
         let domain = settlement.msg.domain.clone();
         let id = settlement.msg.id.clone();
+        let answered = settlement.answered();
         let disposition = settlement.settle(&mut shared.settler);
         shared.tell(DispatcherMsg::Done {
             domain,
             id,
             disposition,
+            answered,
         });
     }
 }
@@ -427,6 +429,7 @@ fn tell_done(ctx: &Ctx<'_>, msg: QueuedMessage, disposition: Disposition) {
         domain: msg.domain,
         id: msg.id,
         disposition,
+        answered: false,
     });
 }
 
@@ -454,5 +457,6 @@ fn give_back_to(ctx: &Ctx<'_>, msg: QueuedMessage) {
         domain: msg.domain.clone(),
         id: msg.id.clone(),
         disposition: Disposition::Unused(msg),
+        answered: false,
     });
 }
