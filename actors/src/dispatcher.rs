@@ -378,7 +378,8 @@ impl Dispatcher {
                 );
                 match disposition {
                     Disposition::Deferred(msg) => {
-                        let due = settler::due(&msg.retry, self.config.retry_delay).max(until);
+                        let due =
+                            settler::due_again(&msg.retry, self.config.retry_delay).max(until);
                         self.defer(msg, due);
                     }
                     other => self.settled(other, now),

@@ -425,3 +425,18 @@ pub fn due(state: &RetryState, fallback: Duration) -> Instant {
         None => now + fallback,
     }
 }
+
+/// When a message that was just worked on and kept is due again: at its
+/// `X-Postman-Next-Attempt` while that is ahead, else `fallback` from now.
+/// A next attempt already past means none could be recorded (the file could
+/// not be claimed, opened, read or rewritten); without the fallback such a
+/// message would go round as fast as its trouble repeats, in a daemon
+/// that never idles, instead of waiting like a message that was tried.
+pub fn due_again(state: &RetryState, fallback: Duration) -> Instant {
+    let now = Instant::now();
+    let ahead = state
+        .next_attempt
+        .and_then(|at| at.duration_since(SystemTime::now()).ok())
+        .filter(|wait| !wait.is_zero());
+    now + ahead.unwrap_or(fallback)
+}

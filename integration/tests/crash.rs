@@ -758,3 +758,57 @@ fn a_bounce_that_cannot_be_written_keeps_the_recipient_queued() {
         "the bounce reports x@ as failed:\n{text}"
     );
 }
+
+/// A message whose file cannot be claimed has no attempt recorded on it,
+/// so a retry time already past stays past. The daemon must still wait the
+/// first retry delay before the next try, as for a message that was tried,
+/// and not take it up again at once, over and over, as fast as the claim
+/// fails. The claim is made to fail without root tricks: a plain file
+/// stands where the claim folder `.active` should be.
+#[test]
+fn a_due_message_that_cannot_be_claimed_waits_rather_than_spins() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(zones_for(Zones::new(), &net, 1, "noclaim.test"));
+    let queue = TestQueue::new();
+    let path = queue.add(
+        "noclaim.test",
+        "m1",
+        LOCAL_SENDER,
+        &["u@noclaim.test"],
+        &message("noclaim", "cannot be claimed yet\n"),
+    );
+    // Deferred once before, and due now.
+    make_due(&path);
+    let active = queue.domain_dir("noclaim.test").join(".active");
+    std::fs::write(&active, b"not a folder").unwrap();
+    let cfg = local_config(&queue, &net, &dns).write();
+
+    let mut daemon = postman!().spawn_daemon(&cfg);
+    let tried = daemon.wait_for(Duration::from_secs(10), |records| {
+        records
+            .iter()
+            .any(|r| r["msg"] == "cannot claim queue file")
+    });
+    assert!(tried, "the claim was tried:\n{}", daemon.log_text());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        daemon.is_running(),
+        "the daemon exited:\n{}",
+        daemon.log_text()
+    );
+    let claims = daemon
+        .records()
+        .iter()
+        .filter(|r| r["msg"] == "cannot claim queue file")
+        .count();
+    daemon.terminate(STOP_WITHIN);
+    assert_eq!(
+        claims,
+        1,
+        "one failed claim, then the retry delay:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(server.body_count(), 0, "nothing was sent");
+    assert!(path.exists(), "the message is still queued");
+}

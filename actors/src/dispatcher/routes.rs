@@ -224,7 +224,7 @@ impl Dispatcher {
         match disposition {
             Disposition::Finished => self.stats.finished += 1,
             Disposition::Deferred(msg) => {
-                let due = settler::due(&msg.retry, self.config.retry_delay);
+                let due = settler::due_again(&msg.retry, self.config.retry_delay);
                 self.defer(msg, due);
             }
             Disposition::Unused(msg) => self.enqueue(msg, now),
