@@ -389,8 +389,15 @@ impl Dispatcher {
             DispatcherMsg::LocalLimit {
                 domain,
                 job,
+                what,
                 reason,
-            } => self.local_limit(&domain, job, &reason, now),
+            } => self.local_limit(&domain, job, what, &reason, now),
+            DispatcherMsg::LookupPutOff { domain, reason } => {
+                self.lookups = self.lookups.saturating_sub(1);
+                self.domain(&domain).route = RouteState::Unknown;
+                self.pause_for_local_limit("route lookup", &domain, None, &reason, now);
+                self.make_runnable(&domain);
+            }
             DispatcherMsg::Closed { worker, domain } => {
                 self.connections = self.connections.saturating_sub(1);
                 if let Some(link) = self.workers.get_mut(worker) {
@@ -573,31 +580,52 @@ impl Dispatcher {
         }
     }
 
-    /// A connection found no socket it could use (see
-    /// [`DispatcherMsg::LocalLimit`]): the message is ready again, as if never
-    /// tried, and new connections wait [`LOCAL_LIMIT_PAUSE`] so the workers
-    /// do not spin on the shortage. The domain keeps its limit and is not
-    /// backed off; the connection's slot is freed by its `Closed`. One
-    /// warning per pause; the metrics' `local_limits` counts every one.
-    fn local_limit(&mut self, domain: &str, job: QueuedMessage, reason: &str, now: Instant) {
+    /// A connection found no socket it could use, or its message's file
+    /// could not be opened, for want of descriptors (see
+    /// [`DispatcherMsg::LocalLimit`]): the message is ready again, as if
+    /// never tried. The domain keeps its limit and is not backed off; a
+    /// connection's slot is freed by its `Closed`.
+    fn local_limit(
+        &mut self,
+        domain: &str,
+        job: QueuedMessage,
+        what: &str,
+        reason: &str,
+        now: Instant,
+    ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(d) = self.domains.get_mut(domain) {
             d.flying.remove(&job.id);
         }
+        self.pause_for_local_limit(what, domain, Some(&job.id), reason, now);
+        self.enqueue(job, now);
+    }
+
+    /// Work was put off for a shortage of this process's own: for
+    /// [`LOCAL_LIMIT_PAUSE`] no connection opens and open ones get no new
+    /// message (an idle one closes and gives its descriptor back), so that
+    /// nothing spins on the shortage. Work put off before the pause began
+    /// runs into the same shortage one after another: one warning per
+    /// pause, and the metrics' `local_limits` counts every put-off.
+    fn pause_for_local_limit(
+        &mut self,
+        what: &str,
+        domain: &str,
+        queue_id: Option<&str>,
+        reason: &str,
+        now: Instant,
+    ) {
         self.stats.local_limits += 1;
-        // Connections opened before the pause run into the same shortage
-        // one after another: one warning per pause, the others counted.
         let pausing = self.paused_until.is_none_or(|until| until <= now);
         if pausing {
-            warn!(self.log, "local descriptor limit: connection put off, the message waits untried";
-                "domain" => domain, "queue_id" => &job.id, "reason" => reason,
+            warn!(self.log, "local descriptor limit: {} put off, nothing deferred", what;
+                "domain" => domain, "queue_id" => queue_id, "reason" => reason,
                 "connections" => self.connections,
                 "put_off_in_all" => self.stats.local_limits,
                 "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
-                "hint" => "if this persists, lower delivery.max_connections");
+                "hint" => "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections");
             self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
         }
-        self.enqueue(job, now);
     }
 
     /// Opens connections, one per domain per turn, while there is room.
@@ -696,6 +724,11 @@ impl Dispatcher {
     /// The next message for a connection that asked for more of its domain.
     fn next_for(&mut self, domain: &str, now: Instant) -> Option<QueuedMessage> {
         if self.shutting_down {
+            return None;
+        }
+        // Short of descriptors: an idle connection closes rather than
+        // take a message now (see `pause_for_local_limit`).
+        if self.paused_until.is_some_and(|until| until > now) {
             return None;
         }
         let d = self.domains.get_mut(domain)?;

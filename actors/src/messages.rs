@@ -132,16 +132,23 @@ pub enum DispatcherMsg {
         code: u16,
         dsn: Option<String>,
     },
-    /// A connection could not even be started for a reason of this
-    /// process's own (no socket descriptor below `FD_SETSIZE`, descriptors
-    /// or socket buffers exhausted), not the domain's: the job comes back
-    /// untried, with nothing recorded on its file, and the domain is not
-    /// backed off. New connections should wait a moment.
+    /// A message could not even be started for a reason of this process's
+    /// own (no socket descriptor below `FD_SETSIZE`, descriptors or socket
+    /// buffers exhausted), not the domain's or the file's: the job comes
+    /// back untried, with nothing recorded on its file, and the domain is
+    /// not backed off. New work should wait a moment.
     LocalLimit {
         domain: String,
         job: QueuedMessage,
+        /// What was put off: `"connection"`, `"queue file"`.
+        what: &'static str,
         reason: String,
     },
+    /// A route lookup failed while this process was short of descriptors
+    /// or socket buffers for its queries: no answer about the domain, so
+    /// nothing is deferred or backed off; the lookup is asked again after a
+    /// moment.
+    LookupPutOff { domain: String, reason: String },
     /// A connection is closed; its slot counts no longer.
     Closed { worker: usize, domain: String },
     /// A worker has closed every connection and stopped.

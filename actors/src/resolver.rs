@@ -7,12 +7,18 @@
 //! lookups at once used to push SMTP sockets past `FD_SETSIZE`. So at most
 //! `MAX_CONCURRENT_LOOKUPS` (64) run at once, and every socket hickory opens is
 //! moved to a descriptor at or above `FD_SETSIZE` (see `HighFdRuntime`).
+//!
+//! A lookup that fails while the process could not get a socket for its
+//! queries (descriptors or socket buffers exhausted) says nothing about the
+//! domain: it comes back as [`DispatcherMsg::LookupPutOff`], and the domain
+//! is neither deferred nor backed off.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +40,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::Semaphore;
 
 use crate::messages::DispatcherMsg;
-use crate::worker::FD_SETSIZE;
+use crate::worker::{short_of_resources, FD_SETSIZE};
 
 /// Route lookups that run at once; the others (at most the dispatcher's
 /// `MAX_LOOKUPS` in all) wait their turn, in the order they were asked for,
@@ -78,11 +84,13 @@ pub fn start(
         .enable_all()
         .build()
         .context("cannot start the DNS runtime")?;
+    let provider = HighFdRuntime::default();
+    let shortages = Arc::clone(&provider.shortages);
     let resolver = {
         // The resolver's connections bind to the runtime that first uses them,
         // so it is built and used inside this one runtime only.
         let _enter = runtime.enter();
-        build_resolver(nameservers, timeout, attempts)?
+        build_resolver(provider, nameservers, timeout, attempts)?
     };
     let resolver = Arc::new(resolver);
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_LOOKUPS));
@@ -94,6 +102,7 @@ pub fn start(
                 let slots = Arc::clone(&slots);
                 let answers = answers.clone();
                 let log = log.clone();
+                let shortages = Arc::clone(&shortages);
                 // The task waits for a slot rather than this thread, so
                 // that when the dispatcher stops, the loop ends at once and
                 // the waiting lookups are dropped with the runtime.
@@ -104,16 +113,31 @@ pub fn start(
                         return;
                     };
                     let started = Instant::now();
+                    let shortages_before = shortages.load(Ordering::Relaxed);
                     let (route, valid_until) = resolve(&resolver, &request.domain).await;
                     debug!(log, "route resolved"; "domain" => &request.domain,
                         "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
+                    // A failure while some query could not get a socket
+                    // (this lookup's or another's) is the process's, not
+                    // the domain's.
+                    let msg = match route {
+                        Err(route::RouteError::Transient(reason))
+                            if shortages.load(Ordering::Relaxed) != shortages_before =>
+                        {
+                            DispatcherMsg::LookupPutOff {
+                                domain: request.domain,
+                                reason,
+                            }
+                        }
+                        route => DispatcherMsg::Resolved {
+                            domain: request.domain,
+                            route,
+                            valid_until,
+                        },
+                    };
                     // The dispatcher never blocks on us, so a blocking send
                     // cannot deadlock; an error means it is gone.
-                    let _ = answers.send(DispatcherMsg::Resolved {
-                        domain: request.domain,
-                        route,
-                        valid_until,
-                    });
+                    let _ = answers.send(msg);
                 });
             }
             runtime.shutdown_timeout(Duration::from_secs(1));
@@ -123,11 +147,11 @@ pub fn start(
 }
 
 fn build_resolver(
+    provider: HighFdRuntime,
     nameservers: &[SocketAddr],
     timeout: Duration,
     attempts: usize,
 ) -> anyhow::Result<DnsResolver> {
-    let provider = HighFdRuntime::default();
     let mut builder = if nameservers.is_empty() {
         DnsResolver::builder(provider).context("cannot read the system resolver configuration")?
     } else {
@@ -233,8 +257,26 @@ async fn resolve(
 /// worker can never use, and the daemon raises `RLIMIT_NOFILE` far above
 /// them at start; the low ones are left for the SMTP sockets, however many
 /// lookups are in flight.
+///
+/// It also counts the sockets it could not open for want of descriptors or
+/// buffers (`shortages`), which hickory reports only as a failed query.
 #[derive(Clone, Default)]
-struct HighFdRuntime(TokioRuntimeProvider);
+struct HighFdRuntime {
+    tokio: TokioRuntimeProvider,
+    shortages: Arc<AtomicU64>,
+}
+
+impl HighFdRuntime {
+    /// Counts `e` when it is a shortage of this process's own.
+    fn note<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            if short_of_resources(e) {
+                self.shortages.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
 
 impl RuntimeProvider for HighFdRuntime {
     type Handle = TokioHandle;
@@ -243,7 +285,7 @@ impl RuntimeProvider for HighFdRuntime {
     type Tcp = AsyncIoTokioAsStd<tokio::net::TcpStream>;
 
     fn create_handle(&self) -> Self::Handle {
-        self.0.create_handle()
+        self.tokio.create_handle()
     }
 
     fn connect_tcp(
@@ -252,12 +294,13 @@ impl RuntimeProvider for HighFdRuntime {
         bind_addr: Option<SocketAddr>,
         wait_for: Option<Duration>,
     ) -> Pin<Box<dyn Send + Future<Output = io::Result<Self::Tcp>>>> {
+        let this = self.clone();
         Box::pin(async move {
-            let socket = Socket::new(
+            let socket = this.note(Socket::new(
                 Domain::for_address(server_addr),
                 Type::STREAM,
                 Some(Protocol::TCP),
-            )?;
+            ))?;
             let socket = Socket::from(above_select_range(socket.into()));
             socket.set_nonblocking(true)?;
             let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
@@ -281,8 +324,9 @@ impl RuntimeProvider for HighFdRuntime {
         local_addr: SocketAddr,
         _server_addr: SocketAddr,
     ) -> Pin<Box<dyn Send + Future<Output = io::Result<Self::Udp>>>> {
+        let this = self.clone();
         Box::pin(async move {
-            let socket = std::net::UdpSocket::bind(local_addr)?;
+            let socket = this.note(std::net::UdpSocket::bind(local_addr))?;
             let socket = std::net::UdpSocket::from(above_select_range(socket.into()));
             socket.set_nonblocking(true)?;
             tokio::net::UdpSocket::from_std(socket)

@@ -17,6 +17,7 @@ use postman::queue::{self, Layout, ReadError, RetryState};
 use slog::{error, info, warn, Logger};
 
 use crate::messages::{DispatcherMsg, FileIdentity, QueuedMessage, ScannerMsg};
+use crate::worker::short_of_resources;
 
 /// How often the scanner looks at its mailbox while waiting for inotify
 /// events: the upper bound on how long a shutdown waits for it.
@@ -40,6 +41,8 @@ pub struct Scanner {
     stats: Stats,
     /// While a full scan runs: when to log the next progress line.
     progress_at: Option<Instant>,
+    /// When the scan last warned that it waits for a descriptor.
+    shortage_warned: Option<Instant>,
 }
 
 /// The scanner's counters, written as its `metrics` record.
@@ -58,6 +61,14 @@ struct Stats {
 /// How often a long full scan says how far it got: a queue of 100,000
 /// files takes a while, and the operator should see it is working.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// While the process has no descriptor free, the scan tries a file again
+/// this often, for at most [`SHORTAGE_WAIT`] before it logs the file as
+/// unreadable and goes on (the next rescan finds it).
+const SHORTAGE_RETRY: Duration = Duration::from_millis(50);
+const SHORTAGE_WAIT: Duration = Duration::from_secs(5);
+/// At most one warning about the shortage this often.
+const SHORTAGE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The scanner stops: the dispatcher is gone or asked it to.
 struct Stop;
@@ -91,6 +102,7 @@ impl Scanner {
             metrics_interval,
             stats: Stats::default(),
             progress_at: None,
+            shortage_warned: None,
             known: HashMap::new(),
             bad_folders: HashSet::new(),
             inotify: None,
@@ -425,14 +437,7 @@ impl Scanner {
             return Ok(());
         }
         let path = self.layout.domain_dir(domain).join(name);
-        // One path lookup: open, then fstat. Non-blocking, so that a FIFO
-        // someone left here cannot hang the scan waiting for a writer.
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&path)
-            .and_then(|file| Ok((file.metadata()?, file)));
-        let (metadata, mut file) = match opened {
+        let (metadata, mut file) = match self.open(&path) {
             Ok((metadata, file)) if metadata.is_file() => (metadata, file),
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -488,6 +493,41 @@ impl Scanner {
             Err(ReadError::Envelope(e)) => {
                 self.quarantine(domain, name, &path, &e.to_string());
                 Ok(())
+            }
+        }
+    }
+
+    /// Opens a queue file and reads its metadata: one path lookup, open
+    /// then fstat. Non-blocking, so that a FIFO someone left here cannot
+    /// hang the scan waiting for a writer. While the process is short of
+    /// descriptors (connections and lookups hold them all), the scan waits
+    /// for one rather than skip the file, which a run with `--once` would
+    /// then never deliver.
+    fn open(&mut self, path: &Path) -> io::Result<(std::fs::Metadata, std::fs::File)> {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(path)
+                .and_then(|file| Ok((file.metadata()?, file)))
+        };
+        let mut waited = Duration::ZERO;
+        loop {
+            match open() {
+                Err(e) if short_of_resources(&e) && waited < SHORTAGE_WAIT => {
+                    let now = Instant::now();
+                    if self
+                        .shortage_warned
+                        .is_none_or(|at| now >= at + SHORTAGE_WARN_EVERY)
+                    {
+                        warn!(self.log, "local descriptor limit: the scan waits for a descriptor";
+                            "path" => %path.display(), "error" => %e);
+                        self.shortage_warned = Some(now);
+                    }
+                    std::thread::sleep(SHORTAGE_RETRY);
+                    waited += SHORTAGE_RETRY;
+                }
+                result => return result,
             }
         }
     }

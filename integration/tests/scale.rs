@@ -189,23 +189,38 @@ fn descriptors_above_fd_setsize() -> bool {
 /// must fit in an `fd_set`. Its descriptor limit stays far above
 /// `FD_SETSIZE`.
 fn run_squeezed(config: &ConfigFile, squeeze_from: i32, deadline: Duration) -> RunOutput {
+    run_limited(config, squeeze_from, None, deadline)
+}
+
+/// [`run_squeezed`], and with `nofile`, a process whose descriptor limit
+/// (soft and hard `RLIMIT_NOFILE`) is that: it cannot raise it.
+fn run_limited(
+    config: &ConfigFile,
+    squeeze_from: i32,
+    nofile: Option<u64>,
+    deadline: Duration,
+) -> RunOutput {
     let null = File::open("/dev/null").expect("open /dev/null");
     let null_fd = null.as_raw_fd();
     let path = config.path().to_string_lossy().into_owned();
     let mut command = postman!().command(&["run", "--config", &path, "--once"]);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: the closure runs in the child between fork and exec and calls
-    // only dup2(2), which is async-signal-safe; it allocates nothing and
-    // takes no lock. `null_fd` stays open in the parent until `spawn`
-    // returns, and the child has its own copy of it. Whatever the child
-    // inherited at those numbers is close-on-exec (Rust opens every
-    // descriptor that way), so replacing it loses nothing the child needs.
+    // only dup2(2), which is async-signal-safe, and setrlimit(2), a plain
+    // system call; it allocates nothing and takes no lock. `null_fd` stays
+    // open in the parent until `spawn` returns, and the child has its own
+    // copy of it. Whatever the child inherited at those numbers is
+    // close-on-exec (Rust opens every descriptor that way), so replacing it
+    // loses nothing the child needs.
     unsafe {
         command.pre_exec(move || {
             for fd in squeeze_from..FD_SETSIZE {
                 if fd != null_fd && nix::libc::dup2(null_fd, fd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if let Some(n) = nofile {
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)?;
             }
             Ok(())
         });
@@ -522,4 +537,54 @@ fn a_connection_beyond_fd_setsize_waits_untried() {
         DOMAINS,
         "one connection per domain"
     );
+}
+
+/// With the whole descriptor table full (a low `ulimit -n` the daemon
+/// cannot raise, and connections held open by a slow server), route
+/// lookups and queue files find no descriptor either. That says nothing
+/// about a domain or a file: like a connection, each is put off and taken
+/// up again after a pause, and every message goes out in the run with
+/// nothing deferred and no domain backed off.
+#[test]
+fn lookups_and_queue_files_short_of_descriptors_are_put_off() {
+    const DOMAINS: usize = 60;
+    // About 20 for postman's own (standard streams, epoll, inotify,
+    // eventfds, the DNS runtime), the rest for 60 lookups and connections.
+    const NOFILE: u64 = 40;
+    let net = TestNet::new();
+    let server = slow_greeter(&net, 300);
+    let (_dns, queue, mut cfg) = many_domains(&net, DOMAINS);
+    cfg.threads = 1;
+    cfg.max_connections = DOMAINS as u32;
+    let out = run_limited(
+        &cfg.write(),
+        FD_SETSIZE,
+        Some(NOFILE),
+        Duration::from_secs(90),
+    );
+
+    check_all_sent_untroubled(DOMAINS, &queue, &out);
+    // The lookups come first, 60 at once: they are the first put off.
+    let lookups_put_off = out.records().iter().any(|r| {
+        r["level"] == "WARN"
+            && r["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("local descriptor limit: route lookup put off"))
+    });
+    check(
+        lookups_put_off,
+        "route lookups should have been put off with a warning",
+        &queue,
+        &out,
+    );
+    eprintln!(
+        "{} put off in all, {} warnings, {} connections, {:?}",
+        out.max_metric("dispatcher", "local_limits"),
+        local_limit_warnings(&out),
+        server.connection_count(),
+        out.elapsed
+    );
+    // A connection whose message's file could not be opened closes
+    // without sending; each message is received once.
+    assert_eq!(server.body_count(), DOMAINS, "each message once");
 }

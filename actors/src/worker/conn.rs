@@ -221,6 +221,7 @@ impl Conn {
             shared.tell(DispatcherMsg::LocalLimit {
                 domain: self.domain.clone(),
                 job,
+                what: "connection",
                 reason,
             });
         }
@@ -729,9 +730,7 @@ struct BeyondSelect(i32);
 /// process's or the system's descriptor table full, no memory for socket
 /// buffers. Such a failure says nothing about the domain.
 fn local_limit(e: &io::Error) -> bool {
-    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
-    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
-        || e.get_ref().is_some_and(|inner| inner.is::<BeyondSelect>())
+    super::short_of_resources(e) || e.get_ref().is_some_and(|inner| inner.is::<BeyondSelect>())
 }
 
 /// Creates a non-blocking socket and starts connecting. Returns whether the

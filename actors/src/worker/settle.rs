@@ -88,6 +88,10 @@ pub fn prepare(
     // One open serves the envelope, the measuring pass and the sending.
     let mut file = match body::open(claimed.path()) {
         Ok(file) => file,
+        Err(e) if super::short_of_resources(&e) => {
+            put_off(ctx, msg, claimed, &e);
+            return None;
+        }
         Err(e) => {
             cannot_open(ctx, msg, claimed, relay, &e);
             return None;
@@ -388,6 +392,19 @@ pub fn untried_job(shared: &mut Shared, job: Job, relay: &str) {
         "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "relay" => relay);
     release(&ctx, &job.msg, job.claimed);
     give_back_to(&ctx, job.msg);
+}
+
+/// The claimed file cannot be opened for want of descriptors: nothing is
+/// wrong with it or its domain. It goes back unchanged and the message
+/// untried, to be taken up after the dispatcher's pause.
+fn put_off(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, e: &std::io::Error) {
+    release(ctx, &msg, claimed);
+    ctx.tell(DispatcherMsg::LocalLimit {
+        domain: msg.domain.clone(),
+        job: msg,
+        what: "queue file",
+        reason: format!("cannot open queue file: {e}"),
+    });
 }
 
 /// The claimed file cannot be opened or read: it goes back, unchanged, and
