@@ -28,6 +28,7 @@ use crate::resolver::ResolveRequest;
 use crate::settler::{self, Fate, RecipientFate, Settler};
 use crate::worker::WorkerLink;
 
+mod concurrency;
 mod routes;
 
 /// Route lookups in flight at once. The resolver's mailbox holds this many,
@@ -37,13 +38,6 @@ pub const MAX_LOOKUPS: usize = 256;
 /// How soon the dispatcher retries handing a message to a worker whose
 /// mailbox was full.
 const BACKLOG_RETRY: Duration = Duration::from_millis(5);
-
-/// How long no new connection is opened after one could not get a socket
-/// for a local reason (no descriptor below `FD_SETSIZE`, descriptors or
-/// buffers exhausted). Connections that close in the meantime free what was
-/// missing; long enough not to spin on a shortage that lasts, short beside
-/// any retry delay.
-const LOCAL_LIMIT_PAUSE: Duration = Duration::from_millis(500);
 
 enum RouteState {
     Unknown,
@@ -281,24 +275,7 @@ impl Dispatcher {
                 route,
                 valid_until,
             } => self.resolved(domain, route, valid_until, now),
-            DispatcherMsg::Established { domain } => {
-                let initial = self.initial_connections();
-                if let Some(d) = self.domains.get_mut(&domain) {
-                    // Reachable: at least the starting concurrency (a
-                    // domain on probation had one connection).
-                    d.limit = d.limit.max(initial);
-                    if d.failures > 0 {
-                        // One success releases the domain.
-                        d.failures = 0;
-                        d.suspended_until = None;
-                        if let Err(e) = queue::clear_backoff(&self.settler.layout, &domain) {
-                            warn!(self.log, "cannot remove the domain backoff file"; "domain" => &domain,
-                                "error" => %e);
-                        }
-                    }
-                }
-                self.make_runnable(&domain);
-            }
+            DispatcherMsg::Established { domain } => self.established(&domain),
             DispatcherMsg::Done {
                 domain,
                 id,
@@ -306,18 +283,7 @@ impl Dispatcher {
                 answered,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                let max = self.config.max_connections_per_domain;
-                if let Some(d) = self.domains.get_mut(&domain) {
-                    d.flying.remove(&id);
-                    // A server that answered is feedback to go faster.
-                    if answered && d.limit < max {
-                        d.credit += 1;
-                        if d.credit >= d.limit {
-                            d.limit += 1;
-                            d.credit = 0;
-                        }
-                    }
-                }
+                self.feedback(&domain, &id, answered);
                 self.settled(disposition, now);
             }
             DispatcherMsg::WantMore {
@@ -337,30 +303,9 @@ impl Dispatcher {
                 dsn,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                let mut others = 0;
-                if let Some(d) = self.domains.get_mut(&domain) {
-                    d.flying.remove(&job.id);
-                    // This connection is counted until its Closed.
-                    others = d.connections.saturating_sub(1);
-                    if others > 0 {
-                        d.limit = others;
-                        d.credit = 0;
-                    }
-                }
-                if others > 0 {
-                    // Other connections to the domain are open: a server
-                    // that takes no more connections from us (a limit per
-                    // client), not yet a dead domain. Fewer connections,
-                    // and the message waits for those, untried. Should
-                    // they all fail too, the last failure backs the domain
-                    // off and defers what waits.
-                    info!(self.log, "connection failed while others to the domain are open: fewer connections, the message waits for them";
-                        "domain" => &domain, "queue_id" => &job.id, "connections" => others,
-                        "relay" => &relay, "reason" => &reason);
-                    self.stats.concurrency_cuts += 1;
-                    self.enqueue(job, now);
+                let Some(job) = self.cut_concurrency(&domain, job, &relay, &reason, now) else {
                     return;
-                }
+                };
                 let until = self.back_off(&domain, &reason, now);
                 // A failed attempt like any other: retry state on the file,
                 // a record per recipient, a bounce once the lifetime is over.
@@ -393,10 +338,7 @@ impl Dispatcher {
                 reason,
             } => self.local_limit(&domain, job, what, &reason, now),
             DispatcherMsg::LookupPutOff { domain, reason } => {
-                self.lookups = self.lookups.saturating_sub(1);
-                self.domain(&domain).route = RouteState::Unknown;
-                self.pause_for_local_limit("route lookup", &domain, None, &reason, now);
-                self.make_runnable(&domain);
+                self.lookup_put_off(&domain, &reason, now)
             }
             DispatcherMsg::Closed { worker, domain } => {
                 self.connections = self.connections.saturating_sub(1);
@@ -502,14 +444,6 @@ impl Dispatcher {
         self.make_runnable(&name);
     }
 
-    /// The connections a domain starts with: `initial_connections_per_domain`,
-    /// at most `max_connections_per_domain`.
-    fn initial_connections(&self) -> usize {
-        self.config
-            .initial_connections_per_domain
-            .min(self.config.max_connections_per_domain)
-    }
-
     fn make_runnable(&mut self, name: &str) {
         if let Some(d) = self.domains.get_mut(name) {
             if !d.in_runnable && !d.ready.is_empty() {
@@ -577,54 +511,6 @@ impl Dispatcher {
                 self.ready_total -= before - d.ready.len();
             }
             d.deferred.remove(id);
-        }
-    }
-
-    /// A connection found no socket it could use, or its message's file
-    /// could not be opened, for want of descriptors (see
-    /// [`DispatcherMsg::LocalLimit`]): the message is ready again, as if
-    /// never tried. The domain keeps its limit and is not backed off; a
-    /// connection's slot is freed by its `Closed`.
-    fn local_limit(
-        &mut self,
-        domain: &str,
-        job: QueuedMessage,
-        what: &str,
-        reason: &str,
-        now: Instant,
-    ) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(d) = self.domains.get_mut(domain) {
-            d.flying.remove(&job.id);
-        }
-        self.pause_for_local_limit(what, domain, Some(&job.id), reason, now);
-        self.enqueue(job, now);
-    }
-
-    /// Work was put off for a shortage of this process's own: for
-    /// [`LOCAL_LIMIT_PAUSE`] no connection opens and open ones get no new
-    /// message (an idle one closes and gives its descriptor back), so that
-    /// nothing spins on the shortage. Work put off before the pause began
-    /// runs into the same shortage one after another: one warning per
-    /// pause, and the metrics' `local_limits` counts every put-off.
-    fn pause_for_local_limit(
-        &mut self,
-        what: &str,
-        domain: &str,
-        queue_id: Option<&str>,
-        reason: &str,
-        now: Instant,
-    ) {
-        self.stats.local_limits += 1;
-        let pausing = self.paused_until.is_none_or(|until| until <= now);
-        if pausing {
-            warn!(self.log, "local descriptor limit: {} put off, nothing deferred", what;
-                "domain" => domain, "queue_id" => queue_id, "reason" => reason,
-                "connections" => self.connections,
-                "put_off_in_all" => self.stats.local_limits,
-                "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
-                "hint" => "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections");
-            self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
         }
     }
 
