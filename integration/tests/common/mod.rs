@@ -3,9 +3,15 @@
 #![allow(dead_code)]
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use postman_integration::postman::Delivery;
-use postman_integration::{Config, DnsServer, RunOutput, TestNet, TestQueue};
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use postman_integration::postman::{ConfigFile, Delivery};
+use postman_integration::queue::field;
+use postman_integration::{
+    postman, Config, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
+};
+use serde_json::Value;
 
 /// A config for `queue`, SMTP servers on `net`'s port, DNS at `dns`.
 pub fn config(queue: &TestQueue, net: &TestNet, dns: &DnsServer) -> Config {
@@ -136,4 +142,236 @@ pub fn zones_for(
 ) -> postman_integration::Zones {
     let mx = format!("mx.{domain}");
     zones.mx(domain, 10, &mx).a(&mx, net.ipv4(k))
+}
+
+// Shared by durability.rs and bounces.rs.
+
+/// A MAIL or RCPT command up to its path's `>`, without the ESMTP
+/// parameters after it (`SIZE=…`, `NOTIFY=…`).
+pub fn without_params(command: &str) -> &str {
+    &command[..command.find('>').map_or(command.len(), |i| i + 1)]
+}
+
+/// A server that refuses every recipient with `reply` and, as real servers
+/// do, the DATA that follows (RFC 2920 §3.1), so no empty body is sent.
+pub fn refusing(reply: &str) -> Script {
+    Script::polite()
+        .answer("RCPT", reply)
+        .answer("DATA", "554 5.5.1 no valid recipients")
+}
+
+/// Panics with the queue and the log unless `ok`. Like [`check`], but the
+/// queue is shown with every file in it ([`TestQueue::describe`]).
+pub fn check_described(ok: bool, what: &str, queue: &TestQueue, out: &RunOutput) {
+    assert!(
+        ok,
+        "{what}\n--- queue ---\n{}\n--- stderr ---\n{}",
+        queue.describe(),
+        out.stderr
+    );
+}
+
+/// A bounce as mail-parser reads it.
+pub struct Dsn {
+    /// Top-level header fields, raw values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// The human-readable part.
+    pub text: String,
+    /// The per-message fields of the `message/delivery-status` part.
+    pub per_message: Vec<(String, String)>,
+    /// The per-recipient field groups.
+    pub recipients: Vec<Vec<(String, String)>>,
+    /// The `text/rfc822-headers` part.
+    pub original_headers: String,
+}
+
+impl Dsn {
+    /// The per-recipient group for `address`.
+    pub fn recipient(&self, address: &str) -> &[(String, String)] {
+        let want = format!("rfc822; {address}");
+        self.recipients
+            .iter()
+            .find(|g| field(g, "Final-Recipient") == Some(want.as_str()))
+            .unwrap_or_else(|| panic!("no Final-Recipient {want:?} in {:#?}", self.recipients))
+    }
+}
+
+/// Header fields of a block as mail-parser splits them: (name, raw value
+/// trimmed, folding removed).
+fn parsed_fields(block: &[u8]) -> Vec<(String, String)> {
+    let mut with_end = block.to_vec();
+    with_end.extend_from_slice(b"\r\n\r\n");
+    let parsed = MessageParser::default()
+        .parse_headers(&with_end[..])
+        .unwrap_or_else(|| {
+            panic!(
+                "mail-parser finds no fields in {:?}",
+                String::from_utf8_lossy(block)
+            )
+        });
+    parsed
+        .headers_raw()
+        .map(|(name, value)| {
+            let value = value.replace("\r\n", "").replace('\n', "");
+            (name.to_owned(), value.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Parses a bounce with mail-parser and checks its MIME structure: a
+/// `multipart/report; report-type=delivery-status` of exactly three parts,
+/// `text/plain`, `message/delivery-status` and `text/rfc822-headers`.
+pub fn parse_dsn(bytes: &[u8]) -> Dsn {
+    let shown = String::from_utf8_lossy(bytes);
+    let msg = MessageParser::default()
+        .parse(bytes)
+        .unwrap_or_else(|| panic!("mail-parser cannot parse the bounce:\n{shown}"));
+    let ct = msg
+        .content_type()
+        .unwrap_or_else(|| panic!("the bounce has no Content-Type:\n{shown}"));
+    assert_eq!(
+        (ct.ctype(), ct.subtype()),
+        ("multipart", Some("report")),
+        "bounce Content-Type:\n{shown}"
+    );
+    assert_eq!(
+        ct.attribute("report-type"),
+        Some("delivery-status"),
+        "report-type parameter:\n{shown}"
+    );
+    let PartType::Multipart(children) = &msg.root_part().body else {
+        panic!("the bounce's root is not multipart:\n{shown}");
+    };
+    let parts: Vec<_> = children.iter().map(|&id| &msg.parts[id as usize]).collect();
+    let types: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            p.content_type().map_or_else(
+                || "(none)".to_owned(),
+                |c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ],
+        "the three parts of the report, in order:\n{shown}"
+    );
+    let status = parts[1].contents().to_vec();
+    let status_text = String::from_utf8_lossy(&status).replace("\r\n", "\n");
+    let mut groups = status_text
+        .split("\n\n")
+        .filter(|g| !g.trim().is_empty())
+        .map(|g| parsed_fields(g.as_bytes()));
+    let per_message = groups
+        .next()
+        .unwrap_or_else(|| panic!("empty delivery-status part:\n{shown}"));
+    Dsn {
+        headers: msg
+            .headers_raw()
+            .map(|(n, v)| (n.to_owned(), v.replace("\r\n", "").trim().to_owned()))
+            .collect(),
+        text: parts[0].text_contents().unwrap_or_default().to_owned(),
+        per_message,
+        recipients: groups.collect(),
+        original_headers: parts[2].text_contents().unwrap_or_default().to_owned(),
+    }
+}
+
+/// The bounces in the local Maildir of `user`, or a panic with the queue.
+pub fn local_bounces(queue: &TestQueue, user: &str) -> Vec<Vec<u8>> {
+    queue
+        .maildir_messages(user)
+        .into_iter()
+        .map(|b| b.bytes)
+        .collect()
+}
+
+// Shared by ops.rs and ops_live.rs: the operator commands.
+
+/// How long an operator command may take.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A queue, DNS for `d1.test` and `d2.test` (and `src.test`, the senders'
+/// domain) pointing at one scripted server, and a config for all of it.
+pub struct Setup {
+    pub queue: TestQueue,
+    pub server: HostileServer,
+    _dns: DnsServer,
+    pub config: Config,
+    pub file: ConfigFile,
+}
+
+impl Setup {
+    pub fn new(scripts: Vec<Script>) -> Setup {
+        let net = TestNet::new();
+        let server = HostileServer::start(net.addr(1), scripts);
+        let dns = DnsServer::start(
+            Zones::new()
+                .mx("d1.test", 10, "mx.ops.test")
+                .mx("d2.test", 10, "mx.ops.test")
+                .mx("src.test", 10, "mx.ops.test")
+                .a("mx.ops.test", net.ipv4(1)),
+        );
+        let queue = TestQueue::new();
+        let config = config(&queue, &net, &dns);
+        let file = config.write();
+        Setup {
+            queue,
+            server,
+            _dns: dns,
+            config,
+            file,
+        }
+    }
+
+    pub fn polite() -> Setup {
+        Setup::new(vec![Script::polite()])
+    }
+
+    /// Rewrites the config file after a change to `config`.
+    pub fn rewrite_config(&mut self) {
+        self.file = self.config.write();
+    }
+
+    /// `postman <command> --config FILE <args>`.
+    pub fn postman(&self, command: &str, args: &[&str]) -> RunOutput {
+        let config = self.file.path().to_string_lossy().into_owned();
+        let mut all = vec![command, "--config", &config];
+        all.extend_from_slice(args);
+        postman!().run(&all, DEADLINE)
+    }
+
+    /// Like [`Setup::postman`], with `input` on standard input.
+    pub fn postman_with_input(&self, command: &str, args: &[&str], input: &[u8]) -> RunOutput {
+        let config = self.file.path().to_string_lossy().into_owned();
+        let mut all = vec![command, "--config", &config];
+        all.extend_from_slice(args);
+        postman!().run_with_input(&all, input, DEADLINE)
+    }
+
+    pub fn run_once(&self) -> RunOutput {
+        let out = postman!().run_once(&self.file);
+        out.assert_success();
+        out
+    }
+
+    /// The `queue --json` objects.
+    pub fn listing(&self) -> Vec<Value> {
+        let out = self.postman("queue", &["--json"]);
+        out.assert_success();
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+            .collect()
+    }
+}
+
+/// Asserts that `out` succeeded; returns it.
+pub fn succeeded(out: &RunOutput) -> &RunOutput {
+    out.assert_success()
 }
