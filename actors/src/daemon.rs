@@ -77,7 +77,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     let owner = crate::owner::this_process();
     recover(&layout, log);
 
-    let (dispatcher_tx, dispatcher_rx) = crossbeam_channel::bounded(DISPATCHER_MAILBOX);
+    let (dispatcher_tx, dispatcher_rx) = crate::mailbox::bounded(DISPATCHER_MAILBOX);
     let (scanner_tx, scanner_rx) = crossbeam_channel::bounded(1);
     let (resolver_tx, resolver_rx) = crossbeam_channel::bounded(MAX_LOOKUPS);
 
@@ -236,7 +236,7 @@ fn raise_descriptor_limit(log: &Logger) {
 /// lives as long as the process.
 fn spawn_signal_thread(
     mut runtime: Runtime,
-    dispatcher: crossbeam_channel::Sender<DispatcherMsg>,
+    dispatcher: crate::mailbox::Postbox<DispatcherMsg>,
     log: Logger,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()

@@ -13,7 +13,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use postman::config::Config;
 use postman::dsn::{self, RecipientReport};
 use postman::queue;
@@ -22,6 +22,7 @@ use postman::smtp::EnhancedCode;
 use slog::{error, info, warn, Logger};
 
 use crate::logging::LogControl;
+use crate::mailbox::Inbox;
 use crate::messages::{DispatcherMsg, Disposition, QueuedMessage, ScannerMsg, WorkerMsg};
 use crate::records::{self, Status, Verdict};
 use crate::resolver::ResolveRequest;
@@ -105,7 +106,7 @@ impl Domain {
 }
 
 pub struct Dispatcher {
-    inbox: Receiver<DispatcherMsg>,
+    inbox: Inbox<DispatcherMsg>,
     workers: Vec<WorkerLink>,
     resolver: Option<Sender<ResolveRequest>>,
     scanner: Sender<ScannerMsg>,
@@ -152,7 +153,7 @@ impl Dispatcher {
     // ownership of; a struct around them would only rename them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        inbox: Receiver<DispatcherMsg>,
+        inbox: Inbox<DispatcherMsg>,
         workers: Vec<WorkerLink>,
         resolver: Sender<ResolveRequest>,
         scanner: Sender<ScannerMsg>,

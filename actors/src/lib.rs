@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dispatcher;
 pub mod logging;
+pub mod mailbox;
 pub mod messages;
 pub mod ops;
 pub mod owner;

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_resolver::net::runtime::{
@@ -39,6 +39,7 @@ use slog::{debug, Logger};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::Semaphore;
 
+use crate::mailbox::Postbox;
 use crate::messages::DispatcherMsg;
 use crate::worker::{short_of_resources, FD_SETSIZE};
 
@@ -75,7 +76,7 @@ pub fn start(
     timeout: Duration,
     attempts: usize,
     requests: Receiver<ResolveRequest>,
-    answers: Sender<DispatcherMsg>,
+    answers: Postbox<DispatcherMsg>,
     log: Logger,
 ) -> anyhow::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,12 +10,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use postman::queue::{self, Layout, ReadError, RetryState};
 use slog::{error, info, warn, Logger};
 
+use crate::mailbox::Postbox;
 use crate::messages::{DispatcherMsg, FileIdentity, QueuedMessage, ScannerMsg};
 use crate::worker::short_of_resources;
 
@@ -25,7 +26,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 pub struct Scanner {
     layout: Layout,
-    out: Sender<DispatcherMsg>,
+    out: Postbox<DispatcherMsg>,
     inbox: Receiver<ScannerMsg>,
     log: Logger,
     once: bool,
@@ -85,7 +86,7 @@ enum Incomplete {
 impl Scanner {
     pub fn new(
         layout: Layout,
-        out: Sender<DispatcherMsg>,
+        out: Postbox<DispatcherMsg>,
         inbox: Receiver<ScannerMsg>,
         log: Logger,
         once: bool,

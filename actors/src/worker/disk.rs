@@ -39,6 +39,7 @@ use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
 use super::settle::{self, Ctx, Ready};
+use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
 use crate::settler::{RecipientFate, Settler};
 
@@ -148,7 +149,7 @@ impl Disk {
         id: usize,
         config: &Config,
         owner: &str,
-        dispatcher: Sender<DispatcherMsg>,
+        dispatcher: Postbox<DispatcherMsg>,
         answers: &Answers,
         log: Logger,
     ) -> std::io::Result<Disk> {
@@ -240,7 +241,7 @@ fn spawn(
     n: usize,
     config: &Config,
     owner: &str,
-    dispatcher: Sender<DispatcherMsg>,
+    dispatcher: Postbox<DispatcherMsg>,
     answers: Answers,
     log: Logger,
 ) -> std::io::Result<DiskThread> {
@@ -398,7 +399,7 @@ mod tests {
         settings.application.maildir.path = dir.path().to_owned();
         settings.queue.disk_threads = 3;
         let config = settings.validate().expect("valid settings");
-        let (dispatcher, _inbox) = crossbeam_channel::unbounded();
+        let (dispatcher, _inbox) = crate::mailbox::bounded(64);
         let (to, _prepared) = crossbeam_channel::bounded(1);
         let wake = nix::sys::eventfd::EventFd::from_value_and_flags(
             0,

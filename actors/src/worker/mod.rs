@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::settler::Settler;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use nix::sys::eventfd::EventFd;
 use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
@@ -29,6 +29,7 @@ use postman::config::Config;
 use postman::smtp::{IpPreference, SessionConfig, TlsMode};
 use slog::{debug, error, info, Logger};
 
+use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
 pub use link::WorkerLink;
@@ -94,7 +95,7 @@ pub struct Shared {
     pub settler: Settler,
     /// Settles finished transactions off the `pselect` loop.
     pub disk: disk::Disk,
-    pub dispatcher: Sender<DispatcherMsg>,
+    pub dispatcher: Postbox<DispatcherMsg>,
     pub log: Logger,
     pub stats: Stats,
     /// Set on shutdown: when in-flight transactions must be abandoned.
@@ -150,7 +151,7 @@ impl Worker {
     pub fn new(
         id: usize,
         config: &Config,
-        dispatcher: Sender<DispatcherMsg>,
+        dispatcher: Postbox<DispatcherMsg>,
         log: Logger,
         mailbox_capacity: usize,
         owner: &str,
@@ -581,7 +582,7 @@ mod tests {
             identity: Some(FileIdentity::of(&metadata)),
         };
 
-        let (dispatcher, inbox) = crossbeam_channel::unbounded();
+        let (dispatcher, inbox) = crate::mailbox::bounded(64);
         let log = Logger::root(slog::Discard, slog::o!());
         let (mut worker, _link) =
             Worker::new(0, &config, dispatcher, log, 16, "owner").expect("worker");

@@ -7,7 +7,6 @@
 
 use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::Sender;
 use postman::dsn::RecipientReport;
 use postman::queue::{self, BodyReader, Claimed, Layout, Marked, ReadError, RetryState};
 use postman::smtp::{BodyMeasure, Class, Envelope, MessageResult, Session};
@@ -16,6 +15,7 @@ use slog::{debug, error, info, Logger};
 use super::body::{self, Body};
 use super::disk::{File, Settlement};
 use super::Shared;
+use crate::mailbox::Postbox;
 use crate::messages::{DispatcherMsg, Disposition, FileIdentity, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::{Fate, RecipientFate};
@@ -34,7 +34,7 @@ pub struct Ctx<'a> {
     pub layout: &'a Layout,
     pub owner: &'a str,
     pub log: &'a Logger,
-    pub dispatcher: &'a Sender<DispatcherMsg>,
+    pub dispatcher: &'a Postbox<DispatcherMsg>,
 }
 
 impl Ctx<'_> {

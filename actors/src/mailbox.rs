@@ -1,0 +1,300 @@
+//! A bounded crossbeam-channel mailbox whose owner sleeps without a
+//! string of yields.
+//!
+//! crossbeam's blocking receive spins, then calls `sched_yield` up to four
+//! times, before it parks. On a busy two-core machine each yield is a
+//! context switch: the dispatcher, woken once or twice per message, made
+//! about four of them per message, more than all its real sleeps (`perf
+//! record -e sched:sched_switch` over 2,000 × 100 KB: 7,701 switches while
+//! runnable against 2,678 sleeps). This mailbox keeps the channel and its
+//! bound and only changes how the owner waits: when the channel is empty
+//! it yields once (at a high message rate the sender is often about to
+//! send again), then parks; every send unparks it. Parking at once, with
+//! no yield, cost more at 6,000 messages a second than it saved: two more
+//! futex calls per message.
+//!
+//! `Thread::unpark` is one atomic swap while the owner is awake, and a
+//! futex wake only when it is parked; a wake-up cannot be lost, because an
+//! unpark that comes before the park makes the park return at once (the
+//! thread's token), and the owner looks at the channel after every park.
+//! Should something else on the owner's thread take the token (a blocking
+//! crossbeam send parks the same way), the message it announced is already
+//! in the channel, which the owner reads before it parks again.
+
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError,
+};
+
+/// A mailbox of at most `capacity` messages.
+pub fn bounded<T>(capacity: usize) -> (Postbox<T>, Inbox<T>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let owner = Arc::new(OnceLock::new());
+    (
+        Postbox {
+            tx: Some(tx),
+            owner: Arc::clone(&owner),
+        },
+        Inbox { rx, owner },
+    )
+}
+
+/// The sending side; cloned for every sender.
+pub struct Postbox<T> {
+    /// Always there but while the postbox is dropped: the sender must be
+    /// gone before the owner is woken to see the mailbox disconnected.
+    tx: Option<Sender<T>>,
+    /// The thread that receives, once it has started to.
+    owner: Arc<OnceLock<Thread>>,
+}
+
+impl<T> Clone for Postbox<T> {
+    fn clone(&self) -> Self {
+        Postbox {
+            tx: self.tx.clone(),
+            owner: Arc::clone(&self.owner),
+        }
+    }
+}
+
+impl<T> Postbox<T> {
+    /// Sends, waiting for room while the mailbox is full; fails only when
+    /// the owner is gone.
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        match &self.tx {
+            Some(tx) => tx.send(msg)?,
+            None => return Err(SendError(msg)),
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Sends if there is room now.
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        match &self.tx {
+            Some(tx) => tx.try_send(msg)?,
+            None => return Err(TrySendError::Disconnected(msg)),
+        }
+        self.wake();
+        Ok(())
+    }
+
+    fn wake(&self) {
+        // Before the owner's first receive there is no thread to wake; it
+        // looks at the channel before it ever parks.
+        if let Some(owner) = self.owner.get() {
+            owner.unpark();
+        }
+    }
+}
+
+impl<T> Drop for Postbox<T> {
+    /// The last sender gone disconnects the mailbox: the owner must look,
+    /// after the sender is gone (woken before, it could find the channel
+    /// still connected and park again for good).
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        self.wake();
+    }
+}
+
+/// The receiving side, used by one thread: the first to receive.
+pub struct Inbox<T> {
+    rx: Receiver<T>,
+    owner: Arc<OnceLock<Thread>>,
+}
+
+impl<T> Inbox<T> {
+    /// The next message, waiting at most `timeout` for one.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let owner = self.owner.get_or_init(std::thread::current);
+        debug_assert_eq!(
+            owner.id(),
+            std::thread::current().id(),
+            "an Inbox is received from by one thread"
+        );
+        let deadline = Instant::now().checked_add(timeout);
+        let mut yielded = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => return Ok(msg),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            // Once per wait: often enough the next message comes while
+            // the sender has the processor.
+            if !yielded {
+                yielded = true;
+                std::thread::yield_now();
+                continue;
+            }
+            match deadline {
+                // Further than the clock can count: as good as forever.
+                None => std::thread::park(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    std::thread::park_timeout(left);
+                }
+            }
+        }
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// No message waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_sent_while_the_owner_sleeps_wakes_it_at_once() {
+        let (postbox, inbox) = bounded::<u32>(4);
+        let receiver = std::thread::spawn(move || {
+            let started = Instant::now();
+            // Register as the owner first, then sleep for the message.
+            assert_eq!(
+                inbox.recv_timeout(Duration::from_millis(1)),
+                Err(RecvTimeoutError::Timeout)
+            );
+            let got = inbox.recv_timeout(Duration::from_secs(30));
+            (got, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        postbox.send(7).unwrap();
+        let (got, waited) = receiver.join().unwrap();
+        assert_eq!(got, Ok(7));
+        assert!(waited < Duration::from_secs(10), "woken late: {waited:?}");
+    }
+
+    #[test]
+    fn messages_sent_before_the_first_receive_are_there() {
+        let (postbox, inbox) = bounded::<u32>(4);
+        postbox.try_send(1).unwrap();
+        postbox.send(2).unwrap();
+        assert_eq!(inbox.len(), 2);
+        assert_eq!(inbox.recv_timeout(Duration::from_secs(1)), Ok(1));
+        assert_eq!(inbox.try_recv(), Ok(2));
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn the_last_sender_gone_ends_a_long_wait() {
+        let (postbox, inbox) = bounded::<u32>(1);
+        let receiver = std::thread::spawn(move || {
+            let started = Instant::now();
+            let got = inbox.recv_timeout(Duration::from_secs(60));
+            (got, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(postbox);
+        let (got, waited) = receiver.join().unwrap();
+        assert_eq!(got, Err(RecvTimeoutError::Disconnected));
+        assert!(waited < Duration::from_secs(10), "woken late: {waited:?}");
+    }
+
+    /// The same race run many times with no pause: the last sender may go
+    /// at any point of the owner's wait, and the owner must always see the
+    /// mailbox disconnected at once, not at the end of its timeout.
+    #[test]
+    fn the_last_sender_gone_at_any_moment_is_always_seen() {
+        // Busy threads beside the race, so that the dropping thread is
+        // preempted at every odd moment.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2_000 {
+            let (postbox, inbox) = bounded::<u32>(1);
+            let receiver = std::thread::spawn(move || {
+                let started = Instant::now();
+                let got = inbox.recv_timeout(Duration::from_secs(5));
+                (got, started.elapsed())
+            });
+            drop(postbox);
+            let (got, waited) = receiver.join().unwrap();
+            assert_eq!(got, Err(RecvTimeoutError::Disconnected));
+            // A lost wake-up shows as the whole 5 s timeout.
+            assert!(waited < Duration::from_secs(2), "woken late: {waited:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in busy {
+            thread.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_mailbox_refuses_a_try_send() {
+        let (postbox, _inbox) = bounded::<u32>(1);
+        postbox.try_send(1).unwrap();
+        assert_eq!(postbox.try_send(2), Err(TrySendError::Full(2)));
+    }
+
+    /// Many senders racing one sleeping owner: every message arrives and
+    /// none waits for the timeout (a lost wake-up would show as a receive
+    /// that takes the whole second).
+    #[test]
+    fn no_wake_up_is_lost_among_racing_senders() {
+        const SENDERS: u32 = 4;
+        const EACH: u32 = 2_000;
+        let (postbox, inbox) = bounded::<u32>(8);
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| {
+                let postbox = postbox.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        postbox.send(i).unwrap();
+                        if i % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(postbox);
+        let mut received = 0;
+        let mut slowest = Duration::ZERO;
+        loop {
+            let started = Instant::now();
+            match inbox.recv_timeout(Duration::from_secs(1)) {
+                Ok(_) => received += 1,
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("a wake-up was lost"),
+            }
+            slowest = slowest.max(started.elapsed());
+        }
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        assert_eq!(received, SENDERS * EACH);
+        assert!(
+            slowest < Duration::from_millis(900),
+            "slowest receive {slowest:?}"
+        );
+    }
+}
