@@ -26,8 +26,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    assert_outcome, config, local_config, message, on_the_wire, zones_for, LOCAL_SENDER,
-    STOP_WITHIN,
+    assert_outcome, check_described as check, config, local_config, message, on_the_wire, refusing,
+    zones_for, LOCAL_SENDER, STOP_WITHIN,
 };
 use nix::sys::signal::Signal;
 use postman_integration::hostile::unstuff;
@@ -36,26 +36,8 @@ use postman_integration::queue::{
     envelope_fields, field, field_secs, make_due, parse_envelope_fields,
 };
 use postman_integration::{
-    postman, Config, Daemon, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
+    postman, Config, Daemon, DnsServer, HostileServer, Script, TestNet, TestQueue, Zones,
 };
-
-/// A server that refuses every recipient with `reply`, and the DATA that
-/// follows as real servers do (RFC 2920 §3.1).
-fn refusing(reply: &str) -> Script {
-    Script::polite()
-        .answer("RCPT", reply)
-        .answer("DATA", "554 5.5.1 no valid recipients")
-}
-
-/// Panics with the queue and the log unless `ok`.
-fn check(ok: bool, what: &str, queue: &TestQueue, out: &RunOutput) {
-    assert!(
-        ok,
-        "{what}\n--- queue ---\n{}\n--- stderr ---\n{}",
-        queue.describe(),
-        out.stderr
-    );
-}
 
 /// Messages in each test's queue.
 const MESSAGES: usize = 2000;
