@@ -44,6 +44,8 @@ pub struct Scanner {
     progress_at: Option<Instant>,
     /// When the scan last warned that it waits for a descriptor.
     shortage_warned: Option<Instant>,
+    /// Since when no queue file could be opened for want of descriptors.
+    short_since: Option<Instant>,
 }
 
 /// The scanner's counters, written as its `metrics` record.
@@ -64,8 +66,8 @@ struct Stats {
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// While the process has no descriptor free, the scan tries a file again
-/// this often, for at most [`SHORTAGE_WAIT`] before it logs the file as
-/// unreadable and goes on (the next rescan finds it).
+/// this often, for at most [`SHORTAGE_WAIT`] of shortage before it logs
+/// files as unreadable and goes on (the next rescan finds them).
 const SHORTAGE_RETRY: Duration = Duration::from_millis(50);
 const SHORTAGE_WAIT: Duration = Duration::from_secs(5);
 /// At most one warning about the shortage this often.
@@ -104,6 +106,7 @@ impl Scanner {
             stats: Stats::default(),
             progress_at: None,
             shortage_warned: None,
+            short_since: None,
             known: HashMap::new(),
             bad_folders: HashSet::new(),
             inotify: None,
@@ -503,7 +506,9 @@ impl Scanner {
     /// hang the scan waiting for a writer. While the process is short of
     /// descriptors (connections and lookups hold them all), the scan waits
     /// for one rather than skip the file, which a run with `--once` would
-    /// then never deliver.
+    /// then never deliver; but a shortage that lasts [`SHORTAGE_WAIT`]
+    /// stops the waiting until a file opens again, so that it costs the
+    /// scan that long once, not per file.
     fn open(&mut self, path: &Path) -> io::Result<(std::fs::Metadata, std::fs::File)> {
         let open = || {
             std::fs::OpenOptions::new()
@@ -512,24 +517,30 @@ impl Scanner {
                 .open(path)
                 .and_then(|file| Ok((file.metadata()?, file)))
         };
-        let mut waited = Duration::ZERO;
         loop {
-            match open() {
-                Err(e) if short_of_resources(&e) && waited < SHORTAGE_WAIT => {
-                    let now = Instant::now();
-                    if self
-                        .shortage_warned
-                        .is_none_or(|at| now >= at + SHORTAGE_WARN_EVERY)
-                    {
-                        warn!(self.log, "local descriptor limit: the scan waits for a descriptor";
-                            "path" => %path.display(), "error" => %e);
-                        self.shortage_warned = Some(now);
+            let e = match open() {
+                Err(e) if short_of_resources(&e) => e,
+                result => {
+                    if result.is_ok() {
+                        self.short_since = None;
                     }
-                    std::thread::sleep(SHORTAGE_RETRY);
-                    waited += SHORTAGE_RETRY;
+                    return result;
                 }
-                result => return result,
+            };
+            let now = Instant::now();
+            let since = *self.short_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= SHORTAGE_WAIT {
+                return Err(e);
             }
+            if self
+                .shortage_warned
+                .is_none_or(|at| now >= at + SHORTAGE_WARN_EVERY)
+            {
+                warn!(self.log, "local descriptor limit: the scan waits for a descriptor";
+                    "path" => %path.display(), "error" => %e);
+                self.shortage_warned = Some(now);
+            }
+            std::thread::sleep(SHORTAGE_RETRY);
         }
     }
 
