@@ -1,0 +1,314 @@
+//! The second stage of the settings: [`Validator`] checks the bounds of
+//! every value and parses what needs parsing (addresses, host names, the
+//! TLS policy), turning [`Settings`] into [`Config`]; each error names the
+//! key and the layer it came from.
+
+use super::*;
+
+/// The second stage: bounds and parsing, each error naming key and layer.
+pub(super) struct Validator<'a> {
+    pub(super) figment: Option<&'a Figment>,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: &str, value: impl Display, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            value: value.to_string(),
+            origin: origin(self.figment, key),
+            reason: reason.into(),
+        }
+    }
+
+    /// `value` within `min..=max`, or an error saying which bound and `why`.
+    fn within<T: PartialOrd + Display + Copy>(
+        &self,
+        key: &str,
+        value: T,
+        (min, max): (T, T),
+        why: &str,
+    ) -> Result<T, ConfigError> {
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        if value < min {
+            return Err(self.invalid(key, value, format!("must be at least {min}{why}")));
+        }
+        if value > max {
+            return Err(self.invalid(key, value, format!("must be at most {max}{why}")));
+        }
+        Ok(value)
+    }
+
+    fn seconds(&self, key: &str, value: u64, bounds: (u64, u64)) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(
+            self.within(key, value, bounds, "seconds")?,
+        ))
+    }
+
+    fn timeout(&self, key: &str, value: u64) -> Result<Duration, ConfigError> {
+        self.seconds(key, value, (1, MAX_TIMEOUT_SECS))
+    }
+
+    pub(super) fn validate(&self, s: &Settings) -> Result<Config, ConfigError> {
+        let app = &s.application;
+        let threads = self.within("application.threads", app.threads, (1, 64), "")?;
+        let hostname = self.hostname(&app.hostname)?;
+        let server_port = self.within(
+            "application.server_port",
+            app.server_port,
+            (1, u16::MAX),
+            "",
+        )?;
+        let local_domains = self.local_domains(&app.local_domains, &hostname)?;
+        if app.maildir.path.as_os_str().is_empty() {
+            return Err(self.invalid("application.maildir.path", "\"\"", "must not be empty"));
+        }
+        let nameservers = self.nameservers(&s.dns.nameservers)?;
+        let dns_timeout = self.seconds("dns.timeout", s.dns.timeout, (1, 60))?;
+        let dns_attempts = self.within("dns.attempts", s.dns.attempts, (0, 10), "")?;
+
+        let t = &s.smtp.timeouts;
+        let connect_timeout = self.timeout("smtp.timeouts.connect", t.connect)?;
+        let timeouts = Timeouts {
+            greeting: self.timeout("smtp.timeouts.greeting", t.greeting)?,
+            ehlo: self.timeout("smtp.timeouts.ehlo", t.ehlo)?,
+            mail: self.timeout("smtp.timeouts.mail", t.mail)?,
+            rcpt: self.timeout("smtp.timeouts.rcpt", t.rcpt)?,
+            data: self.timeout("smtp.timeouts.data", t.data)?,
+            data_block: self.timeout("smtp.timeouts.data_block", t.data_block)?,
+            data_done: self.timeout("smtp.timeouts.data_done", t.data_done)?,
+            rset: self.timeout("smtp.timeouts.rset", t.rset)?,
+            quit: self.timeout("smtp.timeouts.quit", t.quit)?,
+        };
+
+        let d = &s.delivery;
+        let max_connections = self.within(
+            "delivery.max_connections",
+            d.max_connections,
+            (1, MAX_CONNECTIONS),
+            "select(2) handles descriptors below FD_SETSIZE 1024",
+        )?;
+        let max_connections_per_domain = self.within(
+            "delivery.max_connections_per_domain",
+            d.max_connections_per_domain,
+            (1, max_connections),
+            "no more than delivery.max_connections",
+        )?;
+        let initial_connections_per_domain = self.within(
+            "delivery.initial_connections_per_domain",
+            d.initial_connections_per_domain,
+            (1, MAX_CONNECTIONS),
+            "",
+        )?;
+        let max_messages_per_connection = self.within(
+            "delivery.max_messages_per_connection",
+            d.max_messages_per_connection,
+            (1, usize::MAX),
+            "",
+        )?;
+        let max_mx_addresses = self.within(
+            "delivery.max_mx_addresses",
+            d.max_mx_addresses,
+            (1, MAX_MX_ADDRESSES),
+            "",
+        )?;
+        let retry_delay = self.seconds(
+            "delivery.retry.min_backoff",
+            d.retry.min_backoff,
+            (1, MAX_INTERVAL_SECS),
+        )?;
+        let max_backoff = self.within(
+            "delivery.retry.max_backoff",
+            d.retry.max_backoff,
+            (retry_delay.as_secs(), MAX_INTERVAL_SECS),
+            "seconds, no less than delivery.retry.min_backoff",
+        )?;
+        let max_queue_lifetime = self.seconds(
+            "delivery.max_queue_lifetime",
+            d.max_queue_lifetime,
+            (0, MAX_LIFETIME_SECS),
+        )?;
+        let delay_warning = match d.delay_warning {
+            0 => None,
+            secs => Some(Duration::from_secs(self.within(
+                "delivery.delay_warning",
+                secs,
+                (1, max_queue_lifetime.as_secs().saturating_sub(1)),
+                "seconds, less than delivery.max_queue_lifetime, or 0 for no warning",
+            )?)),
+        };
+        let metrics_interval = self.seconds(
+            "log.metrics_interval",
+            s.log.metrics_interval,
+            (0, MAX_INTERVAL_SECS),
+        )?;
+        let disk_threads = self.within("queue.disk_threads", s.queue.disk_threads, (1, 16), "")?;
+        let rescan_interval = self.seconds(
+            "queue.rescan_interval",
+            s.queue.rescan_interval,
+            (1, MAX_INTERVAL_SECS),
+        )?;
+        let tls_ca_file = self.ca_file(s.tls.ca_file.as_deref())?;
+        let tls_policy = self.tls_policy(&s.tls.policy)?;
+
+        Ok(Config {
+            threads,
+            hostname,
+            server_port,
+            debug: app.debug,
+            local_domains,
+            maildir: app.maildir.path.clone(),
+            nameservers,
+            dns_timeout,
+            dns_attempts,
+            connect_timeout,
+            timeouts,
+            max_connections,
+            max_connections_per_domain,
+            initial_connections_per_domain,
+            max_messages_per_connection,
+            max_mx_addresses,
+            retry_delay,
+            max_backoff: Duration::from_secs(max_backoff),
+            max_queue_lifetime,
+            delay_warning,
+            log_format: s.log.format,
+            log_file: s.log.file.clone(),
+            metrics_interval,
+            rescan_interval,
+            disk_threads,
+            ip_preference: s.dns.ip_preference,
+            tls_mode: s.tls.mode,
+            tls_verify: s.tls.verify,
+            tls_ca_file,
+            tls_policy,
+        })
+    }
+
+    fn ca_file(&self, path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(Some(path.to_path_buf())),
+            Ok(_) => Err(self.invalid(
+                "tls.ca_file",
+                format!("{:?}", path.display()),
+                "must be a file of PEM certificates",
+            )),
+            Err(e) => Err(self.invalid(
+                "tls.ca_file",
+                format!("{:?}", path.display()),
+                format!("cannot read it: {e}"),
+            )),
+        }
+    }
+
+    fn tls_policy(
+        &self,
+        policy: &BTreeMap<String, TlsMode>,
+    ) -> Result<BTreeMap<String, TlsMode>, ConfigError> {
+        policy
+            .iter()
+            .map(|(domain, mode)| {
+                let lower = domain.trim_end_matches('.').to_ascii_lowercase();
+                if valid_domain(&lower) {
+                    Ok((lower, *mode))
+                } else {
+                    Err(self.invalid(
+                        "tls.policy",
+                        format!("{domain:?}"),
+                        "each key must be a domain name in A-label form (xn--… for IDNs), \
+                         such as tls.policy.\"example.com\" = \"required\"",
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    fn hostname(&self, name: &str) -> Result<String, ConfigError> {
+        const KEY: &str = "application.hostname";
+        if name.is_empty() {
+            return Err(self.invalid(
+                KEY,
+                "\"\"",
+                "must not be empty: set it to this host's fully qualified name",
+            ));
+        }
+        if !valid_hostname(name) {
+            return Err(self.invalid(
+                KEY,
+                format!("{name:?}"),
+                "must be a host name (letters, digits, hyphens, dots) or an address literal \
+                 such as [192.0.2.1], as EHLO sends it (RFC 5321 §4.1.1.1)",
+            ));
+        }
+        Ok(name.to_owned())
+    }
+
+    fn local_domains(
+        &self,
+        domains: &[String],
+        hostname: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        if domains.is_empty() {
+            return Ok(vec![hostname.to_ascii_lowercase()]);
+        }
+        domains
+            .iter()
+            .map(|domain| {
+                let lower = domain.to_ascii_lowercase();
+                if valid_domain(&lower) {
+                    Ok(lower)
+                } else {
+                    Err(self.invalid(
+                        "application.local_domains",
+                        format!("{domain:?}"),
+                        "each must be a domain name in A-label form (xn--… for IDNs), no trailing dot",
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    fn nameservers(&self, servers: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+        servers
+            .iter()
+            .map(|server| {
+                let server_trimmed = server.trim();
+                server_trimmed
+                    .parse::<SocketAddr>()
+                    .or_else(|_| {
+                        server_trimmed
+                            .parse::<IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        self.invalid(
+                            "dns.nameservers",
+                            format!("{server:?}"),
+                            "each must be an IP address with an optional port, such as \
+                             \"192.0.2.53:53\" or \"[2001:db8::53]:53\"",
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// A host name of LDH labels (any case, single label allowed) or an address
+/// literal `[192.0.2.1]` / `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3).
+fn valid_hostname(name: &str) -> bool {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+    }
+    valid_domain(&name.to_ascii_lowercase())
+}
