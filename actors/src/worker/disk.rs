@@ -123,8 +123,15 @@ impl Settlement {
 /// The worker's handle on its disk threads.
 pub struct Disk {
     threads: Vec<DiskThread>,
-    /// The thread tried first for the next settlement.
-    next: usize,
+    /// The thread tried first for the next settlement, and for the next
+    /// preparation. Each kind goes round the threads on its own, so every
+    /// thread gets its share of both and the body buffers that preparing
+    /// takes from a thread's pool come back to it with settlements. One
+    /// turn shared by both sent every preparation to one thread and every
+    /// settlement to the other when there were two: the first allocated
+    /// and zeroed a buffer for each body while the second freed them.
+    next_settle: usize,
+    next_prepare: usize,
 }
 
 struct DiskThread {
@@ -165,7 +172,11 @@ impl Disk {
                 log.clone(),
             )?);
         }
-        Ok(Disk { threads, next: 0 })
+        Ok(Disk {
+            threads,
+            next_settle: 0,
+            next_prepare: 0,
+        })
     }
 
     /// Hands a settlement to a disk thread, or gives it back when their
@@ -189,8 +200,12 @@ impl Disk {
 
     /// Round-robin over the threads, the first with room takes `work`.
     fn try_send(&mut self, mut work: Work) -> Result<(), Work> {
+        let next = match work {
+            Work::Prepare(_) => &mut self.next_prepare,
+            Work::Settle(_) | Work::Reload(_) => &mut self.next_settle,
+        };
         for k in 0..self.threads.len() {
-            let n = (self.next + k) % self.threads.len();
+            let n = (*next + k) % self.threads.len();
             let thread = &self.threads[n];
             let tx = match work {
                 Work::Prepare(_) => &thread.prepare_tx,
@@ -198,7 +213,7 @@ impl Disk {
             };
             match tx.try_send(work) {
                 Ok(()) => {
-                    self.next = (n + 1) % self.threads.len();
+                    *next = (n + 1) % self.threads.len();
                     return Ok(());
                 }
                 Err(e) => work = e.into_inner(),
@@ -390,6 +405,79 @@ mod tests {
         assert_eq!(next_work(&prepare, &other), Some(7), "waited, did not end");
         sender.join().expect("sender");
         assert_eq!(next_work(&prepare, &other), None, "both closed and empty");
+    }
+
+    fn queued(id: &str) -> QueuedMessage {
+        QueuedMessage {
+            id: id.into(),
+            domain: "d.test".into(),
+            path: std::path::PathBuf::from(id),
+            envelope: postman::queue::Envelope {
+                sender: String::new(),
+                recipients: vec!["u@d.test".into()],
+                arrival: None,
+                body_offset: 0,
+                extra: Vec::new(),
+            },
+            arrival: std::time::UNIX_EPOCH,
+            size: 0,
+            retry: postman::queue::RetryState::default(),
+            identity: None,
+        }
+    }
+
+    /// Preparing takes a body buffer from the pool of the thread that
+    /// prepares, and settling gives it to the pool of the thread that
+    /// settles: alternating work must still reach every thread with both
+    /// kinds, or one pool runs dry while another overflows.
+    #[test]
+    fn preparations_and_settlements_each_go_round_the_threads() {
+        let mut mailboxes = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..2 {
+            let (tx, settlements) = crossbeam_channel::bounded(8);
+            let (prepare_tx, preparations) = crossbeam_channel::bounded(8);
+            let handle = std::thread::spawn(Totals::default);
+            threads.push(DiskThread {
+                tx,
+                prepare_tx,
+                handle,
+            });
+            mailboxes.push((preparations, settlements));
+        }
+        let mut disk = Disk {
+            threads,
+            next_settle: 0,
+            next_prepare: 0,
+        };
+        let log = Logger::root(slog::Discard, slog::o!());
+        for n in 0..4 {
+            let conn = ConnId {
+                index: n,
+                generation: 0,
+            };
+            let preparation = Preparation {
+                conn,
+                msg: queued(&format!("p{n}")),
+                relay: "none".into(),
+            };
+            assert!(disk.try_prepare(Box::new(preparation)).is_ok());
+            let settlement = Settlement {
+                msg: queued(&format!("s{n}")),
+                file: File::Removed,
+                fates: Vec::new(),
+                relay: "none".into(),
+                log: log.clone(),
+                buffer: None,
+                open: None,
+            };
+            assert!(disk.try_settle(Box::new(settlement)).is_ok());
+        }
+        for (n, (preparations, settlements)) in mailboxes.iter().enumerate() {
+            assert_eq!(preparations.len(), 2, "thread {n}'s preparations");
+            assert_eq!(settlements.len(), 2, "thread {n}'s settlements");
+        }
+        disk.stop(&log);
     }
 
     #[test]
