@@ -71,6 +71,13 @@ impl DotStuffer {
         self.at_line_start
     }
 
+    /// True when the input so far ended with an LF (or was empty): text
+    /// that starts a line may follow without passing through the stuffer.
+    /// After a CR the stuffer still waits to drop the LF of its CRLF.
+    pub fn between_lines(&self) -> bool {
+        self.at_line_start && !self.after_cr
+    }
+
     /// Appends `input`, stuffed and normalised, to `out`.
     ///
     /// The common case, text whose line ends are all CRLF already, is
@@ -264,7 +271,9 @@ const MEASURE_BLOCK: usize = 224;
 /// Measures a body in one streaming pass, before it is sent: its size as
 /// RFC 1870 §3 counts it (every line end as CRLF, a CRLF added after an
 /// open last line, no dot-stuffing: exactly what BDAT sends) and whether
-/// it holds 8-bit octets (RFC 6152).
+/// it holds 8-bit octets (RFC 6152). It also tells whether the body can go
+/// out after DATA exactly as it is ([`BodyMeasure::is_verbatim`]), so that
+/// a sender may skip [`DotStuffer`] and its copy.
 ///
 /// ```
 /// use postman::smtp::BodyMeasure;
@@ -283,6 +292,12 @@ pub struct BodyMeasure {
     after_cr: bool,
     /// The last octet ended a line (or nothing was pushed).
     at_line_start: bool,
+    /// Octets pushed, as they are: equal to `size` while every line end
+    /// so far is a CRLF.
+    raw: u64,
+    /// Some line starts with a dot: one first in the body or right after
+    /// an LF.
+    dot_line: bool,
 }
 
 impl Default for BodyMeasure {
@@ -300,6 +315,8 @@ impl BodyMeasure {
             eight_bit: false,
             after_cr: false,
             at_line_start: true,
+            raw: 0,
+            dot_line: false,
         }
     }
 
@@ -325,8 +342,17 @@ impl BodyMeasure {
             ends += u64::from(block_ends);
             crlfs += u64::from(block_crlfs);
         }
+        // A dot after an LF, or first in the body. One after a CR alone
+        // starts a line too, but a bare CR already makes a body not
+        // verbatim. Once one is found, the rest need not be looked for;
+        // the search is memchr's, much faster than a third count above.
+        if !self.dot_line {
+            self.dot_line = (self.at_line_start && !self.after_cr && first == b'.')
+                || dot_line_finder().find(chunk).is_some();
+        }
         // A CRLF's LF is in this chunk, so it is in the length.
         self.size += chunk.len() as u64 + ends - 2 * crlfs;
+        self.raw += chunk.len() as u64;
         let last = chunk[chunk.len() - 1];
         self.after_cr = last == b'\r';
         self.at_line_start = last == b'\r' || last == b'\n';
@@ -344,6 +370,28 @@ impl BodyMeasure {
     /// Some octet had its high bit set.
     pub fn eight_bit(&self) -> bool {
         self.eight_bit
+    }
+
+    /// The body is sent after DATA exactly as it is: every line ends in
+    /// CRLF, the last one included, and no line starts with a dot, so
+    /// [`DotStuffer`] would copy it unchanged (an empty body qualifies).
+    ///
+    /// ```
+    /// use postman::smtp::BodyMeasure;
+    /// let verbatim = |body: &[u8]| {
+    ///     let mut measure = BodyMeasure::new();
+    ///     measure.push(body);
+    ///     measure.is_verbatim()
+    /// };
+    /// assert!(verbatim(b"Subject: x\r\n\r\nhello.\r\n"));
+    /// assert!(!verbatim(b"a\r\n.b\r\n"), "a line-start dot is doubled");
+    /// assert!(!verbatim(b"a\nb\r\n"), "a bare LF becomes CRLF");
+    /// assert!(!verbatim(b"a\r\nb"), "an open last line is closed");
+    /// ```
+    pub fn is_verbatim(&self) -> bool {
+        // A bare CR or LF counts two octets in `size` and one in `raw`; a
+        // CR still waiting for its LF is counted as bare until it comes.
+        self.at_line_start && !self.dot_line && self.size == self.raw
     }
 }
 
@@ -398,9 +446,12 @@ mod fast_path_tests {
     fn reference_measure(measure: &mut BodyMeasure, chunk: &[u8]) {
         let mut size = measure.size;
         let mut after_cr = measure.after_cr;
+        let mut after_lf = measure.at_line_start && !measure.after_cr;
         let mut high = 0u8;
         for &b in chunk {
             high |= b;
+            measure.dot_line |= b == b'.' && after_lf;
+            after_lf = b == b'\n';
             match b {
                 b'\n' if after_cr => after_cr = false,
                 b'\n' => size += 2,
@@ -418,6 +469,7 @@ mod fast_path_tests {
             measure.at_line_start = last == b'\n' || last == b'\r';
         }
         measure.size = size;
+        measure.raw += chunk.len() as u64;
         measure.after_cr = after_cr;
         measure.eight_bit |= high >= 0x80;
     }
@@ -570,6 +622,21 @@ mod fast_path_tests {
                 reference_measure(&mut reference, chunk);
                 prop_assert_eq!(&fast, &reference, "after chunk {} ({:?}) of {:?}", n, show(chunk), show(&body));
             }
+        }
+
+        /// A body is verbatim exactly when stuffing it changes nothing but
+        /// the terminator added at its end.
+        #[test]
+        fn verbatim_is_what_the_stuffer_leaves_alone(body in body(), cuts in cuts()) {
+            let mut measure = BodyMeasure::new();
+            let (mut stuffer, mut out) = (DotStuffer::new(), Vec::new());
+            for chunk in chunked(&body, &cuts) {
+                measure.push(chunk);
+                stuffer.push(chunk, &mut out);
+            }
+            stuffer.finish(&mut out);
+            let unchanged = out == [body.as_slice(), b".\r\n"].concat();
+            prop_assert_eq!(measure.is_verbatim(), unchanged, "{:?}", show(&body));
         }
     }
 }

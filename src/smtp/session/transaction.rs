@@ -102,6 +102,34 @@ impl Session {
             && (!txn.chunking || pipelining || txn.pending.is_empty())
     }
 
+    /// True in the body phase after DATA (not BDAT) while all output is
+    /// written and the body pushed so far, if any, ended with an LF. Then
+    /// the caller may write the rest of a body that
+    /// [`BodyMeasure::is_verbatim`](crate::smtp::BodyMeasure::is_verbatim)
+    /// passed straight to the connection, from its own buffer, instead of
+    /// through [`push_body`](Self::push_body): it needs no change, so the
+    /// copy into the output buffer is saved. Each write is reported with
+    /// [`body_written`](Self::body_written), and the body ends with
+    /// [`finish_body`](Self::finish_body) as usual.
+    pub fn takes_body_directly(&self) -> bool {
+        let State::SendingBody(txn) = &self.state else {
+            return false;
+        };
+        !txn.chunking
+            && !txn.body_failed
+            && self.out.pending().is_empty()
+            && self.stuffer.between_lines()
+    }
+
+    /// `n` octets of the body were written straight to the connection
+    /// (see [`takes_body_directly`](Self::takes_body_directly)): progress
+    /// that pushes the data_block deadline back, as written output does.
+    pub fn body_written(&mut self, n: usize) {
+        if n > 0 && matches!(self.state, State::SendingBody(_)) {
+            self.progress = true;
+        }
+    }
+
     /// The next chunk of the message, every line end sent as CRLF:
     /// dot-stuffed after DATA, framed in BDAT chunks of about
     /// [`BDAT_CHUNK`] octets with CHUNKING. Ignored outside the body phase.

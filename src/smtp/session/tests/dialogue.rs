@@ -291,6 +291,62 @@ fn body_back_pressure() {
     );
 }
 
+/// A verbatim body written by the caller straight to the connection: only
+/// while everything before it is written and the body so far ended a
+/// line, never with BDAT; its writes count as progress for data_block.
+#[test]
+fn a_verbatim_body_is_taken_directly_between_lines() {
+    let mut d = Dialogue::handshake(true);
+    d.start("s@a.test", &["r@b.test"]);
+    assert!(!d.session.takes_body_directly(), "not before 354");
+    d.take_output();
+    d.reply("250 ok\n250 ok\n354 go");
+    assert!(d.session.takes_body_directly(), "after 354, all written");
+    d.session.push_body(b"Subject: x\r\n", d.now);
+    assert!(!d.session.takes_body_directly(), "output pending");
+    d.take_output();
+    assert!(d.session.takes_body_directly(), "between lines again");
+    d.session.push_body(b"half a line", d.now);
+    d.take_output();
+    assert!(!d.session.takes_body_directly(), "inside a line");
+    d.session.push_body(b"\r", d.now);
+    d.take_output();
+    assert!(
+        !d.session.takes_body_directly(),
+        "after a CR, whose LF the stuffer drops"
+    );
+    d.session.push_body(b"\n", d.now);
+    d.expect_no_output();
+    assert!(d.session.takes_body_directly(), "after the LF");
+
+    // Writes of the caller's own keep the body from timing out.
+    let armed = d.session.poll_timeout().expect("data_block deadline");
+    d.session.body_written(4096);
+    d.advance(armed - d.now);
+    d.expect_no_event();
+    assert!(
+        d.session.poll_timeout() > Some(armed),
+        "body_written re-arms data_block at the deadline"
+    );
+    d.session.finish_body(d.now);
+    d.expect_output(".\r\n");
+    assert!(!d.session.takes_body_directly(), "not after the body");
+    d.reply("250 2.0.0 queued");
+    d.expect_done();
+
+    // With CHUNKING the body is framed: never written directly.
+    let mut d = Dialogue::new();
+    d.reply("220 mx.test ESMTP");
+    d.expect_command("EHLO client.test");
+    d.reply("250-mx.test\n250-PIPELINING\n250 CHUNKING");
+    d.expect_ready();
+    d.start("s@a.test", &["r@b.test"]);
+    d.take_output();
+    d.reply("250 ok\n250 ok");
+    assert!(d.session.wants_body(), "BDAT body phase");
+    assert!(!d.session.takes_body_directly(), "BDAT frames the body");
+}
+
 #[test]
 fn output_survives_partial_writes() {
     let mut d = Dialogue::handshake(true);
