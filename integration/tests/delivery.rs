@@ -454,3 +454,68 @@ fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
     assert!(got == sent, "both bodies arrive byte for byte");
     assert_eq!(server.connection_count(), 1, "one connection for both");
 }
+
+/// A body already in wire form (CRLF line ends, no line-start dot) is
+/// written straight from the buffer it was read into, skipping the
+/// stuffer. The large one meets a server that stops reading for a while
+/// over a narrow path, so its writes block part-way and resume only when
+/// the socket says it is writable again; a body that needs stuffing
+/// follows on the same connection. All arrive byte for byte.
+#[test]
+fn bodies_already_in_wire_form_are_written_as_they_are() {
+    let net = TestNet::new();
+    let script = Script::new()
+        .hello()
+        .expect("MAIL", "250 ok")
+        .expect("RCPT", "250 ok")
+        .expect("DATA", "354 go")
+        .stall(400)
+        .body("250 ok")
+        .then_polite();
+    let server = HostileServer::start_narrow(net.addr(1), vec![script]);
+    let dns = DnsServer::start(Zones::new().mx_at("wire.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let mut large = String::from("From: a@src.test\r\nSubject: large\r\n\r\n");
+    for n in 0..12_000 {
+        // Dots inside lines and at their ends stay as they are.
+        large.push_str(&format!("{n:06} .{}.\r\n", "z".repeat(64)));
+    }
+    assert!(
+        large.len() > 900_000 && large.len() < 1024 * 1024,
+        "kept in memory"
+    );
+    let bodies = [
+        large.into_bytes(),
+        b"From: a@src.test\r\nSubject: small\r\n\r\nhello\r\n".to_vec(),
+        b"From: a@src.test\r\nSubject: stuffed\r\n\r\n.dot\nbare\n".to_vec(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        queue.add(
+            "wire.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &[&format!("u{i}@wire.test")],
+            body,
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections_per_domain = 1;
+    // A blocked write must resume when the socket is writable, not when a
+    // timeout next wakes the worker: with these timeouts that would take
+    // 30 s at least, against well under a second.
+    cfg.timeouts = postman_integration::postman::SmtpTimeouts::all(30);
+    let started = std::time::Instant::now();
+    run_until_empty(&queue, &cfg, "all three delivered and removed");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let mut got: Vec<Vec<u8>> = server
+        .bodies()
+        .iter()
+        .map(|b| postman_integration::hostile::unstuff(b))
+        .collect();
+    let mut sent: Vec<Vec<u8>> = bodies.iter().map(|b| on_the_wire(b)).collect();
+    got.sort();
+    sent.sort();
+    assert!(got == sent, "every body arrives byte for byte");
+    assert_eq!(server.connection_count(), 1, "one connection for all");
+}

@@ -54,6 +54,10 @@ pub enum Body {
         bytes: Vec<u8>,
         len: usize,
         sent: usize,
+        /// It needs no dot-stuffing or line-end change
+        /// ([`BodyMeasure::is_verbatim`]): it may be written straight from
+        /// `bytes` ([`Body::verbatim_rest`]).
+        verbatim: bool,
         _held: Held,
         /// The queue file stays open until the message is settled (see
         /// [`Body::into_parts`]).
@@ -76,6 +80,29 @@ impl Body {
         match self {
             Body::File(reader) => (None, reader.into_file()),
             Body::Memory { bytes, file, .. } => (Some(bytes), file.into_file()),
+        }
+    }
+
+    /// What is left to send of a body kept in memory that goes on the wire
+    /// as it is, for writing straight from its buffer; `None` for any
+    /// other body. [`Body::advance`] says how much of it went.
+    pub fn verbatim_rest(&self) -> Option<&[u8]> {
+        match self {
+            Body::Memory {
+                bytes,
+                len,
+                sent,
+                verbatim: true,
+                ..
+            } => Some(bytes.get(*sent..*len).unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    /// `n` octets of [`Body::verbatim_rest`] were written.
+    pub fn advance(&mut self, n: usize) {
+        if let Body::Memory { len, sent, .. } = self {
+            *sent = sent.saturating_add(n).min(*len);
         }
     }
 
@@ -212,6 +239,7 @@ pub fn measure(
                             bytes,
                             len,
                             sent: 0,
+                            verbatim: measure.is_verbatim(),
                             _held: held,
                             file: reader,
                         },
@@ -326,6 +354,25 @@ mod tests {
         assert_eq!(worker.used(), text.len(), "reserved");
         assert_eq!(send_all(body), text, "sent as read");
         assert_eq!(worker.used(), 0, "given back");
+    }
+
+    #[test]
+    fn only_a_body_in_wire_form_is_lent_for_writing_as_it_is() {
+        let mut worker = Worker::default();
+        let wire = b"Subject: x\r\n\r\nline.\r\n".repeat(100);
+        let (_dir, path) = queue_file(&wire);
+        let (mut body, _) = worker.measure(&path, wire.len());
+        assert_eq!(body.verbatim_rest(), Some(&wire[..]), "all of it");
+        body.advance(10);
+        assert_eq!(body.verbatim_rest(), Some(&wire[10..]), "the rest");
+        body.advance(usize::MAX / 2);
+        assert_eq!(body.verbatim_rest(), Some(&[][..]), "nothing past the end");
+
+        let stuffed = body_of(1000);
+        let (_dir2, path2) = queue_file(&stuffed);
+        let (body, _) = worker.measure(&path2, stuffed.len());
+        assert!(matches!(body, Body::Memory { .. }));
+        assert_eq!(body.verbatim_rest(), None, "dots and bare line ends");
     }
 
     #[test]

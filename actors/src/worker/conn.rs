@@ -141,9 +141,23 @@ impl Conn {
                 tls: Some(tls),
                 ..
             } => tls.wants_write(session),
-            State::Smtp { session, .. } => !session.pending_output().is_empty(),
+            State::Smtp { session, .. } => {
+                !session.pending_output().is_empty() || self.writes_body_directly(session)
+            }
             State::Idle | State::Done => false,
         }
+    }
+
+    /// The job's body goes on the wire as it is and the session takes it
+    /// straight from the body's buffer now, with some of it left: the
+    /// copy into the session's output is skipped. Not under TLS, which
+    /// copies into its records anyway.
+    fn writes_body_directly(&self, session: &Session) -> bool {
+        self.job
+            .as_ref()
+            .and_then(|job| job.body.as_ref())
+            .is_some_and(|body| body.verbatim_rest().is_some())
+            && session.takes_body_directly()
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -624,8 +638,14 @@ impl Conn {
         }
     }
 
-    /// Feeds the session body chunks while it wants them.
+    /// Feeds the session body chunks while it wants them, or writes a
+    /// verbatim body straight to the socket while the session takes it so.
     fn feed_body(&mut self, shared: &mut Shared, now: Instant) -> bool {
+        let direct = matches!(&self.state, State::Smtp { session, tls: None, .. }
+            if !self.broken && self.writes_body_directly(session));
+        if direct {
+            return self.write_body_directly(shared, now);
+        }
         let (State::Smtp { session, .. }, Some(job)) = (&mut self.state, &mut self.job) else {
             return false;
         };
@@ -652,6 +672,47 @@ impl Conn {
             fed = true;
         }
         fed
+    }
+
+    /// Writes the rest of a verbatim body from its buffer until the socket
+    /// would block, then ends it (see [`Session::takes_body_directly`]).
+    fn write_body_directly(&mut self, shared: &mut Shared, now: Instant) -> bool {
+        let (
+            State::Smtp {
+                socket, session, ..
+            },
+            Some(job),
+        ) = (&mut self.state, &mut self.job)
+        else {
+            return false;
+        };
+        let Some(body) = &mut job.body else {
+            return false;
+        };
+        let mut wrote = false;
+        loop {
+            let rest = body.verbatim_rest().unwrap_or_default();
+            if rest.is_empty() {
+                session.finish_body(now);
+                return true;
+            }
+            match socket.send(rest) {
+                Ok(n) => {
+                    shared.stats.bytes_written += n as u64;
+                    body.advance(n);
+                    session.body_written(n);
+                    wrote = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if would_block(&e) => return wrote,
+                Err(e) => {
+                    debug!(shared.log, "write failed"; "relay" => &self.relay, "error" => %e);
+                    self.broken = true;
+                    session.handle_eof(now);
+                    return true;
+                }
+            }
+        }
     }
 
     /// Writes what the session has to send until the socket would block.

@@ -103,7 +103,30 @@ impl HostileServer {
         HostileServer::serve(addr, scripts, Some((cap, reply_bytes(refusal))))
     }
 
+    /// [`HostileServer::start`] over a narrow path: the server's receive
+    /// buffer is a few KB and it announces a 536-octet MSS, so a client's
+    /// send buffer stays small too (Linux sizes it from the MSS) and its
+    /// writes block after some KB whenever the server stops reading. On
+    /// plain loopback, with its 64 KB segments, a client's writes of up to
+    /// a MB go through at once even to a server that reads nothing.
+    pub fn start_narrow(addr: SocketAddr, scripts: Vec<Script>) -> HostileServer {
+        let listener = narrow_listener(addr)
+            .unwrap_or_else(|e| panic!("narrow hostile server on {addr}: {e}"));
+        HostileServer::serve_on(listener, addr, scripts, None)
+    }
+
     fn serve(
+        addr: SocketAddr,
+        scripts: Vec<Script>,
+        cap: Option<(usize, Vec<u8>)>,
+    ) -> HostileServer {
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("hostile server bind {addr}: {e}"));
+        HostileServer::serve_on(listener, addr, scripts, cap)
+    }
+
+    fn serve_on(
+        listener: TcpListener,
         addr: SocketAddr,
         scripts: Vec<Script>,
         cap: Option<(usize, Vec<u8>)>,
@@ -112,8 +135,6 @@ impl HostileServer {
             !scripts.is_empty(),
             "a hostile server needs at least one script"
         );
-        let listener =
-            TcpListener::bind(addr).unwrap_or_else(|e| panic!("hostile server bind {addr}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("set_nonblocking on the listener");
@@ -253,6 +274,20 @@ impl Drop for HostileServer {
 fn starts_with_ci(text: &str, prefix: &str) -> bool {
     text.len() >= prefix.len()
         && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// A listener whose connections take data slowly (see
+/// [`HostileServer::start_narrow`]); the options are set before `listen`
+/// so that accepted connections inherit them and the SYN-ACK carries them.
+fn narrow_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.set_tcp_mss(536)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// The value of the `Message-ID` header field (RFC 5322 §3.6.4) of a body
