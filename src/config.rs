@@ -49,6 +49,9 @@ const MAX_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 /// Upper bound of `delivery.max_queue_lifetime`: one year, far beyond any
 /// sensible value, so `arrival + lifetime` can never overflow.
 const MAX_LIFETIME_SECS: u64 = 365 * 24 * 3600;
+/// Longest wait of an idle connection for more of its domain: servers
+/// commonly drop a silent client after 5 minutes (RFC 5321 §4.5.3.2.7).
+const MAX_CONNECTION_CACHE_SECS: u64 = 300;
 
 const DEFAULTS_NAME: &str = "built-in defaults";
 const FLAGS_NAME: &str = "command-line flags";
@@ -199,6 +202,10 @@ pub struct DeliverySettings {
     pub initial_connections_per_domain: usize,
     /// Messages sent on one connection before it is closed.
     pub max_messages_per_connection: usize,
+    /// Seconds a connection with nothing more to carry waits for another
+    /// message of its domain before it says goodbye (Postfix's
+    /// `smtp_connection_cache_time_limit`); 0 closes it at once.
+    pub connection_cache_time: u64,
     /// Addresses tried in one delivery attempt, over all MX hosts in order
     /// (Postfix's `smtp_mx_address_limit`).
     pub max_mx_addresses: usize,
@@ -315,6 +322,9 @@ pub struct Config {
     pub initial_connections_per_domain: usize,
     /// Messages on one connection, ≥ 1.
     pub max_messages_per_connection: usize,
+    /// How long an idle connection waits for more of its domain
+    /// (`delivery.connection_cache_time`), 0–300 s.
+    pub connection_cache_time: Duration,
     /// Addresses tried in one delivery attempt, 1–1000.
     pub max_mx_addresses: usize,
     /// Delay before a deferred message is tried again the first time
@@ -468,6 +478,7 @@ impl Settings {
                 max_connections_per_domain: 20,
                 initial_connections_per_domain: 5,
                 max_messages_per_connection: 100,
+                connection_cache_time: 2,
                 max_mx_addresses: 5,
                 max_queue_lifetime: 5 * 24 * 3600,
                 delay_warning: 0,

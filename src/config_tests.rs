@@ -86,6 +86,11 @@ fn defaults_without_a_file() {
             c.max_messages_per_connection, 100,
             "max_messages_per_connection"
         );
+        assert_eq!(
+            c.connection_cache_time,
+            Duration::from_secs(2),
+            "connection_cache_time, as Postfix"
+        );
         assert_eq!(c.max_mx_addresses, 5, "max_mx_addresses, as Postfix");
         assert_eq!(c.retry_delay, Duration::from_secs(300), "retry_delay");
         assert_eq!(c.max_backoff, Duration::from_secs(4000), "max_backoff");
@@ -339,6 +344,7 @@ fn validation_bounds() {
         ("[delivery]\ninitial_connections_per_domain = 0", "delivery.initial_connections_per_domain", "at least 1"),
         ("[delivery]\ninitial_connections_per_domain = 901", "delivery.initial_connections_per_domain", "at most 900"),
         ("[delivery]\nmax_messages_per_connection = 0", "delivery.max_messages_per_connection", "at least 1"),
+        ("[delivery]\nconnection_cache_time = 301", "delivery.connection_cache_time", "at most 300"),
         ("[delivery]\nmax_mx_addresses = 0", "delivery.max_mx_addresses", "must be at least 1"),
         ("[delivery]\nmax_mx_addresses = 1001", "delivery.max_mx_addresses", "must be at most 1000"),
         ("[delivery.retry]\nmin_backoff = 0", "delivery.retry.min_backoff", "at least 1"),

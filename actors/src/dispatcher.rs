@@ -30,6 +30,7 @@ use crate::settler::{self, Fate, RecipientFate, Settler};
 use crate::worker::WorkerLink;
 
 mod concurrency;
+mod parked;
 mod routes;
 
 /// Route lookups in flight at once. The resolver's mailbox holds this many,
@@ -74,6 +75,8 @@ struct Domain {
     /// each makes the domain's backoff longer, one success resets it.
     failures: u32,
     in_runnable: bool,
+    /// Its connections waiting for more of its mail (see `parked`).
+    parked: usize,
 }
 
 impl Domain {
@@ -101,6 +104,7 @@ impl Domain {
             suspended_until: None,
             failures: 0,
             in_runnable: false,
+            parked: 0,
         }
     }
 }
@@ -131,6 +135,9 @@ pub struct Dispatcher {
     scan_done: bool,
     shutting_down: bool,
     workers_running: usize,
+    /// Idle connections waiting a moment for more of their domain, the
+    /// longest waiting first.
+    parked: VecDeque<parked::Parked>,
     stats: Stats,
 }
 
@@ -185,6 +192,7 @@ impl Dispatcher {
             scan_done: false,
             shutting_down: false,
             workers_running,
+            parked: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -204,6 +212,9 @@ impl Dispatcher {
             if let Some(until) = self.paused_until {
                 wake = wake.min(until);
             }
+            if let Some(until) = self.next_parked_expiry() {
+                wake = wake.min(until);
+            }
             match self.inbox.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(msg) => {
                     self.handle(msg);
@@ -218,6 +229,7 @@ impl Dispatcher {
             }
             let now = Instant::now();
             self.release_due(now);
+            self.expire_parked(now);
             for (index, worker) in self.workers.iter_mut().enumerate() {
                 if worker.flush_backlog().is_err() {
                     error!(self.log, "worker mailbox closed"; "worker" => index);
@@ -291,10 +303,7 @@ impl Dispatcher {
                 worker,
                 conn,
                 domain,
-            } => {
-                let job = self.next_for(&domain, now);
-                self.send_worker(worker, WorkerMsg::Next { conn, job });
-            }
+            } => self.want_more(worker, conn, domain, now),
             DispatcherMsg::ConnectFailed {
                 domain,
                 job,
@@ -341,7 +350,12 @@ impl Dispatcher {
             DispatcherMsg::LookupPutOff { domain, reason } => {
                 self.lookup_put_off(&domain, &reason, now)
             }
-            DispatcherMsg::Closed { worker, domain } => {
+            DispatcherMsg::Closed {
+                worker,
+                conn,
+                domain,
+            } => {
+                self.closed_while_parked(worker, conn);
                 self.connections = self.connections.saturating_sub(1);
                 if let Some(link) = self.workers.get_mut(worker) {
                     link.connections = link.connections.saturating_sub(1);
@@ -439,9 +453,13 @@ impl Dispatcher {
             self.defer_logged(msg, until, &reason);
             return;
         }
+        let waiting = domain.parked > 0;
         domain.ready_ids.insert(msg.id.clone());
         domain.ready.push_back(msg);
         self.ready_total += 1;
+        if waiting {
+            self.serve_parked(&name, now);
+        }
         self.make_runnable(&name);
     }
 
@@ -526,6 +544,7 @@ impl Dispatcher {
             }
             self.paused_until = None;
         }
+        self.make_room();
         let mut turns = self.runnable.len();
         while turns > 0 && self.connections < self.config.max_connections {
             turns -= 1;
@@ -657,6 +676,7 @@ impl Dispatcher {
 
     fn begin_shutdown(&mut self) {
         self.shutting_down = true;
+        self.release_all_parked(None);
         let _ = self.scanner.try_send(ScannerMsg::Shutdown);
         // Closing the resolver's mailbox ends its thread once lookups finish.
         self.resolver = None;
@@ -678,6 +698,7 @@ impl Dispatcher {
             "deferred" => deferred,
             "in_flight" => self.in_flight,
             "connections" => self.connections,
+            "idle_connections" => self.parked.len(),
             "lookups_in_flight" => self.lookups,
             "mailbox" => self.inbox.len(),
             "found" => self.stats.found,

@@ -150,7 +150,11 @@ pub enum DispatcherMsg {
     /// moment.
     LookupPutOff { domain: String, reason: String },
     /// A connection is closed; its slot counts no longer.
-    Closed { worker: usize, domain: String },
+    Closed {
+        worker: usize,
+        conn: ConnId,
+        domain: String,
+    },
     /// A worker has closed every connection and stopped.
     WorkerStopped { worker: usize },
     /// SIGINT or SIGTERM: stop gracefully.

@@ -530,6 +530,9 @@ fn daemon_retries_on_the_backoff_schedule_and_counts_attempts_on_disk() {
     let mut cfg = local_config(&queue, &net, &dns);
     cfg.min_backoff = 2;
     cfg.max_backoff = Some(4);
+    // Each retry on a connection of its own, as the scripts are: a
+    // connection waiting 2 s for more would carry the first retry.
+    cfg.connection_cache_time = 0;
     let mut daemon = postman!().spawn_daemon(&cfg.write());
 
     // Watch the file and the connections until the message is gone.

@@ -246,6 +246,9 @@ fn daemon_retries_a_deferred_message_after_the_backoff() {
     queue.add("grey.test", "m1", "a@src.test", &["u@grey.test"], &m);
     let mut cfg = config(&queue, &net, &dns);
     cfg.min_backoff = 1;
+    // The retry on a connection of its own, as the scripts are: one that
+    // waits 2 s for more of the domain would carry it.
+    cfg.connection_cache_time = 0;
     let mut daemon = postman!().spawn_daemon(&cfg.write());
 
     let ok = daemon.wait_for(Duration::from_secs(15), |records| {
@@ -276,4 +279,49 @@ fn daemon_retries_a_deferred_message_after_the_backoff() {
     }
     assert_eq!(queue.state().queued_count(), 0, "{:#?}", queue.state());
     daemon.terminate(STOP_WITHIN);
+}
+
+/// A connection with nothing more to carry waits a moment for more of its
+/// domain, as Postfix's connection cache does: a file dropped in soon after
+/// the last delivery goes over the same connection instead of a new one
+/// (and, with TLS, a new handshake). With nothing more, it says goodbye.
+#[test]
+fn an_idle_connection_waits_a_moment_for_more_of_its_domain() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("idle.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    std::fs::create_dir_all(queue.domain_dir("idle.test").join("tmp")).unwrap();
+    let cfg = config(&queue, &net, &dns).write();
+    let mut daemon = postman!().spawn_daemon(&cfg);
+    std::thread::sleep(Duration::from_millis(700));
+
+    let wait_for_bodies = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.body_count() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server.body_count() >= n
+    };
+    let m1 = message("idle1", "first\n");
+    queue.add("idle.test", "m1", "a@src.test", &["u1@idle.test"], &m1);
+    assert!(wait_for_bodies(1), "m1 delivered:\n{}", daemon.log_text());
+    // Well inside the two seconds a connection waits.
+    std::thread::sleep(Duration::from_millis(300));
+    let m2 = message("idle2", "second\n");
+    queue.add("idle.test", "m2", "a@src.test", &["u2@idle.test"], &m2);
+    assert!(wait_for_bodies(2), "m2 delivered:\n{}", daemon.log_text());
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "the second message rode the first connection: {:?}",
+        server.commands()
+    );
+    assert!(
+        server.wait_idle(1, Duration::from_secs(10)),
+        "the idle connection said goodbye: {:?}",
+        server.commands()
+    );
+    assert_eq!(server.count_commands("QUIT"), 1, "{:?}", server.commands());
+    assert!(daemon.terminate(STOP_WITHIN).is_some(), "stopped");
 }

@@ -519,3 +519,34 @@ fn bodies_already_in_wire_form_are_written_as_they_are() {
     assert!(got == sent, "every body arrives byte for byte");
     assert_eq!(server.connection_count(), 1, "one connection for all");
 }
+
+/// A connection waiting for more of its domain gives its slot up at once
+/// when another domain needs it, and a `--once` run with nothing left does
+/// not wait for it: with a minute's wait and room for one connection, two
+/// domains on one server are done in seconds, one connection each.
+#[test]
+fn a_waiting_connection_yields_its_slot_and_the_end_of_a_run() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx_at("first.test", net.ipv4(1))
+            .mx_at("second.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    for domain in ["first.test", "second.test"] {
+        let msg = message(domain, "one each\n");
+        queue.add(domain, "m1", "a@src.test", &[&format!("u@{domain}")], &msg);
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections = 1;
+    cfg.max_connections_per_domain = 1;
+    cfg.connection_cache_time = 60;
+    let started = std::time::Instant::now();
+    run_until_empty(&queue, &cfg, "both delivered and removed");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_eq!(server.body_count(), 2);
+    assert_eq!(server.connection_count(), 2, "{:?}", server.commands());
+    assert_eq!(server.count_commands("QUIT"), 2, "{:?}", server.commands());
+}

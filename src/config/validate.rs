@@ -109,6 +109,11 @@ impl Validator<'_> {
             (1, usize::MAX),
             "",
         )?;
+        let connection_cache_time = self.seconds(
+            "delivery.connection_cache_time",
+            d.connection_cache_time,
+            (0, MAX_CONNECTION_CACHE_SECS),
+        )?;
         let max_mx_addresses = self.within(
             "delivery.max_mx_addresses",
             d.max_mx_addresses,
@@ -170,6 +175,7 @@ impl Validator<'_> {
             max_connections_per_domain,
             initial_connections_per_domain,
             max_messages_per_connection,
+            connection_cache_time,
             max_mx_addresses,
             retry_delay,
             max_backoff: Duration::from_secs(max_backoff),

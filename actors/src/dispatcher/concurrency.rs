@@ -151,6 +151,8 @@ impl Dispatcher {
                 "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
                 "hint" => "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections");
             self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
+            // Waiting connections hold descriptors that are short now.
+            self.release_all_parked(None);
         }
     }
 }

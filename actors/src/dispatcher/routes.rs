@@ -70,6 +70,7 @@ impl Dispatcher {
         };
         let messages = d.drain_ready();
         self.ready_total -= messages.len();
+        self.release_all_parked(Some(name));
         match error {
             RouteError::Transient(reason) => {
                 let until = self.back_off(name, reason, now);
@@ -93,6 +94,7 @@ impl Dispatcher {
         };
         let messages = d.drain_ready();
         self.ready_total -= messages.len();
+        self.release_all_parked(Some(name));
         let reason = format!("delivery temporarily suspended: {reason}");
         for msg in messages {
             self.defer_logged(msg, until, &reason);

@@ -775,6 +775,7 @@ impl Conn {
         }
         shared.tell(DispatcherMsg::Closed {
             worker: shared.worker,
+            conn: self.id,
             domain: self.domain.clone(),
         });
     }

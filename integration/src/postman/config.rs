@@ -74,6 +74,8 @@ pub struct Config {
     pub initial_connections_per_domain: u32,
     /// `delivery.max_messages_per_connection`
     pub max_messages_per_connection: u32,
+    /// `delivery.connection_cache_time`, seconds
+    pub connection_cache_time: u64,
     /// `delivery.max_mx_addresses`
     pub max_mx_addresses: u32,
     /// `delivery.retry.min_backoff`, seconds
@@ -113,6 +115,7 @@ impl Config {
             max_connections_per_domain: 4,
             initial_connections_per_domain: 5,
             max_messages_per_connection: 100,
+            connection_cache_time: 2,
             max_mx_addresses: 5,
             min_backoff: 300,
             max_backoff: None,
@@ -184,6 +187,7 @@ max_connections = {max_connections}
 max_connections_per_domain = {max_per_domain}
 initial_connections_per_domain = {initial_per_domain}
 max_messages_per_connection = {max_per_conn}
+connection_cache_time = {connection_cache_time}
 max_mx_addresses = {max_mx_addresses}
 {lifetime}{delay_warning}
 [delivery.retry]
@@ -217,6 +221,7 @@ rescan_interval = {rescan_interval}
             max_per_domain = self.max_connections_per_domain,
             initial_per_domain = self.initial_connections_per_domain,
             max_per_conn = self.max_messages_per_connection,
+            connection_cache_time = self.connection_cache_time,
             max_mx_addresses = self.max_mx_addresses,
             min_backoff = self.min_backoff,
             metrics_interval = self.metrics_interval,
