@@ -36,6 +36,24 @@ pub fn open(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The end of a body written straight from its buffer still goes through
+/// the session: at least this many octets, from a line start, so that
+/// they and the terminator leave in one write instead of the terminator in
+/// a segment of its own. Smaller bodies go through the session whole,
+/// where copying them costs less than the write it saves.
+pub const DIRECT_TAIL: usize = 4096;
+
+/// Where the part of a verbatim body written straight from its buffer
+/// ends: after the last LF at least [`DIRECT_TAIL`] octets before the end,
+/// so the rest starts a line; 0 when there is none.
+fn direct_end(body: &[u8]) -> usize {
+    let head = &body[..body.len().saturating_sub(DIRECT_TAIL)];
+    // Backwards: a line's length at most, where the tail starts.
+    head.iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1)
+}
+
 /// Bodies up to this size are read once, kept in memory for sending after
 /// the measuring pass, instead of being read from the file a second time.
 pub const MAX_IN_MEMORY: usize = 1024 * 1024;
@@ -54,10 +72,12 @@ pub enum Body {
         bytes: Vec<u8>,
         len: usize,
         sent: usize,
-        /// It needs no dot-stuffing or line-end change
-        /// ([`BodyMeasure::is_verbatim`]): it may be written straight from
-        /// `bytes` ([`Body::verbatim_rest`]).
-        verbatim: bool,
+        /// The body needs no dot-stuffing or line-end change
+        /// ([`BodyMeasure::is_verbatim`]), and `bytes[..direct_end]` may be
+        /// written straight from here ([`Body::verbatim_rest`]): up to the
+        /// last line end at least [`DIRECT_TAIL`] octets before the end, 0
+        /// when there is none (a small body, or one not verbatim).
+        direct_end: usize,
         _held: Held,
         /// The queue file stays open until the message is settled (see
         /// [`Body::into_parts`]).
@@ -83,18 +103,19 @@ impl Body {
         }
     }
 
-    /// What is left to send of a body kept in memory that goes on the wire
-    /// as it is, for writing straight from its buffer; `None` for any
-    /// other body. [`Body::advance`] says how much of it went.
+    /// What is left to write straight from the buffer of a body kept in
+    /// memory that goes on the wire as it is: all of it but a tail of whole
+    /// lines, which goes through the session with the terminator in one
+    /// write (see [`DIRECT_TAIL`]). `None` once that part is written, and
+    /// for any other body. [`Body::advance`] says how much of it went.
     pub fn verbatim_rest(&self) -> Option<&[u8]> {
         match self {
             Body::Memory {
                 bytes,
-                len,
                 sent,
-                verbatim: true,
+                direct_end,
                 ..
-            } => Some(bytes.get(*sent..*len).unwrap_or_default()),
+            } if sent < direct_end => bytes.get(*sent..*direct_end),
             _ => None,
         }
     }
@@ -234,17 +255,22 @@ pub fn measure(
         while len < limit {
             match reader.read_into(&mut bytes[len..limit]) {
                 Ok(0) => {
+                    let direct_end = if measure.is_verbatim() {
+                        direct_end(&bytes[..len])
+                    } else {
+                        0
+                    };
                     return (
                         Body::Memory {
                             bytes,
                             len,
                             sent: 0,
-                            verbatim: measure.is_verbatim(),
+                            direct_end,
                             _held: held,
                             file: reader,
                         },
                         Ok(measure),
-                    )
+                    );
                 }
                 Ok(n) => {
                     measure.push(&bytes[len..len + n]);
@@ -359,14 +385,33 @@ mod tests {
     #[test]
     fn only_a_body_in_wire_form_is_lent_for_writing_as_it_is() {
         let mut worker = Worker::default();
-        let wire = b"Subject: x\r\n\r\nline.\r\n".repeat(100);
+        // 1,000 lines of 17 octets: the last 241 lines (4,097 octets) are
+        // the tail.
+        let wire = b"Subject: x\r\nab.\r\n".repeat(500);
+        let direct = wire.len() - 241 * 17;
         let (_dir, path) = queue_file(&wire);
         let (mut body, _) = worker.measure(&path, wire.len());
-        assert_eq!(body.verbatim_rest(), Some(&wire[..]), "all of it");
+        assert_eq!(
+            body.verbatim_rest(),
+            Some(&wire[..direct]),
+            "all but a tail"
+        );
+        assert!(wire.len() - direct >= DIRECT_TAIL && wire[direct - 1] == b'\n');
         body.advance(10);
-        assert_eq!(body.verbatim_rest(), Some(&wire[10..]), "the rest");
-        body.advance(usize::MAX / 2);
-        assert_eq!(body.verbatim_rest(), Some(&[][..]), "nothing past the end");
+        assert_eq!(body.verbatim_rest(), Some(&wire[10..direct]), "the rest");
+        body.advance(direct - 10);
+        assert_eq!(
+            body.verbatim_rest(),
+            None,
+            "the tail goes through the session"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(body.next(&mut buf).expect("next"), &wire[direct..]);
+
+        let small = b"Subject: x\r\n\r\nhello\r\n".repeat(100);
+        let (_dir3, path3) = queue_file(&small);
+        let (body, _) = worker.measure(&path3, small.len());
+        assert_eq!(body.verbatim_rest(), None, "small: all through the session");
 
         let stuffed = body_of(1000);
         let (_dir2, path2) = queue_file(&stuffed);

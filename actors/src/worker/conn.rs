@@ -674,8 +674,9 @@ impl Conn {
         fed
     }
 
-    /// Writes the rest of a verbatim body from its buffer until the socket
-    /// would block, then ends it (see [`Session::takes_body_directly`]).
+    /// Writes a verbatim body from its buffer until the socket would block
+    /// or only its tail is left, which then goes through the session (see
+    /// [`Session::takes_body_directly`] and [`DIRECT_TAIL`](super::body::DIRECT_TAIL)).
     fn write_body_directly(&mut self, shared: &mut Shared, now: Instant) -> bool {
         let (
             State::Smtp {
@@ -690,12 +691,9 @@ impl Conn {
             return false;
         };
         let mut wrote = false;
-        loop {
-            let rest = body.verbatim_rest().unwrap_or_default();
-            if rest.is_empty() {
-                session.finish_body(now);
-                return true;
-            }
+        // When this part is written, the tail goes through the session,
+        // with the terminator.
+        while let Some(rest) = body.verbatim_rest() {
             match socket.send(rest) {
                 Ok(n) => {
                     shared.stats.bytes_written += n as u64;
@@ -713,6 +711,7 @@ impl Conn {
                 }
             }
         }
+        wrote
     }
 
     /// Writes what the session has to send until the socket would block.
