@@ -200,6 +200,13 @@ impl Dispatcher {
     pub fn run(mut self) {
         let mut next_metrics = Instant::now() + self.config.metrics_interval;
         loop {
+            // What the last turn has for the workers goes now, one wake-up
+            // each, before this thread sleeps.
+            for (index, worker) in self.workers.iter_mut().enumerate() {
+                if worker.flush_backlog().is_err() {
+                    error!(self.log, "worker mailbox closed"; "worker" => index);
+                }
+            }
             let now = Instant::now();
             let mut wake = self.next_timer().unwrap_or(now + Duration::from_secs(3600));
             let metrics_every = self.config.metrics_interval;
@@ -230,11 +237,6 @@ impl Dispatcher {
             let now = Instant::now();
             self.release_due(now);
             self.expire_parked(now);
-            for (index, worker) in self.workers.iter_mut().enumerate() {
-                if worker.flush_backlog().is_err() {
-                    error!(self.log, "worker mailbox closed"; "worker" => index);
-                }
-            }
             self.pump(now);
             if self.once && !self.shutting_down && self.idle() {
                 info!(self.log, "nothing left to do now"; "deferred" => self.stats.deferred,
@@ -618,11 +620,7 @@ impl Dispatcher {
 
     fn send_worker(&mut self, worker: usize, msg: WorkerMsg) {
         match self.workers.get_mut(worker) {
-            Some(link) => {
-                if let Err(e) = link.send(msg) {
-                    error!(self.log, "worker mailbox closed"; "worker" => worker, "error" => %e);
-                }
-            }
+            Some(link) => link.send(msg),
             None => error!(self.log, "no such worker"; "worker" => worker),
         }
     }

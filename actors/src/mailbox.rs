@@ -64,12 +64,29 @@ impl<T> Postbox<T> {
     /// Sends, waiting for room while the mailbox is full; fails only when
     /// the owner is gone.
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        match &self.tx {
-            Some(tx) => tx.send(msg)?,
-            None => return Err(SendError(msg)),
-        }
+        self.send_quietly(msg)?;
         self.wake();
         Ok(())
+    }
+
+    /// Sends as [`Postbox::send`] does but leaves the owner asleep: a sender
+    /// with several messages at once sends them so, then calls
+    /// [`Postbox::wake`] once. A full mailbox wakes the owner before
+    /// waiting for room, since only the owner makes room; every blocking
+    /// send goes through here, so one sender's quiet messages filling the
+    /// mailbox cannot leave another waiting on an owner that sleeps.
+    pub fn send_quietly(&self, msg: T) -> Result<(), SendError<T>> {
+        let Some(tx) = &self.tx else {
+            return Err(SendError(msg));
+        };
+        match tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => {
+                self.wake();
+                tx.send(msg)
+            }
+            Err(TrySendError::Disconnected(msg)) => Err(SendError(msg)),
+        }
     }
 
     /// Sends if there is room now.
@@ -82,7 +99,8 @@ impl<T> Postbox<T> {
         Ok(())
     }
 
-    fn wake(&self) {
+    /// Wakes the owner if it sleeps, to look at its mailbox.
+    pub fn wake(&self) {
         // Before the owner's first receive there is no thread to wake; it
         // looks at the channel before it ever parks.
         if let Some(owner) = self.owner.get() {
@@ -246,6 +264,34 @@ mod tests {
         for thread in busy {
             thread.join().unwrap();
         }
+    }
+
+    /// Quiet sends that fill the mailbox leave the owner asleep; a send
+    /// that then waits for room must wake it, or both wait for ever.
+    #[test]
+    fn a_mailbox_filled_quietly_still_drains() {
+        let (postbox, inbox) = bounded::<u32>(2);
+        let receiver = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                match inbox.recv_timeout(Duration::from_secs(20)) {
+                    Ok(msg) => got.push(msg),
+                    Err(RecvTimeoutError::Disconnected) => return got,
+                    Err(RecvTimeoutError::Timeout) => panic!("never woken"),
+                }
+            }
+        });
+        // Long enough for the owner to park.
+        std::thread::sleep(Duration::from_millis(100));
+        postbox.send_quietly(1).unwrap();
+        postbox.send_quietly(2).unwrap();
+        let other = postbox.clone();
+        let sender = std::thread::spawn(move || other.send(3));
+        assert!(sender.join().unwrap().is_ok(), "the owner drained it");
+        postbox.send_quietly(4).unwrap();
+        postbox.wake();
+        drop(postbox);
+        assert_eq!(receiver.join().unwrap(), [1, 2, 3, 4]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The dispatcher's handle on one worker: the bounded mailbox plus the
-//! eventfd that wakes the worker out of `pselect` after each send.
+//! eventfd that wakes the worker out of `pselect` after each batch of sends.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -36,9 +36,12 @@ impl WorkerLink {
         }
     }
 
-    pub fn send(&mut self, msg: WorkerMsg) -> Result<(), Disconnected> {
+    /// Queues `msg` for the worker; it goes at the next
+    /// [`WorkerLink::flush_backlog`], which the dispatcher calls before it
+    /// waits, so that everything it has for the worker after handling a
+    /// batch of its mailbox costs one eventfd write, and one wake-up.
+    pub fn send(&mut self, msg: WorkerMsg) {
         self.backlog.push_back(msg);
-        self.flush_backlog()
     }
 
     pub fn has_backlog(&self) -> bool {

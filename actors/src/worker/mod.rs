@@ -14,6 +14,7 @@ mod link;
 mod settle;
 mod tls;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -96,6 +97,8 @@ pub struct Shared {
     /// Settles finished transactions off the `pselect` loop.
     pub disk: disk::Disk,
     pub dispatcher: Postbox<DispatcherMsg>,
+    /// Something was told to the dispatcher without waking it.
+    told: Cell<bool>,
     pub log: Logger,
     pub stats: Stats,
     /// Set on shutdown: when in-flight transactions must be abandoned.
@@ -120,10 +123,23 @@ impl Shared {
         }
     }
 
-    /// Sends to the dispatcher. It never blocks on us, so a blocking send
-    /// cannot deadlock; failure means it is gone, and the worker winds down.
+    /// Sends to the dispatcher, which is woken once for everything told in
+    /// a turn of the loop ([`Shared::wake_dispatcher`], before `pselect`):
+    /// a busy worker tells it several things a turn (outcomes, requests
+    /// for more), and each wake-up of a sleeping thread costs a context
+    /// switch. It never blocks on us, so a blocking send cannot deadlock;
+    /// failure means it is gone, and the worker winds down.
     pub fn tell(&self, msg: DispatcherMsg) {
-        let _ = self.dispatcher.send(msg);
+        if self.dispatcher.send_quietly(msg).is_ok() {
+            self.told.set(true);
+        }
+    }
+
+    /// Wakes the dispatcher if it was told something since the last time.
+    pub fn wake_dispatcher(&self) {
+        if self.told.replace(false) {
+            self.dispatcher.wake();
+        }
     }
 }
 
@@ -199,6 +215,7 @@ impl Worker {
                 settler: Settler::new(config, owner, &format!("W{id}")),
                 disk,
                 dispatcher,
+                told: Cell::new(false),
                 log,
                 stats: Stats::default(),
                 shutdown_deadline: None,
@@ -245,6 +262,7 @@ impl Worker {
             if !self.metrics_interval.is_zero() {
                 wait = wait.min(next_metrics.saturating_duration_since(now));
             }
+            self.shared.wake_dispatcher();
             let woken = self.select(wait);
             let now = Instant::now();
             if woken {
@@ -257,6 +275,7 @@ impl Worker {
         }
         // Every settlement reaches the dispatcher before WorkerStopped, and
         // every message prepared for a connection that is gone goes back.
+        self.shared.wake_dispatcher();
         let disk = self.shared.disk.stop(&self.shared.log);
         while let Ok(answer) = self.prepared.try_recv() {
             if let Some(ready) = answer.ready {
@@ -271,6 +290,7 @@ impl Worker {
         self.shared.tell(DispatcherMsg::WorkerStopped {
             worker: self.shared.worker,
         });
+        self.shared.wake_dispatcher();
     }
 
     /// Handles every waiting mailbox message. Returns false once the mailbox
