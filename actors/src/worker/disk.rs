@@ -108,6 +108,25 @@ impl Settlement {
         self.fates.iter().any(|f| f.code != 0)
     }
 
+    /// The outcome is known before settling: the file is gone, so the
+    /// message is finished. The worker tells the dispatcher itself, with
+    /// the connection's request for more in the same wake-up, and whoever
+    /// settles only closes the file and logs.
+    pub fn finished_already(&self) -> bool {
+        matches!(self.file, File::Removed)
+    }
+
+    /// The [`DispatcherMsg::Done`] of a settlement that is
+    /// [`Settlement::finished_already`].
+    pub fn finished(&self) -> DispatcherMsg {
+        DispatcherMsg::Done {
+            domain: self.msg.domain.clone(),
+            id: self.msg.id.clone(),
+            disposition: Disposition::Finished,
+            answered: self.answered(),
+        }
+    }
+
     /// Updates or removes the file, logs the delivery records, and says
     /// what the dispatcher should do with the message.
     pub fn settle(self, settler: &mut Settler) -> Disposition {
@@ -307,6 +326,7 @@ fn spawn(
                     }
                     Work::Settle(mut s) => {
                         let started = Instant::now();
+                        let reported = s.finished_already();
                         let buffer = s.buffer.take();
                         let domain = s.msg.domain.clone();
                         let id = s.msg.id.clone();
@@ -319,14 +339,15 @@ fn spawn(
                         totals.settled += 1;
                         // The dispatcher never blocks on a worker or on
                         // us, so a blocking send cannot deadlock.
-                        if dispatcher
-                            .send(DispatcherMsg::Done {
-                                domain,
-                                id,
-                                disposition,
-                                answered,
-                            })
-                            .is_err()
+                        if !reported
+                            && dispatcher
+                                .send(DispatcherMsg::Done {
+                                    domain,
+                                    id,
+                                    disposition,
+                                    answered,
+                                })
+                                .is_err()
                         {
                             error!(log, "the dispatcher is gone; settled files stay settled");
                         }

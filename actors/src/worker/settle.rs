@@ -340,6 +340,10 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         buffer,
         open,
     });
+    let reported = settlement.finished_already();
+    if reported {
+        shared.tell(settlement.finished());
+    }
     if let Err(mut settlement) = shared.disk.try_settle(settlement) {
         if let Some(buffer) = settlement.buffer.take() {
             shared.body_pool.give(buffer);
@@ -350,12 +354,14 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         let id = settlement.msg.id.clone();
         let answered = settlement.answered();
         let disposition = settlement.settle(&mut shared.settler);
-        shared.tell(DispatcherMsg::Done {
-            domain,
-            id,
-            disposition,
-            answered,
-        });
+        if !reported {
+            shared.tell(DispatcherMsg::Done {
+                domain,
+                id,
+                disposition,
+                answered,
+            });
+        }
     }
 }
 
