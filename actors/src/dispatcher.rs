@@ -407,6 +407,7 @@ impl Dispatcher {
             self.send_worker(worker, WorkerMsg::Reload(Box::new(config.clone())));
         }
         self.config = config;
+        self.shorten_parked(Instant::now());
         let names: Vec<String> = self.domains.keys().cloned().collect();
         for name in names {
             self.make_runnable(&name);

@@ -281,6 +281,141 @@ fn daemon_retries_a_deferred_message_after_the_backoff() {
     daemon.terminate(STOP_WITHIN);
 }
 
+/// A reload that shortens `delivery.connection_cache_time` applies to the
+/// connections already waiting, not only to those that wait from then on.
+#[test]
+fn a_reload_that_shortens_the_wait_applies_to_waiting_connections() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("idle.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    std::fs::create_dir_all(queue.domain_dir("idle.test").join("tmp")).unwrap();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.connection_cache_time = 300;
+    let file = cfg.write();
+    let mut daemon = postman!().spawn_daemon(&file);
+    std::thread::sleep(Duration::from_millis(700));
+    queue.add(
+        "idle.test",
+        "m1",
+        "a@src.test",
+        &["u@idle.test"],
+        &message("r1", "x\n"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.body_count() < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.body_count(), 1, "delivered:\n{}", daemon.log_text());
+    cfg.connection_cache_time = 1;
+    std::fs::write(file.path(), cfg.to_toml()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    assert!(
+        daemon.wait_for(Duration::from_secs(5), |r| r
+            .iter()
+            .any(|r| r["key"] == "delivery.connection_cache_time")),
+        "the reload reports the change: {}",
+        daemon.log_text()
+    );
+    assert!(
+        server.wait_idle(1, Duration::from_secs(10)),
+        "the waiting connection said goodbye after the new, shorter wait: {:?}",
+        server.commands()
+    );
+    assert_eq!(server.count_commands("QUIT"), 1, "{:?}", server.commands());
+    assert!(daemon.terminate(STOP_WITHIN).is_some(), "stopped");
+}
+
+/// A waiting connection gives its slot up only to a domain that would take
+/// it. With room for two connections, one waits for more of its domain
+/// while the other is held by a slow server; new mail for the slow domain,
+/// already at its own limit of one connection, must not close the waiting
+/// one for nothing.
+#[test]
+fn a_waiting_connection_keeps_its_slot_from_a_domain_at_its_limit() {
+    let net = TestNet::new();
+    let idle = HostileServer::polite(net.addr(1));
+    let slow_script = Script::new()
+        .hello()
+        .expect("MAIL", "250 ok")
+        .expect("RCPT", "250 ok")
+        .expect("DATA", "354 go ahead")
+        .body_silently()
+        .stall(2_000)
+        .send_raw(b"250 ok\r\n")
+        .then_polite();
+    let slow = HostileServer::start(net.addr(2), vec![slow_script]);
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx_at("idle.test", net.ipv4(1))
+            .mx_at("slow.test", net.ipv4(2)),
+    );
+    let queue = TestQueue::new();
+    for domain in ["idle.test", "slow.test"] {
+        std::fs::create_dir_all(queue.domain_dir(domain).join("tmp")).unwrap();
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_connections = 2;
+    cfg.max_connections_per_domain = 1;
+    cfg.connection_cache_time = 60;
+    let cfg = cfg.write();
+    let mut daemon = postman!().spawn_daemon(&cfg);
+    std::thread::sleep(Duration::from_millis(700));
+    let wait_for = |server: &HostileServer, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while server.body_count() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server.body_count() >= n
+    };
+    queue.add(
+        "idle.test",
+        "m1",
+        "a@src.test",
+        &["u@idle.test"],
+        &message("i1", "x\n"),
+    );
+    queue.add(
+        "slow.test",
+        "m1",
+        "a@src.test",
+        &["u1@slow.test"],
+        &message("s1", "x\n"),
+    );
+    assert!(
+        wait_for(&idle, 1),
+        "idle.test delivered:\n{}",
+        daemon.log_text()
+    );
+    // The slow server has the body and holds its reply back.
+    assert!(
+        wait_for(&slow, 1),
+        "slow.test's body sent:\n{}",
+        daemon.log_text()
+    );
+    queue.add(
+        "slow.test",
+        "m2",
+        "a@src.test",
+        &["u2@slow.test"],
+        &message("s2", "x\n"),
+    );
+    assert!(
+        wait_for(&slow, 2),
+        "slow.test's second message:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(slow.connection_count(), 1, "{:?}", slow.commands());
+    assert_eq!(
+        idle.count_commands("QUIT"),
+        0,
+        "the waiting connection kept its slot: {:?}",
+        idle.commands()
+    );
+    assert!(daemon.terminate(STOP_WITHIN).is_some(), "stopped");
+    assert_eq!(idle.connection_count(), 1, "{:?}", idle.commands());
+}
+
 /// A connection with nothing more to carry waits a moment for more of its
 /// domain, as Postfix's connection cache does: a file dropped in soon after
 /// the last delivery goes over the same connection instead of a new one

@@ -89,10 +89,20 @@ impl Dispatcher {
         }
     }
 
-    /// The time the longest waiting connection gives up (a reload that
-    /// shortens the wait applies to connections that wait from then on).
+    /// The time the longest waiting connection gives up.
     pub(super) fn next_parked_expiry(&self) -> Option<Instant> {
         self.parked.front().map(|p| p.until)
+    }
+
+    /// A reload shortened the wait: connections already waiting wait no
+    /// longer than the new time from now. (Taking the earlier of the two
+    /// keeps the queue in order of giving up: the old times were in order,
+    /// and every later wait ends after `now + wait`.)
+    pub(super) fn shorten_parked(&mut self, now: Instant) {
+        let latest = now + self.config.connection_cache_time;
+        for parked in &mut self.parked {
+            parked.until = parked.until.min(latest);
+        }
     }
 
     /// Says goodbye to connections that waited long enough.
@@ -117,12 +127,23 @@ impl Dispatcher {
 
     /// Connections are at `max_connections` while domains wait for one:
     /// as many waiting connections as there are such domains give their
-    /// slots up, the longest waiting first.
+    /// slots up, the longest waiting first. A domain counts when it has
+    /// mail ready and room under its own limit; one at its limit would not
+    /// take the slot, and its waiting connection would close for nothing.
     pub(super) fn make_room(&mut self) {
-        if self.connections < self.config.max_connections {
+        if self.connections < self.config.max_connections || self.parked.is_empty() {
             return;
         }
-        let wanting = self.runnable.len().min(self.parked.len());
+        let wanting = self
+            .runnable
+            .iter()
+            .filter(|name| {
+                self.domains
+                    .get(name.as_str())
+                    .is_some_and(|d| !d.ready.is_empty() && d.connections < d.limit)
+            })
+            .count()
+            .min(self.parked.len());
         for _ in 0..wanting {
             self.release_parked(0);
         }
