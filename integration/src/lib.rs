@@ -12,7 +12,7 @@
 //! * [`certs`]: self-signed certificates made at test time.
 //! * [`hostile`]: a scripted SMTP server for fault injection.
 //! * [`queue`]: write queue files in the on-disk format and list what remains.
-//! * [`postman`]: write configs, run the binary (`--once` or as a daemon) with
+//! * [`postman`](mod@postman): write configs, run the binary (`--once` or as a daemon) with
 //!   a deadline, and parse its JSON log.
 
 pub mod certs;
