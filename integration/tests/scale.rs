@@ -588,3 +588,101 @@ fn lookups_and_queue_files_short_of_descriptors_are_put_off() {
     // without sending; each message is received once.
     assert_eq!(server.body_count(), DOMAINS, "each message once");
 }
+
+/// The soft and hard `RLIMIT_NOFILE` of process `pid`, by util-linux's
+/// `prlimit`.
+fn nofile_of(pid: u32) -> (u64, u64) {
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--nofile",
+            "--raw",
+            "--noheadings",
+        ])
+        .args(["--output", "SOFT,HARD"])
+        .output()
+        .expect("run prlimit");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut numbers = text.split_whitespace().map(|n| n.parse().expect("a limit"));
+    (
+        numbers.next().expect("soft limit"),
+        numbers.next().expect("hard limit"),
+    )
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of process `pid`.
+fn set_nofile(pid: u32, soft: u64, hard: u64) {
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit failed");
+}
+
+/// A new queue file that the scanner cannot open for want of a descriptor
+/// (every one the daemon may have is taken) is not skipped: the scanner
+/// waits for one, says so once, and the file goes out as soon as a
+/// descriptor is free, without waiting for the next rescan.
+#[test]
+fn a_new_file_waits_for_a_descriptor_to_read_it() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("fd.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    std::fs::create_dir_all(queue.domain_dir("fd.test").join("tmp")).unwrap();
+    let mut cfg = config(&queue, &net, &dns);
+    // Only inotify and the wait can bring the file in time.
+    cfg.rescan_interval = 300;
+    let mut daemon = postman!().spawn_daemon(&cfg.write());
+    assert!(
+        daemon.wait_for(Duration::from_secs(10), |r| r
+            .iter()
+            .any(|r| r["msg"] == "queue scanned")),
+        "started: {}",
+        daemon.log_text()
+    );
+    let pid = daemon.pid();
+    let (soft, hard) = nofile_of(pid);
+    // With the limit at the lowest free descriptor number, every number
+    // below it is in use: no open(2) in the daemon can succeed.
+    let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's descriptors")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !used.contains(n)).expect("a free number");
+    set_nofile(pid, lowest_free, hard);
+    queue.add(
+        "fd.test",
+        "m1",
+        "a@src.test",
+        &["u@fd.test"],
+        &message("fd1", "x\n"),
+    );
+    let waiting = |r: &[Value]| {
+        r.iter().any(|r| {
+            r["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("local descriptor limit: the scan waits"))
+        })
+    };
+    let warned = daemon.wait_for(Duration::from_secs(3), waiting);
+    set_nofile(pid, soft, hard);
+    assert!(warned, "the scan should wait: {}", daemon.log_text());
+    let delivered = daemon.wait_for_deliveries(1, Duration::from_secs(10));
+    assert_eq!(delivered.len(), 1, "{}", daemon.log_text());
+    assert_eq!(server.body_count(), 1);
+    assert!(
+        !daemon
+            .records()
+            .iter()
+            .any(|r| r["msg"] == "cannot read queue file"),
+        "the file was read after the wait: {}",
+        daemon.log_text()
+    );
+    assert!(daemon.terminate(common::STOP_WITHIN).is_some(), "stopped");
+}
