@@ -236,6 +236,20 @@ json.dump(d, open(path, "w"))
 PY
 }
 
+# floor_run OUT.json COUNT DOMAINS SIZE: the same queue as postman_run, only
+# claimed by rename and unlinked (workload.py claim-unlink, as many threads
+# as postman's disk threads): the filesystem's share of any queue's work.
+floor_run() {
+  local out=$1 count=$2 domains=$3 size=$4
+  rm -rf "$work/maildir"
+  mkdir -p "$work/maildir"
+  python3 "$helpers/workload.py" maildir "$work/maildir" "$count" "$domains" "$size"
+  sync
+  meter run --json "$out" --stdout "$work/floor.out" --timeout 1800 \
+    -- python3 "$helpers/workload.py" claim-unlink "$work/maildir" 6 || log "floor run failed (see $out)"
+  report annotate "$out" sent="$(cat "$work/floor.out" 2>/dev/null || echo 0)" peak_conns=null
+}
+
 # ---- Postfix ------------------------------------------------------------------
 postfix_setup() {
   mkdir -p "$pf_etc" "$pf_spool" "$work/postfix/data"
@@ -413,6 +427,7 @@ compare() {
     for run in $(seq "$RUNS"); do
       log "$title: run $run/$RUNS (load $(load_note))"
       postman_run "$dir/postman.$run.json" "$count" "$doms" "$size" "$work/postman.toml"
+      floor_run "$dir/floor.$run.json" "$count" "$doms" "$size"
       postfix_run "$dir/postfix.$run.json" "$count" "$doms" "$size"
       source_run "$dir/source-d.$run.json" "$count" "$size" "$sessions" -d
       source_run "$dir/source-1.$run.json" "$count" "$size" "$sessions"
@@ -465,6 +480,12 @@ How each number is measured (scripts/bench/meter.py):
   a file through postlogd. smtp-source: `-s` = the connections postman may
   open for the workload (20 for one domain, 500 for 50), `-l` so the message
   is the same size; its own headers and body.
+* **queue floor**: no sender, only the filesystem work that postman's queue
+  needs for each message whatever else it does, timed the same way: the
+  same synced queue, every file claimed by a `rename` into
+  `<domain>/.active/<owner>/` and then unlinked, by 6 threads (postman's
+  disk threads: 3 per worker). Its messages/s bounds any sender that
+  claims and removes queue files on this disk.
 * Postfix's message is the injected one plus the Received: header its
   smtpd adds (about 200 bytes).
 * postman's queue is written and `sync`ed before each run, as a receiving

@@ -25,6 +25,7 @@ SENDERS = [
     ("postfix", "Postfix 3 (qmgr + smtp)"),
     ("source-d", "smtp-source -d (shared connections)"),
     ("source-1", "smtp-source (1 message/connection)"),
+    ("floor", "queue floor: claim `rename` + `unlink` only, no SMTP"),
 ]
 
 
@@ -179,18 +180,21 @@ def compare(root):
     lines.append("### Ratios (medians)\n")
     lines.append(
         "| workload | postman / Postfix msgs/s | postman / Postfix CPU per msg | "
-        "postman / Postfix peak RSS (PSS) | postman / smtp-source -d | postman / smtp-source 1-per-conn |"
+        "postman / Postfix peak RSS (PSS) | postman / smtp-source -d | postman / smtp-source 1-per-conn | "
+        "postman / queue floor |"
     )
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
     for title, per in medians.items():
         pm, pf = per.get("postman"), per.get("postfix")
         sd, s1 = per.get("source-d"), per.get("source-1")
+        fl = per.get("floor")
         get = lambda d, k: d[k] if d else None
         lines.append(
             f"| {title} | {ratio(get(pm, 'rate'), get(pf, 'rate'))} | "
             f"{ratio(get(pm, 'cpu_k'), get(pf, 'cpu_k'))} | "
             f"{ratio(get(pm, 'mem'), get(pf, 'mem'))} ({ratio(get(pm, 'mem'), get(pf, 'pss'))}) | "
-            f"{ratio(get(pm, 'rate'), get(sd, 'rate'))} | {ratio(get(pm, 'rate'), get(s1, 'rate'))} |"
+            f"{ratio(get(pm, 'rate'), get(sd, 'rate'))} | {ratio(get(pm, 'rate'), get(s1, 'rate'))} | "
+            f"{ratio(get(pm, 'rate'), get(fl, 'rate'))} |"
         )
     lines.append("")
     print("\n".join(lines))

@@ -9,6 +9,10 @@ with CRLF line ends, identical for postman and for Postfix.
   workload.py smtp HOST PORT COUNT DOMAINS SIZE    inject into an SMTP server
   workload.py body-size SIZE                       bytes after the headers
                                                    (for smtp-source -l)
+  workload.py claim-unlink ROOT THREADS            the queue's floor: claim
+                                                   every file of a filled
+                                                   queue by rename, then
+                                                   unlink it, no SMTP
 """
 import os
 import smtplib
@@ -91,12 +95,49 @@ def inject_smtp(host, port, count, domains, size, connections=4):
         sys.exit("injection failed: " + "; ".join(errors))
 
 
+def claim_unlink(root, threads):
+    """What any sender that claims a queue file by rename and removes it
+    once delivered must ask of the filesystem, and nothing else: the rename
+    into `<domain>/.active/<owner>/` and the unlink, as postman does, with
+    `threads` threads (the system calls run in parallel: CPython lets go of
+    its lock around them). Prints how many files it took."""
+    jobs = []
+    top = os.path.join(root, ".OTHER_SERVERS")
+    for dom in sorted(os.listdir(top)):
+        folder = os.path.join(top, dom)
+        active = os.path.join(folder, ".active", "floor")
+        os.makedirs(active, exist_ok=True)
+        for name in os.listdir(folder):
+            if not name.startswith(".") and name != "tmp":
+                jobs.append((os.path.join(folder, name), os.path.join(active, name)))
+    errors = []
+
+    def worker(k):
+        try:
+            for src, dst in jobs[k::threads]:
+                os.rename(src, dst)
+                os.unlink(dst)
+        except OSError as e:  # reported below, the caller fails
+            errors.append(repr(e))
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        sys.exit("claim-unlink failed: " + "; ".join(errors))
+    print(len(jobs))
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "maildir":
         fill_maildir(argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
     elif cmd == "smtp":
         inject_smtp(argv[2], int(argv[3]), int(argv[4]), int(argv[5]), int(argv[6]))
+    elif cmd == "claim-unlink":
+        claim_unlink(argv[2], int(argv[3]))
     elif cmd == "body-size":
         size = int(argv[2])
         print(max(size - len(headers(0, 1)), 0))
