@@ -302,11 +302,11 @@ fn a_reload_that_shortens_the_wait_applies_to_waiting_connections() {
         &["u@idle.test"],
         &message("r1", "x\n"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.body_count() < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(server.body_count(), 1, "delivered:\n{}", daemon.log_text());
+    assert!(
+        server.wait_bodies(1, Duration::from_secs(10)),
+        "delivered:\n{}",
+        daemon.log_text()
+    );
     cfg.connection_cache_time = 1;
     std::fs::write(file.path(), cfg.to_toml()).unwrap();
     daemon.signal(Signal::SIGHUP);
@@ -361,13 +361,8 @@ fn a_waiting_connection_keeps_its_slot_from_a_domain_at_its_limit() {
     let cfg = cfg.write();
     let mut daemon = postman!().spawn_daemon(&cfg);
     std::thread::sleep(Duration::from_millis(700));
-    let wait_for = |server: &HostileServer, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while server.body_count() < n && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server.body_count() >= n
-    };
+    let wait_for =
+        |server: &HostileServer, n: usize| server.wait_bodies(n, Duration::from_secs(15));
     queue.add(
         "idle.test",
         "m1",
@@ -431,13 +426,7 @@ fn an_idle_connection_waits_a_moment_for_more_of_its_domain() {
     let mut daemon = postman!().spawn_daemon(&cfg);
     std::thread::sleep(Duration::from_millis(700));
 
-    let wait_for_bodies = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.body_count() < n && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server.body_count() >= n
-    };
+    let wait_for_bodies = |n: usize| server.wait_bodies(n, Duration::from_secs(10));
     let m1 = message("idle1", "first\n");
     queue.add("idle.test", "m1", "a@src.test", &["u1@idle.test"], &m1);
     assert!(wait_for_bodies(1), "m1 delivered:\n{}", daemon.log_text());

@@ -86,13 +86,18 @@ def inject_smtp(host, port, count, domains, size, connections=4):
         except Exception as e:  # reported below, the caller fails
             errors.append(repr(e))
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
+    run_threads(worker, connections)
+    if errors:
+        sys.exit("injection failed: " + "; ".join(errors))
+
+
+def run_threads(worker, n):
+    """Runs `worker(k)` for k in 0..n on n threads and waits for them."""
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    if errors:
-        sys.exit("injection failed: " + "; ".join(errors))
 
 
 def claim_unlink(root, threads):
@@ -120,11 +125,7 @@ def claim_unlink(root, threads):
         except OSError as e:  # reported below, the caller fails
             errors.append(repr(e))
 
-    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
+    run_threads(worker, threads)
     if errors:
         sys.exit("claim-unlink failed: " + "; ".join(errors))
     print(len(jobs))

@@ -240,6 +240,19 @@ impl HostileServer {
             .count()
     }
 
+    /// Waits until the server has received `n` message bodies, or `timeout`
+    /// passed. Returns whether it has.
+    pub fn wait_bodies(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.body_count() < n {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
     /// Waits until `n` connections were accepted and every one of them is
     /// finished, or `timeout` passed. Returns whether that happened.
     pub fn wait_idle(&self, n: usize, timeout: Duration) -> bool {
