@@ -127,9 +127,29 @@ impl Settlement {
         }
     }
 
+    /// Settles ([`Settlement::settle`]) and gives the [`DispatcherMsg::Done`]
+    /// to send, or `None` when the worker sent it already
+    /// ([`Settlement::finished_already`]).
+    pub fn settle_for_dispatcher(self, settler: &mut Settler) -> Option<DispatcherMsg> {
+        if self.finished_already() {
+            self.settle(settler);
+            return None;
+        }
+        let domain = self.msg.domain.clone();
+        let id = self.msg.id.clone();
+        let answered = self.answered();
+        let disposition = self.settle(settler);
+        Some(DispatcherMsg::Done {
+            domain,
+            id,
+            disposition,
+            answered,
+        })
+    }
+
     /// Updates or removes the file, logs the delivery records, and says
     /// what the dispatcher should do with the message.
-    pub fn settle(self, settler: &mut Settler) -> Disposition {
+    fn settle(self, settler: &mut Settler) -> Disposition {
         match self.file {
             File::Claimed(claimed) => {
                 settler.settle(self.msg, claimed, self.fates, &self.relay, &self.log)
@@ -326,29 +346,15 @@ fn spawn(
                     }
                     Work::Settle(mut s) => {
                         let started = Instant::now();
-                        let reported = s.finished_already();
-                        let buffer = s.buffer.take();
-                        let domain = s.msg.domain.clone();
-                        let id = s.msg.id.clone();
-                        let answered = s.answered();
-                        let disposition = s.settle(&mut settler);
-                        if let Some(buffer) = buffer {
+                        if let Some(buffer) = s.buffer.take() {
                             pool.give(buffer);
                         }
+                        let done = s.settle_for_dispatcher(&mut settler);
                         totals.busy += started.elapsed();
                         totals.settled += 1;
                         // The dispatcher never blocks on a worker or on
                         // us, so a blocking send cannot deadlock.
-                        if !reported
-                            && dispatcher
-                                .send(DispatcherMsg::Done {
-                                    domain,
-                                    id,
-                                    disposition,
-                                    answered,
-                                })
-                                .is_err()
-                        {
+                        if done.is_some_and(|done| dispatcher.send(done).is_err()) {
                             error!(log, "the dispatcher is gone; settled files stay settled");
                         }
                     }

@@ -340,8 +340,7 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         buffer,
         open,
     });
-    let reported = settlement.finished_already();
-    if reported {
+    if settlement.finished_already() {
         shared.tell(settlement.finished());
     }
     if let Err(mut settlement) = shared.disk.try_settle(settlement) {
@@ -350,17 +349,8 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         }
         // The disk thread is busy: settle here, which also slows this
         // worker to the pace of the disk.
-        let domain = settlement.msg.domain.clone();
-        let id = settlement.msg.id.clone();
-        let answered = settlement.answered();
-        let disposition = settlement.settle(&mut shared.settler);
-        if !reported {
-            shared.tell(DispatcherMsg::Done {
-                domain,
-                id,
-                disposition,
-                answered,
-            });
+        if let Some(done) = settlement.settle_for_dispatcher(&mut shared.settler) {
+            shared.tell(done);
         }
     }
 }
