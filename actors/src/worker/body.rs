@@ -159,6 +159,13 @@ const POOL_BYTES: usize = 4 * 1024 * 1024;
 /// handed the freed memory back to the kernel, so each body's buffer was
 /// faulted in and zeroed by the kernel, then zeroed again and copied into.
 /// A pooled buffer is filled by `read(2)` straight away.
+///
+/// Each worker has one pool, on its own thread. A preparation handed to a
+/// disk thread carries a buffer lent from it ([`Pool::lend`]), and the
+/// buffer comes back to the worker with the prepared body or unused, so
+/// it does not matter which disk thread does the work: with a pool per
+/// disk thread, buffers collected in the pools of the threads that settled
+/// while the thread that prepared allocated new ones.
 #[derive(Default)]
 pub struct Pool {
     free: Vec<Vec<u8>>,
@@ -180,6 +187,15 @@ impl Pool {
             buf.resize(len, 0);
         }
         buf
+    }
+
+    /// A buffer to lend with a preparation, for the disk thread that does
+    /// it to read the body into (see [`Pool`]); `None` when the pool has
+    /// none, and the body then gets a new one.
+    pub fn lend(&mut self) -> Option<Vec<u8>> {
+        let buf = self.free.pop()?;
+        self.bytes -= buf.len();
+        Some(buf)
     }
 
     /// Takes back the buffer of a body that is done with, if it has room.

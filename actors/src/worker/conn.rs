@@ -374,15 +374,20 @@ impl Conn {
             conn: self.id,
             msg,
             relay: self.relay.clone(),
+            buffer: shared.body_pool.lend(),
         });
         match shared.disk.try_prepare(preparation) {
             Ok(()) => self.awaiting_next = true,
             Err(preparation) => {
+                let Preparation { msg, buffer, .. } = *preparation;
+                if let Some(buffer) = buffer {
+                    shared.body_pool.give(buffer);
+                }
                 let State::Smtp { session, .. } = &mut self.state else {
-                    give_back(shared, preparation.msg);
+                    give_back(shared, msg);
                     return;
                 };
-                self.job = start_job(session, preparation.msg, shared, &self.relay, now);
+                self.job = start_job(session, msg, shared, &self.relay, now);
                 if self.job.is_none() {
                     self.after_transaction(shared, now);
                 }
@@ -655,8 +660,8 @@ impl Conn {
                 break;
             };
             match body.next(&mut shared.body_buf) {
-                // The body stays with the job: its buffer goes back with
-                // the settlement, to the pool of the disk thread.
+                // The body stays with the job: its buffer goes back to the
+                // pool when the job is settled.
                 Ok([]) => session.finish_body(now),
                 Ok(chunk) => session.push_body(chunk, now),
                 Err(e) => {

@@ -353,6 +353,9 @@ impl Worker {
     }
 
     fn take_answer(&mut self, answer: disk::Prepared, now: Instant) {
+        if let Some(spare) = answer.spare {
+            self.shared.body_pool.give(spare);
+        }
         let conn = answer.conn;
         let live = self
             .slots
@@ -627,6 +630,7 @@ mod tests {
             disk::Prepared {
                 conn: gone,
                 ready: Some(ready),
+                spare: None,
             },
             Instant::now(),
         );

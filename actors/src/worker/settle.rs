@@ -307,13 +307,13 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
             }
         })
         .collect();
-    let (buffer, open) = match job.body {
-        Some(body) => {
-            let (buffer, open) = body.into_parts();
-            (buffer, Some(open))
+    let open = job.body.map(|body| {
+        let (buffer, open) = body.into_parts();
+        if let Some(buffer) = buffer {
+            shared.body_pool.give(buffer);
         }
-        None => (None, None),
-    };
+        open
+    });
     // Every recipient accepted (the common case): the file's name goes
     // here, so that a crash from now on cannot send it again. It is still
     // open, so freeing its blocks, which waits on the disk, happens when the
@@ -337,16 +337,12 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         fates,
         relay: relay.to_owned(),
         log: shared.log.clone(),
-        buffer,
         open,
     });
     if settlement.finished_already() {
         shared.tell(settlement.finished());
     }
-    if let Err(mut settlement) = shared.disk.try_settle(settlement) {
-        if let Some(buffer) = settlement.buffer.take() {
-            shared.body_pool.give(buffer);
-        }
+    if let Err(settlement) = shared.disk.try_settle(settlement) {
         // The disk thread is busy: settle here, which also slows this
         // worker to the pace of the disk.
         if let Some(done) = settlement.settle_for_dispatcher(&mut shared.settler) {
