@@ -456,8 +456,7 @@ fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
 }
 
 /// A body already in wire form (CRLF line ends, no line-start dot) is
-/// written straight from the buffer it was read into, skipping the
-/// stuffer. The large one meets a server that stops reading for a while
+/// written straight from its file, skipping the stuffer. The large one meets a server that stops reading for a while
 /// over a narrow path, so its writes block part-way and resume only when
 /// the socket says it is writable again; a body that needs stuffing
 /// follows on the same connection. All arrive byte for byte.
@@ -518,6 +517,86 @@ fn bodies_already_in_wire_form_are_written_as_they_are() {
     sent.sort();
     assert!(got == sent, "every body arrives byte for byte");
     assert_eq!(server.connection_count(), 1, "one connection for all");
+}
+
+/// A body written straight from its file must be the file that was
+/// measured. Here the claimed file is written in place while its body is
+/// on the way (the server stalls after 354 over a narrow path, so the
+/// writes block part-way): the connection breaks before the terminator, so
+/// the server takes nothing, and the message stays queued as the file now
+/// is, for its next attempt.
+#[test]
+fn a_queue_file_written_while_its_body_is_sent_is_not_finished() {
+    let net = TestNet::new();
+    let script = Script::new()
+        .hello()
+        .expect("MAIL", "250 ok")
+        .expect("RCPT", "250 ok")
+        .expect("DATA", "354 go")
+        .stall(1500)
+        .body("250 ok")
+        .then_polite();
+    let server = HostileServer::start_narrow(net.addr(1), vec![script]);
+    let dns = DnsServer::start(Zones::new().mx_at("wire.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let mut body = String::from("From: a@src.test\r\nSubject: large\r\n\r\n");
+    for n in 0..12_000 {
+        body.push_str(&format!("{n:06} {}\r\n", "z".repeat(64)));
+    }
+    queue.add(
+        "wire.test",
+        "m0",
+        "a@src.test",
+        &["u0@wire.test"],
+        body.as_bytes(),
+    );
+    let cfg = config(&queue, &net, &dns);
+    let active = queue.domain_dir("wire.test").join(".active");
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| postman!().run_once(&cfg.write()));
+        // DATA is in: the body is on its way, and cannot all be until the
+        // server reads again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while server.count_commands("DATA") == 0 {
+            assert!(std::time::Instant::now() < deadline, "no DATA");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let claimed = std::fs::read_dir(&active)
+            .expect("the claim folder")
+            .filter_map(Result::ok)
+            .map(|owner| owner.path().join("m0"))
+            .find(|path| path.exists())
+            .expect("the claimed file");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&claimed)
+            .expect("open the claimed file");
+        let at = std::fs::read(&claimed)
+            .expect("read")
+            .windows(8)
+            .position(|w| w == b"zzzzzzzz")
+            .expect("a run of z");
+        std::os::unix::fs::FileExt::write_all_at(&file, b"CHANGED!", at as u64).expect("write");
+        run.join().expect("postman run")
+    });
+    out.assert_success();
+    assert_eq!(server.body_count(), 0, "no body finished");
+    assert_eq!(
+        out.count_records("queue file changed while it was sent"),
+        1,
+        "logged"
+    );
+    let state = queue.state();
+    assert_eq!(
+        state.queued_in("wire.test"),
+        vec!["m0".to_owned()],
+        "still queued"
+    );
+    let now = std::fs::read(queue.domain_dir("wire.test").join("m0")).expect("queued file");
+    assert!(
+        now.windows(8).any(|w| w == b"CHANGED!"),
+        "as the file is now"
+    );
 }
 
 /// A connection waiting for more of its domain gives its slot up at once

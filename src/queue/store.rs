@@ -290,6 +290,11 @@ impl BodyReader {
         Ok(BodyReader { file, body_offset })
     }
 
+    /// The open file, and where the body starts in it.
+    pub fn file_and_offset(&self) -> (&File, u64) {
+        (&self.file, self.body_offset)
+    }
+
     /// The open file, to be closed when the caller chooses.
     pub fn into_file(self) -> File {
         self.file

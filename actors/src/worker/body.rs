@@ -1,6 +1,8 @@
 //! Opening a queued message's body, measuring it, and sending it from the
 //! file or, when small enough, from the copy the measuring pass kept (one
-//! read of the file instead of two). The descriptor is moved to
+//! read of the file instead of two); a kept body that goes on the wire as
+//! it is goes, but for its tail, from the file by `sendfile(2)`. The
+//! descriptor is moved to
 //! `FD_SETSIZE` or above: queue files never go into an `fd_set`, so they
 //! should not take the low numbers that sockets need (900 connections each
 //! with a file open would otherwise push sockets past the `select(2)` limit).
@@ -36,14 +38,14 @@ pub fn open(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// The end of a body written straight from its buffer still goes through
+/// The end of a body written straight from its file still goes through
 /// the session: at least this many octets, from a line start, so that
 /// they and the terminator leave in one write instead of the terminator in
 /// a segment of its own. Smaller bodies go through the session whole,
 /// where copying them costs less than the write it saves.
 pub const DIRECT_TAIL: usize = 4096;
 
-/// Where the part of a verbatim body written straight from its buffer
+/// Where the part of a verbatim body written straight from its file
 /// ends: after the last LF at least [`DIRECT_TAIL`] octets before the end,
 /// so the rest starts a line; 0 when there is none.
 fn direct_end(body: &[u8]) -> usize {
@@ -73,10 +75,11 @@ pub enum Body {
         len: usize,
         sent: usize,
         /// The body needs no dot-stuffing or line-end change
-        /// ([`BodyMeasure::is_verbatim`]), and `bytes[..direct_end]` may be
-        /// written straight from here ([`Body::verbatim_rest`]): up to the
-        /// last line end at least [`DIRECT_TAIL`] octets before the end, 0
-        /// when there is none (a small body, or one not verbatim).
+        /// ([`BodyMeasure::is_verbatim`]), and its first `direct_end`
+        /// octets may be written straight from the file
+        /// ([`Body::direct_part`]): up to the last line end at least
+        /// [`DIRECT_TAIL`] octets before the end, 0 when there is none (a
+        /// small body, or one not verbatim). The tail goes from `bytes`.
         direct_end: usize,
         _held: Held,
         /// The queue file stays open until the message is settled (see
@@ -103,24 +106,44 @@ impl Body {
         }
     }
 
-    /// What is left to write straight from the buffer of a body kept in
+    /// What is left to write straight from the file, for a body kept in
     /// memory that goes on the wire as it is: all of it but a tail of whole
-    /// lines, which goes through the session with the terminator in one
-    /// write (see [`DIRECT_TAIL`]). `None` once that part is written, and
-    /// for any other body. [`Body::advance`] says how much of it went.
-    pub fn verbatim_rest(&self) -> Option<&[u8]> {
+    /// lines, which goes from memory through the session with the
+    /// terminator in one write (see [`DIRECT_TAIL`]). `None` once that part
+    /// is written, and for any other body. [`Body::advance`] says how much
+    /// of it went.
+    ///
+    /// The file is the claimed one, which no writer touches (writers
+    /// replace a queue file by a rename, and not in the claim's folder),
+    /// and it is the file the body was measured from; the caller checks
+    /// that it is still unchanged before the terminator goes.
+    pub fn direct_part(&self) -> Option<DirectPart<'_>> {
         match self {
             Body::Memory {
-                bytes,
                 sent,
                 direct_end,
+                file,
                 ..
-            } if sent < direct_end => bytes.get(*sent..*direct_end),
+            } if sent < direct_end => {
+                let (file, body_offset) = file.file_and_offset();
+                Some(DirectPart {
+                    file,
+                    offset: body_offset + *sent as u64,
+                    len: direct_end - sent,
+                })
+            }
             _ => None,
         }
     }
 
-    /// `n` octets of [`Body::verbatim_rest`] were written.
+    /// The queue file.
+    pub fn file(&self) -> &File {
+        match self {
+            Body::File(reader) | Body::Memory { file: reader, .. } => reader.file_and_offset().0,
+        }
+    }
+
+    /// `n` octets of [`Body::direct_part`] were written.
     pub fn advance(&mut self, n: usize) {
         if let Body::Memory { len, sent, .. } = self {
             *sent = sent.saturating_add(n).min(*len);
@@ -145,6 +168,15 @@ impl Body {
             }
         }
     }
+}
+
+/// The part of a body to write straight from its queue file
+/// ([`Body::direct_part`]).
+pub struct DirectPart<'a> {
+    pub file: &'a File,
+    /// Where it starts in the file.
+    pub offset: u64,
+    pub len: usize,
 }
 
 /// The most a pooled buffer may hold for reuse; a buffer grown for a larger
@@ -326,6 +358,7 @@ pub struct Memory<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     const HEAD: &[u8] = b"X-Postman-From: <s@e.org>\r\n\r\n";
 
@@ -399,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_body_in_wire_form_is_lent_for_writing_as_it_is() {
+    fn only_a_body_in_wire_form_is_written_straight_from_its_file() {
         let mut worker = Worker::default();
         // 1,000 lines of 17 octets: the last 241 lines (4,097 octets) are
         // the tail.
@@ -407,18 +440,31 @@ mod tests {
         let direct = wire.len() - 241 * 17;
         let (_dir, path) = queue_file(&wire);
         let (mut body, _) = worker.measure(&path, wire.len());
+        // What the direct part says the file holds.
+        let direct_part = |body: &Body| {
+            body.direct_part().map(|part| {
+                let mut bytes = vec![0; part.len];
+                part.file
+                    .read_exact_at(&mut bytes, part.offset)
+                    .expect("read");
+                bytes
+            })
+        };
         assert_eq!(
-            body.verbatim_rest(),
+            direct_part(&body).as_deref(),
             Some(&wire[..direct]),
             "all but a tail"
         );
         assert!(wire.len() - direct >= DIRECT_TAIL && wire[direct - 1] == b'\n');
         body.advance(10);
-        assert_eq!(body.verbatim_rest(), Some(&wire[10..direct]), "the rest");
-        body.advance(direct - 10);
         assert_eq!(
-            body.verbatim_rest(),
-            None,
+            direct_part(&body).as_deref(),
+            Some(&wire[10..direct]),
+            "the rest"
+        );
+        body.advance(direct - 10);
+        assert!(
+            body.direct_part().is_none(),
             "the tail goes through the session"
         );
         let mut buf = Vec::new();
@@ -427,13 +473,16 @@ mod tests {
         let small = b"Subject: x\r\n\r\nhello\r\n".repeat(100);
         let (_dir3, path3) = queue_file(&small);
         let (body, _) = worker.measure(&path3, small.len());
-        assert_eq!(body.verbatim_rest(), None, "small: all through the session");
+        assert!(
+            body.direct_part().is_none(),
+            "small: all through the session"
+        );
 
         let stuffed = body_of(1000);
         let (_dir2, path2) = queue_file(&stuffed);
         let (body, _) = worker.measure(&path2, stuffed.len());
         assert!(matches!(body, Body::Memory { .. }));
-        assert_eq!(body.verbatim_rest(), None, "dots and bare line ends");
+        assert!(body.direct_part().is_none(), "dots and bare line ends");
     }
 
     #[test]

@@ -12,11 +12,15 @@
 //! ([`DispatcherMsg::LocalLimit`]) instead of counting as a failed attempt.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::sendfile::sendfile;
 use postman::smtp::{Event, Reply, Session, TlsMode};
 use slog::{debug, error, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -27,7 +31,7 @@ use super::settle::{
 };
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
-use crate::messages::{ConnId, DispatcherMsg, QueuedMessage};
+use crate::messages::{ConnId, DispatcherMsg, FileIdentity, QueuedMessage};
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -149,15 +153,15 @@ impl Conn {
     }
 
     /// The job's body goes on the wire as it is and the session takes it
-    /// straight from the body's buffer now, with some of it left: the
-    /// copy into the session's output is skipped. Not under TLS, which
-    /// copies into its records anyway.
+    /// straight from the body's file now, with some of it left: neither
+    /// the copy into the session's output nor the one into the socket is
+    /// made. Not under TLS, which encrypts in postman; and only for a file
+    /// whose identity was taken when it was measured, to check it against.
     fn writes_body_directly(&self, session: &Session) -> bool {
-        self.job
-            .as_ref()
-            .and_then(|job| job.body.as_ref())
-            .is_some_and(|body| body.verbatim_rest().is_some())
-            && session.takes_body_directly()
+        self.job.as_ref().is_some_and(|job| {
+            job.msg.identity.is_some()
+                && job.body.as_ref().is_some_and(|b| b.direct_part().is_some())
+        }) && session.takes_body_directly()
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -679,9 +683,19 @@ impl Conn {
         fed
     }
 
-    /// Writes a verbatim body from its buffer until the socket would block
-    /// or only its tail is left, which then goes through the session (see
-    /// [`Session::takes_body_directly`] and [`DIRECT_TAIL`](super::body::DIRECT_TAIL)).
+    /// Writes a verbatim body straight from its file until the socket would
+    /// block or only its tail is left, which then goes from memory through
+    /// the session with the terminator (see [`Session::takes_body_directly`]
+    /// and [`DIRECT_TAIL`](super::body::DIRECT_TAIL)). `sendfile(2)` hands
+    /// the file's cached pages (the measuring pass just read them) to the
+    /// socket: over 2,000 × 100 KB that cost 7–10 % less CPU than writing
+    /// the copy kept in memory.
+    ///
+    /// What was measured is what must go: a file that ends early, or that
+    /// is no longer the one measured once its part is written (its size,
+    /// modification time or inode changed), breaks the connection before
+    /// the terminator, so the server discards the message and it stays
+    /// queued.
     fn write_body_directly(&mut self, shared: &mut Shared, now: Instant) -> bool {
         let (
             State::Smtp {
@@ -698,22 +712,40 @@ impl Conn {
         let mut wrote = false;
         // When this part is written, the tail goes through the session,
         // with the terminator.
-        while let Some(rest) = body.verbatim_rest() {
-            match socket.send(rest) {
+        while let Some(part) = body.direct_part() {
+            // An offset past off_t's range fails as EINVAL, below.
+            let mut offset = libc::off_t::try_from(part.offset).unwrap_or(libc::off_t::MAX);
+            let problem = match sendfile(&*socket, part.file, Some(&mut offset), part.len) {
+                Ok(0) => Some("the queue file is shorter than when it was measured".to_owned()),
                 Ok(n) => {
                     shared.stats.bytes_written += n as u64;
                     body.advance(n);
                     session.body_written(n);
                     wrote = true;
+                    match body.direct_part() {
+                        Some(_) => None,
+                        None => changed_since_measured(body.file(), job.msg.identity.as_ref()),
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if would_block(&e) => return wrote,
+                Err(Errno::EINTR) => None,
+                Err(Errno::EAGAIN) => return wrote,
+                Err(Errno::EIO) => Some("cannot read the queue file while sending it".to_owned()),
                 Err(e) => {
                     debug!(shared.log, "write failed"; "relay" => &self.relay, "error" => %e);
                     self.broken = true;
                     session.handle_eof(now);
                     return true;
                 }
+            };
+            if let Some(problem) = problem {
+                // The dot was not sent, so closing now makes the server
+                // discard the partial message; it stays queued.
+                error!(shared.log, "queue file changed while it was sent; the message stays queued";
+                    "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "problem" => problem);
+                job.body = None;
+                self.broken = true;
+                session.handle_eof(now);
+                return true;
             }
         }
         wrote
@@ -847,6 +879,17 @@ fn read_into(socket: &mut Socket, session: &mut Session, shared: &mut Shared, no
                 return;
             }
         }
+    }
+}
+
+/// Why a file whose body is being written straight from it must not be
+/// finished: it is no longer the file measured (`identity`), or cannot be
+/// looked at. `None` when it still is.
+fn changed_since_measured(file: &File, identity: Option<&FileIdentity>) -> Option<String> {
+    match file.metadata() {
+        Ok(m) if identity == Some(&FileIdentity::of(&m)) => None,
+        Ok(_) => Some("the queue file changed since it was measured".to_owned()),
+        Err(e) => Some(format!("cannot look at the queue file: {e}")),
     }
 }
 
