@@ -84,7 +84,10 @@ fn body_measure(c: &mut Criterion) {
     // the end; `body` has one every 20 lines.
     let no_dots = |size| {
         let mut input = body(size);
-        input.iter_mut().filter(|b| **b == b'.').for_each(|b| *b = b'x');
+        input
+            .iter_mut()
+            .filter(|b| **b == b'.')
+            .for_each(|b| *b = b'x');
         input
     };
     for (name, input) in [

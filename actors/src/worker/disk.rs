@@ -46,6 +46,10 @@ use crate::settler::{RecipientFate, Settler};
 /// Settlements waiting for the disk thread, per worker.
 pub const MAILBOX: usize = 32;
 
+/// The longest a worker holding settlements ([`Disk::hold`]) waits for its
+/// next turn, which sends them.
+pub const HOLD_WAIT: Duration = Duration::from_millis(2);
+
 /// The queue file of a finished transaction.
 pub enum File {
     /// Still claimed: some recipient was not accepted, or marking failed.
@@ -165,6 +169,14 @@ impl Settlement {
 /// The worker's handle on its disk threads.
 pub struct Disk {
     threads: Vec<DiskThread>,
+    /// Settlements of delivered messages kept back to go with the next
+    /// preparation, to the same thread ([`Disk::hold`]).
+    #[expect(clippy::vec_box, reason = "each goes on as it is, in a Work::Settle")]
+    held: Vec<Box<Settlement>>,
+    /// How many of `held` were held before the worker's current turn:
+    /// those go at its end ([`Disk::end_turn`]) if no preparation took
+    /// them.
+    held_before: usize,
 }
 
 struct DiskThread {
@@ -205,7 +217,11 @@ impl Disk {
                 log.clone(),
             )?);
         }
-        Ok(Disk { threads })
+        Ok(Disk {
+            threads,
+            held: Vec::new(),
+            held_before: 0,
+        })
     }
 
     /// Hands a settlement to a disk thread, or gives it back when their
@@ -217,14 +233,72 @@ impl Disk {
         }
     }
 
-    /// Hands the preparing of a connection's next message to a disk thread,
-    /// or gives it back when their mailboxes are full (or they are gone):
-    /// then the caller prepares it.
-    pub fn try_prepare(&mut self, work: Box<Preparation>) -> Result<(), Box<Preparation>> {
-        match self.try_send(Work::Prepare(work)) {
-            Err(Work::Prepare(p)) => Err(p),
-            _ => Ok(()),
+    /// Keeps the settlement of a delivered message
+    /// ([`Settlement::finished_already`]: the dispatcher knows, and all
+    /// that is left is closing the file and logging) to go with the next
+    /// preparation, to the thread that prepares, or at the end of the
+    /// worker's next turn at the latest ([`Disk::end_turn`]).
+    ///
+    /// A connection's next message is prepared a turn after its last one
+    /// is settled (once the dispatcher has chosen it), so sent at once the
+    /// two woke a disk thread each; together they wake one. In alternating
+    /// runs over 2,000 × 100 KB that saved 7 % of postman's CPU. The cost
+    /// is a delivery's record written a turn later (the worker waits at
+    /// most [`HOLD_WAIT`] while it holds any), and its file's blocks freed
+    /// as late.
+    pub fn hold(&mut self, settlement: Box<Settlement>) {
+        debug_assert!(settlement.finished_already());
+        self.held.push(settlement);
+    }
+
+    /// Whether settlements are held: the worker then waits at most
+    /// [`HOLD_WAIT`] for its next turn.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The end of one of the worker's turns: settlements held since before
+    /// it (`all`: every one) go to the thread with the least waiting. Those
+    /// no thread has room for come back, for the worker to settle.
+    #[expect(clippy::vec_box, reason = "they were boxed for a Work::Settle")]
+    pub fn end_turn(&mut self, all: bool) -> Vec<Box<Settlement>> {
+        let due = if all {
+            self.held.len()
+        } else {
+            self.held_before
+        };
+        let mut unsent = Vec::new();
+        let older: Vec<_> = self.held.drain(..due).collect();
+        for settlement in older {
+            if let Err(settlement) = self.try_settle(settlement) {
+                unsent.push(settlement);
+            }
         }
+        self.held_before = self.held.len();
+        unsent
+    }
+
+    /// Hands the preparing of a connection's next message to a disk thread,
+    /// with the settlements held ([`Disk::hold`]), or gives it back when
+    /// their mailboxes are full (or they are gone): then the caller
+    /// prepares it.
+    pub fn try_prepare(&mut self, work: Box<Preparation>) -> Result<(), Box<Preparation>> {
+        let n = match self.try_send(Work::Prepare(work)) {
+            Err(Work::Prepare(p)) => return Err(p),
+            Err(_) => return Ok(()),
+            Ok(n) => n,
+        };
+        // To the same thread, woken by the preparation; what does not fit
+        // stays held.
+        for settlement in std::mem::take(&mut self.held) {
+            if let Err(e) = self.threads[n].tx.try_send(Work::Settle(settlement)) {
+                if let Work::Settle(settlement) = e.into_inner() {
+                    self.held.push(settlement);
+                }
+            }
+        }
+        self.held_before = self.held_before.min(self.held.len());
+        Ok(())
     }
 
     /// The thread with the least work waiting takes `work` (the lowest
@@ -236,20 +310,22 @@ impl Disk {
     /// switches, while 10,000 × 2 KB, whose removals wait on the disk, went
     /// no faster with it. The body buffers are the worker's (see
     /// [`body::Pool`]), so the uneven share does not strand them.
-    fn try_send(&mut self, mut work: Work) -> Result<(), Work> {
+    /// Returns the thread's number.
+    fn try_send(&mut self, mut work: Work) -> Result<usize, Work> {
         let count = self.threads.len();
         let waiting = |t: &DiskThread| t.tx.len() + t.prepare_tx.len();
         let first = (0..count)
             .min_by_key(|&n| waiting(&self.threads[n]))
             .unwrap_or(0);
         for k in 0..count {
-            let thread = &self.threads[(first + k) % count];
+            let n = (first + k) % count;
+            let thread = &self.threads[n];
             let tx = match work {
                 Work::Prepare(_) => &thread.prepare_tx,
                 Work::Settle(_) | Work::Reload(_) => &thread.tx,
             };
             match tx.try_send(work) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(n),
                 Err(e) => work = e.into_inner(),
             }
         }
@@ -474,11 +550,11 @@ mod tests {
         })
     }
 
-    /// Work goes to the thread with the least waiting, the first among
-    /// equals, so one thread that keeps up gets it all; a full mailbox
-    /// sends it to the next.
-    #[test]
-    fn work_goes_to_the_thread_with_the_least_waiting() {
+    type Mailboxes = Vec<(Receiver<Work>, Receiver<Work>)>;
+
+    /// A `Disk` of two threads that do nothing, and their mailboxes
+    /// (preparations, settlements) of 8 each.
+    fn idle_disk() -> (Disk, Mailboxes) {
         let mut mailboxes = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..2 {
@@ -492,7 +568,20 @@ mod tests {
             });
             mailboxes.push((preparations, settlements));
         }
-        let mut disk = Disk { threads };
+        let disk = Disk {
+            threads,
+            held: Vec::new(),
+            held_before: 0,
+        };
+        (disk, mailboxes)
+    }
+
+    /// Work goes to the thread with the least waiting, the first among
+    /// equals, so one thread that keeps up gets it all; a full mailbox
+    /// sends it to the next.
+    #[test]
+    fn work_goes_to_the_thread_with_the_least_waiting() {
+        let (mut disk, mailboxes) = idle_disk();
         let log = Logger::root(slog::Discard, slog::o!());
         let waiting = |n: usize| {
             let (p, s): &(Receiver<Work>, Receiver<Work>) = &mailboxes[n];
@@ -539,6 +628,51 @@ mod tests {
         assert_eq!(waiting(0), (8, 0));
         assert_eq!(waiting(1), (2, 8));
         take_all();
+        disk.stop(&log);
+    }
+
+    /// A delivered message's settlement waits for the next preparation and
+    /// goes to the same thread, or goes at the end of the turn after the
+    /// one it was held in.
+    #[test]
+    fn a_held_settlement_goes_with_the_next_preparation_or_a_turn_later() {
+        let (mut disk, mailboxes) = idle_disk();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let waiting = |n: usize| {
+            let (p, s): &(Receiver<Work>, Receiver<Work>) = &mailboxes[n];
+            (p.len(), s.len())
+        };
+        // Thread 0 is busy: the preparation and what is held go to 1.
+        assert!(disk.try_settle(settlement(1, &log)).is_ok());
+        disk.hold(settlement(2, &log));
+        disk.hold(settlement(3, &log));
+        assert!(disk.holding());
+        assert!(disk.end_turn(false).is_empty());
+        assert_eq!((waiting(0), waiting(1)), ((0, 1), (0, 0)), "held this turn");
+        assert!(disk.try_prepare(preparation(4)).is_ok());
+        assert_eq!((waiting(0), waiting(1)), ((0, 1), (1, 2)), "together");
+        assert!(!disk.holding());
+
+        // No preparation comes: held through the turn it was held in, sent
+        // at the end of the next.
+        disk.hold(settlement(5, &log));
+        assert!(disk.end_turn(false).is_empty());
+        assert_eq!(waiting(0).1 + waiting(1).1, 3, "still held");
+        assert!(disk.end_turn(false).is_empty());
+        assert_eq!(waiting(0).1 + waiting(1).1, 4, "sent");
+        assert!(!disk.holding());
+
+        // Stopping sends all, and when every mailbox is full they come
+        // back for the worker to settle.
+        let mut n = 10;
+        while disk.try_settle(settlement(n, &log)).is_ok() {
+            n += 1;
+        }
+        assert_eq!(waiting(0).1 + waiting(1).1, 16, "all full");
+        disk.hold(settlement(20, &log));
+        let back = disk.end_turn(true);
+        assert_eq!(back.len(), 1, "no room");
+        assert_eq!(back[0].msg.id, "s20");
         disk.stop(&log);
     }
 

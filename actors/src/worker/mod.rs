@@ -262,6 +262,14 @@ impl Worker {
             if !self.metrics_interval.is_zero() {
                 wait = wait.min(next_metrics.saturating_duration_since(now));
             }
+            // Held settlements go with the next preparation, or at the
+            // end of the next turn, which comes soon.
+            for settlement in self.shared.disk.end_turn(false) {
+                settle::settle_here(&mut self.shared, settlement);
+            }
+            if self.shared.disk.holding() {
+                wait = wait.min(disk::HOLD_WAIT);
+            }
             self.shared.wake_dispatcher();
             let woken = self.select(wait);
             let now = Instant::now();
@@ -275,6 +283,9 @@ impl Worker {
         }
         // Every settlement reaches the dispatcher before WorkerStopped, and
         // every message prepared for a connection that is gone goes back.
+        for settlement in self.shared.disk.end_turn(true) {
+            settle::settle_here(&mut self.shared, settlement);
+        }
         self.shared.wake_dispatcher();
         let disk = self.shared.disk.stop(&self.shared.log);
         while let Ok(answer) = self.prepared.try_recv() {

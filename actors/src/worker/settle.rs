@@ -341,13 +341,17 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
     });
     if settlement.finished_already() {
         shared.tell(settlement.finished());
+        shared.disk.hold(settlement);
+    } else if let Err(settlement) = shared.disk.try_settle(settlement) {
+        settle_here(shared, settlement);
     }
-    if let Err(settlement) = shared.disk.try_settle(settlement) {
-        // The disk thread is busy: settle here, which also slows this
-        // worker to the pace of the disk.
-        if let Some(done) = settlement.settle_for_dispatcher(&mut shared.settler) {
-            shared.tell(done);
-        }
+}
+
+/// Settles in the worker's own thread a settlement no disk thread has
+/// room for, which also slows this worker to the pace of the disk.
+pub fn settle_here(shared: &mut Shared, settlement: Box<Settlement>) {
+    if let Some(done) = settlement.settle_for_dispatcher(&mut shared.settler) {
+        shared.tell(done);
     }
 }
 
