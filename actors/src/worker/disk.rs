@@ -32,12 +32,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use nix::sys::eventfd::EventFd;
 use postman::config::Config;
 use postman::queue::Claimed;
 use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
+use super::link::Wake;
 use super::settle::{self, Ctx, Ready};
 use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
@@ -104,7 +104,7 @@ enum Work {
 #[derive(Clone)]
 pub struct Answers {
     pub to: Sender<Prepared>,
-    pub wake: Arc<EventFd>,
+    pub wake: Arc<Wake>,
     pub budget: Budget,
 }
 
@@ -411,8 +411,7 @@ fn spawn(
                             ready,
                             spare: lent.lend(),
                         }) {
-                            // A full counter (EAGAIN) already means "wake up".
-                            Ok(()) => drop(answers.wake.write(1)),
+                            Ok(()) => answers.wake.wake(),
                             Err(e) => {
                                 // The worker is gone: nothing will start it.
                                 if let Some(ready) = e.into_inner().ready {
@@ -685,14 +684,9 @@ mod tests {
         let config = settings.validate().expect("valid settings");
         let (dispatcher, _inbox) = crate::mailbox::bounded(64);
         let (to, prepared) = crossbeam_channel::bounded(1);
-        let wake = nix::sys::eventfd::EventFd::from_value_and_flags(
-            0,
-            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-        )
-        .expect("eventfd");
         let answers = Answers {
             to,
-            wake: Arc::new(wake),
+            wake: Arc::new(Wake::new().expect("eventfd")),
             budget: Budget::default(),
         };
         let log = Logger::root(slog::Discard, slog::o!());

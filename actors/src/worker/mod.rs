@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::settler::Settler;
 use crossbeam_channel::{Receiver, TryRecvError};
-use nix::sys::eventfd::EventFd;
+use link::Wake;
 use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
@@ -152,7 +152,7 @@ pub struct Worker {
     inbox: Receiver<WorkerMsg>,
     /// The disk threads' answers: connections' next messages, prepared.
     prepared: Receiver<disk::Prepared>,
-    wake: Arc<EventFd>,
+    wake: Arc<Wake>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
@@ -172,9 +172,7 @@ impl Worker {
         mailbox_capacity: usize,
         owner: &str,
     ) -> std::io::Result<(Worker, WorkerLink)> {
-        let wake = Arc::new(EventFd::from_flags(
-            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
-        )?);
+        let wake = Arc::new(Wake::new()?);
         let (tx, inbox) = crossbeam_channel::bounded(mailbox_capacity);
         // Each connection waits for at most one answer; answers for
         // connections already closed are few and drained every turn.
@@ -271,13 +269,15 @@ impl Worker {
                 wait = wait.min(disk::HOLD_WAIT);
             }
             self.shared.wake_dispatcher();
-            let woken = self.select(wait);
-            let now = Instant::now();
-            if woken {
-                // Clear the eventfd before draining, so a send that lands
-                // after the drain wakes the next pselect.
-                let _ = self.wake.read();
+            // From here a send writes the eventfd; one that came since the
+            // drains above is waiting already, and the wait is only a poll.
+            self.wake.sleeping();
+            if !self.prepared.is_empty() || !self.inbox.is_empty() {
+                wait = Duration::ZERO;
             }
+            let woken = self.select(wait);
+            self.wake.awake(woken);
+            let now = Instant::now();
             self.service_ready(now);
             self.service_timeouts(now);
         }
