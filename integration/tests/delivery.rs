@@ -581,10 +581,15 @@ fn a_queue_file_written_while_its_body_is_sent_is_not_finished() {
     });
     out.assert_success();
     assert_eq!(server.body_count(), 0, "no body finished");
+    let logged: Vec<_> = out
+        .records()
+        .into_iter()
+        .filter(|r| r["msg"] == "cannot finish sending the queue file; the message stays queued")
+        .collect();
+    assert_eq!(logged.len(), 1, "logged once");
     assert_eq!(
-        out.count_records("queue file changed while it was sent"),
-        1,
-        "logged"
+        logged[0]["problem"], "the queue file changed since it was measured",
+        "why"
     );
     let state = queue.state();
     assert_eq!(

@@ -9,12 +9,16 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
+use nix::libc;
+use nix::sys::sendfile::sendfile;
+use nix::sys::socket::{send, MsgFlags};
 use postman::queue::BodyReader;
 use postman::smtp::BodyMeasure;
 
@@ -120,6 +124,7 @@ impl Body {
     pub fn direct_part(&self) -> Option<DirectPart<'_>> {
         match self {
             Body::Memory {
+                bytes,
                 sent,
                 direct_end,
                 file,
@@ -129,7 +134,7 @@ impl Body {
                 Some(DirectPart {
                     file,
                     offset: body_offset + *sent as u64,
-                    len: direct_end - sent,
+                    copy: bytes.get(*sent..*direct_end)?,
                 })
             }
             _ => None,
@@ -176,7 +181,35 @@ pub struct DirectPart<'a> {
     pub file: &'a File,
     /// Where it starts in the file.
     pub offset: u64,
-    pub len: usize,
+    /// The same octets, as the measuring pass kept them.
+    pub copy: &'a [u8],
+}
+
+impl DirectPart<'_> {
+    /// Writes what of the part `socket` takes now: by `sendfile(2)` from
+    /// the file, or from the copy when the file's filesystem cannot hand
+    /// its pages to a socket (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`), which
+    /// would otherwise fail every such message for ever. A file that ends
+    /// before the part does is an `UnexpectedEof` error.
+    pub fn send(&self, socket: &impl AsFd) -> io::Result<usize> {
+        // An offset past off_t's range fails as EINVAL, and so goes from
+        // the copy.
+        let mut offset = libc::off_t::try_from(self.offset).unwrap_or(libc::off_t::MAX);
+        match sendfile(socket, self.file, Some(&mut offset), self.copy.len()) {
+            Ok(0) if !self.copy.is_empty() => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the queue file is shorter than when it was measured",
+            )),
+            Ok(n) => Ok(n),
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => send(
+                socket.as_fd().as_raw_fd(),
+                self.copy,
+                MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(io::Error::from),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
 }
 
 /// The most a pooled buffer may hold for reuse; a buffer grown for a larger
@@ -443,7 +476,7 @@ mod tests {
         // What the direct part says the file holds.
         let direct_part = |body: &Body| {
             body.direct_part().map(|part| {
-                let mut bytes = vec![0; part.len];
+                let mut bytes = vec![0; part.copy.len()];
                 part.file
                     .read_exact_at(&mut bytes, part.offset)
                     .expect("read");
@@ -483,6 +516,54 @@ mod tests {
         let (body, _) = worker.measure(&path2, stuffed.len());
         assert!(matches!(body, Body::Memory { .. }));
         assert!(body.direct_part().is_none(), "dots and bare line ends");
+    }
+
+    /// Sends `part` over loopback TCP and gives what arrived.
+    fn sent_over_tcp(part: &DirectPart<'_>) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let n = part.send(&client)?;
+        drop(client);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).expect("read");
+        assert_eq!(got.len(), n, "what send said it wrote");
+        Ok(got)
+    }
+
+    /// The direct part goes from the file, not from the copy (here they
+    /// differ, to tell them apart); from the copy when the file cannot be
+    /// spliced (a directory stands in for such a filesystem); and a file
+    /// shorter than the part is an error, not an empty write.
+    #[test]
+    fn a_direct_part_goes_from_its_file_or_else_from_its_copy() {
+        let (dir, path) = queue_file(b"from the file\r\n");
+        let file = File::open(&path).expect("open");
+        let offset = HEAD.len() as u64;
+        let part = DirectPart {
+            file: &file,
+            offset,
+            copy: b"from the copy\r\n",
+        };
+        assert_eq!(sent_over_tcp(&part).expect("sent"), b"from the file\r\n");
+
+        let folder = File::open(dir.path()).expect("open the folder");
+        let part = DirectPart {
+            file: &folder,
+            offset: 0,
+            copy: b"from the copy\r\n",
+        };
+        assert_eq!(sent_over_tcp(&part).expect("sent"), b"from the copy\r\n");
+
+        let part = DirectPart {
+            file: &file,
+            offset: offset + 100,
+            copy: b"beyond the end\r\n",
+        };
+        let e = sent_over_tcp(&part).expect_err("past the end");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

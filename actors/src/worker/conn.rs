@@ -18,9 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
-use nix::errno::Errno;
 use nix::libc;
-use nix::sys::sendfile::sendfile;
 use postman::smtp::{Event, Reply, Session, TlsMode};
 use slog::{debug, error, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -713,10 +711,7 @@ impl Conn {
         // When this part is written, the tail goes through the session,
         // with the terminator.
         while let Some(part) = body.direct_part() {
-            // An offset past off_t's range fails as EINVAL, below.
-            let mut offset = libc::off_t::try_from(part.offset).unwrap_or(libc::off_t::MAX);
-            let problem = match sendfile(&*socket, part.file, Some(&mut offset), part.len) {
-                Ok(0) => Some("the queue file is shorter than when it was measured".to_owned()),
+            let problem = match part.send(&*socket) {
                 Ok(n) => {
                     shared.stats.bytes_written += n as u64;
                     body.advance(n);
@@ -727,9 +722,12 @@ impl Conn {
                         None => changed_since_measured(body.file(), job.msg.identity.as_ref()),
                     }
                 }
-                Err(Errno::EINTR) => None,
-                Err(Errno::EAGAIN) => return wrote,
-                Err(Errno::EIO) => Some("cannot read the queue file while sending it".to_owned()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+                Err(e) if would_block(&e) => return wrote,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Some(e.to_string()),
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    Some(format!("cannot read the queue file: {e}"))
+                }
                 Err(e) => {
                     debug!(shared.log, "write failed"; "relay" => &self.relay, "error" => %e);
                     self.broken = true;
@@ -740,7 +738,7 @@ impl Conn {
             if let Some(problem) = problem {
                 // The dot was not sent, so closing now makes the server
                 // discard the partial message; it stays queued.
-                error!(shared.log, "queue file changed while it was sent; the message stays queued";
+                error!(shared.log, "cannot finish sending the queue file; the message stays queued";
                     "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "problem" => problem);
                 job.body = None;
                 self.broken = true;
