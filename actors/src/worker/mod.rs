@@ -450,21 +450,24 @@ impl Worker {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             return;
         };
-        let Some(mut conn) = slot.conn.take() else {
+        // In place: a connection (its job, its message, its TLS state) is
+        // large, and moving it out of its slot and back for every event was
+        // 1 % of a worker's time with 250 connections.
+        let Some(conn) = slot.conn.as_mut() else {
             return;
         };
         conn.id = ConnId {
             index,
             generation: slot.generation,
         };
-        f(&mut conn, &mut self.shared, now);
+        f(conn, &mut self.shared, now);
         conn.drive(&mut self.shared, now);
         if conn.is_finished() {
-            conn.finish(&mut self.shared);
+            if let Some(mut conn) = slot.conn.take() {
+                conn.finish(&mut self.shared);
+            }
             self.live -= 1;
             self.free.push(index);
-        } else {
-            self.slots[index as usize].conn = Some(conn);
         }
     }
 
