@@ -455,6 +455,33 @@ fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
     assert_eq!(server.connection_count(), 1, "one connection for both");
 }
 
+/// The MX of `wire.test`: a server over a narrow path that stalls `ms`
+/// after its 354 to the first message, so the body's writes block
+/// part-way, and answers politely from then on.
+fn wire_test_server_stalling_after_354(net: &TestNet, ms: u64) -> (HostileServer, DnsServer) {
+    let script = Script::new()
+        .hello()
+        .expect("MAIL", "250 ok")
+        .expect("RCPT", "250 ok")
+        .expect("DATA", "354 go")
+        .stall(ms)
+        .body("250 ok")
+        .then_polite();
+    let server = HostileServer::start_narrow(net.addr(1), vec![script]);
+    let dns = DnsServer::start(Zones::new().mx_at("wire.test", net.ipv4(1)));
+    (server, dns)
+}
+
+/// A message of about 900 KB already in wire form (kept in memory, under
+/// a MiB): 12,000 CRLF lines of 64 `z`s, `dots` before and after them.
+fn large_wire_message(dots: &str) -> String {
+    let mut message = String::from("From: a@src.test\r\nSubject: large\r\n\r\n");
+    for n in 0..12_000 {
+        message.push_str(&format!("{n:06} {dots}{}{dots}\r\n", "z".repeat(64)));
+    }
+    message
+}
+
 /// A body already in wire form (CRLF line ends, no line-start dot) is
 /// written straight from its file, skipping the stuffer. The large one meets a server that stops reading for a while
 /// over a narrow path, so its writes block part-way and resume only when
@@ -463,22 +490,10 @@ fn bodies_over_a_mebibyte_are_sent_from_their_files_byte_for_byte() {
 #[test]
 fn bodies_already_in_wire_form_are_written_as_they_are() {
     let net = TestNet::new();
-    let script = Script::new()
-        .hello()
-        .expect("MAIL", "250 ok")
-        .expect("RCPT", "250 ok")
-        .expect("DATA", "354 go")
-        .stall(400)
-        .body("250 ok")
-        .then_polite();
-    let server = HostileServer::start_narrow(net.addr(1), vec![script]);
-    let dns = DnsServer::start(Zones::new().mx_at("wire.test", net.ipv4(1)));
+    let (server, dns) = wire_test_server_stalling_after_354(&net, 400);
     let queue = TestQueue::new();
-    let mut large = String::from("From: a@src.test\r\nSubject: large\r\n\r\n");
-    for n in 0..12_000 {
-        // Dots inside lines and at their ends stay as they are.
-        large.push_str(&format!("{n:06} .{}.\r\n", "z".repeat(64)));
-    }
+    // Dots inside lines and at their ends stay as they are.
+    let large = large_wire_message(".");
     assert!(
         large.len() > 900_000 && large.len() < 1024 * 1024,
         "kept in memory"
@@ -528,21 +543,9 @@ fn bodies_already_in_wire_form_are_written_as_they_are() {
 #[test]
 fn a_queue_file_written_while_its_body_is_sent_is_not_finished() {
     let net = TestNet::new();
-    let script = Script::new()
-        .hello()
-        .expect("MAIL", "250 ok")
-        .expect("RCPT", "250 ok")
-        .expect("DATA", "354 go")
-        .stall(1500)
-        .body("250 ok")
-        .then_polite();
-    let server = HostileServer::start_narrow(net.addr(1), vec![script]);
-    let dns = DnsServer::start(Zones::new().mx_at("wire.test", net.ipv4(1)));
+    let (server, dns) = wire_test_server_stalling_after_354(&net, 1500);
     let queue = TestQueue::new();
-    let mut body = String::from("From: a@src.test\r\nSubject: large\r\n\r\n");
-    for n in 0..12_000 {
-        body.push_str(&format!("{n:06} {}\r\n", "z".repeat(64)));
-    }
+    let body = large_wire_message("");
     queue.add(
         "wire.test",
         "m0",
