@@ -472,18 +472,19 @@ fn wire_test_server_stalling_after_354(net: &TestNet, ms: u64) -> (HostileServer
     (server, dns)
 }
 
-/// A message of about 900 KB already in wire form (kept in memory, under
-/// a MiB): 12,000 CRLF lines of 64 `z`s, `dots` before and after them.
-fn large_wire_message(dots: &str) -> String {
+/// A message already in wire form: `lines` CRLF lines of 64 `z`s, `dots`
+/// before and after them (12,000 lines are about 900 KB, kept in memory).
+fn large_wire_message(lines: usize, dots: &str) -> String {
     let mut message = String::from("From: a@src.test\r\nSubject: large\r\n\r\n");
-    for n in 0..12_000 {
+    for n in 0..lines {
         message.push_str(&format!("{n:06} {dots}{}{dots}\r\n", "z".repeat(64)));
     }
     message
 }
 
 /// A body already in wire form (CRLF line ends, no line-start dot) is
-/// written straight from its file, skipping the stuffer. The large one meets a server that stops reading for a while
+/// written straight from its file, skipping the stuffer, whether it was
+/// kept in memory or is over a MiB. The large one meets a server that stops reading for a while
 /// over a narrow path, so its writes block part-way and resume only when
 /// the socket says it is writable again; a body that needs stuffing
 /// follows on the same connection. All arrive byte for byte.
@@ -493,13 +494,17 @@ fn bodies_already_in_wire_form_are_written_as_they_are() {
     let (server, dns) = wire_test_server_stalling_after_354(&net, 400);
     let queue = TestQueue::new();
     // Dots inside lines and at their ends stay as they are.
-    let large = large_wire_message(".");
+    let large = large_wire_message(12_000, ".");
     assert!(
         large.len() > 900_000 && large.len() < 1024 * 1024,
         "kept in memory"
     );
+    // Over a MiB: sent from its file, and straight from it too.
+    let larger = large_wire_message(20_000, ".");
+    assert!(larger.len() > 1024 * 1024, "sent from the file");
     let bodies = [
         large.into_bytes(),
+        larger.into_bytes(),
         b"From: a@src.test\r\nSubject: small\r\n\r\nhello\r\n".to_vec(),
         b"From: a@src.test\r\nSubject: stuffed\r\n\r\n.dot\nbare\n".to_vec(),
     ];
@@ -519,7 +524,7 @@ fn bodies_already_in_wire_form_are_written_as_they_are() {
     // 30 s at least, against well under a second.
     cfg.timeouts = postman_integration::postman::SmtpTimeouts::all(30);
     let started = std::time::Instant::now();
-    run_until_empty(&queue, &cfg, "all three delivered and removed");
+    run_until_empty(&queue, &cfg, "all delivered and removed");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "took {took:?}");
     let mut got: Vec<Vec<u8>> = server
@@ -545,7 +550,7 @@ fn a_queue_file_written_while_its_body_is_sent_is_not_finished() {
     let net = TestNet::new();
     let (server, dns) = wire_test_server_stalling_after_354(&net, 1500);
     let queue = TestQueue::new();
-    let body = large_wire_message("");
+    let body = large_wire_message(12_000, "");
     queue.add(
         "wire.test",
         "m0",

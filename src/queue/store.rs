@@ -300,6 +300,14 @@ impl BodyReader {
         self.file
     }
 
+    /// Goes to octet `at` of the message (0 is its first).
+    pub fn seek_in_body(&mut self, at: u64) -> io::Result<()> {
+        let to = self.body_offset.checked_add(at).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "offset past the end of a file")
+        })?;
+        self.file.seek(SeekFrom::Start(to)).map(|_| ())
+    }
+
     /// Goes back to the first byte of the message (after a measuring pass).
     pub fn rewind(&mut self) -> io::Result<()> {
         self.file

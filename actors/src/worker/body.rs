@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -71,7 +72,18 @@ pub const MEMORY_BUDGET: usize = 16 * 1024 * 1024;
 /// A message body being sent: from its queue file, or from memory when the
 /// measuring pass kept it.
 pub enum Body {
-    File(BodyReader),
+    /// Read from the file again while it is sent. `sent` and `direct_end`
+    /// as for `Memory`, in octets of the body: a body that goes on the wire
+    /// as it is goes straight from the file up to `direct_end`, and the
+    /// rest is read from where the direct part ended.
+    File {
+        reader: BodyReader,
+        sent: u64,
+        direct_end: u64,
+        /// The reader's position is octet `sent`: a direct write does not
+        /// move it, so it is moved before the next read.
+        positioned: bool,
+    },
     Memory {
         /// A pooled buffer: the body is `bytes[..len]`, the rest is
         /// whatever an earlier body left there.
@@ -105,17 +117,17 @@ impl Body {
     /// which the disk thread that settles the message does.
     pub fn into_parts(self) -> (Option<Vec<u8>>, File) {
         match self {
-            Body::File(reader) => (None, reader.into_file()),
+            Body::File { reader, .. } => (None, reader.into_file()),
             Body::Memory { bytes, file, .. } => (Some(bytes), file.into_file()),
         }
     }
 
-    /// What is left to write straight from the file, for a body kept in
-    /// memory that goes on the wire as it is: all of it but a tail of whole
-    /// lines, which goes from memory through the session with the
-    /// terminator in one write (see [`DIRECT_TAIL`]). `None` once that part
-    /// is written, and for any other body. [`Body::advance`] says how much
-    /// of it went.
+    /// What is left to write straight from the file, for a body that goes
+    /// on the wire as it is: all of it but a tail of whole lines, which goes
+    /// through the session with the terminator in one write (see
+    /// [`DIRECT_TAIL`]), from memory or read from the file. `None` once that
+    /// part is written, and for any other body. [`Body::advance`] says how
+    /// much of it went.
     ///
     /// The file is the claimed one, which no writer touches (writers
     /// replace a queue file by a rename, and not in the claim's folder),
@@ -131,10 +143,26 @@ impl Body {
                 ..
             } if sent < direct_end => {
                 let (file, body_offset) = file.file_and_offset();
+                let copy = bytes.get(*sent..*direct_end)?;
                 Some(DirectPart {
                     file,
                     offset: body_offset + *sent as u64,
-                    copy: bytes.get(*sent..*direct_end)?,
+                    len: copy.len(),
+                    copy: Some(copy),
+                })
+            }
+            Body::File {
+                reader,
+                sent,
+                direct_end,
+                ..
+            } if sent < direct_end => {
+                let (file, body_offset) = reader.file_and_offset();
+                Some(DirectPart {
+                    file,
+                    offset: body_offset.checked_add(*sent)?,
+                    len: usize::try_from(direct_end - sent).unwrap_or(usize::MAX),
+                    copy: None,
                 })
             }
             _ => None,
@@ -144,14 +172,22 @@ impl Body {
     /// The queue file.
     pub fn file(&self) -> &File {
         match self {
-            Body::File(reader) | Body::Memory { file: reader, .. } => reader.file_and_offset().0,
+            Body::File { reader, .. } | Body::Memory { file: reader, .. } => {
+                reader.file_and_offset().0
+            }
         }
     }
 
     /// `n` octets of [`Body::direct_part`] were written.
     pub fn advance(&mut self, n: usize) {
-        if let Body::Memory { len, sent, .. } = self {
-            *sent = sent.saturating_add(n).min(*len);
+        match self {
+            Body::Memory { len, sent, .. } => *sent = sent.saturating_add(n).min(*len),
+            Body::File {
+                sent, positioned, ..
+            } => {
+                *sent = sent.saturating_add(n as u64);
+                *positioned = false;
+            }
         }
     }
 
@@ -159,8 +195,18 @@ impl Body {
     /// `buf`; memory is lent as it is.
     pub fn next<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
         match self {
-            Body::File(reader) => {
+            Body::File {
+                reader,
+                sent,
+                positioned,
+                ..
+            } => {
+                if !*positioned {
+                    reader.seek_in_body(*sent)?;
+                    *positioned = true;
+                }
                 let n = reader.read_chunk(buf)?;
+                *sent = sent.saturating_add(n as u64);
                 Ok(&buf[..n])
             }
             Body::Memory {
@@ -181,35 +227,55 @@ pub struct DirectPart<'a> {
     pub file: &'a File,
     /// Where it starts in the file.
     pub offset: u64,
-    /// The same octets, as the measuring pass kept them.
-    pub copy: &'a [u8],
+    pub len: usize,
+    /// The same octets, as the measuring pass kept them; `None` for a body
+    /// sent from its file.
+    pub copy: Option<&'a [u8]>,
 }
 
 impl DirectPart<'_> {
     /// Writes what of the part `socket` takes now: by `sendfile(2)` from
-    /// the file, or from the copy when the file's filesystem cannot hand
-    /// its pages to a socket (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`), which
-    /// would otherwise fail every such message for ever. A file that ends
-    /// before the part does is an `UnexpectedEof` error.
-    pub fn send(&self, socket: &impl AsFd) -> io::Result<usize> {
-        // An offset past off_t's range fails as EINVAL, and so goes from
-        // the copy.
+    /// the file or, when the file's filesystem cannot hand its pages to a
+    /// socket (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`), which would otherwise
+    /// fail every such message for ever, by [`DirectPart::send_copy`]. A
+    /// file that ends before the part does is an `UnexpectedEof` error.
+    pub fn send(&self, socket: &impl AsFd, scratch: &mut Vec<u8>) -> io::Result<usize> {
+        // An offset past off_t's range fails as EINVAL, and so goes by
+        // send_copy, whose read fails.
         let mut offset = libc::off_t::try_from(self.offset).unwrap_or(libc::off_t::MAX);
-        match sendfile(socket, self.file, Some(&mut offset), self.copy.len()) {
-            Ok(0) if !self.copy.is_empty() => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the queue file is shorter than when it was measured",
-            )),
+        match sendfile(socket, self.file, Some(&mut offset), self.len) {
+            Ok(0) if self.len > 0 => Err(shorter()),
             Ok(n) => Ok(n),
-            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => send(
-                socket.as_fd().as_raw_fd(),
-                self.copy,
-                MsgFlags::MSG_NOSIGNAL,
-            )
-            .map_err(io::Error::from),
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                self.send_copy(socket, scratch)
+            }
             Err(e) => Err(io::Error::from(e)),
         }
     }
+
+    /// Writes what of the part `socket` takes now from the copy in memory,
+    /// or from a chunk of the file read into `scratch`.
+    pub fn send_copy(&self, socket: &impl AsFd, scratch: &mut Vec<u8>) -> io::Result<usize> {
+        let bytes = match self.copy {
+            Some(copy) => copy,
+            None => {
+                scratch.resize(self.len.min(CHUNK), 0);
+                let n = self.file.read_at(scratch, self.offset)?;
+                if n == 0 && self.len > 0 {
+                    return Err(shorter());
+                }
+                &scratch[..n]
+            }
+        };
+        send(socket.as_fd().as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
+    }
+}
+
+fn shorter() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the queue file is shorter than when it was measured",
+    )
 }
 
 /// The most a pooled buffer may hold for reuse; a buffer grown for a larger
@@ -359,7 +425,7 @@ pub fn measure(
                 }
                 Err(e) => {
                     memory.pool.give(bytes);
-                    return (Body::File(reader), Err(e));
+                    return (file_body(reader, 0), Err(e));
                 }
             }
         }
@@ -367,17 +433,49 @@ pub fn measure(
         memory.pool.give(bytes);
         measure = BodyMeasure::new();
         if let Err(e) = reader.rewind() {
-            return (Body::File(reader), Err(e));
+            return (file_body(reader, 0), Err(e));
         }
     }
+    // As `direct_end` does for a body in memory, chunk by chunk: after the
+    // last LF at least DIRECT_TAIL octets before the end, when the file is
+    // as long as `expected` says.
+    let tail_from = expected.saturating_sub(DIRECT_TAIL as u64);
+    let mut read = 0u64;
+    let mut direct_end = 0u64;
     let result = (|| {
-        while reader.read_chunk(memory.buf)? > 0 {
+        loop {
+            let n = reader.read_chunk(memory.buf)?;
+            if n == 0 {
+                break;
+            }
             measure.push(memory.buf);
+            if read < tail_from {
+                let before = usize::try_from(tail_from - read).map_or(n, |b| b.min(n));
+                if let Some(at) = memory.buf[..before].iter().rposition(|&b| b == b'\n') {
+                    direct_end = read + at as u64 + 1;
+                }
+            }
+            read += n as u64;
         }
         reader.rewind()?;
         Ok(measure)
     })();
-    (Body::File(reader), result)
+    let direct = match &result {
+        Ok(measure) if measure.is_verbatim() && read == expected => direct_end,
+        _ => 0,
+    };
+    (file_body(reader, direct), result)
+}
+
+/// A body sent from its file, of which the first `direct_end` octets may
+/// go straight from it.
+fn file_body(reader: BodyReader, direct_end: u64) -> Body {
+    Body::File {
+        reader,
+        sent: 0,
+        direct_end,
+        positioned: true,
+    }
 }
 
 /// What [`measure`] needs of the worker: the memory budget, the pool of
@@ -476,7 +574,7 @@ mod tests {
         // What the direct part says the file holds.
         let direct_part = |body: &Body| {
             body.direct_part().map(|part| {
-                let mut bytes = vec![0; part.copy.len()];
+                let mut bytes = vec![0; part.len];
                 part.file
                     .read_exact_at(&mut bytes, part.offset)
                     .expect("read");
@@ -525,7 +623,7 @@ mod tests {
         let client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (mut server, _) = listener.accept().expect("accept");
-        let n = part.send(&client)?;
+        let n = part.send(&client, &mut Vec::new())?;
         drop(client);
         let mut got = Vec::new();
         server.read_to_end(&mut got).expect("read");
@@ -545,7 +643,8 @@ mod tests {
         let part = DirectPart {
             file: &file,
             offset,
-            copy: b"from the copy\r\n",
+            len: 15,
+            copy: Some(b"from the copy\r\n"),
         };
         assert_eq!(sent_over_tcp(&part).expect("sent"), b"from the file\r\n");
 
@@ -553,14 +652,16 @@ mod tests {
         let part = DirectPart {
             file: &folder,
             offset: 0,
-            copy: b"from the copy\r\n",
+            len: 15,
+            copy: Some(b"from the copy\r\n"),
         };
         assert_eq!(sent_over_tcp(&part).expect("sent"), b"from the copy\r\n");
 
         let part = DirectPart {
             file: &file,
             offset: offset + 100,
-            copy: b"beyond the end\r\n",
+            len: 16,
+            copy: Some(b"beyond the end\r\n"),
         };
         let e = sent_over_tcp(&part).expect_err("past the end");
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
@@ -588,7 +689,7 @@ mod tests {
         let (body, _) = worker.measure(&path, long.len());
         worker.pool.recycle(body);
         let (body, measured) = worker.measure(&path, 100_000);
-        assert!(matches!(body, Body::File(_)), "grew past the size");
+        assert!(matches!(body, Body::File { .. }), "grew past the size");
         assert_eq!(measured.expect("measured"), reference(&long));
         assert_eq!(send_all(body), long);
         assert_eq!(worker.pool.free.len(), 1, "the buffer went back");
@@ -609,13 +710,64 @@ mod tests {
         assert_eq!(pool.bytes, POOL_BYTES - POOLED_MAX);
     }
 
+    /// A body too large for memory that goes on the wire as it is goes
+    /// straight from its file too, but for a tail of whole lines, which is
+    /// read from where the direct part ended; one written partly straight
+    /// and partly through the session reads on from where it is.
+    #[test]
+    fn a_large_body_in_wire_form_goes_straight_from_its_file() {
+        let wire = b"Subject: x\r\nab.\r\n".repeat(MAX_IN_MEMORY / 17 + 1000);
+        let tail = wire.len()
+            - wire[..wire.len() - DIRECT_TAIL]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .expect("a line end")
+            - 1;
+        let direct = wire.len() - tail;
+        let (_dir, path) = queue_file(&wire);
+        let mut worker = Worker::default();
+        let (mut body, _) = worker.measure(&path, wire.len());
+        assert!(matches!(body, Body::File { .. }), "too large for memory");
+        let part = body.direct_part().expect("a direct part");
+        assert_eq!((part.offset, part.len), (HEAD.len() as u64, direct));
+        assert!(part.copy.is_none(), "no copy in memory");
+        let mut scratch = Vec::new();
+        // Without sendfile: a chunk read from the file.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let n = part.send_copy(&client, &mut scratch).expect("sent");
+        assert_eq!(n, CHUNK, "one chunk");
+        let mut got = vec![0; n];
+        std::io::Read::read_exact(&mut server, &mut got).expect("read");
+        assert_eq!(got, &wire[..n]);
+
+        body.advance(n);
+        let mut buf = Vec::new();
+        let next = body.next(&mut buf).expect("next").to_vec();
+        assert_eq!(
+            next,
+            &wire[n..n + next.len()],
+            "read on from the direct writes"
+        );
+        body.advance(direct - n - next.len());
+        assert!(body.direct_part().is_none(), "the tail is left");
+        assert_eq!(send_all(body), &wire[direct..], "the tail, from the file");
+
+        let stuffed = body_of(MAX_IN_MEMORY + 1);
+        let (_dir2, path2) = queue_file(&stuffed);
+        let (body, _) = worker.measure(&path2, stuffed.len());
+        assert!(body.direct_part().is_none(), "not in wire form");
+    }
+
     #[test]
     fn a_large_body_or_a_full_budget_is_sent_from_the_file() {
         let text = body_of(MAX_IN_MEMORY + 1);
         let (_dir, path) = queue_file(&text);
         let mut worker = Worker::default();
         let (body, measured) = worker.measure(&path, text.len());
-        assert!(matches!(body, Body::File(_)), "too large for memory");
+        assert!(matches!(body, Body::File { .. }), "too large for memory");
         assert_eq!(measured.expect("measured"), reference(&text));
         assert_eq!(send_all(body), text, "sent from the rewound file");
 
@@ -626,7 +778,7 @@ mod tests {
             .reserve(MEMORY_BUDGET - 500)
             .expect("most of the budget");
         let (body, measured) = worker.measure(&path2, 1000);
-        assert!(matches!(body, Body::File(_)), "no room in the budget");
+        assert!(matches!(body, Body::File { .. }), "no room in the budget");
         assert_eq!(measured.expect("measured"), reference(&small));
         assert_eq!(send_all(body), small);
         drop(held);
@@ -640,7 +792,7 @@ mod tests {
         let mut worker = Worker::default();
         // The size said 100,000: the file holds more.
         let (body, measured) = worker.measure(&path, 100_000);
-        assert!(matches!(body, Body::File(_)));
+        assert!(matches!(body, Body::File { .. }));
         assert_eq!(
             measured.expect("measured"),
             reference(&text),

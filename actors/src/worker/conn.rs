@@ -711,7 +711,7 @@ impl Conn {
         // When this part is written, the tail goes through the session,
         // with the terminator.
         while let Some(part) = body.direct_part() {
-            let problem = match part.send(&*socket) {
+            let problem = match part.send(&*socket, &mut shared.body_buf) {
                 Ok(n) => {
                     shared.stats.bytes_written += n as u64;
                     body.advance(n);
