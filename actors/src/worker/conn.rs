@@ -682,12 +682,14 @@ impl Conn {
     }
 
     /// Writes a verbatim body straight from its file until the socket would
-    /// block or only its tail is left, which then goes from memory through
-    /// the session with the terminator (see [`Session::takes_body_directly`]
-    /// and [`DIRECT_TAIL`](super::body::DIRECT_TAIL)). `sendfile(2)` hands
-    /// the file's cached pages (the measuring pass just read them) to the
+    /// block or only its tail is left, which then goes through the session
+    /// with the terminator, from memory or read from the file (see
+    /// [`Session::takes_body_directly`] and
+    /// [`DIRECT_TAIL`](super::body::DIRECT_TAIL)). `sendfile(2)` hands the
+    /// file's cached pages (the measuring pass just read them) to the
     /// socket: over 2,000 × 100 KB that cost 7–10 % less CPU than writing
-    /// the copy kept in memory.
+    /// the copy kept in memory, and over 200 × 2 MB 42 % less than reading
+    /// and stuffing the file again here.
     ///
     /// What was measured is what must go: a file that ends early, or that
     /// is no longer the one measured once its part is written (its size,
