@@ -268,12 +268,15 @@ impl Disk {
             self.held_before
         };
         let mut unsent = Vec::new();
-        let older: Vec<_> = self.held.drain(..due).collect();
-        for settlement in older {
+        // Taken out while the threads are tried, and put back, so that its
+        // room is kept for the next message's settlement.
+        let mut held = std::mem::take(&mut self.held);
+        for settlement in held.drain(..due) {
             if let Err(settlement) = self.try_settle(settlement) {
                 unsent.push(settlement);
             }
         }
+        self.held = held;
         self.held_before = self.held.len();
         unsent
     }
@@ -290,12 +293,17 @@ impl Disk {
         };
         // To the same thread, woken by the preparation; what does not fit
         // stays held.
-        for settlement in std::mem::take(&mut self.held) {
+        let mut held = std::mem::take(&mut self.held);
+        for settlement in held.drain(..) {
             if let Err(e) = self.threads[n].tx.try_send(Work::Settle(settlement)) {
                 if let Work::Settle(settlement) = e.into_inner() {
                     self.held.push(settlement);
                 }
             }
+        }
+        if self.held.is_empty() {
+            // Its room kept for the next message's settlement.
+            self.held = held;
         }
         self.held_before = self.held_before.min(self.held.len());
         Ok(())
