@@ -583,6 +583,12 @@ mod tests {
         (disk, mailboxes)
     }
 
+    /// Thread `n`'s preparations and settlements waiting.
+    fn waiting_in(mailboxes: &Mailboxes, n: usize) -> (usize, usize) {
+        let (preparations, settlements) = &mailboxes[n];
+        (preparations.len(), settlements.len())
+    }
+
     /// Work goes to the thread with the least waiting, the first among
     /// equals, so one thread that keeps up gets it all; a full mailbox
     /// sends it to the next.
@@ -590,10 +596,7 @@ mod tests {
     fn work_goes_to_the_thread_with_the_least_waiting() {
         let (mut disk, mailboxes) = idle_disk();
         let log = Logger::root(slog::Discard, slog::o!());
-        let waiting = |n: usize| {
-            let (p, s): &(Receiver<Work>, Receiver<Work>) = &mailboxes[n];
-            (p.len(), s.len())
-        };
+        let waiting = |n: usize| waiting_in(&mailboxes, n);
         let take_all = || {
             for (p, s) in &mailboxes {
                 while p.try_recv().is_ok() || s.try_recv().is_ok() {}
@@ -645,10 +648,7 @@ mod tests {
     fn a_held_settlement_goes_with_the_next_preparation_or_a_turn_later() {
         let (mut disk, mailboxes) = idle_disk();
         let log = Logger::root(slog::Discard, slog::o!());
-        let waiting = |n: usize| {
-            let (p, s): &(Receiver<Work>, Receiver<Work>) = &mailboxes[n];
-            (p.len(), s.len())
-        };
+        let waiting = |n: usize| waiting_in(&mailboxes, n);
         // Thread 0 is busy: the preparation and what is held go to 1.
         assert!(disk.try_settle(settlement(1, &log)).is_ok());
         disk.hold(settlement(2, &log));
