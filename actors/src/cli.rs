@@ -186,12 +186,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run { settings, once } => {
             let loaded = settings.load()?;
             let config = loaded.config;
+            // Before the logger's thread, the first after this one.
+            let descriptors = crate::descriptors::prepare();
             let signals = crate::daemon::block_signals()?;
             let (log, guard, log_control) =
                 crate::logging::start(config.log_format, config.debug, config.log_file.as_deref())?;
             let log = log.new(o!("pid" => std::process::id()));
             let runtime = crate::daemon::Runtime {
                 signals,
+                descriptors,
                 log_control,
                 settings: loaded.settings,
                 reload: Box::new(move || settings.load()),

@@ -8,7 +8,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{SigSet, Signal};
 use postman::config::{Config, Loaded, Settings};
 use postman::queue::{self, Layout};
@@ -28,10 +27,6 @@ const DISPATCHER_MAILBOX: usize = 4096;
 /// Each worker's mailbox. The dispatcher never blocks on it (a full mailbox
 /// is kept in the dispatcher's backlog), so this only bounds memory.
 const WORKER_MAILBOX: usize = 1024;
-
-/// How many descriptors postman asks for: sockets stay below FD_SETSIZE,
-/// queue files, the log and DNS sockets go above it.
-const WANTED_DESCRIPTORS: u64 = 8192;
 
 /// The signals postman handles (SIGINT/SIGTERM stop it, SIGHUP reloads the
 /// settings, SIGUSR1 reopens the log file), blocked in the calling thread.
@@ -62,6 +57,9 @@ pub type Reloader = Box<dyn FnMut() -> anyhow::Result<Loaded> + Send>;
 pub struct Runtime {
     /// From [`block_signals`].
     pub signals: SigSet,
+    /// From [`crate::descriptors::prepare`], called before any other
+    /// thread started.
+    pub descriptors: crate::descriptors::Prepared,
     /// The logger's controls (file reopening, record count).
     pub log_control: LogControl,
     /// The settings in force at the start, to report what a reload changes.
@@ -73,7 +71,7 @@ pub struct Runtime {
 pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow::Result<()> {
     let layout = Layout::new(config.maildir.clone());
     check_queue_root(&layout)?;
-    raise_descriptor_limit(log);
+    log_descriptors(&runtime.descriptors, log);
     let owner = crate::owner::this_process();
     recover(&layout, log);
 
@@ -216,17 +214,12 @@ fn recover(layout: &Layout, log: &Logger) {
     }
 }
 
-fn raise_descriptor_limit(log: &Logger) {
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < WANTED_DESCRIPTORS => {
-            let wanted = WANTED_DESCRIPTORS.min(hard);
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
-                warn!(log, "cannot raise the descriptor limit"; "soft" => soft, "hard" => hard,
-                    "error" => %e);
-            }
-        }
-        Ok(_) => {}
-        Err(e) => warn!(log, "cannot read the descriptor limit"; "error" => %e),
+fn log_descriptors(prepared: &crate::descriptors::Prepared, log: &Logger) {
+    if let Some(e) = &prepared.limit_error {
+        warn!(log, "cannot raise the descriptor limit"; "error" => e);
+    }
+    if let Some(e) = &prepared.table_error {
+        warn!(log, "cannot grow the descriptor table ahead"; "error" => e);
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod descriptors;
 pub mod dispatcher;
 pub mod logging;
 pub mod mailbox;

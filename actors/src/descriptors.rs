@@ -1,0 +1,118 @@
+//! The process's descriptors, set up once before any other thread starts:
+//! the limit raised, and the kernel's descriptor table grown to its
+//! working size at once.
+//!
+//! Growing the table while several threads share it is slow: the kernel
+//! waits for an RCU grace period (`expand_fdtable` calls
+//! `synchronize_rcu` when the table is shared), and every thread that
+//! opens a descriptor meanwhile waits too. The first queue file or DNS
+//! socket moved above `FD_SETSIZE` did that in the middle of start-up:
+//! 12.5 ms between the first lookup's socket and its query, on the way to
+//! the first delivery (`strace -f -tt` of `run --once`, on the 2-core
+//! bench machine), and it would again each time the table doubled
+//! further (past 2,048 descriptors, with hundreds of connections' queue
+//! files above `FD_SETSIZE`). While the process has one thread the same
+//! growth costs microseconds, and the table never shrinks. Over 10,000
+//! queued messages the first delivery came 14 ms after start instead of
+//! 26 (medians of 6 alternating runs).
+
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+/// How many descriptors postman asks for: sockets stay below FD_SETSIZE,
+/// queue files, the log and DNS sockets go above it.
+pub const WANTED: u64 = 8192;
+
+/// The table is grown to cover this many descriptors (or the limit, if
+/// lower): the sockets below `FD_SETSIZE`, and above it a queue file per
+/// connection (at most 900) and the resolver's sockets. Beyond it the
+/// kernel grows the table itself, as before.
+pub const TABLE: u64 = 4096;
+
+/// What [`prepare`] did, for the log once there is one.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The limit could not be read, or raised to [`WANTED`].
+    pub limit_error: Option<String>,
+    /// The table could not be grown (the process goes on without it).
+    pub table_error: Option<String>,
+    /// Descriptors the table has room for now.
+    pub table: u64,
+}
+
+/// Raises `RLIMIT_NOFILE` to [`WANTED`] (as far as the hard limit lets it)
+/// and grows the descriptor table to [`TABLE`] entries. Call it before any
+/// other thread starts; later it still works, only slower.
+pub fn prepare() -> Prepared {
+    let mut prepared = Prepared::default();
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < WANTED => {
+            let wanted = WANTED.min(hard);
+            match setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+                Ok(()) => wanted,
+                Err(e) => {
+                    prepared.limit_error = Some(format!(
+                        "cannot raise RLIMIT_NOFILE from {soft} to {wanted} (hard limit {hard}): {e}"
+                    ));
+                    soft
+                }
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            prepared.limit_error = Some(format!("cannot read RLIMIT_NOFILE: {e}"));
+            return prepared;
+        }
+    };
+    // The highest descriptor the table must hold; a duplicate there makes
+    // the kernel size the table for it, and closing it keeps the size.
+    let top = TABLE.min(soft).saturating_sub(1);
+    let Ok(top) = i32::try_from(top) else {
+        return prepared;
+    };
+    let grown = File::open("/").and_then(|root| {
+        let fd = fcntl(&root, FcntlArg::F_DUPFD_CLOEXEC(top))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing
+        // else owns; OwnedFd takes it and closes it at the end of this
+        // statement.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(())
+    });
+    match grown {
+        Ok(()) => prepared.table = table_size().unwrap_or(0),
+        Err(e) => prepared.table_error = Some(e.to_string()),
+    }
+    prepared
+}
+
+/// The size of this process's descriptor table (`FDSize` in
+/// `/proc/self/status`).
+pub fn table_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("FDSize:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_grown_to_its_working_size_at_once() {
+        let prepared = prepare();
+        assert_eq!(prepared.table_error, None);
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("the limit");
+        let wanted = TABLE.min(soft);
+        let size = table_size().expect("FDSize in /proc/self/status");
+        assert!(size >= wanted, "FDSize {size}, wanted at least {wanted}");
+        assert_eq!(prepared.table, size);
+        // Nothing is left open up there.
+        let top = format!("/proc/self/fd/{}", wanted - 1);
+        assert!(!std::path::Path::new(&top).exists(), "{top} is open");
+    }
+}
