@@ -440,7 +440,7 @@ impl Scanner {
         if self.known.get(domain).is_some_and(|ids| ids.contains(name)) {
             return Ok(());
         }
-        let path = self.layout.domain_dir(domain).join(name);
+        let path = self.layout.message_path(domain, name);
         let (metadata, mut file) = match self.open(&path) {
             Ok((metadata, file)) if metadata.is_file() => (metadata, file),
             Ok(_) => return Ok(()),

@@ -81,9 +81,9 @@ pub fn claim(
     check_component("file name", name)?;
     check_component("owner", owner)?;
     let domain_dir = layout.domain_dir(domain);
-    let queue_path = domain_dir.join(name);
-    let owner_dir = domain_dir.join(ACTIVE_DIR).join(owner);
-    let path = owner_dir.join(name);
+    let queue_path = layout.message_path(domain, name);
+    let path = layout.remote_path(&[domain, ACTIVE_DIR, owner, name]);
+    let owner_dir = || layout.remote_path(&[domain, ACTIVE_DIR, owner]);
     // The rename is tried first: the owner folder exists after the first
     // claim, so the common case is one system call. When the folder is
     // missing the rename fails with NotFound and the loop makes it; a
@@ -91,7 +91,7 @@ pub fn claim(
     // and our rename (only for dead owners, but be robust).
     for attempt in 0..3 {
         if attempt > 0 {
-            fs::create_dir_all(&owner_dir)?;
+            fs::create_dir_all(owner_dir())?;
         }
         match fs::rename(&queue_path, &path) {
             Ok(()) => {
@@ -116,7 +116,7 @@ pub fn claim(
     }
     Err(io::Error::new(
         io::ErrorKind::NotFound,
-        format!("claim folder {} keeps disappearing", owner_dir.display()),
+        format!("claim folder {} keeps disappearing", owner_dir().display()),
     ))
 }
 

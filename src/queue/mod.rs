@@ -60,22 +60,40 @@ impl Layout {
 
     /// `<root>/.OTHER_SERVERS`.
     pub fn remote_dir(&self) -> PathBuf {
-        self.root.join(REMOTE_DIR)
+        self.remote_path(&[])
     }
 
     /// `<root>/.OTHER_SERVERS/<domain>`.
     pub fn domain_dir(&self, domain: &str) -> PathBuf {
-        self.remote_dir().join(domain)
+        self.remote_path(&[domain])
     }
 
     /// `<root>/.OTHER_SERVERS/<domain>/tmp`.
     pub fn tmp_dir(&self, domain: &str) -> PathBuf {
-        self.domain_dir(domain).join(TMP_DIR)
+        self.remote_path(&[domain, TMP_DIR])
     }
 
     /// `<root>/.OTHER_SERVERS/<domain>/<name>`: a queued message.
     pub fn message_path(&self, domain: &str, name: &str) -> PathBuf {
-        self.domain_dir(domain).join(name)
+        self.remote_path(&[domain, name])
+    }
+
+    /// `<root>/.OTHER_SERVERS/<parts>/…`, as `join` after `join` would make
+    /// it, in one allocation: the scanner and every claim build paths for
+    /// every message (each `join` copied the path so far and grew it).
+    /// The parts are single path components.
+    pub(crate) fn remote_path(&self, parts: &[&str]) -> PathBuf {
+        let len = self.root.as_os_str().len()
+            + 1
+            + REMOTE_DIR.len()
+            + parts.iter().map(|part| part.len() + 1).sum::<usize>();
+        let mut path = PathBuf::with_capacity(len);
+        path.push(&self.root);
+        path.push(REMOTE_DIR);
+        for part in parts {
+            path.push(part);
+        }
+        path
     }
 }
 
@@ -118,6 +136,15 @@ mod tests {
             layout.message_path("d.test", "m1"),
             Path::new("/q/.OTHER_SERVERS/d.test/m1")
         );
+        // As joined, from a root with or without a trailing slash.
+        for root in ["/q", "/q/", "q", "/var/mail/queue"] {
+            let layout = Layout::new(root);
+            let joined = Path::new(root).join(REMOTE_DIR).join("d.test").join("m1");
+            let built = layout.message_path("d.test", "m1");
+            assert_eq!(built, joined);
+            assert_eq!(built.as_os_str(), joined.as_os_str());
+            assert!(built.capacity() <= joined.as_os_str().len() + 1, "{root}");
+        }
     }
 
     #[test]
