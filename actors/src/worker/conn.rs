@@ -86,6 +86,10 @@ pub struct Conn {
     last_reply: Option<(String, Reply)>,
     /// A write failed: the peer is gone even if the session does not know yet.
     broken: bool,
+    /// The logger of this session's delivery records, with its `tls`, and
+    /// whether TLS was on when it was made: made once a session instead of
+    /// once a message. A new session drops it.
+    records_log: Option<(bool, slog::Logger)>,
 }
 
 impl Conn {
@@ -108,6 +112,7 @@ impl Conn {
             failures: Vec::new(),
             last_reply: None,
             broken: false,
+            records_log: None,
         }
     }
 
@@ -185,6 +190,7 @@ impl Conn {
                     return;
                 }
                 Ok((socket, true)) => {
+                    self.records_log = None;
                     self.state = State::Smtp {
                         socket,
                         session: self.new_session(shared, now),
@@ -289,6 +295,7 @@ impl Conn {
                         else {
                             return;
                         };
+                        self.records_log = None;
                         self.state = State::Smtp {
                             socket,
                             session: self.new_session(shared, now),
@@ -522,8 +529,8 @@ impl Conn {
                     shared.stats.transactions += 1;
                     // Every record of this transaction says how TLS was
                     // used: `tls` rides on the logger while it is settled.
-                    let log = shared.log.clone();
-                    shared.log = log.new(o!("tls" => self.tls_text()));
+                    let records_log = self.records_log(shared);
+                    let log = std::mem::replace(&mut shared.log, records_log);
                     finish_job(job, result, shared, &self.relay);
                     shared.log = log;
                 }
@@ -613,6 +620,20 @@ impl Conn {
 
     /// How TLS was used, for the delivery record: `none`, or protocol,
     /// cipher and whether the certificate was checked.
+    /// The worker's logger with this session's `tls` (see
+    /// [`Conn::records_log`]'s field).
+    fn records_log(&mut self, shared: &Shared) -> slog::Logger {
+        let tls_on = matches!(&self.state, State::Smtp { session, .. } if session.tls().is_some());
+        match &self.records_log {
+            Some((on, log)) if *on == tls_on => log.clone(),
+            _ => {
+                let log = shared.log.new(o!("tls" => self.tls_text()));
+                self.records_log = Some((tls_on, log.clone()));
+                log
+            }
+        }
+    }
+
     fn tls_text(&self) -> String {
         match &self.state {
             State::Smtp { session, .. } => session
