@@ -421,11 +421,18 @@ impl ReplyParser {
 
     /// Adds a checked line; returns the reply when it was the last.
     fn add_line(&mut self, code: ReplyCode, last: bool, text: String) -> Option<Reply> {
+        // The enhanced code is cut off the front of the line's own string
+        // (no second allocation for the rest: several replies a message).
+        let cut = |mut text: String, rest_len: usize| {
+            text.drain(..text.len() - rest_len);
+            text
+        };
         let partial = match self.partial.take() {
             None => {
                 let (enhanced, text) = match EnhancedCode::parse_prefix(&text) {
                     Some((enhanced, rest)) if enhanced.class == code.class() => {
-                        (Some(enhanced), rest.to_owned())
+                        let rest_len = rest.len();
+                        (Some(enhanced), cut(text, rest_len))
                     }
                     _ => (None, text),
                 };
@@ -437,7 +444,10 @@ impl ReplyParser {
             }
             Some(mut partial) => {
                 let text = match (partial.enhanced, EnhancedCode::parse_prefix(&text)) {
-                    (Some(first), Some((this, rest))) if first == this => rest.to_owned(),
+                    (Some(first), Some((this, rest))) if first == this => {
+                        let rest_len = rest.len();
+                        cut(text, rest_len)
+                    }
                     _ => text,
                 };
                 partial.lines.push(text);
