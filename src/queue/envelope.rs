@@ -4,6 +4,7 @@
 //! §2.2.3; dates are RFC 5322 §3.3 date-times or unix seconds; addresses are
 //! the RFC 5321 §4.1.2 `Mailbox` form, with or without angle brackets.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The largest envelope header block accepted, empty line included. A file
@@ -187,14 +188,17 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
     }
 
     let fields = unfold(head)?;
-    let mut sender: Option<(usize, String, String)> = None; // (line, raw, address)
+    let mut sender: Option<(usize, &str, String)> = None; // (line, raw, address)
     let mut recipients = Vec::new();
     let mut saw_to = false;
     let mut date: Option<(usize, SystemTime)> = None;
     let mut extra = Vec::new();
-    for field in fields {
+    for field in &fields {
         let value = field.value.trim();
-        match field.name.to_ascii_lowercase().as_str() {
+        let name = ["x-postman-from", "x-postman-to", "x-postman-date"]
+            .into_iter()
+            .find(|known| field.name.eq_ignore_ascii_case(known));
+        match name.unwrap_or_default() {
             "x-postman-from" => {
                 if let Some((first_line, first, _)) = &sender {
                     return Err(EnvelopeError::DuplicateSender {
@@ -205,7 +209,7 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
                     });
                 }
                 let address = parse_address(value, FROM, field.line)?;
-                sender = Some((field.line, value.to_owned(), address));
+                sender = Some((field.line, value, address));
             }
             "x-postman-to" => {
                 saw_to = true;
@@ -232,7 +236,7 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
                 })?;
                 date = Some((field.line, when));
             }
-            _ => extra.push((field.name, value.to_owned())),
+            _ => extra.push((field.name.to_owned(), value.to_owned())),
         }
     }
     let (_, _, sender) = sender.ok_or(EnvelopeError::MissingSender)?;
@@ -320,14 +324,16 @@ fn too_large() -> EnvelopeError {
 
 /// One logical field after unfolding (RFC 5322 §2.2.3: the line break before
 /// leading whitespace is removed, the whitespace kept).
-struct Field {
+/// One field of the envelope block, borrowed from it unless it was folded
+/// over several lines (the scanner parses an envelope per queued file).
+struct Field<'a> {
     line: usize,
-    name: String,
-    value: String,
+    name: &'a str,
+    value: Cow<'a, str>,
 }
 
-fn unfold(head: &[u8]) -> Result<Vec<Field>, EnvelopeError> {
-    let mut fields: Vec<Field> = Vec::new();
+fn unfold(head: &[u8]) -> Result<Vec<Field<'_>>, EnvelopeError> {
+    let mut fields: Vec<Field<'_>> = Vec::with_capacity(4);
     // `head` ends with the empty line; split_inclusive leaves it last.
     for (index, raw) in head.split_inclusive(|&b| b == b'\n').enumerate() {
         let line = index + 1;
@@ -342,7 +348,7 @@ fn unfold(head: &[u8]) -> Result<Vec<Field>, EnvelopeError> {
         })?;
         if text.starts_with([' ', '\t']) {
             match fields.last_mut() {
-                Some(field) => field.value.push_str(text),
+                Some(field) => field.value.to_mut().push_str(text),
                 None => {
                     return Err(EnvelopeError::OrphanContinuation {
                         line,
@@ -364,8 +370,8 @@ fn unfold(head: &[u8]) -> Result<Vec<Field>, EnvelopeError> {
         }
         fields.push(Field {
             line,
-            name: name.to_owned(),
-            value: value.to_owned(),
+            name,
+            value: Cow::Borrowed(value),
         });
     }
     Ok(fields)
