@@ -28,6 +28,9 @@
 #               go to stdout only unless RESULTS is set
 #   RESULTS=F   the Markdown file to update (default bench/results.md)
 #   KEEP=1      keep the temporary directory (logs, queues, raw JSON)
+#   WORKLOADS="2k-1 2k-50 100k-1"  the compare workloads to run (default
+#               all three; with fewer, write to another RESULTS file, since
+#               the compare section is replaced whole)
 #   POSTMAN_BIN=F measure this binary instead of building
 #               target/release/postman
 #   MAX_LOAD=L  before each mode, wait up to WAIT_MINUTES (5) for a 1-minute
@@ -183,7 +186,7 @@ sink_finish() {
 machine() {
   echo "* Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "* Postfix $(postconf -d -h mail_version), $(rustc --version 2>/dev/null || echo rustc), $postman_desc"
-  echo "* Command: \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")RUNS=$RUNS $command_line\`, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "* Command: \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")RUNS=$RUNS ${WORKLOADS:+WORKLOADS=\"$WORKLOADS\" }$command_line\`, $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
 
 # ---- postman ------------------------------------------------------------------
@@ -414,6 +417,7 @@ compare() {
   local load_before
   load_before=$(load_note)
   for w in 0 1 2; do
+    case " ${WORKLOADS:-${names[*]}} " in *" ${names[$w]} "*) ;; *) continue ;; esac
     local dir=$res/${names[$w]} count=${counts[$w]} doms=${domains[$w]} size=${sizes[$w]}
     mkdir -p "$dir"
     local per=20 total=500
