@@ -96,7 +96,7 @@ fi
 work=$(mktemp -d -t postman-bench.XXXXXX)
 chmod 755 "$work" # Postfix's daemons run as the postfix user and must reach their queue
 # A private copy: other builds may replace target/release/postman meanwhile.
-cp "${POSTMAN_BIN:-target/release/postman}" "$work/postman"
+cp "${POSTMAN_BIN:-${CARGO_TARGET_DIR:-target}/release/postman}" "$work/postman"
 bin=$work/postman
 pf_etc=$work/postfix/etc
 pf_spool=$work/postfix/spool

@@ -92,8 +92,8 @@ format = "term"
 TOML
 
 echo "== building postman ($profile)"
-if [ "$profile" = release ]; then cargo build --release -q -p postman-actors; bin=target/release/postman
-else cargo build -q -p postman-actors; bin=target/debug/postman; fi
+if [ "$profile" = release ]; then cargo build --release -q -p postman-actors; bin=${CARGO_TARGET_DIR:-target}/release/postman
+else cargo build -q -p postman-actors; bin=${CARGO_TARGET_DIR:-target}/debug/postman; fi
 
 for _ in $(seq 50); do
   python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$smtp_port),1)" 2>/dev/null && break

@@ -41,7 +41,7 @@ smtp-sink -u nobody 127.0.0.1:"$smtp_port" 1000 >/dev/null 2>&1 &
 pids+=($!)
 
 cargo build --release -q -p postman-actors
-bin=target/release/postman
+bin=${CARGO_TARGET_DIR:-target}/release/postman
 
 fill() {
   python3 - "$work/maildir" "$messages" "$domains" <<'PY'
