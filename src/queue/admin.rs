@@ -481,7 +481,7 @@ pub struct BounceContext<'a> {
 /// Bounces a queued or held message now: every pending recipient is
 /// reported failed with [`ADMIN_BOUNCE_REASON`] (status 5.0.0) in one DSN
 /// to the sender (into its Maildir with [`place_bounce`] when its domain is
-/// local, else queued from the null sender with [`enqueue`]), then the
+/// local, else queued from the null sender with [`enqueue()`]), then the
 /// message is removed. A message
 /// from the null sender is removed without a DSN ([`Done::NullSenderDeleted`]).
 /// The message is claimed first, so a running delivery is never disturbed

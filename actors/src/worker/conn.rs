@@ -620,8 +620,8 @@ impl Conn {
 
     /// How TLS was used, for the delivery record: `none`, or protocol,
     /// cipher and whether the certificate was checked.
-    /// The worker's logger with this session's `tls` (see
-    /// [`Conn::records_log`]'s field).
+    /// The worker's logger with this session's `tls`, kept in the
+    /// `records_log` field while the session's TLS state stays the same.
     fn records_log(&mut self, shared: &Shared) -> slog::Logger {
         let tls_on = matches!(&self.state, State::Smtp { session, .. } if session.tls().is_some());
         match &self.records_log {
