@@ -132,6 +132,9 @@ pub struct Dispatcher {
     /// After a local limit: no new connection (nor route lookup, which takes
     /// sockets too) before this time.
     paused_until: Option<Instant>,
+    /// The kinds of work put off in the current pause that have had
+    /// their warning (one each: connections, queue files, route lookups).
+    warned_in_pause: Vec<String>,
     scan_done: bool,
     shutting_down: bool,
     workers_running: usize,
@@ -189,6 +192,7 @@ impl Dispatcher {
             ready_total: 0,
             lookups: 0,
             paused_until: None,
+            warned_in_pause: Vec::new(),
             scan_done: false,
             shutting_down: false,
             workers_running,

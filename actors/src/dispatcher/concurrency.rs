@@ -132,7 +132,9 @@ impl Dispatcher {
     /// message (an idle one closes and gives its descriptor back), so that
     /// nothing spins on the shortage. Work put off before the pause began
     /// runs into the same shortage one after another: one warning per
-    /// pause, and the metrics' `local_limits` counts every put-off.
+    /// pause for each kind of work put off (a connection's warning does
+    /// not hide that route lookups are short too), and the metrics'
+    /// `local_limits` counts every put-off.
     fn pause_for_local_limit(
         &mut self,
         what: &str,
@@ -144,12 +146,18 @@ impl Dispatcher {
         self.stats.local_limits += 1;
         let pausing = self.paused_until.is_none_or(|until| until <= now);
         if pausing {
+            self.warned_in_pause.clear();
+        }
+        if !self.warned_in_pause.iter().any(|kind| kind == what) {
+            self.warned_in_pause.push(what.to_owned());
             warn!(self.log, "local descriptor limit: {} put off, nothing deferred", what;
                 "domain" => domain, "queue_id" => queue_id, "reason" => reason,
                 "connections" => self.connections,
                 "put_off_in_all" => self.stats.local_limits,
                 "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
                 "hint" => "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections");
+        }
+        if pausing {
             self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
             // Waiting connections hold descriptors that are short now.
             self.release_all_parked(None);
