@@ -13,6 +13,10 @@
 //! no yield, cost more at 6,000 messages a second than it saved: two more
 //! futex calls per message.
 //!
+//! The dispatcher, each worker's disk threads (two mailboxes each, one
+//! owner: [`Inbox::beside`]) and the logger wait this way; the I/O
+//! workers wait in `pselect` on an eventfd instead.
+//!
 //! `Thread::unpark` is one atomic swap while the owner is awake, and a
 //! futex wake only when it is parked; a wake-up cannot be lost, because an
 //! unpark that comes before the park makes the park return at once (the
@@ -99,6 +103,16 @@ impl<T> Postbox<T> {
         Ok(())
     }
 
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.tx.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Wakes the owner if it sleeps, to look at its mailbox.
     pub fn wake(&self) {
         // Before the owner's first receive there is no thread to wake; it
@@ -128,12 +142,6 @@ pub struct Inbox<T> {
 impl<T> Inbox<T> {
     /// The next message, waiting at most `timeout` for one.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let owner = self.owner.get_or_init(std::thread::current);
-        debug_assert_eq!(
-            owner.id(),
-            std::thread::current().id(),
-            "an Inbox is received from by one thread"
-        );
         let deadline = Instant::now().checked_add(timeout);
         let mut yielded = false;
         loop {
@@ -142,25 +150,65 @@ impl<T> Inbox<T> {
                 Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
                 Err(TryRecvError::Empty) => {}
             }
-            // Once per wait: often enough the next message comes while
-            // the sender has the processor.
-            if !yielded {
-                yielded = true;
-                std::thread::yield_now();
-                continue;
-            }
-            match deadline {
-                // Further than the clock can count: as good as forever.
-                None => std::thread::park(),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(RecvTimeoutError::Timeout);
-                    }
-                    std::thread::park_timeout(left);
-                }
+            if !self.sleep(&mut yielded, deadline) {
+                return Err(RecvTimeoutError::Timeout);
             }
         }
+    }
+
+    /// A second mailbox of this one's owner: a send to either wakes it, so
+    /// that one thread waits on both ([`Inbox::wait`]).
+    pub fn beside<U>(&self, capacity: usize) -> (Postbox<U>, Inbox<U>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (
+            Postbox {
+                tx: Some(tx),
+                owner: Arc::clone(&self.owner),
+            },
+            Inbox {
+                rx,
+                owner: Arc::clone(&self.owner),
+            },
+        )
+    }
+
+    /// For an owner with several mailboxes ([`Inbox::beside`]), found all
+    /// empty: sleeps until a send to any of them, the last sender of one
+    /// leaving, or a spurious wake-up, after which the owner looks at all
+    /// of them again. `yielded` starts false for each wait: its first turn
+    /// only yields, as [`Inbox::recv_timeout`] does.
+    pub fn wait(&self, yielded: &mut bool) {
+        self.sleep(yielded, None);
+    }
+
+    /// One turn of a wait, the mailboxes found empty: yields the first
+    /// time, parks after. False when `deadline` has passed.
+    fn sleep(&self, yielded: &mut bool, deadline: Option<Instant>) -> bool {
+        let owner = self.owner.get_or_init(std::thread::current);
+        debug_assert_eq!(
+            owner.id(),
+            std::thread::current().id(),
+            "an Inbox is received from by one thread"
+        );
+        // Once per wait: often enough the next message comes while
+        // the sender has the processor.
+        if !*yielded {
+            *yielded = true;
+            std::thread::yield_now();
+            return true;
+        }
+        match deadline {
+            // Further than the clock can count: as good as forever.
+            None => std::thread::park(),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                std::thread::park_timeout(left);
+            }
+        }
+        true
     }
 
     /// The next message if one is waiting.
@@ -342,5 +390,37 @@ mod tests {
             slowest < Duration::from_millis(900),
             "slowest receive {slowest:?}"
         );
+    }
+
+    /// An owner waiting on two mailboxes is woken by a send to either,
+    /// and by the last sender of the second leaving.
+    #[test]
+    fn a_send_to_the_mailbox_beside_wakes_the_owner() {
+        let (first_tx, first) = bounded::<u32>(4);
+        let (second_tx, second) = first.beside::<&str>(4);
+        let (result_tx, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut yielded = false;
+            loop {
+                match second.try_recv() {
+                    Ok(msg) => got.push(msg),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => first.wait(&mut yielded),
+                }
+            }
+            let _ = result_tx.send((got, first.try_recv()));
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        second_tx.send("woken").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        first_tx.send(7).unwrap();
+        drop(second_tx);
+        // A wake-up lost would leave the owner parked for good.
+        let (got, first_got) = result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the owner woke and saw the mailbox closed");
+        assert_eq!(got, ["woken"]);
+        assert_eq!(first_got, Ok(7), "the first mailbox kept its message");
     }
 }
