@@ -1,7 +1,7 @@
 //! postman's actors: Scanner → Dispatcher → I/O workers, with the Logger as
-//! the `slog-async` drain, each on its own thread and talking only through
-//! bounded `crossbeam-channel` mailboxes (see shared/DESIGN.md). Also the
-//! command line of the `postman` binary.
+//! the drain thread of slog-async records, each on its own thread and
+//! talking only through bounded `crossbeam-channel` mailboxes (see
+//! shared/DESIGN.md). Also the command line of the `postman` binary.
 
 pub mod cli;
 pub mod daemon;

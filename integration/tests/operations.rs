@@ -251,3 +251,35 @@ fn log_file_is_reopened_on_sigusr1() {
     );
     daemon.terminate(STOP_WITHIN);
 }
+
+/// A log that cannot be written (here `log.file` is /dev/full, as a full
+/// disk under the log would be) loses its records, says so once on
+/// standard error, and stops nothing: every message is still delivered
+/// and the run ends cleanly.
+#[test]
+fn a_log_that_cannot_be_written_stops_no_delivery() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("r.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    for i in 0..20 {
+        queue.add(
+            "r.test",
+            &format!("m{i}"),
+            "a@src.test",
+            &["u@r.test"],
+            &message(&format!("m{i}"), "logged nowhere\n"),
+        );
+    }
+    let text = config(&queue, &net, &dns)
+        .to_toml()
+        .replace("[log]\nformat", "[log]\nfile = \"/dev/full\"\nformat");
+    assert!(text.contains("/dev/full"), "the config names the log file");
+    let file = postman_integration::postman::ConfigFile::with_text(&text);
+    let out = postman!().run_once(&file);
+    out.assert_success();
+    assert_eq!(server.body_count(), 20, "every message delivered");
+    assert!(queue.state().is_empty(), "{}", queue.describe());
+    let complaints = out.stderr.matches("cannot write the log").count();
+    assert_eq!(complaints, 1, "said once: {}", out.stderr);
+}
