@@ -88,7 +88,11 @@ pub struct Preparation {
 /// when it was disposed of (gone, not due, unreadable, quarantined).
 pub struct Prepared {
     pub conn: ConnId,
-    pub ready: Option<Ready>,
+    /// Boxed: the worker's answer channel has room for two answers per
+    /// possible connection, and a channel's slots are all written when
+    /// it is made; 616 bytes each came to 2.5 MB touched at start-up,
+    /// 580 page faults of the 1,800 of a run over an empty queue.
+    pub ready: Option<Box<Ready>>,
     /// The lent buffer, when the body did not take it: back to the pool.
     pub spare: Option<Vec<u8>>,
 }
@@ -416,14 +420,14 @@ fn spawn(
                         // have connections waiting for one: this never blocks.
                         match answers.to.send(Prepared {
                             conn: p.conn,
-                            ready,
+                            ready: ready.map(Box::new),
                             spare: lent.lend(),
                         }) {
                             Ok(()) => answers.wake.wake(),
                             Err(e) => {
                                 // The worker is gone: nothing will start it.
                                 if let Some(ready) = e.into_inner().ready {
-                                    settle::put_back(&ctx, ready);
+                                    settle::put_back(&ctx, *ready);
                                 }
                             }
                         }

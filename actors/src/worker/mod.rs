@@ -290,7 +290,7 @@ impl Worker {
         let disk = self.shared.disk.stop(&self.shared.log);
         while let Ok(answer) = self.prepared.try_recv() {
             if let Some(ready) = answer.ready {
-                settle::put_back(&self.shared.ctx(), ready);
+                settle::put_back(&self.shared.ctx(), *ready);
             }
         }
         // A last record, so a short run still reports its numbers.
@@ -374,10 +374,10 @@ impl Worker {
             .is_some_and(|slot| slot.generation == conn.generation && slot.conn.is_some());
         if live {
             self.with_conn(conn.index, now, |c, shared, now| {
-                c.prepared(answer.ready, shared, now);
+                c.prepared(answer.ready.map(|ready| *ready), shared, now);
             });
         } else if let Some(ready) = answer.ready {
-            settle::put_back(&self.shared.ctx(), ready);
+            settle::put_back(&self.shared.ctx(), *ready);
         }
     }
 
@@ -643,7 +643,7 @@ mod tests {
         worker.take_answer(
             disk::Prepared {
                 conn: gone,
-                ready: Some(ready),
+                ready: Some(Box::new(ready)),
                 spare: None,
             },
             Instant::now(),
