@@ -15,7 +15,7 @@
 //! standard error, where a panicking drain would have ended the logger and
 //! then, through every actor's next record, the daemon.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -23,12 +23,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use chrono::{DateTime, Local, SecondsFormat, Utc};
 use crossbeam_channel::TryRecvError;
 use postman::config::LogFormat;
-use slog::{o, Drain, Level, Logger, OwnedKVList, Record};
+use slog::{o, Drain, FnValue, Level, Logger, OwnedKVList, PushFnValue, Record};
 use slog_async::AsyncRecord;
 
 use crate::mailbox::{self, Inbox, Postbox};
@@ -106,7 +107,8 @@ fn spawn(
 }
 
 enum LogMsg {
-    Record(AsyncRecord),
+    /// A record and when it was made.
+    Record(SystemTime, AsyncRecord),
     /// Write what came before, then stop.
     Finish,
 }
@@ -126,9 +128,10 @@ impl Drain for ToLogger {
         if record.level().is_at_least(self.level) {
             // Fails only once the thread has stopped (the guard dropped):
             // nothing is left to write the record.
-            let _ = self
-                .postbox
-                .send(LogMsg::Record(AsyncRecord::from(record, values)));
+            let _ = self.postbox.send(LogMsg::Record(
+                SystemTime::now(),
+                AsyncRecord::from(record, values),
+            ));
         }
         Ok(())
     }
@@ -175,16 +178,46 @@ impl Write for Pending {
 /// The formatter: JSON lines or slog-term's text.
 type Format = Box<dyn Drain<Ok = (), Err = io::Error>>;
 
+thread_local! {
+    /// When the record being formatted on the drain thread was made.
+    static MADE: Cell<Option<SystemTime>> = const { Cell::new(None) };
+}
+
+/// When the record being formatted was made: its time stamp, which the
+/// formatters would otherwise take when they format it, up to
+/// [`GATHER`] later.
+fn made() -> SystemTime {
+    MADE.with(Cell::get).unwrap_or_else(SystemTime::now)
+}
+
 fn formatter(format: LogFormat, pending: &Pending) -> Format {
     match format {
+        // slog-json's default keys, the time stamp the record's own.
         LogFormat::Json => Box::new(
             slog_json::Json::new(pending.clone())
-                .add_default_keys()
+                .add_key_value(o!(
+                    "ts" => FnValue(|_: &Record<'_>| {
+                        DateTime::<Utc>::from(made()).to_rfc3339_opts(SecondsFormat::Nanos, true)
+                    }),
+                    "level" => FnValue(|record: &Record<'_>| record.level().as_short_str()),
+                    "msg" => PushFnValue(|record: &Record<'_>, ser| ser.emit(record.msg())),
+                ))
                 .build(),
         ),
+        // slog-term's local time stamp, of the record's own time.
         LogFormat::Term => {
             let decorator = slog_term::PlainDecorator::new(pending.clone());
-            Box::new(slog_term::FullFormat::new(decorator).build())
+            Box::new(
+                slog_term::FullFormat::new(decorator)
+                    .use_custom_timestamp(|w: &mut dyn Write| {
+                        write!(
+                            w,
+                            "{}",
+                            DateTime::<Local>::from(made()).format("%b %d %H:%M:%S%.3f")
+                        )
+                    })
+                    .build(),
+            )
         }
     }
 }
@@ -198,8 +231,9 @@ fn drain_thread(
     let pending = Pending::default();
     let format = formatter(format, &pending);
     let mut failed = false;
-    let take = |record: AsyncRecord| {
+    let take = |made: SystemTime, record: AsyncRecord| {
         let before = pending.0.borrow().len();
+        MADE.with(|cell| cell.set(Some(made)));
         if record.log_to(&format).is_ok() {
             records.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -208,14 +242,14 @@ fn drain_thread(
         }
     };
     // Forever, as far as the clock can count: a send wakes it.
-    while let Ok(LogMsg::Record(record)) = inbox.recv_timeout(Duration::MAX) {
-        take(record);
+    while let Ok(LogMsg::Record(made, record)) = inbox.recv_timeout(Duration::MAX) {
+        take(made, record);
         // The records of the next moment come along: a sleep, which a
         // send does not cut short as it would a park.
         std::thread::sleep(GATHER);
         loop {
             match inbox.try_recv() {
-                Ok(LogMsg::Record(record)) => take(record),
+                Ok(LogMsg::Record(made, record)) => take(made, record),
                 Ok(LogMsg::Finish) | Err(TryRecvError::Disconnected) => {
                     write_out(&pending, &mut out, &mut failed);
                     return;
@@ -380,6 +414,28 @@ mod tests {
             out.writes() <= 100,
             "{} writes for 1,000 records",
             out.writes()
+        );
+    }
+
+    /// A record's time stamp is when it was made, not when the drain
+    /// thread formatted it, [`GATHER`] or more later.
+    #[test]
+    fn a_record_is_stamped_when_it_is_made() {
+        let (log, guard, out, _) = started(LogFormat::Json, Level::Info);
+        let before = SystemTime::now();
+        slog::info!(log, "stamped");
+        let after = SystemTime::now();
+        drop(guard);
+        let lines = out.lines();
+        assert_eq!(lines.len(), 1);
+        let record: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+        assert_eq!(record["level"], "INFO");
+        assert_eq!(record["msg"], "stamped");
+        let ts = record["ts"].as_str().expect("ts");
+        let ts: SystemTime = DateTime::parse_from_rfc3339(ts).expect("RFC 3339").into();
+        assert!(
+            before <= ts && ts <= after,
+            "{ts:?} should be between {before:?} and {after:?}"
         );
     }
 
