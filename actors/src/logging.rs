@@ -9,11 +9,12 @@
 //! [`Inbox`], as every other actor does, where slog-async's blocking
 //! receive spins and calls `sched_yield` four times before it parks: 3.9
 //! yields per 100 KB message, each a context switch on a busy two-core
-//! machine. It writes what it has when its mailbox is empty, one
-//! `write(2)` for a batch of records instead of one each. And a write that
-//! fails (a full disk under `log.file`) loses those records and says so on
-//! standard error, where a panicking drain would have ended the logger and
-//! then, through every actor's next record, the daemon.
+//! machine. Woken by a record, it lets the records of the next
+//! [`GATHER`] come and writes them with one `write(2)`. And while writes
+//! fail (a full disk under `log.file`) it keeps the newest records, up to
+//! [`HOLD`], tries again every [`RETRY`], and says on standard error what
+//! it could not write, where slog-json's fused drain panicked the logger
+//! thread and then, through every actor's next record, the daemon.
 
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
@@ -23,7 +24,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Local, SecondsFormat, Utc};
@@ -49,6 +50,12 @@ const BATCH: usize = 64 * 1024;
 /// before it writes: it wakes at most about a hundred times a second,
 /// however many records come, and writes each batch at once.
 const GATHER: Duration = Duration::from_millis(10);
+
+/// While the log cannot be written (a full disk under `log.file`), the
+/// newest records are kept, up to this many bytes (some 2,000 delivery
+/// records), and a write is tried again [`RETRY`] after each failure.
+const HOLD: usize = 1024 * 1024;
+const RETRY: Duration = Duration::from_secs(1);
 
 /// What the rest of the process may ask of the logger, lock-free.
 #[derive(Clone)]
@@ -225,12 +232,12 @@ fn formatter(format: LogFormat, pending: &Pending) -> Format {
 fn drain_thread(
     inbox: &Inbox<LogMsg>,
     format: LogFormat,
-    mut out: Box<dyn Write + Send>,
+    out: Box<dyn Write + Send>,
     records: &AtomicU64,
 ) {
     let pending = Pending::default();
     let format = formatter(format, &pending);
-    let mut failed = false;
+    let mut out = Output::new(out, HOLD);
     let take = |made: SystemTime, record: AsyncRecord| {
         let before = pending.0.borrow().len();
         MADE.with(|cell| cell.set(Some(made)));
@@ -251,40 +258,108 @@ fn drain_thread(
             match inbox.try_recv() {
                 Ok(LogMsg::Record(made, record)) => take(made, record),
                 Ok(LogMsg::Finish) | Err(TryRecvError::Disconnected) => {
-                    write_out(&pending, &mut out, &mut failed);
+                    out.write(&pending, true);
                     return;
                 }
                 Err(TryRecvError::Empty) => break,
             }
             if pending.0.borrow().len() >= BATCH {
-                write_out(&pending, &mut out, &mut failed);
+                out.write(&pending, false);
             }
         }
-        write_out(&pending, &mut out, &mut failed);
+        out.write(&pending, false);
     }
     // Finished, or every sender gone.
-    write_out(&pending, &mut out, &mut failed);
+    out.write(&pending, true);
 }
 
-/// Writes the records waiting; a failure drops them, said once on
-/// standard error until a write succeeds again.
-fn write_out(pending: &Pending, out: &mut dyn Write, failed: &mut bool) {
-    let mut batch = pending.0.borrow_mut();
-    if batch.is_empty() {
-        return;
+/// Where the records go, and what to do while they cannot.
+struct Output {
+    out: Box<dyn Write + Send>,
+    /// While writes fail, the newest records are kept, at most this many
+    /// bytes of them, and tried again [`RETRY`] after the last failure.
+    hold: usize,
+    /// When the last write failed, while writes fail.
+    failing: Option<Instant>,
+}
+
+impl Output {
+    fn new(out: Box<dyn Write + Send>, hold: usize) -> Output {
+        Output {
+            out,
+            hold,
+            failing: None,
+        }
     }
-    match out.write_all(&batch).and_then(|()| out.flush()) {
-        Ok(()) => *failed = false,
-        Err(e) => {
-            if !std::mem::replace(failed, true) {
-                let _ = writeln!(
-                    io::stderr(),
-                    "postman: cannot write the log, records are lost until it can: {e}"
-                );
+
+    /// Writes the records waiting in `pending`, or what of them the
+    /// output takes; the rest stays. While writes fail, a write is tried
+    /// again only [`RETRY`] after the last failure, or at the `last`.
+    fn write(&mut self, pending: &Pending, last: bool) {
+        let mut batch = pending.0.borrow_mut();
+        if batch.is_empty() {
+            return;
+        }
+        if self.failing.is_some_and(|at| !last && at.elapsed() < RETRY) {
+            self.trim(&mut batch);
+            return;
+        }
+        let mut written = 0;
+        let result = loop {
+            if written == batch.len() {
+                break self.out.flush();
+            }
+            match self.out.write(&batch[written..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        batch.drain(..written);
+        match result {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    say("the log is written again");
+                }
+            }
+            Err(e) => {
+                if self.failing.is_none() {
+                    say(&format!(
+                        "cannot write the log ({e}); the newest {} KiB of records are kept \
+                         and tried again every {} s",
+                        self.hold / 1024,
+                        RETRY.as_secs()
+                    ));
+                }
+                self.failing = Some(Instant::now());
+                self.trim(&mut batch);
             }
         }
     }
-    batch.clear();
+
+    /// Drops the oldest whole records beyond `hold` bytes, and says how
+    /// many.
+    fn trim(&self, batch: &mut Vec<u8>) {
+        let Some(excess) = batch.len().checked_sub(self.hold).filter(|&n| n > 0) else {
+            return;
+        };
+        let cut = batch[excess..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(batch.len(), |at| excess + at + 1);
+        let lost = batch[..cut].iter().filter(|&&b| b == b'\n').count();
+        batch.drain(..cut);
+        say(&format!(
+            "the log still cannot be written; records lost: {lost}"
+        ));
+    }
+}
+
+/// A word about the log itself, on standard error (which may be the log
+/// that fails: then it is lost too).
+fn say(what: &str) {
+    let _ = writeln!(io::stderr(), "postman: {what}");
 }
 
 /// An append-only log file that reopens its path when asked, so a rotated
@@ -462,10 +537,10 @@ mod tests {
         assert_eq!(out.lines().len(), 2);
     }
 
-    /// An output that fails loses the records it was given, and the
-    /// thread goes on: records after it recovers are written.
+    /// An output that fails for a while loses nothing: the records are
+    /// kept and written, in order, once it takes them again.
     #[test]
-    fn a_failing_output_loses_records_but_not_the_logger() {
+    fn records_wait_while_the_output_fails() {
         #[derive(Clone)]
         struct Flaky(Arc<AtomicBool>, Recorder, Arc<AtomicU64>);
         impl Write for Flaky {
@@ -492,17 +567,58 @@ mod tests {
             Arc::new(AtomicU64::new(0)),
         )
         .expect("logger thread");
-        slog::info!(log, "lost");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while failures.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < deadline {
+        slog::info!(log, "first");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while failures.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(failures.load(Ordering::Relaxed), 1, "tried once");
+        slog::info!(log, "second");
+        std::thread::sleep(GATHER * 3);
         full.store(false, Ordering::Relaxed);
-        slog::info!(log, "kept");
         drop(guard);
         let lines = recorder.lines();
-        assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains("kept"), "{lines:?}");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("first") && lines[1].contains("second"),
+            "{lines:?}"
+        );
+    }
+
+    /// While the output fails, what is kept is the newest whole records
+    /// within the limit; once it works they go out.
+    #[test]
+    fn a_failing_output_keeps_the_newest_records_within_the_limit() {
+        struct Full(Arc<AtomicBool>, Recorder);
+        impl Write for Full {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.0.load(Ordering::Relaxed) {
+                    Err(io::Error::from_raw_os_error(nix::libc::ENOSPC))
+                } else {
+                    self.1.write(buf)
+                }
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let full = Arc::new(AtomicBool::new(true));
+        let recorder = Recorder::default();
+        let mut out = Output::new(Box::new(Full(Arc::clone(&full), recorder.clone())), 24);
+        let pending = Pending::default();
+        let add = |line: &str| pending.0.borrow_mut().extend_from_slice(line.as_bytes());
+        add("record one\n");
+        add("record two\n");
+        out.write(&pending, false);
+        assert_eq!(pending.0.borrow().as_slice(), b"record one\nrecord two\n");
+        add("record three\n");
+        // Not tried (within RETRY), but trimmed to the limit: whole
+        // records, the oldest dropped.
+        out.write(&pending, false);
+        assert_eq!(pending.0.borrow().as_slice(), b"record three\n");
+        full.store(false, Ordering::Relaxed);
+        out.write(&pending, true);
+        assert!(pending.0.borrow().is_empty());
+        assert_eq!(recorder.lines(), ["record three"]);
     }
 }

@@ -253,9 +253,9 @@ fn log_file_is_reopened_on_sigusr1() {
 }
 
 /// A log that cannot be written (here `log.file` is /dev/full, as a full
-/// disk under the log would be) loses its records, says so once on
-/// standard error, and stops nothing: every message is still delivered
-/// and the run ends cleanly.
+/// disk under the log would be) is said so once on standard error and
+/// stops nothing: every message is still delivered and the run ends
+/// cleanly. (Its records are kept for a retry, and lost at the end.)
 #[test]
 fn a_log_that_cannot_be_written_stops_no_delivery() {
     let net = TestNet::new();
