@@ -269,6 +269,7 @@ impl Dispatcher {
         let now = Instant::now();
         match msg {
             DispatcherMsg::Found(msg) => {
+                let msg = *msg;
                 self.stats.found += 1;
                 if !self.refresh(&msg) {
                     return;
@@ -319,7 +320,7 @@ impl Dispatcher {
                 dsn,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                let Some(job) = self.cut_concurrency(&domain, job, &relay, &reason, now) else {
+                let Some(job) = self.cut_concurrency(&domain, *job, &relay, &reason, now) else {
                     return;
                 };
                 let until = self.back_off(&domain, &reason, now);
@@ -341,7 +342,7 @@ impl Dispatcher {
                     Disposition::Deferred(msg) => {
                         let due =
                             settler::due_again(&msg.retry, self.config.retry_delay).max(until);
-                        self.defer(msg, due);
+                        self.defer(*msg, due);
                     }
                     other => self.settled(other, now),
                 }
@@ -352,7 +353,7 @@ impl Dispatcher {
                 job,
                 what,
                 reason,
-            } => self.local_limit(&domain, job, what, &reason, now),
+            } => self.local_limit(&domain, *job, what, &reason, now),
             DispatcherMsg::LookupPutOff { domain, reason } => {
                 self.lookup_put_off(&domain, &reason, now)
             }
@@ -618,7 +619,7 @@ impl Dispatcher {
             WorkerMsg::Open {
                 domain: domain.to_owned(),
                 route,
-                job,
+                job: Box::new(job),
             },
         );
     }

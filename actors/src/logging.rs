@@ -114,8 +114,9 @@ fn spawn(
 }
 
 enum LogMsg {
-    /// A record and when it was made.
-    Record(SystemTime, AsyncRecord),
+    /// A record and when it was made. Boxed: every slot of the mailbox is
+    /// written when it is made, 8,192 of them.
+    Record(Box<(SystemTime, AsyncRecord)>),
     /// Write what came before, then stop.
     Finish,
 }
@@ -135,10 +136,10 @@ impl Drain for ToLogger {
         if record.level().is_at_least(self.level) {
             // Fails only once the thread has stopped (the guard dropped):
             // nothing is left to write the record.
-            let _ = self.postbox.send(LogMsg::Record(
+            let _ = self.postbox.send(LogMsg::Record(Box::new((
                 SystemTime::now(),
                 AsyncRecord::from(record, values),
-            ));
+            ))));
         }
         Ok(())
     }
@@ -238,7 +239,8 @@ fn drain_thread(
     let pending = Pending::default();
     let format = formatter(format, &pending);
     let mut out = Output::new(out, HOLD);
-    let take = |made: SystemTime, record: AsyncRecord| {
+    let take = |boxed: Box<(SystemTime, AsyncRecord)>| {
+        let (made, record) = *boxed;
         let before = pending.0.borrow().len();
         MADE.with(|cell| cell.set(Some(made)));
         if record.log_to(&format).is_ok() {
@@ -249,14 +251,14 @@ fn drain_thread(
         }
     };
     // Forever, as far as the clock can count: a send wakes it.
-    while let Ok(LogMsg::Record(made, record)) = inbox.recv_timeout(Duration::MAX) {
-        take(made, record);
+    while let Ok(LogMsg::Record(record)) = inbox.recv_timeout(Duration::MAX) {
+        take(record);
         // The records of the next moment come along: a sleep, which a
         // send does not cut short as it would a park.
         std::thread::sleep(GATHER);
         loop {
             match inbox.try_recv() {
-                Ok(LogMsg::Record(made, record)) => take(made, record),
+                Ok(LogMsg::Record(record)) => take(record),
                 Ok(LogMsg::Finish) | Err(TryRecvError::Disconnected) => {
                     out.write(&pending, true);
                     return;

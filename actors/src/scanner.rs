@@ -474,7 +474,7 @@ impl Scanner {
                     info!(self.log, "scanning the queue"; "files" => files, "domains" => self.known.len());
                     self.progress_at = Some(at + PROGRESS_EVERY);
                 }
-                self.send(DispatcherMsg::Found(QueuedMessage {
+                self.send(DispatcherMsg::Found(Box::new(QueuedMessage {
                     id: name.to_owned(),
                     domain: domain.to_owned(),
                     path,
@@ -485,7 +485,7 @@ impl Scanner {
                     // Taken before the read: a file replaced or rewritten
                     // in between no longer matches it, and is read again.
                     identity: Some(FileIdentity::of(&metadata)),
-                }))
+                })))
             }
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(ReadError::Io(e)) => {

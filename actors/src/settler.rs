@@ -264,7 +264,7 @@ impl Settler {
             }
         }
         msg.retry = state;
-        Disposition::Deferred(msg)
+        Disposition::Deferred(Box::new(msg))
     }
 
     /// Settles a message whose every recipient was accepted and whose file
@@ -299,7 +299,7 @@ impl Settler {
             Err(e) => {
                 error!(log, "cannot claim queue file; it waits for its next turn";
                     "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-                return Disposition::Deferred(msg);
+                return Disposition::Deferred(Box::new(msg));
             }
         };
         let fates = msg.envelope.recipients.iter().map(|r| fate(r)).collect();

@@ -32,7 +32,7 @@ impl Dispatcher {
                 worker,
                 WorkerMsg::Next {
                     conn,
-                    job: Some(job),
+                    job: Some(Box::new(job)),
                 },
             );
             return;
@@ -80,7 +80,7 @@ impl Dispatcher {
                 parked.worker,
                 WorkerMsg::Next {
                     conn: parked.conn,
-                    job,
+                    job: job.map(Box::new),
                 },
             );
             if done {

@@ -227,9 +227,9 @@ impl Dispatcher {
             Disposition::Finished => self.stats.finished += 1,
             Disposition::Deferred(msg) => {
                 let due = settler::due_again(&msg.retry, self.config.retry_delay);
-                self.defer(msg, due);
+                self.defer(*msg, due);
             }
-            Disposition::Unused(msg) => self.enqueue(msg, now),
+            Disposition::Unused(msg) => self.enqueue(*msg, now),
         }
     }
 }

@@ -242,7 +242,7 @@ impl Conn {
         if let Some(job) = self.first.take() {
             shared.tell(DispatcherMsg::LocalLimit {
                 domain: self.domain.clone(),
-                job,
+                job: Box::new(job),
                 what: "connection",
                 reason,
             });
@@ -272,7 +272,7 @@ impl Conn {
             shared.stats.deferred += job.envelope.recipients.len() as u64;
             shared.tell(DispatcherMsg::ConnectFailed {
                 domain: self.domain.clone(),
-                job,
+                job: Box::new(job),
                 reason,
                 relay,
                 code,

@@ -326,7 +326,7 @@ impl Worker {
                             "tried" => self.shared.max_mx_addresses);
                         candidates.truncate(self.shared.max_mx_addresses);
                     }
-                    let conn = Conn::new(domain, candidates, job);
+                    let conn = Conn::new(domain, candidates, *job);
                     let index = self.insert(conn);
                     self.with_conn(index, now, |conn, shared, now| conn.start(shared, now));
                 }
@@ -335,7 +335,9 @@ impl Worker {
                         slot.generation == conn.generation && slot.conn.is_some()
                     });
                     if live {
-                        self.with_conn(conn.index, now, |c, shared, now| c.next(job, shared, now));
+                        self.with_conn(conn.index, now, |c, shared, now| {
+                            c.next(job.map(|job| *job), shared, now)
+                        });
                     } else if let Some(job) = job {
                         // The connection closed while the dispatcher chose
                         // this message: hand it straight back, untried.

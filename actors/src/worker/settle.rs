@@ -80,7 +80,7 @@ pub fn prepare(
             error!(ctx.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
             let reason = format!("cannot claim queue file: {e}");
             log_all(ctx, &msg, relay, Status::Deferred, &reason);
-            let disposition = Disposition::Deferred(msg.clone());
+            let disposition = Disposition::Deferred(Box::new(msg.clone()));
             tell_done(ctx, msg, disposition);
             return None;
         }
@@ -132,7 +132,7 @@ pub fn prepare(
         Some(Err(ReadError::Io(e))) => {
             error!(ctx.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
             release(ctx, &msg, claimed);
-            let disposition = Disposition::Deferred(msg.clone());
+            let disposition = Disposition::Deferred(Box::new(msg.clone()));
             tell_done(ctx, msg, disposition);
             return None;
         }
@@ -144,7 +144,7 @@ pub fn prepare(
     {
         // Another process deferred it after our scan: not due yet.
         release(ctx, &msg, claimed);
-        let disposition = Disposition::Deferred(msg.clone());
+        let disposition = Disposition::Deferred(Box::new(msg.clone()));
         tell_done(ctx, msg, disposition);
         return None;
     }
@@ -212,7 +212,7 @@ pub fn begin(
             shared.body_pool.recycle(body);
             let ctx = shared.ctx();
             release(&ctx, &msg, claimed);
-            let disposition = Disposition::Deferred(msg.clone());
+            let disposition = Disposition::Deferred(Box::new(msg.clone()));
             tell_done(&ctx, msg, disposition);
             None
         }
@@ -370,7 +370,7 @@ pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&s
         log_all(&ctx, &job.msg, relay, Status::Deferred, reason);
     }
     release(&ctx, &job.msg, job.claimed);
-    let disposition = Disposition::Deferred(job.msg.clone());
+    let disposition = Disposition::Deferred(Box::new(job.msg.clone()));
     tell_done(&ctx, job.msg, disposition);
 }
 
@@ -397,7 +397,7 @@ fn put_off(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, e: &std::io::Err
     release(ctx, &msg, claimed);
     ctx.tell(DispatcherMsg::LocalLimit {
         domain: msg.domain.clone(),
-        job: msg,
+        job: Box::new(msg),
         what: "queue file",
         reason: format!("cannot open queue file: {e}"),
     });
@@ -416,7 +416,7 @@ fn cannot_open(
     release(ctx, &msg, claimed);
     let reason = format!("cannot open queue file: {e}");
     log_all(ctx, &msg, relay, Status::Deferred, &reason);
-    let disposition = Disposition::Deferred(msg.clone());
+    let disposition = Disposition::Deferred(Box::new(msg.clone()));
     tell_done(ctx, msg, disposition);
 }
 
@@ -469,7 +469,7 @@ fn give_back_to(ctx: &Ctx<'_>, msg: QueuedMessage) {
     ctx.tell(DispatcherMsg::Done {
         domain: msg.domain.clone(),
         id: msg.id.clone(),
-        disposition: Disposition::Unused(msg),
+        disposition: Disposition::Unused(Box::new(msg)),
         answered: false,
     });
 }
