@@ -690,11 +690,12 @@ impl Dispatcher {
     }
 
     fn metrics(&self) {
-        // The logger cannot time itself: its record count is reported here,
-        // under its own actor name. With OverflowStrategy::Block nothing is
-        // ever dropped.
+        // The logger cannot time itself: its counts are reported here,
+        // under its own actor name. A full mailbox makes writers wait, so
+        // records are dropped only when the output fails for long.
         info!(self.log_control.log, "metrics";
-            "records" => self.log_control.records.load(Ordering::Relaxed), "dropped" => 0u64);
+            "records" => self.log_control.records.load(Ordering::Relaxed),
+            "dropped" => self.log_control.dropped.load(Ordering::Relaxed));
         let deferred: usize = self.domains.values().map(|d| d.deferred.len()).sum();
         info!(self.log, "metrics";
             "domains" => self.domains.len(),

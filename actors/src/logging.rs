@@ -42,8 +42,9 @@ use crate::mailbox::{self, Inbox, Postbox};
 const LOG_CHANNEL_CAPACITY: usize = 8192;
 
 /// Records formatted but not yet written are written at once when they
-/// reach this size, even if more are waiting. Each is whole in one
-/// `write(2)`: records are only ever written whole.
+/// reach this size, even if more are waiting. A record is formatted whole
+/// into the batch, and a batch goes out in as few `write(2)` calls as the
+/// output takes.
 const BATCH: usize = 64 * 1024;
 
 /// How long the drain thread, woken by a record, lets others gather
@@ -61,10 +62,13 @@ const RETRY: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct LogControl {
     /// Set by the signal thread on SIGUSR1: the drain reopens its file
-    /// before the next record.
+    /// before its next write.
     pub reopen: Arc<AtomicBool>,
-    /// Records written so far (the logger's `metrics`).
+    /// Records formatted for the output so far (the logger's `metrics`).
     pub records: Arc<AtomicU64>,
+    /// Records dropped while the output could not be written, beyond what
+    /// is kept for a retry ([`HOLD`]).
+    pub dropped: Arc<AtomicU64>,
     /// Where the logger's own `metrics` record goes (`actor` = `logger`;
     /// another actor writes it, since the drain cannot log to itself).
     pub log: Logger,
@@ -79,19 +83,32 @@ pub fn start(
 ) -> anyhow::Result<(Logger, LogGuard, LogControl)> {
     let reopen = Arc::new(AtomicBool::new(false));
     let records = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
     let level = if debug { Level::Debug } else { Level::Info };
     let out: Box<dyn Write + Send> = match file {
         Some(path) => Box::new(ReopeningFile::open(path, Arc::clone(&reopen))?),
         None => Box::new(io::stderr()),
     };
-    let (root, guard) = spawn(format, level, out, Arc::clone(&records))
-        .context("cannot start the logger thread")?;
+    let counts = Counts {
+        records: Arc::clone(&records),
+        dropped: Arc::clone(&dropped),
+    };
+    let (root, guard) =
+        spawn(format, level, out, counts).context("cannot start the logger thread")?;
     let control = LogControl {
         reopen,
         records,
+        dropped,
         log: root.new(o!("actor" => "logger", "pid" => std::process::id())),
     };
     Ok((root, guard, control))
+}
+
+/// What the drain thread counts, for [`LogControl`].
+#[derive(Clone, Default)]
+struct Counts {
+    records: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
 }
 
 /// The drain thread writing records of `level` and above to `out`, and
@@ -100,12 +117,12 @@ fn spawn(
     format: LogFormat,
     level: Level,
     out: Box<dyn Write + Send>,
-    records: Arc<AtomicU64>,
+    counts: Counts,
 ) -> io::Result<(Logger, LogGuard)> {
     let (postbox, inbox) = mailbox::bounded(LOG_CHANNEL_CAPACITY);
     let thread = std::thread::Builder::new()
         .name("postman-logger".into())
-        .spawn(move || drain_thread(&inbox, format, out, &records))?;
+        .spawn(move || drain_thread(&inbox, format, out, &counts))?;
     let guard = LogGuard {
         postbox: postbox.clone(),
         thread: Some(thread),
@@ -234,17 +251,17 @@ fn drain_thread(
     inbox: &Inbox<LogMsg>,
     format: LogFormat,
     out: Box<dyn Write + Send>,
-    records: &AtomicU64,
+    counts: &Counts,
 ) {
     let pending = Pending::default();
     let format = formatter(format, &pending);
-    let mut out = Output::new(out, HOLD);
+    let mut out = Output::new(out, HOLD, Arc::clone(&counts.dropped));
     let take = |boxed: Box<(SystemTime, AsyncRecord)>| {
         let (made, record) = *boxed;
         let before = pending.0.borrow().len();
         MADE.with(|cell| cell.set(Some(made)));
         if record.log_to(&format).is_ok() {
-            records.fetch_add(1, Ordering::Relaxed);
+            counts.records.fetch_add(1, Ordering::Relaxed);
         } else {
             // Half a record is no record.
             pending.0.borrow_mut().truncate(before);
@@ -283,14 +300,17 @@ struct Output {
     hold: usize,
     /// When the last write failed, while writes fail.
     failing: Option<Instant>,
+    /// Records dropped beyond `hold`.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Output {
-    fn new(out: Box<dyn Write + Send>, hold: usize) -> Output {
+    fn new(out: Box<dyn Write + Send>, hold: usize, dropped: Arc<AtomicU64>) -> Output {
         Output {
             out,
             hold,
             failing: None,
+            dropped,
         }
     }
 
@@ -352,6 +372,7 @@ impl Output {
             .map_or(batch.len(), |at| excess + at + 1);
         let lost = batch[..cut].iter().filter(|&&b| b == b'\n').count();
         batch.drain(..cut);
+        self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
         say(&format!(
             "the log still cannot be written; records lost: {lost}"
         ));
@@ -443,9 +464,10 @@ mod tests {
 
     fn started(format: LogFormat, level: Level) -> (Logger, LogGuard, Recorder, Arc<AtomicU64>) {
         let out = Recorder::default();
-        let records = Arc::new(AtomicU64::new(0));
-        let (log, guard) = spawn(format, level, Box::new(out.clone()), Arc::clone(&records))
-            .expect("logger thread");
+        let counts = Counts::default();
+        let records = Arc::clone(&counts.records);
+        let (log, guard) =
+            spawn(format, level, Box::new(out.clone()), counts).expect("logger thread");
         (log, guard, out, records)
     }
 
@@ -566,7 +588,7 @@ mod tests {
             LogFormat::Json,
             Level::Info,
             Box::new(out),
-            Arc::new(AtomicU64::new(0)),
+            Counts::default(),
         )
         .expect("logger thread");
         slog::info!(log, "first");
@@ -606,7 +628,12 @@ mod tests {
         }
         let full = Arc::new(AtomicBool::new(true));
         let recorder = Recorder::default();
-        let mut out = Output::new(Box::new(Full(Arc::clone(&full), recorder.clone())), 24);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut out = Output::new(
+            Box::new(Full(Arc::clone(&full), recorder.clone())),
+            24,
+            Arc::clone(&dropped),
+        );
         let pending = Pending::default();
         let add = |line: &str| pending.0.borrow_mut().extend_from_slice(line.as_bytes());
         add("record one\n");
@@ -618,6 +645,7 @@ mod tests {
         // records, the oldest dropped.
         out.write(&pending, false);
         assert_eq!(pending.0.borrow().as_slice(), b"record three\n");
+        assert_eq!(dropped.load(Ordering::Relaxed), 2, "counted");
         full.store(false, Ordering::Relaxed);
         out.write(&pending, true);
         assert!(pending.0.borrow().is_empty());
