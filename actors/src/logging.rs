@@ -9,11 +9,11 @@
 //! [`Inbox`], as every other actor does, where slog-async's blocking
 //! receive spins and calls `sched_yield` four times before it parks: 3.9
 //! yields per 100 KB message, each a context switch on a busy two-core
-//! machine. Woken by a record, it lets the records of the next
-//! [`GATHER`] come and writes them with one `write(2)`. And while writes
-//! fail (a full disk under `log.file`) it keeps the newest records, up to
-//! [`HOLD`], tries again every [`RETRY`], and says on standard error what
-//! it could not write, where slog-json's fused drain panicked the logger
+//! machine. Woken by a record, it lets the records of the next 10 ms
+//! come and writes them with one `write(2)`. And while writes fail (a
+//! full disk under `log.file`) it keeps the newest records, up to 1 MiB,
+//! tries again every second, and says on standard error what it could
+//! not write, where slog-json's fused drain panicked the logger
 //! thread and then, through every actor's next record, the daemon.
 
 use std::cell::{Cell, RefCell};
@@ -67,7 +67,7 @@ pub struct LogControl {
     /// Records formatted for the output so far (the logger's `metrics`).
     pub records: Arc<AtomicU64>,
     /// Records dropped while the output could not be written, beyond what
-    /// is kept for a retry ([`HOLD`]).
+    /// is kept for a retry (the newest 1 MiB).
     pub dropped: Arc<AtomicU64>,
     /// Where the logger's own `metrics` record goes (`actor` = `logger`;
     /// another actor writes it, since the drain cannot log to itself).
