@@ -561,29 +561,52 @@ mod tests {
         assert_eq!(out.lines().len(), 2);
     }
 
+    /// An output that fails with ENOSPC (and counts the failures) while
+    /// its switch is on, and records what it takes when it is off.
+    struct Flaky {
+        full: Arc<AtomicBool>,
+        out: Recorder,
+        failures: Arc<AtomicU64>,
+    }
+
+    impl Flaky {
+        /// One that fails until switched off, its switch, what it took
+        /// and its count of failures.
+        fn full() -> (Flaky, Arc<AtomicBool>, Recorder, Arc<AtomicU64>) {
+            let flaky = Flaky {
+                full: Arc::new(AtomicBool::new(true)),
+                out: Recorder::default(),
+                failures: Arc::new(AtomicU64::new(0)),
+            };
+            let (full, out, failures) = (
+                Arc::clone(&flaky.full),
+                flaky.out.clone(),
+                Arc::clone(&flaky.failures),
+            );
+            (flaky, full, out, failures)
+        }
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.full.load(Ordering::Relaxed) {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::from_raw_os_error(nix::libc::ENOSPC))
+            } else {
+                self.out.write(buf)
+            }
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// An output that fails for a while loses nothing: the records are
     /// kept and written, in order, once it takes them again.
     #[test]
     fn records_wait_while_the_output_fails() {
-        #[derive(Clone)]
-        struct Flaky(Arc<AtomicBool>, Recorder, Arc<AtomicU64>);
-        impl Write for Flaky {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                if self.0.load(Ordering::Relaxed) {
-                    self.2.fetch_add(1, Ordering::Relaxed);
-                    Err(io::Error::from_raw_os_error(nix::libc::ENOSPC))
-                } else {
-                    self.1.write(buf)
-                }
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let full = Arc::new(AtomicBool::new(true));
-        let recorder = Recorder::default();
-        let failures = Arc::new(AtomicU64::new(0));
-        let out = Flaky(Arc::clone(&full), recorder.clone(), Arc::clone(&failures));
+        let (out, full, recorder, failures) = Flaky::full();
         let (log, guard) = spawn(
             LogFormat::Json,
             Level::Info,
@@ -613,27 +636,9 @@ mod tests {
     /// within the limit; once it works they go out.
     #[test]
     fn a_failing_output_keeps_the_newest_records_within_the_limit() {
-        struct Full(Arc<AtomicBool>, Recorder);
-        impl Write for Full {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                if self.0.load(Ordering::Relaxed) {
-                    Err(io::Error::from_raw_os_error(nix::libc::ENOSPC))
-                } else {
-                    self.1.write(buf)
-                }
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let full = Arc::new(AtomicBool::new(true));
-        let recorder = Recorder::default();
+        let (out, full, recorder, _) = Flaky::full();
         let dropped = Arc::new(AtomicU64::new(0));
-        let mut out = Output::new(
-            Box::new(Full(Arc::clone(&full), recorder.clone())),
-            24,
-            Arc::clone(&dropped),
-        );
+        let mut out = Output::new(Box::new(out), 24, Arc::clone(&dropped));
         let pending = Pending::default();
         let add = |line: &str| pending.0.borrow_mut().extend_from_slice(line.as_bytes());
         add("record one\n");
