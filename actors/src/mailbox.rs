@@ -195,13 +195,15 @@ impl<T> Inbox<T> {
     /// empty: sleeps until a send to any of them, the last sender of one
     /// leaving, or a spurious wake-up, after which the owner looks at all
     /// of them again. `yielded` starts false for each wait: its first turn
-    /// only yields, as [`Inbox::recv_timeout`] does.
+    /// only yields (unless a recent yield found nothing), as
+    /// [`Inbox::recv_timeout`] does.
     pub fn wait(&self, yielded: &mut bool) {
         self.sleep(yielded, None);
     }
 
     /// One turn of a wait, the mailboxes found empty: yields the first
-    /// time, parks after. False when `deadline` has passed.
+    /// time (but for [`YIELDS_SKIPPED`] waits after a yield that found
+    /// nothing), parks after. False when `deadline` has passed.
     fn sleep(&self, yielded: &mut bool, deadline: Option<Instant>) -> bool {
         let owner = self.owner.get_or_init(std::thread::current);
         debug_assert_eq!(
