@@ -9,6 +9,7 @@
 pub mod admin;
 mod backoff;
 mod claim;
+pub mod dirfd;
 mod envelope;
 mod local;
 mod rewrite;

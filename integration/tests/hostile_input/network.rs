@@ -1,0 +1,1 @@
+//! See hostile_input.rs.
