@@ -31,6 +31,7 @@ use crate::worker::WorkerLink;
 
 mod concurrency;
 mod parked;
+pub(crate) mod policy;
 mod routes;
 
 /// Route lookups in flight at once. The resolver's mailbox holds this many,

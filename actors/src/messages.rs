@@ -103,7 +103,9 @@ pub enum DispatcherMsg {
         route: Result<Route, RouteError>,
         valid_until: Instant,
     },
-    /// A worker reached a server for this domain (greeting and EHLO done).
+    /// A server of this domain took a transaction: it greeted, answered
+    /// EHLO and judged a message (a session it ended before that proves
+    /// nothing: see the dispatcher's `policy` module).
     Established { domain: String },
     /// A delivery attempt ended (or a message came back untried).
     Done {

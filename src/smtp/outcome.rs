@@ -218,6 +218,18 @@ impl MessageResult {
     pub fn all_delivered(&self) -> bool {
         self.recipients.iter().all(|r| r.result.is_ok())
     }
+
+    /// True when the server judged the message: some recipient was
+    /// delivered, or refused for the message's or its own sake. A result
+    /// where every recipient failed with the session (a lost connection, a
+    /// timeout, a 421, a protocol error: [`Scope::Destination`]) shows
+    /// nothing of whether the server takes mail.
+    pub fn judged(&self) -> bool {
+        self.recipients.iter().any(|r| match &r.result {
+            Ok(_) => true,
+            Err(outcome) => outcome.scope != Scope::Destination,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +283,61 @@ mod tests {
         ];
         for (outcome, want) in cases {
             assert_eq!(outcome.to_string(), want, "display of {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn judged_when_some_recipient_is_not_a_failure_of_the_session() {
+        let ok = || Ok(reply("250 2.0.0 queued"));
+        let failed = |scope| {
+            Err(Outcome::without_reply(
+                Class::Transient,
+                scope,
+                Stage::Mail,
+                "x",
+            ))
+        };
+        type Case = (&'static str, Vec<Result<Reply, Outcome>>, bool);
+        let cases: Vec<Case> = vec![
+            ("delivered", vec![ok()], true),
+            (
+                "one refused, one delivered",
+                vec![failed(Scope::Recipient), ok()],
+                true,
+            ),
+            (
+                "refused for the recipient",
+                vec![failed(Scope::Recipient)],
+                true,
+            ),
+            (
+                "refused for the message",
+                vec![failed(Scope::Message)],
+                true,
+            ),
+            (
+                "the session failed",
+                vec![failed(Scope::Destination)],
+                false,
+            ),
+            (
+                "the session failed for every recipient",
+                vec![failed(Scope::Destination), failed(Scope::Destination)],
+                false,
+            ),
+        ];
+        for (name, results, want) in cases {
+            let result = MessageResult {
+                recipients: results
+                    .into_iter()
+                    .map(|result| RecipientResult {
+                        recipient: "a@d.test".into(),
+                        result,
+                    })
+                    .collect(),
+                untried: false,
+            };
+            assert_eq!(result.judged(), want, "{name}");
         }
     }
 

@@ -8,6 +8,7 @@
 //! * Local shortages (no descriptor for a socket, a lookup or a queue
 //!   file): the work is put off, untried, and new work pauses a moment.
 
+use super::policy::{self, AfterFailure};
 use super::*;
 
 /// How long no new connection is opened, and no open one gets a new
@@ -27,9 +28,11 @@ impl Dispatcher {
             .min(self.config.max_connections_per_domain)
     }
 
-    /// A worker reached a server of the domain: at least the starting
+    /// A server of the domain took a transaction: at least the starting
     /// concurrency (a domain on probation had one connection), and one
-    /// success releases a backed-off domain.
+    /// success releases a backed-off domain. A server that greets and
+    /// answers EHLO but ends the session before a transaction does not
+    /// count: it would release the domain it just failed.
     pub(super) fn established(&mut self, domain: &str) {
         let initial = self.initial_connections();
         if let Some(d) = self.domains.get_mut(domain) {
@@ -83,10 +86,10 @@ impl Dispatcher {
         d.flying.remove(&job.id);
         // This connection is counted until its Closed.
         let others = d.connections.saturating_sub(1);
-        if others == 0 {
+        let AfterFailure::WaitForOthers { limit } = policy::after_failed_connection(others) else {
             return Some(job);
-        }
-        d.limit = others;
+        };
+        d.limit = limit;
         d.credit = 0;
         info!(self.log, "connection failed while others to the domain are open: fewer connections, the message waits for them";
             "domain" => domain, "queue_id" => &job.id, "connections" => others,

@@ -19,16 +19,18 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use nix::libc;
-use postman::smtp::{Event, Reply, Session, TlsMode};
-use slog::{debug, error, o, warn};
+use postman::smtp::{Event, MessageResult, Outcome, Reply, Session, TlsMode};
+use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::disk::Preparation;
 use super::settle::{
-    abandon_job, begin, finish_job, give_back, put_back, start_job, untried_job, Job, Ready,
+    abandon_job, begin, finish_job, give_back, put_back, start_job, unclaim, untried_job, Job,
+    Ready,
 };
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
+use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, QueuedMessage};
 
 enum State {
@@ -71,11 +73,16 @@ pub struct Conn {
     /// The session asked for STARTTLS on the current connection.
     starting_tls: bool,
     state: State,
-    /// The message this connection was opened for, until a server is ready.
+    /// The message in hand until a server is ready for it: the one this
+    /// connection was opened for, or the one a fresh connection was about
+    /// to carry when its server failed (it goes to the next address).
     first: Option<QueuedMessage>,
     job: Option<Job>,
-    /// A server greeted us and answered EHLO/HELO.
+    /// The current server greeted us and answered EHLO/HELO.
     established: bool,
+    /// The dispatcher was told that a server of the domain took a
+    /// transaction ([`DispatcherMsg::Established`]).
+    proved: bool,
     /// Waiting for the next message: the dispatcher's answer to WantMore,
     /// or a disk thread's preparing of the message it gave.
     awaiting_next: bool,
@@ -84,6 +91,9 @@ pub struct Conn {
     /// The last reply a server gave before failing, and from where: the
     /// code and enhanced code of the deferral record.
     last_reply: Option<(String, Reply)>,
+    /// The last server that failed after a session began, for the deferral
+    /// record's relay when it gave no reply.
+    last_server: Option<String>,
     /// A write failed: the peer is gone even if the session does not know yet.
     broken: bool,
     /// The logger of this session's delivery records, with its `tls`, and
@@ -108,9 +118,11 @@ impl Conn {
             first: Some(first),
             job: None,
             established: false,
+            proved: false,
             awaiting_next: false,
             failures: Vec::new(),
             last_reply: None,
+            last_server: None,
             broken: false,
             records_log: None,
         }
@@ -183,10 +195,13 @@ impl Conn {
             self.relay = format!("{}[{}]:{}", candidate.host, addr.ip(), addr.port());
             self.current = Some(candidate);
             self.starting_tls = false;
+            self.established = false;
+            self.broken = false;
             shared.stats.connections_opened += 1;
             match open_socket(addr) {
                 Err(e) if local_limit(&e) => {
-                    self.postpone(shared, format!("connect to {}: {e}", self.relay));
+                    let reason = format!("connect to {}: {e}", self.relay);
+                    self.hand_back(Ending::LocalShortage, reason, shared);
                     return;
                 }
                 Ok((socket, true)) => {
@@ -230,23 +245,50 @@ impl Conn {
         self.state = State::Idle;
     }
 
-    /// A socket could not be had because this process is short of
-    /// descriptors or buffers: no server was asked, so the message goes
-    /// back untried, with no attempt recorded, and the domain is not backed
-    /// off. What earlier addresses of this round said is dropped with it:
-    /// the next round asks them again.
-    fn postpone(&mut self, shared: &mut Shared, reason: String) {
-        self.state = State::Done;
-        debug!(shared.log, "connection put off by a local limit"; "domain" => &self.domain,
-            "reason" => &reason, "earlier_failures" => self.failures.len());
-        if let Some(job) = self.first.take() {
-            shared.tell(DispatcherMsg::LocalLimit {
-                domain: self.domain.clone(),
-                job: Box::new(job),
-                what: "connection",
-                reason,
-            });
+    /// The connection ends before the message in hand was tried (`first`,
+    /// or one still out with a disk thread or the dispatcher, which comes
+    /// back through [`Conn::prepared`] or [`Conn::next`]); the
+    /// dispatcher's [`policy::judge`] says how that counts:
+    ///
+    /// * a failed connection: the address failed, the next one is tried
+    ///   (at the next `drive`), and when none is left the dispatcher
+    ///   defers the message with the reasons and backs the domain off;
+    /// * untried: the message goes back, nothing recorded;
+    /// * put off (a socket could not be had because this process is short
+    ///   of descriptors or buffers): no server was asked, so the message
+    ///   goes back untried and the domain is not backed off; what earlier
+    ///   addresses of this round said is dropped with it, and the next
+    ///   round asks them again.
+    fn hand_back(&mut self, ending: Ending, reason: String, shared: &mut Shared) -> Verdict {
+        let carried = match &self.state {
+            State::Smtp { session, .. } if session.transactions() > 0 => Carried::Transactions,
+            _ => Carried::Nothing,
+        };
+        let verdict = policy::judge(carried, ending);
+        match verdict {
+            Verdict::FailedConnection => self.address_failed(shared, reason),
+            Verdict::Untried => {
+                debug!(shared.log, "connection ended"; "domain" => &self.domain,
+                    "relay" => &self.relay, "reason" => &reason);
+                if let Some(msg) = self.first.take() {
+                    give_back(shared, msg);
+                }
+            }
+            Verdict::PutOff => {
+                self.state = State::Done;
+                debug!(shared.log, "connection put off by a local limit"; "domain" => &self.domain,
+                    "reason" => &reason, "earlier_failures" => self.failures.len());
+                if let Some(job) = self.first.take() {
+                    shared.tell(DispatcherMsg::LocalLimit {
+                        domain: self.domain.clone(),
+                        job: Box::new(job),
+                        what: "connection",
+                        reason,
+                    });
+                }
+            }
         }
+        verdict
     }
 
     /// No address could take the message: it goes back to the dispatcher,
@@ -261,13 +303,14 @@ impl Conn {
         if let Some(job) = self.first.take() {
             // The dispatcher settles the attempt (retry state on the file,
             // the delivery records, expiry) and backs the domain off.
-            let (relay, code, dsn) = match &self.last_reply {
-                Some((relay, reply)) => (
+            let (relay, code, dsn) = match (&self.last_reply, &self.last_server) {
+                (Some((relay, reply)), _) => (
                     relay.clone(),
                     reply.code.get(),
                     reply.enhanced.map(|e| e.to_string()),
                 ),
-                None => ("none".to_owned(), 0, None),
+                (None, Some(relay)) => (relay.clone(), 0, None),
+                (None, None) => ("none".to_owned(), 0, None),
             };
             shared.stats.deferred += job.envelope.recipients.len() as u64;
             shared.tell(DispatcherMsg::ConnectFailed {
@@ -304,7 +347,7 @@ impl Conn {
                     }
                     Err(e) if local_limit(&e) => {
                         let reason = format!("connect to {}: {e}", self.relay);
-                        self.postpone(shared, reason);
+                        self.hand_back(Ending::LocalShortage, reason, shared);
                     }
                     Err(e) => {
                         let reason = format!("connect to {}: {e}", self.relay);
@@ -359,6 +402,12 @@ impl Conn {
     /// The dispatcher's answer to WantMore.
     pub fn next(&mut self, job: Option<QueuedMessage>, shared: &mut Shared, now: Instant) {
         self.awaiting_next = false;
+        if self.between_servers() {
+            // The fresh connection failed meanwhile: the message goes to
+            // the next address (`drive` follows).
+            self.first = job;
+            return;
+        }
         let State::Smtp { session, .. } = &mut self.state else {
             if let Some(job) = job {
                 give_back(shared, job);
@@ -409,6 +458,12 @@ impl Conn {
     /// postman is stopping meanwhile, the message goes back untried.
     pub fn prepared(&mut self, ready: Option<Ready>, shared: &mut Shared, now: Instant) {
         self.awaiting_next = false;
+        if self.between_servers() {
+            // The fresh connection failed while the message was prepared:
+            // unclaimed, it goes to the next address (`drive` follows).
+            self.first = ready.map(|ready| unclaim(&shared.ctx(), ready));
+            return;
+        }
         let State::Smtp { session, .. } = &mut self.state else {
             if let Some(ready) = ready {
                 put_back(&shared.ctx(), ready);
@@ -431,8 +486,8 @@ impl Conn {
     /// SIGTERM: idle and not yet established connections close now; a
     /// transaction in flight may finish within the grace period.
     pub fn shutdown(&mut self, shared: &mut Shared, now: Instant) {
-        if let Some(msg) = self.first.take() {
-            give_back(shared, msg);
+        if self.first.is_some() {
+            self.hand_back(Ending::Stopping, "postman is stopping".to_owned(), shared);
             self.close(shared);
             return;
         }
@@ -460,6 +515,13 @@ impl Conn {
         self.state = State::Done;
     }
 
+    /// A fresh connection's server failed and the message it was about to
+    /// carry is still out (with a disk thread, or the dispatcher's answer
+    /// to WantMore): when it is back, it goes to the next address.
+    fn between_servers(&self) -> bool {
+        matches!(self.state, State::Idle) && self.first.is_none()
+    }
+
     /// Runs the session until it has nothing more to do right now: events,
     /// body chunks, socket writes.
     pub fn drive(&mut self, shared: &mut Shared, now: Instant) {
@@ -479,7 +541,10 @@ impl Conn {
                 break;
             }
         }
-        if matches!(self.state, State::Idle) {
+        if matches!(self.state, State::Idle) && !self.awaiting_next {
+            // With nothing in hand (the message the fresh connection was
+            // about to carry was disposed of meanwhile), there is nothing
+            // to connect for: `connect_next` ends the connection.
             self.connect_next(shared, now);
         }
         let closed = match &self.state {
@@ -509,10 +574,12 @@ impl Conn {
             Event::StartTls => self.start_tls(shared, now),
             Event::Ready => {
                 if !self.established {
+                    if self.session_closed() {
+                        // What came with the reply ended the session: its
+                        // Closed follows, and the message stays in hand.
+                        return;
+                    }
                     self.established = true;
-                    shared.tell(DispatcherMsg::Established {
-                        domain: self.domain.clone(),
-                    });
                     if let Some(msg) = self.first.take() {
                         self.take(msg, shared, now);
                         return;
@@ -526,6 +593,7 @@ impl Conn {
                         untried_job(shared, job, &self.relay);
                         return;
                     }
+                    self.prove(&result, shared);
                     shared.stats.transactions += 1;
                     // Every record of this transaction says how TLS was
                     // used: `tls` rides on the logger while it is settled.
@@ -543,35 +611,60 @@ impl Conn {
                         tls.close();
                     }
                 }
-                if self.established {
-                    if let Some(outcome) = outcome {
-                        debug!(shared.log, "connection ended"; "domain" => &self.domain,
-                            "relay" => &self.relay, "reason" => %outcome);
-                    }
-                    // A job still held here never got its MessageDone (it
-                    // cannot happen with a well-behaved session): keep it queued.
-                    if let Some(job) = self.job.take() {
-                        warn!(shared.log, "session closed without a result"; "queue_id" => &job.msg.id);
-                        abandon_job(shared, job, &self.relay, None);
-                    }
-                } else {
-                    let tls_failed = self.handshaking();
-                    // This server never became ready: try the next address.
-                    let reason = match outcome {
-                        Some(outcome) => {
-                            if let Some(reply) = &outcome.reply {
-                                self.last_reply = Some((self.relay.clone(), reply.clone()));
-                            }
-                            format!("host {} {outcome}", self.relay)
-                        }
-                        None => format!("host {} closed the connection", self.relay),
-                    };
-                    self.address_failed(shared, reason);
-                    if tls_failed {
-                        self.retry_in_plaintext(shared);
-                    }
+                // A job still held here never got its MessageDone (it
+                // cannot happen with a well-behaved session): keep it queued.
+                if let Some(job) = self.job.take() {
+                    warn!(shared.log, "session closed without a result"; "queue_id" => &job.msg.id);
+                    abandon_job(shared, job, &self.relay, None);
+                }
+                // `None`: ended by us, with QUIT or abandoned while stopping.
+                if let Some(outcome) = outcome {
+                    self.server_ended(outcome, shared);
                 }
             }
+        }
+    }
+
+    /// The server ended the session: after a transaction, the messages
+    /// still out go back untried when they return; on a fresh connection
+    /// (before the server was ready, or after but before the first
+    /// transaction: a 421, lines out of turn, a close) the address failed
+    /// and the message in hand goes to the next one (see [`Conn::hand_back`]).
+    fn server_ended(&mut self, outcome: Outcome, shared: &mut Shared) {
+        let tls_failed = self.handshaking();
+        let established = self.established;
+        let reason = format!("host {} {outcome}", self.relay);
+        if self.hand_back(Ending::Server, reason, shared) != Verdict::FailedConnection {
+            return;
+        }
+        if let Some(reply) = outcome.reply {
+            self.last_reply = Some((self.relay.clone(), reply));
+        }
+        self.last_server = Some(self.relay.clone());
+        if established {
+            info!(shared.log, "server ended the connection before its first transaction";
+                "domain" => &self.domain, "relay" => &self.relay, "reason" => %outcome.detail);
+        }
+        if tls_failed {
+            self.retry_in_plaintext(shared);
+        }
+    }
+
+    /// True when the current session has ended.
+    fn session_closed(&self) -> bool {
+        matches!(&self.state, State::Smtp { session, .. } if session.is_closed())
+    }
+
+    /// After a transaction's result: the first one the server judged (see
+    /// [`MessageResult::judged`]) on this connection tells the dispatcher
+    /// that the domain takes mail, which ends its backoff. A session ended
+    /// by the server before that proves nothing.
+    fn prove(&mut self, result: &MessageResult, shared: &Shared) {
+        if !self.proved && result.judged() {
+            self.proved = true;
+            shared.tell(DispatcherMsg::Established {
+                domain: self.domain.clone(),
+            });
         }
     }
 

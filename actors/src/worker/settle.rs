@@ -225,8 +225,15 @@ pub fn begin(
 pub fn put_back(ctx: &Ctx<'_>, ready: Ready) {
     debug!(ctx.log, "prepared message goes back untried: its connection closed or postman is stopping";
         "queue_id" => &ready.msg.id, "domain" => &ready.msg.domain);
+    let msg = unclaim(ctx, ready);
+    give_back_to(ctx, msg);
+}
+
+/// A prepared message that its connection keeps, for another server: the
+/// claim is released and the message returned.
+pub fn unclaim(ctx: &Ctx<'_>, ready: Ready) -> QueuedMessage {
     release(ctx, &ready.msg, ready.claimed);
-    give_back_to(ctx, ready.msg);
+    ready.msg
 }
 
 /// Prepares and starts the next transaction in the worker's own thread,

@@ -1,1 +1,148 @@
-//! See hostile_input.rs.
+//! See hostile_input.rs. Servers that talk out of turn (issue 22, defect
+//! 1), loops back to ourselves and the slow `452` (defect 10), and the
+//! 1,000-record MX set (defect 13, its first item).
+
+use std::time::Duration;
+
+use postman_integration::hostile::Script;
+use postman_integration::{
+    postman, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
+};
+
+use super::common::{check, config, message};
+
+const DOMAIN: &str = "hostile.test";
+
+/// How long a `run --once` against a misbehaving server may take: a few
+/// seconds of SMTP with 2 s timeouts, never the reconnect loop.
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// One domain whose single MX is a scripted server at the net's `.1`.
+struct Case {
+    server: HostileServer,
+    _dns: DnsServer,
+    queue: TestQueue,
+    config: postman_integration::Config,
+}
+
+impl Case {
+    fn new(scripts: Vec<Script>) -> Case {
+        let net = TestNet::new();
+        let server = HostileServer::start(net.addr(1), scripts);
+        let dns = DnsServer::start(Zones::new().mx_at(DOMAIN, net.ipv4(1)));
+        let queue = TestQueue::new();
+        let mut config = config(&queue, &net, &dns);
+        config.timeouts = postman_integration::postman::SmtpTimeouts::all(2);
+        Case {
+            server,
+            _dns: dns,
+            queue,
+            config,
+        }
+    }
+
+    fn run(&self) -> RunOutput {
+        let out = postman!().run_once_within(&self.config.write(), WITHIN);
+        out.assert_success();
+        out
+    }
+}
+
+// ---- defect 1: the reconnect storm -------------------------------------
+
+/// A server whose EHLO reply comes in one write with more than the reply
+/// (`bytes`), then closes. postman used to take the session for "not an
+/// attempt" and send the message back untried at once: thousands of
+/// connections a second, no record, no backoff, and `--once` never ended.
+/// Now such a session is a failed connection: a deferral record per
+/// recipient, the domain backs off, the message stays queued.
+fn assert_no_storm(what: &str, after_ehlo: &[u8], quoted: &str) {
+    let case = Case::new(vec![Script::new()
+        .greet("220 hostile.test ESMTP")
+        .expect_raw("EHLO", after_ehlo)
+        .close()]);
+    case.queue.add(
+        DOMAIN,
+        "m1",
+        "a@src.test",
+        &["u1@hostile.test", "u2@hostile.test"],
+        &message("storm", "x\n"),
+    );
+    let out = case.run();
+    let connections = case.server.connection_count();
+    check(
+        (1..=3).contains(&connections),
+        &format!("{what}: a handful of connections, not a storm: {connections}"),
+        &case.queue,
+        &out,
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "{what}: run --once took {:?}",
+        out.elapsed
+    );
+    assert_eq!(
+        case.server.count_commands("MAIL"),
+        0,
+        "{what}: no transaction on a session that talked out of turn"
+    );
+    for to in ["u1@hostile.test", "u2@hostile.test"] {
+        let records: Vec<_> = out
+            .deliveries()
+            .into_iter()
+            .filter(|d| d.to == to)
+            .collect();
+        assert_eq!(
+            records.len(),
+            1,
+            "{what}: one record for {to}: {records:#?}\n{}",
+            out.stderr
+        );
+        assert_eq!(records[0].status, "deferred", "{what}: {records:#?}");
+        assert!(
+            records[0].reply.contains(quoted),
+            "{what}: the record quotes the server ({quoted:?}): {records:#?}"
+        );
+    }
+    check(
+        case.queue.state().is_queued(DOMAIN, "m1"),
+        &format!("{what}: the message stays queued"),
+        &case.queue,
+        &out,
+    );
+    let backoff = case.queue.domain_dir(DOMAIN).join(".backoff");
+    check(
+        backoff.exists(),
+        &format!("{what}: the domain backs off"),
+        &case.queue,
+        &out,
+    );
+}
+
+#[test]
+fn a_421_with_the_ehlo_reply_is_a_failed_connection_not_a_storm() {
+    assert_no_storm(
+        "421 after EHLO",
+        b"250-hi\r\n250 PIPELINING\r\n421 4.7.0 too busy, closing\r\n",
+        "421 4.7.0 too busy, closing",
+    );
+}
+
+#[test]
+fn a_second_final_line_after_ehlo_is_a_failed_connection_not_a_storm() {
+    assert_no_storm(
+        "second final line",
+        b"250-hi\r\n250 PIPELINING\r\n250 and another\r\n",
+        "250 and another",
+    );
+}
+
+#[test]
+fn every_reply_at_once_is_a_failed_connection_not_a_storm() {
+    assert_no_storm(
+        "every reply at once",
+        b"250-hi\r\n250 PIPELINING\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n\
+          250 2.0.0 queued\r\n221 2.0.0 bye\r\n",
+        "250 2.1.0 ok",
+    );
+}
