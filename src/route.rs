@@ -60,11 +60,24 @@ pub struct Route {
 /// MX hosts in the order to try them: preference ascending, equal
 /// preferences shuffled deterministically from `seed` (RFC 5321 §5.1 asks
 /// for randomisation among equals), names lower-cased without the trailing
-/// dot, duplicates dropped. `NoRecords` (or an empty record list) gives the
-/// implicit MX, the domain itself. A null MX (RFC 7505: the only record's
-/// exchange is ".") and NXDOMAIN are permanent; a null MX record beside real
-/// ones is ignored; a failed lookup is transient.
-pub fn mx_hosts(domain: &str, answer: MxAnswer, seed: u64) -> Result<Vec<String>, RouteError> {
+/// dot, duplicates dropped, at most `limit` of them. `NoRecords` (or an
+/// empty record list) gives the implicit MX, the domain itself. A null MX
+/// (RFC 7505: the only record's exchange is ".") and NXDOMAIN are
+/// permanent; a null MX record beside real ones is ignored; a failed
+/// lookup is transient.
+///
+/// `limit` is `delivery.max_mx_addresses`: every host that resolves gives
+/// at least one address and an attempt tries no more addresses than that,
+/// so the hosts after the first `limit` would never be tried. Their address
+/// lookups are not made either: a domain with a thousand MX records costs a
+/// thousand queries otherwise (Postfix's `smtp_mx_address_limit` bounds the
+/// same). A host that does not resolve still uses up its place.
+pub fn mx_hosts(
+    domain: &str,
+    answer: MxAnswer,
+    seed: u64,
+    limit: usize,
+) -> Result<Vec<String>, RouteError> {
     let domain = normalise(domain);
     let mut records = match answer {
         MxAnswer::Records(records) if !records.is_empty() => records,
@@ -104,8 +117,12 @@ pub fn mx_hosts(domain: &str, answer: MxAnswer, seed: u64) -> Result<Vec<String>
         shuffle(&mut records[start..end], &mut rng);
         start = end;
     }
-    let mut hosts: Vec<String> = Vec::with_capacity(records.len());
+    let limit = limit.max(1);
+    let mut hosts: Vec<String> = Vec::with_capacity(records.len().min(limit));
     for (_, host) in records {
+        if hosts.len() == limit {
+            break;
+        }
         if !hosts.contains(&host) {
             hosts.push(host);
         }
@@ -272,7 +289,7 @@ mod tests {
             ),
         ];
         for (name, answer, want) in cases {
-            let got = mx_hosts("D.Test.", answer.clone(), 7);
+            let got = mx_hosts("D.Test.", answer.clone(), 7, 5);
             let got = got.map_err(|e| match e {
                 RouteError::Permanent(t) => (true, t),
                 RouteError::Transient(t) => (false, t),
@@ -296,8 +313,8 @@ mod tests {
         ]);
         let mut orders = std::collections::BTreeSet::new();
         for seed in 0..64 {
-            let hosts = mx_hosts("x.test", answer.clone(), seed).expect("hosts");
-            let again = mx_hosts("x.test", answer.clone(), seed).expect("hosts");
+            let hosts = mx_hosts("x.test", answer.clone(), seed, 10).expect("hosts");
+            let again = mx_hosts("x.test", answer.clone(), seed, 10).expect("hosts");
             assert_eq!(hosts, again, "seed {seed} gives the same order twice");
             assert_eq!(
                 hosts[0], "first.test",
@@ -317,6 +334,29 @@ mod tests {
             orders.len() > 10,
             "only {} orders from 64 seeds",
             orders.len()
+        );
+    }
+
+    /// Issue 22, defect 13: only the first `limit` hosts are looked up,
+    /// however many records the domain has.
+    #[test]
+    fn mx_hosts_stop_at_the_limit() {
+        let mut list: Vec<(u16, String)> = (0..1000)
+            .map(|i| (10 + (i % 7) as u16, format!("mx{i}.d.test")))
+            .collect();
+        list.push((1, "first.d.test".into()));
+        list.push((1, "FIRST.d.test.".into()));
+        let answer = MxAnswer::Records(list);
+        let cases = [(1, 1), (5, 5), (0, 1), (1000, 1000), (5000, 1001)];
+        for (limit, want) in cases {
+            let hosts = mx_hosts("d.test", answer.clone(), 3, limit).expect("hosts");
+            assert_eq!(hosts.len(), want, "limit {limit}");
+            assert_eq!(hosts[0], "first.d.test", "limit {limit}: preference first");
+        }
+        let hosts = mx_hosts("d.test", answer, 3, 5).expect("hosts");
+        assert!(
+            hosts[1..].iter().all(|h| h.starts_with("mx")),
+            "the duplicate of the first host takes no place: {hosts:?}"
         );
     }
 

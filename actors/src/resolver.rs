@@ -67,6 +67,9 @@ const MIN_ROUTE_LIFETIME: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ResolveRequest {
     pub domain: String,
+    /// `delivery.max_mx_addresses`: the addresses of at most this many MX
+    /// hosts are looked up (see [`route::mx_hosts`]).
+    pub max_hosts: usize,
 }
 
 /// Starts the resolver thread. It ends when the request channel is closed
@@ -115,7 +118,8 @@ pub fn start(
                     };
                     let started = Instant::now();
                     let shortages_before = shortages.load(Ordering::Relaxed);
-                    let (route, valid_until) = resolve(&resolver, &request.domain).await;
+                    let (route, valid_until) =
+                        resolve(&resolver, &request.domain, request.max_hosts).await;
                     debug!(log, "route resolved"; "domain" => &request.domain,
                         "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
                     // A failure while some query could not get a socket
@@ -178,10 +182,12 @@ fn build_resolver(
     builder.build().context("cannot build the DNS resolver")
 }
 
-/// Looks up the route for `domain`: MX records, then the addresses of each host.
+/// Looks up the route for `domain`: MX records, then the addresses of the
+/// first `max_hosts` hosts.
 async fn resolve(
     resolver: &DnsResolver,
     domain: &str,
+    max_hosts: usize,
 ) -> (Result<route::Route, route::RouteError>, Instant) {
     let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
     let fqdn = format!("{}.", domain.trim_end_matches('.'));
@@ -205,7 +211,7 @@ async fn resolve(
         Err(error) => classify_mx(&error),
     };
     let implicit = matches!(answer, MxAnswer::NoRecords);
-    let hosts = match route::mx_hosts(domain, answer, seed()) {
+    let hosts = match route::mx_hosts(domain, answer, seed(), max_hosts) {
         Ok(hosts) => hosts,
         Err(error) => return (Err(error), clamp(valid_until)),
     };

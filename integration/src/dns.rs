@@ -8,11 +8,13 @@
 //! `MX 0 .` (RFC 7505).
 //!
 //! The server answers on UDP and TCP at the same `127.0.0.1:<port>`, runs on
-//! its own thread with its own tokio runtime, and stops when dropped.
+//! its own thread with its own tokio runtime, and stops when dropped. It
+//! keeps every question it was asked ([`DnsServer::queries`]), so a test
+//! can count the lookups a run made.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -150,11 +152,21 @@ fn fqdn(name: &str) -> Name {
     parsed
 }
 
+/// One question the server was asked: the name (lower-case, fully
+/// qualified, with its trailing dot) and the record type (`"MX"`, `"A"`…).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub name: String,
+    pub kind: String,
+}
+
 /// The catalog, with SERVFAIL and silence for the names that ask for it.
 struct Handler {
     catalog: Catalog,
     servfail: Vec<LowerName>,
     silent: Vec<LowerName>,
+    /// Every question asked, in order (over UDP and TCP alike).
+    asked: Arc<Mutex<Vec<Query>>>,
 }
 
 #[async_trait::async_trait]
@@ -164,10 +176,15 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let name = request
-            .request_info()
-            .ok()
-            .map(|info| info.query.name().clone());
+        let query = request.request_info().ok().map(|info| info.query.clone());
+        if let Some(query) = &query {
+            let asked = Query {
+                name: query.name().to_string().to_ascii_lowercase(),
+                kind: query.query_type().to_string(),
+            };
+            self.asked.lock().unwrap().push(asked);
+        }
+        let name = query.map(|q| q.name().clone());
         let under = |zones: &[LowerName]| {
             name.as_ref()
                 .is_some_and(|n| zones.iter().any(|z| z.zone_of(n)))
@@ -199,6 +216,7 @@ impl RequestHandler for Handler {
 /// A running DNS server; stops when dropped.
 pub struct DnsServer {
     addr: SocketAddr,
+    asked: Arc<Mutex<Vec<Query>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -206,10 +224,12 @@ pub struct DnsServer {
 impl DnsServer {
     /// Serves `zones` on UDP and TCP at `127.0.0.1:<a free port>`.
     pub fn start(zones: Zones) -> DnsServer {
+        let asked = Arc::new(Mutex::new(Vec::new()));
         let handler = Handler {
             catalog: zones.catalog(),
             servfail: zones.servfail.clone(),
             silent: zones.silent.clone(),
+            asked: Arc::clone(&asked),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -237,6 +257,7 @@ impl DnsServer {
             .expect("test DNS server did not start within 10 s");
         DnsServer {
             addr,
+            asked,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -245,6 +266,23 @@ impl DnsServer {
     /// Where the server answers (UDP and TCP).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every question asked so far, in order. A resolver that retries over
+    /// TCP after a truncated UDP answer asks twice.
+    pub fn queries(&self) -> Vec<Query> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// How many questions of record type `kind` (`"A"`, `"AAAA"`, `"MX"`,
+    /// as hickory names them) were asked so far.
+    pub fn count_queries(&self, kind: &str) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| q.kind == kind)
+            .count()
     }
 }
 

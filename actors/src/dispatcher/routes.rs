@@ -16,6 +16,7 @@ impl Dispatcher {
         };
         match resolver.try_send(ResolveRequest {
             domain: name.to_owned(),
+            max_hosts: self.config.max_mx_addresses,
         }) {
             Ok(()) => {
                 self.lookups += 1;

@@ -146,3 +146,68 @@ fn every_reply_at_once_is_a_failed_connection_not_a_storm() {
         "250 2.1.0 ok",
     );
 }
+
+// ---- defect 13, first item: MX fan-out ---------------------------------
+
+/// A domain whose MX set has 1,000 records: one attempt tries at most
+/// `delivery.max_mx_addresses` addresses, so it must not look up more
+/// hosts than that. postman used to ask for the A and AAAA records of all
+/// 1,000 hosts (2,000 queries, 50 MB) for one message.
+#[test]
+fn a_thousand_mx_records_cause_at_most_max_mx_addresses_lookups() {
+    const HOSTS: usize = 1000;
+    const MAX_MX_ADDRESSES: usize = 5;
+    let net = TestNet::new();
+    // Nothing listens on .2: every address refuses at once.
+    let mut zones = Zones::new();
+    for i in 0..HOSTS {
+        let host = format!("mx{i}.big.test");
+        zones = zones.mx("big.test", 10, &host).a(&host, net.ipv4(2));
+    }
+    let dns = DnsServer::start(zones);
+    let queue = TestQueue::new();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.max_mx_addresses = MAX_MX_ADDRESSES as u32;
+    queue.add(
+        "big.test",
+        "m1",
+        "a@src.test",
+        &["u@big.test"],
+        &message("fan-out", "x\n"),
+    );
+    let out = postman!().run_once_within(&cfg.write(), WITHIN);
+    out.assert_success();
+    let asked = dns.queries();
+    let lookups: Vec<_> = asked
+        .iter()
+        .filter(|q| q.kind == "A" || q.kind == "AAAA")
+        .collect();
+    let hosts: std::collections::BTreeSet<&str> = lookups.iter().map(|q| q.name.as_str()).collect();
+    check(
+        hosts.len() <= MAX_MX_ADDRESSES && !hosts.is_empty(),
+        &format!(
+            "address lookups for at most {MAX_MX_ADDRESSES} hosts, got {} ({} queries)",
+            hosts.len(),
+            lookups.len()
+        ),
+        &queue,
+        &out,
+    );
+    // A and AAAA per host, each perhaps again over TCP.
+    assert!(
+        lookups.len() <= 4 * MAX_MX_ADDRESSES,
+        "{} address queries: {lookups:?}",
+        lookups.len()
+    );
+    let records: Vec<_> = out.deliveries();
+    assert!(
+        records.len() == 1 && records[0].status == "deferred",
+        "one deferral: {records:#?}"
+    );
+    check(
+        queue.state().is_queued("big.test", "m1"),
+        "the message stays queued",
+        &queue,
+        &out,
+    );
+}
