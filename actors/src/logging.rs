@@ -15,6 +15,10 @@
 //! tries again every second, and says on standard error what it could
 //! not write, where slog-json's fused drain panicked the logger
 //! thread and then, through every actor's next record, the daemon.
+//!
+//! Every record's text is cleaned on its way in (module `clean`): cut to
+//! a few KB, and in the `term` format with the characters a terminal acts
+//! on escaped, for every value of every record rather than call by call.
 
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
@@ -30,10 +34,14 @@ use anyhow::Context as _;
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use crossbeam_channel::TryRecvError;
 use postman::config::LogFormat;
-use slog::{o, Drain, FnValue, Level, Logger, OwnedKVList, PushFnValue, Record};
+use slog::{
+    o, BorrowedKV, Drain, FnValue, Level, Logger, OwnedKVList, PushFnValue, Record, RecordStatic,
+};
 use slog_async::AsyncRecord;
 
 use crate::mailbox::{self, Inbox, Postbox};
+
+mod clean;
 
 /// Records queued between the actors and the drain thread. Delivery records
 /// must never be lost, so a full mailbox blocks the writer; 8192 records
@@ -127,7 +135,21 @@ fn spawn(
         postbox: postbox.clone(),
         thread: Some(thread),
     };
-    Ok((Logger::root(ToLogger { level, postbox }, o!()), guard))
+    let mode = match format {
+        LogFormat::Term => clean::Mode::Escape,
+        LogFormat::Json => clean::Mode::Cut,
+    };
+    Ok((
+        Logger::root(
+            ToLogger {
+                level,
+                mode,
+                postbox,
+            },
+            o!(),
+        ),
+        guard,
+    ))
 }
 
 enum LogMsg {
@@ -139,9 +161,12 @@ enum LogMsg {
 }
 
 /// The drain behind every actor's `Logger`: records of the level wanted
-/// go to the drain thread, waiting for room when its mailbox is full.
+/// go to the drain thread, cleaned, waiting for room when its mailbox is
+/// full.
 struct ToLogger {
     level: Level,
+    /// How the texts of a record are cleaned for the format.
+    mode: clean::Mode,
     postbox: Postbox<LogMsg>,
 }
 
@@ -151,12 +176,28 @@ impl Drain for ToLogger {
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
         if record.level().is_at_least(self.level) {
+            // Cleaned here, on the actor's thread, where slog-async's copy
+            // of the record is made: a huge value is never copied whole.
+            let msg = clean::text(record.msg(), self.mode);
+            let kv = clean::Cleaned {
+                kv: record.kv().0,
+                mode: self.mode,
+            };
+            let values = clean::values(values, self.mode);
+            let rstatic = RecordStatic {
+                location: record.location(),
+                level: record.level(),
+                tag: record.tag(),
+            };
+            let cleaned = AsyncRecord::from(
+                &Record::new(&rstatic, &format_args!("{msg}"), BorrowedKV(&kv)),
+                &values,
+            );
             // Fails only once the thread has stopped (the guard dropped):
             // nothing is left to write the record.
-            let _ = self.postbox.send(LogMsg::Record(Box::new((
-                SystemTime::now(),
-                AsyncRecord::from(record, values),
-            ))));
+            let _ = self
+                .postbox
+                .send(LogMsg::Record(Box::new((SystemTime::now(), cleaned))));
         }
         Ok(())
     }
@@ -254,6 +295,7 @@ fn drain_thread(
     counts: &Counts,
 ) {
     let pending = Pending::default();
+    let json = format == LogFormat::Json;
     let format = formatter(format, &pending);
     let mut out = Output::new(out, HOLD, Arc::clone(&counts.dropped));
     let take = |boxed: Box<(SystemTime, AsyncRecord)>| {
@@ -261,6 +303,9 @@ fn drain_thread(
         let before = pending.0.borrow().len();
         MADE.with(|cell| cell.set(Some(made)));
         if record.log_to(&format).is_ok() {
+            if json {
+                clean::json_escape_tail(&mut pending.0.borrow_mut(), before);
+            }
             counts.records.fetch_add(1, Ordering::Relaxed);
         } else {
             // Half a record is no record.
@@ -460,6 +505,11 @@ mod tests {
         fn writes(&self) -> usize {
             self.0.lock().expect("recorder").1
         }
+
+        fn text(&self) -> String {
+            let inner = self.0.lock().expect("recorder");
+            String::from_utf8(inner.0.clone()).expect("UTF-8")
+        }
     }
 
     fn started(format: LogFormat, level: Level) -> (Logger, LogGuard, Recorder, Arc<AtomicU64>) {
@@ -655,5 +705,62 @@ mod tests {
         out.write(&pending, true);
         assert!(pending.0.borrow().is_empty());
         assert_eq!(recorder.lines(), ["record three"]);
+    }
+
+    /// Every text of a record is cleaned: its message, its values and its
+    /// loggers' values, in each format. `term` escapes what a terminal
+    /// acts on; JSON stays valid, keeps the text exact and numbers as
+    /// numbers; both cut a 10 MB value to a few KB.
+    #[test]
+    fn every_text_of_every_record_is_cleaned() {
+        let hostile = "\x1b[31m\x07\0\r\u{9b}2J";
+        let escaped = r"\x1b[31m\x07\0\r\u{9b}2J";
+        let long = "z".repeat(10 << 20);
+        let cut = "… [cut: 10485760 bytes]";
+        for format in [LogFormat::Term, LogFormat::Json] {
+            let (log, guard, out, _) = started(format, Level::Info);
+            let child = log.new(o!("peer" => hostile.to_owned(), "n" => 7));
+            slog::warn!(child, "said {}", hostile; "reply" => hostile, "shown" => %hostile, "long" => &long);
+            drop((child, log, guard));
+            let text = out.text();
+            assert_eq!(
+                text.matches('\n').count(),
+                1,
+                "{format:?}: one line: {text:?}"
+            );
+            assert!(
+                text.len() < 2 * clean::LIMIT,
+                "{format:?}: {} bytes",
+                text.len()
+            );
+            assert!(
+                !text.contains(['\x1b', '\x07', '\0', '\r', '\u{9b}']),
+                "{format:?}: raw controls in {text:?}"
+            );
+            match format {
+                LogFormat::Term => {
+                    for field in [
+                        format!("said {escaped}"),
+                        format!("reply: {escaped}"),
+                        format!("shown: {escaped}"),
+                        format!("peer: {escaped}"),
+                        "n: 7".to_owned(),
+                        cut.to_owned(),
+                    ] {
+                        assert!(text.contains(&field), "term shows {field:?}: {text}");
+                    }
+                }
+                LogFormat::Json => {
+                    let record: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                    assert_eq!(record["msg"], format!("said {hostile}"));
+                    for key in ["reply", "shown", "peer"] {
+                        assert_eq!(record[key], hostile, "{key} exact in JSON");
+                    }
+                    assert_eq!(record["n"], 7, "a number stays a number");
+                    let long = record["long"].as_str().expect("long");
+                    assert!(long.starts_with("zzz") && long.ends_with(cut), "{long}");
+                }
+            }
+        }
     }
 }
