@@ -33,6 +33,12 @@ use validate::Validator;
 /// Where [`ConfigFile::Default`] looks, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/postman.toml";
 
+/// The largest settings file read, in bytes. postman's own settings fit
+/// in a few KB; the bound keeps a stray huge file (or a 10 MB bad line)
+/// from being read, parsed and quoted whole in an error, at start-up and
+/// on every SIGHUP.
+pub const MAX_CONFIG_FILE: u64 = 1 << 20;
+
 /// Upper bound of `delivery.max_connections`: every connection lives in a
 /// `select(2)` fd_set, which holds descriptors below FD_SETSIZE (1024); the
 /// rest is headroom for the queue files, inotify, logs and wake-ups.
@@ -374,6 +380,20 @@ pub enum ConfigError {
         /// Why.
         source: io::Error,
     },
+    /// The configuration file is larger than [`MAX_CONFIG_FILE`].
+    #[error(
+        "config file {} is {size} bytes, more than the {limit} a settings file may hold: \
+         is it the right file?",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// [`MAX_CONFIG_FILE`].
+        limit: u64,
+    },
     /// A layer does not parse, or a key is unknown or has the wrong type.
     #[error("{}", describe_figment(.0))]
     Load(Box<figment::Error>),
@@ -419,13 +439,22 @@ pub fn layers(
     let defaults = Layer::new(DEFAULTS_NAME, &Settings::defaults(default_hostname))?;
     let file = match file {
         ConfigFile::Default if !Path::new(DEFAULT_CONFIG_FILE).is_file() => Toml::string(""),
-        ConfigFile::Default => Toml::file_exact(DEFAULT_CONFIG_FILE),
+        ConfigFile::Default => {
+            let path = Path::new(DEFAULT_CONFIG_FILE);
+            let meta = std::fs::metadata(path).map_err(|source| ConfigError::File {
+                path: path.to_owned(),
+                source,
+            })?;
+            not_too_large(path, &meta)?;
+            Toml::file_exact(path)
+        }
         ConfigFile::Named(path) => {
             // file_exact would only say "No such file" without the path.
-            std::fs::metadata(path).map_err(|source| ConfigError::File {
+            let meta = std::fs::metadata(path).map_err(|source| ConfigError::File {
                 path: path.clone(),
                 source,
             })?;
+            not_too_large(path, &meta)?;
             Toml::file_exact(path)
         }
     };
@@ -436,6 +465,17 @@ pub fn layers(
         .merge(file)
         .merge(env)
         .merge(Layer::new(FLAGS_NAME, &FlagLayer::from(flags))?))
+}
+
+fn not_too_large(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+            limit: MAX_CONFIG_FILE,
+        });
+    }
+    Ok(())
 }
 
 impl Settings {
@@ -628,7 +668,9 @@ fn describe_figment(error: &figment::Error) -> String {
             }
         })
         .collect();
-    lines.join("\n")
+    // A parse error quotes the bad line, and marks its column with a line
+    // as long: each is cut to a readable length.
+    validate::shorten(&lines.join("\n"))
 }
 
 #[cfg(test)]

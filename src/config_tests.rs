@@ -646,3 +646,40 @@ fn tls_settings_round_trip_through_toml() {
         "{text}"
     );
 }
+
+/// A settings file over [`MAX_CONFIG_FILE`] is refused unread; a long bad
+/// line in a smaller one is quoted in a line's worth, not whole.
+#[test]
+fn huge_config_files_and_lines_make_short_errors() {
+    jail(|jail| {
+        let size = MAX_CONFIG_FILE as usize + 1;
+        config_file(jail, &format!("# {}\n", "x".repeat(size - 3)));
+        let message = expect_err(load_default(&Flags::default()), "too large").to_string();
+        assert_eq!(
+            message,
+            format!(
+                "config file config/postman.toml is {size} bytes, more than the 1048576 a \
+                 settings file may hold: is it the right file?"
+            )
+        );
+    });
+    for (text, what) in [
+        (format!("bad = {}\n", "x".repeat(500_000)), "a bad line"),
+        (format!("{} = 1\n", "k".repeat(500_000)), "an unknown key"),
+        (
+            format!("[application]\nhostname = \"{}\"\n", "é".repeat(250_000)),
+            "a bad value",
+        ),
+    ] {
+        jail(|jail| {
+            config_file(jail, &text);
+            let message = expect_err(load_default(&Flags::default()), what).to_string();
+            assert!(
+                message.len() < 2000,
+                "{what}: {} bytes: {message}",
+                message.len()
+            );
+            assert!(message.contains("… [cut: "), "{what}: {message}");
+        });
+    }
+}

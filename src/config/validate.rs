@@ -1,9 +1,36 @@
 //! The second stage of the settings: [`Validator`] checks the bounds of
 //! every value and parses what needs parsing (addresses, host names, the
 //! TLS policy), turning [`Settings`] into [`Config`]; each error names the
-//! key and the layer it came from.
+//! key and the layer it came from, and quotes at most a line's worth of the
+//! bad value.
 
 use super::*;
+
+/// The most bytes of one line of bad input an error quotes.
+const QUOTE_MAX: usize = 200;
+
+/// `text` with every line longer than [`QUOTE_MAX`] cut at a character
+/// boundary and marked `… [cut: N bytes]` with its length, as the log
+/// marks a value it cuts.
+pub(super) fn shorten(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(4 * QUOTE_MAX));
+    for (n, line) in text.split('\n').enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        if line.len() <= QUOTE_MAX {
+            out.push_str(line);
+            continue;
+        }
+        let mut cut = QUOTE_MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push_str(&line[..cut]);
+        out.push_str(&format!("… [cut: {} bytes]", line.len()));
+    }
+    out
+}
 
 /// The second stage: bounds and parsing, each error naming key and layer.
 pub(super) struct Validator<'a> {
@@ -14,7 +41,7 @@ impl Validator<'_> {
     fn invalid(&self, key: &str, value: impl Display, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             key: key.to_owned(),
-            value: value.to_string(),
+            value: shorten(&value.to_string()),
             origin: origin(self.figment, key),
             reason: reason.into(),
         }

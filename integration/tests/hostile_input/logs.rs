@@ -3,11 +3,18 @@
 //! 13 about the log and the settings (a record as large as a bad config
 //! line; a `tls.ca_file` holding no certificate).
 
-use crate::common::{config, message};
+use std::time::Duration;
+
+use crate::common::{config, message, STOP_WITHIN};
+use nix::sys::signal::Signal;
 use postman_integration::postman::ConfigFile;
 use postman_integration::{
     postman, Config, DnsServer, HostileServer, Script, TestNet, TestQueue, Zones,
 };
+
+/// The longest log line a test accepts: every text value of a record is
+/// cut to 4 KiB, and the records these tests provoke have one long value.
+const LINE_MAX: usize = 8 * 1024;
 
 /// The config file for `cfg` with `log.format = "term"` (the default, which
 /// the test config otherwise sets to JSON for its assertions).
@@ -74,4 +81,91 @@ fn the_term_log_escapes_control_characters_from_outside() {
             "the term log should show {escaped}:\n{log}"
         );
     }
+}
+
+/// The largest memory the process has held, from `/proc/<pid>/status`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
+}
+
+/// The start of a long log, for a failure message.
+fn head(text: &str) -> String {
+    text.chars().take(2000).collect()
+}
+
+/// A config file rewritten with a 10 MB bad line, then SIGHUP: the daemon
+/// keeps running with its old settings and says why, in a record of a few
+/// KB, not one as large as the line, and its memory stays modest.
+#[test]
+fn a_huge_bad_config_line_on_sighup_is_logged_short() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("h.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let cfg = config(&queue, &net, &dns);
+    let file = cfg.write();
+    let mut daemon = postman!().spawn_daemon(&file);
+    assert!(
+        daemon.wait_for(Duration::from_secs(10), |r| r
+            .iter()
+            .any(|r| r["msg"] == "queue scanned")),
+        "the daemon should start: {}",
+        daemon.log_text()
+    );
+    let good = cfg.to_toml();
+    // 10 MB, then a line still long but of a size any file may hold.
+    for (n, size) in [(1, 10 << 20), (2, 600 << 10)] {
+        std::fs::write(
+            file.path(),
+            format!("{good}\nbad{n} = {}\n", "x".repeat(size)),
+        )
+        .unwrap();
+        daemon.signal(Signal::SIGHUP);
+        let logged = daemon.wait_for(Duration::from_secs(20), |r| {
+            r.iter()
+                .filter(|r| r["msg"].as_str().is_some_and(|m| m.contains("not valid")))
+                .count()
+                >= n
+        });
+        let text = daemon.log_text();
+        let longest = text.lines().map(str::len).max().unwrap_or(0);
+        assert!(
+            logged,
+            "the bad reload {n} should be logged: {}",
+            head(&text)
+        );
+        assert!(
+            longest <= LINE_MAX,
+            "a log line of {longest} bytes after a {size}-byte bad line: {}…",
+            head(&text)
+        );
+        assert!(daemon.is_running(), "the daemon keeps running");
+    }
+    let peak = peak_rss_kib(daemon.pid());
+    // It still delivers, with its old settings.
+    queue.add(
+        "h.test",
+        "after",
+        "a@src.test",
+        &["u@h.test"],
+        &message("after-bad-reload", "x\n"),
+    );
+    assert!(
+        server.wait_bodies(1, Duration::from_secs(10)),
+        "still delivering after the refused reloads: {}",
+        daemon.log_text()
+    );
+    assert!(daemon.terminate(STOP_WITHIN).is_some(), "stopped");
+    // Reading the 10 MB file once is the least it costs; every copy of it
+    // in an error or a record was another 10 to 60 MB.
+    assert!(
+        peak < 48 * 1024,
+        "peak RSS {peak} KiB after reloading a 10 MB bad config file"
+    );
 }
