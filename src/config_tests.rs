@@ -6,6 +6,21 @@ use figment::Jail;
 
 const HOST: &str = "mx.example.org";
 
+/// A self-signed root certificate (P-256, CN "postman test root", valid
+/// until 2126), for `tls.ca_file`.
+const TEST_ROOT: &str = "-----BEGIN CERTIFICATE-----
+MIIBkDCCATWgAwIBAgIUYBZXPt0pc/9nZvIlhmg1JjvyXOMwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRcG9zdG1hbiB0ZXN0IHJvb3QwIBcNMjYxMjA3MTA1ODM5WhgP
+MjEyNjExMTMxMDU4MzlaMBwxGjAYBgNVBAMMEXBvc3RtYW4gdGVzdCByb290MFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEMD2gMVAM3+CwFPcJ6qVAe+3x7Qx+4OGj
+h1AdphAq431lRRcFgrK6kyCdXsXcEdqh8UdZcsv/byrREuDeIFYrbqNTMFEwHQYD
+VR0OBBYEFP+LG3kz6mAk1q7CUUoieel2tsddMB8GA1UdIwQYMBaAFP+LG3kz6mAk
+1q7CUUoieel2tsddMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSQAwRgIh
+ANf1tgTN9mtmhxcOv053VNF9aCGE+orMp7mRHM2IJEs4AiEA6FTeA5um6pKIQRxK
+USsllhUpRGLs9WLfGJf5M+9O3Vg=
+-----END CERTIFICATE-----
+";
+
 /// Runs `f` in a jail with no `POSTMAN_*` variables from the outside.
 // Jail's API returns figment::Result, whose error is large; tests only.
 #[allow(clippy::result_large_err)]
@@ -547,7 +562,7 @@ fn tls_and_ip_preference_reach_the_config() {
         assert!(defaults.tls_policy.is_empty(), "tls.policy default");
         assert_eq!(defaults.ip_preference, IpPreference::Any, "ip_preference");
 
-        jail.create_file("roots.pem", "-----BEGIN CERTIFICATE-----\n")
+        jail.create_file("roots.pem", TEST_ROOT)
             .expect("write roots.pem");
         config_file(
             jail,
@@ -645,6 +660,62 @@ fn tls_settings_round_trip_through_toml() {
         text.contains("[tls.policy]\n\"example.com\" = \"required\""),
         "{text}"
     );
+}
+
+/// `tls.ca_file` must hold at least one PEM certificate that can be a
+/// trusted root; anything else is an error naming the key and the file.
+#[test]
+fn a_ca_file_must_hold_certificates() {
+    let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+    let garbage =
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "passwd",
+            "root:x:0:0:root:/root:/bin/bash\n",
+            "holds no certificate",
+        ),
+        ("empty.pem", "", "holds no certificate"),
+        ("key.pem", key, "holds no certificate"),
+        (
+            "cut.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n",
+            "is not a file of PEM certificates",
+        ),
+        (
+            "garbage.pem",
+            garbage,
+            "certificate 1 of 1 cannot be a trusted root",
+        ),
+        (
+            "second.pem",
+            &format!("{TEST_ROOT}{garbage}"),
+            "certificate 2 of 2",
+        ),
+    ];
+    for (name, contents, want) in cases {
+        jail(|jail| {
+            jail.create_file(name, contents).expect("write the CA file");
+            config_file(jail, &format!("[tls]\nca_file = \"{name}\"\n"));
+            let message = expect_err(load_default(&Flags::default()), name).to_string();
+            let names =
+                format!("invalid value for `tls.ca_file` (\"{name}\") in config/postman.toml");
+            assert!(message.starts_with(&names), "{name}: {message}");
+            assert!(message.contains(want), "{name}: {message} lacks {want:?}");
+        });
+    }
+    jail(|jail| {
+        jail.create_file(
+            "roots.pem",
+            &format!("# comment\n{TEST_ROOT}{key}{TEST_ROOT}"),
+        )
+        .expect("write roots.pem");
+        config_file(jail, "[tls]\nca_file = \"roots.pem\"\n");
+        let c = load_default(&Flags::default())
+            .expect("two roots and a key")
+            .config;
+        assert_eq!(c.tls_ca_file, Some(PathBuf::from("roots.pem")));
+    });
 }
 
 /// A settings file over [`MAX_CONFIG_FILE`] is refused unread; a long bad

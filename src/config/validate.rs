@@ -5,6 +5,8 @@
 //! bad value.
 
 use super::*;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 /// The most bytes of one line of bad input an error quotes.
 const QUOTE_MAX: usize = 200;
@@ -221,23 +223,45 @@ impl Validator<'_> {
         })
     }
 
+    /// A readable file holding at least one PEM certificate, each one a
+    /// root the workers can trust (read as their rustls reads it): a file
+    /// of something else (`/etc/passwd`, a key) would leave `verify = name`
+    /// with the system roots alone, silently.
     fn ca_file(&self, path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        const KEY: &str = "tls.ca_file";
         let Some(path) = path else {
             return Ok(None);
         };
+        let refuse =
+            |reason: String| Err(self.invalid(KEY, format!("{:?}", path.display()), reason));
         match std::fs::metadata(path) {
-            Ok(meta) if meta.is_file() => Ok(Some(path.to_path_buf())),
-            Ok(_) => Err(self.invalid(
-                "tls.ca_file",
-                format!("{:?}", path.display()),
-                "must be a file of PEM certificates",
-            )),
-            Err(e) => Err(self.invalid(
-                "tls.ca_file",
-                format!("{:?}", path.display()),
-                format!("cannot read it: {e}"),
-            )),
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return refuse("must be a file of PEM certificates".to_owned()),
+            Err(e) => return refuse(format!("cannot read it: {e}")),
         }
+        let certificates = match CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        {
+            Ok(certificates) => certificates,
+            Err(e) => return refuse(shorten(&format!("is not a file of PEM certificates: {e}"))),
+        };
+        if certificates.is_empty() {
+            return refuse(
+                "holds no certificate: it must be a file of PEM certificates \
+                 (-----BEGIN CERTIFICATE----- blocks), the roots to trust"
+                    .to_owned(),
+            );
+        }
+        for (n, certificate) in certificates.iter().enumerate() {
+            if let Err(e) = webpki::anchor_from_trusted_cert(certificate) {
+                return refuse(format!(
+                    "certificate {} of {} cannot be a trusted root: {e}",
+                    n + 1,
+                    certificates.len()
+                ));
+            }
+        }
+        Ok(Some(path.to_path_buf()))
     }
 
     fn tls_policy(

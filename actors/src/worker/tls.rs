@@ -144,6 +144,13 @@ fn checked_config(
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        // Validation refuses such a file; this is the file as it is now.
+        if certs.is_empty() {
+            return Err(format!(
+                "tls.ca_file {}: holds no certificate",
+                path.display()
+            ));
+        }
         for cert in certs {
             roots
                 .add(cert)

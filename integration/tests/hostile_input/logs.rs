@@ -3,6 +3,7 @@
 //! 13 about the log and the settings (a record as large as a bad config
 //! line; a `tls.ca_file` holding no certificate).
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{config, message, STOP_WITHIN};
@@ -11,6 +12,7 @@ use postman_integration::postman::ConfigFile;
 use postman_integration::{
     postman, Config, DnsServer, HostileServer, Script, TestNet, TestQueue, Zones,
 };
+use serde_json::Value;
 
 /// The longest log line a test accepts: every text value of a record is
 /// cut to 4 KiB, and the records these tests provoke have one long value.
@@ -99,6 +101,14 @@ fn head(text: &str) -> String {
     text.chars().take(2000).collect()
 }
 
+/// Whether a record says a reload was refused, naming `what` in its error.
+fn refused(records: &[Value], what: &str) -> bool {
+    records.iter().any(|r| {
+        r["msg"].as_str().is_some_and(|m| m.contains("not valid"))
+            && r["error"].as_str().is_some_and(|e| e.contains(what))
+    })
+}
+
 /// A config file rewritten with a 10 MB bad line, then SIGHUP: the daemon
 /// keeps running with its old settings and says why, in a record of a few
 /// KB, not one as large as the line, and its memory stays modest.
@@ -168,4 +178,81 @@ fn a_huge_bad_config_line_on_sighup_is_logged_short() {
         peak < 48 * 1024,
         "peak RSS {peak} KiB after reloading a 10 MB bad config file"
     );
+}
+
+/// A file of something other than certificates (here shaped like
+/// /etc/passwd).
+fn not_a_ca_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("passwd");
+    std::fs::write(
+        &path,
+        "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",
+    )
+    .unwrap();
+    path
+}
+
+fn with_ca_file(cfg: &Config, path: &Path) -> Config {
+    let mut cfg = cfg.clone();
+    cfg.extra = format!("[tls]\nca_file = {:?}\n", path.display().to_string());
+    cfg
+}
+
+/// `tls.ca_file` naming a file with no certificate in it is a config
+/// error naming the key and the file: `check-config` fails, `run` does
+/// not start, and a reload keeps the old settings and logs why. A file of
+/// certificates is still taken.
+#[test]
+fn a_ca_file_without_a_certificate_is_refused() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new());
+    let queue = TestQueue::new();
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = not_a_ca_file(dir.path());
+    let cfg = config(&queue, &net, &dns);
+    let bad = with_ca_file(&cfg, &passwd).write();
+    let names_it =
+        |text: &str| text.contains("tls.ca_file") && text.contains(&*passwd.to_string_lossy());
+
+    let checked = postman!().check_config(&bad);
+    assert!(
+        !checked.status.success() && names_it(&checked.stderr),
+        "check-config should refuse it, naming key and file: {}\n{}",
+        checked.status,
+        checked.stderr
+    );
+    let run = postman!().run_once(&bad);
+    assert!(
+        !run.status.success() && names_it(&run.stderr),
+        "run should refuse to start, naming key and file: {}\n{}",
+        run.status,
+        run.stderr
+    );
+
+    let cert = postman_integration::certs::TestCert::new(&["mx.h.test"]);
+    let good = with_ca_file(&cfg, cert.cert_path()).write();
+    let checked = postman!().check_config(&good);
+    assert!(
+        checked.status.success(),
+        "a file of certificates is taken: {}",
+        checked.stderr
+    );
+
+    let mut daemon = postman!().spawn_daemon(&good);
+    assert!(
+        daemon.wait_for(Duration::from_secs(10), |r| r
+            .iter()
+            .any(|r| r["msg"] == "queue scanned")),
+        "the daemon should start: {}",
+        daemon.log_text()
+    );
+    std::fs::write(good.path(), with_ca_file(&cfg, &passwd).to_toml()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    assert!(
+        daemon.wait_for(Duration::from_secs(10), |r| refused(r, "tls.ca_file")),
+        "the reload should be refused, naming tls.ca_file: {}",
+        daemon.log_text()
+    );
+    assert!(daemon.is_running(), "the daemon keeps running");
+    assert!(daemon.terminate(STOP_WITHIN).is_some(), "stopped");
 }
