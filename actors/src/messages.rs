@@ -76,7 +76,8 @@ pub enum Disposition {
     /// wait for its next attempt.
     Deferred(Box<QueuedMessage>),
     /// The message was not tried (its connection closed first, or postman
-    /// is stopping): it is ready again at once.
+    /// is stopping), or its recipients left are those a server refused for
+    /// its limit of recipients per transaction: it is ready again at once.
     Unused(Box<QueuedMessage>),
 }
 

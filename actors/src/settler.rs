@@ -25,6 +25,11 @@ pub enum Fate {
     Delivered,
     /// Try again later; the text says why.
     Deferred(String),
+    /// Not taken in this transaction only for the server's limit of
+    /// recipients per transaction (RFC 5321 §4.5.3.1.10), while others
+    /// were delivered: no attempt is counted and, unless the message waits
+    /// for another recipient anyway, it is sent again at once.
+    Again,
     /// Permanently refused: reported in the bounce.
     Failed(RecipientReport),
 }
@@ -111,12 +116,24 @@ impl Settler {
         let mut failed = Vec::new();
         let mut first_reason = None;
         let mut deferred_records = Vec::new();
+        // Recipients to send again at once: they wait (and expire) with
+        // the others when some recipient is deferred.
+        let waits = fates.iter().any(|f| matches!(f.fate, Fate::Deferred(_)));
+        let mut again = 0;
         for f in fates {
             match f.fate {
                 Fate::Delivered => {
                     self.record(log, &msg, &f, relay, Status::Sent);
                 }
-                Fate::Deferred(ref reason) => {
+                Fate::Again if !waits => {
+                    pending.push(f.recipient.clone());
+                    again += 1;
+                }
+                Fate::Deferred(_) | Fate::Again => {
+                    let reason = match &f.fate {
+                        Fate::Deferred(reason) => reason,
+                        _ => &f.text,
+                    };
                     first_reason.get_or_insert_with(|| reason.clone());
                     pending.push(f.recipient.clone());
                     deferred_records.push(f);
@@ -244,9 +261,11 @@ impl Settler {
         }
 
         let arrival = msg.arrival;
+        let mut rewritten = false;
         match state.render_block(&msg.envelope, &pending, arrival) {
             Ok(block) => match claimed.rewrite_and_release(&block, msg.envelope.body_offset) {
                 Ok(()) => {
+                    rewritten = true;
                     msg.envelope.body_offset = block.len() as u64;
                     msg.envelope.recipients = pending;
                     msg.envelope.arrival = Some(arrival);
@@ -264,6 +283,13 @@ impl Settler {
             }
         }
         msg.retry = state;
+        // Only recipients over the server's limit are left, and the file
+        // says the others are done: they go in a new transaction now.
+        if rewritten && again > 0 && again == msg.envelope.recipients.len() {
+            info!(log, "recipients over the server's limit per transaction go in a new transaction";
+                "queue_id" => &msg.id, "domain" => &msg.domain, "recipients" => again);
+            return Disposition::Unused(Box::new(msg));
+        }
         Disposition::Deferred(Box::new(msg))
     }
 

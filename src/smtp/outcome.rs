@@ -180,6 +180,23 @@ impl Outcome {
     pub fn is_permanent(&self) -> bool {
         self.class == Class::Permanent
     }
+
+    /// The server refused this RCPT only for its limit of recipients per
+    /// transaction (RFC 5321 §4.5.3.1.10): any reply with the enhanced
+    /// code X.5.3 ("too many recipients", RFC 3463), or a 452 without an
+    /// enhanced code. A 452 with another enhanced code (4.2.2 mailbox full,
+    /// 4.3.1 system storage) is about the recipient or the server, not the
+    /// count; a bare 552 is "exceeded storage allocation" as often as the
+    /// RFC 821 "too many recipients".
+    pub fn too_many_recipients(&self) -> bool {
+        let Some(reply) = self.reply.as_ref().filter(|_| self.stage == Stage::Rcpt) else {
+            return false;
+        };
+        match reply.enhanced {
+            Some(code) => code.subject == 5 && code.detail == 3,
+            None => reply.code.get() == 452,
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -229,6 +246,25 @@ impl MessageResult {
             Ok(_) => true,
             Err(outcome) => outcome.scope != Scope::Destination,
         })
+    }
+
+    /// Per recipient, in envelope order: whether it goes in a new
+    /// transaction at once. RFC 5321 §4.5.3.1.10: a server's limit of
+    /// recipients per transaction ([`Outcome::too_many_recipients`]) asks
+    /// the client to send the rest in another transaction, not to wait for
+    /// a retry. Only when this transaction delivered to some recipient
+    /// (else a server whose limit is none at all, or a 452 for another
+    /// reason, would be asked again for ever) and deferred none for another
+    /// reason (then the message waits anyway, and they wait with it).
+    pub fn send_again(&self) -> Vec<bool> {
+        let over = |r: &RecipientResult| matches!(&r.result, Err(o) if o.too_many_recipients());
+        let delivered = self.recipients.iter().any(|r| r.result.is_ok());
+        let waits = self
+            .recipients
+            .iter()
+            .any(|r| matches!(&r.result, Err(o) if o.is_transient() && !o.too_many_recipients()));
+        let again = delivered && !waits;
+        self.recipients.iter().map(|r| again && over(r)).collect()
     }
 }
 
@@ -338,6 +374,84 @@ mod tests {
                 untried: false,
             };
             assert_eq!(result.judged(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn too_many_recipients_is_x_5_3_or_a_bare_452_to_rcpt() {
+        let cases = [
+            ("452 4.5.3 Too many recipients", Stage::Rcpt, true),
+            ("452 Too many recipients", Stage::Rcpt, true),
+            ("451 4.5.3 Too many recipients", Stage::Rcpt, true),
+            ("552 5.5.3 Too many recipients", Stage::Rcpt, true),
+            ("452 4.2.2 Mailbox full", Stage::Rcpt, false),
+            ("452 4.3.1 Insufficient system storage", Stage::Rcpt, false),
+            ("552 Requested mail action aborted", Stage::Rcpt, false),
+            ("451 4.7.1 Greylisted", Stage::Rcpt, false),
+            ("452 4.5.3 Too many recipients", Stage::Mail, false),
+        ];
+        for (text, stage, want) in cases {
+            let reply = reply(text);
+            let outcome =
+                Outcome::from_reply(Class::of(reply.code), Scope::Recipient, stage, reply);
+            assert_eq!(outcome.too_many_recipients(), want, "{text} to {stage}");
+        }
+        let lost = Outcome::without_reply(Class::Transient, Scope::Destination, Stage::Rcpt, "x");
+        assert!(!lost.too_many_recipients(), "no reply");
+    }
+
+    /// Issue 22, defect 10: the recipients over the server's limit go in a
+    /// new transaction at once, but only after progress and when nothing
+    /// else makes the message wait.
+    #[test]
+    fn send_again_after_progress_when_nothing_else_waits() {
+        let ok = || Ok(reply("250 2.0.0 queued"));
+        let refused = |text: &str| {
+            let reply = reply(text);
+            Err(Outcome::from_reply(
+                Class::of(reply.code),
+                Scope::Recipient,
+                Stage::Rcpt,
+                reply,
+            ))
+        };
+        let over = || refused("452 4.5.3 Too many recipients");
+        type Case = (&'static str, Vec<Result<Reply, Outcome>>, Vec<bool>);
+        let cases: Vec<Case> = vec![
+            (
+                "limit reached",
+                vec![ok(), ok(), over(), over()],
+                vec![false, false, true, true],
+            ),
+            (
+                "nothing delivered",
+                vec![over(), over()],
+                vec![false, false],
+            ),
+            (
+                "another recipient deferred",
+                vec![ok(), refused("451 4.7.1 Greylisted"), over()],
+                vec![false, false, false],
+            ),
+            (
+                "another recipient bounced",
+                vec![ok(), refused("550 5.1.1 No such user"), over()],
+                vec![false, false, true],
+            ),
+            ("all delivered", vec![ok(), ok()], vec![false, false]),
+        ];
+        for (name, results, want) in cases {
+            let result = MessageResult {
+                recipients: results
+                    .into_iter()
+                    .map(|result| RecipientResult {
+                        recipient: "a@d.test".into(),
+                        result,
+                    })
+                    .collect(),
+                untried: false,
+            };
+            assert_eq!(result.send_again(), want, "{name}");
         }
     }
 

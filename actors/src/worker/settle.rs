@@ -266,10 +266,12 @@ pub fn start_job(
 pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &str) {
     let host = relay.split('[').next().unwrap_or(relay).to_owned();
     let now = SystemTime::now();
+    let again = result.send_again();
     let fates: Vec<RecipientFate> = result
         .recipients
         .into_iter()
-        .map(|r| match r.result {
+        .zip(again)
+        .map(|(r, again)| match r.result {
             Ok(reply) => {
                 shared.stats.sent += 1;
                 RecipientFate {
@@ -290,6 +292,8 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
                     .or(outcome.status)
                     .map(|e| e.to_string());
                 let fate = match outcome.class {
+                    // Over the server's limit of recipients per transaction.
+                    _ if again => Fate::Again,
                     Class::Transient => {
                         shared.stats.deferred += 1;
                         Fate::Deferred(text.clone())

@@ -64,6 +64,7 @@ pub(super) fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: A
                         pipelining: script.pipelining,
                         overrides: script.overrides.clone(),
                         greylist: script.greylist.clone(),
+                        rcpt_limit: script.rcpt_limit.clone(),
                         accepted_rcpts: 0,
                     };
                     conn.play(&script.steps);
@@ -100,6 +101,8 @@ struct Conn {
     pipelining: bool,
     overrides: Vec<(String, Vec<u8>)>,
     greylist: Vec<(String, Vec<u8>)>,
+    /// See [`Script::max_recipients`].
+    rcpt_limit: Option<(usize, Vec<u8>)>,
     /// Recipients accepted in the current transaction (polite answers).
     accepted_rcpts: usize,
 }
@@ -233,7 +236,15 @@ impl Conn {
             "HELO" => self.write(b"250 hostile.test\r\n"),
             "MAIL" => self.write(b"250 2.1.0 sender ok\r\n"),
             "RCPT" => {
+                if let Some((limit, reply)) = &self.rcpt_limit {
+                    if self.accepted_rcpts >= *limit {
+                        let reply = reply.clone();
+                        return self.write(&reply);
+                    }
+                }
                 self.accepted_rcpts += 1;
+                let accepted = command.to_owned();
+                self.log(|l| l.accepted_rcpts.push(accepted));
                 self.write(b"250 2.1.5 recipient ok\r\n")
             }
             "RSET" => self.write(b"250 2.0.0 reset\r\n"),

@@ -47,6 +47,8 @@ pub struct ConnLog {
     pub finished: bool,
     /// Turned away by the cap of [`HostileServer::start_capped`].
     pub capped: bool,
+    /// The RCPT TO commands the polite answer accepted (`250`), in order.
+    pub accepted_rcpts: Vec<String>,
 }
 
 impl ConnLog {
@@ -199,6 +201,15 @@ impl HostileServer {
         self.connections()
             .into_iter()
             .flat_map(|c| c.bodies)
+            .collect()
+    }
+
+    /// The RCPT TO commands the polite answers accepted, all connections
+    /// in accept order.
+    pub fn accepted_rcpts(&self) -> Vec<String> {
+        self.connections()
+            .into_iter()
+            .flat_map(|c| c.accepted_rcpts)
             .collect()
     }
 

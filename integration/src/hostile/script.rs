@@ -32,6 +32,7 @@ pub struct Script {
     pub(super) pipelining: bool,
     pub(super) overrides: Vec<(String, Vec<u8>)>,
     pub(super) greylist: Vec<(String, Vec<u8>)>,
+    pub(super) rcpt_limit: Option<(usize, Vec<u8>)>,
 }
 
 impl Default for Script {
@@ -59,6 +60,7 @@ impl Script {
             pipelining: true,
             overrides: Vec::new(),
             greylist: Vec::new(),
+            rcpt_limit: None,
         }
     }
 
@@ -96,6 +98,15 @@ impl Script {
     /// accepted recipient with `554 5.5.1 no valid recipients`.
     pub fn greylist(mut self, prefix: &str, reply: &str) -> Script {
         self.greylist.push((prefix.to_string(), reply_bytes(reply)));
+        self
+    }
+
+    /// A limit of recipients per transaction (RFC 5321 §4.5.3.1.10): once
+    /// `limit` RCPTs of the current transaction were accepted, the polite
+    /// answer to the next ones is `reply` (`"452 4.5.3 Too many
+    /// recipients"`). MAIL and RSET start a new count.
+    pub fn max_recipients(mut self, limit: usize, reply: &str) -> Script {
+        self.rcpt_limit = Some((limit, reply_bytes(reply)));
         self
     }
 

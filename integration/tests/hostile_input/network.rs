@@ -211,3 +211,72 @@ fn a_thousand_mx_records_cause_at_most_max_mx_addresses_lookups() {
         &out,
     );
 }
+
+// ---- defect 10: the slow 452 -------------------------------------------
+
+/// A server that takes at most 3 recipients per transaction and answers
+/// `452 4.5.3` to the others (RFC 5321 §4.5.3.1.10): the accepted ones are
+/// delivered in that transaction and the rest go in new transactions at
+/// once, in the same run, each recipient exactly once. postman used to
+/// defer the rest for a whole backoff.
+#[test]
+fn recipients_over_the_servers_limit_go_in_a_new_transaction_at_once() {
+    for pipelining in [true, false] {
+        over_the_limit(pipelining);
+    }
+}
+
+fn over_the_limit(pipelining: bool) {
+    const LIMIT: usize = 3;
+    const RECIPIENTS: usize = 10;
+    let case = Case::new(vec![Script::polite()
+        .pipelining(pipelining)
+        .max_recipients(LIMIT, "452 4.5.3 Too many recipients")]);
+    let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("u{i}@{DOMAIN}")).collect();
+    let to: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    case.queue
+        .add(DOMAIN, "m1", "a@src.test", &to, &message("many", "x\n"));
+    let out = case.run();
+    check(
+        case.queue.state().is_empty(),
+        &format!("pipelining {pipelining}: every recipient delivered in one run"),
+        &case.queue,
+        &out,
+    );
+    let mut accepted: Vec<String> = case
+        .server
+        .accepted_rcpts()
+        .iter()
+        .map(|c| super::common::without_params(c).to_owned())
+        .collect();
+    accepted.sort();
+    let mut want: Vec<String> = recipients
+        .iter()
+        .map(|r| format!("RCPT TO:<{r}>"))
+        .collect();
+    want.sort();
+    assert_eq!(
+        accepted, want,
+        "pipelining {pipelining}: each recipient accepted exactly once"
+    );
+    assert_eq!(
+        case.server.body_count(),
+        RECIPIENTS.div_ceil(LIMIT),
+        "pipelining {pipelining}: one body per transaction of at most {LIMIT}"
+    );
+    if !pipelining {
+        assert_eq!(
+            case.server.count_commands("RCPT"),
+            RECIPIENTS + RECIPIENTS.div_ceil(LIMIT) - 1,
+            "without pipelining, one refused RCPT per full transaction"
+        );
+    }
+    let deliveries = out.deliveries();
+    for r in &recipients {
+        let records: Vec<_> = deliveries.iter().filter(|d| &d.to == r).collect();
+        assert!(
+            records.len() == 1 && records[0].status == "sent",
+            "pipelining {pipelining}: one sent record for {r}, nothing deferred: {records:#?}"
+        );
+    }
+}

@@ -79,6 +79,11 @@ pub(super) struct Transaction {
     /// A BDAT chunk was refused: no more body is taken, the replies of the
     /// chunks in flight are drained, and the message is done.
     pub(super) body_failed: bool,
+    /// A RCPT was refused for the server's limit of recipients per
+    /// transaction: without PIPELINING, the recipients not yet sent get
+    /// the same answer unasked (RFC 5321 §4.5.3.1.10), for a later
+    /// transaction.
+    pub(super) over_limit: Option<Outcome>,
     /// Commands sent, replies awaited, oldest first.
     pub(super) pending: VecDeque<Pending>,
     /// The transaction began with RSET on a reused connection, and no
@@ -98,6 +103,7 @@ impl Transaction {
             params: MailParams::default(),
             chunking: false,
             body_failed: false,
+            over_limit: None,
             pending: VecDeque::new(),
             untried: false,
         }

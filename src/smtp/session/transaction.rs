@@ -231,6 +231,9 @@ impl Session {
                 } else if let Some(slot) = txn.results.get_mut(index) {
                     let outcome =
                         Outcome::from_reply(Class::of(code), Scope::Recipient, Stage::Rcpt, reply);
+                    if outcome.too_many_recipients() && txn.over_limit.is_none() {
+                        txn.over_limit = Some(outcome.clone());
+                    }
                     *slot = Some(Err(outcome));
                 }
             }
@@ -239,6 +242,14 @@ impl Session {
             Pending::Bdat(_) => {}
         }
         if txn.pending.is_empty() {
+            if let (Pending::Rcpt(index), Some(outcome)) = (command, txn.over_limit.clone()) {
+                // Not pipelined: the RCPTs after this one are not sent yet,
+                // and would only hear the same.
+                let later = txn.results.iter_mut().skip(index + 1);
+                later
+                    .filter(|slot| slot.is_none())
+                    .for_each(|slot| *slot = Some(Err(outcome.clone())));
+            }
             match next_command(&txn, command) {
                 Some(next) => self.send(&mut txn, next),
                 None if txn.chunking && txn.sends_body() => {

@@ -70,6 +70,44 @@ fn one_message_without_pipelining() {
     d.expect_no_event();
 }
 
+/// RFC 5321 §4.5.3.1.10: after a 452 to RCPT for too many recipients, the
+/// recipients not yet sent are not sent in this transaction (they would
+/// hear the same); the accepted ones get the body, the others the 452, and
+/// `send_again` marks them for a new transaction.
+#[test]
+fn recipients_over_the_limit_are_not_sent_without_pipelining() {
+    let mut d = Dialogue::handshake(false);
+    d.start(
+        "a@s.test",
+        &["r1@b.test", "r2@b.test", "r3@b.test", "r4@b.test"],
+    );
+    d.expect_command("MAIL FROM:<a@s.test>");
+    d.reply("250 ok");
+    d.expect_command("RCPT TO:<r1@b.test>");
+    d.reply("250 ok");
+    d.expect_command("RCPT TO:<r2@b.test>");
+    d.reply("452 4.5.3 Too many recipients");
+    d.expect_command("DATA");
+    d.reply("354 go ahead");
+    d.session.finish_body(d.now);
+    d.expect_output(".\r\n");
+    d.reply("250 2.0.0 queued");
+    let done = d.expect_done();
+    let over = "said: 452 4.5.3 Too many recipients (in reply to RCPT TO command)";
+    assert_eq!(
+        results(&done),
+        [
+            "r1@b.test: ok 250 2.0.0 queued".to_owned(),
+            format!("r2@b.test: {over}"),
+            format!("r3@b.test: {over}"),
+            format!("r4@b.test: {over}"),
+        ],
+        "results"
+    );
+    assert_eq!(done.send_again(), [false, true, true, true], "send_again");
+    d.expect_ready();
+}
+
 #[test]
 fn pipelined_groups_and_rset() {
     let mut d = Dialogue::handshake(true);
