@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes the core with cargo-fuzz (libFuzzer): the reply parser, then the
-# whole session. Installs cargo-fuzz when it is missing. The targets need
-# nightly compiler features (sanitizers, -Z flags); on a stable toolchain
-# RUSTC_BOOTSTRAP=1 unlocks them for this build only.
+# Fuzzes the core with cargo-fuzz (libFuzzer): the reply parser, the whole
+# session, the envelope block of queue files. Installs cargo-fuzz when it is
+# missing. The targets need nightly compiler features (sanitizers, -Z
+# flags); on a stable toolchain RUSTC_BOOTSTRAP=1 unlocks them for this
+# build only.
 #
-#   scripts/fuzz.sh                  reply_parser 60 s, session 30 s
-#   FUZZ_SECONDS=300 scripts/fuzz.sh reply_parser 300 s, session 150 s
+#   scripts/fuzz.sh                  reply_parser 60 s, the others 30 s each
+#   FUZZ_SECONDS=300 scripts/fuzz.sh reply_parser 300 s, the others 150 s
 #   scripts/fuzz.sh reply_parser     one target, FUZZ_SECONDS (default 60)
 #
 # A crash fails the script; its input is saved under fuzz/artifacts/<target>/
@@ -39,5 +40,6 @@ if [ "$#" -gt 0 ]; then
 else
     run_target reply_parser "$SECONDS_MAIN"
     run_target session "$((SECONDS_MAIN / 2))"
+    run_target envelope "$((SECONDS_MAIN / 2))"
 fi
 echo "scripts/fuzz.sh: no crash" >&2
