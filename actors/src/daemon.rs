@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context as _};
 use nix::sys::signal::{SigSet, Signal};
 use postman::config::{Config, Loaded, Settings};
-use postman::queue::{self, Layout};
+use postman::queue::{self, Layout, Queue};
 use slog::{error, info, o, warn, Logger};
 
 use crate::dispatcher::{Dispatcher, MAX_LOOKUPS};
@@ -69,11 +69,10 @@ pub struct Runtime {
 
 /// Runs postman until the queue is done (`once`) or a signal stops it.
 pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow::Result<()> {
-    let layout = Layout::new(config.maildir.clone());
-    check_queue_root(&layout)?;
+    let queue = open_queue_root(Layout::new(config.maildir.clone()))?;
     log_descriptors(&runtime.descriptors, log);
     let owner = crate::owner::this_process();
-    recover(&layout, log);
+    recover(&queue, log);
 
     let (dispatcher_tx, dispatcher_rx) = crate::mailbox::bounded(DISPATCHER_MAILBOX);
     let (scanner_tx, scanner_rx) = crossbeam_channel::bounded(1);
@@ -88,6 +87,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
         let (worker, link) = Worker::new(
             id,
             &config,
+            queue.share(),
             dispatcher_tx.clone(),
             log.new(o!("actor" => "worker", "worker" => id)),
             WORKER_MAILBOX,
@@ -112,8 +112,9 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
         log.new(o!("actor" => "resolver")),
     )?;
 
+    let dispatcher_queue = queue.share();
     let scanner = Scanner::new(
-        layout,
+        queue,
         dispatcher_tx.clone(),
         scanner_rx,
         log.new(o!("actor" => "scanner")),
@@ -136,6 +137,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
         config,
         log.new(o!("actor" => "dispatcher")),
         once,
+        dispatcher_queue,
         &owner,
         log_control,
     );
@@ -168,18 +170,21 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     Ok(())
 }
 
-fn check_queue_root(layout: &Layout) -> anyhow::Result<()> {
-    let root = layout.root();
-    std::fs::read_dir(root).with_context(|| {
+/// Opens the queue root and `.OTHER_SERVERS` in it (made when missing; a
+/// link there is refused), for the scanner and the start-up work: the
+/// handles stay open, above `FD_SETSIZE`.
+fn open_queue_root(layout: Layout) -> anyhow::Result<Queue> {
+    let root = layout.root().to_path_buf();
+    let queue = Queue::create(layout).with_context(|| {
         format!(
-            "cannot read the queue root {} (application.maildir.path)",
-            root.display()
+            "cannot open the queue root {} (application.maildir.path) and {} in it",
+            root.display(),
+            queue::REMOTE_DIR
         )
     })?;
-    let remote = layout.remote_dir();
-    std::fs::create_dir_all(&remote)
-        .with_context(|| format!("cannot create the remote queue {}", remote.display()))?;
-    Ok(())
+    Ok(queue
+        .keeping(crate::descriptors::above_fd_setsize)
+        .keeping_domains(crate::descriptors::kept_domains()))
 }
 
 /// How old a file in a `tmp/` folder must be before it is taken for a
@@ -188,16 +193,22 @@ const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 
 /// Puts back the messages that dead postman processes of this host had
 /// claimed, and removes stale temporary files.
-fn recover(layout: &Layout, log: &Logger) {
-    match queue::recover(layout, crate::owner::is_dead) {
+fn recover(queue: &Queue, log: &Logger) {
+    match queue::recover(queue, crate::owner::is_dead) {
         Ok(recovery) => {
             if !recovery.restored.is_empty()
                 || !recovery.duplicates.is_empty()
                 || !recovery.delivered.is_empty()
+                || !recovery.renamed.is_empty()
             {
                 info!(log, "recovered claims of a stopped postman";
                     "restored" => recovery.restored.len(), "duplicates" => recovery.duplicates.len(),
+                    "renamed" => recovery.renamed.len(),
                     "delivered_removed" => recovery.delivered.len());
+            }
+            for (claim, to) in recovery.renamed {
+                warn!(log, "a stopped postman's claim went back under a new name: another message has its name";
+                    "claim" => %claim.display(), "path" => %to.display());
             }
             for (path, e) in recovery.errors {
                 error!(log, "cannot recover a claimed message"; "path" => %path.display(), "error" => %e);
@@ -205,11 +216,15 @@ fn recover(layout: &Layout, log: &Logger) {
         }
         Err(e) => error!(log, "cannot look for claims to recover"; "error" => %e),
     }
-    match queue::sweep_tmp(layout, SystemTime::now(), TMP_MAX_AGE) {
-        Ok(removed) if !removed.is_empty() => {
-            info!(log, "removed stale temporary files"; "count" => removed.len());
+    match queue::sweep_tmp(queue, SystemTime::now(), TMP_MAX_AGE) {
+        Ok(sweep) => {
+            if !sweep.removed.is_empty() {
+                info!(log, "removed stale temporary files"; "count" => sweep.removed.len());
+            }
+            for (path, e) in sweep.errors {
+                warn!(log, "cannot sweep a temporary folder"; "path" => %path.display(), "error" => %e);
+            }
         }
-        Ok(_) => {}
         Err(e) => warn!(log, "cannot sweep temporary folders"; "error" => %e),
     }
 }

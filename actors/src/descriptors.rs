@@ -17,7 +17,7 @@
 //! 26 (medians of 6 alternating runs).
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -81,6 +81,29 @@ pub fn prepare() -> Prepared {
     });
     prepared.table_error = grown.err().map(|e| e.to_string());
     prepared
+}
+
+/// A duplicate of `fd` numbered `FD_SETSIZE` or above, for a descriptor
+/// kept open for long (the queue's folder handles, [`postman::queue::Keep`]):
+/// the numbers below are the sockets'. `None` when there is no room up
+/// there (a low `RLIMIT_NOFILE`); the caller keeps the low one then.
+pub fn above_fd_setsize(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(crate::worker::FD_SETSIZE)).ok()?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
+    // owns; OwnedFd takes sole ownership and closes it on drop.
+    Some(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// How many domain folders each of the queue's handle sets keeps open
+/// ([`postman::queue::Queue::keeping_domains`]): the default where
+/// descriptors are plenty (a limit of [`TABLE`] or more: a few hundred kept
+/// folders in all, above `FD_SETSIZE`), none where they are few, since every
+/// kept folder is one less for a connection, a lookup or a queue file.
+pub fn kept_domains() -> usize {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft >= TABLE => postman::queue::MAX_KEPT_DOMAINS,
+        _ => 0,
+    }
 }
 
 /// The size of this process's descriptor table (`FDSize` in

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, Sender, TrySendError};
 use postman::config::Config;
 use postman::dsn::{self, RecipientReport};
-use postman::queue;
+use postman::queue::{self, Queue};
 use postman::route::{Route, RouteError};
 use postman::smtp::EnhancedCode;
 use slog::{error, info, warn, Logger};
@@ -171,16 +171,18 @@ impl Dispatcher {
         config: Config,
         log: Logger,
         once: bool,
+        queue: Queue,
         owner: &str,
         log_control: LogControl,
     ) -> Dispatcher {
         let workers_running = workers.len();
+        let settler = Settler::new(queue, &config, owner, "D");
         Dispatcher {
             inbox,
             workers,
             resolver: Some(resolver),
             scanner,
-            settler: Settler::new(&config, owner, "D"),
+            settler,
             log_control,
             config,
             log,
@@ -400,8 +402,7 @@ impl Dispatcher {
         config.log_format = self.config.log_format;
         config.log_file = self.config.log_file.clone();
         config.rescan_interval = self.config.rescan_interval;
-        let owner = self.settler.owner.clone();
-        self.settler = Settler::new(&config, &owner, "D");
+        self.settler.reload(&config);
         let per_domain = config.max_connections_per_domain;
         for d in self.domains.values_mut() {
             // A lower maximum applies at once; a higher one is reached by
@@ -424,14 +425,17 @@ impl Dispatcher {
     /// earlier run left on disk (so a restart keeps a dead domain waiting).
     fn domain(&mut self, name: &str) -> &mut Domain {
         let limit = self.initial_connections();
-        let layout = &self.settler.layout;
+        let queue = &self.settler.queue;
+        let longest = self.settler.schedule.max.max(self.settler.schedule.min);
         let log = &self.log;
         self.domains.entry(name.to_owned()).or_insert_with(|| {
             let mut d = Domain::new(limit);
-            match queue::read_backoff(layout, name) {
+            match queue::read_backoff(queue, name) {
                 Ok(Some(backoff)) => {
                     d.failures = backoff.failures;
-                    if let Ok(left) = backoff.until.duration_since(SystemTime::now()) {
+                    // At most the longest backoff postman writes: a file
+                    // saying more was not written by its schedule.
+                    if let Some(left) = backoff.remaining(SystemTime::now(), longest) {
                         d.suspended_until = Some(Instant::now() + left);
                         d.limit = 1;
                         info!(log, "domain still backing off from an earlier run"; "domain" => name,

@@ -6,14 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use postman::queue::{self, Layout, ReadError, RetryState};
+use postman::queue::{self, Queue, ReadError, RetryState};
 use slog::{error, info, warn, Logger};
 
 use crate::mailbox::Postbox;
@@ -25,7 +24,7 @@ use crate::worker::short_of_resources;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 pub struct Scanner {
-    layout: Layout,
+    queue: Queue,
     out: Postbox<DispatcherMsg>,
     inbox: Receiver<ScannerMsg>,
     log: Logger,
@@ -87,7 +86,7 @@ enum Incomplete {
 
 impl Scanner {
     pub fn new(
-        layout: Layout,
+        queue: Queue,
         out: Postbox<DispatcherMsg>,
         inbox: Receiver<ScannerMsg>,
         log: Logger,
@@ -96,7 +95,7 @@ impl Scanner {
         metrics_interval: Duration,
     ) -> Scanner {
         Scanner {
-            layout,
+            queue,
             out,
             inbox,
             log,
@@ -252,7 +251,7 @@ impl Scanner {
         };
         let (path, mask) = match domain {
             None => (
-                self.layout.remote_dir(),
+                self.queue.layout().remote_dir(),
                 AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
             ),
             // Writers rename finished files into the folder (IN_MOVED_TO);
@@ -260,7 +259,7 @@ impl Scanner {
             // leaves (claimed by another process, held, deleted by the
             // administrator) is IN_MOVED_FROM or IN_DELETE.
             Some(d) => (
-                self.layout.domain_dir(d),
+                self.queue.layout().domain_dir(d),
                 AddWatchFlags::IN_MOVED_TO
                     | AddWatchFlags::IN_CLOSE_WRITE
                     | AddWatchFlags::IN_CREATE
@@ -303,10 +302,10 @@ impl Scanner {
     }
 
     fn full_scan_inner(&mut self) -> Result<(), Stop> {
-        let domains = match queue::list_domains(&self.layout) {
+        let domains = match queue::list_domains(&self.queue) {
             Ok(domains) => domains,
             Err(e) => {
-                error!(self.log, "cannot list the queue"; "path" => %self.layout.remote_dir().display(),
+                error!(self.log, "cannot list the queue"; "path" => %self.queue.layout().remote_dir().display(),
                     "error" => %e);
                 return Ok(());
             }
@@ -362,7 +361,7 @@ impl Scanner {
         if !queue::valid_domain(domain) {
             if self.bad_folders.insert(domain.to_owned()) {
                 error!(self.log, "queue folder is not a lower-case domain name: its mail is not delivered";
-                    "domain" => domain, "path" => %self.layout.domain_dir(domain).display());
+                    "domain" => domain, "path" => %self.queue.layout().domain_dir(domain).display());
             }
             return Ok(Vec::new());
         }
@@ -370,12 +369,16 @@ impl Scanner {
             self.known.insert(domain.to_owned(), HashSet::new());
             self.watch(Some(domain));
         }
-        let dir = self.layout.domain_dir(domain);
-        let names = match queue::list_messages(&dir) {
+        let names = match self
+            .queue
+            .domain(domain)
+            .and_then(|dir| queue::list_messages(&dir))
+        {
             Ok(names) => names,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                error!(self.log, "cannot list queue folder"; "path" => %dir.display(), "error" => %e);
+                error!(self.log, "cannot list queue folder";
+                    "path" => %self.queue.layout().domain_dir(domain).display(), "error" => %e);
                 return Ok(Vec::new());
             }
         };
@@ -440,10 +443,10 @@ impl Scanner {
         if self.known.get(domain).is_some_and(|ids| ids.contains(name)) {
             return Ok(());
         }
-        let path = self.layout.message_path(domain, name);
-        let (metadata, mut file) = match self.open(&path) {
-            Ok((metadata, file)) if metadata.is_file() => (metadata, file),
-            Ok(_) => return Ok(()),
+        let path = self.queue.layout().message_path(domain, name);
+        let (metadata, mut file) = match self.open(domain, name, &path) {
+            Ok(opened) => opened,
+            Err(e) if queue::dirfd::refusal(&e).is_some() => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
                 error!(self.log, "cannot read queue file"; "queue_id" => name, "domain" => domain,
@@ -509,13 +512,18 @@ impl Scanner {
     /// then never deliver; but a shortage that lasts [`SHORTAGE_WAIT`]
     /// stops the waiting until a file opens again, so that it costs the
     /// scan that long once, not per file.
-    fn open(&mut self, path: &Path) -> io::Result<(std::fs::Metadata, std::fs::File)> {
+    fn open(
+        &mut self,
+        domain: &str,
+        name: &str,
+        path: &Path,
+    ) -> io::Result<(std::fs::Metadata, std::fs::File)> {
+        let queue = &self.queue;
         let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(nix::libc::O_NONBLOCK)
-                .open(path)
-                .and_then(|file| Ok((file.metadata()?, file)))
+            queue
+                .domain(domain)
+                .and_then(|dir| dir.open_file(name))
+                .map(|(file, metadata)| (metadata, file))
         };
         loop {
             let e = match open() {
@@ -546,7 +554,7 @@ impl Scanner {
 
     fn quarantine(&mut self, domain: &str, name: &str, path: &Path, reason: &str) {
         self.stats.parse_errors += 1;
-        match queue::quarantine(&self.layout, domain, name, reason) {
+        match queue::quarantine(&self.queue, domain, name, reason) {
             Ok(to) => error!(self.log, "quarantined"; "queue_id" => name, "domain" => domain,
                 "reason" => reason, "path" => %to.display()),
             Err(e) => {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::Config;
 use postman::dsn::{self, Kind, RecipientReport, Report};
-use postman::queue::{self, Claimed, Layout, RetryState};
+use postman::queue::{self, Claimed, Queue, RetryState};
 use postman::retry::{Schedule, Verdict};
 use slog::{error, info, warn, Logger};
 
@@ -45,10 +45,12 @@ pub struct RecipientFate {
     pub text: String,
 }
 
-/// Everything settling needs besides the message. Each worker and the
-/// dispatcher own one: nothing here is shared.
+/// Everything settling needs besides the message. Each worker, each of its
+/// disk threads and the dispatcher own one: nothing here is shared.
 pub struct Settler {
-    pub layout: Layout,
+    /// The queue's handles, this owner's own: its kept domain folders are
+    /// reused from one message to the next.
+    pub queue: Queue,
     /// This process's claim owner, `<hostname>.<pid>.<start time>`.
     pub owner: String,
     pub schedule: Schedule,
@@ -62,14 +64,16 @@ pub struct Settler {
 }
 
 impl Settler {
-    pub fn new(config: &Config, owner: &str, tag: &str) -> Settler {
+    /// A settler working on `queue` (its own handle set: see
+    /// [`Queue::share`]).
+    pub fn new(queue: Queue, config: &Config, owner: &str, tag: &str) -> Settler {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15)
             ^ (u64::from(std::process::id()) << 32);
         Settler {
-            layout: Layout::new(config.maildir.clone()),
+            queue,
             owner: owner.to_owned(),
             schedule: Schedule::from_config(config),
             hostname: config.hostname.clone(),
@@ -78,6 +82,15 @@ impl Settler {
             serial: 0,
             tag: tag.to_owned(),
         }
+    }
+
+    /// Takes the settings a reload may change (the retry schedule, the
+    /// hostname, the local domains); the queue stays open, since
+    /// `application.maildir.path` needs a restart.
+    pub fn reload(&mut self, config: &Config) {
+        self.schedule = Schedule::from_config(config);
+        self.hostname = config.hostname.clone();
+        self.local_domains = config.local_domains.clone();
     }
 
     /// A number in [0, 1) for spreading retries.
@@ -233,13 +246,7 @@ impl Settler {
             // Others are still pending, so the file stays queued: the
             // failed recipients' copy goes to .failed for the postmaster.
             let reason = failed_reason(&failed, no_bounce.as_deref());
-            if let Err(e) = queue::copy_aside_failed(
-                &self.layout,
-                &msg.domain,
-                &msg.id,
-                claimed.path(),
-                &reason,
-            ) {
+            if let Err(e) = claimed.copy_aside_failed(&reason) {
                 error!(log, "cannot keep a copy of a failed message from the null sender";
                     "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
             }
@@ -318,7 +325,7 @@ impl Settler {
         relay: &str,
         log: &Logger,
     ) -> Disposition {
-        let claimed = match queue::claim(&self.layout, &msg.domain, &msg.id, &self.owner) {
+        let claimed = match queue::claim(&self.queue, &msg.domain, &msg.id, &self.owner) {
             Ok(Some(claimed)) => claimed,
             // Gone, or someone else has it: not ours to settle.
             Ok(None) => return Disposition::Finished,
@@ -399,7 +406,8 @@ impl Settler {
         _state: &mut RetryState,
         now: SystemTime,
     ) -> std::io::Result<()> {
-        let headers = queue::read_original_headers(claimed.path(), msg.envelope.body_offset)?;
+        let (file, _) = claimed.open()?;
+        let headers = queue::read_original_headers(&file, msg.envelope.body_offset)?;
         let token = self.unique(now);
         let report = Report {
             kind,
@@ -416,7 +424,7 @@ impl Settler {
         };
         let message = dsn::render(&report);
         queue::place_bounce(
-            &self.layout,
+            &self.queue,
             &self.local_domains,
             &msg.envelope.sender,
             now,

@@ -21,9 +21,10 @@ mod flush;
 mod listing;
 
 use std::fmt;
-use std::fs;
+use std::fs::{File, Metadata};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use address::{
@@ -37,10 +38,10 @@ pub use listing::{
     AGE_COLUMNS,
 };
 
-use super::rewrite::sync_dir;
+use super::dirfd::{EntryKind, QueueDir};
 use super::{
-    claim, is_local, list_domains, place_bounce, read_envelope, read_original_headers,
-    split_address, valid_domain, Claimed, Layout, Placed, RetryState, ACTIVE_DIR, TMP_DIR,
+    claim, is_local, list_domains, place_bounce, read_envelope_from, read_original_headers,
+    split_address, valid_domain, Claimed, Placed, Queue, RetryState, ACTIVE_DIR, TMP_DIR,
 };
 use crate::dsn::{self, Kind, RecipientReport, Report};
 
@@ -223,10 +224,10 @@ fn io_error(id: &QueueId, action: &'static str, source: io::Error) -> AdminError
 
 /// Finds the message `r` names: in its domain, or in every domain folder
 /// for a bare name (more than one domain is [`AdminError::Ambiguous`]).
-pub fn locate(layout: &Layout, r: &QueueRef) -> Result<Located, AdminError> {
+pub fn locate(queue: &Queue, r: &QueueRef) -> Result<Located, AdminError> {
     let domains = match &r.domain {
         Some(domain) => vec![domain.clone()],
-        None => match list_domains(layout) {
+        None => match list_domains(queue) {
             Ok(domains) => domains,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(source) => {
@@ -240,7 +241,7 @@ pub fn locate(layout: &Layout, r: &QueueRef) -> Result<Located, AdminError> {
     };
     let mut found: Vec<Located> = Vec::new();
     for domain in domains {
-        let places = places_in(layout, &domain, &r.name).map_err(|source| AdminError::Io {
+        let places = places_in(queue, &domain, &r.name).map_err(|source| AdminError::Io {
             id: format!("{domain}/{}", r.name),
             action: "look for the message",
             source,
@@ -267,38 +268,50 @@ pub fn locate(layout: &Layout, r: &QueueRef) -> Result<Located, AdminError> {
     }
 }
 
-fn places_in(layout: &Layout, domain: &str, name: &str) -> io::Result<Vec<Place>> {
-    let dir = layout.domain_dir(domain);
-    let mut places = Vec::new();
-    if is_file(&dir.join(name))? {
-        places.push(Place::Queued);
-    }
-    if is_file(&dir.join(HOLD_DIR).join(name))? {
-        places.push(Place::Held);
-    }
-    let active = dir.join(ACTIVE_DIR);
-    let owners = match fs::read_dir(&active) {
-        Ok(owners) => owners,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(places),
+fn places_in(queue: &Queue, domain: &str, name: &str) -> io::Result<Vec<Place>> {
+    let dir = match queue.domain(domain) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    for owner in owners {
-        let owner = owner?;
-        if is_file(&owner.path().join(name))? {
+    let mut places = Vec::new();
+    if is_file(&dir, name)? {
+        places.push(Place::Queued);
+    }
+    if let Some(hold) = sub_dir(&dir, HOLD_DIR)? {
+        if is_file(&hold, name)? {
+            places.push(Place::Held);
+        }
+    }
+    let Some(active) = sub_dir(&dir, ACTIVE_DIR)? else {
+        return Ok(places);
+    };
+    for owner in active.entries()? {
+        if owner.kind != EntryKind::Dir {
+            continue;
+        }
+        if is_file(&active.dir(&owner.name)?, name)? {
             places.push(Place::Active {
-                owner: owner.file_name().to_string_lossy().into_owned(),
+                owner: owner.name.to_string_lossy().into_owned(),
             });
         }
     }
     Ok(places)
 }
 
-fn is_file(path: &Path) -> io::Result<bool> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) => Ok(meta.is_file()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+/// The folder `name` in `dir`; `None` when there is none (a link there is
+/// refused).
+fn sub_dir(dir: &QueueDir, name: &str) -> io::Result<Option<QueueDir>> {
+    match dir.dir(name) {
+        Ok(sub) => Ok(Some(sub)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether `name` in `dir` is a regular file (a link is not).
+fn is_file(dir: &QueueDir, name: &str) -> io::Result<bool> {
+    Ok(dir.stat(name)?.is_some_and(|s| s.kind == EntryKind::File))
 }
 
 /// What a command did to one message.
@@ -333,13 +346,13 @@ pub enum Done {
 
 /// The message is being delivered: the error to report, or `NotFound`
 /// when it vanished entirely (delivered meanwhile).
-fn gone_or_busy(layout: &Layout, id: &QueueId) -> AdminError {
+fn gone_or_busy(queue: &Queue, id: &QueueId) -> AdminError {
     let r = QueueRef {
         domain: Some(id.domain.clone()),
         name: id.name.clone(),
         given: id.to_string(),
     };
-    match locate(layout, &r) {
+    match locate(queue, &r) {
         Ok(located) => match located.active_owner() {
             Some(owner) => AdminError::Busy {
                 id: id.clone(),
@@ -356,29 +369,31 @@ fn gone_or_busy(layout: &Layout, id: &QueueId) -> AdminError {
 /// Puts the message on hold: `<domain>/<name>` → `<domain>/.hold/<name>`.
 /// A message being delivered is [`AdminError::Busy`]: hold it again when
 /// the attempt ends (it comes back deferred, or is gone).
-pub fn hold(layout: &Layout, r: &QueueRef) -> Result<(QueueId, Done), AdminError> {
-    let located = locate(layout, r)?;
+pub fn hold(queue: &Queue, r: &QueueRef) -> Result<(QueueId, Done), AdminError> {
+    let located = locate(queue, r)?;
     let id = located.id.clone();
-    hold_located(layout, located).map(|done| (id, done))
+    hold_located(queue, located).map(|done| (id, done))
 }
 
-fn hold_located(layout: &Layout, located: Located) -> Result<Done, AdminError> {
+fn hold_located(queue: &Queue, located: Located) -> Result<Done, AdminError> {
     let id = located.id.clone();
     if !located.has(&Place::Queued) {
         if located.has(&Place::Held) {
             return Ok(Done::AlreadyHeld);
         }
-        return Err(gone_or_busy(layout, &id));
+        return Err(gone_or_busy(queue, &id));
     }
-    let dir = layout.domain_dir(&id.domain);
-    let hold_dir = dir.join(HOLD_DIR);
-    fs::create_dir_all(&hold_dir).map_err(|e| io_error(&id, "create the hold folder", e))?;
-    match rename_no_clobber(&dir.join(&id.name), &hold_dir.join(&id.name)) {
+    let dir = domain_dir(queue, &id)?;
+    let hold_dir = dir
+        .dir_create(HOLD_DIR)
+        .map_err(|e| io_error(&id, "create the hold folder", e))?;
+    // A rename (RENAME_NOREPLACE): never over a held file of that name.
+    match dir.rename_no_clobber(&id.name, &hold_dir, &id.name) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone_or_busy(layout, &id)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone_or_busy(queue, &id)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(AdminError::Exists {
-                path: hold_dir.join(&id.name),
+                path: hold_dir.display_path(&id.name),
                 id,
             })
         }
@@ -388,26 +403,35 @@ fn hold_located(layout: &Layout, located: Located) -> Result<Done, AdminError> {
     Ok(Done::Held)
 }
 
+/// The message's domain folder.
+fn domain_dir(queue: &Queue, id: &QueueId) -> Result<Arc<QueueDir>, AdminError> {
+    queue
+        .domain(&id.domain)
+        .map_err(|e| io_error(id, "open the domain folder", e))
+}
+
 /// Releases a held message: `<domain>/.hold/<name>` → `<domain>/<name>`,
 /// where the next scan finds it with its retry state as it was (`postman
 /// flush` makes it due at once).
-pub fn release(layout: &Layout, r: &QueueRef) -> Result<(QueueId, Done), AdminError> {
-    let located = locate(layout, r)?;
+pub fn release(queue: &Queue, r: &QueueRef) -> Result<(QueueId, Done), AdminError> {
+    let located = locate(queue, r)?;
     let id = located.id.clone();
-    release_located(layout, r, located).map(|done| (id, done))
+    release_located(queue, r, located).map(|done| (id, done))
 }
 
-fn release_located(layout: &Layout, r: &QueueRef, located: Located) -> Result<Done, AdminError> {
+fn release_located(queue: &Queue, r: &QueueRef, located: Located) -> Result<Done, AdminError> {
     let id = located.id.clone();
     if !located.has(&Place::Held) {
         if located.has(&Place::Queued) {
             return Ok(Done::NotHeld);
         }
-        return Err(gone_or_busy(layout, &id));
+        return Err(gone_or_busy(queue, &id));
     }
-    let dir = layout.domain_dir(&id.domain);
-    let hold_dir = dir.join(HOLD_DIR);
-    match rename_no_clobber(&hold_dir.join(&id.name), &dir.join(&id.name)) {
+    let dir = domain_dir(queue, &id)?;
+    let hold_dir = dir
+        .dir(HOLD_DIR)
+        .map_err(|e| io_error(&id, "open the hold folder", e))?;
+    match hold_dir.rename_no_clobber(&id.name, &dir, &id.name) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(AdminError::NotFound {
@@ -416,7 +440,7 @@ fn release_located(layout: &Layout, r: &QueueRef, located: Located) -> Result<Do
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(AdminError::Exists {
-                path: dir.join(&id.name),
+                path: dir.display_path(&id.name),
                 id,
             })
         }
@@ -428,26 +452,29 @@ fn release_located(layout: &Layout, r: &QueueRef, located: Located) -> Result<Do
 
 /// Deletes a queued or held message (every copy of it outside a claim).
 /// One being delivered is [`AdminError::Busy`].
-pub fn delete(layout: &Layout, r: &QueueRef) -> Result<(QueueId, Done), AdminError> {
-    let located = locate(layout, r)?;
+pub fn delete(queue: &Queue, r: &QueueRef) -> Result<(QueueId, Done), AdminError> {
+    let located = locate(queue, r)?;
     let id = located.id.clone();
-    delete_located(layout, located).map(|done| (id, done))
+    delete_located(queue, located).map(|done| (id, done))
 }
 
-fn delete_located(layout: &Layout, located: Located) -> Result<Done, AdminError> {
+fn delete_located(queue: &Queue, located: Located) -> Result<Done, AdminError> {
     let id = located.id.clone();
-    let dir = layout.domain_dir(&id.domain);
+    let dir = domain_dir(queue, &id)?;
     let mut done = None;
     if located.has(&Place::Queued) {
         // unlink(2) is atomic against a daemon's claim: one of them wins.
-        match fs::remove_file(dir.join(&id.name)) {
+        match dir.remove_file(&id.name) {
             Ok(()) => done = Some(Done::Deleted { held: false }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(&id, "remove it", e)),
         }
     }
     if located.has(&Place::Held) {
-        match fs::remove_file(dir.join(HOLD_DIR).join(&id.name)) {
+        let removed = dir
+            .dir(HOLD_DIR)
+            .and_then(|hold| hold.remove_file(&id.name));
+        match removed {
             Ok(()) => done = done.or(Some(Done::Deleted { held: true })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(&id, "remove it from the hold folder", e)),
@@ -455,10 +482,11 @@ fn delete_located(layout: &Layout, located: Located) -> Result<Done, AdminError>
     }
     match done {
         Some(done) => {
-            sync_dir(&dir).map_err(|e| io_error(&id, "sync the domain folder", e))?;
+            dir.sync()
+                .map_err(|e| io_error(&id, "sync the domain folder", e))?;
             Ok(done)
         }
-        None => Err(gone_or_busy(layout, &id)),
+        None => Err(gone_or_busy(queue, &id)),
     }
 }
 
@@ -487,23 +515,23 @@ pub struct BounceContext<'a> {
 /// The message is claimed first, so a running delivery is never disturbed
 /// (that is [`AdminError::Busy`]); on any failure it is put back unchanged.
 pub fn bounce(
-    layout: &Layout,
+    queue: &Queue,
     r: &QueueRef,
     ctx: &BounceContext<'_>,
 ) -> Result<(QueueId, Done), AdminError> {
-    let located = locate(layout, r)?;
+    let located = locate(queue, r)?;
     let id = located.id.clone();
-    bounce_located(layout, located, ctx).map(|done| (id, done))
+    bounce_located(queue, located, ctx).map(|done| (id, done))
 }
 
 fn bounce_located(
-    layout: &Layout,
+    queue: &Queue,
     located: Located,
     ctx: &BounceContext<'_>,
 ) -> Result<Done, AdminError> {
     let id = located.id.clone();
     let taken = if located.has(&Place::Queued) {
-        match claim(layout, &id.domain, &id.name, ctx.owner) {
+        match claim(queue, &id.domain, &id.name, ctx.owner) {
             Ok(Some(claimed)) => Some(Taken::Queued(claimed)),
             Ok(None) => None,
             Err(e) => return Err(io_error(&id, "claim it", e)),
@@ -514,11 +542,14 @@ fn bounce_located(
     let taken = match taken {
         Some(taken) => taken,
         None if located.has(&Place::Held) => {
-            Taken::Held(layout.domain_dir(&id.domain).join(HOLD_DIR).join(&id.name))
+            let hold = domain_dir(queue, &id)?
+                .dir(HOLD_DIR)
+                .map_err(|e| io_error(&id, "open the hold folder", e))?;
+            Taken::Held(hold, id.name.clone())
         }
-        None => return Err(gone_or_busy(layout, &id)),
+        None => return Err(gone_or_busy(queue, &id)),
     };
-    let result = bounce_taken(layout, &id, &taken, ctx);
+    let result = bounce_taken(queue, &id, &taken, ctx);
     let outcome = match result {
         Ok(done) => taken
             .remove()
@@ -531,12 +562,12 @@ fn bounce_located(
             Err(e)
         }
     };
-    remove_owner_dir(layout, &id.domain, ctx.owner);
+    remove_owner_dir(queue, &id.domain, ctx.owner);
     outcome
 }
 
 fn bounce_taken(
-    layout: &Layout,
+    queue: &Queue,
     id: &QueueId,
     taken: &Taken,
     ctx: &BounceContext<'_>,
@@ -544,21 +575,20 @@ fn bounce_taken(
     let path = taken.path();
     let unreadable = |reason: String| AdminError::Unreadable {
         id: id.clone(),
-        path: path.to_path_buf(),
+        path: path.clone(),
         reason,
     };
-    let envelope = read_envelope(path).map_err(|e| unreadable(e.to_string()))?;
+    let (mut file, meta) = taken.open().map_err(|e| unreadable(e.to_string()))?;
+    let envelope = read_envelope_from(&mut file).map_err(|e| unreadable(e.to_string()))?;
     let retry = RetryState::from_envelope(&envelope).map_err(|e| unreadable(e.to_string()))?;
     if !dsn::should_bounce(&envelope.sender) {
         return Ok(Done::NullSenderDeleted);
     }
     let arrival = match envelope.arrival {
         Some(arrival) => arrival,
-        None => fs::metadata(path)
-            .and_then(|m| m.modified())
-            .unwrap_or(UNIX_EPOCH),
+        None => meta.modified().unwrap_or(UNIX_EPOCH),
     };
-    let headers = read_original_headers(path, envelope.body_offset)
+    let headers = read_original_headers(&file, envelope.body_offset)
         .map_err(|e| io_error(id, "read its headers", e))?;
     let reports: Vec<RecipientReport> = envelope
         .recipients
@@ -591,7 +621,7 @@ fn bounce_taken(
         // postman's scanner sees it arrive (IN_MOVED_TO) and sends it at once.
         Some((_, domain)) if !is_local(&domain, ctx.local_domains) => {
             let ids = enqueue(
-                layout,
+                queue,
                 "",
                 std::slice::from_ref(&envelope.sender),
                 &message,
@@ -612,10 +642,10 @@ fn bounce_taken(
                     io::Error::other("nothing was queued"),
                 )
             })?;
-            Placed::Remote(layout.message_path(&queued.domain, &queued.name))
+            Placed::Remote(queue.layout().message_path(&queued.domain, &queued.name))
         }
         _ => place_bounce(
-            layout,
+            queue,
             ctx.local_domains,
             &envelope.sender,
             ctx.now,
@@ -635,62 +665,55 @@ fn bounce_taken(
 enum Taken {
     /// Claimed from the queue: no delivery can start on it.
     Queued(Claimed),
-    /// Read where it is held. No postman delivers from `.hold/`; it is not
-    /// moved into a claim, because a crash would then leave it for the
-    /// next start to put back into the queue, where it would be delivered.
-    /// A crash at worst leaves it held after its bounce went out.
-    Held(PathBuf),
+    /// Read where it is held (the hold folder and the name). No postman
+    /// delivers from `.hold/`; it is not moved into a claim, because a
+    /// crash would then leave it for the next start to put back into the
+    /// queue, where it would be delivered. A crash at worst leaves it held
+    /// after its bounce went out.
+    Held(QueueDir, String),
 }
 
 impl Taken {
-    fn path(&self) -> &Path {
+    fn path(&self) -> PathBuf {
         match self {
             Taken::Queued(claimed) => claimed.path(),
-            Taken::Held(path) => path,
+            Taken::Held(hold, name) => hold.display_path(name),
+        }
+    }
+
+    fn open(&self) -> io::Result<(File, Metadata)> {
+        match self {
+            Taken::Queued(claimed) => claimed.open(),
+            Taken::Held(hold, name) => hold.open_file(name),
         }
     }
 
     fn remove(self) -> io::Result<()> {
         match self {
             Taken::Queued(claimed) => claimed.complete(),
-            Taken::Held(path) => fs::remove_file(path),
+            Taken::Held(hold, name) => hold.remove_file(name),
         }
     }
 
     fn give_back(self) -> io::Result<()> {
         match self {
             Taken::Queued(claimed) => claimed.release(),
-            Taken::Held(_) => Ok(()),
+            Taken::Held(..) => Ok(()),
         }
     }
 }
 
-/// Renames `from` to `to` unless `to` exists (`AlreadyExists`). A rename
-/// (not a link, as elsewhere in the queue) so that the scanner's inotify
-/// watch sees `IN_MOVED_TO`. The check and the rename are two steps; every
-/// caller moves a name that only it can create at that moment (a file it
-/// holds, under a name unique to the message), so nothing can appear in
-/// between.
-pub(crate) fn rename_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(to) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists", to.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
-        Err(e) => Err(e),
-    }
-}
-
-fn sync_both(a: &Path, b: &Path) -> io::Result<()> {
-    sync_dir(a)?;
-    sync_dir(b)
+fn sync_both(a: &QueueDir, b: &QueueDir) -> io::Result<()> {
+    a.sync()?;
+    b.sync()
 }
 
 /// Removes this process's empty claim folder in `domain` (best effort:
 /// it is harmless when left, and fails when something is still in it).
-pub(crate) fn remove_owner_dir(layout: &Layout, domain: &str, owner: &str) {
-    let _ = fs::remove_dir(layout.domain_dir(domain).join(ACTIVE_DIR).join(owner));
+pub(crate) fn remove_owner_dir(queue: &Queue, domain: &str, owner: &str) {
+    if let Ok(active) = queue.domain(domain).and_then(|d| d.dir(ACTIVE_DIR)) {
+        let _ = active.remove_dir(owner);
+    }
 }
 
 #[cfg(test)]

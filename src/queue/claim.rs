@@ -10,15 +10,26 @@
 //! `<hostname>.<pid>.<process start time>`): it only has to be one path
 //! component, never reused by another process incarnation (a claim renames
 //! over a same-named leftover of the same owner), and recognisable as dead.
+//!
+//! A claim carries handles on its domain folder and its claim folder (the
+//! ones its [`Queue`] keeps, or its own), so settling it never walks a path
+//! again, never follows a link, and needs no new descriptor: a process out
+//! of descriptors can still put a claim back.
 
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::local::link_no_clobber;
-use super::rewrite::{replace, sync_dir, sync_parent};
-use super::{list_domains, Layout, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
+use super::dirfd::{refusal, EntryKind, QueueDir};
+use super::rewrite::{create_tmp, replace, Put, Source};
+use super::store::{
+    check_component, move_no_clobber, read_envelope_from, set_aside_from, write_reason,
+};
+use super::{list_domains, Queue, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
 
 /// The folder in each domain folder holding one folder per claiming owner.
 pub const ACTIVE_DIR: &str = ".active";
@@ -28,7 +39,8 @@ pub const ACTIVE_DIR: &str = ".active";
 /// such a leftover instead of putting it back.
 const DELIVERED_PREFIX: &str = ".delivered.";
 
-/// How many suffixed names a set-aside tries before giving up.
+/// How many suffixed names a claim going back beside a different file of
+/// its name tries.
 const MAX_SUFFIX: u32 = 10_000;
 
 /// A message this process has claimed. Consume it with exactly one of
@@ -36,15 +48,14 @@ const MAX_SUFFIX: u32 = 10_000;
 /// [`Claimed::rewrite_and_release`], [`Claimed::set_aside_failed`] or
 /// [`Claimed::quarantine`]; dropping it leaves the claim on disk for
 /// [`recover`] (after this owner dies).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 #[must_use = "a claim left on disk is only recovered after its owner dies"]
 pub struct Claimed {
     domain: String,
     name: String,
     owner: String,
-    path: PathBuf,
-    queue_path: PathBuf,
-    domain_dir: PathBuf,
+    domain_dir: Arc<QueueDir>,
+    claims: Arc<QueueDir>,
 }
 
 /// What [`recover`] did.
@@ -52,83 +63,91 @@ pub struct Claimed {
 pub struct Recovery {
     /// Claims moved back into their domain folder: the queue paths.
     pub restored: Vec<PathBuf>,
-    /// Claims removed because a file of the same name was already back in
-    /// the queue (a crash between the two steps of
+    /// Claims removed because the same message was already back in the
+    /// queue under its name: the same file, the same bytes, or a rewrite
+    /// of it (a crash between the two steps of
     /// [`Claimed::rewrite_and_release`]; the queue copy is the newer).
     pub duplicates: Vec<PathBuf>,
+    /// Claims put back under a new name because a different message had
+    /// taken theirs: (the claim, where it went). Both are kept.
+    pub renamed: Vec<(PathBuf, PathBuf)>,
     /// Files an earlier version marked delivered (`.delivered.<name>`) and
     /// a crash kept it from removing: removed, not delivered again.
     pub delivered: Vec<PathBuf>,
-    /// Claims that could not be handled, with why; the rest went on.
+    /// Claims that could not be handled, with why (a link in the way is a
+    /// refusal, [`super::dirfd::refusal`]); the rest went on.
     pub errors: Vec<(PathBuf, io::Error)>,
 }
 
 /// Claims `<domain>/<name>` for `owner` by renaming it to
-/// `<domain>/.active/<owner>/<name>` (folders created on demand).
-/// `Ok(None)` when the file is gone: another process claimed or completed
-/// it. `InvalidInput` for a domain, name or owner that is not one path
-/// component (empty, `.`, `..`, or holding `/` or NUL).
+/// `<domain>/.active/<owner>/<name>` (folders created on demand; a link
+/// anywhere on the way is refused). `Ok(None)` when the file is gone:
+/// another process claimed or completed it. `InvalidInput` for a domain,
+/// name or owner that is not one path component (empty, `.`, `..`, or
+/// holding `/` or NUL).
+///
+/// The entry is moved as it is: a link or special file renamed into the
+/// queue becomes a claim of a link, which [`Claimed::open`] refuses and
+/// [`Claimed::quarantine`] sets aside unopened.
 ///
 /// A claim needs no fsync: after a crash the file is either still in the
 /// queue or in the claim folder, and [`recover`] handles the latter.
-pub fn claim(
-    layout: &Layout,
-    domain: &str,
-    name: &str,
-    owner: &str,
-) -> io::Result<Option<Claimed>> {
+pub fn claim(queue: &Queue, domain: &str, name: &str, owner: &str) -> io::Result<Option<Claimed>> {
     check_component("domain", domain)?;
     check_component("file name", name)?;
     check_component("owner", owner)?;
-    let domain_dir = layout.domain_dir(domain);
-    let queue_path = layout.message_path(domain, name);
-    let path = layout.remote_path(&[domain, ACTIVE_DIR, owner, name]);
-    let owner_dir = || layout.remote_path(&[domain, ACTIVE_DIR, owner]);
-    // The rename is tried first: the owner folder exists after the first
-    // claim, so the common case is one system call. When the folder is
-    // missing the rename fails with NotFound and the loop makes it; a
-    // concurrent recovery may remove an empty owner folder between our mkdir
-    // and our rename (only for dead owners, but be robust).
-    for attempt in 0..3 {
-        if attempt > 0 {
-            fs::create_dir_all(owner_dir())?;
-        }
-        match fs::rename(&queue_path, &path) {
+    let domain_dir = match queue.domain(domain) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        other => other?,
+    };
+    // The rename is tried first: the claim folder is kept open after the
+    // first claim, so the common case is one system call. When the folder
+    // went away (a concurrent recovery may remove an empty owner folder,
+    // only for dead owners, but be robust) it is made again.
+    let mut fresh = false;
+    for _ in 0..3 {
+        let claims = queue.claims(domain, owner, fresh)?;
+        match domain_dir.rename(name, &claims, name) {
             Ok(()) => {
                 return Ok(Some(Claimed {
                     domain: domain.to_owned(),
                     name: name.to_owned(),
                     owner: owner.to_owned(),
-                    path,
-                    queue_path,
                     domain_dir,
+                    claims,
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Either the file is gone (claimed or completed by someone
-                // else) or the owner folder is missing.
-                if fs::symlink_metadata(&queue_path).is_err() {
+                // else) or the claim folder is.
+                if domain_dir.stat(name)?.is_none() {
                     return Ok(None);
                 }
+                fresh = true;
             }
             Err(e) => return Err(e),
         }
     }
     Err(io::Error::new(
         io::ErrorKind::NotFound,
-        format!("claim folder {} keeps disappearing", owner_dir().display()),
+        format!(
+            "claim folder {} keeps disappearing",
+            domain_dir.display_path(ACTIVE_DIR).join(owner).display()
+        ),
     ))
 }
 
 impl Claimed {
-    /// Where the claimed file is now: read its envelope and body here.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the claimed file is now, for messages: read it with
+    /// [`Claimed::open`].
+    pub fn path(&self) -> PathBuf {
+        self.claims.display_path(&self.name)
     }
 
-    /// Where it was, and where release puts it back: `<domain>/<name>`.
-    pub fn queue_path(&self) -> &Path {
-        &self.queue_path
+    /// Where it was, and where release puts it back: `<domain>/<name>`,
+    /// for messages.
+    pub fn queue_path(&self) -> PathBuf {
+        self.domain_dir.display_path(&self.name)
     }
 
     /// The domain folder name.
@@ -146,17 +165,26 @@ impl Claimed {
         &self.owner
     }
 
+    /// Opens the claimed file for reading, with its metadata. A link or
+    /// special file is refused unopened and never blocks
+    /// ([`QueueDir::open_file`]): quarantine the claim then.
+    pub fn open(&self) -> io::Result<(File, Metadata)> {
+        self.claims.open_file(&self.name)
+    }
+
     /// Puts the file back into the queue unchanged. If a file of that name
-    /// is already there (only after someone wrongly recovered this claim),
-    /// the queue copy is kept and the claim removed.
+    /// is already there (only after someone wrongly recovered this claim,
+    /// or wrote another message under its name), the queue copy is kept
+    /// and the claim removed when they are the same message; else the claim
+    /// goes back under a new name, and both are kept.
     pub fn release(self) -> io::Result<()> {
-        return_to_queue(&self.path, &self.queue_path).map(|_| ())
+        return_to_queue(&self.claims, OsStr::new(&self.name), &self.domain_dir).map(drop)
     }
 
     /// Removes a delivered file. Not synced: after a power cut the worst
     /// case is a duplicate delivery, which SMTP tolerates, never a loss.
     pub fn complete(self) -> io::Result<()> {
-        match fs::remove_file(&self.path) {
+        match self.claims.remove_file(&self.name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -172,7 +200,7 @@ impl Claimed {
     /// counts as removed. When removing fails the claim comes back unchanged
     /// with the error.
     pub fn remove_delivered(self) -> Marked {
-        match fs::remove_file(&self.path) {
+        match self.claims.remove_file(&self.name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Marked::Failed(self, e),
             _ => Marked::Removed,
         }
@@ -184,7 +212,8 @@ impl Claimed {
     /// claim. A crash at any instant leaves at least one copy: before the
     /// rename only the claim (recovered unchanged); between the rename and
     /// the unlink both, a duplicate that [`recover`] resolves by keeping the
-    /// queue copy, the newer one.
+    /// queue copy, the newer one. The new version never replaces another
+    /// file: when the name was taken meanwhile it goes in as `<name>.N`.
     ///
     /// If writing the new version fails (no space, say), the claimed file
     /// is put back into the queue unchanged, as [`Claimed::release`] does,
@@ -192,68 +221,77 @@ impl Claimed {
     /// returned: the caller should still defer it in memory, or it would be
     /// retried at once.
     pub fn rewrite_and_release(self, new_block: &[u8], body_offset: u64) -> io::Result<()> {
-        let tmp_dir = self.domain_dir.join(TMP_DIR);
-        if let Err(e) = replace(
-            &self.path,
-            &tmp_dir,
-            new_block,
-            body_offset,
-            &self.queue_path,
-        ) {
+        let source = Source {
+            dir: &self.claims,
+            name: &self.name,
+        };
+        let written = self.domain_dir.dir_create(TMP_DIR).and_then(|tmp| {
+            replace(
+                &source,
+                &tmp,
+                new_block,
+                body_offset,
+                &self.domain_dir,
+                Put::NoClobber,
+            )
+        });
+        if let Err(e) = written {
             // The new version is not in the queue (a failed directory sync
             // after the rename is the exception: then both copies exist and
             // releasing keeps the queue's, the new one).
-            let _ = return_to_queue(&self.path, &self.queue_path);
+            let _ = return_to_queue(&self.claims, OsStr::new(&self.name), &self.domain_dir);
             return Err(e);
         }
-        fs::remove_file(&self.path)?;
-        sync_parent(&self.path)
+        self.claims.remove_file(&self.name)?;
+        self.claims.sync()
     }
 
     /// Moves the claimed file to `<domain>/.failed/<name>` (a `.N` suffix
     /// when taken) with `reason` in `<name>.reason` beside it, as
     /// `queue::set_aside_failed` does for an unclaimed file.
     pub fn set_aside_failed(self, reason: &str) -> io::Result<PathBuf> {
-        self.set_aside(FAILED_DIR, reason)
+        set_aside_from(
+            &self.claims,
+            &self.name,
+            &self.domain_dir,
+            reason,
+            FAILED_DIR,
+        )
     }
 
-    /// Moves the claimed file to `<domain>/.quarantine/<name>` with its
-    /// reason, as `queue::quarantine` does for an unclaimed file.
+    /// Moves the claimed entry to `<domain>/.quarantine/<name>` with its
+    /// reason, as `queue::quarantine` does for an unclaimed file. A link or
+    /// special file moves as it is, unopened.
     pub fn quarantine(self, reason: &str) -> io::Result<PathBuf> {
-        self.set_aside(QUARANTINE_DIR, reason)
+        set_aside_from(
+            &self.claims,
+            &self.name,
+            &self.domain_dir,
+            reason,
+            QUARANTINE_DIR,
+        )
     }
 
-    fn set_aside(self, sub: &str, reason: &str) -> io::Result<PathBuf> {
-        let dir = self.domain_dir.join(sub);
-        fs::create_dir_all(&dir)?;
-        for n in 0..MAX_SUFFIX {
-            let candidate = if n == 0 {
-                self.name.clone()
-            } else {
-                format!("{}.{n}", self.name)
-            };
-            let reason_path = dir.join(format!("{candidate}.reason"));
-            if fs::symlink_metadata(&reason_path).is_ok() {
-                continue;
+    /// Puts a copy of the claimed file into `<domain>/.failed/` as `<name>`
+    /// (or `<name>.N`) with `reason` beside it, leaving the claim as it is:
+    /// for a message from the null sender whose failed recipients cannot be
+    /// bounced while others are still pending.
+    pub fn copy_aside_failed(&self, reason: &str) -> io::Result<PathBuf> {
+        let dir = self.domain_dir.dir_create(FAILED_DIR)?;
+        let (mut from, _) = self.open()?;
+        let (tmp, mut to) = create_tmp(&dir, &format!(".{}", self.name))?;
+        let copied = io::copy(&mut from, &mut to).and_then(|_| to.sync_all());
+        drop(to);
+        let placed = copied.and_then(|()| move_no_clobber(&dir, &tmp, &dir, &self.name));
+        let target = match placed {
+            Ok(target) => target,
+            Err(e) => {
+                let _ = dir.remove_file(&tmp);
+                return Err(e);
             }
-            let target = dir.join(&candidate);
-            match link_no_clobber(&self.path, &target) {
-                Ok(()) => {
-                    write_reason(&dir, &candidate, reason)?;
-                    return Ok(target);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "no free name for {:?} in {} after {MAX_SUFFIX} tries",
-                self.name,
-                dir.display()
-            ),
-        ))
+        };
+        write_reason(&dir, &target, reason)?;
+        Ok(dir.display_path(target))
     }
 }
 
@@ -269,172 +307,285 @@ pub enum Marked {
 
 /// Moves every claim of a dead owner back into its domain folder:
 /// `is_dead(owner)` is asked once per owner folder of each domain
-/// (non-UTF-8 owner names are passed lossily converted). A claim whose name
-/// is already back in the queue is removed instead (the queue copy wins;
-/// see [`Claimed::rewrite_and_release`]), and so is a claim marked
-/// delivered by an earlier version (`.delivered.<name>`). Nothing is ever overwritten. The
-/// emptied owner folders are removed. Per-file failures are collected in
-/// [`Recovery::errors`] and the rest goes on; only failing to list the
-/// domains is an `Err` (`NotFound` when `.OTHER_SERVERS` is missing).
+/// (non-UTF-8 owner names are passed lossily converted). A claim whose
+/// name is already back in the queue is removed when the queue holds the
+/// same message (the same file, the same bytes, or a rewrite of it: see
+/// [`Claimed::rewrite_and_release`]) and else goes back under a new name,
+/// so two different messages are both kept; a claim marked delivered by an
+/// earlier version (`.delivered.<name>`) is removed. Nothing is ever
+/// overwritten, and no link is followed: a linked `.active` or owner folder
+/// is left alone. The emptied owner folders are removed. Per-file failures
+/// are collected in [`Recovery::errors`] and the rest goes on; only failing
+/// to list the domains is an `Err` (`NotFound` when `.OTHER_SERVERS` is
+/// missing).
 ///
 /// Run it at start-up (with `is_dead` true for this host's owners whose
 /// process is gone, including a previous incarnation of this one) and now
 /// and then for other hosts' owners on shared storage.
-pub fn recover(layout: &Layout, is_dead: impl Fn(&str) -> bool) -> io::Result<Recovery> {
+pub fn recover(queue: &Queue, is_dead: impl Fn(&str) -> bool) -> io::Result<Recovery> {
     let mut recovery = Recovery::default();
-    for domain in list_domains(layout)? {
-        let domain_dir = layout.domain_dir(&domain);
-        let active = domain_dir.join(ACTIVE_DIR);
-        let owners = match fs::read_dir(&active) {
-            Ok(owners) => owners,
+    for domain in list_domains(queue)? {
+        let path = queue.layout().domain_dir(&domain).join(ACTIVE_DIR);
+        let active = match queue
+            .domain(&domain)
+            .and_then(|d| d.dir(ACTIVE_DIR).map(|a| (d, a)))
+        {
+            Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                recovery.errors.push((active, e));
+                recovery.errors.push((path, e));
+                continue;
+            }
+        };
+        let (domain_dir, active) = active;
+        let owners = match active.entries() {
+            Ok(owners) => owners,
+            Err(e) => {
+                recovery.errors.push((path, e));
                 continue;
             }
         };
         for owner in owners {
-            let owner = match owner {
-                Ok(owner) => owner,
-                Err(e) => {
-                    recovery.errors.push((active.clone(), e));
-                    continue;
-                }
-            };
-            let owner_dir = owner.path();
-            if !owner_dir.is_dir() || !is_dead(&owner.file_name().to_string_lossy()) {
+            if owner.kind != EntryKind::Dir || !is_dead(&owner.name.to_string_lossy()) {
                 continue;
             }
-            recover_owner(&owner_dir, &domain_dir, &mut recovery);
+            match active.dir(&owner.name) {
+                Ok(owner_dir) => recover_owner(&owner_dir, &domain_dir, &mut recovery),
+                Err(e) => recovery.errors.push((active.display_path(&owner.name), e)),
+            }
+            // Fails harmlessly when something is left in it.
+            let _ = active.remove_dir(&owner.name);
         }
     }
     Ok(recovery)
 }
 
-fn recover_owner(owner_dir: &Path, domain_dir: &Path, recovery: &mut Recovery) {
-    let entries = match fs::read_dir(owner_dir) {
+fn recover_owner(owner_dir: &QueueDir, domain_dir: &QueueDir, recovery: &mut Recovery) {
+    let entries = match owner_dir.entries() {
         Ok(entries) => entries,
         Err(e) => {
-            recovery.errors.push((owner_dir.to_path_buf(), e));
+            recovery.errors.push((owner_dir.path().to_path_buf(), e));
             return;
         }
     };
     let mut moved = false;
     for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                recovery.errors.push((owner_dir.to_path_buf(), e));
-                continue;
-            }
-        };
-        let claim_path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+        // A link or special file moves back as it is (the scanner then
+        // quarantines it); folders stay.
+        if entry.kind == EntryKind::Dir {
             continue;
         }
+        let claim_path = owner_dir.display_path(&entry.name);
         if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.starts_with(DELIVERED_PREFIX))
+            .name
+            .as_bytes()
+            .starts_with(DELIVERED_PREFIX.as_bytes())
         {
-            match fs::remove_file(&claim_path) {
+            match owner_dir.remove_file(&entry.name) {
                 Ok(()) => recovery.delivered.push(claim_path),
                 Err(e) => recovery.errors.push((claim_path, e)),
             }
             continue;
         }
-        let queue_path = domain_dir.join(entry.file_name());
-        match return_to_queue(&claim_path, &queue_path) {
+        match return_to_queue(owner_dir, &entry.name, domain_dir) {
             Ok(Returned::Restored) => {
                 moved = true;
-                recovery.restored.push(queue_path);
+                recovery.restored.push(domain_dir.display_path(&entry.name));
             }
             Ok(Returned::Duplicate) => recovery.duplicates.push(claim_path),
+            Ok(Returned::Renamed(to)) => {
+                moved = true;
+                recovery
+                    .renamed
+                    .push((claim_path, domain_dir.display_path(to)));
+            }
             Err(e) => recovery.errors.push((claim_path, e)),
         }
     }
     if moved {
-        if let Err(e) = sync_dir(domain_dir) {
-            recovery.errors.push((domain_dir.to_path_buf(), e));
+        if let Err(e) = domain_dir.sync() {
+            recovery.errors.push((domain_dir.path().to_path_buf(), e));
         }
     }
-    // Fails harmlessly when something is left in it.
-    let _ = fs::remove_dir(owner_dir);
 }
 
-/// Removes files in each domain's `tmp/` last modified before
+/// What [`sweep_tmp`] did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// The stale files removed.
+    pub removed: Vec<PathBuf>,
+    /// `tmp/` folders or files that could not be looked at or removed,
+    /// with why (a linked `tmp/` is a refusal, left alone).
+    pub errors: Vec<(PathBuf, io::Error)>,
+}
+
+/// Removes regular files in each domain's `tmp/` last modified before
 /// `now - max_age`: leftovers of writers that crashed (Maildir's rule is
-/// 36 hours; no writer takes that long). Returns what it removed. `now`
-/// is the caller's clock; file times come from the file system.
-pub fn sweep_tmp(layout: &Layout, now: SystemTime, max_age: Duration) -> io::Result<Vec<PathBuf>> {
+/// 36 hours; no writer takes that long). A linked `tmp/` is never entered
+/// and a link in it never followed (nor removed). `now` is the caller's
+/// clock; file times come from the file system. Only failing to list the
+/// domains is an `Err`.
+pub fn sweep_tmp(queue: &Queue, now: SystemTime, max_age: Duration) -> io::Result<Sweep> {
+    let mut sweep = Sweep::default();
     let Some(cutoff) = now.checked_sub(max_age) else {
-        return Ok(Vec::new());
+        return Ok(sweep);
     };
-    let mut removed = Vec::new();
-    for domain in list_domains(layout)? {
-        let tmp = layout.tmp_dir(&domain);
-        let entries = match fs::read_dir(&tmp) {
-            Ok(entries) => entries,
+    for domain in list_domains(queue)? {
+        let path = queue.layout().tmp_dir(&domain);
+        let tmp = match queue.domain(&domain).and_then(|d| d.dir(TMP_DIR)) {
+            Ok(tmp) => tmp,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                sweep.errors.push((path, e));
+                continue;
+            }
         };
-        for entry in entries {
-            let entry = entry?;
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() && meta.modified().is_ok_and(|m| m < cutoff) {
-                match fs::remove_file(entry.path()) {
-                    Ok(()) => removed.push(entry.path()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
+        let entries = match tmp.entries() {
+            Ok(entries) => entries,
+            Err(e) => {
+                sweep.errors.push((path, e));
+                continue;
+            }
+        };
+        for entry in entries.into_iter().filter(|e| e.kind == EntryKind::File) {
+            let stale = match tmp.stat(&entry.name) {
+                Ok(Some(stat)) => stat.kind == EntryKind::File && stat.modified < cutoff,
+                Ok(None) => false,
+                Err(e) => {
+                    sweep.errors.push((tmp.display_path(&entry.name), e));
+                    false
                 }
+            };
+            if !stale {
+                continue;
+            }
+            match tmp.remove_file(&entry.name) {
+                Ok(()) => sweep.removed.push(tmp.display_path(&entry.name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => sweep.errors.push((tmp.display_path(&entry.name), e)),
             }
         }
     }
-    Ok(removed)
+    Ok(sweep)
 }
 
 enum Returned {
     Restored,
     Duplicate,
+    /// Put back under this name, beside a different message of its own.
+    Renamed(OsString),
 }
 
-/// Moves a claim back to `queue_path` unless a file is there already, in
-/// which case the claim is removed (the queue copy wins).
-fn return_to_queue(claim_path: &Path, queue_path: &Path) -> io::Result<Returned> {
-    match link_no_clobber(claim_path, queue_path) {
-        Ok(()) => Ok(Returned::Restored),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(claim_path)?;
-            Ok(Returned::Duplicate)
+/// Moves the claim `name` back into `domain_dir` unless a file is there
+/// already. Then the claim is removed if the queue holds the same message
+/// ([`same_message`]), else it goes back as `<name>.N`, the first free.
+fn return_to_queue(claims: &QueueDir, name: &OsStr, domain_dir: &QueueDir) -> io::Result<Returned> {
+    match claims.rename_no_clobber(name, domain_dir, name) {
+        Ok(()) => return Ok(Returned::Restored),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if same_message(claims, name, domain_dir)? {
+        claims.remove_file(name)?;
+        return Ok(Returned::Duplicate);
+    }
+    for n in 1..MAX_SUFFIX {
+        let mut candidate = name.to_owned();
+        candidate.push(format!(".{n}"));
+        match claims.rename_no_clobber(name, domain_dir, &candidate) {
+            Ok(()) => return Ok(Returned::Renamed(candidate)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "no free name for {} in {} after {MAX_SUFFIX} tries",
+            name.to_string_lossy(),
+            domain_dir.path().display()
+        ),
+    ))
+}
+
+/// Whether the claim `name` and the queued file of that name are one
+/// message, so that removing the claim loses nothing: the same file (same
+/// device and inode), the same bytes, or the queue copy a rewrite of the
+/// claim (the same sender and message after the envelope block, its
+/// recipients among the claim's: a rewrite only ever drops recipients).
+/// Links and special files are never the same as anything but themselves,
+/// and are never opened.
+fn same_message(claims: &QueueDir, name: &OsStr, domain_dir: &QueueDir) -> io::Result<bool> {
+    let (Some(claim), Some(queued)) = (claims.stat(name)?, domain_dir.stat(name)?) else {
+        return Ok(false);
+    };
+    if (claim.dev, claim.ino) == (queued.dev, queued.ino) {
+        return Ok(true);
+    }
+    if claim.kind != EntryKind::File || queued.kind != EntryKind::File {
+        return Ok(false);
+    }
+    let open = |dir: &QueueDir| match dir.open_file(name) {
+        Ok((file, _)) => Ok(Some(file)),
+        Err(e) if refusal(&e).is_some() => Ok(None),
         Err(e) => Err(e),
+    };
+    let (Some(mut claim_file), Some(mut queued_file)) = (open(claims)?, open(domain_dir)?) else {
+        return Ok(false);
+    };
+    if claim.len == queued.len && same_bytes(&mut claim_file, 0, &mut queued_file, 0)? {
+        return Ok(true);
+    }
+    claim_file.rewind()?;
+    queued_file.rewind()?;
+    let (Ok(old), Ok(new)) = (
+        read_envelope_from(&mut claim_file),
+        read_envelope_from(&mut queued_file),
+    ) else {
+        return Ok(false);
+    };
+    let rewritten = old.sender == new.sender
+        && new.recipients.iter().all(|r| old.recipients.contains(r))
+        && claim.len.checked_sub(old.body_offset) == queued.len.checked_sub(new.body_offset);
+    Ok(rewritten
+        && same_bytes(
+            &mut claim_file,
+            old.body_offset,
+            &mut queued_file,
+            new.body_offset,
+        )?)
+}
+
+/// Whether `a` from `a_from` and `b` from `b_from` hold the same bytes to
+/// their ends.
+fn same_bytes(a: &mut File, a_from: u64, b: &mut File, b_from: u64) -> io::Result<bool> {
+    a.seek(SeekFrom::Start(a_from))?;
+    b.seek(SeekFrom::Start(b_from))?;
+    let (mut x, mut y) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(a, &mut x)?;
+        let m = read_full(b, &mut y)?;
+        if n != m || x[..n] != y[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
     }
 }
 
-/// A path component we are about to join: not empty, no `/` or NUL, not
-/// `.` or `..`.
-fn check_component(what: &str, value: &str) -> io::Result<()> {
-    if value.is_empty() || value == "." || value == ".." || value.contains(['/', '\0']) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid {what} {value:?}: must be one path component without '/'"),
-        ));
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
-}
-
-/// Writes `<dir>/<name>.reason` through a dot-named temporary file and a
-/// rename, so a reader never sees half a reason.
-fn write_reason(dir: &Path, name: &str, reason: &str) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.reason.tmp"));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(reason.as_bytes())?;
-    if !reason.ends_with('\n') {
-        file.write_all(b"\n")?;
-    }
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, dir.join(format!("{name}.reason")))
+    Ok(filled)
 }
 
 #[cfg(test)]

@@ -1,17 +1,38 @@
 //! Tests of claims, each in its own temporary directory.
 
 use super::*;
-use crate::queue::{list_messages, read_envelope, RetryState};
+use crate::queue::{parse_envelope, Envelope, Layout, RetryState};
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
 use std::sync::Barrier;
 use std::time::UNIX_EPOCH;
 
 const MESSAGE: &[u8] =
     b"X-Postman-From: <s@e.org>\r\nX-Postman-Date: 1000\r\nX-Postman-To: <a@d.test>\r\n\r\nSubject: x\r\n\r\nbody\r\n";
 
-fn queue() -> (tempfile::TempDir, Layout) {
+fn queue() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(dir.path());
-    (dir, layout)
+    let queue = Queue::create(Layout::new(dir.path())).expect("open the queue");
+    (dir, queue)
+}
+
+/// The envelope of the file at `path`, read without the queue's handles.
+fn envelope_at(path: &Path) -> Envelope {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    parse_envelope(&bytes).expect("envelope")
+}
+
+/// The names of the regular files in `domain`'s folder, sorted.
+fn messages(layout: &Layout, domain: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(layout.domain_dir(domain))
+        .expect("list")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn put(layout: &Layout, domain: &str, name: &str, contents: &[u8]) -> PathBuf {
@@ -21,17 +42,18 @@ fn put(layout: &Layout, domain: &str, name: &str, contents: &[u8]) -> PathBuf {
     path
 }
 
-fn claimed(layout: &Layout, domain: &str, name: &str, owner: &str) -> Claimed {
-    claim(layout, domain, name, owner)
+fn claimed(queue: &Queue, domain: &str, name: &str, owner: &str) -> Claimed {
+    claim(queue, domain, name, owner)
         .unwrap_or_else(|e| panic!("claim {domain}/{name} for {owner}: {e}"))
         .unwrap_or_else(|| panic!("{domain}/{name} is gone"))
 }
 
 #[test]
 fn claim_moves_the_file_out_of_sight() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let path = put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "host.42.1700000000");
+    let c = claimed(&queue, "d.test", "m1", "host.42.1700000000");
     let want = layout
         .domain_dir("d.test")
         .join(".active/host.42.1700000000/m1");
@@ -45,19 +67,19 @@ fn claim_moves_the_file_out_of_sight() {
     assert!(!path.exists(), "gone from the queue");
     assert_eq!(fs::read(c.path()).expect("read claim"), MESSAGE, "contents");
     assert!(
-        list_messages(&layout.domain_dir("d.test"))
-            .expect("list")
-            .is_empty(),
+        messages(&layout, "d.test").is_empty(),
         "the scanner does not list claims"
     );
-    assert_eq!(
-        claim(&layout, "d.test", "m1", "other.1.1").expect("second claim"),
-        None,
+    assert!(
+        claim(&queue, "d.test", "m1", "other.1.1")
+            .expect("second claim")
+            .is_none(),
         "already claimed"
     );
-    assert_eq!(
-        claim(&layout, "d.test", "never", "o").expect("missing"),
-        None,
+    assert!(
+        claim(&queue, "d.test", "never", "o")
+            .expect("missing")
+            .is_none(),
         "never existed"
     );
     c.release().expect("release");
@@ -70,7 +92,8 @@ fn claim_moves_the_file_out_of_sight() {
 
 #[test]
 fn claim_refuses_bad_components() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     put(&layout, "d.test", "m1", MESSAGE);
     let cases = [
         ("d.test", "m1", "a/b"),
@@ -83,7 +106,7 @@ fn claim_refuses_bad_components() {
         ("..", "m1", "o"),
     ];
     for (domain, name, owner) in cases {
-        let err = claim(&layout, domain, name, owner)
+        let err = claim(&queue, domain, name, owner)
             .expect_err(&format!("{domain:?} {name:?} {owner:?}"));
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{owner:?}: {err}");
     }
@@ -92,10 +115,11 @@ fn claim_refuses_bad_components() {
 
 #[test]
 fn complete_removes_the_claim() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let path = put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "o1");
-    let claim_path = c.path().to_path_buf();
+    let c = claimed(&queue, "d.test", "m1", "o1");
+    let claim_path = c.path();
     c.complete().expect("complete");
     assert!(!claim_path.exists(), "claim removed");
     assert!(!path.exists(), "not back in the queue");
@@ -103,21 +127,22 @@ fn complete_removes_the_claim() {
 
 #[test]
 fn rewrite_and_release_puts_the_new_version_back() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let path = put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "o1");
-    let env = read_envelope(c.path()).expect("envelope");
+    let c = claimed(&queue, "d.test", "m1", "o1");
+    let env = envelope_at(&c.path());
     let mut state = RetryState::from_envelope(&env).expect("state");
     state.record_attempt(UNIX_EPOCH + Duration::from_secs(2000), "451 later");
     let arrival = env.arrival.expect("dated");
     let block = state
         .render_block(&env, &env.recipients, arrival)
         .expect("block");
-    let claim_path = c.path().to_path_buf();
+    let claim_path = c.path();
     c.rewrite_and_release(&block, env.body_offset)
         .expect("rewrite and release");
     assert!(!claim_path.exists(), "claim removed");
-    let back = read_envelope(&path).expect("new envelope");
+    let back = envelope_at(&path);
     assert_eq!(
         RetryState::from_envelope(&back)
             .expect("state back")
@@ -141,9 +166,10 @@ fn rewrite_and_release_puts_the_new_version_back() {
 
 #[test]
 fn failed_rewrite_releases_the_old_version() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let path = put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "o1");
+    let c = claimed(&queue, "d.test", "m1", "o1");
     let err = c
         .rewrite_and_release(b"X-Postman-From: <>\r\n\r\n", 1 << 40)
         .expect_err("offset beyond the end");
@@ -156,9 +182,10 @@ fn failed_rewrite_releases_the_old_version() {
 
 #[test]
 fn set_aside_a_claimed_file() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     put(&layout, "d.test", "m1", MESSAGE);
-    let first = claimed(&layout, "d.test", "m1", "o1")
+    let first = claimed(&queue, "d.test", "m1", "o1")
         .set_aside_failed("bounce could not be placed")
         .expect("set aside");
     assert_eq!(
@@ -167,7 +194,7 @@ fn set_aside_a_claimed_file() {
         "path"
     );
     put(&layout, "d.test", "m1", MESSAGE);
-    let second = claimed(&layout, "d.test", "m1", "o1")
+    let second = claimed(&queue, "d.test", "m1", "o1")
         .set_aside_failed("again")
         .expect("set aside again");
     assert_eq!(
@@ -181,7 +208,7 @@ fn set_aside_a_claimed_file() {
     assert_eq!(fs::read(&first).expect("first kept"), MESSAGE, "first kept");
 
     put(&layout, "d.test", "m2", MESSAGE);
-    let q = claimed(&layout, "d.test", "m2", "o1")
+    let q = claimed(&queue, "d.test", "m2", "o1")
         .quarantine("bad retry state")
         .expect("quarantine");
     assert_eq!(
@@ -197,23 +224,24 @@ fn set_aside_a_claimed_file() {
 
 #[test]
 fn recover_returns_dead_owners_claims_only() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     for name in ["a1", "a2", "b1", "c1"] {
         put(&layout, "d.test", name, MESSAGE);
     }
     put(&layout, "e.test", "e1", MESSAGE);
-    let _ = claimed(&layout, "d.test", "a1", "dead.1");
-    let _ = claimed(&layout, "d.test", "a2", "dead.1");
-    let live = claimed(&layout, "d.test", "b1", "live.2");
-    let _ = claimed(&layout, "e.test", "e1", "dead.1");
+    let _ = claimed(&queue, "d.test", "a1", "dead.1");
+    let _ = claimed(&queue, "d.test", "a2", "dead.1");
+    let live = claimed(&queue, "d.test", "b1", "live.2");
+    let _ = claimed(&queue, "e.test", "e1", "dead.1");
     // A crash between the rename and the unlink of rewrite_and_release:
     // the claim and the (newer) queue copy both exist.
-    let dup = claimed(&layout, "d.test", "c1", "dead.2");
-    fs::write(layout.message_path("d.test", "c1"), b"newer").expect("write queue copy");
-    let dup_path = dup.path().to_path_buf();
+    let dup = claimed(&queue, "d.test", "c1", "dead.2");
+    fs::write(layout.message_path("d.test", "c1"), rewritten()).expect("write queue copy");
+    let dup_path = dup.path();
 
     let asked = std::cell::RefCell::new(Vec::new());
-    let recovery = recover(&layout, |owner| {
+    let recovery = recover(&queue, |owner| {
         asked.borrow_mut().push(owner.to_owned());
         owner.starts_with("dead.")
     })
@@ -233,7 +261,7 @@ fn recover_returns_dead_owners_claims_only() {
     assert!(recovery.errors.is_empty(), "errors: {:?}", recovery.errors);
     assert_eq!(
         fs::read(layout.message_path("d.test", "c1")).expect("c1"),
-        b"newer",
+        rewritten(),
         "queue copy kept"
     );
     assert!(!dup_path.exists(), "duplicate claim removed");
@@ -251,23 +279,152 @@ fn recover_returns_dead_owners_claims_only() {
     );
     live.release().expect("release live");
 
-    let again = recover(&layout, |_| true).expect("second recovery");
+    let again = recover(&queue, |_| true).expect("second recovery");
     assert!(
         again.restored.is_empty() && again.duplicates.is_empty(),
         "{again:?}"
     );
 }
 
+/// `MESSAGE` as a rewrite after a deferral writes it: a new block with
+/// retry state, the same message after it.
+fn rewritten() -> Vec<u8> {
+    let mut bytes = b"X-Postman-From: <s@e.org>\r\nX-Postman-Date: 1000\r\nX-Postman-To: <a@d.test>\r\nX-Postman-Attempts: 1\r\n\r\n".to_vec();
+    bytes.extend_from_slice(b"Subject: x\r\n\r\nbody\r\n");
+    bytes
+}
+
+#[test]
+fn recover_keeps_a_different_message_of_the_same_name() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    let other: &[u8] =
+        b"X-Postman-From: <t@e.org>\r\nX-Postman-To: <b@d.test>\r\n\r\nSubject: other\r\n\r\nanother body\r\n";
+    // (what the queue holds under the claim's name, whether the claim is
+    // the same message and goes, or goes back as m1.1)
+    let more_recipients: Vec<u8> = {
+        let text = String::from_utf8(rewritten()).expect("utf-8");
+        text.replace("<a@d.test>", "<a@d.test>, <z@d.test>")
+            .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("the same bytes", MESSAGE.to_vec(), true),
+        ("a rewrite of it", rewritten(), true),
+        ("another message", other.to_vec(), false),
+        ("a recipient the claim lacks", more_recipients, false),
+        ("garbage", b"garbage".to_vec(), false),
+    ];
+    for (what, queued, same) in cases {
+        put(&layout, "d.test", "m1", MESSAGE);
+        let c = claimed(&queue, "d.test", "m1", "dead.1");
+        let claim_path = c.path();
+        fs::write(layout.message_path("d.test", "m1"), &queued).expect("write");
+        let recovery = recover(&queue, |_| true).expect("recover");
+        assert!(recovery.errors.is_empty(), "{what}: {recovery:?}");
+        assert_eq!(
+            fs::read(layout.message_path("d.test", "m1")).expect("m1"),
+            queued,
+            "{what}: the queued file is untouched"
+        );
+        if same {
+            assert_eq!(recovery.duplicates, [claim_path.as_path()], "{what}");
+            assert_eq!(messages(&layout, "d.test"), ["m1"], "{what}");
+        } else {
+            let to = layout.message_path("d.test", "m1.1");
+            assert_eq!(recovery.renamed, [(claim_path, to.clone())], "{what}");
+            assert_eq!(fs::read(&to).expect("m1.1"), MESSAGE, "{what}: claim kept");
+            fs::remove_file(&to).expect("clean up");
+        }
+        fs::remove_file(layout.message_path("d.test", "m1")).expect("clean up");
+    }
+}
+
+#[test]
+fn the_same_file_under_both_names_is_one_message() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    put(&layout, "d.test", "m1", MESSAGE);
+    let c = claimed(&queue, "d.test", "m1", "dead.1");
+    fs::hard_link(c.path(), layout.message_path("d.test", "m1")).expect("link");
+    let recovery = recover(&queue, |_| true).expect("recover");
+    assert_eq!(recovery.duplicates.len(), 1, "{recovery:?}");
+    assert_eq!(messages(&layout, "d.test"), ["m1"]);
+}
+
+#[test]
+fn recovery_and_sweeps_do_not_follow_links() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    let outside = tempfile::tempdir().expect("outside");
+    fs::create_dir_all(outside.path().join("dead.1")).expect("mkdir");
+    fs::write(outside.path().join("dead.1/m9"), MESSAGE).expect("write");
+    fs::write(outside.path().join("old"), b"x").expect("write");
+    fs::create_dir_all(layout.domain_dir("d.test")).expect("mkdir");
+    symlink(outside.path(), layout.domain_dir("d.test").join(ACTIVE_DIR)).expect("link");
+    symlink(outside.path(), layout.tmp_dir("d.test")).expect("link");
+    // A linked domain folder is not even listed.
+    symlink(outside.path(), layout.domain_dir("e.test")).expect("link");
+    let recovery = recover(&queue, |_| true).expect("recover");
+    assert!(recovery.restored.is_empty(), "{recovery:?}");
+    assert_eq!(recovery.errors.len(), 1, "the linked .active: {recovery:?}");
+    let far_future = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+    let sweep = sweep_tmp(&queue, far_future, Duration::from_secs(1)).expect("sweep");
+    assert!(sweep.removed.is_empty(), "{sweep:?}");
+    assert_eq!(sweep.errors.len(), 1, "the linked tmp: {sweep:?}");
+    assert!(
+        outside.path().join("old").exists(),
+        "nothing removed outside"
+    );
+    assert!(
+        outside.path().join("dead.1/m9").exists(),
+        "nothing moved outside"
+    );
+    assert!(messages(&layout, "d.test").is_empty(), "nothing came in");
+}
+
+#[test]
+fn a_claimed_link_or_fifo_is_refused_and_quarantined_unopened() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    let outside = tempfile::tempdir().expect("outside");
+    let secret = outside.path().join("secret");
+    fs::write(&secret, MESSAGE).expect("write");
+    put(&layout, "d.test", "m0", MESSAGE);
+    symlink(&secret, layout.message_path("d.test", "link")).expect("link");
+    nix::unistd::mkfifo(
+        &layout.message_path("d.test", "fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    for name in ["link", "fifo"] {
+        let c = claimed(&queue, "d.test", name, "me.1");
+        let e = c.open().expect_err("refused");
+        assert!(refusal(&e).is_some(), "{name}: {e}");
+        let to = c.quarantine(&e.to_string()).expect("quarantine");
+        assert_eq!(
+            to,
+            layout.domain_dir("d.test").join(".quarantine").join(name)
+        );
+        assert!(
+            fs::symlink_metadata(&to).is_ok_and(|m| !m.is_file()),
+            "{name}: moved as it is"
+        );
+    }
+    assert_eq!(fs::read(&secret).expect("secret"), MESSAGE, "untouched");
+}
+
 #[test]
 fn recover_without_a_queue_is_not_found() {
-    let (_dir, layout) = queue();
-    let err = recover(&layout, |_| true).expect_err("no .OTHER_SERVERS");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(Layout::new(dir.path())).expect("open");
+    let err = recover(&queue, |_| true).expect_err("no .OTHER_SERVERS");
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
 }
 
 #[test]
 fn two_claimers_race_and_exactly_one_wins() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     const FILES: usize = 200;
     for i in 0..FILES {
         put(&layout, "d.test", &format!("m{i}"), MESSAGE);
@@ -277,13 +434,13 @@ fn two_claimers_race_and_exactly_one_wins() {
         let handles: Vec<_> = ["p1", "p2"]
             .into_iter()
             .map(|owner| {
-                let (layout, barrier) = (&layout, &barrier);
+                let (queue, barrier) = (queue.share(), &barrier);
                 s.spawn(move || {
                     barrier.wait();
                     (0..FILES)
                         .filter_map(|i| {
                             let name = format!("m{i}");
-                            claim(layout, "d.test", &name, owner)
+                            claim(&queue, "d.test", &name, owner)
                                 .unwrap_or_else(|e| panic!("{owner} claim {name}: {e}"))
                                 .map(|c| c.name().to_owned())
                         })
@@ -320,25 +477,27 @@ fn two_claimers_race_and_exactly_one_wins() {
 
 #[test]
 fn sweep_tmp_removes_only_old_leftovers() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let old = layout.tmp_dir("d.test").join("old.tmp");
     put(&layout, "d.test", "m1", MESSAGE);
     fs::write(&old, b"half").expect("write old");
     let mtime = fs::metadata(&old).expect("stat").modified().expect("mtime");
     let removed = sweep_tmp(
-        &layout,
+        &queue,
         mtime + Duration::from_secs(100),
         Duration::from_secs(200),
     )
     .expect("sweep young");
-    assert!(removed.is_empty(), "young file kept: {removed:?}");
+    assert!(removed.removed.is_empty(), "young file kept: {removed:?}");
     let removed = sweep_tmp(
-        &layout,
+        &queue,
         mtime + Duration::from_secs(300),
         Duration::from_secs(200),
     )
     .expect("sweep old");
-    assert_eq!(removed, [old.as_path()], "old file removed");
+    assert_eq!(removed.removed, [old.as_path()], "old file removed");
+    assert!(removed.errors.is_empty(), "{removed:?}");
     assert!(
         layout.message_path("d.test", "m1").exists(),
         "queue file untouched"
@@ -347,18 +506,19 @@ fn sweep_tmp_removes_only_old_leftovers() {
 
 #[test]
 fn a_delivered_mark_left_by_an_earlier_version_is_removed_by_recovery() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     put(&layout, "d.test", "m1", MESSAGE);
     put(&layout, "d.test", "m2", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "dead.1");
+    let c = claimed(&queue, "d.test", "m1", "dead.1");
     // What the earlier mark was: a rename inside the claim folder.
     let want = layout
         .domain_dir("d.test")
         .join(".active/dead.1/.delivered.m1");
     fs::rename(c.path(), &want).expect("mark as earlier versions did");
     // Crash here: the mark is removed, never put back into the queue.
-    let _ = claimed(&layout, "d.test", "m2", "dead.1");
-    let recovery = recover(&layout, |_| true).expect("recover");
+    let _ = claimed(&queue, "d.test", "m2", "dead.1");
+    let recovery = recover(&queue, |_| true).expect("recover");
     assert_eq!(recovery.delivered, [want.as_path()], "{recovery:?}");
     assert_eq!(
         recovery.restored,
@@ -367,7 +527,7 @@ fn a_delivered_mark_left_by_an_earlier_version_is_removed_by_recovery() {
     );
     assert!(!want.exists(), "marked file removed");
     assert_eq!(
-        list_messages(&layout.domain_dir("d.test")).expect("list"),
+        messages(&layout, "d.test"),
         ["m2"],
         "only the undelivered message is back"
     );
@@ -375,22 +535,21 @@ fn a_delivered_mark_left_by_an_earlier_version_is_removed_by_recovery() {
 
 #[test]
 fn a_delivered_file_loses_its_name_at_once_and_its_data_at_the_last_close() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "dead.1");
-    let path = c.path().to_path_buf();
+    let c = claimed(&queue, "d.test", "m1", "dead.1");
+    let path = c.path();
     let mut open = fs::File::open(&path).expect("open claimed file");
     assert!(matches!(c.remove_delivered(), Marked::Removed));
     assert!(!path.exists(), "the name is gone at once");
     // Crash here: nothing is left for recovery to put back.
-    let recovery = recover(&layout, |_| true).expect("recover");
+    let recovery = recover(&queue, |_| true).expect("recover");
     assert!(
         recovery.restored.is_empty() && recovery.delivered.is_empty(),
         "{recovery:?}"
     );
-    assert!(list_messages(&layout.domain_dir("d.test"))
-        .expect("list")
-        .is_empty());
+    assert!(messages(&layout, "d.test").is_empty());
     // The open descriptor still reads the whole file until it is closed.
     let mut content = Vec::new();
     io::Read::read_to_end(&mut open, &mut content).expect("read removed file");
@@ -399,18 +558,20 @@ fn a_delivered_file_loses_its_name_at_once_and_its_data_at_the_last_close() {
 
 #[test]
 fn a_delivered_file_already_gone_counts_as_removed() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "live.1");
+    let c = claimed(&queue, "d.test", "m1", "live.1");
     fs::remove_file(c.path()).expect("remove claimed file");
     assert!(matches!(c.remove_delivered(), Marked::Removed));
 }
 
 #[test]
 fn a_failed_removal_gives_the_claim_back() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&layout, "d.test", "m1", "live.1");
+    let c = claimed(&queue, "d.test", "m1", "live.1");
     // Something not a file took the claimed name: unlink(2) refuses it,
     // even for root.
     fs::remove_file(c.path()).expect("remove claimed file");

@@ -190,6 +190,37 @@ impl QueueDir {
         })
     }
 
+    /// This directory on `other`, a duplicate of its descriptor made by the
+    /// caller: the actors move descriptors they keep open for long above
+    /// `FD_SETSIZE` (`F_DUPFD_CLOEXEC`), which takes the `unsafe` the core
+    /// forbids. `other` is kept only when it is this very directory (a
+    /// directory of the same device and inode); else it is closed and
+    /// `self` returned, so no handle can be swapped for another folder.
+    pub fn with_descriptor(self, other: OwnedFd) -> QueueDir {
+        let same = match (self.identity(), nix::sys::stat::fstat(&other)) {
+            (Ok(ours), Ok(st)) => {
+                kind_of_mode(st.st_mode) == EntryKind::Dir && ours == (st.st_dev, st.st_ino)
+            }
+            _ => false,
+        };
+        if same {
+            QueueDir {
+                fd: other,
+                path: self.path,
+            }
+        } else {
+            self
+        }
+    }
+
+    /// Device and inode of this directory (`fstat`): equal to a
+    /// [`Stat`] of the name it was opened by while that name still leads
+    /// here.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(&self.fd).map_err(io::Error::from)?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
     /// Opens the directory `rel` below this one. Every component must be a
     /// real directory: a link anywhere is [`RefusedKind::Link`], a file is
     /// [`RefusedKind::NotDirectory`]; `NotFound` when it does not exist.

@@ -336,3 +336,30 @@ fn the_walk_for_old_kernels_refuses_links_too() {
         );
     }
 }
+
+#[test]
+fn a_descriptor_is_taken_over_only_for_the_same_folder() {
+    let (dir, root) = root();
+    fs::create_dir(dir.path().join("a")).expect("mkdir");
+    fs::create_dir(dir.path().join("b")).expect("mkdir");
+    let a = root.dir("a").expect("a");
+    let b = root.dir("b").expect("b");
+    let dup = nix::unistd::dup(&a).expect("dup");
+    let dup_raw = std::os::fd::AsRawFd::as_raw_fd(&dup);
+    let a = a.with_descriptor(dup);
+    assert_eq!(
+        std::os::fd::AsRawFd::as_raw_fd(&a.fd),
+        dup_raw,
+        "a duplicate of the same folder is taken"
+    );
+    let other = nix::unistd::dup(&b).expect("dup");
+    let other_raw = std::os::fd::AsRawFd::as_raw_fd(&other);
+    let a = a.with_descriptor(other);
+    assert_ne!(
+        std::os::fd::AsRawFd::as_raw_fd(&a.fd),
+        other_raw,
+        "another folder's descriptor is not"
+    );
+    fs::write(dir.path().join("a/f"), b"x").expect("write");
+    assert!(a.open_file("f").is_ok(), "still folder a");
+}

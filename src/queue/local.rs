@@ -5,14 +5,16 @@
 //! sent with `MAIL FROM:<>`). Also reads the header section of a queued
 //! message, which a DSN returns (RFC 3462 `text/rfc822-headers`).
 
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
+use super::dirfd::QueueDir;
 use super::envelope::render_envelope;
-use super::rewrite::{create_tmp, sync_dir};
-use super::{valid_domain, Layout, TMP_DIR};
+use super::rewrite::create_tmp;
+use super::{valid_domain, Queue, TMP_DIR};
 
 /// The most of a message's header section returned by
 /// [`read_original_headers`] (RFC 5322 sets no limit; a bounce need not
@@ -51,6 +53,8 @@ pub fn is_local(domain: &str, local_domains: &[String]) -> bool {
 /// `<root>/<user>/tmp/<unique>`, then moved to `<root>/<user>/new/<unique>`
 /// without replacing an existing file (`AlreadyExists` when `unique` is
 /// taken), and `new/` synced. Creates `tmp`, `new` and `cur` when missing.
+/// A mailbox or sub-folder that is a link is refused
+/// ([`super::dirfd::refusal`]): nothing is written outside the root.
 ///
 /// `user` must be one path component that cannot reach outside the root or
 /// into the queue: not empty, no `/` or NUL, not starting with `.` (which
@@ -60,7 +64,7 @@ pub fn is_local(domain: &str, local_domains: &[String]) -> bool {
 ///
 /// `message` is written as given; Maildir readers accept CRLF or LF.
 pub fn deliver_local(
-    layout: &Layout,
+    queue: &Queue,
     user: &str,
     message: &[u8],
     unique: &str,
@@ -72,25 +76,25 @@ pub fn deliver_local(
             "invalid unique name {unique:?}: ':' starts a Maildir info suffix"
         )));
     }
-    let mailbox = layout.root().join(user);
-    for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(mailbox.join(sub))?;
-    }
-    let new = mailbox.join("new");
-    place(&mailbox.join("tmp"), &new, unique, &[message])
+    let mailbox = queue.root().dir_create(user)?;
+    let tmp = mailbox.dir_create("tmp")?;
+    let new = mailbox.dir_create("new")?;
+    mailbox.dir_create("cur")?;
+    place(&tmp, &new, unique, &[message])
 }
 
 /// Queues `message` for remote delivery to `recipients` of `domain`: an
 /// envelope block (`sender`, "" for the null sender of a bounce; `arrival`)
 /// and the message, written and synced in `<domain>/tmp/`, then moved to
 /// `<domain>/<unique>` without replacing an existing file (`AlreadyExists`),
-/// and the domain folder synced. Creates the folders when missing.
+/// and the domain folder synced. Creates the folders when missing; a
+/// linked folder is refused.
 ///
 /// `domain` must be a queue folder name ([`valid_domain`]: lower-case
 /// A-label); `unique` one component not starting with `.`. Addresses the
 /// envelope cannot hold are `InvalidInput`.
 pub fn enqueue_remote(
-    layout: &Layout,
+    queue: &Queue,
     domain: &str,
     sender: &str,
     recipients: &[String],
@@ -106,8 +110,9 @@ pub fn enqueue_remote(
     check_name("unique name", unique)?;
     let block = render_envelope(sender, recipients, Some(arrival), &[])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let dir = layout.domain_dir(domain);
-    place(&dir.join(TMP_DIR), &dir, unique, &[&block, message])
+    let dir = queue.domain_create(domain)?;
+    let tmp = dir.dir_create(TMP_DIR)?;
+    place(&tmp, &dir, unique, &[&block, message])
 }
 
 /// Sends a bounce `message` to `sender` (the original envelope sender):
@@ -119,7 +124,7 @@ pub fn enqueue_remote(
 /// The local part is used as the mailbox name as it is; a local part that
 /// is not a safe path component (see [`deliver_local`]) is an error.
 pub fn place_bounce(
-    layout: &Layout,
+    queue: &Queue,
     local_domains: &[String],
     sender: &str,
     arrival: SystemTime,
@@ -134,10 +139,10 @@ pub fn place_bounce(
     let (local, domain) = split_address(sender)
         .ok_or_else(|| invalid(format!("sender {sender:?} is not local@domain")))?;
     if is_local(&domain, local_domains) {
-        return deliver_local(layout, local, message, unique).map(Placed::Local);
+        return deliver_local(queue, local, message, unique).map(Placed::Local);
     }
     enqueue_remote(
-        layout,
+        queue,
         &domain,
         "",
         &[sender.to_owned()],
@@ -148,18 +153,26 @@ pub fn place_bounce(
     .map(Placed::Remote)
 }
 
-/// The header section of the message in the queued file at `path` (from
-/// `body_offset`, the end of the envelope block): everything before the
+/// The header section of the message in the open queued `file` (from
+/// `body_offset`, the end of the envelope block; read with `pread`, so the
+/// file's position does not matter): everything before the
 /// first empty line, ending with that header section's last line break. At
 /// most [`MAX_RETURNED_HEADERS`] bytes: a longer section is cut after its
 /// last whole line within the limit. A message without an empty line is all
 /// header section.
-pub fn read_original_headers(path: &Path, body_offset: u64) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(body_offset))?;
-    let mut buf = Vec::new();
-    file.take(MAX_RETURNED_HEADERS as u64 + 2)
-        .read_to_end(&mut buf)?;
+pub fn read_original_headers(file: &File, body_offset: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; MAX_RETURNED_HEADERS + 2];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let at = body_offset.saturating_add(filled as u64);
+        match file.read_at(&mut buf[filled..], at) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
     Ok(header_section(&buf).to_vec())
 }
 
@@ -185,53 +198,25 @@ pub fn header_section(message: &[u8]) -> &[u8] {
     }
 }
 
-/// Writes `parts` to a new file in `tmp_dir`, syncs it, links it into
-/// `dir` as `name` (never replacing), removes the temporary name and syncs
-/// `dir`. On failure the temporary file is removed.
-fn place(tmp_dir: &Path, dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    let (tmp_path, mut file) = create_tmp(tmp_dir, name)?;
-    let target = dir.join(name);
+/// Writes `parts` to a new file in `tmp_dir`, syncs it, renames it into
+/// `dir` as `name` (never replacing: `AlreadyExists`) and syncs `dir`;
+/// returns the new path. On failure the temporary file is removed.
+fn place(tmp_dir: &QueueDir, dir: &QueueDir, name: &str, parts: &[&[u8]]) -> io::Result<PathBuf> {
+    let (tmp, mut file) = create_tmp(tmp_dir, name)?;
     let result = (|| {
         for part in parts {
             file.write_all(part)?;
         }
         file.sync_all()?;
         drop(file);
-        link_no_clobber(&tmp_path, &target)
+        tmp_dir.rename_no_clobber(&tmp, dir, name)
     })();
     if let Err(e) = result {
-        let _ = fs::remove_file(&tmp_path);
+        let _ = tmp_dir.remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(dir)?;
-    Ok(target)
-}
-
-/// Moves `from` to `to` unless `to` exists (`AlreadyExists`): `link(2)`
-/// then unlink, the Maildir way; a file system without hard links falls
-/// back to check-then-rename.
-pub(crate) fn link_no_clobber(from: &Path, to: &Path) -> io::Result<()> {
-    match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
-            ) =>
-        {
-            Err(e)
-        }
-        Err(_) => {
-            if fs::symlink_metadata(to).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists", to.display()),
-                ));
-            }
-            fs::rename(from, to)
-        }
-    }
+    dir.sync()?;
+    Ok(dir.display_path(name))
 }
 
 /// One path component that stays where it is joined: not empty, no `/` or

@@ -1,13 +1,15 @@
 //! Tests of bounce placement, each in its own temporary directory.
 
 use super::*;
-use crate::queue::{parse_envelope, read_envelope};
+use crate::queue::{parse_envelope, Layout};
+use std::fs;
+use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-fn queue() -> (tempfile::TempDir, Layout) {
+fn queue() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(dir.path());
-    (dir, layout)
+    let queue = Queue::create(Layout::new(dir.path())).expect("open the queue");
+    (dir, queue)
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -59,9 +61,10 @@ fn is_local_table() {
 
 #[test]
 fn deliver_local_writes_new_through_tmp() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let message = b"From: MAILER-DAEMON@h\r\nSubject: x\r\n\r\nbody\r\n";
-    let path = deliver_local(&layout, "alice", message, "1700000000.P42Q1.h").expect("delivered");
+    let path = deliver_local(&queue, "alice", message, "1700000000.P42Q1.h").expect("delivered");
     let mailbox = layout.root().join("alice");
     assert_eq!(path, mailbox.join("new").join("1700000000.P42Q1.h"), "path");
     assert_eq!(fs::read(&path).expect("read"), message, "contents");
@@ -70,7 +73,7 @@ fn deliver_local_writes_new_through_tmp() {
     }
     assert!(names(&mailbox.join("tmp")).is_empty(), "tmp left empty");
 
-    let err = deliver_local(&layout, "alice", b"other", "1700000000.P42Q1.h")
+    let err = deliver_local(&queue, "alice", b"other", "1700000000.P42Q1.h")
         .expect_err("same unique name");
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "kind of {err}");
     assert_eq!(fs::read(&path).expect("read"), message, "first copy kept");
@@ -82,7 +85,7 @@ fn deliver_local_writes_new_through_tmp() {
 
 #[test]
 fn deliver_local_refuses_escaping_names() {
-    let (dir, layout) = queue();
+    let (dir, queue) = queue();
     let cases = [
         ("", "u1"),
         ("..", "u1"),
@@ -97,7 +100,7 @@ fn deliver_local_refuses_escaping_names() {
         ("alice", "a:2,S"),
     ];
     for (user, unique) in cases {
-        let err = deliver_local(&layout, user, b"m", unique)
+        let err = deliver_local(&queue, user, b"m", unique)
             .expect_err(&format!("user {user:?} unique {unique:?}"));
         assert_eq!(
             err.kind(),
@@ -105,23 +108,24 @@ fn deliver_local_refuses_escaping_names() {
             "user {user:?} unique {unique:?}: {err}"
         );
     }
-    assert!(
-        names(dir.path()).is_empty(),
-        "nothing created: {:?}",
-        names(dir.path())
+    assert_eq!(
+        names(dir.path()),
+        [".OTHER_SERVERS"],
+        "nothing created but the queue"
     );
 }
 
 #[test]
 fn enqueue_remote_writes_a_queue_file() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let arrival = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let message = b"Subject: bounce\r\n\r\nbody\r\n";
     let rcpts = vec!["s@e.org".to_string()];
     let path =
-        enqueue_remote(&layout, "e.org", "", &rcpts, arrival, message, "b1").expect("enqueued");
+        enqueue_remote(&queue, "e.org", "", &rcpts, arrival, message, "b1").expect("enqueued");
     assert_eq!(path, layout.message_path("e.org", "b1"), "path");
-    let env = read_envelope(&path).expect("valid queue file");
+    let env = parse_envelope(&fs::read(&path).expect("read")).expect("valid queue file");
     assert_eq!(env.sender, "", "null sender");
     assert_eq!(env.recipients, rcpts, "recipients");
     assert_eq!(env.arrival, Some(arrival), "arrival");
@@ -133,13 +137,13 @@ fn enqueue_remote_writes_a_queue_file() {
     );
     assert!(names(&layout.tmp_dir("e.org")).is_empty(), "tmp left empty");
     assert_eq!(
-        crate::queue::list_messages(&layout.domain_dir("e.org")).expect("list"),
+        crate::queue::list_messages(&queue.domain("e.org").expect("domain")).expect("list"),
         ["b1"],
         "listed"
     );
 
     let err =
-        enqueue_remote(&layout, "e.org", "", &rcpts, arrival, b"x", "b1").expect_err("name taken");
+        enqueue_remote(&queue, "e.org", "", &rcpts, arrival, b"x", "b1").expect_err("name taken");
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "kind of {err}");
     let cases: [(&str, &[String], &str); 5] = [
         ("E.org", &rcpts, "b2"),
@@ -149,7 +153,7 @@ fn enqueue_remote_writes_a_queue_file() {
         ("e.org", &rcpts, ".b2"),
     ];
     for (domain, rcpts, unique) in cases {
-        let err = enqueue_remote(&layout, domain, "", rcpts, arrival, b"x", unique)
+        let err = enqueue_remote(&queue, domain, "", rcpts, arrival, b"x", unique)
             .expect_err(&format!("{domain:?} {rcpts:?} {unique:?}"));
         assert_eq!(
             err.kind(),
@@ -158,25 +162,26 @@ fn enqueue_remote_writes_a_queue_file() {
         );
     }
     let bad_rcpt = vec!["no-at-sign".to_string()];
-    let err = enqueue_remote(&layout, "e.org", "", &bad_rcpt, arrival, b"x", "b3")
+    let err = enqueue_remote(&queue, "e.org", "", &bad_rcpt, arrival, b"x", "b3")
         .expect_err("bad recipient");
     assert!(err.to_string().contains("no-at-sign"), "{err}");
 }
 
 #[test]
 fn place_bounce_local_and_remote() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
     let locals = vec!["here.test".to_string()];
     let arrival = UNIX_EPOCH + Duration::from_secs(5);
     let local =
-        place_bounce(&layout, &locals, "bob@HERE.test", arrival, b"m1", "u1").expect("local");
+        place_bounce(&queue, &locals, "bob@HERE.test", arrival, b"m1", "u1").expect("local");
     assert_eq!(
         local,
         Placed::Local(layout.root().join("bob/new/u1")),
         "local placement"
     );
     let remote =
-        place_bounce(&layout, &locals, "carol@Far.Test", arrival, b"m2", "u2").expect("remote");
+        place_bounce(&queue, &locals, "carol@Far.Test", arrival, b"m2", "u2").expect("remote");
     let path = layout.message_path("far.test", "u2");
     assert_eq!(remote, Placed::Remote(path.clone()), "remote placement");
     let contents = fs::read(&path).expect("read");
@@ -185,7 +190,7 @@ fn place_bounce_local_and_remote() {
     assert_eq!(env.recipients, ["carol@Far.Test"], "recipient as written");
 
     for sender in ["", "nodomain"] {
-        let err = place_bounce(&layout, &locals, sender, arrival, b"m", "u3")
+        let err = place_bounce(&queue, &locals, sender, arrival, b"m", "u3")
             .expect_err(&format!("sender {sender:?}"));
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{sender:?}: {err}");
     }
@@ -224,12 +229,12 @@ fn header_section_table() {
 
 #[test]
 fn read_original_headers_from_a_queue_file() {
-    let (_dir, layout) = queue();
+    let (_dir, queue) = queue();
     let arrival = UNIX_EPOCH + Duration::from_secs(5);
     let mut message = b"From: a@b\r\nSubject: s\r\n\r\n".to_vec();
     message.extend(std::iter::repeat_n(b'x', 300_000));
     let path = enqueue_remote(
-        &layout,
+        &queue,
         "d.test",
         "a@b",
         &["c@d.test".into()],
@@ -238,12 +243,34 @@ fn read_original_headers_from_a_queue_file() {
         "m",
     )
     .expect("enqueue");
-    let env = read_envelope(&path).expect("envelope");
-    let headers = read_original_headers(&path, env.body_offset).expect("headers");
+    let env = parse_envelope(&fs::read(&path).expect("read")).expect("envelope");
+    let file = fs::File::open(&path).expect("open");
+    let headers = read_original_headers(&file, env.body_offset).expect("headers");
     assert_eq!(
         headers,
         b"From: a@b\r\nSubject: s\r\n",
         "headers of {}",
         path.display()
+    );
+}
+
+#[test]
+fn a_linked_mailbox_or_sub_folder_is_refused() {
+    let (dir, queue) = queue();
+    let outside = tempfile::tempdir().expect("outside");
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("mallory")).expect("link");
+    fs::create_dir_all(dir.path().join("bob")).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("bob/new")).expect("link");
+    for user in ["mallory", "bob"] {
+        let err = deliver_local(&queue, user, b"m", "u1").expect_err(user);
+        assert!(
+            crate::queue::dirfd::refusal(&err).is_some(),
+            "{user}: a refusal, not {err}"
+        );
+    }
+    assert!(names(outside.path()).is_empty(), "nothing written outside");
+    assert!(
+        names(&dir.path().join("bob/tmp")).is_empty(),
+        "no temporary file left"
     );
 }

@@ -4,22 +4,29 @@
 //! failure, quarantine); claims shared by several processes, retry state in
 //! the envelope block, crash-safe rewrites, and bounce placement. Writers
 //! create files in `<domain>/tmp/` and `rename(2)` them into `<domain>/`, so
-//! a listed file is always whole.
+//! a listed file is always whole. Every file and folder under the root is
+//! reached through [`dirfd::QueueDir`] handles, kept by a [`Queue`]: no
+//! link is followed and no special file opened.
 
 pub mod admin;
 mod backoff;
 mod claim;
 pub mod dirfd;
 mod envelope;
+mod handle;
 mod local;
 mod rewrite;
 mod state;
 mod store;
 
 pub use admin::HOLD_DIR;
-pub use backoff::{clear_backoff, read_backoff, write_backoff, DomainBackoff, BACKOFF_FILE};
-pub use claim::{claim, recover, sweep_tmp, Claimed, Marked, Recovery, ACTIVE_DIR};
+pub use backoff::{
+    clear_backoff, parse_backoff, read_backoff, read_backoff_in, render_backoff, write_backoff,
+    BackoffError, DomainBackoff, BACKOFF_FILE, MAX_BACKOFF_FILE, MAX_UNTIL,
+};
+pub use claim::{claim, recover, sweep_tmp, Claimed, Marked, Recovery, Sweep, ACTIVE_DIR};
 pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
+pub use handle::{Keep, Queue, MAX_KEPT_DOMAINS};
 pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, place_bounce, read_original_headers,
     split_address, Placed, MAX_RETURNED_HEADERS,
@@ -27,8 +34,8 @@ pub use local::{
 pub use rewrite::rewrite;
 pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
 pub use store::{
-    complete, copy_aside_failed, list_domains, list_messages, quarantine, read_envelope,
-    read_envelope_from, set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
+    escape_name, list_domains, list_messages, quarantine, read_envelope, read_envelope_from,
+    set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
 };
 
 use std::path::{Path, PathBuf};

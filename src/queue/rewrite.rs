@@ -3,12 +3,16 @@
 //! file in `<domain>/tmp/`, which is fsynced and then `rename(2)`d over the
 //! target, and the target's directory is fsynced. POSIX `rename` replaces
 //! the target atomically, so at any instant of a crash the queue holds the
-//! old file or the new one, never a mixture and never neither.
+//! old file or the new one, never a mixture and never neither. Every file
+//! and folder is reached through a [`QueueDir`].
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::dirfd::QueueDir;
+use super::store::move_no_clobber;
+use super::TMP_DIR;
 
 /// How many temporary names to try before giving up (they only collide with
 /// leftovers of a crashed process that had the same pid).
@@ -17,52 +21,67 @@ const MAX_TMP_TRIES: u64 = 1000;
 /// Distinguishes the temporary files of one process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Replaces the file at `path` by `new_block` followed by its own bytes from
-/// `body_offset` on (the message after the old envelope block), copied in a
-/// stream, never held in memory whole. The new file is built in `tmp_dir`
-/// (`<domain>/tmp/`, created if missing; it must be on the same file
-/// system), synced, renamed over `path`, and `path`'s directory is synced.
+/// Replaces the file `name` in `dir` by `new_block` followed by its own
+/// bytes from `body_offset` on (the message after the old envelope block),
+/// copied in a stream, never held in memory whole. The new file is built in
+/// `<dir>/tmp/` (created if missing), synced, renamed over `name`, and
+/// `dir` is synced.
 ///
 /// On any failure before the rename (no space, the body unreadable, a
-/// `body_offset` beyond the end) the temporary file is removed and `path`
-/// is untouched. An error from the final directory sync means the new
-/// version is in place but may not survive a power cut.
+/// `body_offset` beyond the end, a link or special file in the way) the
+/// temporary file is removed and `name` is untouched. An error from the
+/// final directory sync means the new version is in place but may not
+/// survive a power cut.
 ///
-/// The caller must own `path` (hold its claim): a rename over a path that
+/// The caller must own `name` (hold its claim): a rename over a name that
 /// another process has meanwhile moved away would put the message back.
-/// The new file takes `path`'s permission bits.
-pub fn rewrite(path: &Path, tmp_dir: &Path, new_block: &[u8], body_offset: u64) -> io::Result<()> {
-    replace(path, tmp_dir, new_block, body_offset, path)
+/// The new file takes the old one's permission bits.
+pub fn rewrite(dir: &QueueDir, name: &str, new_block: &[u8], body_offset: u64) -> io::Result<()> {
+    let tmp_dir = dir.dir_create(TMP_DIR)?;
+    let source = Source { dir, name };
+    replace(&source, &tmp_dir, new_block, body_offset, dir, Put::Replace).map(drop)
+}
+
+/// The file a new version is made from.
+pub(crate) struct Source<'a> {
+    pub dir: &'a QueueDir,
+    pub name: &'a str,
+}
+
+/// How the new version goes into its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// Over the source's name (which the caller owns).
+    Replace,
+    /// Under the source's name, or `name.N` when that is taken: never over
+    /// another file.
+    NoClobber,
 }
 
 /// Writes `new_block` + the body of `source` (from `body_offset`) to a
-/// synced temporary file in `tmp_dir`, renames it to `target` (which may be
-/// `source`), then syncs `target`'s directory. See [`rewrite`].
+/// synced temporary file in `tmp_dir`, moves it into `to` as `put` says,
+/// then syncs `to`. Returns the name it went in under. See [`rewrite`].
 pub(crate) fn replace(
-    source: &Path,
-    tmp_dir: &Path,
+    source: &Source<'_>,
+    tmp_dir: &QueueDir,
     new_block: &[u8],
     body_offset: u64,
-    target: &Path,
-) -> io::Result<()> {
-    let mut old = File::open(source)?;
-    let meta = old.metadata()?;
+    to: &QueueDir,
+    put: Put,
+) -> io::Result<String> {
+    let (mut old, meta) = source.dir.open_file(source.name)?;
     if body_offset > meta.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
                 "body offset {body_offset} is beyond the end of {} ({} bytes): \
                  the envelope was read from another version of the file",
-                source.display(),
+                source.dir.display_path(source.name).display(),
                 meta.len()
             ),
         ));
     }
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tmp_path, mut tmp) = create_tmp(tmp_dir, &name)?;
+    let (tmp_name, mut tmp) = create_tmp(tmp_dir, source.name)?;
     let written = (|| {
         tmp.set_permissions(meta.permissions())?;
         tmp.write_all(new_block)?;
@@ -73,38 +92,43 @@ pub(crate) fn replace(
                 io::ErrorKind::InvalidData,
                 format!(
                     "{} changed while it was copied ({copied} body bytes instead of {})",
-                    source.display(),
+                    source.dir.display_path(source.name).display(),
                     meta.len() - body_offset
                 ),
             ));
         }
         tmp.sync_all()?;
         drop(tmp);
-        fs::rename(&tmp_path, target)
+        match put {
+            Put::Replace => tmp_dir
+                .rename(&tmp_name, to, source.name)
+                .map(|()| source.name.to_owned()),
+            Put::NoClobber => move_no_clobber(tmp_dir, &tmp_name, to, source.name),
+        }
     })();
-    if let Err(e) = written {
-        // Best effort: the error that matters is the one being returned.
-        let _ = fs::remove_file(&tmp_path);
-        return Err(e);
+    match written {
+        Ok(placed) => {
+            to.sync()?;
+            Ok(placed)
+        }
+        Err(e) => {
+            // Best effort: the error that matters is the one being returned.
+            let _ = tmp_dir.remove_file(&tmp_name);
+            Err(e)
+        }
     }
-    sync_parent(target)
 }
 
 /// Creates a new, empty file in `dir` named after the target and this
-/// process; `O_EXCL`, so two writers never share one.
-pub(crate) fn create_tmp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+/// process; `O_EXCL`, so two writers never share one. Returns its name.
+pub(crate) fn create_tmp(dir: &QueueDir, name: &str) -> io::Result<(String, File)> {
     let pid = std::process::id();
-    let mut created_dir = false;
     let mut tries = 0;
     loop {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{name}.{pid}.{n}.tmp"));
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !created_dir => {
-                fs::create_dir_all(dir)?;
-                created_dir = true;
-            }
+        let tmp = format!("{name}.{pid}.{n}.tmp");
+        match dir.create_new(&tmp, 0o666) {
+            Ok(file) => return Ok((tmp, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < MAX_TMP_TRIES => {
                 tries += 1;
             }
@@ -113,36 +137,26 @@ pub(crate) fn create_tmp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> 
     }
 }
 
-/// Makes a rename or unlink in `path`'s directory durable.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => sync_dir(Path::new(".")),
-    }
-}
-
-/// `fsync(2)` on a directory.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
 
     const OLD: &[u8] =
         b"X-Postman-From: <s@e.org>\r\nX-Postman-To: <a@d.test>\r\n\r\nSubject: x\r\n\r\nbody\r\n";
     const OLD_OFFSET: u64 = 55;
 
-    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    /// A domain folder with `tmp/` and `m1`: the temporary root, the
+    /// folder's path and handle.
+    fn setup() -> (tempfile::TempDir, PathBuf, QueueDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let domain = dir.path().join("d.test");
-        let tmp = domain.join("tmp");
-        fs::create_dir_all(&tmp).expect("mkdir tmp");
-        let path = domain.join("m1");
-        fs::write(&path, OLD).expect("write m1");
-        (dir, path, tmp)
+        fs::create_dir_all(domain.join(TMP_DIR)).expect("mkdir tmp");
+        fs::write(domain.join("m1"), OLD).expect("write m1");
+        let handle = QueueDir::open_root(&domain).expect("open");
+        (dir, domain, handle)
     }
 
     fn tmp_is_empty(tmp: &Path) -> bool {
@@ -157,29 +171,34 @@ mod tests {
 
     #[test]
     fn rewrites_block_and_keeps_body() {
-        let (_dir, path, tmp) = setup();
+        let (_dir, domain, handle) = setup();
+        let path = domain.join("m1");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).expect("chmod");
         let ino = fs::metadata(&path).expect("stat").ino();
         let block = b"X-Postman-From: <s@e.org>\r\nX-Postman-To: <a@d.test>\r\nX-Postman-Attempts: 1\r\n\r\n";
-        rewrite(&path, &tmp, block, OLD_OFFSET).expect("rewrite");
+        rewrite(&handle, "m1", block, OLD_OFFSET).expect("rewrite");
         let mut want = block.to_vec();
         want.extend_from_slice(&OLD[OLD_OFFSET as usize..]);
         assert_eq!(fs::read(&path).expect("read"), want, "new contents");
         let meta = fs::metadata(&path).expect("stat");
         assert_ne!(meta.ino(), ino, "a new file was renamed in");
         assert_eq!(meta.permissions().mode() & 0o777, 0o640, "mode kept");
-        assert!(tmp_is_empty(&tmp), "no temporary file left");
+        assert!(
+            tmp_is_empty(&domain.join(TMP_DIR)),
+            "no temporary file left"
+        );
     }
 
     #[test]
     fn streams_a_large_body() {
-        let (_dir, path, tmp) = setup();
+        let (_dir, domain, handle) = setup();
+        let path = domain.join("m1");
         let mut contents = OLD.to_vec();
         contents.extend((0..3_000_000u32).map(|i| b'a' + (i % 26) as u8));
         fs::write(&path, &contents).expect("write big");
         rewrite(
-            &path,
-            &tmp,
+            &handle,
+            "m1",
             b"X-Postman-From: <>\nX-Postman-To: <a@d.test>\n\n",
             OLD_OFFSET,
         )
@@ -194,46 +213,62 @@ mod tests {
 
     #[test]
     fn creates_a_missing_tmp_dir() {
-        let (_dir, path, tmp) = setup();
-        fs::remove_dir(&tmp).expect("rmdir tmp");
+        let (_dir, domain, handle) = setup();
+        fs::remove_dir(domain.join(TMP_DIR)).expect("rmdir tmp");
         rewrite(
-            &path,
-            &tmp,
+            &handle,
+            "m1",
             b"X-Postman-From: <>\r\nX-Postman-To: <a@d.test>\r\n\r\n",
             OLD_OFFSET,
         )
         .expect("rewrite");
-        assert!(tmp.is_dir(), "tmp created");
+        assert!(domain.join(TMP_DIR).is_dir(), "tmp created");
     }
 
     #[test]
     fn failures_leave_the_original_and_no_temporary_file() {
         let block: &[u8] = b"X-Postman-From: <>\r\nX-Postman-To: <a@d.test>\r\n\r\n";
-        // (what, tmp folder to use: None = the domain's, body offset)
-        let cases = [
-            ("offset beyond the end", None, 10_000),
-            // tmp is a file: no temporary file can be created (as root, a
-            // read-only directory would not stop us).
-            ("tmp is not a directory", Some("not-a-dir"), OLD_OFFSET),
+        let elsewhere = tempfile::tempdir().expect("elsewhere");
+        // (what, how tmp/ is spoilt, body offset)
+        type Spoil = fn(&Path, &Path);
+        let cases: [(&str, Spoil, u64); 3] = [
+            ("offset beyond the end", |_, _| {}, 10_000),
+            (
+                "tmp is not a directory",
+                |tmp, _| {
+                    fs::remove_dir(tmp).expect("rmdir");
+                    fs::write(tmp, b"").expect("write file");
+                },
+                OLD_OFFSET,
+            ),
+            (
+                "tmp is a link out of the queue",
+                |tmp, outside| {
+                    fs::remove_dir(tmp).expect("rmdir");
+                    symlink(outside, tmp).expect("link");
+                },
+                OLD_OFFSET,
+            ),
         ];
-        for (what, bad_tmp, offset) in cases {
-            let (_dir, path, tmp) = setup();
-            let use_tmp = match bad_tmp {
-                Some(name) => {
-                    let t = path.with_file_name(name);
-                    fs::write(&t, b"").expect("write file");
-                    t
-                }
-                None => tmp.clone(),
-            };
-            let result = rewrite(&path, &use_tmp, block, offset);
+        for (what, spoil, offset) in cases {
+            let (_dir, domain, handle) = setup();
+            let tmp = domain.join(TMP_DIR);
+            spoil(&tmp, elsewhere.path());
+            let result = rewrite(&handle, "m1", block, offset);
             assert!(result.is_err(), "{what}: must fail");
             assert_eq!(
-                fs::read(&path).expect("read"),
+                fs::read(domain.join("m1")).expect("read"),
                 OLD,
                 "{what}: original untouched"
             );
-            assert!(tmp_is_empty(&tmp), "{what}: no temporary file left");
+            assert!(
+                !tmp.is_dir() || tmp_is_empty(&tmp),
+                "{what}: no temporary file left"
+            );
+            assert!(
+                tmp_is_empty(elsewhere.path()),
+                "{what}: nothing written outside"
+            );
         }
     }
 
@@ -241,9 +276,9 @@ mod tests {
     fn failed_rename_removes_the_temporary_file() {
         // A rename across file systems fails (EXDEV) after the whole copy
         // was written and synced: the last step that can fail.
-        let (_dir, path, tmp) = setup();
+        let (_dir, domain, handle) = setup();
         let shm = Path::new("/dev/shm");
-        let other_fs = match (fs::metadata(shm), fs::metadata(&tmp)) {
+        let other_fs = match (fs::metadata(shm), fs::metadata(&domain)) {
             (Ok(a), Ok(b)) => a.is_dir() && a.dev() != b.dev(),
             _ => false,
         };
@@ -251,10 +286,16 @@ mod tests {
             return; // no second file system on this machine
         }
         let far_tmp = tempfile::tempdir_in(shm).expect("tempdir in /dev/shm");
+        let far = QueueDir::open_root(far_tmp.path()).expect("open");
         let block: &[u8] = b"X-Postman-From: <>\r\nX-Postman-To: <a@d.test>\r\n\r\n";
-        let err = rewrite(&path, far_tmp.path(), block, OLD_OFFSET).expect_err("EXDEV");
+        let source = Source {
+            dir: &handle,
+            name: "m1",
+        };
+        let err =
+            replace(&source, &far, block, OLD_OFFSET, &handle, Put::Replace).expect_err("EXDEV");
         assert_eq!(
-            fs::read(&path).expect("read"),
+            fs::read(domain.join("m1")).expect("read"),
             OLD,
             "original untouched after {err}"
         );
@@ -265,25 +306,68 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_body_removes_the_temporary_file() {
-        // A directory opens but reading it fails (EISDIR) in the middle of
-        // the copy, after the new block was written.
-        let (_dir, path, tmp) = setup();
-        let domain = path.parent().expect("domain dir");
-        let dir_as_file = domain.join("sub");
-        fs::create_dir(&dir_as_file).expect("mkdir");
-        let err = rewrite(&dir_as_file, &tmp, b"X-Postman-From: <>\r\n\r\n", 0)
-            .expect_err("a directory has no body");
-        assert!(tmp_is_empty(&tmp), "temporary file removed after {err}");
-        assert!(dir_as_file.is_dir(), "target untouched");
+    fn special_files_and_links_are_not_rewritten() {
+        let (_dir, domain, handle) = setup();
+        let (_outside, secret) = {
+            let d = tempfile::tempdir().expect("outside");
+            let f = d.path().join("secret");
+            fs::write(&f, OLD).expect("write");
+            (d, f)
+        };
+        symlink(&secret, domain.join("link")).expect("link");
+        nix::unistd::mkfifo(
+            &domain.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
+        fs::create_dir(domain.join("sub")).expect("mkdir");
+        for name in ["link", "fifo", "sub"] {
+            let err =
+                rewrite(&handle, name, b"X-Postman-From: <>\r\n\r\n", 0).expect_err("refused");
+            assert!(
+                crate::queue::dirfd::refusal(&err).is_some(),
+                "{name}: a refusal, not {err}"
+            );
+        }
+        assert_eq!(
+            fs::read(&secret).expect("read"),
+            OLD,
+            "the target untouched"
+        );
+        assert!(
+            tmp_is_empty(&domain.join(TMP_DIR)),
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn no_clobber_goes_under_a_free_name() {
+        let (_dir, domain, handle) = setup();
+        let claims = handle.dir_create(".active/me").expect("mkdir");
+        handle.rename("m1", &claims, "m1").expect("claim");
+        fs::write(domain.join("m1"), b"another message").expect("write");
+        let tmp = handle.dir(TMP_DIR).expect("tmp");
+        let source = Source {
+            dir: &claims,
+            name: "m1",
+        };
+        let block: &[u8] = b"X-Postman-From: <>\r\nX-Postman-To: <a@d.test>\r\n\r\n";
+        let placed =
+            replace(&source, &tmp, block, OLD_OFFSET, &handle, Put::NoClobber).expect("put");
+        assert_eq!(placed, "m1.1", "the taken name is left alone");
+        assert_eq!(
+            fs::read(domain.join("m1")).expect("read"),
+            b"another message",
+            "the other file untouched"
+        );
     }
 
     #[test]
     fn missing_original_is_not_found() {
-        let (_dir, path, tmp) = setup();
-        fs::remove_file(&path).expect("rm");
-        let err = rewrite(&path, &tmp, b"", 0).expect_err("gone");
+        let (_dir, domain, handle) = setup();
+        fs::remove_file(domain.join("m1")).expect("rm");
+        let err = rewrite(&handle, "m1", b"", 0).expect_err("gone");
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "kind of {err}");
-        assert!(!path.exists(), "not resurrected");
+        assert!(!domain.join("m1").exists(), "not resurrected");
     }
 }

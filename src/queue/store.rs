@@ -1,15 +1,19 @@
 //! File operations on the queue (DESIGN.md "The queue on disk"): reading a
-//! queued file's envelope and body, listing domains and messages, removing a
-//! delivered file, and moving a file aside without ever overwriting one.
-//! Every move is a `rename(2)` or `link(2)` inside one file system, so a
-//! crash leaves each file either where it was or where it went.
+//! queued file's envelope and body, listing domains and messages, and
+//! moving a file aside without ever overwriting one. Every move is a
+//! `rename(2)` inside one file system, so a crash leaves each file either
+//! where it was or where it went; every file and folder is reached through
+//! a [`QueueDir`], never through a link.
 
-use std::fs::{self, File};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::dirfd::{EntryKind, QueueDir};
 use super::envelope::{parse_envelope, BlockScan, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
-use super::{Layout, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
+use super::{Queue, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
 
 /// How much [`read_envelope`] reads at a time: envelopes are small.
 const HEAD_CHUNK: usize = 4096;
@@ -24,7 +28,8 @@ const MAX_SUFFIX: u32 = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// Opening or reading the file failed (`NotFound`: another process
-    /// claimed or completed it).
+    /// claimed or completed it; a refusal of [`super::dirfd`]: a link or
+    /// special file).
     #[error(transparent)]
     Io(#[from] io::Error),
     /// The file was read but its envelope header block is invalid: quarantine it.
@@ -32,11 +37,12 @@ pub enum ReadError {
     Envelope(#[from] EnvelopeError),
 }
 
-/// Reads and parses the envelope header block of the queued file at `path`,
-/// reading only as far as the empty line (at most [`MAX_ENVELOPE_BLOCK`]
-/// bytes), never the whole message.
-pub fn read_envelope(path: &Path) -> Result<Envelope, ReadError> {
-    read_envelope_from(&mut File::open(path)?)
+/// Reads and parses the envelope header block of the queued file `name` in
+/// `dir`, reading only as far as the empty line (at most
+/// [`MAX_ENVELOPE_BLOCK`] bytes), never the whole message. A link or
+/// special file is refused unopened.
+pub fn read_envelope(dir: &QueueDir, name: impl AsRef<Path>) -> Result<Envelope, ReadError> {
+    read_envelope_from(&mut dir.open_file(name)?.0)
 }
 
 /// [`read_envelope`] for a file already open at its start: one open serves
@@ -65,135 +71,95 @@ pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
     }
 }
 
-/// The domain folders under `.OTHER_SERVERS`, sorted: directories (or links
-/// to them) whose names do not start with a dot. Names come back as they are
-/// on disk (check them with [`super::valid_domain`]); a name that is not
-/// UTF-8 comes back lossily converted so that it fails loudly downstream
-/// instead of being skipped in silence. `NotFound` when `.OTHER_SERVERS`
-/// does not exist.
-pub fn list_domains(layout: &Layout) -> io::Result<Vec<String>> {
-    let mut domains = Vec::new();
-    for entry in fs::read_dir(layout.remote_dir())? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let is_dir = match entry.file_type() {
-            Ok(t) if t.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
-            Ok(t) => t.is_dir(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        if is_dir {
-            domains.push(name);
-        }
-    }
+/// The domain folders under `.OTHER_SERVERS`, sorted: real directories
+/// (never links) whose names are UTF-8 and do not start with a dot. Check
+/// the names with [`super::valid_domain`]; the scanner looks at the
+/// entries itself to report what is left out. `NotFound` when
+/// `.OTHER_SERVERS` does not exist.
+pub fn list_domains(queue: &Queue) -> io::Result<Vec<String>> {
+    let mut domains = names_of(queue.remote()?, EntryKind::Dir)?;
     domains.sort();
     Ok(domains)
 }
 
 /// The queued messages of one domain folder, sorted by name: regular files
-/// directly inside it. Skips `tmp`, dot-entries (`.failed`, `.quarantine`)
-/// and any subdirectory or link. Non-UTF-8 names come back lossily converted
-/// (see [`list_domains`]).
-pub fn list_messages(domain_dir: &Path) -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(domain_dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == TMP_DIR {
-            continue;
-        }
-        match entry.file_type() {
-            Ok(t) if t.is_file() => names.push(name),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
+/// (never links or special files) directly inside it whose names are
+/// UTF-8. Skips `tmp` and dot-entries (`.failed`, `.quarantine`).
+pub fn list_messages(dir: &QueueDir) -> io::Result<Vec<String>> {
+    let mut names = names_of(dir, EntryKind::File)?;
+    names.retain(|name| name != TMP_DIR);
     names.sort();
     Ok(names)
 }
 
-/// Removes a delivered file. A file already gone counts as removed.
-pub fn complete(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// The UTF-8 names in `dir` of entries of `kind` not starting with a dot.
+pub(crate) fn names_of(dir: &QueueDir, kind: EntryKind) -> io::Result<Vec<String>> {
+    Ok(dir
+        .entries()?
+        .into_iter()
+        .filter(|e| e.kind == kind && !e.name.as_bytes().starts_with(b"."))
+        .filter_map(|e| e.name.into_string().ok())
+        .collect())
+}
+
+/// A name made UTF-8: each byte of `name` that is not part of valid UTF-8
+/// becomes `\xNN` (and a backslash stays a backslash), so a file whose
+/// name is not UTF-8 can be renamed to something every tool, log and
+/// `postman queue` can show, and told apart from others like it.
+pub fn escape_name(name: &OsStr) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for chunk in name.as_bytes().utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
     }
+    out
 }
 
 /// Moves a permanently failed message to `<domain>/.failed/<name>` and writes
 /// `reason` to `<name>.reason` beside it. Returns the new path, which has a
 /// `.N` suffix when the name was taken: nothing is ever overwritten.
 pub fn set_aside_failed(
-    layout: &Layout,
+    queue: &Queue,
     domain: &str,
     name: &str,
     reason: &str,
 ) -> io::Result<PathBuf> {
-    set_aside(layout, domain, name, reason, FAILED_DIR)
+    set_aside(&*queue.domain(domain)?, name, reason, FAILED_DIR)
 }
 
-/// Puts a copy of `from` (a claimed file, say) into `<domain>/.failed/` as
-/// `<name>` (or `<name>.N`) with `reason` beside it, leaving `from` as it is:
-/// for a message from the null sender whose failed recipients cannot be
-/// bounced while others are still pending.
-pub fn copy_aside_failed(
-    layout: &Layout,
-    domain: &str,
+/// Moves a queue entry that cannot be delivered as it is (unparseable, a
+/// link, a special file) to `<domain>/.quarantine/<name>` with its reason
+/// in `<name>.reason`, never overwriting (see [`set_aside_failed`]). The
+/// entry itself moves; a link is never followed, a special file never
+/// opened.
+pub fn quarantine(queue: &Queue, domain: &str, name: &str, reason: &str) -> io::Result<PathBuf> {
+    set_aside(&*queue.domain(domain)?, name, reason, QUARANTINE_DIR)
+}
+
+/// Moves `name` from `from` to `<domain_dir>/<sub>/` under a free name with
+/// `reason` beside it; returns the new path.
+pub(crate) fn set_aside_from(
+    from: &QueueDir,
     name: &str,
-    from: &Path,
-    reason: &str,
-) -> io::Result<PathBuf> {
-    check_component("domain", domain)?;
-    check_component("file name", name)?;
-    let dir = layout.domain_dir(domain).join(FAILED_DIR);
-    fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(".{name}.{}.copy", std::process::id()));
-    let copied = fs::copy(from, &tmp).and_then(|_| File::open(&tmp)?.sync_all());
-    if let Err(e) = copied {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let target_name = match move_no_clobber(&tmp, &dir, name) {
-        Ok(target_name) => target_name,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    write_reason(&dir, &target_name, reason)?;
-    Ok(dir.join(target_name))
-}
-
-/// Moves a file that cannot be parsed to `<domain>/.quarantine/<name>` with
-/// its reason in `<name>.reason`, never overwriting (see [`set_aside_failed`]).
-pub fn quarantine(layout: &Layout, domain: &str, name: &str, reason: &str) -> io::Result<PathBuf> {
-    set_aside(layout, domain, name, reason, QUARANTINE_DIR)
-}
-
-fn set_aside(
-    layout: &Layout,
-    domain: &str,
-    name: &str,
+    domain_dir: &QueueDir,
     reason: &str,
     sub: &str,
 ) -> io::Result<PathBuf> {
-    check_component("domain", domain)?;
     check_component("file name", name)?;
-    let domain_dir = layout.domain_dir(domain);
-    let source = domain_dir.join(name);
-    let dir = domain_dir.join(sub);
-    fs::create_dir_all(&dir)?;
-    let target_name = move_no_clobber(&source, &dir, name)?;
-    write_reason(&dir, &target_name, reason)?;
-    Ok(dir.join(target_name))
+    let dir = domain_dir.dir_create(sub)?;
+    let target = move_no_clobber(from, name, &dir, name)?;
+    write_reason(&dir, &target, reason)?;
+    Ok(dir.display_path(target))
 }
 
-/// A path component we are about to join: not empty, no `/`, not `.`/`..`.
-fn check_component(what: &str, value: &str) -> io::Result<()> {
+fn set_aside(domain_dir: &QueueDir, name: &str, reason: &str, sub: &str) -> io::Result<PathBuf> {
+    set_aside_from(domain_dir, name, domain_dir, reason, sub)
+}
+
+/// A path component we are about to use: not empty, no `/`, not `.`/`..`.
+pub(crate) fn check_component(what: &str, value: &str) -> io::Result<()> {
     if value.is_empty() || value == "." || value == ".." || value.contains(['/', '\0']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -203,53 +169,38 @@ fn check_component(what: &str, value: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Moves `source` into `dir` under `name` or the first free `name.N`, where
-/// free means neither it nor its `.reason` exists. `link(2)` fails with
-/// `EEXIST` instead of replacing, so two processes can never clobber each
-/// other; file systems without hard links fall back to check-then-rename.
-fn move_no_clobber(source: &Path, dir: &Path, name: &str) -> io::Result<String> {
+/// Moves `from_name` in `from` into `dir` under `name` or the first free
+/// `name.N`, where free means neither it nor its `.reason` exists; returns
+/// the name used. `RENAME_NOREPLACE` never replaces, so two processes can
+/// never clobber each other.
+pub(crate) fn move_no_clobber(
+    from: &QueueDir,
+    from_name: &str,
+    dir: &QueueDir,
+    name: &str,
+) -> io::Result<String> {
     for n in 0..MAX_SUFFIX {
         let candidate = if n == 0 {
             name.to_owned()
         } else {
             format!("{name}.{n}")
         };
-        let target = dir.join(&candidate);
-        if exists(&dir.join(reason_name(&candidate)))? {
+        if dir.stat(reason_name(&candidate))?.is_some() {
             continue;
         }
-        match fs::hard_link(source, &target) {
-            Ok(()) => {
-                complete(source)?;
-                return Ok(candidate);
-            }
+        match from.rename_no_clobber(from_name, dir, &candidate) {
+            Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            // The target folder exists, so this is the source that is gone.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
-            Err(_) => {
-                if exists(&target)? {
-                    continue;
-                }
-                fs::rename(source, &target)?;
-                return Ok(candidate);
-            }
+            Err(e) => return Err(e),
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
         format!(
             "no free name for {name:?} in {} after {MAX_SUFFIX} tries",
-            dir.display()
+            dir.path().display()
         ),
     ))
-}
-
-fn exists(path: &Path) -> io::Result<bool> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 fn reason_name(name: &str) -> String {
@@ -258,16 +209,27 @@ fn reason_name(name: &str) -> String {
 
 /// Writes `<dir>/<name>.reason` through a dot-named temporary file and a
 /// rename, so a reader never sees half a reason.
-fn write_reason(dir: &Path, name: &str, reason: &str) -> io::Result<()> {
-    let tmp = dir.join(format!(".{}.tmp", reason_name(name)));
-    let mut file = File::create(&tmp)?;
-    file.write_all(reason.as_bytes())?;
-    if !reason.ends_with('\n') {
-        file.write_all(b"\n")?;
+pub(crate) fn write_reason(dir: &QueueDir, name: &str, reason: &str) -> io::Result<()> {
+    let tmp = format!(".{}.{}.tmp", reason_name(name), std::process::id());
+    // A leftover of a crash of an earlier process with our pid.
+    match dir.remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
     }
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, dir.join(reason_name(name)))
+    let written = (|| {
+        let mut file = dir.create_new(&tmp, 0o666)?;
+        file.write_all(reason.as_bytes())?;
+        if !reason.ends_with('\n') {
+            file.write_all(b"\n")?;
+        }
+        file.sync_all()?;
+        drop(file);
+        dir.rename(&tmp, dir, reason_name(name))
+    })();
+    if written.is_err() {
+        let _ = dir.remove_file(&tmp);
+    }
+    written
 }
 
 /// Streams the message of a queued file, starting after its envelope block,
@@ -279,11 +241,6 @@ pub struct BodyReader {
 }
 
 impl BodyReader {
-    /// Opens `path` and positions it at `body_offset` (from [`Envelope`]).
-    pub fn open(path: &Path, body_offset: u64) -> io::Result<Self> {
-        Self::from_file(File::open(path)?, body_offset)
-    }
-
     /// Uses an already open file (for example one just claimed).
     pub fn from_file(mut file: File, body_offset: u64) -> io::Result<Self> {
         file.seek(SeekFrom::Start(body_offset))?;

@@ -40,7 +40,7 @@ impl Dispatcher {
             if d.failures > 0 {
                 d.failures = 0;
                 d.suspended_until = None;
-                if let Err(e) = queue::clear_backoff(&self.settler.layout, domain) {
+                if let Err(e) = queue::clear_backoff(&self.settler.queue, domain) {
                     warn!(self.log, "cannot remove the domain backoff file"; "domain" => domain,
                         "error" => %e);
                 }

@@ -126,7 +126,7 @@ impl Dispatcher {
             failures: d.failures,
             error: reason.to_owned(),
         };
-        if let Err(e) = queue::write_backoff(&self.settler.layout, name, &backoff) {
+        if let Err(e) = queue::write_backoff(&self.settler.queue, name, &backoff) {
             warn!(self.log, "cannot record the domain backoff on disk"; "domain" => name, "error" => %e);
         }
         until

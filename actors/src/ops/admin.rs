@@ -9,16 +9,21 @@ use std::time::SystemTime;
 
 use postman::config::Config;
 use postman::queue::admin::{self, AdminError, BounceContext, Done, QueueId, QueueRef};
-use postman::queue::{self, Layout, Placed};
+use postman::queue::{self, Placed, Queue};
 
 use super::format::{count, date};
 
 /// What each id-taking command does with one id.
-type Action<'a> = dyn FnMut(&Layout, &QueueRef) -> Result<(QueueId, Done), AdminError> + 'a;
+type Action<'a> = dyn FnMut(&Queue, &QueueRef) -> Result<(QueueId, Done), AdminError> + 'a;
 
 /// Runs `action` on every id in turn, printing what happened.
-fn each(config: &Config, ids: &[String], action: &mut Action<'_>) -> anyhow::Result<()> {
-    let layout = super::open_queue(config)?;
+fn each(
+    config: &Config,
+    ids: &[String],
+    create: bool,
+    action: &mut Action<'_>,
+) -> anyhow::Result<()> {
+    let layout = super::open_queue(config, create)?;
     let mut failed = 0;
     for given in ids {
         let result = QueueRef::parse(given).and_then(|r| action(&layout, &r));
@@ -78,17 +83,21 @@ fn queue_id_of(path: &std::path::Path) -> String {
 
 /// `postman hold QUEUE_ID…`.
 pub fn hold(config: &Config, ids: &[String]) -> anyhow::Result<()> {
-    each(config, ids, &mut |layout, r| admin::hold(layout, r))
+    each(config, ids, false, &mut |layout, r| admin::hold(layout, r))
 }
 
 /// `postman release QUEUE_ID…`.
 pub fn release(config: &Config, ids: &[String]) -> anyhow::Result<()> {
-    each(config, ids, &mut |layout, r| admin::release(layout, r))
+    each(config, ids, false, &mut |layout, r| {
+        admin::release(layout, r)
+    })
 }
 
 /// `postman delete QUEUE_ID…`.
 pub fn delete(config: &Config, ids: &[String]) -> anyhow::Result<()> {
-    each(config, ids, &mut |layout, r| admin::delete(layout, r))
+    each(config, ids, false, &mut |layout, r| {
+        admin::delete(layout, r)
+    })
 }
 
 /// `postman bounce QUEUE_ID…`.
@@ -96,7 +105,7 @@ pub fn bounce(config: &Config, ids: &[String]) -> anyhow::Result<()> {
     let owner = crate::owner::this_process();
     let pid = std::process::id();
     let mut serial = 0;
-    each(config, ids, &mut |layout, r| {
+    each(config, ids, true, &mut |layout, r| {
         serial += 1;
         let now = SystemTime::now();
         let token = admin::unique_name(now, pid, serial, &config.hostname);
@@ -114,7 +123,7 @@ pub fn bounce(config: &Config, ids: &[String]) -> anyhow::Result<()> {
 /// `postman flush [--domain D]`: makes every deferred message due now and
 /// ends each domain's backoff.
 pub fn flush(config: &Config, domain: Option<&str>) -> anyhow::Result<()> {
-    let layout = super::open_queue(config)?;
+    let layout = super::open_queue(config, false)?;
     let domains = match super::domain_arg(domain)? {
         Some(d) => vec![d],
         None => match queue::list_domains(&layout) {

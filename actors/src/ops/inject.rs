@@ -36,7 +36,7 @@ pub fn enqueue(
         bail!("no recipient: give at least one --to ADDRESS");
     }
     let message = read_message(input)?;
-    let layout = super::open_queue(config)?;
+    let layout = super::open_queue(config, true)?;
     let pid = std::process::id();
     let mut serial = 0;
     let ids = admin::enqueue(

@@ -26,7 +26,7 @@ pub enum View {
 /// Prints the queue of `config`: every message (`View::List`) or the
 /// summary, of one domain or all, as text or JSON lines.
 pub fn queue(config: &Config, view: View, domain: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let layout = super::open_queue(config)?;
+    let layout = super::open_queue(config, false)?;
     let domain = super::domain_arg(domain)?;
     let now = SystemTime::now();
     let entries = admin::list_queue(&layout, domain.as_deref(), now)?;

@@ -19,25 +19,30 @@ use std::io::{self, Write};
 
 use anyhow::{bail, Context as _};
 use postman::config::Config;
-use postman::queue::{self, Layout};
+use postman::queue::{self, Layout, Queue};
 
 pub use admin::{bounce, delete, flush, hold, release};
 pub use inject::enqueue;
 pub use listing::queue;
 pub use stats::{stats, StatsOptions};
 
-/// The queue of `config` (`application.maildir.path`), once its root is
-/// known to be a readable folder: a mistyped `--maildir` is an error, not
-/// an empty queue.
-fn open_queue(config: &Config) -> anyhow::Result<Layout> {
-    let root = &config.maildir;
-    std::fs::read_dir(root).with_context(|| {
+/// The queue of `config` (`application.maildir.path`), opened: a mistyped
+/// `--maildir` is an error, not an empty queue, and so is a linked
+/// `.OTHER_SERVERS`. `create` makes `.OTHER_SERVERS` when it is missing
+/// (for the commands that write into the queue).
+fn open_queue(config: &Config, create: bool) -> anyhow::Result<Queue> {
+    let layout = Layout::new(config.maildir.clone());
+    let opened = if create {
+        Queue::create(layout)
+    } else {
+        Queue::open(layout)
+    };
+    opened.with_context(|| {
         format!(
             "cannot read the queue root {} (application.maildir.path)",
-            root.display()
+            config.maildir.display()
         )
-    })?;
-    Ok(Layout::new(root.clone()))
+    })
 }
 
 /// A `--domain` value as a queue folder name: lower-cased, an LDH domain in

@@ -7,11 +7,10 @@
 //! should not take the low numbers that sockets need (900 connections each
 //! with a file open would otherwise push sockets past the `select(2)` limit).
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
 use nix::sys::sendfile::sendfile;
 use nix::sys::socket::{send, MsgFlags};
-use postman::queue::BodyReader;
+use postman::queue::{BodyReader, Claimed};
 use postman::smtp::BodyMeasure;
 
 use super::FD_SETSIZE;
@@ -28,9 +27,16 @@ use super::FD_SETSIZE;
 /// How much of a message is read from disk at a time.
 pub const CHUNK: usize = 64 * 1024;
 
-/// Opens a queue file for reading, its descriptor moved above FD_SETSIZE.
-pub fn open(path: &Path) -> io::Result<File> {
-    let file = File::open(path)?;
+/// Opens a claimed queue file for reading (never through a link, never a
+/// special file: [`Claimed::open`]), its descriptor moved above
+/// FD_SETSIZE; with its metadata, from the open descriptor.
+pub fn open(claimed: &Claimed) -> io::Result<(File, Metadata)> {
+    let (file, metadata) = claimed.open()?;
+    Ok((above_fd_setsize(file), metadata))
+}
+
+/// `file` on a descriptor above FD_SETSIZE, when there is room there.
+fn above_fd_setsize(file: File) -> File {
     let file = match fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(FD_SETSIZE)) {
         // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
         // owns; OwnedFd takes sole ownership and closes it on drop.
@@ -40,7 +46,7 @@ pub fn open(path: &Path) -> io::Result<File> {
         Err(_) => file,
     };
     debug_assert!(file.as_raw_fd() >= 0);
-    Ok(file)
+    file
 }
 
 /// The end of a body written straight from its file still goes through
@@ -490,6 +496,7 @@ pub struct Memory<'a> {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+    use std::path::Path;
 
     const HEAD: &[u8] = b"X-Postman-From: <s@e.org>\r\n\r\n";
 
@@ -501,7 +508,8 @@ mod tests {
     }
 
     fn reader(path: &Path) -> BodyReader {
-        BodyReader::open(path, HEAD.len() as u64).expect("open")
+        let file = File::open(path).expect("open");
+        BodyReader::from_file(file, HEAD.len() as u64).expect("open")
     }
 
     fn send_all(mut body: Body) -> Vec<u8> {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TryRecvError};
 use postman::config::Config;
-use postman::queue::Claimed;
+use postman::queue::{Claimed, Queue};
 use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
@@ -200,10 +200,12 @@ pub struct Totals {
 }
 
 impl Disk {
-    /// Starts worker `id`'s disk threads.
+    /// Starts worker `id`'s disk threads, each with its own handles on
+    /// `queue` ([`Queue::share`]).
     pub fn start(
         id: usize,
         config: &Config,
+        queue: &Queue,
         owner: &str,
         dispatcher: Postbox<DispatcherMsg>,
         answers: &Answers,
@@ -211,11 +213,11 @@ impl Disk {
     ) -> std::io::Result<Disk> {
         let mut threads = Vec::new();
         for n in 0..config.disk_threads.max(1) {
+            let settler = Settler::new(queue.share(), config, owner, &format!("W{id}D{n}"));
             threads.push(spawn(
                 id,
                 n,
-                config,
-                owner,
+                settler,
                 dispatcher.clone(),
                 answers.clone(),
                 log.clone(),
@@ -376,17 +378,13 @@ impl Disk {
 fn spawn(
     id: usize,
     n: usize,
-    config: &Config,
-    owner: &str,
+    mut settler: Settler,
     dispatcher: Postbox<DispatcherMsg>,
     answers: Answers,
     log: Logger,
 ) -> std::io::Result<DiskThread> {
     let (prepare_tx, prepare_rx) = mailbox::bounded::<Work>(MAILBOX);
     let (tx, rx) = prepare_rx.beside::<Work>(MAILBOX);
-    let owner = owner.to_owned();
-    let tag = format!("W{id}D{n}");
-    let mut settler = Settler::new(config, &owner, &tag);
     let handle = std::thread::Builder::new()
         .name(format!("postman-disk-{id}.{n}"))
         .spawn(move || {
@@ -400,7 +398,7 @@ fn spawn(
                     Work::Prepare(p) => {
                         let started = Instant::now();
                         let ctx = Ctx {
-                            layout: &settler.layout,
+                            queue: &settler.queue,
                             owner: &settler.owner,
                             log: &log,
                             dispatcher: &dispatcher,
@@ -444,7 +442,7 @@ fn spawn(
                         }
                     }
                     Work::Reload(config) => {
-                        settler = Settler::new(&config, &owner, &tag);
+                        settler.reload(&config);
                     }
                 }
             }
@@ -712,8 +710,17 @@ mod tests {
             budget: Budget::default(),
         };
         let log = Logger::root(slog::Discard, slog::o!());
-        let disk =
-            Disk::start(0, &config, "owner", dispatcher, &answers, log.clone()).expect("start");
+        let queue = Queue::create(postman::queue::Layout::new(dir)).expect("queue");
+        let disk = Disk::start(
+            0,
+            &config,
+            &queue,
+            "owner",
+            dispatcher,
+            &answers,
+            log.clone(),
+        )
+        .expect("start");
         (disk, prepared, log)
     }
 

@@ -27,6 +27,7 @@ use link::Wake;
 use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
+use postman::queue::Queue;
 use postman::smtp::{IpPreference, SessionConfig, TlsMode};
 use slog::{debug, error, info, Logger};
 
@@ -116,7 +117,7 @@ impl Shared {
     /// dispatcher.
     pub fn ctx(&self) -> settle::Ctx<'_> {
         settle::Ctx {
-            layout: &self.settler.layout,
+            queue: &self.settler.queue,
             owner: &self.settler.owner,
             log: &self.log,
             dispatcher: &self.dispatcher,
@@ -164,9 +165,12 @@ pub struct Worker {
 
 impl Worker {
     /// Creates worker `id` and the link the dispatcher uses to reach it.
+    /// It and its disk threads work on `queue` (each thread with its own
+    /// handle set).
     pub fn new(
         id: usize,
         config: &Config,
+        queue: Queue,
         dispatcher: Postbox<DispatcherMsg>,
         log: Logger,
         mailbox_capacity: usize,
@@ -183,7 +187,15 @@ impl Worker {
             wake: Arc::clone(&wake),
             budget: body_budget.clone(),
         };
-        let disk = disk::Disk::start(id, config, owner, dispatcher.clone(), &answers, log.clone())?;
+        let disk = disk::Disk::start(
+            id,
+            config,
+            &queue,
+            owner,
+            dispatcher.clone(),
+            &answers,
+            log.clone(),
+        )?;
         let worker = Worker {
             inbox,
             prepared,
@@ -210,7 +222,7 @@ impl Worker {
                 port: config.server_port,
                 max_messages_per_connection: config.max_messages_per_connection,
                 max_mx_addresses: config.max_mx_addresses,
-                settler: Settler::new(config, owner, &format!("W{id}")),
+                settler: Settler::new(queue, config, owner, &format!("W{id}")),
                 disk,
                 dispatcher,
                 told: Cell::new(false),
@@ -399,8 +411,7 @@ impl Worker {
             config.tls_policy.clone().into_iter().collect(),
         );
         shared.ip_preference = config.ip_preference;
-        let owner = shared.settler.owner.clone();
-        shared.settler = Settler::new(config, &owner, &format!("W{}", shared.worker));
+        shared.settler.reload(config);
         shared.disk.reload(config);
         self.metrics_interval = config.metrics_interval;
     }
@@ -609,7 +620,8 @@ mod tests {
         std::fs::create_dir_all(layout.tmp_dir("d.test")).expect("mkdir");
         std::fs::write(&path, FILE).expect("write");
         let metadata = std::fs::metadata(&path).expect("stat");
-        let envelope = queue::read_envelope(&path).expect("envelope");
+        let envelope =
+            queue::parse_envelope(&std::fs::read(&path).expect("read")).expect("envelope");
         let msg = QueuedMessage {
             id: "m1".into(),
             domain: "d.test".into(),
@@ -623,8 +635,16 @@ mod tests {
 
         let (dispatcher, inbox) = crate::mailbox::bounded(64);
         let log = Logger::root(slog::Discard, slog::o!());
-        let (mut worker, _link) =
-            Worker::new(0, &config, dispatcher, log, 16, "owner").expect("worker");
+        let (mut worker, _link) = Worker::new(
+            0,
+            &config,
+            queue::Queue::create(layout.clone()).expect("queue"),
+            dispatcher,
+            log,
+            16,
+            "owner",
+        )
+        .expect("worker");
         let ready = {
             let ctx = worker.shared.ctx();
             let mut pool = body::Pool::default();

@@ -8,7 +8,7 @@
 use std::time::{Instant, SystemTime};
 
 use postman::dsn::RecipientReport;
-use postman::queue::{self, BodyReader, Claimed, Layout, Marked, ReadError, RetryState};
+use postman::queue::{self, BodyReader, Claimed, Marked, Queue, ReadError, RetryState};
 use postman::smtp::{BodyMeasure, Class, Envelope, MessageResult, Session};
 use slog::{debug, error, info, Logger};
 
@@ -31,7 +31,7 @@ pub struct Job {
 /// whose claims these are, the log and the dispatcher. The worker and its
 /// disk threads each have one.
 pub struct Ctx<'a> {
-    pub layout: &'a Layout,
+    pub queue: &'a Queue,
     pub owner: &'a str,
     pub log: &'a Logger,
     pub dispatcher: &'a Postbox<DispatcherMsg>,
@@ -67,13 +67,24 @@ pub fn prepare(
     mut msg: QueuedMessage,
     relay: &str,
 ) -> Option<Ready> {
-    let claimed = match queue::claim(ctx.layout, &msg.domain, &msg.id, ctx.owner) {
+    let claimed = match queue::claim(ctx.queue, &msg.domain, &msg.id, ctx.owner) {
         Ok(Some(claimed)) => claimed,
         Ok(None) => {
             // Delivered, deleted or claimed by someone else since the scan.
             debug!(ctx.log, "queue file gone before delivery"; "queue_id" => &msg.id,
                 "domain" => &msg.domain);
             tell_done(ctx, msg, Disposition::Finished);
+            return None;
+        }
+        Err(e) if super::short_of_resources(&e) => {
+            // The claim's folders could not be opened for want of a
+            // descriptor: nothing is wrong with the message or its domain.
+            ctx.tell(DispatcherMsg::LocalLimit {
+                domain: msg.domain.clone(),
+                job: Box::new(msg),
+                what: "queue file",
+                reason: format!("cannot claim queue file: {e}"),
+            });
             return None;
         }
         Err(e) => {
@@ -86,10 +97,16 @@ pub fn prepare(
         }
     };
     // One open serves the envelope, the measuring pass and the sending.
-    let mut file = match body::open(claimed.path()) {
-        Ok(file) => file,
+    // A link or special file put in the message's place is refused without
+    // being followed or blocking, and set aside.
+    let (mut file, metadata) = match body::open(&claimed) {
+        Ok(opened) => opened,
         Err(e) if super::short_of_resources(&e) => {
             put_off(ctx, msg, claimed, &e);
+            return None;
+        }
+        Err(e) if queue::dirfd::refusal(&e).is_some() => {
+            quarantine(ctx, msg, claimed, &e.to_string());
             return None;
         }
         Err(e) => {
@@ -100,11 +117,9 @@ pub fn prepare(
     // The scanner's envelope still holds when the file is the one it read:
     // then only another process's change (a new file, or one written in
     // place) makes it read again.
-    let metadata = file.metadata();
-    let unchanged = match (&metadata, &msg.identity) {
-        (Ok(m), Some(identity)) => FileIdentity::of(m) == *identity,
-        _ => false,
-    };
+    let unchanged = msg
+        .identity
+        .is_some_and(|identity| FileIdentity::of(&metadata) == identity);
     let read = if unchanged {
         None
     } else {
@@ -118,7 +133,7 @@ pub fn prepare(
                 msg.envelope = envelope;
                 msg.retry = retry;
                 // Taken before this read, like the scanner's.
-                msg.identity = metadata.as_ref().ok().map(FileIdentity::of);
+                msg.identity = Some(FileIdentity::of(&metadata));
             }
             Err(e) => {
                 quarantine(ctx, msg, claimed, &e.to_string());
@@ -149,9 +164,7 @@ pub fn prepare(
         return None;
     }
     // The size now, not the scanner's: a rewrite since changed the block.
-    let body_len = metadata.map_or(u64::MAX, |m| {
-        m.len().saturating_sub(msg.envelope.body_offset)
-    });
+    let body_len = metadata.len().saturating_sub(msg.envelope.body_offset);
     let reader = match BodyReader::from_file(file, msg.envelope.body_offset) {
         Ok(body) => body,
         Err(e) => {
@@ -247,7 +260,7 @@ pub fn start_job(
 ) -> Option<Job> {
     let ready = {
         let ctx = Ctx {
-            layout: &shared.settler.layout,
+            queue: &shared.settler.queue,
             owner: &shared.settler.owner,
             log: &shared.log,
             dispatcher: &shared.dispatcher,

@@ -8,21 +8,20 @@
 //! into place (`link(2)` never replaces, but makes no `IN_MOVED_TO` event),
 //! the file is `rename(2)`d: a running postman's scanner watches for
 //! `IN_MOVED_TO` and picks the message up at once instead of at its next
-//! rescan. `rename` would replace a file of the same name, so the name is
-//! checked first; names carry the time to the microsecond, the pid and a
-//! per-process counter ([`unique_name`]), so no other writer can create the
-//! same one in between.
+//! rescan. The rename never replaces a file of the same name
+//! (`RENAME_NOREPLACE`); names carry the time to the microsecond, the pid
+//! and a per-process counter ([`unique_name`]), so none should be taken.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::QueueId;
+use crate::queue::dirfd::QueueDir;
 use crate::queue::envelope::render_envelope;
-use crate::queue::rewrite::{create_tmp, sync_dir};
-use crate::queue::{split_address, valid_domain, Layout};
+use crate::queue::rewrite::create_tmp;
+use crate::queue::{split_address, valid_domain, Queue, TMP_DIR};
 
 /// Why a message could not be queued.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +100,7 @@ pub fn group_by_domain(
 /// queue, so a failure while writing queues nothing. Returns the queue ids
 /// in domain order.
 pub fn enqueue(
-    layout: &Layout,
+    queue: &Queue,
     sender: &str,
     recipients: &[String],
     message: &[u8],
@@ -112,10 +111,10 @@ pub fn enqueue(
     if groups.is_empty() {
         return Err(EnqueueError::NoRecipients);
     }
-    let mut written: Vec<(QueueId, PathBuf)> = Vec::new();
-    let cleanup = |written: &[(QueueId, PathBuf)]| {
+    let mut written: Vec<(QueueId, Written)> = Vec::new();
+    let cleanup = |written: &[(QueueId, Written)]| {
         for (_, tmp) in written {
-            let _ = fs::remove_file(tmp);
+            let _ = tmp.tmp_dir.remove_file(&tmp.name);
         }
     };
     for (domain, rcpts) in &groups {
@@ -130,7 +129,7 @@ pub fn enqueue(
             }
         };
         let name = next_name();
-        match write_tmp(layout, domain, &name, &block, message) {
+        match write_tmp(queue, domain, &name, &block, message) {
             Ok(tmp) => written.push((
                 QueueId {
                     domain: domain.clone(),
@@ -151,8 +150,8 @@ pub fn enqueue(
     let mut queued = Vec::new();
     let mut rest = written.into_iter();
     while let Some((id, tmp)) = rest.next() {
-        if let Err(source) = move_in(layout, &id, &tmp) {
-            let _ = fs::remove_file(&tmp);
+        if let Err(source) = move_in(&id, &tmp) {
+            let _ = tmp.tmp_dir.remove_file(&tmp.name);
             cleanup(&rest.collect::<Vec<_>>());
             return Err(EnqueueError::Io {
                 domain: id.domain,
@@ -165,24 +164,38 @@ pub fn enqueue(
     Ok(queued)
 }
 
-/// Writes and syncs the file in `<domain>/tmp/`; returns its path.
+/// A file written and synced in `<domain>/tmp/`.
+struct Written {
+    domain_dir: Arc<QueueDir>,
+    tmp_dir: QueueDir,
+    name: String,
+}
+
+/// Writes and syncs the file in `<domain>/tmp/` (folders made as needed,
+/// links refused).
 fn write_tmp(
-    layout: &Layout,
+    queue: &Queue,
     domain: &str,
     name: &str,
     block: &[u8],
     message: &[u8],
-) -> io::Result<PathBuf> {
-    let (path, mut file) = create_tmp(&layout.tmp_dir(domain), name)?;
+) -> io::Result<Written> {
+    let domain_dir = queue.domain_create(domain)?;
+    let tmp_dir = domain_dir.dir_create(TMP_DIR)?;
+    let (tmp, mut file) = create_tmp(&tmp_dir, name)?;
     let result = (|| {
         file.write_all(block)?;
         file.write_all(message)?;
         file.sync_all()
     })();
     match result {
-        Ok(()) => Ok(path),
+        Ok(()) => Ok(Written {
+            domain_dir,
+            tmp_dir,
+            name: tmp,
+        }),
         Err(e) => {
-            let _ = fs::remove_file(&path);
+            let _ = tmp_dir.remove_file(&tmp);
             Err(e)
         }
     }
@@ -190,10 +203,10 @@ fn write_tmp(
 
 /// Renames the finished file to `<domain>/<name>` unless that name is
 /// taken (`AlreadyExists`), then syncs the domain folder.
-fn move_in(layout: &Layout, id: &QueueId, tmp: &std::path::Path) -> io::Result<()> {
-    let target = layout.message_path(&id.domain, &id.name);
-    super::rename_no_clobber(tmp, &target)?;
-    sync_dir(&layout.domain_dir(&id.domain))
+fn move_in(id: &QueueId, tmp: &Written) -> io::Result<()> {
+    tmp.tmp_dir
+        .rename_no_clobber(&tmp.name, &tmp.domain_dir, &id.name)?;
+    tmp.domain_dir.sync()
 }
 
 /// A Maildir-style unique file name: `<secs>.<micros>P<pid>Q<serial>.<host>`

@@ -1,15 +1,16 @@
 use super::*;
 use crate::queue::admin::test_support::*;
+use std::fs;
 
 use crate::queue::admin::QueueId;
-use crate::queue::{list_messages, parse_envelope};
-use std::fs;
+use crate::queue::parse_envelope;
 use std::io;
 use std::time::Duration;
 
 #[test]
 fn enqueue_writes_one_file_per_domain() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let rcpts: Vec<String> = [
         "x@d1.test",
         "y@D2.test",
@@ -22,7 +23,7 @@ fn enqueue_writes_one_file_per_domain() {
     .collect();
     let message = b"Subject: bare LF\n\nline one\nline two\n";
     let mut n = 0;
-    let ids = enqueue(&layout, "a@src.test", &rcpts, message, at(NOW), || {
+    let ids = enqueue(&queue, "a@src.test", &rcpts, message, at(NOW), || {
         n += 1;
         format!("name{n}")
     })
@@ -63,7 +64,8 @@ fn enqueue_writes_one_file_per_domain() {
 
 #[test]
 fn enqueue_failures_queue_nothing() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let names = || {
         let mut n = 0;
         move || {
@@ -71,17 +73,10 @@ fn enqueue_failures_queue_nothing() {
             format!("n{n}")
         }
     };
-    let err = enqueue(&layout, "", &[], b"x", at(NOW), names()).expect_err("no recipients");
+    let err = enqueue(&queue, "", &[], b"x", at(NOW), names()).expect_err("no recipients");
     assert!(matches!(err, EnqueueError::NoRecipients), "{err}");
-    let err = enqueue(
-        &layout,
-        "",
-        &["x@Bad_Domain".into()],
-        b"x",
-        at(NOW),
-        names(),
-    )
-    .expect_err("bad domain");
+    let err = enqueue(&queue, "", &["x@Bad_Domain".into()], b"x", at(NOW), names())
+        .expect_err("bad domain");
     assert!(err.to_string().contains("x@Bad_Domain"), "{err}");
 
     // b.test's tmp is a file: its temporary file cannot be made, after
@@ -89,18 +84,13 @@ fn enqueue_failures_queue_nothing() {
     fs::create_dir_all(layout.domain_dir("b.test")).unwrap();
     fs::write(layout.tmp_dir("b.test"), b"in the way").unwrap();
     let rcpts = vec!["x@a.test".to_owned(), "y@b.test".to_owned()];
-    let err = enqueue(&layout, "", &rcpts, b"x", at(NOW), names()).expect_err("tmp blocked");
+    let err = enqueue(&queue, "", &rcpts, b"x", at(NOW), names()).expect_err("tmp blocked");
     let text = err.to_string();
     assert!(
         text.contains("b.test") && text.contains("nothing was queued"),
         "{text}"
     );
-    assert!(
-        list_messages(&layout.domain_dir("a.test"))
-            .unwrap()
-            .is_empty(),
-        "a.test empty"
-    );
+    assert!(messages(&layout, "a.test").is_empty(), "a.test empty");
     assert!(
         fs::read_dir(layout.tmp_dir("a.test"))
             .unwrap()
@@ -112,7 +102,7 @@ fn enqueue_failures_queue_nothing() {
     // A taken name is never replaced.
     let rcpts = vec!["x@a.test".to_owned()];
     queued(&layout, "a.test", "n1", b"precious");
-    let err = enqueue(&layout, "", &rcpts, b"x", at(NOW), names()).expect_err("name taken");
+    let err = enqueue(&queue, "", &rcpts, b"x", at(NOW), names()).expect_err("name taken");
     assert!(
         matches!(&err, EnqueueError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
         "{err}"

@@ -5,15 +5,14 @@
 //! rename ([`crate::queue::Claimed::rewrite_and_release`]), and so comes back as a new
 //! version that a running postman's scanner reads again.
 
-use std::fs;
+use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::remove_owner_dir;
 use crate::queue::{
-    claim, clear_backoff, list_messages, read_backoff, read_envelope, DomainBackoff, Envelope,
-    Layout, ReadError, RetryState,
+    claim, clear_backoff, list_messages, read_backoff, read_envelope_from, DomainBackoff, Envelope,
+    Queue, ReadError, RetryState,
 };
 
 /// What [`flush`] did in one domain.
@@ -39,21 +38,17 @@ pub struct FlushReport {
 /// `X-Postman-Next-Attempt` is after `now` is claimed, rewritten without
 /// it (attempts and last error stay) and put back through `tmp/` and a
 /// rename ([`crate::queue::Claimed::rewrite_and_release`]); files claimed by a running
-/// delivery are skipped. Then `<domain>/.backoff` is removed. Held
-/// messages stay held. `NotFound` when the domain folder does not exist.
-pub fn flush(
-    layout: &Layout,
-    domain: &str,
-    owner: &str,
-    now: SystemTime,
-) -> io::Result<FlushReport> {
-    let dir = layout.domain_dir(domain);
+/// delivery are skipped. Then `<domain>/.backoff` is removed (whatever it
+/// is: a backoff that cannot be read is reported as none). Held messages
+/// stay held. `NotFound` when the domain folder does not exist.
+pub fn flush(queue: &Queue, domain: &str, owner: &str, now: SystemTime) -> io::Result<FlushReport> {
+    let dir = queue.domain(domain)?;
     let mut report = FlushReport {
         domain: domain.to_owned(),
         ..FlushReport::default()
     };
     for name in list_messages(&dir)? {
-        match flush_one(layout, domain, &name, owner, now) {
+        match flush_one(queue, domain, &name, owner, now) {
             Ok(Flushed::Yes) => report.flushed.push(name),
             Ok(Flushed::NotDeferred) => {}
             Ok(Flushed::Busy) => report.busy.push(name),
@@ -61,9 +56,9 @@ pub fn flush(
             Err(e) => report.errors.push((name, e)),
         }
     }
-    remove_owner_dir(layout, domain, owner);
-    report.backoff_cleared = read_backoff(layout, domain).ok().flatten();
-    clear_backoff(layout, domain)?;
+    remove_owner_dir(queue, domain, owner);
+    report.backoff_cleared = read_backoff(queue, domain).ok().flatten();
+    clear_backoff(queue, domain)?;
     Ok(report)
 }
 
@@ -75,14 +70,14 @@ enum Flushed {
 }
 
 fn flush_one(
-    layout: &Layout,
+    queue: &Queue,
     domain: &str,
     name: &str,
     owner: &str,
     now: SystemTime,
 ) -> Result<Flushed, String> {
-    let deferred = |path: &Path| -> Result<Option<(Envelope, RetryState)>, String> {
-        let envelope = match read_envelope(path) {
+    let deferred = |file: io::Result<(File, std::fs::Metadata)>| -> Result<Option<(Envelope, RetryState)>, String> {
+        let envelope = match file.map_err(ReadError::Io).and_then(|(mut f, _)| read_envelope_from(&mut f)) {
             Ok(envelope) => envelope,
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
@@ -94,18 +89,19 @@ fn flush_one(
             .then_some((envelope, retry)))
     };
     // A look without a claim first: most files need nothing.
-    match deferred(&layout.message_path(domain, name)) {
+    let dir = queue.domain(domain).map_err(|e| e.to_string())?;
+    match deferred(dir.open_file(name)) {
         Ok(Some(_)) => {}
         Ok(None) => return Ok(Flushed::NotDeferred),
         Err(why) => return Ok(Flushed::Unreadable(why)),
     }
-    let claimed = match claim(layout, domain, name, owner) {
+    let claimed = match claim(queue, domain, name, owner) {
         Ok(Some(claimed)) => claimed,
         Ok(None) => return Ok(Flushed::Busy),
         Err(e) => return Err(format!("cannot claim it: {e}")),
     };
     // Read again under the claim: a delivery may have rewritten it.
-    let (envelope, mut retry) = match deferred(claimed.path()) {
+    let (envelope, mut retry) = match deferred(claimed.open()) {
         Ok(Some(found)) => found,
         other => {
             let _ = claimed.release();
@@ -115,8 +111,9 @@ fn flush_one(
     retry.next_attempt = None;
     let arrival = match envelope.arrival {
         Some(arrival) => arrival,
-        None => fs::metadata(claimed.path())
-            .and_then(|m| m.modified())
+        None => claimed
+            .open()
+            .and_then(|(_, m)| m.modified())
             .unwrap_or(UNIX_EPOCH),
     };
     let block = match retry.render_block(&envelope, &envelope.recipients, arrival) {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::queue::admin::test_support::*;
+use std::fs;
 
 use crate::queue::admin::HOLD_DIR;
 use crate::queue::{parse_envelope, ACTIVE_DIR, BACKOFF_FILE};
@@ -7,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 
 #[test]
 fn flush_makes_deferred_messages_due_and_clears_the_backoff() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let deferred = queued(
         &layout,
         "d1.test",
@@ -34,7 +36,7 @@ fn flush_makes_deferred_messages_due_and_clears_the_backoff() {
     let held = put(&layout, "d1.test", HOLD_DIR, "held", &held_bytes);
     let bad = queued(&layout, "d1.test", "bad", b"garbage\n");
     crate::queue::write_backoff(
-        &layout,
+        &queue,
         "d1.test",
         &DomainBackoff {
             until: at(NOW + 600),
@@ -45,7 +47,7 @@ fn flush_makes_deferred_messages_due_and_clears_the_backoff() {
     .unwrap();
     let ready_inode = fs::metadata(&ready).unwrap().ino();
 
-    let report = flush(&layout, "d1.test", "me.1.1", at(NOW)).expect("flush");
+    let report = flush(&queue, "d1.test", "me.1.1", at(NOW)).expect("flush");
     assert_eq!(report.flushed, ["deferred"], "flushed");
     assert!(report.busy.is_empty(), "busy: {:?}", report.busy);
     assert!(report.errors.is_empty(), "errors: {:?}", report.errors);
@@ -107,11 +109,11 @@ fn flush_makes_deferred_messages_due_and_clears_the_backoff() {
             .is_none(),
         "no temporary file left"
     );
-    let again = flush(&layout, "d1.test", "me.1.1", at(NOW)).expect("flush again");
+    let again = flush(&queue, "d1.test", "me.1.1", at(NOW)).expect("flush again");
     assert!(
         again.flushed.is_empty() && again.backoff_cleared.is_none(),
         "{again:?}"
     );
-    let missing = flush(&layout, "nowhere.test", "me.1.1", at(NOW)).expect_err("no folder");
+    let missing = flush(&queue, "nowhere.test", "me.1.1", at(NOW)).expect_err("no folder");
     assert_eq!(missing.kind(), io::ErrorKind::NotFound);
 }

@@ -4,15 +4,17 @@
 //! and a per-domain summary with an age histogram in the manner of Postfix's
 //! qshape. Files that cannot be parsed are listed with their error.
 
-use std::fs;
+use std::ffi::OsString;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::HOLD_DIR;
+use crate::queue::dirfd::{EntryKind, QueueDir};
 use crate::queue::{
-    list_domains, list_messages, read_backoff, read_envelope, DomainBackoff, Layout, ReadError,
-    RetryState, ACTIVE_DIR, FAILED_DIR, QUARANTINE_DIR,
+    escape_name, list_domains, read_backoff, read_envelope_from, DomainBackoff, Queue, ReadError,
+    RetryState, ACTIVE_DIR, FAILED_DIR, QUARANTINE_DIR, TMP_DIR,
 };
 
 /// Where a message stands.
@@ -85,15 +87,14 @@ pub struct Detail {
 /// Every message of `domain` (all domains when `None`), sorted by arrival,
 /// oldest first, then by id. `now` decides ready against deferred. Missing
 /// folders are an empty queue; a file that vanishes while it is read (a
-/// delivery finished) is left out.
-pub fn list_queue(
-    layout: &Layout,
-    domain: Option<&str>,
-    now: SystemTime,
-) -> io::Result<Vec<Entry>> {
+/// delivery finished) is left out. A queue entry that is a link or special
+/// file is listed, unopened, with what it is as its error; one whose name
+/// is not UTF-8 under its name escaped ([`escape_name`]), with the same
+/// note.
+pub fn list_queue(queue: &Queue, domain: Option<&str>, now: SystemTime) -> io::Result<Vec<Entry>> {
     let domains = match domain {
         Some(d) => vec![d.to_owned()],
-        None => match list_domains(layout) {
+        None => match list_domains(queue) {
             Ok(domains) => domains,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
@@ -101,7 +102,7 @@ pub fn list_queue(
     };
     let mut entries = Vec::new();
     for domain in &domains {
-        list_domain(layout, domain, now, &mut entries)?;
+        list_domain(queue, domain, now, &mut entries)?;
     }
     entries.sort_by(|a, b| {
         a.arrival
@@ -113,145 +114,142 @@ pub fn list_queue(
 }
 
 fn list_domain(
-    layout: &Layout,
+    queue: &Queue,
     domain: &str,
     now: SystemTime,
     out: &mut Vec<Entry>,
 ) -> io::Result<()> {
-    let dir = layout.domain_dir(domain);
-    for name in names_or_empty(list_messages(&dir))? {
-        let path = dir.join(&name);
-        push_entry(out, domain, name, path, State::Ready, None, now);
+    let Some(dir) = or_none(queue.domain(domain))? else {
+        return Ok(());
+    };
+    let place = |state, owner| Place {
+        domain,
+        state,
+        owner,
+        now,
+    };
+    for name in queue_entries(&dir)? {
+        place(State::Ready, None).push(out, &dir, name);
     }
-    let hold = dir.join(HOLD_DIR);
-    for name in names_or_empty(list_files(&hold))? {
-        let path = hold.join(&name);
-        push_entry(out, domain, name, path, State::Held, None, now);
+    if let Some(hold) = or_none(dir.dir(HOLD_DIR))? {
+        for name in queue_entries(&hold)? {
+            place(State::Held, None).push(out, &hold, name);
+        }
     }
-    let active = dir.join(ACTIVE_DIR);
-    for owner in names_or_empty(list_subdirs(&active))? {
-        let owner_dir = active.join(&owner);
-        for name in names_or_empty(list_files(&owner_dir))? {
-            let path = owner_dir.join(&name);
-            push_entry(
-                out,
-                domain,
-                name,
-                path,
-                State::Active,
-                Some(owner.clone()),
-                now,
-            );
+    let Some(active) = or_none(dir.dir(ACTIVE_DIR))? else {
+        return Ok(());
+    };
+    for owner in active.entries()? {
+        if owner.kind != EntryKind::Dir || owner.name.as_bytes().starts_with(b".") {
+            continue;
+        }
+        let Some(owner_dir) = or_none(active.dir(&owner.name))? else {
+            continue;
+        };
+        let owner = owner.name.to_string_lossy().into_owned();
+        for name in queue_entries(&owner_dir)? {
+            place(State::Active, Some(owner.clone())).push(out, &owner_dir, name);
         }
     }
     Ok(())
 }
 
-fn push_entry(
-    out: &mut Vec<Entry>,
-    domain: &str,
-    name: String,
-    path: PathBuf,
+/// `Ok(None)` for `NotFound`: a folder that is not there is empty.
+fn or_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// The names in `dir` that are queue entries: anything but folders, dot
+/// names and `tmp`, sorted. Links and special files are included (they are
+/// listed as what they are, never opened).
+fn queue_entries(dir: &QueueDir) -> io::Result<Vec<OsString>> {
+    let mut names: Vec<OsString> = dir
+        .entries()?
+        .into_iter()
+        .filter(|e| e.kind != EntryKind::Dir && !e.name.as_bytes().starts_with(b"."))
+        .map(|e| e.name)
+        .filter(|name| name != TMP_DIR)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Where the entries being listed lie.
+struct Place<'a> {
+    domain: &'a str,
     state: State,
     owner: Option<String>,
     now: SystemTime,
-) {
-    let Some(entry) = read_entry(domain, name, path, state, owner, now) else {
-        return;
-    };
-    out.push(entry);
 }
 
-/// Reads one file into an entry; `None` when it is gone.
-fn read_entry(
-    domain: &str,
-    name: String,
-    path: PathBuf,
-    mut state: State,
-    owner: Option<String>,
-    now: SystemTime,
-) -> Option<Entry> {
-    let meta = match fs::metadata(&path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            return Some(Entry {
-                domain: domain.to_owned(),
-                name,
-                state,
-                owner,
-                path,
-                size: 0,
-                arrival: UNIX_EPOCH,
-                detail: Err(e.to_string()),
-            })
+impl Place<'_> {
+    fn push(&self, out: &mut Vec<Entry>, dir: &QueueDir, name: OsString) {
+        if let Some(entry) = self.read_entry(dir, name) {
+            out.push(entry);
         }
-    };
-    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-    let mut arrival = mtime;
-    let detail = match read_envelope(&path) {
-        Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(e) => Err(e.to_string()),
-        Ok(envelope) => match RetryState::from_envelope(&envelope) {
-            Err(e) => Err(e.to_string()),
-            Ok(retry) => {
-                arrival = envelope.arrival.unwrap_or(mtime);
-                if state == State::Ready && retry.next_attempt.is_some_and(|at| at > now) {
-                    state = State::Deferred;
-                }
-                Ok(Detail {
-                    sender: envelope.sender,
-                    recipients: envelope.recipients,
-                    retry,
-                })
+    }
+
+    /// Reads one file into an entry; `None` when it is gone.
+    fn read_entry(&self, dir: &QueueDir, raw: OsString) -> Option<Entry> {
+        let name = escape_name(&raw);
+        let path = dir.display_path(&raw);
+        let mut entry = Entry {
+            domain: self.domain.to_owned(),
+            name,
+            state: self.state,
+            owner: self.owner.clone(),
+            path,
+            size: 0,
+            arrival: UNIX_EPOCH,
+            detail: Err(String::new()),
+        };
+        let stat = match dir.stat(&raw) {
+            Ok(Some(stat)) => stat,
+            Ok(None) => return None,
+            Err(e) => {
+                entry.detail = Err(e.to_string());
+                return Some(entry);
             }
-        },
-    };
-    Some(Entry {
-        domain: domain.to_owned(),
-        name,
-        state,
-        owner,
-        path,
-        size: meta.len(),
-        arrival,
-        detail,
-    })
-}
-
-fn names_or_empty(names: io::Result<Vec<String>>) -> io::Result<Vec<String>> {
-    match names {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        other => other,
-    }
-}
-
-/// Regular files in `dir` whose names do not start with a dot, sorted.
-pub(crate) fn list_files(dir: &Path) -> io::Result<Vec<String>> {
-    list_entries(dir, |t| t.is_file())
-}
-
-fn list_subdirs(dir: &Path) -> io::Result<Vec<String>> {
-    list_entries(dir, |t| t.is_dir())
-}
-
-fn list_entries(dir: &Path, keep: impl Fn(fs::FileType) -> bool) -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
+        };
+        entry.size = stat.len;
+        entry.arrival = stat.modified;
+        if raw.to_str().is_none() {
+            entry.detail = Err(format!(
+                "the file name {:?} is not UTF-8: a running postman renames it to {:?} and delivers it",
+                raw.to_string_lossy(),
+                entry.name
+            ));
+            return Some(entry);
         }
-        match entry.file_type() {
-            Ok(t) if keep(t) => names.push(name),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        let read = dir
+            .open_file(&raw)
+            .map_err(ReadError::Io)
+            .and_then(|(mut file, _)| read_envelope_from(&mut file));
+        entry.detail = match read {
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => Err(e.to_string()),
+            Ok(envelope) => match RetryState::from_envelope(&envelope) {
+                Err(e) => Err(e.to_string()),
+                Ok(retry) => {
+                    entry.arrival = envelope.arrival.unwrap_or(stat.modified);
+                    if self.state == State::Ready
+                        && retry.next_attempt.is_some_and(|at| at > self.now)
+                    {
+                        entry.state = State::Deferred;
+                    }
+                    Ok(Detail {
+                        sender: envelope.sender,
+                        recipients: envelope.recipients,
+                        retry,
+                    })
+                }
+            },
+        };
+        Some(entry)
     }
-    names.sort();
-    Ok(names)
 }
 
 /// Upper bounds of the age buckets in minutes, as Postfix's qshape prints
@@ -326,7 +324,7 @@ pub fn age_bucket(now: SystemTime, arrival: SystemTime) -> usize {
 /// queue (they may hold failed or quarantined files); domains without
 /// anything to report are left out.
 pub fn summarize(
-    layout: &Layout,
+    queue: &Queue,
     entries: &[Entry],
     domains: &[String],
     now: SystemTime,
@@ -338,9 +336,10 @@ pub fn summarize(
             .add(entry, now);
     }
     for domain in domains {
-        let failed = count_set_aside(&layout.domain_dir(domain).join(FAILED_DIR));
-        let quarantined = count_set_aside(&layout.domain_dir(domain).join(QUARANTINE_DIR));
-        let backoff = read_backoff(layout, domain)
+        let dir = queue.domain(domain).ok();
+        let failed = count_set_aside(dir.as_deref(), FAILED_DIR);
+        let quarantined = count_set_aside(dir.as_deref(), QUARANTINE_DIR);
+        let backoff = read_backoff(queue, domain)
             .ok()
             .flatten()
             .filter(|b| b.until > now);
@@ -386,11 +385,22 @@ fn named(domain: &str) -> DomainSummary {
     }
 }
 
-/// Set-aside messages in `dir`: files other than `*.reason` and dot files.
-fn count_set_aside(dir: &Path) -> u64 {
-    list_files(dir)
-        .map(|names| names.iter().filter(|n| !n.ends_with(".reason")).count() as u64)
-        .unwrap_or(0)
+/// Set-aside entries in `<domain>/<sub>`: anything but folders, `*.reason`
+/// and dot names.
+fn count_set_aside(dir: Option<&QueueDir>, sub: &str) -> u64 {
+    let Some(entries) = dir
+        .and_then(|d| d.dir(sub).ok())
+        .and_then(|d| d.entries().ok())
+    else {
+        return 0;
+    };
+    entries
+        .iter()
+        .filter(|e| e.kind != EntryKind::Dir)
+        .filter(|e| {
+            !e.name.as_bytes().starts_with(b".") && !e.name.as_bytes().ends_with(b".reason")
+        })
+        .count() as u64
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 use super::*;
 use crate::queue::admin::test_support::*;
+use crate::queue::{Layout, Queue};
+use std::fs;
 
 use crate::queue::admin::HOLD_DIR;
 use crate::queue::{FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
-use std::fs;
 
 #[test]
 fn listing_shows_every_state_sorted_by_arrival() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     queued(
         &layout,
         "d1.test",
@@ -57,7 +59,7 @@ fn listing_shows_every_state_sorted_by_arrival() {
     put(&layout, "d1.test", FAILED_DIR, "f1", b"x");
     put(&layout, "d1.test", "", ".dot", b"x");
 
-    let entries = list_queue(&layout, None, at(NOW)).expect("list");
+    let entries = list_queue(&queue, None, at(NOW)).expect("list");
     let got: Vec<(String, &str)> = entries.iter().map(|e| (e.id(), e.state.as_str())).collect();
     let mut want = vec![
         ("d1.test/due".to_owned(), "ready"),
@@ -110,20 +112,20 @@ fn listing_shows_every_state_sorted_by_arrival() {
     let bad = entries[5].detail.as_ref().expect_err("garbage is an error");
     assert!(bad.contains("no empty line ends the envelope"), "{bad}");
 
-    let only = list_queue(&layout, Some("d2.test"), at(NOW)).expect("list d2");
+    let only = list_queue(&queue, Some("d2.test"), at(NOW)).expect("list d2");
     assert!(
         only.iter().all(|e| e.domain == "d2.test") && only.len() == 3,
         "--domain d2.test: {only:#?}"
     );
-    let none = list_queue(&layout, Some("nowhere.test"), at(NOW)).expect("missing domain");
+    let none = list_queue(&queue, Some("nowhere.test"), at(NOW)).expect("missing domain");
     assert!(none.is_empty(), "a missing domain folder lists nothing");
 }
 
 #[test]
 fn listing_a_queue_without_its_remote_folder_is_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(dir.path());
-    assert!(list_queue(&layout, None, at(NOW)).expect("list").is_empty());
+    let queue = Queue::open(Layout::new(dir.path())).expect("open");
+    assert!(list_queue(&queue, None, at(NOW)).expect("list").is_empty());
 }
 
 #[test]
@@ -151,7 +153,8 @@ fn age_bucket_table() {
 
 #[test]
 fn summary_counts_states_ages_and_set_aside_files() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     for i in 0..3 {
         queued(
             &layout,
@@ -183,7 +186,7 @@ fn summary_counts_states_ages_and_set_aside_files() {
     put(&layout, "aside.test", FAILED_DIR, "f", b"x");
     fs::create_dir_all(layout.domain_dir("empty.test")).unwrap();
     crate::queue::write_backoff(
-        &layout,
+        &queue,
         "small.test",
         &DomainBackoff {
             until: at(NOW + 600),
@@ -193,9 +196,9 @@ fn summary_counts_states_ages_and_set_aside_files() {
     )
     .unwrap();
 
-    let entries = list_queue(&layout, None, at(NOW)).unwrap();
-    let domains = list_domains(&layout).unwrap();
-    let lines = summarize(&layout, &entries, &domains, at(NOW));
+    let entries = list_queue(&queue, None, at(NOW)).unwrap();
+    let domains = list_domains(&queue).unwrap();
+    let lines = summarize(&queue, &entries, &domains, at(NOW));
     let names: Vec<&str> = lines.iter().map(|l| l.domain.as_str()).collect();
     assert_eq!(
         names,

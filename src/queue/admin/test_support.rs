@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::QueueRef;
-use crate::queue::Layout;
+use crate::queue::{Layout, Queue};
 
 /// The tests' "now".
 pub const NOW: u64 = 1_764_250_000;
@@ -17,11 +17,25 @@ pub fn at(secs: u64) -> SystemTime {
 }
 
 /// An empty queue (`.OTHER_SERVERS` exists) in a temporary folder.
-pub fn setup() -> (tempfile::TempDir, Layout) {
+pub fn setup() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(dir.path());
-    fs::create_dir_all(layout.remote_dir()).expect("mkdir .OTHER_SERVERS");
-    (dir, layout)
+    let queue = Queue::create(Layout::new(dir.path())).expect("open the queue");
+    (dir, queue)
+}
+
+/// The names of the queued files of `domain`, sorted.
+pub fn messages(layout: &Layout, domain: &str) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(layout.domain_dir(domain)) {
+        Ok(entries) => entries
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
 }
 
 /// A queue file from `from` to `to`, arrived at `date`, with `extra`

@@ -1,7 +1,9 @@
 use super::*;
 use crate::queue::admin::test_support::*;
+use crate::queue::Queue;
+use std::fs;
 
-use crate::queue::{list_messages, parse_envelope};
+use crate::queue::parse_envelope;
 
 #[test]
 fn queue_ref_table() {
@@ -44,40 +46,40 @@ fn queue_ref_table() {
 
 #[test]
 fn hold_and_release_move_the_file_and_report_what_they_did() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let bytes = file("a@src.test", &["x@d1.test"], NOW, "");
     let path = queued(&layout, "d1.test", "m1", &bytes);
     let hold_path = layout.domain_dir("d1.test").join(HOLD_DIR).join("m1");
 
-    assert_eq!(hold(&layout, &r("m1")).expect("hold").1, Done::Held);
+    assert_eq!(hold(&queue, &r("m1")).expect("hold").1, Done::Held);
     assert!(!path.exists() && hold_path.exists(), "moved to .hold");
     assert_eq!(fs::read(&hold_path).unwrap(), bytes, "unchanged");
     assert_eq!(
-        hold(&layout, &r("d1.test/m1")).expect("hold again").1,
+        hold(&queue, &r("d1.test/m1")).expect("hold again").1,
         Done::AlreadyHeld
     );
     assert!(
-        list_messages(&layout.domain_dir("d1.test"))
-            .unwrap()
-            .is_empty(),
+        messages(&layout, "d1.test").is_empty(),
         "the scanner no longer lists it"
     );
 
     assert_eq!(
-        release(&layout, &r("d1.test/m1")).expect("release").1,
+        release(&queue, &r("d1.test/m1")).expect("release").1,
         Done::Released
     );
     assert!(path.exists() && !hold_path.exists(), "moved back");
     assert_eq!(fs::read(&path).unwrap(), bytes, "unchanged");
     assert_eq!(
-        release(&layout, &r("m1")).expect("release again").1,
+        release(&queue, &r("m1")).expect("release again").1,
         Done::NotHeld
     );
 }
 
 #[test]
 fn commands_refuse_missing_ambiguous_and_claimed_messages() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let bytes = file("a@src.test", &["x@d1.test"], NOW, "");
     queued(&layout, "d1.test", "twin", &bytes);
     queued(&layout, "d2.test", "twin", &bytes);
@@ -95,8 +97,7 @@ fn commands_refuse_missing_ambiguous_and_claimed_messages() {
         now: at(NOW),
         token: "t1",
     };
-    type Command =
-        fn(&Layout, &QueueRef, &BounceContext<'_>) -> Result<(QueueId, Done), AdminError>;
+    type Command = fn(&Queue, &QueueRef, &BounceContext<'_>) -> Result<(QueueId, Done), AdminError>;
     let commands: [(&str, Command); 4] = [
         ("hold", |l, r, _| hold(l, r)),
         ("release", |l, r, _| release(l, r)),
@@ -104,17 +105,17 @@ fn commands_refuse_missing_ambiguous_and_claimed_messages() {
         ("bounce", bounce),
     ];
     for (what, command) in commands {
-        match command(&layout, &r("nothere"), &ctx) {
+        match command(&queue, &r("nothere"), &ctx) {
             Err(AdminError::NotFound { given }) => assert_eq!(given, "nothere", "{what}"),
             other => panic!("{what} nothere: {other:?}"),
         }
-        match command(&layout, &r("twin"), &ctx) {
+        match command(&queue, &r("twin"), &ctx) {
             Err(AdminError::Ambiguous { ids, .. }) => {
                 assert_eq!(ids, ["d1.test/twin", "d2.test/twin"], "{what}")
             }
             other => panic!("{what} twin: {other:?}"),
         }
-        match command(&layout, &r("busy"), &ctx) {
+        match command(&queue, &r("busy"), &ctx) {
             Err(e @ AdminError::Busy { .. }) => {
                 assert!(e.to_string().contains("host.7.9"), "{what}: {e}")
             }
@@ -130,7 +131,8 @@ fn commands_refuse_missing_ambiguous_and_claimed_messages() {
 
 #[test]
 fn hold_never_replaces_a_held_file_of_the_same_name() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let path = queued(
         &layout,
         "d1.test",
@@ -139,11 +141,11 @@ fn hold_never_replaces_a_held_file_of_the_same_name() {
     );
     let held = put(&layout, "d1.test", HOLD_DIR, "m1", b"older held copy");
     // A queued and a held copy: hold refuses, release refuses.
-    match hold(&layout, &r("m1")) {
+    match hold(&queue, &r("m1")) {
         Err(AdminError::Exists { path: taken, .. }) => assert_eq!(taken, held),
         other => panic!("hold with a held twin: {other:?}"),
     }
-    match release(&layout, &r("m1")) {
+    match release(&queue, &r("m1")) {
         Err(AdminError::Exists { path: taken, .. }) => assert_eq!(taken, path),
         other => panic!("release with a queued twin: {other:?}"),
     }
@@ -157,21 +159,22 @@ fn hold_never_replaces_a_held_file_of_the_same_name() {
 
 #[test]
 fn delete_removes_queued_and_held_messages() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let bytes = file("a@src.test", &["x@d1.test"], NOW, "");
     let q = queued(&layout, "d1.test", "q1", &bytes);
     let h = put(&layout, "d1.test", HOLD_DIR, "h1", &bytes);
     assert_eq!(
-        delete(&layout, &r("q1")).expect("delete q1").1,
+        delete(&queue, &r("q1")).expect("delete q1").1,
         Done::Deleted { held: false }
     );
     assert_eq!(
-        delete(&layout, &r("d1.test/h1")).expect("delete h1").1,
+        delete(&queue, &r("d1.test/h1")).expect("delete h1").1,
         Done::Deleted { held: true }
     );
     assert!(!q.exists() && !h.exists(), "both gone");
     assert!(
-        matches!(delete(&layout, &r("q1")), Err(AdminError::NotFound { .. })),
+        matches!(delete(&queue, &r("q1")), Err(AdminError::NotFound { .. })),
         "again"
     );
 }
@@ -188,7 +191,8 @@ fn ctx<'a>(local: &'a [String], token: &'a str) -> BounceContext<'a> {
 
 #[test]
 fn bounce_sends_one_dsn_to_a_remote_sender_and_removes_the_message() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let path = queued(
         &layout,
         "d1.test",
@@ -200,7 +204,7 @@ fn bounce_sends_one_dsn_to_a_remote_sender_and_removes_the_message() {
             &deferred_extra(NOW + 60),
         ),
     );
-    let done = bounce(&layout, &r("m1"), &ctx(&[], "dsn1"))
+    let done = bounce(&queue, &r("m1"), &ctx(&[], "dsn1"))
         .expect("bounce")
         .1;
     let Done::Bounced {
@@ -248,7 +252,8 @@ fn bounce_sends_one_dsn_to_a_remote_sender_and_removes_the_message() {
 
 #[test]
 fn bounce_to_a_local_sender_goes_to_its_maildir_and_held_messages_bounce_too() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let held = put(
         &layout,
         "d1.test",
@@ -257,7 +262,7 @@ fn bounce_to_a_local_sender_goes_to_its_maildir_and_held_messages_bounce_too() {
         &file("bob@here.test", &["x@d1.test"], NOW, ""),
     );
     let local = ["here.test".to_owned()];
-    match bounce(&layout, &r("d1.test/h1"), &ctx(&local, "dsn2"))
+    match bounce(&queue, &r("d1.test/h1"), &ctx(&local, "dsn2"))
         .expect("bounce")
         .1
     {
@@ -272,27 +277,27 @@ fn bounce_to_a_local_sender_goes_to_its_maildir_and_held_messages_bounce_too() {
 
 #[test]
 fn bounce_of_a_null_sender_message_deletes_it_without_a_dsn() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let path = queued(&layout, "d1.test", "m1", &file("", &["x@d1.test"], NOW, ""));
     assert_eq!(
-        bounce(&layout, &r("m1"), &ctx(&[], "dsn3"))
+        bounce(&queue, &r("m1"), &ctx(&[], "dsn3"))
             .expect("bounce")
             .1,
         Done::NullSenderDeleted
     );
     assert!(!path.exists(), "deleted");
-    let domains = list_domains(&layout).unwrap();
+    let domains = list_domains(&queue).unwrap();
     assert_eq!(domains, ["d1.test"], "no DSN folder was made");
-    assert!(list_messages(&layout.domain_dir("d1.test"))
-        .unwrap()
-        .is_empty());
+    assert!(messages(&layout, "d1.test").is_empty());
 }
 
 #[test]
 fn bounce_of_an_unreadable_message_leaves_it_queued() {
-    let (_dir, layout) = setup();
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
     let path = queued(&layout, "d1.test", "bad", b"garbage without an envelope\n");
-    match bounce(&layout, &r("bad"), &ctx(&[], "dsn4")) {
+    match bounce(&queue, &r("bad"), &ctx(&[], "dsn4")) {
         Err(e @ AdminError::Unreadable { .. }) => {
             assert!(e.to_string().contains("delete it instead"), "{e}")
         }
