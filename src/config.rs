@@ -133,6 +133,12 @@ pub struct ApplicationSettings {
     /// Domains delivered locally (bounces to their senders go to the local
     /// Maildir); empty means `[hostname]`.
     pub local_domains: Vec<String>,
+    /// `"ip:port"` where this host's own receiving server listens (Postfix's
+    /// `inet_interfaces` and `proxy_interfaces`): never connected to, so
+    /// an MX record pointing back here cannot make a mail loop. An
+    /// unspecified ip (`"0.0.0.0:25"`) stands for every address of this
+    /// host. Empty by default.
+    pub local_listeners: Vec<String>,
     /// `[application.maildir]` (a table: stays last for TOML output).
     pub maildir: MaildirSettings,
 }
@@ -303,6 +309,9 @@ pub struct Config {
     pub debug: bool,
     /// Local domains, lower-case, never empty.
     pub local_domains: Vec<String>,
+    /// Addresses of this host's own receiving server
+    /// (`application.local_listeners`), never connected to.
+    pub local_listeners: Vec<SocketAddr>,
     /// Queue root.
     pub maildir: PathBuf,
     /// Name servers; empty means the system's resolv.conf.
@@ -489,6 +498,7 @@ impl Settings {
                 server_port: 25,
                 debug: false,
                 local_domains: Vec::new(),
+                local_listeners: Vec::new(),
                 maildir: MaildirSettings {
                     path: PathBuf::from("/var/spool/postman"),
                 },

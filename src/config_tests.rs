@@ -156,6 +156,7 @@ fn layers_apply_in_order() {
             server_port = 587
             hostname = "file.example.org"
             local_domains = ["Example.ORG", "other.test"]
+            local_listeners = ["192.0.2.25:25", "[2001:db8::25]:25", "0.0.0.0:2525"]
             [application.maildir]
             path = "/srv/from-file"
             [log]
@@ -175,6 +176,11 @@ fn layers_apply_in_order() {
             "local_domains lower-cased"
         );
         assert_eq!(c.maildir, Path::new("/srv/from-file"), "maildir from file");
+        let listeners: Vec<SocketAddr> = ["192.0.2.25:25", "[2001:db8::25]:25", "0.0.0.0:2525"]
+            .iter()
+            .map(|s| s.parse().expect("test address"))
+            .collect();
+        assert_eq!(c.local_listeners, listeners, "local_listeners from file");
         assert_eq!(c.log_format, LogFormat::Json, "log format from file");
         let want: Vec<SocketAddr> = [
             "192.0.2.53:5353",
@@ -328,6 +334,9 @@ fn validation_bounds() {
         ("[application]\nserver_port = 0", "application.server_port", "must be at least 1"),
         ("[application]\nlocal_domains = [\"ok.test\", \"bad_one\"]", "application.local_domains", "\"bad_one\""),
         ("[application]\nlocal_domains = [\"trailing.dot.\"]", "application.local_domains", "A-label"),
+        ("[application]\nlocal_listeners = [\"192.0.2.25\"]", "application.local_listeners", "(\"192.0.2.25\")"),
+        ("[application]\nlocal_listeners = [\"mx.test:25\"]", "application.local_listeners", "IP address and port"),
+        ("[application]\nlocal_listeners = [\"192.0.2.25:0\"]", "application.local_listeners", "\"192.0.2.25:0\""),
         ("[application.maildir]\npath = \"\"", "application.maildir.path", "must not be empty"),
         ("[dns]\nnameservers = [\"dns.example:53\"]", "dns.nameservers", "\"dns.example:53\""),
         ("[dns]\ntimeout = 0", "dns.timeout", "must be at least 1 (seconds)"),

@@ -29,6 +29,10 @@ pub const STATUS_NO_SUCH_DOMAIN: EnhancedCode = code(5, 1, 2);
 /// Postfix do: RFC 3463 calls it "useful only as a persistent transient
 /// error", and `Action` already says the message was given up.
 pub const STATUS_EXPIRED: EnhancedCode = code(4, 4, 7);
+/// RFC 3463 §3.5 X.4.6: routing loop detected. The mail for a domain
+/// loops back to this host (its MX is this host, or names it), as Postfix
+/// reports `mail for <domain> loops back to myself`.
+pub const STATUS_LOOP: EnhancedCode = code(5, 4, 6);
 /// RFC 3463 §3.5 X.4.1: no answer from host.
 pub const STATUS_NO_ANSWER: EnhancedCode = code(4, 4, 1);
 /// RFC 3463 §3.5 X.4.2: bad connection (lost, timed out).

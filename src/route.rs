@@ -1,8 +1,10 @@
 //! MX routing policy, pure: the actors do the DNS lookups and hand the
 //! answers in. Preference order and implicit MX (RFC 5321 §5.1), null MX
-//! (RFC 7505), and the verdict when no host has an address.
+//! (RFC 7505), the verdict when no host has an address, and the addresses
+//! never connected to (loop protection).
 
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// The answer to an MX query for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +193,72 @@ pub fn build_route(
             "no MX host of {domain} has an address ({problems})"
         ))
     })
+}
+
+/// Why an address of an MX host is never connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// `0.0.0.0` or `::`: connecting to it reaches this host itself.
+    Unspecified,
+    /// A multicast address: no SMTP server is there.
+    Multicast,
+    /// `255.255.255.255`: no SMTP server is there.
+    Broadcast,
+    /// Where this host's own receiving server listens
+    /// (`application.local_listeners`).
+    LocalListener,
+}
+
+impl Unusable {
+    /// Connecting would hand the mail to this host again: a mail loop.
+    pub fn loops_back(self) -> bool {
+        matches!(self, Unusable::Unspecified | Unusable::LocalListener)
+    }
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unusable::Unspecified => "an unspecified address, which means this host",
+            Unusable::Multicast => "a multicast address",
+            Unusable::Broadcast => "the broadcast address",
+            Unusable::LocalListener => {
+                "where this host's own mail server listens (application.local_listeners)"
+            }
+        })
+    }
+}
+
+/// Whether `addr` must not be connected to, and why: an unspecified,
+/// multicast or broadcast address, or one of `local_listeners`, the
+/// addresses where this host's own receiving server listens (Postfix's
+/// `inet_interfaces` and `proxy_interfaces`). A listener on an unspecified
+/// address (`0.0.0.0:25`, `[::]:25`) listens on every address of this
+/// host: it covers, on its port, every loopback address and `own_addrs`
+/// (the addresses of this host's interfaces). Loopback as such is allowed:
+/// tests and local relays live there. An IPv4-mapped IPv6 address counts
+/// as its IPv4 address.
+pub fn unusable_address(
+    addr: SocketAddr,
+    local_listeners: &[SocketAddr],
+    own_addrs: &[IpAddr],
+) -> Option<Unusable> {
+    let ip = addr.ip().to_canonical();
+    if ip.is_unspecified() {
+        return Some(Unusable::Unspecified);
+    }
+    if ip.is_multicast() {
+        return Some(Unusable::Multicast);
+    }
+    if ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Some(Unusable::Broadcast);
+    }
+    let own = |ip: IpAddr| ip.is_loopback() || own_addrs.iter().any(|a| a.to_canonical() == ip);
+    let listening = local_listeners.iter().any(|listener| {
+        let at = listener.ip().to_canonical();
+        listener.port() == addr.port() && (at == ip || (at.is_unspecified() && own(ip)))
+    });
+    listening.then_some(Unusable::LocalListener)
 }
 
 /// Lower-case, without the trailing dot of a fully qualified name.
@@ -443,6 +511,124 @@ mod tests {
                 .map_err(|(p, t)| (p, t.to_string()));
             assert_eq!(got, want, "{name}: {input:?} implicit={implicit}");
         }
+    }
+
+    /// Issue 22, defect 10: the addresses never connected to.
+    #[test]
+    fn unusable_addresses_table() {
+        let sock = |s: &str| -> SocketAddr { s.parse().expect("test socket address") };
+        let listeners = [
+            sock("192.0.2.25:25"),
+            sock("[2001:db8::25]:25"),
+            sock("127.0.0.1:2525"),
+        ];
+        let wildcard = [sock("0.0.0.0:25")];
+        let own = [ip("198.51.100.7")];
+        type Case<'a> = (
+            &'static str,
+            &'static str,
+            &'a [SocketAddr],
+            Option<Unusable>,
+        );
+        let cases: Vec<Case> = vec![
+            ("0.0.0.0", "0.0.0.0:25", &[], Some(Unusable::Unspecified)),
+            ("::", "[::]:25", &[], Some(Unusable::Unspecified)),
+            (
+                "mapped 0.0.0.0",
+                "[::ffff:0.0.0.0]:25",
+                &[],
+                Some(Unusable::Unspecified),
+            ),
+            (
+                "multicast v4",
+                "224.0.0.1:25",
+                &[],
+                Some(Unusable::Multicast),
+            ),
+            (
+                "multicast v6",
+                "[ff02::1]:25",
+                &[],
+                Some(Unusable::Multicast),
+            ),
+            (
+                "broadcast",
+                "255.255.255.255:25",
+                &[],
+                Some(Unusable::Broadcast),
+            ),
+            ("a remote host", "192.0.2.1:25", &listeners, None),
+            ("loopback stays allowed", "127.0.0.1:25", &listeners, None),
+            (
+                "a listener",
+                "192.0.2.25:25",
+                &listeners,
+                Some(Unusable::LocalListener),
+            ),
+            (
+                "a listener, v6",
+                "[2001:db8::25]:25",
+                &listeners,
+                Some(Unusable::LocalListener),
+            ),
+            (
+                "a listener, mapped",
+                "[::ffff:192.0.2.25]:25",
+                &listeners,
+                Some(Unusable::LocalListener),
+            ),
+            (
+                "a loopback listener",
+                "127.0.0.1:2525",
+                &listeners,
+                Some(Unusable::LocalListener),
+            ),
+            (
+                "another port of a listener's address",
+                "192.0.2.25:2525",
+                &listeners,
+                None,
+            ),
+            (
+                "another loopback address",
+                "127.0.0.2:2525",
+                &listeners,
+                None,
+            ),
+            (
+                "wildcard listener: own address",
+                "198.51.100.7:25",
+                &wildcard,
+                Some(Unusable::LocalListener),
+            ),
+            (
+                "wildcard listener: loopback",
+                "127.0.0.53:25",
+                &wildcard,
+                Some(Unusable::LocalListener),
+            ),
+            (
+                "wildcard listener: a remote host",
+                "192.0.2.1:25",
+                &wildcard,
+                None,
+            ),
+            (
+                "wildcard listener: another port",
+                "198.51.100.7:587",
+                &wildcard,
+                None,
+            ),
+        ];
+        for (name, addr, listeners, want) in cases {
+            assert_eq!(
+                unusable_address(sock(addr), listeners, &own),
+                want,
+                "{name}: {addr}"
+            );
+        }
+        assert!(Unusable::Unspecified.loops_back() && Unusable::LocalListener.loops_back());
+        assert!(!Unusable::Multicast.loops_back() && !Unusable::Broadcast.loops_back());
     }
 
     #[test]

@@ -72,6 +72,10 @@ struct Domain {
     /// by one.
     credit: usize,
     suspended_until: Option<Instant>,
+    /// The last failed round was a mail loop (every address is this host's,
+    /// or its server named this host): a message that expires meanwhile
+    /// bounces with status 5.4.6.
+    looping: bool,
     /// Failed connection rounds in a row (persisted in `<domain>/.backoff`):
     /// each makes the domain's backoff longer, one success resets it.
     failures: u32,
@@ -103,6 +107,7 @@ impl Domain {
             limit,
             credit: 0,
             suspended_until: None,
+            looping: false,
             failures: 0,
             in_runnable: false,
             parked: 0,
@@ -321,35 +326,17 @@ impl Dispatcher {
                 relay,
                 code,
                 dsn,
+                loops,
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                let Some(job) = self.cut_concurrency(&domain, *job, &relay, &reason, now) else {
-                    return;
+                let failure = routes::Failure {
+                    reason,
+                    relay,
+                    code,
+                    dsn,
+                    loops,
                 };
-                let until = self.back_off(&domain, &reason, now);
-                // A failed attempt like any other: retry state on the file,
-                // a record per recipient, a bounce once the lifetime is over.
-                let disposition = self.settler.settle_all(
-                    job,
-                    |recipient| RecipientFate {
-                        recipient: recipient.to_owned(),
-                        fate: Fate::Deferred(reason.clone()),
-                        code,
-                        dsn: dsn.clone(),
-                        text: reason.clone(),
-                    },
-                    &relay,
-                    &self.log,
-                );
-                match disposition {
-                    Disposition::Deferred(msg) => {
-                        let due =
-                            settler::due_again(&msg.retry, self.config.retry_delay).max(until);
-                        self.defer(*msg, due);
-                    }
-                    other => self.settled(other, now),
-                }
-                self.suspend(&domain, &reason, until);
+                self.connect_failed(&domain, *job, &failure, now);
             }
             DispatcherMsg::LocalLimit {
                 domain,

@@ -138,6 +138,11 @@ pub enum DispatcherMsg {
         /// Its reply code (0 without one) and enhanced code.
         code: u16,
         dsn: Option<String>,
+        /// Every address failed because it loops back to this host (it is
+        /// this host's, or its server names this host): the reason is
+        /// `mail for <domain> loops back to myself`, and an expired message
+        /// bounces with status 5.4.6.
+        loops: bool,
     },
     /// A message could not even be started for a reason of this process's
     /// own (no socket descriptor below `FD_SETSIZE`, descriptors or socket

@@ -92,6 +92,7 @@ impl Validator<'_> {
             "",
         )?;
         let local_domains = self.local_domains(&app.local_domains, &hostname)?;
+        let local_listeners = self.local_listeners(&app.local_listeners)?;
         if app.maildir.path.as_os_str().is_empty() {
             return Err(self.invalid("application.maildir.path", "\"\"", "must not be empty"));
         }
@@ -194,6 +195,7 @@ impl Validator<'_> {
             server_port,
             debug: app.debug,
             local_domains,
+            local_listeners,
             maildir: app.maildir.path.clone(),
             nameservers,
             dns_timeout,
@@ -327,6 +329,22 @@ impl Validator<'_> {
                         "each must be a domain name in A-label form (xn--… for IDNs), no trailing dot",
                     ))
                 }
+            })
+            .collect()
+    }
+
+    fn local_listeners(&self, listeners: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+        listeners
+            .iter()
+            .map(|listener| match listener.trim().parse::<SocketAddr>() {
+                Ok(addr) if addr.port() != 0 => Ok(addr),
+                _ => Err(self.invalid(
+                    "application.local_listeners",
+                    format!("{listener:?}"),
+                    "each must be an IP address and port where this host's own mail server \
+                     listens, such as \"192.0.2.25:25\", \"[2001:db8::25]:25\" or \"0.0.0.0:25\" \
+                     (every address of this host)",
+                )),
             })
             .collect()
     }

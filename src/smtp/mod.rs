@@ -11,10 +11,12 @@
 //! * [`TlsMode`], [`TlsVerify`], [`IpPreference`], [`TlsInfo`]: how the
 //!   client connects.
 //! * [`Outcome`] and friends: what became of each recipient.
+//! * [`names_host`]: whether a server names this host (a mail loop).
 
 mod command;
 mod data;
 mod extensions;
+mod loops;
 mod outcome;
 mod policy;
 mod reply;
@@ -23,6 +25,7 @@ mod session;
 pub use command::{Command, MailParams};
 pub use data::{BodyMeasure, DotStuffer};
 pub use extensions::Extensions;
+pub use loops::names_host;
 pub use outcome::{Class, MessageResult, Outcome, RecipientResult, Scope, Stage};
 pub use policy::{IpPreference, TlsInfo, TlsMode, TlsVerify};
 pub use reply::{EnhancedCode, Reply, ReplyCode, ReplyError, ReplyParser, MAX_LINES, MAX_LINE_LEN};

@@ -163,6 +163,37 @@ impl Outcome {
         }
     }
 
+    /// The server named this host in its greeting or its reply to
+    /// EHLO/HELO (see [`names_host`](super::names_host)): handing it the
+    /// message would bring it back. A transient failure of the server, with
+    /// postman's status 4.4.6 (RFC 3463 X.4.6, routing loop detected).
+    pub fn loops_back(stage: Stage, reply: Reply, hostname: &str) -> Outcome {
+        let detail = format!(
+            "names this host, {hostname}, {}: mail loops back to myself",
+            stage.context()
+        );
+        Outcome {
+            scope: Scope::Destination,
+            class: Class::Transient,
+            stage,
+            reply: Some(reply),
+            detail,
+            status: Some(Outcome::LOOP),
+        }
+    }
+
+    /// The status of [`Outcome::loops_back`].
+    pub const LOOP: EnhancedCode = EnhancedCode {
+        class: 4,
+        subject: 4,
+        detail: 6,
+    };
+
+    /// This failure is a mail loop ([`Outcome::loops_back`]).
+    pub fn is_loop(&self) -> bool {
+        self.status == Some(Outcome::LOOP)
+    }
+
     /// The same outcome with postman's own RFC 3463 `status`.
     pub fn with_status(self, status: EnhancedCode) -> Outcome {
         Outcome {

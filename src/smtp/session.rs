@@ -22,6 +22,7 @@ use self::state::{State, Transaction};
 use super::command::Command;
 use super::data::DotStuffer;
 use super::extensions::Extensions;
+use super::loops::names_host;
 use super::outcome::{Class, MessageResult, Outcome, RecipientResult, Scope, Stage};
 use super::policy::{TlsInfo, TlsMode};
 use super::reply::{Reply, ReplyCode, ReplyParser};
@@ -454,7 +455,9 @@ impl Session {
     }
 
     fn on_greeting(&mut self, reply: Reply, now: Instant) {
-        if reply.code == ReplyCode::SERVICE_READY {
+        if reply.code == ReplyCode::SERVICE_READY && names_host(&reply, &self.config.helo_name) {
+            self.looped(Stage::Greeting, reply);
+        } else if reply.code == ReplyCode::SERVICE_READY {
             Command::Ehlo(&self.config.helo_name).encode(self.out.buf());
             self.enter(State::AwaitEhlo, now);
         } else {
@@ -464,7 +467,9 @@ impl Session {
 
     fn on_ehlo(&mut self, reply: Reply, now: Instant) {
         let code = reply.code;
-        if code.class() == 2 {
+        if code.class() == 2 && names_host(&reply, &self.config.helo_name) {
+            self.looped(Stage::Ehlo, reply);
+        } else if code.class() == 2 {
             let extensions = Extensions::from_ehlo(&reply);
             let offered = extensions.starttls;
             self.extensions = Some(extensions);
@@ -486,7 +491,9 @@ impl Session {
     }
 
     fn on_helo(&mut self, reply: Reply, _now: Instant) {
-        if reply.code.class() == 2 {
+        if reply.code.class() == 2 && names_host(&reply, &self.config.helo_name) {
+            self.looped(Stage::Helo, reply);
+        } else if reply.code.class() == 2 {
             self.extensions = None;
             if self.tls.is_some() {
                 self.ready(Stage::Helo);
@@ -574,6 +581,13 @@ impl Session {
         let quit = reply.code != ReplyCode::SERVICE_NOT_AVAILABLE;
         let outcome = Outcome::from_reply(Class::of(reply.code), scope, stage, reply);
         self.end(txn, Some(outcome), quit);
+    }
+
+    /// The server named this host (RFC 5321 §6.3): no message for it. QUIT
+    /// goes out; the session closes with [`Outcome::loops_back`].
+    fn looped(&mut self, stage: Stage, reply: Reply) {
+        let outcome = Outcome::loops_back(stage, reply, &self.config.helo_name);
+        self.end(None, Some(outcome), true);
     }
 
     /// A transient failure of the host, in the current state: lost

@@ -37,6 +37,7 @@ impl Dispatcher {
         let initial = self.initial_connections();
         if let Some(d) = self.domains.get_mut(domain) {
             d.limit = d.limit.max(initial);
+            d.looping = false;
             if d.failures > 0 {
                 d.failures = 0;
                 d.suspended_until = None;

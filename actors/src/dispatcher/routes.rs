@@ -4,7 +4,76 @@
 
 use super::*;
 
+/// Why a connection failed on every address (from
+/// [`DispatcherMsg::ConnectFailed`]).
+pub(super) struct Failure {
+    pub(super) reason: String,
+    /// The last server that answered, `none` if none did.
+    pub(super) relay: String,
+    /// Its reply code (0 without one) and enhanced code.
+    pub(super) code: u16,
+    pub(super) dsn: Option<String>,
+    /// Every address looped back to this host.
+    pub(super) loops: bool,
+}
+
 impl Dispatcher {
+    /// A connection failed on every address: unless other connections to
+    /// the domain are open (see [`Self::cut_concurrency`]), the domain
+    /// backs off and the message is deferred like any failed attempt
+    /// (retry state on the file, a record per recipient), or bounced once
+    /// its lifetime is over: with status 5.4.6 when it loops back to this
+    /// host, as Postfix does.
+    pub(super) fn connect_failed(
+        &mut self,
+        domain: &str,
+        job: QueuedMessage,
+        failure: &Failure,
+        now: Instant,
+    ) {
+        let Failure {
+            reason,
+            relay,
+            code,
+            dsn,
+            loops,
+        } = failure;
+        let Some(job) = self.cut_concurrency(domain, job, relay, reason, now) else {
+            return;
+        };
+        let until = self.back_off(domain, reason, now);
+        self.domain(domain).looping = *loops;
+        if *loops
+            && self
+                .settler
+                .schedule
+                .expired(job.arrival, SystemTime::now())
+        {
+            self.bounce_with(job, dsn::STATUS_LOOP, reason);
+        } else {
+            let disposition = self.settler.settle_all(
+                job,
+                |recipient| RecipientFate {
+                    recipient: recipient.to_owned(),
+                    fate: Fate::Deferred(reason.clone()),
+                    code: *code,
+                    dsn: dsn.clone(),
+                    text: reason.clone(),
+                },
+                relay,
+                &self.log,
+            );
+            match disposition {
+                Disposition::Deferred(msg) => {
+                    let due = settler::due_again(&msg.retry, self.config.retry_delay).max(until);
+                    self.defer(*msg, due);
+                }
+                other => self.settled(other, now),
+            }
+        }
+        self.suspend(domain, reason, until);
+    }
+
     pub(super) fn lookup(&mut self, name: &str) {
         if self.lookups >= MAX_LOOKUPS {
             // Try again at the next pump; keep the domain in the queue.
@@ -70,6 +139,7 @@ impl Dispatcher {
             return;
         };
         let messages = d.drain_ready();
+        d.looping = false;
         self.ready_total -= messages.len();
         self.release_all_parked(Some(name));
         match error {
@@ -134,13 +204,19 @@ impl Dispatcher {
 
     /// Parks a message that was not attempted (its domain is suspended or
     /// its route failed for now), with a deferral record; one whose queue
-    /// lifetime is over is bounced instead.
+    /// lifetime is over is bounced instead (as a mail loop while the domain
+    /// loops back to this host).
     pub(super) fn defer_logged(&mut self, msg: QueuedMessage, until: Instant, reason: &str) {
         if self
             .settler
             .schedule
             .expired(msg.arrival, SystemTime::now())
         {
+            if self.domains.get(&msg.domain).is_some_and(|d| d.looping) {
+                let reason = format!("mail for {} loops back to myself", msg.domain);
+                self.bounce_with(msg, dsn::STATUS_LOOP, &reason);
+                return;
+            }
             let lifetime = self.settler.schedule.lifetime;
             let last_error = msg
                 .retry
@@ -198,7 +274,12 @@ impl Dispatcher {
     /// A permanent routing failure (null MX, no such domain): every
     /// recipient fails and the sender gets a bounce.
     pub(super) fn bounce(&mut self, msg: QueuedMessage, reason: &str) {
-        let status = route_status(reason);
+        self.bounce_with(msg, route_status(reason), reason);
+    }
+
+    /// Every recipient fails with `status` and `reason`, and the sender
+    /// gets a bounce.
+    pub(super) fn bounce_with(&mut self, msg: QueuedMessage, status: EnhancedCode, reason: &str) {
         let now = SystemTime::now();
         let disposition = self.settler.settle_all(
             msg,

@@ -16,7 +16,7 @@ mod tls;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +92,12 @@ pub struct Shared {
     pub max_messages_per_connection: usize,
     /// Addresses one connection tries before it gives up.
     pub max_mx_addresses: usize,
+    /// Where this host's own receiving server listens
+    /// (`application.local_listeners`): never connected to.
+    pub local_listeners: Vec<SocketAddr>,
+    /// This host's interface addresses, which a listener on an unspecified
+    /// address covers; read only when there is such a listener.
+    pub own_addrs: Vec<IpAddr>,
     /// Claims queue files, and settles messages when the disk thread's
     /// mailbox is full or a transaction never started.
     pub settler: Settler,
@@ -140,6 +146,30 @@ impl Shared {
     pub fn wake_dispatcher(&self) {
         if self.told.replace(false) {
             self.dispatcher.wake();
+        }
+    }
+}
+
+/// The addresses of this host's interfaces, when some local listener is
+/// on an unspecified address (`0.0.0.0:25`) and so stands for all of them;
+/// empty otherwise. Read once, at start and at each SIGHUP: an address
+/// added to an interface in between is not known until then.
+fn own_addrs(listeners: &[SocketAddr], log: &Logger) -> Vec<IpAddr> {
+    if !listeners.iter().any(|l| l.ip().is_unspecified()) {
+        return Vec::new();
+    }
+    match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces
+            .filter_map(|i| i.address)
+            .filter_map(|a| {
+                let v4 = a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()));
+                v4.or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+            })
+            .collect(),
+        Err(e) => {
+            error!(log, "cannot list this host's addresses for application.local_listeners; only loopback counts as ours";
+                "error" => %e);
+            Vec::new()
         }
     }
 }
@@ -222,6 +252,8 @@ impl Worker {
                 port: config.server_port,
                 max_messages_per_connection: config.max_messages_per_connection,
                 max_mx_addresses: config.max_mx_addresses,
+                local_listeners: config.local_listeners.clone(),
+                own_addrs: own_addrs(&config.local_listeners, &log),
                 settler: Settler::new(queue, config, owner, &format!("W{id}")),
                 disk,
                 dispatcher,
@@ -404,6 +436,8 @@ impl Worker {
         shared.connect_timeout = config.connect_timeout;
         shared.max_messages_per_connection = config.max_messages_per_connection;
         shared.max_mx_addresses = config.max_mx_addresses;
+        shared.own_addrs = own_addrs(&config.local_listeners, &shared.log);
+        shared.local_listeners = config.local_listeners.clone();
         shared.tls = TlsPolicy::new(
             config.tls_mode,
             config.tls_verify,

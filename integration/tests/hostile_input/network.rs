@@ -2,9 +2,12 @@
 //! 1), loops back to ourselves and the slow `452` (defect 10), and the
 //! 1,000-record MX set (defect 13, its first item).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use postman_integration::hostile::Script;
+use postman_integration::postman::ConfigFile;
+use postman_integration::queue::{queue_file, unix_now};
 use postman_integration::{
     postman, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
 };
@@ -279,4 +282,168 @@ fn over_the_limit(pipelining: bool) {
             "pipelining {pipelining}: one sent record for {r}, nothing deferred: {records:#?}"
         );
     }
+}
+
+// ---- defect 10: loop protection ----------------------------------------
+
+/// Postfix's words for a mail loop, which the deferral and the bounce use.
+const LOOPS: &str = "mail for hostile.test loops back to myself";
+
+/// One way the mail for `DOMAIN` could come back to this host: the DNS, the
+/// scripted servers, and the `application.local_listeners` it needs.
+struct Loop {
+    zones: Zones,
+    servers: Vec<HostileServer>,
+    listeners: Vec<SocketAddr>,
+}
+
+/// Runs `setup` twice, each on a fresh queue: a message queued now must be
+/// deferred as a loop (no MAIL reaches any server, the message stays), and
+/// one past `delivery.max_queue_lifetime` must bounce with status 5.4.6 and
+/// the loop's text. postman used to hand such messages over again and again.
+fn assert_loop_refused(what: &str, setup: impl Fn(&TestNet) -> Loop) {
+    for expired in [false, true] {
+        let what = format!("{what} (expired: {expired})");
+        let net = TestNet::new();
+        let Loop {
+            zones,
+            servers,
+            listeners,
+        } = setup(&net);
+        let dns = DnsServer::start(zones);
+        let queue = TestQueue::new();
+        let mut cfg = config(&queue, &net, &dns);
+        cfg.timeouts = postman_integration::postman::SmtpTimeouts::all(2);
+        let mut toml = cfg.to_toml();
+        if !listeners.is_empty() {
+            // The key is new: written only where a case needs it.
+            let listed: Vec<String> = listeners.iter().map(|l| format!("\"{l}\"")).collect();
+            let key = format!("[application]\nlocal_listeners = [{}]\n", listed.join(", "));
+            toml = toml.replacen("[application]\n", &key, 1);
+        }
+        // Six days ago: past the default lifetime of five.
+        let date = if expired {
+            unix_now() - 6 * 86_400
+        } else {
+            unix_now()
+        };
+        let file = queue_file(
+            "a@src.test",
+            &["u@hostile.test"],
+            date,
+            &message("loop", "x\n"),
+            "\n",
+        );
+        queue.add_raw(DOMAIN, "m1", &file);
+        let out = postman!().run_once_within(&ConfigFile::with_text(&toml), WITHIN);
+        out.assert_success();
+        for server in &servers {
+            assert_eq!(
+                server.count_commands("MAIL"),
+                0,
+                "{what}: no transaction with {}: {:?}",
+                server.addr(),
+                server.commands()
+            );
+        }
+        let records: Vec<_> = out.deliveries();
+        assert_eq!(
+            records.len(),
+            1,
+            "{what}: one record: {records:#?}\n{}",
+            out.stderr
+        );
+        let record = &records[0];
+        assert!(
+            record.reply.contains(LOOPS),
+            "{what}: the loop is the reason: {record:#?}"
+        );
+        if expired {
+            assert_eq!(
+                (record.status.as_str(), record.dsn.as_str()),
+                ("bounced", "5.4.6"),
+                "{what}"
+            );
+            let bounces = queue.bounces_to("a@src.test");
+            check(
+                bounces.len() == 1,
+                &format!("{what}: one bounce"),
+                &queue,
+                &out,
+            );
+            let text = bounces[0].text();
+            assert!(
+                text.contains("Status: 5.4.6") && text.contains(LOOPS),
+                "{what}: the bounce says 5.4.6 and why:\n{text}"
+            );
+            check(!queue.state().is_queued(DOMAIN, "m1"), &what, &queue, &out);
+        } else {
+            assert_eq!(
+                (record.status.as_str(), record.dsn.as_str()),
+                ("deferred", "4.4.6"),
+                "{what}"
+            );
+            check(
+                queue.state().is_queued(DOMAIN, "m1"),
+                &format!("{what}: stays queued"),
+                &queue,
+                &out,
+            );
+        }
+    }
+}
+
+#[test]
+fn an_mx_at_the_unspecified_address_is_not_connected_to() {
+    assert_loop_refused("MX at 0.0.0.0", |net| {
+        // Connecting to 0.0.0.0 reaches this host: a server listening on
+        // its loopback address at the test's port would get the message.
+        let here = HostileServer::polite(SocketAddr::from((Ipv4Addr::LOCALHOST, net.port())));
+        Loop {
+            zones: Zones::new()
+                .mx(DOMAIN, 10, "mx.hostile.test")
+                .a("mx.hostile.test", Ipv4Addr::UNSPECIFIED),
+            servers: vec![here],
+            listeners: Vec::new(),
+        }
+    });
+}
+
+#[test]
+fn an_mx_at_a_local_listener_is_not_connected_to() {
+    assert_loop_refused("MX at a local listener", |net| {
+        let listener = HostileServer::polite(net.addr(1));
+        Loop {
+            zones: Zones::new().mx_at(DOMAIN, net.ipv4(1)),
+            listeners: vec![listener.addr()],
+            servers: vec![listener],
+        }
+    });
+}
+
+#[test]
+fn a_server_greeting_with_our_hostname_gets_no_message() {
+    assert_loop_refused("greeting names postman", |net| Loop {
+        zones: Zones::new().mx_at(DOMAIN, net.ipv4(1)),
+        servers: vec![HostileServer::start(
+            net.addr(1),
+            vec![Script::new().greet("220 POSTMAN.test ESMTP").then_polite()],
+        )],
+        listeners: Vec::new(),
+    });
+}
+
+#[test]
+fn a_server_answering_ehlo_with_our_hostname_gets_no_message() {
+    assert_loop_refused("EHLO reply names postman", |net| Loop {
+        zones: Zones::new().mx_at(DOMAIN, net.ipv4(1)),
+        servers: vec![HostileServer::start(
+            net.addr(1),
+            vec![Script::new()
+                .greet("220 mx.hostile.test ESMTP")
+                .expect("EHLO", "250-postman.test hello\n250 PIPELINING")
+                .then_polite()],
+        )],
+        listeners: Vec::new(),
+    });
 }

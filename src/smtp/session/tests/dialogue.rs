@@ -108,6 +108,57 @@ fn recipients_over_the_limit_are_not_sent_without_pipelining() {
     d.expect_ready();
 }
 
+/// Issue 22, defect 10: a server whose greeting or EHLO/HELO reply names
+/// this host (the helo name) is this host: QUIT, and the session closes
+/// with a loop, before any transaction.
+#[test]
+fn a_server_that_names_this_host_gets_no_message() {
+    // (what, the server's replies with the command each one draws, stage)
+    type Case = (&'static str, &'static [(&'static str, &'static str)], Stage);
+    let cases: [Case; 3] = [
+        (
+            "greeting",
+            &[("220 Client.Test. ESMTP", "QUIT")],
+            Stage::Greeting,
+        ),
+        (
+            "EHLO",
+            &[
+                ("220 mx.test ESMTP", "EHLO client.test"),
+                ("250-client.test hello\n250 PIPELINING", "QUIT"),
+            ],
+            Stage::Ehlo,
+        ),
+        (
+            "HELO",
+            &[
+                ("220 mx.test ESMTP", "EHLO client.test"),
+                ("502 5.5.1 no EHLO", "HELO client.test"),
+                ("250 CLIENT.TEST", "QUIT"),
+            ],
+            Stage::Helo,
+        ),
+    ];
+    for (name, turns, stage) in cases {
+        let mut d = Dialogue::new();
+        for (reply, command) in turns {
+            d.reply(reply);
+            d.expect_command(command);
+        }
+        let outcome = d.expect_closed();
+        let Some(outcome) = outcome else {
+            panic!("{name}: closed without an outcome after {}", d.transcript());
+        };
+        assert!(outcome.is_loop(), "{name}: {outcome:?}");
+        assert_eq!(
+            (outcome.class, outcome.scope, outcome.stage),
+            (Class::Transient, Scope::Destination, stage),
+            "{name}: {outcome:?}"
+        );
+        assert_eq!(d.session.transactions(), 0, "{name}: no transaction");
+    }
+}
+
 #[test]
 fn pipelined_groups_and_rset() {
     let mut d = Dialogue::handshake(true);
