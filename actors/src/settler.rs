@@ -269,17 +269,34 @@ impl Settler {
 
         let arrival = msg.arrival;
         let mut rewritten = false;
-        match state.render_block(&msg.envelope, &pending, arrival) {
-            Ok(block) => match claimed.rewrite_and_release(&block, msg.envelope.body_offset) {
-                Ok(()) => {
-                    rewritten = true;
-                    msg.envelope.body_offset = block.len() as u64;
-                    msg.envelope.recipients = pending;
-                    msg.envelope.arrival = Some(arrival);
+        // Recipients over the server's limit, when they are all that is
+        // left, go again at once; with a split, those of the new files too.
+        let all_again = again > 0 && again == pending.len();
+        match state.render_blocks(&msg.envelope, &pending, arrival) {
+            Ok(blocks) => {
+                let first = &blocks[0];
+                let rest: Vec<&[u8]> = blocks[1..].iter().map(|b| b.bytes.as_slice()).collect();
+                if !rest.is_empty() && !self.split_rest(&msg, &claimed, &rest, log) {
+                    if let Err(e) = claimed.release() {
+                        error!(log, "cannot release a claimed queue file";
+                            "queue_id" => &msg.id, "error" => %e);
+                    }
+                } else {
+                    match claimed.rewrite_and_release(&first.bytes, msg.envelope.body_offset) {
+                        Ok(()) => {
+                            rewritten = true;
+                            msg.envelope.body_offset = first.bytes.len() as u64;
+                            pending.truncate(first.recipients.end);
+                            msg.envelope.recipients = pending;
+                            msg.envelope.arrival = Some(arrival);
+                        }
+                        Err(e) => {
+                            error!(log, "cannot rewrite the queue file; it keeps its old state";
+                            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e)
+                        }
+                    }
                 }
-                Err(e) => error!(log, "cannot rewrite the queue file; it keeps its old state";
-                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e),
-            },
+            }
             Err(e) => {
                 error!(log, "cannot render the new envelope; the file keeps its old state";
                     "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
@@ -292,12 +309,51 @@ impl Settler {
         msg.retry = state;
         // Only recipients over the server's limit are left, and the file
         // says the others are done: they go in a new transaction now.
-        if rewritten && again > 0 && again == msg.envelope.recipients.len() {
+        if rewritten && all_again {
             info!(log, "recipients over the server's limit per transaction go in a new transaction";
                 "queue_id" => &msg.id, "domain" => &msg.domain, "recipients" => again);
             return Disposition::Unused(Box::new(msg));
         }
         Disposition::Deferred(Box::new(msg))
+    }
+
+    /// Queues the pending recipients that do not fit the file's new
+    /// envelope block (`rest`, one block each) as new messages beside it,
+    /// with the same body. On failure the claim is released, the file keeps
+    /// its old state, and false comes back.
+    fn split_rest(
+        &mut self,
+        msg: &QueuedMessage,
+        claimed: &Claimed,
+        rest: &[&[u8]],
+        log: &Logger,
+    ) -> bool {
+        let now = SystemTime::now();
+        let mut names: Vec<String> = (0..rest.len()).map(|_| self.unique(now)).collect();
+        names.reverse();
+        let result = claimed.open().and_then(|(mut source, _)| {
+            queue::split_off(
+                &self.queue,
+                &msg.domain,
+                &mut source,
+                msg.envelope.body_offset,
+                rest,
+                || names.pop().unwrap_or_default(),
+            )
+        });
+        match result {
+            Ok(names) => {
+                warn!(log, "the pending recipients do not fit one envelope block: the rest go on as new queue files";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "new" => names.join(" "),
+                    "limit" => queue::MAX_WRITTEN_BLOCK);
+                true
+            }
+            Err(e) => {
+                error!(log, "cannot split the pending recipients into new queue files; the file keeps its old state";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+                false
+            }
+        }
     }
 
     /// Settles a message whose every recipient was accepted and whose file

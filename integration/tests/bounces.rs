@@ -296,7 +296,7 @@ fn bounce_to_a_remote_sender_is_queued_with_the_null_sender_and_delivered() {
     assert_eq!(field(&fields, "X-Postman-From"), Some("<>"), "{fields:#?}");
     assert_eq!(
         field(&fields, "X-Postman-To"),
-        Some("<bob@far.test>"),
+        Some("bob@far.test"),
         "{fields:#?}"
     );
     assert!(

@@ -136,8 +136,10 @@ fn rewrite_and_release_puts_the_new_version_back() {
     state.record_attempt(UNIX_EPOCH + Duration::from_secs(2000), "451 later");
     let arrival = env.arrival.expect("dated");
     let block = state
-        .render_block(&env, &env.recipients, arrival)
-        .expect("block");
+        .render_blocks(&env, &env.recipients, arrival)
+        .expect("block")
+        .remove(0)
+        .bytes;
     let claim_path = c.path();
     c.rewrite_and_release(&block, env.body_offset)
         .expect("rewrite and release");

@@ -16,6 +16,7 @@ mod envelope;
 mod handle;
 mod local;
 mod rewrite;
+mod split;
 mod state;
 mod store;
 
@@ -25,13 +26,17 @@ pub use backoff::{
     BackoffError, DomainBackoff, BACKOFF_FILE, MAX_BACKOFF_FILE, MAX_UNTIL,
 };
 pub use claim::{claim, recover, sweep_tmp, Claimed, Marked, Recovery, Sweep, ACTIVE_DIR};
-pub use envelope::{parse_envelope, render_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
+pub use envelope::{
+    parse_envelope, render_envelope, render_envelopes, Block, Envelope, EnvelopeError,
+    MAX_ENVELOPE_BLOCK, MAX_WRITTEN_BLOCK, RETRY_HEADROOM,
+};
 pub use handle::{Keep, Queue, MAX_KEPT_DOMAINS};
 pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, place_bounce, read_original_headers,
     split_address, Placed, MAX_RETURNED_HEADERS,
 };
 pub use rewrite::rewrite;
+pub use split::split_off;
 pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
 pub use store::{
     escape_name, list_domains, list_messages, quarantine, read_envelope, read_envelope_from,

@@ -3,11 +3,11 @@
 //! only `X-Postman-From`, `-Date` and `-To` is a message never tried: every
 //! field here is optional. Values are unix seconds or one line of text, so
 //! `postman queue` and a human with `head` can read them; the field syntax is
-//! that of RFC 5322 §2.2, which [`render_envelope`] writes.
+//! that of RFC 5322 §2.2, which [`render_envelopes`] writes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::envelope::{quote, render_envelope, Envelope, EnvelopeError};
+use super::envelope::{quote, render_envelopes, Block, Envelope, EnvelopeError};
 
 /// Failed delivery attempts so far: a decimal count.
 pub const ATTEMPTS: &str = "X-Postman-Attempts";
@@ -23,7 +23,7 @@ pub const LAST_ERROR: &str = "X-Postman-Last-Error";
 /// "never send another".
 pub const DELAY_WARNED: &str = "X-Postman-Delay-Warned";
 
-/// Every field this module owns; [`RetryState::render_block`] replaces them
+/// Every field this module owns; [`RetryState::render_blocks`] replaces them
 /// and keeps any other `X-Postman-*` extra as it was.
 pub const STATE_FIELDS: [&str; 6] = [
     ATTEMPTS,
@@ -157,26 +157,33 @@ impl RetryState {
     /// Renders the envelope block (empty line included, CRLF line ends) of
     /// the new version of `envelope`'s file: its sender, `recipients` (those
     /// still to deliver), `arrival`, the other `X-Postman-*` extras it
-    /// carried, then this state.
+    /// carried, then this state. More than one block when the recipients
+    /// do not fit in one ([`render_envelopes`]): the first is the file's,
+    /// each other one a new message with the same body and this state.
     ///
     /// `arrival` is written even when the file had no `X-Postman-Date`: the
     /// caller then used the file's mtime, which the rewrite would reset, and
     /// the queue lifetime would restart with every attempt. Pass
     /// `envelope.arrival` when it is set.
-    pub fn render_block(
+    pub fn render_blocks(
         &self,
         envelope: &Envelope,
         recipients: &[String],
         arrival: SystemTime,
-    ) -> Result<Vec<u8>, EnvelopeError> {
-        let mut extra: Vec<(String, String)> = envelope
+    ) -> Result<Vec<Block>, EnvelopeError> {
+        let extra: Vec<(String, String)> = envelope
             .extra
             .iter()
             .filter(|(name, _)| !STATE_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)))
             .cloned()
             .collect();
-        extra.extend(self.fields());
-        render_envelope(&envelope.sender, recipients, Some(arrival), &extra)
+        render_envelopes(
+            &envelope.sender,
+            recipients,
+            Some(arrival),
+            &extra,
+            &self.fields(),
+        )
     }
 }
 

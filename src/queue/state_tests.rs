@@ -7,6 +7,13 @@ fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+/// The one block a short recipient list renders to.
+fn one_block(blocks: Result<Vec<Block>, EnvelopeError>) -> Vec<u8> {
+    let mut blocks = blocks.expect("renders");
+    assert_eq!(blocks.len(), 1, "one block: {blocks:?}");
+    blocks.remove(0).bytes
+}
+
 fn envelope(block: &str) -> Envelope {
     parse_envelope(block.as_bytes()).unwrap_or_else(|e| panic!("test block {block:?}: {e}"))
 }
@@ -147,9 +154,7 @@ fn render_block_round_trips_and_keeps_unknown_extras() {
     );
     state.next_attempt = Some(at(2600));
     let remaining = vec!["b@d.test".to_string(), "c@d.test".to_string()];
-    let new_block = state
-        .render_block(&env, &remaining, at(1000))
-        .expect("renders");
+    let new_block = one_block(state.render_blocks(&env, &remaining, at(1000)));
     let text = String::from_utf8(new_block.clone()).expect("ascii block");
     assert!(
         text.ends_with("\r\n\r\n"),
@@ -179,9 +184,7 @@ fn render_block_round_trips_and_keeps_unknown_extras() {
 fn render_block_pins_a_missing_arrival() {
     let env = envelope("X-Postman-From: <>\nX-Postman-To: <a@d.test>\n\n");
     assert_eq!(env.arrival, None, "no date in the original");
-    let block = RetryState::default()
-        .render_block(&env, &env.recipients, at(77))
-        .expect("renders");
+    let block = one_block(RetryState::default().render_blocks(&env, &env.recipients, at(77)));
     let back = parse_envelope(&block).expect("parses");
     assert_eq!(back.arrival, Some(at(77)), "mtime arrival pinned");
     assert_eq!(back.sender, "", "null sender kept");
@@ -191,7 +194,7 @@ fn render_block_pins_a_missing_arrival() {
 fn render_block_refuses_no_recipients() {
     let env = envelope(&format!("{BASE}\r\n"));
     let err = RetryState::default()
-        .render_block(&env, &[], at(1))
+        .render_blocks(&env, &[], at(1))
         .expect_err("no recipients left is the caller's job (complete the file)");
     assert_eq!(err, EnvelopeError::MissingRecipients, "error");
 }
@@ -216,8 +219,30 @@ proptest::proptest! {
         let line = one_line(&error);
         state.last_error = (!line.is_empty()).then_some(line);
         let env = envelope(&format!("{BASE}\r\n"));
-        let block = state.render_block(&env, &env.recipients, at(1000)).expect("renders");
+        let block = one_block(state.render_blocks(&env, &env.recipients, at(1000)));
         let back = parse_envelope(&block).expect("parses");
         proptest::prop_assert_eq!(RetryState::from_envelope(&back), Ok(state));
     }
+}
+
+#[test]
+fn the_largest_state_fits_the_room_kept_for_it() {
+    let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 2);
+    let state = RetryState {
+        attempts: u32::MAX,
+        first_attempt: Some(far),
+        last_attempt: Some(far),
+        next_attempt: Some(far),
+        last_error: Some("é".repeat(MAX_ERROR_LEN)),
+        delay_warned: Some(far),
+    };
+    let size: usize = state
+        .fields()
+        .iter()
+        .map(|(name, value)| name.len() + ": ".len() + value.len() + "\r\n".len())
+        .sum();
+    assert!(
+        size <= crate::queue::RETRY_HEADROOM,
+        "{size} bytes of retry fields"
+    );
 }

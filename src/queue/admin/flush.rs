@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::remove_owner_dir;
 use crate::queue::{
-    claim, clear_backoff, list_messages, read_backoff, read_envelope_from, DomainBackoff, Envelope,
-    Queue, ReadError, RetryState,
+    claim, clear_backoff, list_messages, read_backoff, read_envelope_from, split_off,
+    DomainBackoff, Envelope, Queue, ReadError, RetryState,
 };
 
 /// What [`flush`] did in one domain.
@@ -49,7 +49,10 @@ pub fn flush(queue: &Queue, domain: &str, owner: &str, now: SystemTime) -> io::R
     };
     for name in list_messages(&dir)? {
         match flush_one(queue, domain, &name, owner, now) {
-            Ok(Flushed::Yes) => report.flushed.push(name),
+            Ok(Flushed::Yes(split)) => {
+                report.flushed.push(name);
+                report.flushed.extend(split);
+            }
             Ok(Flushed::NotDeferred) => {}
             Ok(Flushed::Busy) => report.busy.push(name),
             Ok(Flushed::Unreadable(why)) => report.unreadable.push((name, why)),
@@ -63,7 +66,8 @@ pub fn flush(queue: &Queue, domain: &str, owner: &str, now: SystemTime) -> io::R
 }
 
 enum Flushed {
-    Yes,
+    /// Made due; with the names of new messages split off it, if any.
+    Yes(Vec<String>),
     NotDeferred,
     Busy,
     Unreadable(String),
@@ -116,17 +120,46 @@ fn flush_one(
             .and_then(|(_, m)| m.modified())
             .unwrap_or(UNIX_EPOCH),
     };
-    let block = match retry.render_block(&envelope, &envelope.recipients, arrival) {
-        Ok(block) => block,
+    let blocks = match retry.render_blocks(&envelope, &envelope.recipients, arrival) {
+        Ok(blocks) => blocks,
         Err(e) => {
             let _ = claimed.release();
             return Err(format!("cannot render its new envelope: {e}"));
         }
     };
+    // Recipients beyond one block (a block written by another program close
+    // to the limit) go on as new messages, due now like this one.
+    let rest: Vec<&[u8]> = blocks[1..].iter().map(|b| b.bytes.as_slice()).collect();
+    let mut split = Vec::new();
+    if !rest.is_empty() {
+        let mut k = 0;
+        let result = claimed.open().and_then(|(mut source, _)| {
+            split_off(
+                queue,
+                domain,
+                &mut source,
+                envelope.body_offset,
+                &rest,
+                || {
+                    k += 1;
+                    format!("{name}.{k}")
+                },
+            )
+        });
+        split = match result {
+            Ok(names) => names,
+            Err(e) => {
+                let _ = claimed.release();
+                return Err(format!(
+                    "cannot queue the recipients that do not fit one envelope block: {e}"
+                ));
+            }
+        };
+    }
     claimed
-        .rewrite_and_release(&block, envelope.body_offset)
+        .rewrite_and_release(&blocks[0].bytes, envelope.body_offset)
         .map_err(|e| format!("cannot rewrite it: {e}"))?;
-    Ok(Flushed::Yes)
+    Ok(Flushed::Yes(split))
 }
 
 #[cfg(test)]
