@@ -31,7 +31,7 @@ pub use address::{
     check_mailbox, parse_recipient, parse_sender, AddressError, Role, MAX_DOMAIN, MAX_LOCAL_PART,
     MAX_MAILBOX,
 };
-pub use enqueue::{enqueue, group_by_domain, unique_name, EnqueueError};
+pub use enqueue::{enqueue, group_by_domain, unique_name, EnqueueError, Enqueued, Split};
 pub use flush::{flush, FlushReport};
 pub use listing::{
     age_bucket, list_queue, summarize, Detail, DomainSummary, Entry, State, AGE_BUCKETS,
@@ -620,11 +620,11 @@ fn bounce_taken(
         // `enqueue`) rather than `place_bounce`'s link, so that a running
         // postman's scanner sees it arrive (IN_MOVED_TO) and sends it at once.
         Some((_, domain)) if !is_local(&domain, ctx.local_domains) => {
-            let ids = enqueue(
+            let done = enqueue(
                 queue,
                 "",
                 std::slice::from_ref(&envelope.sender),
-                &message,
+                &mut message.as_slice(),
                 ctx.now,
                 || ctx.token.to_owned(),
             )
@@ -635,7 +635,7 @@ fn bounce_taken(
                     io::Error::new(io::ErrorKind::InvalidInput, e),
                 )
             })?;
-            let queued = ids.first().ok_or_else(|| {
+            let queued = done.ids.first().ok_or_else(|| {
                 io_error(
                     id,
                     "queue the bounce",

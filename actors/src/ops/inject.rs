@@ -1,9 +1,13 @@
 //! `postman enqueue --from ADDR --to ADDR… [FILE|-]`: checks the addresses
-//! (RFC 5321 §4.1.2), reads the message, and queues one file per
-//! destination domain (`postman::queue::admin::enqueue`), printing each
-//! queue id. The message is stored exactly as read: bare LF line ends are
-//! kept, and postman sends every line end as CRLF.
+//! (RFC 5321 §4.1.2), and queues the message one file per destination
+//! domain (`postman::queue::admin::enqueue`), printing each queue id. The
+//! message is streamed from the file or standard input into the queue, never
+//! held in memory whole, and stored exactly as read: bare LF line ends are
+//! kept, and postman sends every line end as CRLF. When a domain's
+//! recipients do not fit one envelope block they are split over several
+//! messages, and standard error says so.
 
+use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
@@ -35,42 +39,38 @@ pub fn enqueue(
     if recipients.is_empty() {
         bail!("no recipient: give at least one --to ADDRESS");
     }
-    let message = read_message(input)?;
-    let layout = super::open_queue(config, true)?;
+    let queue = super::open_queue(config, true)?;
+    let mut message: Box<dyn Read> = match input {
+        Some(path) if path != Path::new("-") => Box::new(
+            File::open(path)
+                .with_context(|| format!("cannot read the message from {}", path.display()))?,
+        ),
+        _ => Box::new(std::io::stdin().lock()),
+    };
     let pid = std::process::id();
     let mut serial = 0;
-    let ids = admin::enqueue(
-        &layout,
+    let done = admin::enqueue(
+        &queue,
         &sender,
         &recipients,
-        &message,
+        &mut message,
         SystemTime::now(),
         || {
             serial += 1;
             admin::unique_name(SystemTime::now(), pid, serial, &config.hostname)
         },
     )?;
-    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    super::print(&text)
-}
-
-fn read_message(input: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    let mut message = Vec::new();
-    match input {
-        None => read_stdin(&mut message)?,
-        Some(path) if path == Path::new("-") => read_stdin(&mut message)?,
-        Some(path) => {
-            message = std::fs::read(path)
-                .with_context(|| format!("cannot read the message from {}", path.display()))?;
-        }
+    for split in &done.split {
+        eprintln!(
+            "postman: the {} recipients of {} do not fit one envelope block \
+             ({} bytes): queued as {} queue files, each a message of its own \
+             with the same body and Message-ID",
+            split.recipients,
+            split.domain,
+            postman::queue::MAX_WRITTEN_BLOCK,
+            split.files
+        );
     }
-    Ok(message)
-}
-
-fn read_stdin(buf: &mut Vec<u8>) -> anyhow::Result<()> {
-    std::io::stdin()
-        .lock()
-        .read_to_end(buf)
-        .context("cannot read the message from standard input")?;
-    Ok(())
+    let text: String = done.ids.iter().map(|id| format!("{id}\n")).collect();
+    super::print(&text)
 }

@@ -2,25 +2,31 @@
 //! per destination domain, each with the envelope block (DESIGN.md "The
 //! queue on disk") and the message exactly as given, built in
 //! `<domain>/tmp/` and renamed into `<domain>/` under a Maildir-style
-//! unique name.
+//! unique name. A domain whose recipients do not fit one envelope block
+//! ([`crate::queue::MAX_WRITTEN_BLOCK`]) gets several files, each a message
+//! of its own with a share of them.
+//!
+//! The message is streamed: read in chunks into the first file, then
+//! copied from it into the others, never held in memory whole. Every block
+//! is known before the first byte of the message is read.
 //!
 //! Unlike [`crate::queue::enqueue_remote`], which links the finished file
 //! into place (`link(2)` never replaces, but makes no `IN_MOVED_TO` event),
-//! the file is `rename(2)`d: a running postman's scanner watches for
-//! `IN_MOVED_TO` and picks the message up at once instead of at its next
-//! rescan. The rename never replaces a file of the same name
-//! (`RENAME_NOREPLACE`); names carry the time to the microsecond, the pid
-//! and a per-process counter ([`unique_name`]), so none should be taken.
+//! the file is renamed with `RENAME_NOREPLACE`: a running postman's scanner
+//! watches for `IN_MOVED_TO` and picks the message up at once instead of at
+//! its next rescan. Names carry the time to the microsecond, the pid and a
+//! per-process counter ([`unique_name`]), so no other writer can take the
+//! same one; a taken name is an error, never replaced.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::QueueId;
 use crate::queue::dirfd::QueueDir;
-use crate::queue::envelope::render_envelope;
-use crate::queue::rewrite::create_tmp;
+use crate::queue::envelope::render_envelopes;
+use crate::queue::split::write_new;
 use crate::queue::{split_address, valid_domain, Queue, TMP_DIR};
 
 /// Why a message could not be queued.
@@ -46,6 +52,12 @@ pub enum EnqueueError {
         /// Why.
         source: crate::queue::EnvelopeError,
     },
+    /// Reading the message failed; nothing was queued.
+    #[error("cannot read the message: {source} (nothing was queued)")]
+    Read {
+        /// Why.
+        source: io::Error,
+    },
     /// Writing a file failed; nothing was queued (`queued` is empty) or,
     /// if the final renames failed part of the way, only `queued` was.
     #[error("cannot queue the message for {domain}: {source}{}", partial(queued))]
@@ -68,6 +80,27 @@ fn partial(queued: &[QueueId]) -> String {
     }
 }
 
+/// What [`enqueue`] queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The new messages, in domain order (a split domain's in recipient
+    /// order).
+    pub ids: Vec<QueueId>,
+    /// The domains whose recipients were split over several messages.
+    pub split: Vec<Split>,
+}
+
+/// One domain's recipients split over several messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// The destination domain.
+    pub domain: String,
+    /// How many recipients it has.
+    pub recipients: usize,
+    /// How many messages they were split over.
+    pub files: usize,
+}
+
 /// The recipients grouped by destination domain (lower-cased, a trailing
 /// dot removed), each group in the order given, exact duplicates (after
 /// lower-casing the domain) dropped.
@@ -75,6 +108,7 @@ pub fn group_by_domain(
     recipients: &[String],
 ) -> Result<BTreeMap<String, Vec<String>>, EnqueueError> {
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
     for address in recipients {
         let bad = || EnqueueError::BadRecipient {
             address: address.clone(),
@@ -84,129 +118,191 @@ pub fn group_by_domain(
             return Err(bad());
         }
         let normal = format!("{local}@{domain}");
-        let group = groups.entry(domain).or_default();
-        if !group.contains(&normal) {
-            group.push(normal);
+        if seen.insert(normal.clone()) {
+            groups.entry(domain).or_default().push(normal);
         }
     }
     Ok(groups)
 }
 
-/// Queues `message` from `sender` ("" for the null sender) to `recipients`
-/// (checked with `parse_recipient` first): one file per destination domain
-/// (see [`group_by_domain`]), `X-Postman-Date` = `now`, named by
-/// `next_name` (called once per file; see [`unique_name`]). Every file is
-/// written and synced in its `tmp/` before the first is renamed into the
-/// queue, so a failure while writing queues nothing. Returns the queue ids
-/// in domain order.
+/// One file to write: its domain and envelope block.
+struct Planned {
+    domain: String,
+    block: Vec<u8>,
+}
+
+/// Queues the message read from `message` from `sender` ("" for the null
+/// sender) to `recipients` (checked with `parse_recipient` first): one file
+/// per destination domain (see [`group_by_domain`]), or several when its
+/// recipients do not fit one envelope block, `X-Postman-Date` = `now`,
+/// named by `next_name` (called once per file; see [`unique_name`]). Every
+/// file is written and synced in its `tmp/` before the first is renamed
+/// into the queue, so a failure while writing queues nothing.
 pub fn enqueue(
     queue: &Queue,
     sender: &str,
     recipients: &[String],
-    message: &[u8],
+    message: &mut dyn Read,
     now: SystemTime,
     mut next_name: impl FnMut() -> String,
-) -> Result<Vec<QueueId>, EnqueueError> {
+) -> Result<Enqueued, EnqueueError> {
     let groups = group_by_domain(recipients)?;
     if groups.is_empty() {
         return Err(EnqueueError::NoRecipients);
     }
-    let mut written: Vec<(QueueId, Written)> = Vec::new();
-    let cleanup = |written: &[(QueueId, Written)]| {
-        for (_, tmp) in written {
-            let _ = tmp.tmp_dir.remove_file(&tmp.name);
-        }
-    };
+    let mut planned = Vec::new();
+    let mut split = Vec::new();
     for (domain, rcpts) in &groups {
-        let block = match render_envelope(sender, rcpts, Some(now), &[]) {
-            Ok(block) => block,
-            Err(source) => {
-                cleanup(&written);
-                return Err(EnqueueError::Envelope {
-                    domain: domain.clone(),
-                    source,
-                });
+        let blocks = render_envelopes(sender, rcpts, Some(now), &[], &[]).map_err(|source| {
+            EnqueueError::Envelope {
+                domain: domain.clone(),
+                source,
             }
-        };
-        let name = next_name();
-        match write_tmp(queue, domain, &name, &block, message) {
-            Ok(tmp) => written.push((
-                QueueId {
-                    domain: domain.clone(),
-                    name,
-                },
-                tmp,
-            )),
-            Err(source) => {
-                cleanup(&written);
-                return Err(EnqueueError::Io {
-                    domain: domain.clone(),
-                    queued: Vec::new(),
-                    source,
+        })?;
+        if blocks.len() > 1 {
+            split.push(Split {
+                domain: domain.clone(),
+                recipients: rcpts.len(),
+                files: blocks.len(),
+            });
+        }
+        planned.extend(blocks.into_iter().map(|b| Planned {
+            domain: domain.clone(),
+            block: b.bytes,
+        }));
+    }
+    let mut written: Vec<Written> = Vec::with_capacity(planned.len());
+    for plan in &planned {
+        let done = write_one(queue, plan, message, written.first(), &mut next_name);
+        match done {
+            Ok(file) => written.push(file),
+            Err(e) => {
+                for file in &written {
+                    let _ = file.tmp.remove_file(&file.tmp_name);
+                }
+                return Err(match e {
+                    Failed::Read(source) => EnqueueError::Read { source },
+                    Failed::Write(source) => EnqueueError::Io {
+                        domain: plan.domain.clone(),
+                        queued: Vec::new(),
+                        source,
+                    },
                 });
             }
         }
     }
-    let mut queued = Vec::new();
+    let mut ids = Vec::new();
     let mut rest = written.into_iter();
-    while let Some((id, tmp)) = rest.next() {
-        if let Err(source) = move_in(&id, &tmp) {
-            let _ = tmp.tmp_dir.remove_file(&tmp.name);
-            cleanup(&rest.collect::<Vec<_>>());
+    while let Some(file) = rest.next() {
+        if let Err(source) = file.move_in() {
+            let _ = file.tmp.remove_file(&file.tmp_name);
+            for file in rest {
+                let _ = file.tmp.remove_file(&file.tmp_name);
+            }
             return Err(EnqueueError::Io {
-                domain: id.domain,
-                queued,
+                domain: file.id.domain,
+                queued: ids,
                 source,
             });
         }
-        queued.push(id);
+        ids.push(file.id);
     }
-    Ok(queued)
+    Ok(Enqueued { ids, split })
 }
 
-/// A file written and synced in `<domain>/tmp/`.
+/// A file written and synced in its domain's `tmp/`.
 struct Written {
-    domain_dir: Arc<QueueDir>,
-    tmp_dir: QueueDir,
-    name: String,
+    id: QueueId,
+    dir: Arc<QueueDir>,
+    tmp: QueueDir,
+    tmp_name: String,
+    /// Where the message starts in it.
+    body_offset: u64,
 }
 
-/// Writes and syncs the file in `<domain>/tmp/` (folders made as needed,
-/// links refused).
-fn write_tmp(
+impl Written {
+    /// Renames the file to `<domain>/<name>` unless that name is taken
+    /// (`AlreadyExists`), then syncs the domain folder.
+    fn move_in(&self) -> io::Result<()> {
+        self.tmp
+            .rename_no_clobber(&self.tmp_name, &self.dir, &self.id.name)?;
+        self.dir.sync()
+    }
+}
+
+/// Why writing one file failed: the message could not be read, or the
+/// file not written.
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Writes the file of `plan`: its block, then the message, streamed from
+/// `message` for the first file and copied from `first` for the others.
+fn write_one(
     queue: &Queue,
-    domain: &str,
-    name: &str,
-    block: &[u8],
-    message: &[u8],
-) -> io::Result<Written> {
-    let domain_dir = queue.domain_create(domain)?;
-    let tmp_dir = domain_dir.dir_create(TMP_DIR)?;
-    let (tmp, mut file) = create_tmp(&tmp_dir, name)?;
-    let result = (|| {
-        file.write_all(block)?;
-        file.write_all(message)?;
-        file.sync_all()
-    })();
-    match result {
-        Ok(()) => Ok(Written {
-            domain_dir,
-            tmp_dir,
-            name: tmp,
-        }),
-        Err(e) => {
-            let _ = tmp_dir.remove_file(&tmp);
-            Err(e)
+    plan: &Planned,
+    message: &mut dyn Read,
+    first: Option<&Written>,
+    next_name: &mut impl FnMut() -> String,
+) -> Result<Written, Failed> {
+    let dir = queue.domain_create(&plan.domain).map_err(Failed::Write)?;
+    let tmp = dir.dir_create(TMP_DIR).map_err(Failed::Write)?;
+    let name = next_name();
+    let mut head: &[u8] = &plan.block;
+    let tmp_name = match first {
+        None => {
+            // A read error is told apart from a write error by where it
+            // happened: `Tracked` notes it.
+            let mut source = Tracked {
+                inner: message,
+                error: None,
+            };
+            match write_new(&tmp, &name, &mut head, &mut source) {
+                Ok(tmp_name) => tmp_name,
+                Err(e) => return Err(source.error.map_or(Failed::Write(e), Failed::Read)),
+            }
+        }
+        Some(first) => {
+            let (mut body, _) = first
+                .tmp
+                .open_file(&first.tmp_name)
+                .map_err(Failed::Write)?;
+            body.seek(SeekFrom::Start(first.body_offset))
+                .map_err(Failed::Write)?;
+            write_new(&tmp, &name, &mut head, &mut body).map_err(Failed::Write)?
+        }
+    };
+    Ok(Written {
+        id: QueueId {
+            domain: plan.domain.clone(),
+            name,
+        },
+        dir,
+        tmp,
+        tmp_name,
+        body_offset: plan.block.len() as u64,
+    })
+}
+
+/// A reader that keeps its error, so that a caller of `io::copy` can tell
+/// a failed read from a failed write.
+struct Tracked<'a> {
+    inner: &'a mut dyn Read,
+    error: Option<io::Error>,
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                let kind = e.kind();
+                self.error = Some(e);
+                Err(kind.into())
+            }
+            other => other,
         }
     }
-}
-
-/// Renames the finished file to `<domain>/<name>` unless that name is
-/// taken (`AlreadyExists`), then syncs the domain folder.
-fn move_in(id: &QueueId, tmp: &Written) -> io::Result<()> {
-    tmp.tmp_dir
-        .rename_no_clobber(&tmp.name, &tmp.domain_dir, &id.name)?;
-    tmp.domain_dir.sync()
 }
 
 /// A Maildir-style unique file name: `<secs>.<micros>P<pid>Q<serial>.<host>`

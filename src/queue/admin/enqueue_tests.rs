@@ -23,12 +23,20 @@ fn enqueue_writes_one_file_per_domain() {
     .collect();
     let message = b"Subject: bare LF\n\nline one\nline two\n";
     let mut n = 0;
-    let ids = enqueue(&queue, "a@src.test", &rcpts, message, at(NOW), || {
-        n += 1;
-        format!("name{n}")
-    })
+    let done = enqueue(
+        &queue,
+        "a@src.test",
+        &rcpts,
+        &mut &message[..],
+        at(NOW),
+        || {
+            n += 1;
+            format!("name{n}")
+        },
+    )
     .expect("enqueue");
-    let got: Vec<String> = ids.iter().map(QueueId::to_string).collect();
+    assert!(done.split.is_empty(), "nothing split");
+    let got: Vec<String> = done.ids.iter().map(QueueId::to_string).collect();
     assert_eq!(
         got,
         ["d1.test/name1", "d2.test/name2"],
@@ -73,10 +81,18 @@ fn enqueue_failures_queue_nothing() {
             format!("n{n}")
         }
     };
-    let err = enqueue(&queue, "", &[], b"x", at(NOW), names()).expect_err("no recipients");
+    let err =
+        enqueue(&queue, "", &[], &mut &b"x"[..], at(NOW), names()).expect_err("no recipients");
     assert!(matches!(err, EnqueueError::NoRecipients), "{err}");
-    let err = enqueue(&queue, "", &["x@Bad_Domain".into()], b"x", at(NOW), names())
-        .expect_err("bad domain");
+    let err = enqueue(
+        &queue,
+        "",
+        &["x@Bad_Domain".into()],
+        &mut &b"x"[..],
+        at(NOW),
+        names(),
+    )
+    .expect_err("bad domain");
     assert!(err.to_string().contains("x@Bad_Domain"), "{err}");
 
     // b.test's tmp is a file: its temporary file cannot be made, after
@@ -84,7 +100,8 @@ fn enqueue_failures_queue_nothing() {
     fs::create_dir_all(layout.domain_dir("b.test")).unwrap();
     fs::write(layout.tmp_dir("b.test"), b"in the way").unwrap();
     let rcpts = vec!["x@a.test".to_owned(), "y@b.test".to_owned()];
-    let err = enqueue(&queue, "", &rcpts, b"x", at(NOW), names()).expect_err("tmp blocked");
+    let err =
+        enqueue(&queue, "", &rcpts, &mut &b"x"[..], at(NOW), names()).expect_err("tmp blocked");
     let text = err.to_string();
     assert!(
         text.contains("b.test") && text.contains("nothing was queued"),
@@ -102,7 +119,8 @@ fn enqueue_failures_queue_nothing() {
     // A taken name is never replaced.
     let rcpts = vec!["x@a.test".to_owned()];
     queued(&layout, "a.test", "n1", b"precious");
-    let err = enqueue(&queue, "", &rcpts, b"x", at(NOW), names()).expect_err("name taken");
+    let err =
+        enqueue(&queue, "", &rcpts, &mut &b"x"[..], at(NOW), names()).expect_err("name taken");
     assert!(
         matches!(&err, EnqueueError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
         "{err}"
@@ -123,5 +141,104 @@ fn unique_names_follow_the_maildir_pattern() {
     ];
     for (host, want) in cases {
         assert_eq!(unique_name(now, 77, 3, host), *want, "host {host:?}");
+    }
+}
+
+#[test]
+fn recipients_beyond_one_block_are_split_over_several_messages() {
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    // 50,000 addresses of 25 octets: 1.3 MB of recipients for d1.test.
+    let many: Vec<String> = (0..50_000)
+        .map(|i| format!("user-number-{i:05}@d1.test"))
+        .collect();
+    let mut rcpts = many.clone();
+    rcpts.push("x@d2.test".to_owned());
+    let message: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut n = 0;
+    let done = enqueue(
+        &queue,
+        "a@src.test",
+        &rcpts,
+        &mut &message[..],
+        at(NOW),
+        || {
+            n += 1;
+            format!("name{n}")
+        },
+    )
+    .expect("enqueue");
+    let got: Vec<String> = done.ids.iter().map(QueueId::to_string).collect();
+    assert_eq!(
+        got,
+        ["d1.test/name1", "d1.test/name2", "d2.test/name3"],
+        "two messages for d1.test, one for d2.test"
+    );
+    assert_eq!(
+        done.split,
+        [Split {
+            domain: "d1.test".to_owned(),
+            recipients: 50_000,
+            files: 2
+        }],
+        "the split is reported"
+    );
+    let mut all = Vec::new();
+    for id in &done.ids {
+        let bytes = fs::read(layout.message_path(&id.domain, &id.name)).unwrap();
+        let env = parse_envelope(&bytes).expect("every file reads back");
+        assert!(
+            env.body_offset as usize <= crate::queue::MAX_WRITTEN_BLOCK,
+            "{id}"
+        );
+        assert_eq!(
+            &bytes[env.body_offset as usize..],
+            message,
+            "{id}: same body"
+        );
+        all.extend(env.recipients);
+    }
+    all.pop();
+    assert_eq!(all, many, "every recipient once, in order");
+}
+
+/// A reader that gives some bytes, then fails.
+struct Broken(usize);
+
+impl io::Read for Broken {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.0 == 0 {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "gone"));
+        }
+        let n = buf.len().min(self.0);
+        buf[..n].fill(b'x');
+        self.0 -= n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_message_that_cannot_be_read_queues_nothing() {
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    let rcpts = vec!["x@a.test".to_owned(), "y@b.test".to_owned()];
+    let err = enqueue(&queue, "", &rcpts, &mut Broken(100_000), at(NOW), || {
+        "n".to_owned()
+    })
+    .expect_err("read fails");
+    assert!(
+        matches!(&err, EnqueueError::Read { source } if source.kind() == io::ErrorKind::BrokenPipe),
+        "{err}"
+    );
+    for domain in ["a.test", "b.test"] {
+        assert!(
+            messages(&layout, domain).is_empty(),
+            "{domain}: nothing queued"
+        );
+        let tmp = layout.tmp_dir(domain);
+        assert!(
+            !tmp.exists() || fs::read_dir(&tmp).unwrap().next().is_none(),
+            "{domain}: tmp/ empty"
+        );
     }
 }
