@@ -113,8 +113,11 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     )?;
 
     let dispatcher_queue = queue.share();
+    // The scanner reads one file of each domain in turn: it keeps more
+    // domain folders open than a thread that follows connections.
+    let scanner_keeps = crate::descriptors::kept_domains() * 16;
     let scanner = Scanner::new(
-        queue,
+        queue.keeping_domains(scanner_keeps),
         dispatcher_tx.clone(),
         scanner_rx,
         log.new(o!("actor" => "scanner")),

@@ -2,8 +2,18 @@
 //! then inotify for new files and new domain folders, with a periodic rescan
 //! as the safety net (a lost event, an overflowed inotify queue, a file
 //! written over NFS). It reads only the envelope header block of each file.
+//!
+//! Both paths take every entry through the same decisions
+//! ([`queue::plan_domain`], [`queue::plan_entry`], then an open that refuses
+//! links and special files): a linked domain folder is never entered, a
+//! link or FIFO renamed into a domain folder is quarantined unopened, and
+//! a file whose name is not UTF-8 is renamed to an escaped name and then
+//! delivered. What is refused is logged once (see the `refuse` module).
+
+mod refuse;
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -12,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use postman::queue::dirfd::{EntryKind, QueueDir, RefusedKind};
 use postman::queue::{self, Queue, ReadError, RetryState};
 use slog::{error, info, warn, Logger};
 
@@ -34,7 +45,10 @@ pub struct Scanner {
     known: HashMap<String, HashSet<String>>,
     /// Folder names already complained about, so a bad folder is reported
     /// once, not at every rescan.
-    bad_folders: HashSet<String>,
+    bad_folders: HashSet<OsString>,
+    /// Entries that could be neither set aside nor renamed (a linked
+    /// `.quarantine`, say), so that each is reported once.
+    stuck: HashSet<(String, OsString)>,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, Option<String>>,
     metrics_interval: Duration,
@@ -54,6 +68,9 @@ struct Stats {
     found: u64,
     /// Files quarantined because they could not be parsed.
     parse_errors: u64,
+    /// Entries refused: links and special files quarantined (or left
+    /// alone when even that was refused), folders not entered.
+    refused: u64,
     /// Full scans done.
     scans: u64,
     /// How long the last full scan took.
@@ -108,6 +125,7 @@ impl Scanner {
             short_since: None,
             known: HashMap::new(),
             bad_folders: HashSet::new(),
+            stuck: HashSet::new(),
             inotify: None,
             watches: HashMap::new(),
         }
@@ -210,33 +228,32 @@ impl Scanner {
                 self.watches.remove(&event.wd);
                 continue;
             }
-            let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else {
+            let Some(name) = event.name.as_deref() else {
                 continue;
             };
+            let moved_in = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
             match target {
-                None if event.mask.contains(AddWatchFlags::IN_ISDIR) => {
-                    // A new domain folder.
-                    self.scan_domain(name)?;
-                }
+                // A new entry of .OTHER_SERVERS: a domain folder, or a link
+                // or file where one should be.
+                None if event.mask.intersects(moved_in) => self.new_folder(name)?,
                 Some(domain) if !event.mask.contains(AddWatchFlags::IN_ISDIR) => {
                     if event
                         .mask
                         .intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE)
                     {
-                        self.left(&domain, name)?;
+                        if let Some(name) = name.to_str() {
+                            self.left(&domain, name)?;
+                        }
                     } else if event.mask.contains(AddWatchFlags::IN_CREATE) {
-                        // A name made with link(2) (a no-clobber move, a
-                        // bounce being queued) is complete at once; a file
-                        // created to be written in place is not, and its
-                        // IN_CLOSE_WRITE follows: no quarantine from here.
-                        self.forget(&domain, name);
-                        self.consider_as(&domain, name, Incomplete::Wait)?;
+                        // A file created to be written in place is not
+                        // whole yet, and its IN_CLOSE_WRITE follows: no
+                        // quarantine from here.
+                        self.arrived(&domain, name, Incomplete::Wait)?;
                     } else {
                         // A new file, or a new version of a known one (a
                         // rewrite after a deferral, a flush, a release from
                         // hold): read it again either way.
-                        self.forget(&domain, name);
-                        self.consider(&domain, name)?;
+                        self.arrived(&domain, name, Incomplete::Quarantine)?;
                     }
                 }
                 None | Some(_) => {}
@@ -245,14 +262,41 @@ impl Scanner {
         Ok(())
     }
 
+    /// An entry named in an event of `domain`'s folder: looked at (never
+    /// followed) and taken as the full scan takes it.
+    fn arrived(&mut self, domain: &str, name: &OsStr, bad: Incomplete) -> Result<(), Stop> {
+        let Some(dir) = self.domain_dir(domain) else {
+            return Ok(());
+        };
+        let stat = match dir.stat(name) {
+            Ok(Some(stat)) => stat,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                error!(self.log, "cannot look at a queue entry"; "domain" => domain,
+                    "path" => %dir.display_path(name).display(), "error" => %e);
+                return Ok(());
+            }
+        };
+        let Some(name) = self.take(domain, &dir, name, stat.kind, stat.special)? else {
+            return Ok(());
+        };
+        self.forget(domain, &name);
+        self.consider_as(domain, &name, bad)
+    }
+
     fn watch(&mut self, domain: Option<&str>) {
         let Some(inotify) = &self.inotify else {
             return;
         };
+        // A link is never watched: the folders are opened first, and a name
+        // that became a link since is refused here too.
         let (path, mask) = match domain {
             None => (
                 self.queue.layout().remote_dir(),
-                AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR,
+                AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_ONLYDIR
+                    | AddWatchFlags::IN_DONT_FOLLOW,
             ),
             // Writers rename finished files into the folder (IN_MOVED_TO);
             // IN_CLOSE_WRITE catches one that writes in place. A file that
@@ -265,7 +309,8 @@ impl Scanner {
                     | AddWatchFlags::IN_CREATE
                     | AddWatchFlags::IN_MOVED_FROM
                     | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_ONLYDIR,
+                    | AddWatchFlags::IN_ONLYDIR
+                    | AddWatchFlags::IN_DONT_FOLLOW,
             ),
         };
         match inotify.add_watch(&path, mask) {
@@ -284,6 +329,7 @@ impl Scanner {
             "domains" => self.known.len(),
             "found" => self.stats.found,
             "parse_errors" => self.stats.parse_errors,
+            "refused" => self.stats.refused,
             "scans" => self.stats.scans,
             "scan_ms" => self.stats.last_scan.as_millis() as u64,
         );
@@ -302,14 +348,23 @@ impl Scanner {
     }
 
     fn full_scan_inner(&mut self) -> Result<(), Stop> {
-        let domains = match queue::list_domains(&self.queue) {
-            Ok(domains) => domains,
+        let entries = match self.queue.remote().and_then(|remote| remote.entries()) {
+            Ok(entries) => entries,
             Err(e) => {
                 error!(self.log, "cannot list the queue"; "path" => %self.queue.layout().remote_dir().display(),
                     "error" => %e);
                 return Ok(());
             }
         };
+        let mut domains = Vec::new();
+        for entry in entries {
+            match queue::plan_domain(&entry.name, entry.kind) {
+                queue::DomainPlan::Skip => {}
+                queue::DomainPlan::Scan(domain) => domains.push(domain),
+                queue::DomainPlan::Refuse(why) => self.refuse_folder(&entry.name, &why),
+            }
+        }
+        domains.sort();
         let mut seen_domains = HashSet::new();
         let mut listings = Vec::new();
         for domain in domains {
@@ -356,31 +411,26 @@ impl Scanner {
     }
 
     /// Lists one domain folder (watching it from now on) and reports the
-    /// files seen before that are gone. Returns every name in it.
+    /// files seen before that are gone. Returns the name of every file in
+    /// it to read; links, special files and names that are not UTF-8 are
+    /// dealt with on the way ([`Scanner::take`]).
     fn list_domain(&mut self, domain: &str) -> Result<Vec<String>, Stop> {
         if !queue::valid_domain(domain) {
-            if self.bad_folders.insert(domain.to_owned()) {
+            if self.bad_folders.insert(OsString::from(domain)) {
                 error!(self.log, "queue folder is not a lower-case domain name: its mail is not delivered";
                     "domain" => domain, "path" => %self.queue.layout().domain_dir(domain).display());
             }
             return Ok(Vec::new());
         }
-        if !self.known.contains_key(domain) {
-            self.known.insert(domain.to_owned(), HashSet::new());
-            self.watch(Some(domain));
-        }
-        let names = match self
-            .queue
-            .domain(domain)
-            .and_then(|dir| queue::list_messages(&dir))
-        {
-            Ok(names) => names,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                error!(self.log, "cannot list queue folder";
-                    "path" => %self.queue.layout().domain_dir(domain).display(), "error" => %e);
-                return Ok(Vec::new());
+        let names = match self.domain_dir(domain) {
+            Some(dir) => {
+                if !self.known.contains_key(domain) {
+                    self.known.insert(domain.to_owned(), HashSet::new());
+                    self.watch(Some(domain));
+                }
+                self.take_all(domain, &dir)?
             }
+            None => Vec::new(),
         };
         let present: HashSet<&str> = names.iter().map(String::as_str).collect();
         let gone: Vec<String> = self
@@ -402,6 +452,37 @@ impl Scanner {
                 id,
             })?;
         }
+        Ok(names)
+    }
+
+    /// Every entry of `domain`'s folder `dir` through [`Scanner::take`]:
+    /// the names to read.
+    fn take_all(&mut self, domain: &str, dir: &QueueDir) -> Result<Vec<String>, Stop> {
+        let entries = match dir.entries() {
+            Ok(entries) => entries,
+            Err(e) => {
+                error!(self.log, "cannot list queue folder"; "path" => %dir.path().display(),
+                    "error" => %e);
+                return Ok(Vec::new());
+            }
+        };
+        self.stuck
+            .retain(|(d, name)| d != domain || entries.iter().any(|e| &e.name == name));
+        let mut names = Vec::new();
+        for entry in entries {
+            let special = match entry.kind {
+                EntryKind::Special => match dir.stat(&entry.name) {
+                    Ok(Some(stat)) => stat.special,
+                    _ => continue,
+                },
+                _ => RefusedKind::Device,
+            };
+            if let Some(name) = self.take(domain, dir, &entry.name, entry.kind, special)? {
+                names.push(name);
+            }
+        }
+        // In name order, as the writers' names are in time order.
+        names.sort();
         Ok(names)
     }
 
@@ -446,7 +527,20 @@ impl Scanner {
         let path = self.queue.layout().message_path(domain, name);
         let (metadata, mut file) = match self.open(domain, name, &path) {
             Ok(opened) => opened,
-            Err(e) if queue::dirfd::refusal(&e).is_some() => return Ok(()),
+            // Made a link or special file since it was looked at.
+            Err(e) if queue::dirfd::refusal(&e).is_some() => {
+                let kind = queue::dirfd::refusal(&e).map(|r| r.kind);
+                if let Some(
+                    kind @ (RefusedKind::Link
+                    | RefusedKind::Fifo
+                    | RefusedKind::Socket
+                    | RefusedKind::Device),
+                ) = kind
+                {
+                    self.refuse_entry(domain, OsStr::new(name), name, kind)?;
+                }
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
                 error!(self.log, "cannot read queue file"; "queue_id" => name, "domain" => domain,
@@ -459,7 +553,7 @@ impl Scanner {
                 let retry = match RetryState::from_envelope(&envelope) {
                     Ok(retry) => retry,
                     Err(e) => {
-                        self.quarantine(domain, name, &path, &e.to_string());
+                        self.quarantine(domain, name, &e.to_string());
                         return Ok(());
                     }
                 };
@@ -498,7 +592,7 @@ impl Scanner {
             }
             Err(ReadError::Envelope(_)) if bad == Incomplete::Wait => Ok(()),
             Err(ReadError::Envelope(e)) => {
-                self.quarantine(domain, name, &path, &e.to_string());
+                self.quarantine(domain, name, &e.to_string());
                 Ok(())
             }
         }
@@ -549,19 +643,6 @@ impl Scanner {
                 self.shortage_warned = Some(now);
             }
             std::thread::sleep(SHORTAGE_RETRY);
-        }
-    }
-
-    fn quarantine(&mut self, domain: &str, name: &str, path: &Path, reason: &str) {
-        self.stats.parse_errors += 1;
-        match queue::quarantine(&self.queue, domain, name, reason) {
-            Ok(to) => error!(self.log, "quarantined"; "queue_id" => name, "domain" => domain,
-                "reason" => reason, "path" => %to.display()),
-            Err(e) => {
-                error!(self.log, "cannot quarantine unparseable queue file; it stays in place";
-                "queue_id" => name, "domain" => domain, "reason" => reason,
-                "path" => %path.display(), "error" => %e)
-            }
         }
     }
 

@@ -106,7 +106,7 @@ pub fn claim(queue: &Queue, domain: &str, name: &str, owner: &str) -> io::Result
     // only for dead owners, but be robust) it is made again.
     let mut fresh = false;
     for _ in 0..3 {
-        let claims = queue.claims(domain, owner, fresh)?;
+        let claims = queue.claims_in(domain, &domain_dir, owner, fresh)?;
         match domain_dir.rename(name, &claims, name) {
             Ok(()) => {
                 return Ok(Some(Claimed {

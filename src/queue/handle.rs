@@ -212,6 +212,18 @@ impl Queue {
     /// (after a claim found it gone).
     pub fn claims(&self, domain: &str, owner: &str, fresh: bool) -> io::Result<Arc<QueueDir>> {
         let dir = self.domain(domain)?;
+        self.claims_in(domain, &dir, owner, fresh)
+    }
+
+    /// [`Queue::claims`] in `dir`, the folder [`Queue::domain`] just gave
+    /// for `domain` (checked already: no second `lstat`).
+    pub(crate) fn claims_in(
+        &self,
+        domain: &str,
+        dir: &QueueDir,
+        owner: &str,
+        fresh: bool,
+    ) -> io::Result<Arc<QueueDir>> {
         if !fresh {
             let kept = self.kept.borrow();
             let found = kept

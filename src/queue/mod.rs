@@ -12,6 +12,7 @@ pub mod admin;
 mod backoff;
 mod claim;
 pub mod dirfd;
+mod entry;
 mod envelope;
 mod handle;
 mod local;
@@ -26,6 +27,7 @@ pub use backoff::{
     BackoffError, DomainBackoff, BACKOFF_FILE, MAX_BACKOFF_FILE, MAX_UNTIL,
 };
 pub use claim::{claim, recover, sweep_tmp, Claimed, Marked, Recovery, Sweep, ACTIVE_DIR};
+pub use entry::{plan_domain, plan_entry, DomainPlan, DomainRefusal, EntryPlan};
 pub use envelope::{
     parse_envelope, render_envelope, render_envelopes, Block, Envelope, EnvelopeError,
     MAX_ENVELOPE_BLOCK, MAX_WRITTEN_BLOCK, RETRY_HEADROOM,
@@ -39,8 +41,8 @@ pub use rewrite::rewrite;
 pub use split::split_off;
 pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
 pub use store::{
-    escape_name, list_domains, list_messages, quarantine, read_envelope, read_envelope_from,
-    set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
+    escape_name, list_domains, list_messages, quarantine, quarantine_entry, read_envelope,
+    read_envelope_from, rename_escaped, set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
 };
 
 use std::path::{Path, PathBuf};

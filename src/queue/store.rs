@@ -158,6 +158,31 @@ fn set_aside(domain_dir: &QueueDir, name: &str, reason: &str, sub: &str) -> io::
     set_aside_from(domain_dir, name, domain_dir, reason, sub)
 }
 
+/// Moves the entry `from` of the domain folder `dir` (a link, a special
+/// file, whatever it is: it is never opened) to `.quarantine/<name>` (or
+/// `<name>.N`) with `reason` beside it; returns the new path. `name` is
+/// `from` as UTF-8 ([`escape_name`]).
+pub fn quarantine_entry(
+    dir: &QueueDir,
+    from: &OsStr,
+    name: &str,
+    reason: &str,
+) -> io::Result<PathBuf> {
+    check_component("file name", name)?;
+    let quarantine = dir.dir_create(QUARANTINE_DIR)?;
+    let target = move_no_clobber(dir, from, &quarantine, name)?;
+    write_reason(&quarantine, &target, reason)?;
+    Ok(quarantine.display_path(target))
+}
+
+/// Renames the entry `from` of `dir`, whose name is not UTF-8, to `to` (its
+/// [`escape_name`]) or the first free `to.N`; returns the name it got.
+/// Never replaces anything.
+pub fn rename_escaped(dir: &QueueDir, from: &OsStr, to: &str) -> io::Result<String> {
+    check_component("file name", to)?;
+    move_no_clobber(dir, from, dir, to)
+}
+
 /// A path component we are about to use: not empty, no `/`, not `.`/`..`.
 pub(crate) fn check_component(what: &str, value: &str) -> io::Result<()> {
     if value.is_empty() || value == "." || value == ".." || value.contains(['/', '\0']) {
@@ -175,10 +200,11 @@ pub(crate) fn check_component(what: &str, value: &str) -> io::Result<()> {
 /// never clobber each other.
 pub(crate) fn move_no_clobber(
     from: &QueueDir,
-    from_name: &str,
+    from_name: impl AsRef<Path>,
     dir: &QueueDir,
     name: &str,
 ) -> io::Result<String> {
+    let from_name = from_name.as_ref();
     for n in 0..MAX_SUFFIX {
         let candidate = if n == 0 {
             name.to_owned()
