@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the core with cargo-fuzz (libFuzzer): the reply parser, the whole
-# session, the envelope block of queue files. Installs cargo-fuzz when it is
-# missing. The targets need nightly compiler features (sanitizers, -Z
-# flags); on a stable toolchain RUSTC_BOOTSTRAP=1 unlocks them for this
-# build only.
+# session, the envelope block of queue files, a domain's .backoff file.
+# Installs cargo-fuzz when it is missing. The targets need nightly compiler
+# features (sanitizers, -Z flags); on a stable toolchain RUSTC_BOOTSTRAP=1
+# unlocks them for this build only.
 #
 #   scripts/fuzz.sh                  reply_parser 60 s, the others 30 s each
 #   FUZZ_SECONDS=300 scripts/fuzz.sh reply_parser 300 s, the others 150 s
@@ -41,5 +41,6 @@ else
     run_target reply_parser "$SECONDS_MAIN"
     run_target session "$((SECONDS_MAIN / 2))"
     run_target envelope "$((SECONDS_MAIN / 2))"
+    run_target backoff "$((SECONDS_MAIN / 2))"
 fi
 echo "scripts/fuzz.sh: no crash" >&2
