@@ -8,7 +8,6 @@
 //! the original is rewritten or removed, so a crash in between can at worst
 //! repeat a bounce, never drop one.
 
-use std::io::ErrorKind;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::Config;
@@ -204,12 +203,15 @@ impl Settler {
                         info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
                             "to" => &msg.envelope.sender, "recipients" => failed.len());
                     }
-                    Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                    Err(e)
+                        if queue::is_permanent(&e) || self.schedule.expired(msg.arrival, now) =>
+                    {
                         // The sender can never get one (a local part that is
-                        // no mailbox name, an address that is not
-                        // local@domain): a double bounce. As for the null
-                        // sender, a copy goes to .failed for the postmaster,
-                        // and the refused recipients are not tried again.
+                        // no mailbox name, a name too long), or the message
+                        // outlived its queue lifetime waiting for its bounce
+                        // to be written: a double bounce. As for the null sender, a copy goes
+                        // to .failed for the postmaster, and the refused
+                        // recipients are not tried again.
                         error!(log, "the bounce can never reach the sender; the message is kept in .failed";
                             "queue_id" => &msg.id, "domain" => &msg.domain,
                             "to" => &msg.envelope.sender, "error" => %e);

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::admin::{MAX_DOMAIN, MAX_LOCAL_PART, MAX_MAILBOX};
+
 /// The largest envelope header block accepted, empty line included. A file
 /// with no empty line in its first MiB is not a queue file. Readers and
 /// writers share it: postman never writes a block it would refuse to read
@@ -633,6 +635,18 @@ fn mailbox_problem(address: &str) -> Option<&'static str> {
     }
     if domain.is_empty() {
         return Some("empty domain (expected local@domain)");
+    }
+    // RFC 5321 §4.5.3.1: no server need take more, and a local part is a
+    // mailbox name when its domain is local (a longer one was once sent as a
+    // 5,000-character RCPT and could never get its bounce).
+    if local.len() > MAX_LOCAL_PART {
+        return Some("local part longer than 64 octets (RFC 5321 §4.5.3.1.1)");
+    }
+    if domain.len() > MAX_DOMAIN {
+        return Some("domain longer than 255 octets (RFC 5321 §4.5.3.1.2)");
+    }
+    if address.len() > MAX_MAILBOX {
+        return Some("path longer than 256 octets with its angle brackets (RFC 5321 §4.5.3.1.3)");
     }
     if address.chars().any(char::is_control) {
         return Some("contains a control character");

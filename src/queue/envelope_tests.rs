@@ -219,6 +219,50 @@ fn refuses_invalid_blocks() {
             "no empty line",
         ),
         (
+            format!("X-Postman-From: <{}@local.test>\n{OK_TO}\n", "a".repeat(65)),
+            |e| {
+                matches!(
+                    e,
+                    EnvelopeError::BadAddress {
+                        header: "X-Postman-From",
+                        ..
+                    }
+                )
+            },
+            "64 octets",
+        ),
+        (
+            format!(
+                "{OK_FROM}X-Postman-To: a@d.test, {}@d.test\n\n",
+                "b".repeat(300)
+            ),
+            |e| {
+                matches!(
+                    e,
+                    EnvelopeError::BadAddress {
+                        header: "X-Postman-To",
+                        ..
+                    }
+                )
+            },
+            "64 octets",
+        ),
+        (
+            format!("{OK_FROM}X-Postman-To: <a@{}.test>\n\n", "d".repeat(260)),
+            |e| matches!(e, EnvelopeError::BadAddress { .. }),
+            "255 octets",
+        ),
+        (
+            // 64 + 1 + 190 = 255 octets: each part fits, the path does not.
+            format!(
+                "{OK_FROM}X-Postman-To: <{}@{}.test>\n\n",
+                "c".repeat(64),
+                "e".repeat(185)
+            ),
+            |e| matches!(e, EnvelopeError::BadAddress { .. }),
+            "256 octets",
+        ),
+        (
             too_big,
             |e| matches!(e, EnvelopeError::TooLarge { .. }),
             "1 MiB",

@@ -219,6 +219,21 @@ fn place(tmp_dir: &QueueDir, dir: &QueueDir, name: &str, parts: &[&[u8]]) -> io:
     Ok(dir.display_path(name))
 }
 
+/// Whether a failed write of a bounce will fail the same way however often
+/// it is tried, so that waiting is no use: the name is refused by postman
+/// itself (`InvalidInput`: no mailbox name, no `local@domain`) or by the
+/// kernel (`ENAMETOOLONG`; `EINVAL`, which is `InvalidInput` too). What an
+/// operator can put right is not: something in the way of the mailbox (a
+/// file, a link, refused by `dirfd` as `InvalidData`), permissions, a full
+/// disk or quota, an I/O error, a lack of descriptors or memory; such a
+/// bounce is tried again (until the message's queue lifetime ends), as
+/// Postfix defers a mailbox it cannot write. Decided from the kind and
+/// errno, never from the text.
+pub fn is_permanent(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput
+        || e.raw_os_error() == Some(nix::errno::Errno::ENAMETOOLONG as i32)
+}
+
 /// One path component that stays where it is joined: not empty, no `/` or
 /// NUL, not starting with `.`.
 fn check_name(what: &str, value: &str) -> io::Result<()> {

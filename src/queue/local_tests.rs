@@ -274,3 +274,35 @@ fn a_linked_mailbox_or_sub_folder_is_refused() {
         "no temporary file left"
     );
 }
+
+#[test]
+fn permanent_write_errors_by_kind_and_errno() {
+    use nix::errno::Errno;
+    let errno = |e: Errno| io::Error::from_raw_os_error(e as i32);
+    let cases: Vec<(io::Error, bool)> = vec![
+        (errno(Errno::ENAMETOOLONG), true),
+        (errno(Errno::EINVAL), true),
+        (
+            io::Error::new(io::ErrorKind::InvalidInput, "no mailbox name"),
+            true,
+        ),
+        (
+            io::Error::new(io::ErrorKind::InvalidData, "a link in the way"),
+            false,
+        ),
+        (errno(Errno::ELOOP), false),
+        (errno(Errno::ENOTDIR), false),
+        (errno(Errno::ENOSPC), false),
+        (errno(Errno::EDQUOT), false),
+        (errno(Errno::EIO), false),
+        (errno(Errno::EMFILE), false),
+        (errno(Errno::EACCES), false),
+        (errno(Errno::EROFS), false),
+        (errno(Errno::ENOENT), false),
+        // The text does not count.
+        (io::Error::other("File name too long"), false),
+    ];
+    for (e, want) in cases {
+        assert_eq!(is_permanent(&e), want, "{e:?}");
+    }
+}

@@ -34,8 +34,8 @@ pub use envelope::{
 };
 pub use handle::{Keep, Queue, MAX_KEPT_DOMAINS};
 pub use local::{
-    deliver_local, enqueue_remote, header_section, is_local, place_bounce, read_original_headers,
-    split_address, Placed, MAX_RETURNED_HEADERS,
+    deliver_local, enqueue_remote, header_section, is_local, is_permanent, place_bounce,
+    read_original_headers, split_address, Placed, MAX_RETURNED_HEADERS,
 };
 pub use rewrite::rewrite;
 pub use split::split_off;

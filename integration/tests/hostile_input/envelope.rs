@@ -8,13 +8,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use postman_integration::postman::ConfigFile;
-use postman_integration::queue::unix_now;
+use postman_integration::queue::{queue_file, unix_now};
 use postman_integration::{
     postman, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
 };
 use serde_json::Value;
 
-use crate::common::{check, config, message};
+use crate::common::{
+    check, config, local_config, message, refusing, without_params, LOCAL_DOMAIN, LOCAL_SENDER,
+};
 
 /// How long an `enqueue` or an operator command may take here.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
@@ -220,4 +222,122 @@ fn a_hundred_thousand_recipients_past_a_452_are_each_sent_once_or_kept() {
         delivered(&server, LIMIT).len() >= 2 * LIMIT,
         "at least one transaction a run"
     );
+}
+
+/// The RCPT paths a server was sent, without `RCPT TO:` and parameters.
+fn rcpt_paths(server: &HostileServer) -> Vec<String> {
+    server
+        .commands()
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().starts_with("RCPT TO:"))
+        .map(|c| without_params(&c["RCPT TO:".len()..]).to_owned())
+        .collect()
+}
+
+/// Defect 8: a local-domain sender with a 300-octet local part and a
+/// recipient refused with 550. The bounce into a mailbox of that name
+/// failed with "File name too long", taken as temporary: the refused
+/// recipient was sent again at every retry, for ever; and a 5,000-octet
+/// recipient went out as it was. Both are refused when the file is read
+/// now (RFC 5321 §4.5.3.1), as `enqueue` refuses them: quarantined with
+/// the reason, never a RCPT over 256 octets, never a second attempt.
+#[test]
+fn addresses_over_the_rfc_5321_limits_are_refused_before_any_attempt() {
+    let net = TestNet::new();
+    let server = HostileServer::start(net.addr(1), vec![refusing("550 5.1.1 no such user")]);
+    let dns = DnsServer::start(Zones::new().mx_at("d1.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let long_sender = format!("{}@{LOCAL_DOMAIN}", "a".repeat(300));
+    queue.add(
+        "d1.test",
+        "m1",
+        &long_sender,
+        &["x@d1.test"],
+        &message("m1", "x\n"),
+    );
+    let long_rcpt = format!("{}@d1.test", "b".repeat(5000));
+    queue.add(
+        "d1.test",
+        "m2",
+        LOCAL_SENDER,
+        &[&long_rcpt],
+        &message("m2", "x\n"),
+    );
+    let file = local_config(&queue, &net, &dns).write();
+
+    for round in 1..=2 {
+        let run = postman!().run_once(&file);
+        run.assert_success();
+        check(
+            rcpt_paths(&server).iter().all(|p| p.len() <= 256),
+            &format!("run {round}: no RCPT path over 256 octets"),
+            &queue,
+            &run,
+        );
+        command(&file, "flush", &[], b"").assert_success();
+    }
+    assert!(
+        server.count_commands("MAIL") <= 1,
+        "not retried past a first attempt: {:?}",
+        server.commands()
+    );
+    let state = queue.state();
+    for name in ["m1", "m2"] {
+        let reason = state
+            .quarantined_entry("d1.test", name)
+            .and_then(|q| q.reason.clone())
+            .unwrap_or_else(|| panic!("{name} quarantined: {state:#?}"));
+        assert!(reason.contains("64 octets"), "{name}: {reason}");
+    }
+}
+
+/// Defect 8, past the queue lifetime: a bounce that cannot be written for
+/// now (a file stands where the sender's mailbox would be) kept the refused
+/// recipient queued, and it was sent again at every retry, past
+/// `max_queue_lifetime`, since a refused recipient never expires. Once the
+/// message has outlived its lifetime it is a double bounce: kept in .failed
+/// with the reason, the refused recipient not tried again.
+#[test]
+fn a_bounce_still_unwritten_at_the_end_of_the_queue_lifetime_is_a_double_bounce() {
+    let net = TestNet::new();
+    let server = HostileServer::start(net.addr(1), vec![refusing("550 5.1.1 no such user")]);
+    let dns = DnsServer::start(Zones::new().mx_at("d1.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    std::fs::write(queue.root().join("bob"), b"in the way").expect("a file for a mailbox");
+    let sender = format!("bob@{LOCAL_DOMAIN}");
+    let six_days_ago = unix_now() - 6 * 86_400;
+    queue.add_raw(
+        "d1.test",
+        "m1",
+        &queue_file(
+            &sender,
+            &["x@d1.test"],
+            six_days_ago,
+            &message("m1", "x\n"),
+            "\n",
+        ),
+    );
+    let file = local_config(&queue, &net, &dns).write();
+
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    command(&file, "flush", &[], b"").assert_success();
+    let again = postman!().run_once(&file);
+    again.assert_success();
+    check(
+        server.count_commands("RCPT") == 1,
+        "the refused recipient is tried once",
+        &queue,
+        &again,
+    );
+    let state = queue.state();
+    let failed = state
+        .failed_entry("d1.test", "m1")
+        .unwrap_or_else(|| panic!("m1 kept in .failed: {state:#?}\n{}", run.stderr));
+    let reason = failed.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("x@d1.test") && reason.contains("no bounce could be written"),
+        "{reason}"
+    );
+    assert!(state.queued.is_empty(), "nothing left queued: {state:#?}");
 }
