@@ -476,7 +476,19 @@ pub fn layers(
         .merge(Layer::new(FLAGS_NAME, &FlagLayer::from(flags))?))
 }
 
+/// A settings file must be a regular file of at most [`MAX_CONFIG_FILE`]
+/// bytes: a FIFO would block the read (and a reload) for ever, and a device
+/// such as `/dev/zero` reports no size and never ends.
 fn not_too_large(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+    if !meta.is_file() {
+        return Err(ConfigError::File {
+            path: path.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO, device or directory)",
+            ),
+        });
+    }
     if meta.len() > MAX_CONFIG_FILE {
         return Err(ConfigError::TooLarge {
             path: path.to_owned(),

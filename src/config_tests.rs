@@ -763,3 +763,31 @@ fn huge_config_files_and_lines_make_short_errors() {
         });
     }
 }
+
+/// A settings file that is a FIFO or a device is refused before anything
+/// reads it: the read would block (a FIFO) or never end (`/dev/zero`).
+#[test]
+fn special_config_files_are_refused_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("postman.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    for path in [fifo, PathBuf::from("/dev/zero"), dir.path().to_path_buf()] {
+        let err = expect_err(
+            load(&ConfigFile::Named(path.clone()), &Flags::default(), HOST),
+            &path.display().to_string(),
+        );
+        let message = err.to_string();
+        assert!(
+            matches!(&err, ConfigError::File { path: p, .. } if *p == path),
+            "{}: {message}",
+            path.display()
+        );
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("not a regular file (a FIFO, device or directory)"),
+            "{}",
+            path.display()
+        );
+    }
+}
