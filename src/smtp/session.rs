@@ -279,11 +279,20 @@ impl Session {
                 return;
             }
             if !self.state.awaits_reply() {
-                if self.parser.has_buffered() {
+                if !self.parser.has_buffered() {
+                    return;
+                }
+                if matches!(self.state, State::AwaitTls) {
                     let seen = first_line(self.parser.buffered());
-                    if matches!(self.state, State::AwaitTls) {
-                        self.injection(&seen);
-                    } else {
+                    self.injection(&seen);
+                    return;
+                }
+                // A whole reply out of turn may be the server's 421 before
+                // it closes (RFC 5321 §3.8): keep its code for the record.
+                match self.parser.next_reply() {
+                    Ok(Some(reply)) => self.out_of_turn(reply),
+                    _ => {
+                        let seen = first_line(self.parser.buffered());
                         self.unsolicited(&seen);
                     }
                 }
@@ -449,7 +458,7 @@ impl Session {
             | State::AwaitTls
             | State::Closed { .. }) => {
                 self.state = state;
-                self.unsolicited(&reply.to_string());
+                self.out_of_turn(reply);
             }
         }
     }
@@ -597,6 +606,19 @@ impl Session {
         let outcome =
             Outcome::without_reply(Class::Transient, Scope::Destination, state.stage(), detail);
         self.end(state.into_transaction(), Some(outcome), false);
+    }
+
+    /// A whole reply the session was not waiting for. A 421 is the
+    /// server closing the session (RFC 5321 §3.8), and its reply is what
+    /// the records quote; anything else is a protocol error.
+    pub(super) fn out_of_turn(&mut self, reply: Reply) {
+        if reply.code != ReplyCode::SERVICE_NOT_AVAILABLE {
+            self.unsolicited(&reply.to_string());
+            return;
+        }
+        let state = self.take_state();
+        let stage = state.stage();
+        self.refused(state.into_transaction(), Scope::Destination, stage, reply);
     }
 
     fn unsolicited(&mut self, seen: &str) {

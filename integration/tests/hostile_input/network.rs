@@ -59,7 +59,7 @@ impl Case {
 /// connections a second, no record, no backoff, and `--once` never ended.
 /// Now such a session is a failed connection: a deferral record per
 /// recipient, the domain backs off, the message stays queued.
-fn assert_no_storm(what: &str, after_ehlo: &[u8], quoted: &str) {
+fn assert_no_storm(what: &str, after_ehlo: &[u8], quoted: &str, code: Option<u16>) {
     let case = Case::new(vec![Script::new()
         .greet("220 hostile.test ESMTP")
         .expect_raw("EHLO", after_ehlo)
@@ -106,6 +106,10 @@ fn assert_no_storm(what: &str, after_ehlo: &[u8], quoted: &str) {
             records[0].reply.contains(quoted),
             "{what}: the record quotes the server ({quoted:?}): {records:#?}"
         );
+        assert_eq!(
+            records[0].code, code,
+            "{what}: the record's code: {records:#?}"
+        );
     }
     check(
         case.queue.state().is_queued(DOMAIN, "m1"),
@@ -128,6 +132,8 @@ fn a_421_with_the_ehlo_reply_is_a_failed_connection_not_a_storm() {
         "421 after EHLO",
         b"250-hi\r\n250 PIPELINING\r\n421 4.7.0 too busy, closing\r\n",
         "421 4.7.0 too busy, closing",
+        // A 421 out of turn is the server closing: its code is recorded.
+        Some(421),
     );
 }
 
@@ -137,6 +143,7 @@ fn a_second_final_line_after_ehlo_is_a_failed_connection_not_a_storm() {
         "second final line",
         b"250-hi\r\n250 PIPELINING\r\n250 and another\r\n",
         "250 and another",
+        None,
     );
 }
 
@@ -147,6 +154,7 @@ fn every_reply_at_once_is_a_failed_connection_not_a_storm() {
         b"250-hi\r\n250 PIPELINING\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n\
           250 2.0.0 queued\r\n221 2.0.0 bye\r\n",
         "250 2.1.0 ok",
+        None,
     );
 }
 

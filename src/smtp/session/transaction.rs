@@ -188,7 +188,7 @@ impl Session {
             // AwaitReplies always has a command pending; should that ever
             // break, the reply is unsolicited.
             self.state = State::AwaitReplies(txn);
-            self.unsolicited(&reply.to_string());
+            self.out_of_turn(reply);
             return;
         };
         let code = reply.code;

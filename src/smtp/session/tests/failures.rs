@@ -384,22 +384,22 @@ const MAX_LINE_LEN_FOR_TESTS: usize = crate::smtp::MAX_LINE_LEN;
 
 #[test]
 fn unsolicited_data_is_a_protocol_error() {
-    // While idle.
+    // While idle: anything but a 421.
     let mut d = Dialogue::handshake(false);
-    d.reply("421 4.4.2 idle too long");
+    d.reply("250 still here");
     let outcome = d
         .expect_closed()
         .unwrap_or_else(|| panic!("Closed(Some) when idle"));
     assert_eq!(
         outcome_summary(&outcome),
         "Transient Destination Ehlo -",
-        "421 while idle"
+        "250 while idle"
     );
     assert_eq!(
         outcome.detail,
         "protocol error: unexpected data from the server while waiting for the next message: \
-         \"421 4.4.2 idle too long\"",
-        "detail for 421 while idle"
+         \"250 still here\"",
+        "detail for 250 while idle"
     );
 
     // Glued to the last expected reply.
@@ -451,6 +451,68 @@ fn unsolicited_data_is_a_protocol_error() {
         "Closed(Some) for data during the body"
     );
     assert!(!d.session.wants_body(), "wants_body after the error");
+}
+
+/// A 421 out of turn is the server closing the session (RFC 5321 §3.8):
+/// the outcome carries its reply, wherever it comes, and no QUIT follows.
+#[test]
+fn a_421_out_of_turn_is_the_server_closing() {
+    // While idle, and glued to the EHLO reply in one read.
+    for (what, greeting_and_ehlo, extra) in [
+        ("idle", "250 mx", "421 4.4.2 idle too long"),
+        (
+            "glued",
+            "250-mx\n250 PIPELINING\n421 4.4.2 idle too long",
+            "",
+        ),
+    ] {
+        let mut d = Dialogue::new();
+        d.reply("220 mx");
+        d.expect_command("EHLO client.test");
+        d.reply(greeting_and_ehlo);
+        d.expect_ready();
+        if !extra.is_empty() {
+            d.reply(extra);
+        }
+        let outcome = d
+            .expect_closed()
+            .unwrap_or_else(|| panic!("{what}: Closed(Some)"));
+        assert_eq!(
+            outcome_summary(&outcome),
+            "Transient Destination Ehlo 421",
+            "{what}: {outcome:?}"
+        );
+        let reply = outcome.reply.as_ref().map(ToString::to_string);
+        assert_eq!(reply.as_deref(), Some("421 4.4.2 idle too long"), "{what}");
+        d.expect_no_output();
+    }
+
+    // While the body is being sent: pending recipients get the 421.
+    let mut d = Dialogue::handshake(true);
+    d.start("s@a.test", &["r1@b.test", "r2@b.test"]);
+    d.take_output();
+    d.reply("250 ok\n550 no\n250 ok\n354 go");
+    d.reply("421 4.3.2 shutting down");
+    let done = d.expect_done();
+    let results: Vec<String> = done
+        .recipients
+        .iter()
+        .map(|r| {
+            r.result
+                .as_ref()
+                .map_or_else(outcome_summary, |_| "ok".into())
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "Permanent Recipient Rcpt 550",
+            "Transient Destination Data 421"
+        ],
+        "results after a 421 during the body"
+    );
+    assert!(d.expect_closed().is_some(), "Closed(Some) after the 421");
+    d.expect_no_output();
 }
 
 #[test]
