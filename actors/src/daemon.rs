@@ -69,7 +69,10 @@ pub struct Runtime {
 
 /// Runs postman until the queue is done (`once`) or a signal stops it.
 pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow::Result<()> {
-    let queue = open_queue_root(Layout::new(config.maildir.clone()))?;
+    // Who keeps domain folders open: the dispatcher, each worker and its
+    // disk threads (the scanner has a share of its own).
+    let holders = 1 + config.threads * (1 + config.disk_threads.max(1));
+    let queue = open_queue_root(Layout::new(config.maildir.clone()), holders)?;
     log_descriptors(&runtime.descriptors, log);
     let owner = crate::owner::this_process();
     recover(&queue, log);
@@ -113,9 +116,9 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     )?;
 
     let dispatcher_queue = queue.share();
-    // The scanner reads one file of each domain in turn: it keeps more
-    // domain folders open than a thread that follows connections.
-    let scanner_keeps = crate::descriptors::kept_domains() * 16;
+    // The scanner reads one file of each domain in turn, and needs no
+    // claim folders: it keeps as many domain folders as all the others.
+    let scanner_keeps = crate::descriptors::kept_domains(1) * 2;
     let scanner = Scanner::new(
         queue.keeping_domains(scanner_keeps),
         dispatcher_tx.clone(),
@@ -176,7 +179,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
 /// Opens the queue root and `.OTHER_SERVERS` in it (made when missing; a
 /// link there is refused), for the scanner and the start-up work: the
 /// handles stay open, above `FD_SETSIZE`.
-fn open_queue_root(layout: Layout) -> anyhow::Result<Queue> {
+fn open_queue_root(layout: Layout, holders: usize) -> anyhow::Result<Queue> {
     let root = layout.root().to_path_buf();
     let queue = Queue::create(layout).with_context(|| {
         format!(
@@ -187,7 +190,7 @@ fn open_queue_root(layout: Layout) -> anyhow::Result<Queue> {
     })?;
     Ok(queue
         .keeping(crate::descriptors::above_fd_setsize)
-        .keeping_domains(crate::descriptors::kept_domains()))
+        .keeping_domains(crate::descriptors::kept_domains(holders)))
 }
 
 /// How old a file in a `tmp/` folder must be before it is taken for a

@@ -94,14 +94,23 @@ pub fn above_fd_setsize(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// How many domain folders each of the queue's handle sets keeps open
-/// ([`postman::queue::Queue::keeping_domains`]): the default where
-/// descriptors are plenty (a limit of [`TABLE`] or more: a few hundred kept
-/// folders in all, above `FD_SETSIZE`), none where they are few, since every
-/// kept folder is one less for a connection, a lookup or a queue file.
-pub fn kept_domains() -> usize {
+/// The descriptors all the queue's handle sets together may keep open for
+/// domain folders: a quarter of [`TABLE`], above `FD_SETSIZE` beside the
+/// connections' queue files.
+pub const KEPT_FOLDERS: usize = 1024;
+
+/// How many domain folders each of `holders` handle sets of the queue
+/// keeps open ([`postman::queue::Queue::keeping_domains`]): an equal share
+/// of [`KEPT_FOLDERS`] (two descriptors a domain: the folder and this
+/// process's claim folder in it), at most
+/// [`postman::queue::MAX_KEPT_DOMAINS`]. None where descriptors are few (a
+/// limit below [`TABLE`]), since every kept folder is one less for a
+/// connection, a lookup or a queue file.
+pub fn kept_domains(holders: usize) -> usize {
     match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, _)) if soft >= TABLE => postman::queue::MAX_KEPT_DOMAINS,
+        Ok((soft, _)) if soft >= TABLE => {
+            (KEPT_FOLDERS / (2 * holders.max(1))).min(postman::queue::MAX_KEPT_DOMAINS)
+        }
         _ => 0,
     }
 }

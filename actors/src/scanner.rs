@@ -17,6 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -49,6 +50,10 @@ pub struct Scanner {
     /// Entries that could be neither set aside nor renamed (a linked
     /// `.quarantine`, say), so that each is reported once.
     stuck: HashSet<(String, OsString)>,
+    /// While a full scan runs: the domain folders it listed (at most
+    /// [`SCAN_HELD`]), whose files it then reads through the handle it
+    /// listed them with instead of checking the folder again per file.
+    scanning: HashMap<String, Arc<QueueDir>>,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, Option<String>>,
     metrics_interval: Duration,
@@ -76,6 +81,10 @@ struct Stats {
     /// How long the last full scan took.
     last_scan: Duration,
 }
+
+/// How many listed domain folders a full scan holds open for reading their
+/// files; the rest are looked up again per file.
+const SCAN_HELD: usize = 128;
 
 /// How often a long full scan says how far it got: a queue of 100,000
 /// files takes a while, and the operator should see it is working.
@@ -126,6 +135,7 @@ impl Scanner {
             known: HashMap::new(),
             bad_folders: HashSet::new(),
             stuck: HashSet::new(),
+            scanning: HashMap::new(),
             inotify: None,
             watches: HashMap::new(),
         }
@@ -342,6 +352,7 @@ impl Scanner {
         self.progress_at = Some(started + PROGRESS_EVERY);
         let result = self.full_scan_inner();
         self.progress_at = None;
+        self.scanning.clear();
         self.stats.scans += 1;
         self.stats.last_scan = started.elapsed();
         result
@@ -428,7 +439,13 @@ impl Scanner {
                     self.known.insert(domain.to_owned(), HashSet::new());
                     self.watch(Some(domain));
                 }
-                self.take_all(domain, &dir)?
+                let names = self.take_all(domain, &dir)?;
+                // As many as the queue keeps: none when descriptors are few.
+                let held = SCAN_HELD.min(self.queue.keeps());
+                if self.progress_at.is_some() && self.scanning.len() < held {
+                    self.scanning.insert(domain.to_owned(), dir);
+                }
+                names
             }
             None => Vec::new(),
         };
@@ -612,12 +629,13 @@ impl Scanner {
         name: &str,
         path: &Path,
     ) -> io::Result<(std::fs::Metadata, std::fs::File)> {
-        let queue = &self.queue;
+        let (queue, listed) = (&self.queue, self.scanning.get(domain));
         let open = || {
-            queue
-                .domain(domain)
-                .and_then(|dir| dir.open_file(name))
-                .map(|(file, metadata)| (metadata, file))
+            let opened = match listed {
+                Some(dir) => dir.open_file(name),
+                None => queue.domain(domain).and_then(|dir| dir.open_file(name)),
+            };
+            opened.map(|(file, metadata)| (metadata, file))
         };
         loop {
             let e = match open() {

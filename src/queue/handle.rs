@@ -26,8 +26,8 @@ use super::{Layout, ACTIVE_DIR, REMOTE_DIR};
 
 /// How many domain folders one [`Queue`] keeps open by default (each with
 /// at most its claim folder: two descriptors); beyond it the least
-/// recently opened is closed. See [`Queue::keeping_domains`].
-pub const MAX_KEPT_DOMAINS: usize = 16;
+/// recently used is closed. See [`Queue::keeping_domains`].
+pub const MAX_KEPT_DOMAINS: usize = 64;
 
 /// Moves a descriptor kept open for long to where the caller wants it (the
 /// actors: above `FD_SETSIZE`); `None` leaves it where it is.
@@ -51,7 +51,7 @@ struct Kept {
     domains: HashMap<String, KeptDomain>,
     /// At most this many.
     max: usize,
-    /// Counts openings: the entry with the lowest is closed first.
+    /// Counts uses: the entry used longest ago is closed first.
     serial: u64,
 }
 
@@ -130,6 +130,11 @@ impl Queue {
         }
     }
 
+    /// How many domain folders this queue keeps open at most.
+    pub fn keeps(&self) -> usize {
+        self.kept.borrow().max
+    }
+
     /// Another handle set on the same queue for another thread: the root
     /// and `.OTHER_SERVERS` are shared (no new descriptor), domain folders
     /// are kept by each on its own.
@@ -180,9 +185,13 @@ impl Queue {
         })?;
         {
             let mut kept = self.kept.borrow_mut();
-            match kept.domains.get(domain) {
+            let serial = kept.serial + 1;
+            match kept.domains.get_mut(domain) {
                 Some(k) if stat.kind == EntryKind::Dir && k.identity == (stat.dev, stat.ino) => {
-                    return Ok(Arc::clone(&k.dir));
+                    k.serial = serial;
+                    let dir = Arc::clone(&k.dir);
+                    kept.serial = serial;
+                    return Ok(dir);
                 }
                 Some(_) => {
                     kept.domains.remove(domain);
@@ -384,21 +393,39 @@ mod tests {
     }
 
     #[test]
-    fn kept_domains_are_bounded() {
+    fn kept_domains_are_bounded_and_the_least_recently_used_goes() {
         let (dir, queue) = queue();
-        for n in 0..MAX_KEPT_DOMAINS + 5 {
+        let queue = queue.keeping_domains(4);
+        for n in 0..6 {
             let name = format!("d{n}.test");
             fs::create_dir(dir.path().join(REMOTE_DIR).join(&name)).expect("mkdir");
             queue.domain(&name).expect("open");
+            // d0 stays in use.
+            queue.domain("d0.test").expect("d0");
         }
+        let kept = queue.kept.borrow();
+        let mut names: Vec<&String> = kept.domains.keys().collect();
+        names.sort();
         assert_eq!(
-            queue.kept.borrow().domains.len(),
-            MAX_KEPT_DOMAINS,
-            "bounded"
+            names,
+            ["d0.test", "d3.test", "d4.test", "d5.test"],
+            "bounded, least recently used first out"
         );
+    }
+
+    #[test]
+    fn keeping_none_opens_and_closes_each_time() {
+        let (dir, queue) = queue();
+        let queue = queue.keeping_domains(0);
+        fs::create_dir(dir.path().join(REMOTE_DIR).join("d.test")).expect("mkdir");
+        let first = queue.domain("d.test").expect("open");
+        let again = queue.domain("d.test").expect("open");
+        assert!(!Arc::ptr_eq(&first, &again), "nothing kept");
+        assert!(queue.kept.borrow().domains.is_empty(), "nothing kept");
+        let shared = queue.share();
         assert!(
-            !queue.kept.borrow().domains.contains_key("d0.test"),
-            "the first opened went first"
+            shared.domain("d.test").is_ok() && shared.kept.borrow().max == 0,
+            "a share keeps as its origin does"
         );
     }
 
