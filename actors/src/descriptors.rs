@@ -28,8 +28,9 @@ pub const WANTED: u64 = 8192;
 
 /// The table is grown to cover this many descriptors (or the limit, if
 /// lower): the sockets below `FD_SETSIZE`, and above it a queue file per
-/// connection (at most 900) and the resolver's sockets. Beyond it the
-/// kernel grows the table itself, as before.
+/// connection (at most 900), the resolver's sockets and the queue folders
+/// kept open ([`KEPT_FOLDERS`] and the scanner's). Beyond it the kernel
+/// grows the table itself, as before.
 pub const TABLE: u64 = 4096;
 
 /// What [`prepare`] did, for the log once there is one.

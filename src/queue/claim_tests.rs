@@ -416,6 +416,29 @@ fn a_claimed_link_or_fifo_is_refused_and_quarantined_unopened() {
 }
 
 #[test]
+fn a_linked_failed_folder_is_refused_and_the_claim_stays() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    put(&layout, "d.test", "m1", MESSAGE);
+    let outside = tempfile::tempdir().expect("outside");
+    symlink(outside.path(), layout.domain_dir("d.test").join(".failed")).expect("link");
+    let c = claimed(&queue, "d.test", "m1", "me.1");
+    let claim_path = c.path();
+    let e = c.set_aside_failed("550").expect_err("linked .failed");
+    assert!(refusal(&e).is_some(), "{e}");
+    assert_eq!(
+        fs::read(&claim_path).expect("claim"),
+        MESSAGE,
+        "the claim stays"
+    );
+    assert_eq!(
+        fs::read_dir(outside.path()).expect("list").count(),
+        0,
+        "nothing outside"
+    );
+}
+
+#[test]
 fn recover_without_a_queue_is_not_found() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = Queue::open(Layout::new(dir.path())).expect("open");

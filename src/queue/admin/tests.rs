@@ -77,6 +77,30 @@ fn hold_and_release_move_the_file_and_report_what_they_did() {
 }
 
 #[test]
+fn a_linked_hold_folder_is_refused_and_nothing_goes_out_of_the_queue() {
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    let bytes = file("a@src.test", &["x@d1.test"], NOW, "");
+    let path = queued(&layout, "d1.test", "m1", &bytes);
+    let outside = tempfile::tempdir().expect("outside");
+    std::os::unix::fs::symlink(outside.path(), layout.domain_dir("d1.test").join(HOLD_DIR))
+        .expect("link");
+    match hold(&queue, &r("m1")) {
+        Err(AdminError::Io { source, .. }) => assert!(
+            crate::queue::dirfd::refusal(&source).is_some(),
+            "a refusal: {source}"
+        ),
+        other => panic!("hold through a linked .hold: {other:?}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), bytes, "left where it was");
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing outside"
+    );
+}
+
+#[test]
 fn commands_refuse_missing_ambiguous_and_claimed_messages() {
     let (_dir, queue) = setup();
     let layout = queue.layout().clone();
