@@ -69,10 +69,7 @@ pub struct Runtime {
 
 /// Runs postman until the queue is done (`once`) or a signal stops it.
 pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow::Result<()> {
-    // Who keeps domain folders open: the dispatcher, each worker and its
-    // disk threads (the scanner has a share of its own).
-    let holders = 1 + config.threads * (1 + config.disk_threads.max(1));
-    let queue = open_queue_root(Layout::new(config.maildir.clone()), holders)?;
+    let queue = open_queue_root(&config)?;
     log_descriptors(&runtime.descriptors, log);
     let owner = crate::owner::this_process();
     recover(&queue, log);
@@ -116,11 +113,10 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     )?;
 
     let dispatcher_queue = queue.share();
-    // The scanner reads one file of each domain in turn, and needs no
-    // claim folders: it keeps as many domain folders as all the others.
-    let scanner_keeps = crate::descriptors::kept_domains(1) * 2;
     let scanner = Scanner::new(
-        queue.keeping_domains(scanner_keeps),
+        // It reads one file of each domain in turn and claims nothing: it
+        // keeps as many domain folders as all the others together.
+        queue.keeping_domains(crate::descriptors::kept_domains(1) * 2),
         dispatcher_tx.clone(),
         scanner_rx,
         log.new(o!("actor" => "scanner")),
@@ -179,8 +175,12 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
 /// Opens the queue root and `.OTHER_SERVERS` in it (made when missing; a
 /// link there is refused), for the scanner and the start-up work: the
 /// handles stay open, above `FD_SETSIZE`.
-fn open_queue_root(layout: Layout, holders: usize) -> anyhow::Result<Queue> {
+fn open_queue_root(config: &Config) -> anyhow::Result<Queue> {
+    let layout = Layout::new(config.maildir.clone());
     let root = layout.root().to_path_buf();
+    // Who keeps domain folders open: the dispatcher, each worker and its
+    // disk threads (the scanner has a share of its own).
+    let holders = 1 + config.threads * (1 + config.disk_threads.max(1));
     let queue = Queue::create(layout).with_context(|| {
         format!(
             "cannot open the queue root {} (application.maildir.path) and {} in it",

@@ -64,56 +64,11 @@ pub struct Ready {
 pub fn prepare(
     ctx: &Ctx<'_>,
     memory: &mut body::Memory<'_>,
-    mut msg: QueuedMessage,
+    msg: QueuedMessage,
     relay: &str,
 ) -> Option<Ready> {
-    let claimed = match queue::claim(ctx.queue, &msg.domain, &msg.id, ctx.owner) {
-        Ok(Some(claimed)) => claimed,
-        Ok(None) => {
-            // Delivered, deleted or claimed by someone else since the scan.
-            debug!(ctx.log, "queue file gone before delivery"; "queue_id" => &msg.id,
-                "domain" => &msg.domain);
-            tell_done(ctx, msg, Disposition::Finished);
-            return None;
-        }
-        Err(e) if super::short_of_resources(&e) => {
-            // The claim's folders could not be opened for want of a
-            // descriptor: nothing is wrong with the message or its domain.
-            ctx.tell(DispatcherMsg::LocalLimit {
-                domain: msg.domain.clone(),
-                job: Box::new(msg),
-                what: "queue file",
-                reason: format!("cannot claim queue file: {e}"),
-            });
-            return None;
-        }
-        Err(e) => {
-            error!(ctx.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
-            let reason = format!("cannot claim queue file: {e}");
-            log_all(ctx, &msg, relay, Status::Deferred, &reason);
-            let disposition = Disposition::Deferred(Box::new(msg.clone()));
-            tell_done(ctx, msg, disposition);
-            return None;
-        }
-    };
-    // One open serves the envelope, the measuring pass and the sending.
-    // A link or special file put in the message's place is refused without
-    // being followed or blocking, and set aside.
-    let (mut file, metadata) = match body::open(&claimed) {
-        Ok(opened) => opened,
-        Err(e) if super::short_of_resources(&e) => {
-            put_off(ctx, msg, claimed, &e);
-            return None;
-        }
-        Err(e) if queue::dirfd::refusal(&e).is_some() => {
-            quarantine(ctx, msg, claimed, &e.to_string());
-            return None;
-        }
-        Err(e) => {
-            cannot_open(ctx, msg, claimed, relay, &e);
-            return None;
-        }
-    };
+    let (msg, claimed) = claim_file(ctx, msg, relay)?;
+    let (mut msg, claimed, mut file, metadata) = open_claimed(ctx, msg, claimed, relay)?;
     // The scanner's envelope still holds when the file is the one it read:
     // then only another process's change (a new file, or one written in
     // place) makes it read again.
@@ -188,6 +143,67 @@ pub fn prepare(
         body,
         measure,
     })
+}
+
+/// Claims `msg`'s file. On failure the message is disposed of (gone:
+/// finished; no descriptor for the claim's folders: put off; else deferred)
+/// and `None` returned.
+fn claim_file(ctx: &Ctx<'_>, msg: QueuedMessage, relay: &str) -> Option<(QueuedMessage, Claimed)> {
+    match queue::claim(ctx.queue, &msg.domain, &msg.id, ctx.owner) {
+        Ok(Some(claimed)) => Some((msg, claimed)),
+        Ok(None) => {
+            // Delivered, deleted or claimed by someone else since the scan.
+            debug!(ctx.log, "queue file gone before delivery"; "queue_id" => &msg.id,
+                "domain" => &msg.domain);
+            tell_done(ctx, msg, Disposition::Finished);
+            None
+        }
+        Err(e) if super::short_of_resources(&e) => {
+            // Nothing is wrong with the message or its domain.
+            ctx.tell(DispatcherMsg::LocalLimit {
+                domain: msg.domain.clone(),
+                job: Box::new(msg),
+                what: "queue file",
+                reason: format!("cannot claim queue file: {e}"),
+            });
+            None
+        }
+        Err(e) => {
+            error!(ctx.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
+            let reason = format!("cannot claim queue file: {e}");
+            log_all(ctx, &msg, relay, Status::Deferred, &reason);
+            let disposition = Disposition::Deferred(Box::new(msg.clone()));
+            tell_done(ctx, msg, disposition);
+            None
+        }
+    }
+}
+
+/// Opens the claimed file: one open serves the envelope, the measuring
+/// pass and the sending. A link or special file put in the message's place
+/// is refused without being followed or blocking, and quarantined. On
+/// failure the message is disposed of and `None` returned.
+fn open_claimed(
+    ctx: &Ctx<'_>,
+    msg: QueuedMessage,
+    claimed: Claimed,
+    relay: &str,
+) -> Option<(QueuedMessage, Claimed, std::fs::File, std::fs::Metadata)> {
+    match body::open(&claimed) {
+        Ok((file, metadata)) => Some((msg, claimed, file, metadata)),
+        Err(e) if super::short_of_resources(&e) => {
+            put_off(ctx, msg, claimed, &e);
+            None
+        }
+        Err(e) if queue::dirfd::refusal(&e).is_some() => {
+            quarantine(ctx, msg, claimed, &e.to_string());
+            None
+        }
+        Err(e) => {
+            cannot_open(ctx, msg, claimed, relay, &e);
+            None
+        }
+    }
 }
 
 /// Starts the transaction of a prepared message on `session`. On failure
