@@ -574,6 +574,15 @@ impl Scanner {
                         return Ok(());
                     }
                 };
+                if let Err(e) = envelope.check_folder(domain) {
+                    self.quarantine(domain, name, &e.to_string());
+                    return Ok(());
+                }
+                if envelope.duplicates > 0 {
+                    info!(self.log, "recipients named more than once are sent once";
+                        "queue_id" => name, "domain" => domain,
+                        "duplicates" => envelope.duplicates);
+                }
                 let arrival = envelope
                     .arrival
                     .or_else(|| metadata.modified().ok())

@@ -47,6 +47,69 @@ pub struct Envelope {
     /// Other `X-Postman-*` fields (name as written, unfolded trimmed value),
     /// kept for retry state; parsing ignores them.
     pub extra: Vec<(String, String)>,
+    /// How many recipients were named again after their first mention (the
+    /// same local part, the domain in any case) and left out of
+    /// `recipients`: each recipient is sent once.
+    pub duplicates: usize,
+}
+
+impl Envelope {
+    /// Checks that every recipient belongs to `folder`, the domain folder
+    /// the file lies in (an A-label, lower-case): its domain, compared
+    /// without regard to ASCII case and in A-label form, is the folder's.
+    /// A recipient of another domain would be sent to the folder domain's
+    /// servers (a receiving server's mistake, or a file moved by hand): the
+    /// file is refused whole, naming it.
+    pub fn check_folder(&self, folder: &str) -> Result<(), EnvelopeError> {
+        match self
+            .recipients
+            .iter()
+            .find(|rcpt| domain_key(rcpt).is_none_or(|domain| domain != folder))
+        {
+            Some(rcpt) => Err(EnvelopeError::ForeignRecipient {
+                address: quote(rcpt),
+                folder: quote(folder),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The domain of `address` as queue folders are named: without a trailing
+/// dot, lower-case, internationalised labels in A-label form (RFC 5890);
+/// `None` when it cannot be one.
+fn domain_key(address: &str) -> Option<Cow<'_, str>> {
+    let (_, domain) = address.rsplit_once('@')?;
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    if domain.is_ascii() {
+        if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some(Cow::Owned(domain.to_ascii_lowercase()))
+        } else {
+            Some(Cow::Borrowed(domain))
+        }
+    } else {
+        idna::domain_to_ascii(domain).ok().map(Cow::Owned)
+    }
+}
+
+/// `recipients` without the ones named again (the same local part, the
+/// same [`domain_key`]), first mentions kept in order; and how many went.
+fn without_duplicates(recipients: Vec<String>) -> (Vec<String>, usize) {
+    if recipients.len() < 2 {
+        return (recipients, 0);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(recipients.len());
+    let before = recipients.len();
+    let kept: Vec<String> = recipients
+        .into_iter()
+        .filter(|rcpt| {
+            let local = rcpt.rsplit_once('@').map_or(rcpt.as_str(), |(l, _)| l);
+            let key = (local.to_owned(), domain_key(rcpt).map(Cow::into_owned));
+            seen.insert(key)
+        })
+        .collect();
+    let dropped = before - kept.len();
+    (kept, dropped)
 }
 
 /// Why an envelope header block was refused. Line numbers count from 1 at
@@ -162,6 +225,17 @@ pub enum EnvelopeError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// A recipient whose domain is not the folder's the file lies in.
+    #[error(
+        "recipient {address} is not of the domain {folder} whose folder holds the file \
+         (each domain's recipients go in that domain's folder)"
+    )]
+    ForeignRecipient {
+        /// The recipient, quoted.
+        address: String,
+        /// The folder, quoted.
+        folder: String,
+    },
     /// An `X-Postman-Date` that is neither unix seconds nor an RFC 5322 date.
     #[error(
         "unparseable X-Postman-Date {text} on line {line}: expected unix seconds or an \
@@ -274,12 +348,14 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
     if !saw_to {
         return Err(EnvelopeError::MissingRecipients);
     }
+    let (recipients, duplicates) = without_duplicates(recipients);
     Ok(Envelope {
         sender,
         recipients,
         arrival: date.map(|(_, when)| when),
         body_offset: body_offset as u64,
         extra,
+        duplicates,
     })
 }
 

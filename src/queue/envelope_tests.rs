@@ -720,3 +720,60 @@ proptest! {
         let _ = parse_envelope(&input);
     }
 }
+
+#[test]
+fn each_recipient_is_kept_once() {
+    let many = vec!["u@d.test"; 500].join(", ");
+    // (list, recipients kept, duplicates)
+    let cases: &[(&str, &[&str], usize)] = &[
+        ("a@d.test", &["a@d.test"], 0),
+        (
+            "a@d.test, A@D.TEST, a@D.test, <a@d.test.>, b@d.test, a@d.test",
+            &["a@d.test", "A@D.TEST", "b@d.test"],
+            3,
+        ),
+        (&many, &["u@d.test"], 499),
+        (
+            "jöran@bücher.example, jöran@xn--bcher-kva.example",
+            &["jöran@bücher.example"],
+            1,
+        ),
+    ];
+    for (list, want, duplicates) in cases {
+        let block = format!("X-Postman-From: <>\nX-Postman-To: {list}\n\n");
+        let env = parse_envelope(block.as_bytes()).expect("parses");
+        assert_eq!(env.recipients, *want, "{list}");
+        assert_eq!(env.duplicates, *duplicates, "{list}");
+    }
+}
+
+#[test]
+fn recipients_of_another_domain_are_refused_by_their_folder() {
+    // (recipients, folder, the recipient refused)
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("a@h.test, b@H.Test, c@h.test.", "h.test", None),
+        ("jöran@bücher.example", "xn--bcher-kva.example", None),
+        (
+            "a@h.test, <victim@d1.test>",
+            "h.test",
+            Some("victim@d1.test"),
+        ),
+        ("a@sub.h.test", "h.test", Some("a@sub.h.test")),
+        ("a@[192.0.2.1]", "h.test", Some("a@[192.0.2.1]")),
+    ];
+    for (list, folder, refused) in cases {
+        let block = format!("X-Postman-From: <>\nX-Postman-To: {list}\n\n");
+        let env = parse_envelope(block.as_bytes()).expect("parses");
+        match (env.check_folder(folder), refused) {
+            (Ok(()), None) => {}
+            (Err(e), Some(address)) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(address) && text.contains(folder),
+                    "{list} in {folder}: {text}"
+                );
+            }
+            (got, _) => panic!("{list} in {folder}: {got:?}"),
+        }
+    }
+}

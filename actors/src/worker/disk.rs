@@ -535,6 +535,7 @@ mod tests {
                 arrival: None,
                 body_offset: 0,
                 extra: Vec::new(),
+                duplicates: 0,
             },
             arrival: std::time::UNIX_EPOCH,
             size: 0,

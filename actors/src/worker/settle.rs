@@ -82,7 +82,14 @@ pub fn prepare(
     };
     match read {
         None => {}
-        Some(Ok(envelope)) => match RetryState::from_envelope(&envelope) {
+        Some(Ok(envelope)) => match RetryState::from_envelope(&envelope)
+            .map_err(|e| e.to_string())
+            .and_then(|retry| {
+                envelope
+                    .check_folder(&msg.domain)
+                    .map(|()| retry)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(retry) => {
                 msg.arrival = envelope.arrival.unwrap_or(msg.arrival);
                 msg.envelope = envelope;
@@ -90,8 +97,8 @@ pub fn prepare(
                 // Taken before this read, like the scanner's.
                 msg.identity = Some(FileIdentity::of(&metadata));
             }
-            Err(e) => {
-                quarantine(ctx, msg, claimed, &e.to_string());
+            Err(reason) => {
+                quarantine(ctx, msg, claimed, &reason);
                 return None;
             }
         },

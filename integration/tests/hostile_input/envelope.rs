@@ -341,3 +341,98 @@ fn a_bounce_still_unwritten_at_the_end_of_the_queue_lifetime_is_a_double_bounce(
     );
     assert!(state.queued.is_empty(), "nothing left queued: {state:#?}");
 }
+
+/// Defect 12, foreign recipients: `h.test/` holding `<victim@d1.test>` sent
+/// `RCPT TO:<victim@d1.test>` to h.test's server. A recipient of another
+/// domain is never sent to this folder's servers: the file is quarantined
+/// with a reason naming it (the folder's recipients stay with it, for the
+/// postmaster to look at: which of them is right is not postman's guess).
+#[test]
+fn a_recipient_of_another_domain_is_never_sent_to_the_folders_servers() {
+    let net = TestNet::new();
+    let h_server = HostileServer::polite(net.addr(1));
+    let d1_server = HostileServer::polite(net.addr(2));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx_at("h.test", net.ipv4(1))
+            .mx_at("d1.test", net.ipv4(2)),
+    );
+    let queue = TestQueue::new();
+    queue.add(
+        "h.test",
+        "m1",
+        "a@src.test",
+        &["victim@d1.test"],
+        &message("m1", "x\n"),
+    );
+    queue.add(
+        "h.test",
+        "m2",
+        "a@src.test",
+        &["ok@h.test", "victim@d1.test"],
+        &message("m2", "x\n"),
+    );
+    queue.add(
+        "h.test",
+        "m3",
+        "a@src.test",
+        &["Fine@H.Test"],
+        &message("m3", "x\n"),
+    );
+    let file = config(&queue, &net, &dns).write();
+
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    let sent = rcpt_paths(&h_server);
+    check(
+        sent == ["<Fine@H.Test>"],
+        &format!("only m3's recipient reaches h.test's server: {sent:?}"),
+        &queue,
+        &run,
+    );
+    assert_eq!(d1_server.connection_count(), 0, "nor another domain's");
+    let state = queue.state();
+    for name in ["m1", "m2"] {
+        let reason = state
+            .quarantined_entry("h.test", name)
+            .and_then(|q| q.reason.clone())
+            .unwrap_or_else(|| panic!("{name} quarantined: {state:#?}"));
+        assert!(reason.contains("victim@d1.test"), "{name}: {reason}");
+    }
+}
+
+/// Defect 12, duplicates: 500 identical recipients gave 500 RCPTs. Each
+/// recipient (the same local part, the domain in any case) is sent once,
+/// with one delivery record; the log says once how many were dropped.
+#[test]
+fn a_recipient_named_five_hundred_times_is_sent_once() {
+    let net = TestNet::new();
+    let server = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("d1.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let mut to = vec!["u@d1.test"; 499];
+    to.push("u@D1.TEST");
+    to.push("other@d1.test");
+    queue.add("d1.test", "m1", "a@src.test", &to, &message("m1", "x\n"));
+    let file = config(&queue, &net, &dns).write();
+
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    let sent = rcpt_paths(&server);
+    check(
+        sent == ["<u@d1.test>", "<other@d1.test>"],
+        &format!("each recipient once: {sent:?}"),
+        &queue,
+        &run,
+    );
+    let records = run.deliveries();
+    assert_eq!(records.len(), 2, "one record a recipient: {records:#?}");
+    let noted: Vec<Value> = run
+        .records()
+        .into_iter()
+        .filter(|r| r["msg"] == "recipients named more than once are sent once")
+        .collect();
+    assert_eq!(noted.len(), 1, "said once: {noted:#?}");
+    assert_eq!(noted[0]["duplicates"], 499, "{:#?}", noted[0]);
+    assert!(queue.state().is_empty(), "delivered and removed");
+}

@@ -231,8 +231,15 @@ impl Place<'_> {
         entry.detail = match read {
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => Err(e.to_string()),
-            Ok(envelope) => match RetryState::from_envelope(&envelope) {
-                Err(e) => Err(e.to_string()),
+            Ok(envelope) => match RetryState::from_envelope(&envelope)
+                .map_err(|e| e.to_string())
+                .and_then(|retry| {
+                    envelope
+                        .check_folder(self.domain)
+                        .map(|()| retry)
+                        .map_err(|e| e.to_string())
+                }) {
+                Err(e) => Err(e),
                 Ok(retry) => {
                     entry.arrival = envelope.arrival.unwrap_or(stat.modified);
                     if self.state == State::Ready
