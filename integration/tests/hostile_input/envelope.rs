@@ -436,3 +436,96 @@ fn a_recipient_named_five_hundred_times_is_sent_once() {
     assert_eq!(noted[0]["duplicates"], 499, "{:#?}", noted[0]);
     assert!(queue.state().is_empty(), "delivered and removed");
 }
+
+/// The largest `VmHWM` (peak resident set) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("a VmHWM line");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM in kB");
+    kb * 1024
+}
+
+/// Defect 13, `enqueue`: it read all of standard input into memory before
+/// writing the queue file. 100 MB piped in now pass through in chunks: the
+/// process's peak resident set, read while it still waits for the end of
+/// its input (all but a pipe's worth has gone through by then), stays far
+/// below the message's size, and the file holds the message whole.
+#[test]
+fn enqueue_streams_a_large_message_into_the_queue() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    const MIB: usize = 1 << 20;
+    const SIZE_MIB: usize = 100;
+    let queue = TestQueue::new();
+    let unused_dns = "127.0.0.1:9".parse().expect("an address");
+    let file = postman_integration::Config::new(queue.root(), 25, unused_dns).write();
+    let config = file.path().to_string_lossy().into_owned();
+    let args = [
+        "enqueue",
+        "--config",
+        &config,
+        "--from",
+        "a@src.test",
+        "--to",
+        "x@d1.test",
+    ];
+    let mut child = postman!()
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start postman enqueue");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let head = message("big", "");
+    let line = format!("{}\n", "0123456789abcdef".repeat(4));
+    let chunk = line.repeat(MIB / line.len());
+    stdin.write_all(&head).expect("write the header");
+    for _ in 0..SIZE_MIB {
+        stdin.write_all(chunk.as_bytes()).expect("write a chunk");
+    }
+    let peak = peak_rss(child.id());
+    drop(stdin);
+    let deadline = std::time::Instant::now() + COMMAND_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("postman enqueue did not exit within {COMMAND_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        status.success(),
+        "enqueue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = head.len() + SIZE_MIB * chunk.len();
+    eprintln!(
+        "peak RSS of enqueue with {SIZE_MIB} MiB on stdin: {} KiB",
+        peak / 1024
+    );
+    assert!(
+        peak < (size / 5) as u64,
+        "peak RSS {peak} bytes for a message of {size}"
+    );
+    let queued = queue.state().queued_in("d1.test");
+    assert_eq!(queued.len(), 1, "one file: {queued:?}");
+    let bytes = std::fs::metadata(queue.domain_dir("d1.test").join(&queued[0]))
+        .expect("stat")
+        .len();
+    assert!(
+        bytes > size as u64 && bytes < size as u64 + 200,
+        "{bytes} bytes queued for a message of {size}"
+    );
+}
