@@ -243,6 +243,10 @@ pub struct Session {
     transactions: usize,
     /// A MAIL went out on this connection: the next transaction starts with RSET.
     needs_rset: bool,
+    /// The server's limit of recipients per transaction, learned from its
+    /// first "too many recipients" refusal (how many it had accepted), with
+    /// that refusal: later transactions send no more RCPTs than that.
+    rcpt_limit: Option<(usize, Outcome)>,
 }
 
 impl Session {
@@ -263,6 +267,7 @@ impl Session {
             tls: None,
             transactions: 0,
             needs_rset: false,
+            rcpt_limit: None,
         };
         session.arm(now);
         session

@@ -51,6 +51,9 @@ impl Session {
         let none = Extensions::default();
         let extensions = self.extensions.as_ref().unwrap_or(&none);
         refuse_by_extensions(&mut txn, extensions);
+        if let Some((limit, refusal)) = &self.rcpt_limit {
+            hold_over_limit(&mut txn, *limit, refusal);
+        }
         let smtputf8 = txn.envelope.needs_smtputf8();
         txn.params = MailParams {
             size: extensions.size.and(txn.envelope.size),
@@ -233,6 +236,9 @@ impl Session {
                         Outcome::from_reply(Class::of(code), Scope::Recipient, Stage::Rcpt, reply);
                     if outcome.too_many_recipients() && txn.over_limit.is_none() {
                         txn.over_limit = Some(outcome.clone());
+                        if self.rcpt_limit.is_none() && txn.accepted > 0 {
+                            self.rcpt_limit = Some((txn.accepted, outcome.clone()));
+                        }
                     }
                     *slot = Some(Err(outcome));
                 }
@@ -380,6 +386,20 @@ fn next_command(txn: &Transaction, after: Pending) -> Option<Pending> {
             .or_else(|| (txn.sends_body() && !txn.chunking).then_some(Pending::Data)),
         Pending::Data | Pending::Bdat(_) => None,
     }
+}
+
+/// The server refused recipients past `limit` in an earlier transaction on
+/// this connection: only the first `limit` still to be sent go out now; the
+/// rest get that refusal unasked, so they go in the next transaction
+/// ([`crate::smtp::MessageResult::send_again`]). Without this, every new
+/// transaction of a 100,000-recipient message sent all the RCPTs still
+/// pending again, and heard 452 for all but 100 of them.
+fn hold_over_limit(txn: &mut Transaction, limit: usize, refusal: &Outcome) {
+    txn.results
+        .iter_mut()
+        .filter(|slot| slot.is_none())
+        .skip(limit)
+        .for_each(|slot| *slot = Some(Err(refusal.clone())));
 }
 
 /// Every recipient not yet final gets `result`.

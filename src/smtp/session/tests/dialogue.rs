@@ -108,6 +108,57 @@ fn recipients_over_the_limit_are_not_sent_without_pipelining() {
     d.expect_ready();
 }
 
+/// After a server refused recipients past its limit, the next transaction
+/// on the connection sends no more RCPTs than it accepted then: the rest
+/// get the same refusal unasked and wait for the transaction after.
+#[test]
+fn a_learned_recipient_limit_holds_for_later_transactions() {
+    let mut d = Dialogue::handshake(true);
+    let rcpts: Vec<String> = (1..=5).map(|i| format!("r{i}@b.test")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    d.start("a@s.test", &rcpts);
+    let mut want = String::from("MAIL FROM:<a@s.test>\r\n");
+    for r in &rcpts {
+        want.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    want.push_str("DATA\r\n");
+    d.expect_output(&want);
+    d.reply("250 ok\n250 ok\n250 ok\n452 4.5.3 Too many recipients\n452 4.5.3 Too many recipients\n452 4.5.3 Too many recipients\n354 go");
+    d.session.finish_body(d.now);
+    d.expect_output(".\r\n");
+    d.reply("250 2.0.0 queued");
+    let done = d.expect_done();
+    assert_eq!(
+        done.send_again(),
+        [false, false, true, true, true],
+        "send_again after the first transaction"
+    );
+    d.expect_ready();
+
+    // The rest: only two of three go out, the third waits again.
+    d.start("a@s.test", &["r3@b.test", "r4@b.test", "r5@b.test"]);
+    d.expect_output(
+        "RSET\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<r3@b.test>\r\nRCPT TO:<r4@b.test>\r\nDATA\r\n",
+    );
+    d.reply("250 ok\n250 ok\n250 ok\n250 ok\n354 go");
+    d.session.finish_body(d.now);
+    d.expect_output(".\r\n");
+    d.reply("250 2.0.0 queued");
+    let done = d.expect_done();
+    let over = "said: 452 4.5.3 Too many recipients (in reply to RCPT TO command)";
+    assert_eq!(
+        results(&done),
+        [
+            "r3@b.test: ok 250 2.0.0 queued".to_owned(),
+            "r4@b.test: ok 250 2.0.0 queued".to_owned(),
+            format!("r5@b.test: {over}"),
+        ],
+        "results of the second transaction"
+    );
+    assert_eq!(done.send_again(), [false, false, true], "send_again");
+    d.expect_ready();
+}
+
 /// Issue 22, defect 10: a server whose greeting or EHLO/HELO reply names
 /// this host (the helo name) is this host: QUIT, and the session closes
 /// with a loop, before any transaction.
