@@ -168,7 +168,10 @@ pub fn main() -> ExitCode {
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("postman: {e:#}");
+            eprintln!(
+                "postman: {}",
+                crate::logging::for_terminal(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }

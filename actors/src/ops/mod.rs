@@ -61,6 +61,9 @@ fn domain_arg(domain: Option<&str>) -> anyhow::Result<Option<String>> {
 /// Writes `text` to standard output. A closed pipe (`postman queue | head`)
 /// is not an error.
 fn print(text: &str) -> anyhow::Result<()> {
+    // File names, addresses and server replies come from outside: nothing
+    // in them may drive the operator's terminal.
+    let text = crate::logging::for_terminal(text);
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
@@ -72,7 +75,10 @@ fn print(text: &str) -> anyhow::Result<()> {
 
 /// Reports one failed item on standard error.
 fn complain(error: &dyn std::fmt::Display) {
-    eprintln!("postman: {error}");
+    eprintln!(
+        "postman: {}",
+        crate::logging::for_terminal(&error.to_string())
+    );
 }
 
 /// The error that makes the exit status non-zero after `failed` of

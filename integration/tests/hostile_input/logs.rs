@@ -256,3 +256,69 @@ fn a_ca_file_without_a_certificate_is_refused() {
     assert!(daemon.is_running(), "the daemon keeps running");
     assert!(daemon.terminate(STOP_WITHIN).is_some(), "stopped");
 }
+
+/// The operator commands print what came from outside (file names,
+/// addresses, a server's last error) escaped too: `postman queue` and
+/// `postman queue --json` write no ESC, BEL or C1 control raw, the text
+/// stays readable, and the JSON still parses to the exact name.
+#[test]
+fn the_operator_commands_escape_control_characters_from_outside() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new().mx_at("h.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let name = "m\x1b[2J\x07\u{9b}x";
+    queue.add(
+        "h.test",
+        name,
+        "a@src.test",
+        &["u@h.test"],
+        &message("esc3", "x\n"),
+    );
+    let file = config(&queue, &net, &dns).write();
+    let config_path = file.path().display().to_string();
+    let postman = postman!();
+    let human = postman.run(
+        &["queue", "--config", &config_path],
+        Duration::from_secs(20),
+    );
+    human.assert_success();
+    for raw in ['\x1b', '\x07', '\u{9b}'] {
+        assert!(
+            !human.stdout.contains(raw),
+            "postman queue wrote {raw:?} raw:\n{:?}",
+            human.stdout
+        );
+    }
+    assert!(
+        human.stdout.contains("m\\x1b[2J\\x07\\u009bx"),
+        "the escaped name is shown:\n{}",
+        human.stdout
+    );
+    let json = postman.run(
+        &["queue", "--json", "--config", &config_path],
+        Duration::from_secs(20),
+    );
+    json.assert_success();
+    assert!(
+        !json.stdout.contains('\u{9b}') && !json.stdout.contains('\x1b'),
+        "postman queue --json wrote a control raw:\n{:?}",
+        json.stdout
+    );
+    let ids: Vec<String> = json
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .flat_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            match v {
+                Value::Array(items) => items,
+                other => vec![other],
+            }
+        })
+        .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    assert!(
+        ids.iter().any(|id| id.contains(name)),
+        "the JSON keeps the exact name: {ids:?}"
+    );
+}
