@@ -364,7 +364,7 @@ pub struct Config {
     /// Interval of the safety-net queue rescan, ≥ 1 s.
     pub rescan_interval: Duration,
     /// Disk threads per I/O worker (claiming and reading the next messages;
-    /// removing, rewriting and bouncing queue files after delivery), 1–16.
+    /// removing queue files, recording states and bouncing after delivery), 1–16.
     pub disk_threads: usize,
     /// Address family tried first.
     pub ip_preference: IpPreference,

@@ -197,8 +197,14 @@ fn open_queue_root(config: &Config) -> anyhow::Result<Queue> {
 /// crashed writer's leftover and removed (the Maildir convention).
 const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 
+/// A state file younger than this is never removed at start-up, even when
+/// no message has its name yet: another postman on the same queue may be
+/// about to link one in under it (a split).
+const STATE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Puts back the messages that dead postman processes of this host had
-/// claimed, and removes stale temporary files.
+/// claimed, removes the state files of no message (or of another message
+/// of the same name), and removes stale temporary files.
 fn recover(queue: &Queue, log: &Logger) {
     match queue::recover(queue, crate::owner::is_dead) {
         Ok(recovery) => {
@@ -212,6 +218,10 @@ fn recover(queue: &Queue, log: &Logger) {
                     "renamed" => recovery.renamed.len(),
                     "delivered_removed" => recovery.delivered.len());
             }
+            for state in &recovery.adopted {
+                warn!(log, "a stopped postman's unrecorded state found in its reservation and put in place";
+                    "path" => %state.display());
+            }
             for (claim, to) in recovery.renamed {
                 warn!(log, "a stopped postman's claim went back under a new name: another message has its name";
                     "claim" => %claim.display(), "path" => %to.display());
@@ -221,6 +231,21 @@ fn recover(queue: &Queue, log: &Logger) {
             }
         }
         Err(e) => error!(log, "cannot look for claims to recover"; "error" => %e),
+    }
+    match queue::recover_states(queue, SystemTime::now(), STATE_GRACE) {
+        Ok(sweep) => {
+            for path in sweep.stale {
+                warn!(log, "removed a stale state file: it names another queue file than the message of its name";
+                    "path" => %path.display());
+            }
+            if !sweep.orphans.is_empty() {
+                info!(log, "removed state files of messages no longer queued"; "count" => sweep.orphans.len());
+            }
+            for (path, e) in sweep.errors {
+                warn!(log, "cannot look at a state file"; "path" => %path.display(), "error" => %e);
+            }
+        }
+        Err(e) => warn!(log, "cannot look for stale state files"; "error" => %e),
     }
     match queue::sweep_tmp(queue, SystemTime::now(), TMP_MAX_AGE) {
         Ok(sweep) => {

@@ -201,6 +201,12 @@ impl<T> Inbox<T> {
         self.sleep(yielded, None);
     }
 
+    /// [`Inbox::wait`] that gives up at `deadline`: false when it has
+    /// passed.
+    pub fn wait_until(&self, yielded: &mut bool, deadline: Instant) -> bool {
+        self.sleep(yielded, Some(deadline))
+    }
+
     /// One turn of a wait, the mailboxes found empty: yields the first
     /// time (but for [`YIELDS_SKIPPED`] waits after a yield that found
     /// nothing), parks after. False when `deadline` has passed.

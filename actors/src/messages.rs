@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use postman::config::Config;
-use postman::queue::{Envelope, RetryState};
+use postman::queue::{Envelope, RetryState, Tie};
 use postman::route::{Route, RouteError};
 
 /// One queue file as the scanner found it: the envelope header block is
@@ -27,9 +27,11 @@ pub struct QueuedMessage {
     pub size: u64,
     /// Earlier attempts, from the file's `X-Postman-*` retry headers.
     pub retry: RetryState,
-    /// The file as it was before the scanner read `envelope`: when the
-    /// claimed file still matches, the envelope is not read again.
+    /// The file as it was before the scanner read `envelope`.
     pub identity: Option<FileIdentity>,
+    /// What the message's state file must name: its queue file's size and
+    /// the hash of its own envelope block (`None` until it was read).
+    pub tie: Option<Tie>,
 }
 
 /// What changes when a queue file is replaced (every writer renames a new

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use postman::queue::dirfd::{EntryKind, QueueDir, RefusedKind};
-use postman::queue::{self, Queue, ReadError, RetryState};
+use postman::queue::{self, Queue, Queued, ReadError, Source};
 use slog::{error, info, warn, Logger};
 
 use crate::mailbox::Postbox;
@@ -260,9 +260,10 @@ impl Scanner {
                         // quarantine from here.
                         self.arrived(&domain, name, Incomplete::Wait)?;
                     } else {
-                        // A new file, or a new version of a known one (a
-                        // rewrite after a deferral, a flush, a release from
-                        // hold): read it again either way.
+                        // A new file, or a known one back (a claim given
+                        // back with a new state after a deferral or a
+                        // flush, a release from hold): read it again
+                        // either way.
                         self.arrived(&domain, name, Incomplete::Quarantine)?;
                     }
                 }
@@ -542,8 +543,8 @@ impl Scanner {
             return Ok(());
         }
         let path = self.queue.layout().message_path(domain, name);
-        let (metadata, mut file) = match self.open(domain, name, &path) {
-            Ok(opened) => opened,
+        let (metadata, read) = match self.read(domain, name, &path) {
+            Ok(read) => read,
             // Made a link or special file since it was looked at.
             Err(e) if queue::dirfd::refusal(&e).is_some() => {
                 let kind = queue::dirfd::refusal(&e).map(|r| r.kind);
@@ -565,18 +566,18 @@ impl Scanner {
                 return Ok(());
             }
         };
-        match queue::read_envelope_from(&mut file) {
-            Ok(envelope) => {
-                let retry = match RetryState::from_envelope(&envelope) {
-                    Ok(retry) => retry,
-                    Err(e) => {
-                        self.quarantine(domain, name, &e.to_string());
-                        return Ok(());
-                    }
-                };
-                if let Err(e) = envelope.check_folder(domain) {
-                    self.quarantine(domain, name, &e.to_string());
-                    return Ok(());
+        match read {
+            Ok(queued) => {
+                let Queued {
+                    envelope,
+                    retry,
+                    tie,
+                    source,
+                    ..
+                } = queued;
+                if let Source::Ignored(why) = source {
+                    warn!(self.log, "the message's state file is ignored: it is not this file's";
+                        "queue_id" => name, "domain" => domain, "reason" => why);
                 }
                 if envelope.duplicates > 0 {
                     info!(self.log, "recipients named more than once are sent once";
@@ -605,9 +606,8 @@ impl Scanner {
                     arrival,
                     size: metadata.len(),
                     retry,
-                    // Taken before the read: a file replaced or rewritten
-                    // in between no longer matches it, and is read again.
                     identity: Some(FileIdentity::of(&metadata)),
+                    tie: Some(tie),
                 })))
             }
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -617,7 +617,7 @@ impl Scanner {
                 Ok(())
             }
             Err(ReadError::Envelope(_)) if bad == Incomplete::Wait => Ok(()),
-            Err(ReadError::Envelope(e)) => {
+            Err(e @ (ReadError::Envelope(_) | ReadError::State(_))) => {
                 self.quarantine(domain, name, &e.to_string());
                 Ok(())
             }
@@ -632,22 +632,30 @@ impl Scanner {
     /// then never deliver; but a shortage that lasts [`SHORTAGE_WAIT`]
     /// stops the waiting until a file opens again, so that it costs the
     /// scan that long once, not per file.
-    fn open(
+    /// Opens and reads the queue file `name` of `domain` with its state
+    /// file ([`queue::read_queued`]). A lack of descriptors for either is
+    /// waited out (for at most [`SHORTAGE_WAIT`]): a file skipped would not
+    /// be seen again before the next rescan, in a `--once` run never.
+    fn read(
         &mut self,
         domain: &str,
         name: &str,
         path: &Path,
-    ) -> io::Result<(std::fs::Metadata, std::fs::File)> {
+    ) -> io::Result<(std::fs::Metadata, Result<Queued, ReadError>)> {
         let (queue, listed) = (&self.queue, self.scanning.get(domain));
-        let open = || {
-            let opened = match listed {
-                Some(dir) => dir.open_file(name),
-                None => queue.domain(domain).and_then(|dir| dir.open_file(name)),
+        let read = || {
+            let dir = match listed {
+                Some(dir) => Arc::clone(dir),
+                None => queue.domain(domain)?,
             };
-            opened.map(|(file, metadata)| (metadata, file))
+            let (mut file, metadata) = dir.open_file(name)?;
+            match queue::read_queued(&dir, name, &mut file, metadata.len(), domain) {
+                Err(ReadError::Io(e)) if short_of_resources(&e) => Err(e),
+                read => Ok((metadata, read)),
+            }
         };
         loop {
-            let e = match open() {
+            let e = match read() {
                 Err(e) if short_of_resources(&e) => e,
                 result => {
                     if result.is_ok() {

@@ -1,18 +1,25 @@
 //! Settling a message after an attempt, the same way wherever the attempt
 //! ended (in a worker after a transaction, in the dispatcher after a routing
-//! failure): delivered recipients leave the queue file, deferred ones stay
-//! with their retry state rewritten crash-safely, failed ones get one bounce
-//! (RFC 3464) to the sender, and the file goes when nothing is pending.
+//! failure): delivered recipients leave the message's state, deferred ones
+//! stay with their retry state recorded crash-safely in its state file (the
+//! queue file is never written), failed ones get one bounce (RFC 3464) to
+//! the sender, and the message goes when nothing is pending.
 //!
 //! Order matters for "never lose a message": the bounce is written before
-//! the original is rewritten or removed, so a crash in between can at worst
-//! repeat a bounce, never drop one.
+//! the state is recorded or the message removed, so a crash in between can
+//! at worst repeat a bounce, never drop one. A state that cannot be
+//! recorded after part of the message became final keeps the message
+//! claimed until it can be (see the `kept` module).
+
+mod kept;
+
+pub use kept::Kept;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::Config;
 use postman::dsn::{self, Kind, RecipientReport, Report};
-use postman::queue::{self, Claimed, Queue, RetryState};
+use postman::queue::{self, Claimed, Queue, Recorded, RetryState, Unrecorded};
 use postman::retry::{Schedule, Verdict};
 use slog::{error, info, warn, Logger};
 
@@ -55,6 +62,11 @@ pub struct Settler {
     pub schedule: Schedule,
     pub hostname: String,
     pub local_domains: Vec<String>,
+    /// Whether messages whose new state cannot be recorded are kept
+    /// claimed ([`Settler::keeping_unrecorded`]).
+    keeps: bool,
+    /// Those messages, tried again now and then ([`Settler::retry_kept`]).
+    kept: Vec<kept::Kept>,
     /// xorshift state for the retry jitter.
     rng: u64,
     /// For unique bounce names.
@@ -77,10 +89,22 @@ impl Settler {
             schedule: Schedule::from_config(config),
             hostname: config.hostname.clone(),
             local_domains: config.local_domains.clone(),
+            keeps: false,
+            kept: Vec::new(),
             rng: seed | 1,
             serial: 0,
             tag: tag.to_owned(),
         }
+    }
+
+    /// This settler keeps a message whose new state cannot be recorded
+    /// after an attempt that made part of it final: claimed, and out of the
+    /// dispatcher's hands, until the state is recorded (see
+    /// [`Settler::retry_kept`]). The workers' settlers do; the
+    /// dispatcher's, which settles only messages it never sent, need not.
+    pub fn keeping_unrecorded(mut self) -> Settler {
+        self.keeps = true;
+        self
     }
 
     /// Takes the settings a reload may change (the retry schedule, the
@@ -193,56 +217,14 @@ impl Settler {
             }
         }
 
-        let mut keep_failed_copy = false;
-        // Why the sender got no bounce, for the `.reason` of the copy kept.
-        let mut no_bounce = None;
-        if !failed.is_empty() {
-            if dsn::should_bounce(&msg.envelope.sender) {
-                match self.bounce(&msg, &claimed, &failed, Kind::Failure, &mut state, now) {
-                    Ok(()) => {
-                        info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
-                            "to" => &msg.envelope.sender, "recipients" => failed.len());
-                    }
-                    Err(e)
-                        if queue::is_permanent(&e) || self.schedule.expired(msg.arrival, now) =>
-                    {
-                        // The sender can never get one (a local part that is
-                        // no mailbox name, a name too long), or the message
-                        // outlived its queue lifetime waiting for its bounce
-                        // to be written: a double bounce. As for the null sender, a copy goes
-                        // to .failed for the postmaster, and the refused
-                        // recipients are not tried again.
-                        error!(log, "the bounce can never reach the sender; the message is kept in .failed";
-                            "queue_id" => &msg.id, "domain" => &msg.domain,
-                            "to" => &msg.envelope.sender, "error" => %e);
-                        keep_failed_copy = true;
-                        no_bounce = Some(format!(
-                            "no bounce could be written to <{}>: {e}",
-                            msg.envelope.sender
-                        ));
-                    }
-                    Err(e) => {
-                        // Perhaps only for now (a full disk): without the
-                        // bounce the sender would never hear of it, so those
-                        // recipients stay queued and are tried again later,
-                        // as Postfix defers a recipient whose bounce it
-                        // cannot log.
-                        error!(log, "cannot write the bounce; the failed recipients stay queued";
-                            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-                        pending.extend(failed.iter().map(|r| r.address.clone()));
-                        if state.next_attempt.is_none() {
-                            state.record_attempt(now, &format!("cannot write the bounce: {e}"));
-                            state.next_attempt = Some(now + self.schedule.min);
-                        }
-                    }
-                }
-            } else {
-                // A bounce is never bounced: keep a copy for the postmaster.
-                warn!(log, "undeliverable message from the null sender: no bounce is sent, the file is kept in .failed";
-                    "queue_id" => &msg.id, "domain" => &msg.domain);
-                keep_failed_copy = true;
-            }
-        }
+        // Why a copy goes to .failed instead of a bounce to the sender.
+        let no_bounce = if failed.is_empty() {
+            None
+        } else {
+            self.bounce_failed(&msg, &claimed, &failed, &mut state, &mut pending, now, log)
+        };
+        let keep_failed_copy = no_bounce.is_some();
+        let no_bounce = no_bounce.flatten();
 
         if keep_failed_copy && !pending.is_empty() {
             // Others are still pending, so the file stays queued: the
@@ -269,91 +251,165 @@ impl Settler {
             return Disposition::Finished;
         }
 
-        let arrival = msg.arrival;
-        let mut rewritten = false;
+        // Something is final since the state in force was read (a recipient
+        // delivered, or one refused and its bounce written): the new state
+        // must be recorded before the message can be sent again.
+        let finalized = pending.len() < msg.envelope.recipients.len();
         // Recipients over the server's limit, when they are all that is
-        // left, go again at once; with a split, those of the new files too.
+        // left, go again at once; with a split, those of the new messages
+        // too.
         let all_again = again > 0 && again == pending.len();
-        match state.render_blocks(&msg.envelope, &pending, arrival) {
-            Ok(blocks) => {
-                let first = &blocks[0];
-                let rest: Vec<&[u8]> = blocks[1..].iter().map(|b| b.bytes.as_slice()).collect();
-                if !rest.is_empty() && !self.split_rest(&msg, &claimed, &rest, log) {
-                    if let Err(e) = claimed.release() {
-                        error!(log, "cannot release a claimed queue file";
-                            "queue_id" => &msg.id, "error" => %e);
-                    }
-                } else {
-                    match claimed.rewrite_and_release(&first.bytes, msg.envelope.body_offset) {
-                        Ok(()) => {
-                            rewritten = true;
-                            msg.envelope.body_offset = first.bytes.len() as u64;
-                            pending.truncate(first.recipients.end);
-                            msg.envelope.recipients = pending;
-                            msg.envelope.arrival = Some(arrival);
-                        }
-                        Err(e) => {
-                            error!(log, "cannot rewrite the queue file; it keeps its old state";
-                            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e)
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                error!(log, "cannot render the new envelope; the file keeps its old state";
-                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-                if let Err(e) = claimed.release() {
-                    error!(log, "cannot release a claimed queue file";
-                        "queue_id" => &msg.id, "error" => %e);
-                }
-            }
-        }
+        let recording = self.record_state(&mut msg, claimed, pending, &state, finalized, log);
         msg.retry = state;
-        // Only recipients over the server's limit are left, and the file
-        // says the others are done: they go in a new transaction now.
-        if rewritten && all_again {
-            info!(log, "recipients over the server's limit per transaction go in a new transaction";
-                "queue_id" => &msg.id, "domain" => &msg.domain, "recipients" => again);
-            return Disposition::Unused(Box::new(msg));
+        match recording {
+            Recording::Kept => Disposition::Finished,
+            Recording::Recorded if all_again => {
+                info!(log, "recipients over the server's limit per transaction go in a new transaction";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "recipients" => again);
+                Disposition::Unused(Box::new(msg))
+            }
+            Recording::Recorded | Recording::NotRecorded => Disposition::Deferred(Box::new(msg)),
         }
-        Disposition::Deferred(Box::new(msg))
     }
 
-    /// Queues the pending recipients that do not fit the file's new
-    /// envelope block (`rest`, one block each) as new messages beside it,
-    /// with the same body. On failure the claim is released, the file keeps
-    /// its old state, and false comes back.
-    fn split_rest(
+    /// Writes one bounce for the `failed` recipients. Says whether a copy
+    /// goes to .failed instead (`Some`, with why no bounce was written
+    /// when one should have been): for a message from the null sender, or
+    /// one whose bounce can never be written. A bounce that cannot be
+    /// written for now puts them back among the `pending`.
+    #[allow(clippy::too_many_arguments)]
+    fn bounce_failed(
         &mut self,
         msg: &QueuedMessage,
         claimed: &Claimed,
-        rest: &[&[u8]],
+        failed: &[RecipientReport],
+        state: &mut RetryState,
+        pending: &mut Vec<String>,
+        now: SystemTime,
         log: &Logger,
-    ) -> bool {
-        let now = SystemTime::now();
-        let mut names: Vec<String> = (0..rest.len()).map(|_| self.unique(now)).collect();
-        names.reverse();
-        let result = claimed.open().and_then(|(mut source, _)| {
-            queue::split_off(
-                &self.queue,
-                &msg.domain,
-                &mut source,
-                msg.envelope.body_offset,
-                rest,
-                || names.pop().unwrap_or_default(),
-            )
-        });
-        match result {
-            Ok(names) => {
-                warn!(log, "the pending recipients do not fit one envelope block: the rest go on as new queue files";
-                    "queue_id" => &msg.id, "domain" => &msg.domain, "new" => names.join(" "),
-                    "limit" => queue::MAX_WRITTEN_BLOCK);
-                true
+    ) -> Option<Option<String>> {
+        if !dsn::should_bounce(&msg.envelope.sender) {
+            // A bounce is never bounced: keep a copy for the postmaster.
+            warn!(log, "undeliverable message from the null sender: no bounce is sent, the file is kept in .failed";
+                "queue_id" => &msg.id, "domain" => &msg.domain);
+            return Some(None);
+        }
+        match self.bounce(msg, claimed, failed, Kind::Failure, state, now) {
+            Ok(()) => {
+                info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
+                    "to" => &msg.envelope.sender, "recipients" => failed.len());
+                None
+            }
+            Err(e) if queue::is_permanent(&e) || self.schedule.expired(msg.arrival, now) => {
+                // The sender can never get one (a local part that is no
+                // mailbox name, a name too long), or the message outlived
+                // its queue lifetime waiting for its bounce to be written: a
+                // double bounce. As for the null sender, a copy goes to
+                // .failed for the postmaster, and the refused recipients are
+                // not tried again.
+                error!(log, "the bounce can never reach the sender; the message is kept in .failed";
+                    "queue_id" => &msg.id, "domain" => &msg.domain,
+                    "to" => &msg.envelope.sender, "error" => %e);
+                Some(Some(format!(
+                    "no bounce could be written to <{}>: {e}",
+                    msg.envelope.sender
+                )))
             }
             Err(e) => {
-                error!(log, "cannot split the pending recipients into new queue files; the file keeps its old state";
+                // Perhaps only for now (a full disk): without the bounce the
+                // sender would never hear of it, so those recipients stay
+                // queued and are tried again later, as Postfix defers a
+                // recipient whose bounce it cannot log.
+                error!(log, "cannot write the bounce; the failed recipients stay queued";
                     "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-                false
+                pending.extend(failed.iter().map(|r| r.address.clone()));
+                if state.next_attempt.is_none() {
+                    state.record_attempt(now, &format!("cannot write the bounce: {e}"));
+                    state.next_attempt = Some(now + self.schedule.min);
+                }
+                None
+            }
+        }
+    }
+
+    /// Records what is left of the message (its `pending` recipients and
+    /// retry `state`) in its state file and gives the claim back
+    /// ([`Claimed::record_and_release`]); the queue file is never written.
+    /// Recipients beyond one envelope block go on as new messages of the
+    /// same queue file. When the state cannot be recorded and something
+    /// became final in this attempt (`finalized`), sending the message
+    /// again would repeat it: a settler that keeps such messages holds on
+    /// to the claim and tries again ([`Settler::retry_kept`]); otherwise the
+    /// claim goes back with the old state.
+    fn record_state(
+        &mut self,
+        msg: &mut QueuedMessage,
+        claimed: Claimed,
+        mut pending: Vec<String>,
+        state: &RetryState,
+        finalized: bool,
+        log: &Logger,
+    ) -> Recording {
+        let arrival = msg.arrival;
+        let rendered = msg
+            .tie
+            .ok_or_else(|| "the queue file's tie is unknown".to_owned())
+            .and_then(|tie| {
+                state
+                    .render_state(&msg.envelope, &pending, arrival, tie)
+                    .map_err(|e| e.to_string())
+            });
+        let blocks = match rendered {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                error!(log, "cannot render the message's new state; it keeps its old state";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => e);
+                release(claimed, msg, log);
+                return Recording::NotRecorded;
+            }
+        };
+        let now = SystemTime::now();
+        let split: Vec<(String, Vec<u8>)> = blocks[1..]
+            .iter()
+            .map(|b| (self.unique(now), b.bytes.clone()))
+            .collect();
+        match claimed.record_and_release(&blocks[0].bytes, &split) {
+            Ok(recorded) => {
+                if let Recorded::NotReleased(e) = recorded {
+                    error!(log, "the message's new state is recorded, but its claim cannot be given back; the next start puts it back";
+                        "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+                }
+                if !split.is_empty() {
+                    let names: Vec<&str> = split.iter().map(|(n, _)| n.as_str()).collect();
+                    warn!(log, "the pending recipients do not fit one envelope block: the rest go on as new messages of the same queue file";
+                        "queue_id" => &msg.id, "domain" => &msg.domain, "new" => names.join(" "),
+                        "limit" => queue::MAX_WRITTEN_BLOCK);
+                }
+                pending.truncate(blocks[0].recipients.end);
+                msg.envelope.recipients = pending;
+                msg.envelope.arrival = Some(arrival);
+                Recording::Recorded
+            }
+            Err(unrecorded) if finalized && self.keeps => {
+                let Unrecorded { claimed, error } = *unrecorded;
+                error!(log, "cannot record the message's new state: it stays claimed, and is not sent again until its state is recorded";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %error,
+                    "retry_in_s" => kept::RETRY_EVERY.as_secs());
+                self.kept.push(kept::Kept::new(
+                    msg.id.clone(),
+                    msg.domain.clone(),
+                    claimed,
+                    blocks[0].bytes.clone(),
+                    split,
+                ));
+                Recording::Kept
+            }
+            Err(unrecorded) => {
+                let Unrecorded { claimed, error } = *unrecorded;
+                error!(log, "cannot record the message's new state; it keeps its old state";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %error);
+                release(claimed, msg, log);
+                Recording::NotRecorded
             }
         }
     }
@@ -493,6 +549,23 @@ impl Settler {
     }
 }
 
+/// What [`Settler::record_state`] did.
+enum Recording {
+    /// The new state is recorded.
+    Recorded,
+    /// It is not: the claim went back, with the old state.
+    NotRecorded,
+    /// It is not: the claim is kept, to record it later.
+    Kept,
+}
+
+fn release(claimed: Claimed, msg: &QueuedMessage, log: &Logger) {
+    if let Err(e) = claimed.release() {
+        error!(log, "cannot release a claimed queue file; it is recovered at the next start";
+            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+    }
+}
+
 /// The `.reason` text for failed recipients: one `<address>: why` a line,
 /// then why no bounce went out, when one should have.
 fn failed_reason(failed: &[RecipientReport], no_bounce: Option<&str>) -> String {
@@ -521,7 +594,7 @@ pub fn due(state: &RetryState, fallback: Duration) -> Instant {
 /// When a message that was just worked on and kept is due again: at its
 /// `X-Postman-Next-Attempt` while that is ahead, else `fallback` from now.
 /// A next attempt already past means none could be recorded (the file could
-/// not be claimed, opened, read or rewritten); without the fallback such a
+/// not be claimed, opened, read or recorded); without the fallback such a
 /// message would go round as fast as its trouble repeats, in a daemon
 /// that never idles, instead of waiting like a message that was tried.
 pub fn due_again(state: &RetryState, fallback: Duration) -> Instant {

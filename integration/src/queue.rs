@@ -431,10 +431,47 @@ pub fn parse_envelope_fields(bytes: &[u8]) -> Vec<(String, String)> {
     fields
 }
 
-/// The envelope fields of the file at `path` (see [`parse_envelope_fields`]).
+/// The envelope fields in force for the queued file at `path` (see
+/// [`parse_envelope_fields`]): its state file's (`<domain>/.state/<name>`)
+/// when that names it, as postman reads it, else the file's own.
 pub fn envelope_fields(path: &Path) -> Vec<(String, String)> {
+    if let Some(state) = state_file_of(path) {
+        let bytes =
+            std::fs::read(&state).unwrap_or_else(|e| panic!("read {}: {e}", state.display()));
+        return parse_envelope_fields(&bytes);
+    }
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     parse_envelope_fields(&bytes)
+}
+
+/// The field of a state file that names its queue file.
+pub const QUEUE_FILE_FIELD: &str = "X-Postman-Queue-File";
+
+/// The state file of the queued file at `path` (in its domain folder, held
+/// or claimed), when there is one that names it (`X-Postman-Queue-File:
+/// <size> <FNV-1a 64 of its envelope block>`).
+pub fn state_file_of(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    let domain = path
+        .ancestors()
+        .find(|a| a.parent().and_then(Path::file_name) == Some(REMOTE_DIR.as_ref()))?;
+    let state = domain.join(".state").join(name);
+    let named = field(
+        &parse_envelope_fields(&std::fs::read(&state).ok()?),
+        QUEUE_FILE_FIELD,
+    )?
+    .to_owned();
+    let bytes = std::fs::read(path).ok()?;
+    let block = &bytes[..bytes.len() - message_part(&bytes).len()];
+    let tie = format!("{} {:016x}", bytes.len(), fnv1a64(block));
+    (named == tie).then_some(state)
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The value of envelope field `name` (case-insensitive) in `fields`.
@@ -460,10 +497,13 @@ pub fn message_part(bytes: &[u8]) -> &[u8] {
 
 /// Sets envelope field `name` of the queued file at `path` to `value`
 /// (replacing it where it is, or adding it at the end of the block), as an
-/// operator's tool would: the new file is written beside it and renamed
-/// over it, so postman never sees half a file. The line ends and the
-/// message stay as they were.
+/// operator's tool would: in its state file when it has one (see
+/// [`state_file_of`]), else in the file itself; the new version is written
+/// beside it and renamed over it, so postman never sees half a file. The
+/// line ends and the message stay as they were.
 pub fn set_envelope_field(path: &Path, name: &str, value: &str) {
+    let state = state_file_of(path);
+    let path = state.as_deref().unwrap_or(path);
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let body = message_part(&bytes);
     let block = &bytes[..bytes.len() - body.len()];

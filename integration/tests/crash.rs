@@ -33,7 +33,7 @@ use nix::sys::signal::Signal;
 use postman_integration::hostile::unstuff;
 use postman_integration::postman::{deliveries, parse_log};
 use postman_integration::queue::{
-    envelope_fields, field, field_secs, make_due, parse_envelope_fields,
+    envelope_fields, field, field_secs, make_due, parse_envelope_fields, state_file_of,
 };
 use postman_integration::{
     postman, Config, Daemon, DnsServer, HostileServer, Script, TestNet, TestQueue, Zones,
@@ -545,8 +545,10 @@ fn daemon_retries_on_the_backoff_schedule_and_counts_attempts_on_disk() {
         }
         match queue.locate("backoff.test", "m1") {
             Some(path) => {
-                // The file may move between locate and read: skip that look.
-                if let Ok(bytes) = std::fs::read(&path) {
+                // The file may move between locate and read: skip that
+                // look. The retry state is in its state file.
+                let state = state_file_of(&path);
+                if let Ok(bytes) = std::fs::read(state.as_deref().unwrap_or(&path)) {
                     let fields = parse_envelope_fields(&bytes);
                     let num = |name| field(&fields, name).and_then(|v| v.parse().ok());
                     if let (Some(attempts), Some(last), Some(next)) = (
@@ -630,8 +632,8 @@ fn a_failed_rewrite_leaves_the_original_intact_and_it_is_retried() {
         &message("disk", "survives a failed rewrite\n"),
     );
     let original = std::fs::read(&path).unwrap();
-    // The rewrite goes through <domain>/tmp/: make that a file, so creating
-    // the new version fails (as a full disk would), without root tricks.
+    // The state file goes through <domain>/tmp/: make that a file, so
+    // creating it fails (as a full disk would), without root tricks.
     let tmp = queue.domain_dir("disk.test").join("tmp");
     std::fs::remove_dir_all(&tmp).unwrap();
     std::fs::write(&tmp, b"not a folder").unwrap();
@@ -647,8 +649,8 @@ fn a_failed_rewrite_leaves_the_original_intact_and_it_is_retried() {
         Some(451),
     );
     check(
-        out.stderr.contains("cannot rewrite the queue file"),
-        "the failed rewrite is logged",
+        out.stderr.contains("cannot record the message's new state"),
+        "the failed record is logged",
         &queue,
         &out,
     );

@@ -40,8 +40,9 @@ pub use listing::{
 
 use super::dirfd::{EntryKind, QueueDir};
 use super::{
-    claim, is_local, list_domains, place_bounce, read_envelope_from, read_original_headers,
-    split_address, valid_domain, Claimed, Placed, Queue, RetryState, ACTIVE_DIR, TMP_DIR,
+    claim, is_local, list_domains, place_bounce, read_original_headers, read_queued,
+    remove_state_of, split_address, tie_of, valid_domain, Claimed, Placed, Queue, ACTIVE_DIR,
+    TMP_DIR,
 };
 use crate::dsn::{self, Kind, RecipientReport, Report};
 
@@ -462,6 +463,14 @@ fn delete_located(queue: &Queue, located: Located) -> Result<Done, AdminError> {
     let id = located.id.clone();
     let dir = domain_dir(queue, &id)?;
     let mut done = None;
+    // Its state file goes with it: the one that names what is deleted.
+    let tie_in = |from: &QueueDir| {
+        from.open_file(&id.name)
+            .ok()
+            .and_then(|(mut file, meta)| tie_of(&mut file, meta.len()).ok().flatten())
+    };
+    let queued_tie = tie_in(&dir);
+    let held_tie = dir.dir(HOLD_DIR).ok().and_then(|hold| tie_in(&hold));
     if located.has(&Place::Queued) {
         // unlink(2) is atomic against a daemon's claim: one of them wins.
         match dir.remove_file(&id.name) {
@@ -482,6 +491,10 @@ fn delete_located(queue: &Queue, located: Located) -> Result<Done, AdminError> {
     }
     match done {
         Some(done) => {
+            for tie in [queued_tie, held_tie] {
+                remove_state_of(&dir, &id.name, tie)
+                    .map_err(|e| io_error(&id, "remove its state file", e))?;
+            }
             dir.sync()
                 .map_err(|e| io_error(&id, "sync the domain folder", e))?;
             Ok(done)
@@ -542,10 +555,11 @@ fn bounce_located(
     let taken = match taken {
         Some(taken) => taken,
         None if located.has(&Place::Held) => {
-            let hold = domain_dir(queue, &id)?
+            let dir = domain_dir(queue, &id)?;
+            let hold = dir
                 .dir(HOLD_DIR)
                 .map_err(|e| io_error(&id, "open the hold folder", e))?;
-            Taken::Held(hold, id.name.clone())
+            Taken::Held(hold, id.name.clone(), dir)
         }
         None => return Err(gone_or_busy(queue, &id)),
     };
@@ -579,8 +593,10 @@ fn bounce_taken(
         reason,
     };
     let (mut file, meta) = taken.open().map_err(|e| unreadable(e.to_string()))?;
-    let envelope = read_envelope_from(&mut file).map_err(|e| unreadable(e.to_string()))?;
-    let retry = RetryState::from_envelope(&envelope).map_err(|e| unreadable(e.to_string()))?;
+    let dir = domain_dir(queue, id)?;
+    let queued = read_queued(&dir, &id.name, &mut file, meta.len(), &id.domain)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let (envelope, retry) = (queued.envelope, queued.retry);
     if !dsn::should_bounce(&envelope.sender) {
         return Ok(Done::NullSenderDeleted);
     }
@@ -665,33 +681,40 @@ fn bounce_taken(
 enum Taken {
     /// Claimed from the queue: no delivery can start on it.
     Queued(Claimed),
-    /// Read where it is held (the hold folder and the name). No postman
-    /// delivers from `.hold/`; it is not moved into a claim, because a
-    /// crash would then leave it for the next start to put back into the
-    /// queue, where it would be delivered. A crash at worst leaves it held
-    /// after its bounce went out.
-    Held(QueueDir, String),
+    /// Read where it is held (the hold folder, the name, and the domain
+    /// folder with its state file). No postman delivers from `.hold/`; it
+    /// is not moved into a claim, because a crash would then leave it for
+    /// the next start to put back into the queue, where it would be
+    /// delivered. A crash at worst leaves it held after its bounce went out.
+    Held(QueueDir, String, Arc<QueueDir>),
 }
 
 impl Taken {
     fn path(&self) -> PathBuf {
         match self {
             Taken::Queued(claimed) => claimed.path(),
-            Taken::Held(hold, name) => hold.display_path(name),
+            Taken::Held(hold, name, _) => hold.display_path(name),
         }
     }
 
     fn open(&self) -> io::Result<(File, Metadata)> {
         match self {
             Taken::Queued(claimed) => claimed.open(),
-            Taken::Held(hold, name) => hold.open_file(name),
+            Taken::Held(hold, name, _) => hold.open_file(name),
         }
     }
 
     fn remove(self) -> io::Result<()> {
         match self {
             Taken::Queued(claimed) => claimed.complete(),
-            Taken::Held(hold, name) => hold.remove_file(name),
+            Taken::Held(hold, name, domain_dir) => {
+                let tie = hold
+                    .open_file(&name)
+                    .ok()
+                    .and_then(|(mut file, meta)| tie_of(&mut file, meta.len()).ok().flatten());
+                hold.remove_file(&name)?;
+                remove_state_of(&domain_dir, &name, tie)
+            }
         }
     }
 

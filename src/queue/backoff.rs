@@ -28,8 +28,8 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dirfd::QueueDir;
-use super::rewrite::create_tmp;
 use super::state::one_line;
+use super::tmpfile::create_tmp;
 use super::{Queue, TMP_DIR};
 
 /// The file name inside the domain folder (a dot name: never a queue entry).

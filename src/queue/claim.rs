@@ -4,7 +4,8 @@
 //! POSIX guarantees that of two renames of one name exactly one succeeds;
 //! the other finds the name gone. The scanner never lists dot-folders, so a
 //! claimed file is invisible to every other process until it is released,
-//! rewritten back, completed, set aside, or recovered after its owner died.
+//! given back with its new state, completed, set aside, or recovered after
+//! its owner died.
 //!
 //! The owner string is opaque here (the actors use
 //! `<hostname>.<pid>.<process start time>`): it only has to be one path
@@ -25,10 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::dirfd::{refusal, EntryKind, QueueDir};
-use super::rewrite::{create_tmp, replace, Put, Source};
+use super::statefile::{
+    adopt_reservation, read_queued, remove_state, reserve, sweep_states, tie_of, write_state,
+    Queued, Reservation, StateSweep, Tie, STATE_DIR,
+};
+use super::store::ReadError;
 use super::store::{
     check_component, move_no_clobber, read_envelope_from, set_aside_from, write_reason,
 };
+use super::tmpfile::create_tmp;
 use super::{list_domains, Queue, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
 
 /// The folder in each domain folder holding one folder per claiming owner.
@@ -45,9 +51,9 @@ const MAX_SUFFIX: u32 = 10_000;
 
 /// A message this process has claimed. Consume it with exactly one of
 /// [`Claimed::release`], [`Claimed::complete`],
-/// [`Claimed::rewrite_and_release`], [`Claimed::set_aside_failed`] or
-/// [`Claimed::quarantine`]; dropping it leaves the claim on disk for
-/// [`recover`] (after this owner dies).
+/// [`Claimed::record_and_release`], [`Claimed::set_aside_failed`] or
+/// [`Claimed::quarantine`]; dropping it (or [`Claimed::abandon`]) leaves
+/// the claim on disk for [`recover`] (after this owner dies).
 #[derive(Debug)]
 #[must_use = "a claim left on disk is only recovered after its owner dies"]
 pub struct Claimed {
@@ -56,6 +62,9 @@ pub struct Claimed {
     owner: String,
     domain_dir: Arc<QueueDir>,
     claims: Arc<QueueDir>,
+    /// Room taken for the message's next state file ([`Claimed::reserve`]):
+    /// given back whenever the claim ends without using it.
+    reservation: Option<Reservation>,
 }
 
 /// What [`recover`] did.
@@ -65,8 +74,8 @@ pub struct Recovery {
     pub restored: Vec<PathBuf>,
     /// Claims removed because the same message was already back in the
     /// queue under its name: the same file, the same bytes, or a rewrite
-    /// of it (a crash between the two steps of
-    /// [`Claimed::rewrite_and_release`]; the queue copy is the newer).
+    /// of it (a crash between the two steps of an older postman's rewrite
+    /// of a claimed file; the queue copy is the newer).
     pub duplicates: Vec<PathBuf>,
     /// Claims put back under a new name because a different message had
     /// taken theirs: (the claim, where it went). Both are kept.
@@ -74,6 +83,9 @@ pub struct Recovery {
     /// Files an earlier version marked delivered (`.delivered.<name>`) and
     /// a crash kept it from removing: removed, not delivered again.
     pub delivered: Vec<PathBuf>,
+    /// State files a stopped owner had written into its reservation but
+    /// not put in place, put in place now ([`adopt_reservation`]).
+    pub adopted: Vec<PathBuf>,
     /// Claims that could not be handled, with why (a link in the way is a
     /// refusal, [`super::dirfd::refusal`]); the rest went on.
     pub errors: Vec<(PathBuf, io::Error)>,
@@ -115,6 +127,7 @@ pub fn claim(queue: &Queue, domain: &str, name: &str, owner: &str) -> io::Result
                     owner: owner.to_owned(),
                     domain_dir,
                     claims,
+                    reservation: None,
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -177,16 +190,28 @@ impl Claimed {
     /// or wrote another message under its name), the queue copy is kept
     /// and the claim removed when they are the same message; else the claim
     /// goes back under a new name, and both are kept.
-    pub fn release(self) -> io::Result<()> {
+    pub fn release(mut self) -> io::Result<()> {
+        self.discard_reservation();
         return_to_queue(&self.claims, OsStr::new(&self.name), &self.domain_dir).map(drop)
     }
 
-    /// Removes a delivered file. Not synced: after a power cut the worst
-    /// case is a duplicate delivery, which SMTP tolerates, never a loss.
-    pub fn complete(self) -> io::Result<()> {
+    /// Removes a delivered file, then its state file and the room reserved
+    /// for it. Not synced: after a power cut the worst case is a duplicate
+    /// delivery, which SMTP tolerates, never a loss.
+    pub fn complete(mut self) -> io::Result<()> {
         match self.claims.remove_file(&self.name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            _ => {
+                let removed = remove_state(&self.domain_dir, &self.name);
+                self.discard_reservation();
+                removed
+            }
+        }
+    }
+
+    fn discard_reservation(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            reservation.discard();
         }
     }
 
@@ -199,57 +224,110 @@ impl Claimed {
     /// thread. Not synced, like [`Claimed::complete`]. A file already gone
     /// counts as removed. When removing fails the claim comes back unchanged
     /// with the error.
-    pub fn remove_delivered(self) -> Marked {
+    pub fn remove_delivered(mut self) -> Marked {
         match self.claims.remove_file(&self.name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Marked::Failed(self, e),
-            _ => Marked::Removed,
+            _ => {
+                // The queue file first, then its state file, then the room
+                // reserved: a state file left behind (an I/O error now)
+                // belongs to no message, is ignored, and goes at the next
+                // start.
+                let _ = remove_state(&self.domain_dir, &self.name);
+                self.discard_reservation();
+                Marked::Removed
+            }
         }
     }
 
-    /// Writes the new version of the message (`new_block`, then the claimed
-    /// file's body from `body_offset`) into the queue as `<domain>/<name>`,
-    /// through `<domain>/tmp/` with fsyncs and a rename, then removes the
-    /// claim. A crash at any instant leaves at least one copy: before the
-    /// rename only the claim (recovered unchanged); between the rename and
-    /// the unlink both, a duplicate that [`recover`] resolves by keeping the
-    /// queue copy, the newer one. The new version never replaces another
-    /// file: when the name was taken meanwhile it goes in as `<name>.N`.
+    /// Reads the claimed message as it stands, from its file open at its
+    /// start and `size` bytes long: see [`read_queued`].
+    pub fn read_queued(&self, file: &mut File, size: u64) -> Result<Queued, ReadError> {
+        read_queued(&self.domain_dir, &self.name, file, size, &self.domain)
+    }
+
+    /// Reserves `len` bytes for the message's next state file ([`reserve`]),
+    /// kept with the claim for [`Claimed::record_and_release`] and given
+    /// back when the claim ends otherwise. `ENOSPC` or `EDQUOT` when the
+    /// disk has no room: then nothing is reserved.
+    pub fn reserve(&mut self, len: u64) -> io::Result<()> {
+        self.discard_reservation();
+        self.reservation = Some(reserve(&self.domain_dir, &self.name, len)?);
+        Ok(())
+    }
+
+    /// Whether room is reserved for the next state file.
+    pub fn reserved(&self) -> bool {
+        self.reservation.is_some()
+    }
+
+    /// Records what an attempt left of the message and puts it back into
+    /// the queue: each of `split` (a new name and the block of its state,
+    /// for recipients beyond one block) gets its state file and then a
+    /// second name of the queue file, never replacing anything; then
+    /// `state` becomes the message's state file (through `reservation`
+    /// when given, see [`write_state`]), and only then is the claim
+    /// released. The queue file itself is never written.
     ///
-    /// If writing the new version fails (no space, say), the claimed file
-    /// is put back into the queue unchanged, as [`Claimed::release`] does,
-    /// so the message is kept with its old state, and the write error is
-    /// returned: the caller should still defer it in memory, or it would be
-    /// retried at once.
-    pub fn rewrite_and_release(self, new_block: &[u8], body_offset: u64) -> io::Result<()> {
-        let source = Source {
-            dir: &self.claims,
-            name: &self.name,
-        };
-        let written = self.domain_dir.dir_create(TMP_DIR).and_then(|tmp| {
-            replace(
-                &source,
-                &tmp,
-                new_block,
-                body_offset,
-                &self.domain_dir,
-                Put::NoClobber,
-            )
-        });
-        if let Err(e) = written {
-            // The new version is not in the queue (a failed directory sync
-            // after the rename is the exception: then both copies exist and
-            // releasing keeps the queue's, the new one).
-            let _ = return_to_queue(&self.claims, OsStr::new(&self.name), &self.domain_dir);
-            return Err(e);
+    /// On failure the claim is kept and comes back, with the reservation,
+    /// to be tried again: nothing in the queue says less than before, and
+    /// the splits made so far are kept (trying again finds them).
+    pub fn record_and_release(
+        mut self,
+        state: &[u8],
+        split: &[(String, Vec<u8>)],
+    ) -> Result<Recorded, Box<Unrecorded>> {
+        for (new_name, block) in split {
+            let linked = match self.domain_dir.stat(new_name) {
+                // Made by an earlier try.
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => write_state(&self.domain_dir, new_name, block, None)
+                    .map_err(|u| u.error)
+                    .and_then(|()| {
+                        self.claims
+                            .hard_link(&self.name, &self.domain_dir, new_name)
+                    }),
+                Err(e) => Err(e),
+            };
+            if let Err(error) = linked {
+                return Err(Box::new(Unrecorded {
+                    claimed: self,
+                    error,
+                }));
+            }
         }
-        self.claims.remove_file(&self.name)?;
-        self.claims.sync()
+        let reservation = self.reservation.take();
+        if let Err(u) = write_state(&self.domain_dir, &self.name, state, reservation) {
+            self.reservation = u.reservation;
+            return Err(Box::new(Unrecorded {
+                claimed: self,
+                error: u.error,
+            }));
+        }
+        if !split.is_empty() {
+            let _ = self.domain_dir.sync();
+        }
+        Ok(match self.release() {
+            Ok(()) => Recorded::Released,
+            Err(e) => Recorded::NotReleased(e),
+        })
+    }
+
+    /// Stops holding the claim without ending it, as a process that stops
+    /// does: the file stays in `.active/<owner>/` for [`recover`] at the
+    /// next start, and the reservation in `tmp/`, which recovery puts in
+    /// place when it holds the message's newest state (it was written but
+    /// not renamed).
+    pub fn abandon(mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            reservation.keep_for_recovery();
+        }
     }
 
     /// Moves the claimed file to `<domain>/.failed/<name>` (a `.N` suffix
     /// when taken) with `reason` in `<name>.reason` beside it, as
     /// `queue::set_aside_failed` does for an unclaimed file.
-    pub fn set_aside_failed(self, reason: &str) -> io::Result<PathBuf> {
+    pub fn set_aside_failed(mut self, reason: &str) -> io::Result<PathBuf> {
+        self.discard_reservation();
         set_aside_from(
             &self.claims,
             &self.name,
@@ -262,7 +340,8 @@ impl Claimed {
     /// Moves the claimed entry to `<domain>/.quarantine/<name>` with its
     /// reason, as `queue::quarantine` does for an unclaimed file. A link or
     /// special file moves as it is, unopened.
-    pub fn quarantine(self, reason: &str) -> io::Result<PathBuf> {
+    pub fn quarantine(mut self, reason: &str) -> io::Result<PathBuf> {
+        self.discard_reservation();
         set_aside_from(
             &self.claims,
             &self.name,
@@ -295,6 +374,27 @@ impl Claimed {
     }
 }
 
+/// What [`Claimed::record_and_release`] did when the state was recorded.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The message is back in the queue.
+    Released,
+    /// Its state is recorded but the claim could not be put back (recovery
+    /// does it at the next start).
+    NotReleased(io::Error),
+}
+
+/// A state [`Claimed::record_and_release`] could not record: the claim,
+/// still held (with its reservation, holding the state when only its
+/// rename failed), to try again with, and why.
+#[derive(Debug)]
+pub struct Unrecorded {
+    /// The claim, unchanged.
+    pub claimed: Claimed,
+    /// Why the state could not be recorded.
+    pub error: io::Error,
+}
+
 /// What [`Claimed::remove_delivered`] did.
 #[derive(Debug)]
 #[must_use = "a claim that could not be removed must still be settled"]
@@ -309,8 +409,8 @@ pub enum Marked {
 /// `is_dead(owner)` is asked once per owner folder of each domain
 /// (non-UTF-8 owner names are passed lossily converted). A claim whose
 /// name is already back in the queue is removed when the queue holds the
-/// same message (the same file, the same bytes, or a rewrite of it: see
-/// [`Claimed::rewrite_and_release`]) and else goes back under a new name,
+/// same message (the same file, the same bytes, or an older postman's
+/// rewrite of it) and else goes back under a new name,
 /// so two different messages are both kept; a claim marked delivered by an
 /// earlier version (`.delivered.<name>`) is removed. Nothing is ever
 /// overwritten, and no link is followed: a linked `.active` or owner folder
@@ -387,18 +487,36 @@ fn recover_owner(owner_dir: &QueueDir, domain_dir: &QueueDir, recovery: &mut Rec
             }
             continue;
         }
-        match return_to_queue(owner_dir, &entry.name, domain_dir) {
-            Ok(Returned::Restored) => {
-                moved = true;
-                recovery.restored.push(domain_dir.display_path(&entry.name));
+        // A state its owner wrote into the space it had reserved, but could
+        // not put in place before it stopped, is this message's newest.
+        let tie = claim_tie(owner_dir, &entry.name);
+        if let (Some(tie), Some(name)) = (tie, entry.name.to_str()) {
+            match adopt_reservation(domain_dir, name, tie) {
+                Ok(true) => recovery
+                    .adopted
+                    .push(domain_dir.display_path(STATE_DIR).join(name)),
+                Ok(false) => {}
+                Err(e) => recovery.errors.push((claim_path.clone(), e)),
             }
-            Ok(Returned::Duplicate) => recovery.duplicates.push(claim_path),
+        }
+        match return_to_queue(owner_dir, &entry.name, domain_dir) {
             Ok(Returned::Renamed(to)) => {
+                // Its state file goes with it.
+                if let (Some(tie), Some(name), Some(to)) = (tie, entry.name.to_str(), to.to_str()) {
+                    if let Err(e) = rename_state(domain_dir, name, tie, to) {
+                        recovery.errors.push((claim_path.clone(), e));
+                    }
+                }
                 moved = true;
                 recovery
                     .renamed
                     .push((claim_path, domain_dir.display_path(to)));
             }
+            Ok(Returned::Restored) => {
+                moved = true;
+                recovery.restored.push(domain_dir.display_path(&entry.name));
+            }
+            Ok(Returned::Duplicate) => recovery.duplicates.push(claim_path),
             Err(e) => recovery.errors.push((claim_path, e)),
         }
     }
@@ -407,6 +525,49 @@ fn recover_owner(owner_dir: &QueueDir, domain_dir: &QueueDir, recovery: &mut Rec
             recovery.errors.push((domain_dir.path().to_path_buf(), e));
         }
     }
+}
+
+/// The tie of the claim `name` in `owner_dir`, when it is a queue file.
+fn claim_tie(owner_dir: &QueueDir, name: &OsStr) -> Option<Tie> {
+    let (mut file, meta) = owner_dir.open_file(name).ok()?;
+    tie_of(&mut file, meta.len()).ok().flatten()
+}
+
+/// Renames the state file of `name` to `to`'s when it is the one of the
+/// queue file tied by `tie` (a claim that went back under a new name).
+fn rename_state(domain_dir: &QueueDir, name: &str, tie: Tie, to: &str) -> io::Result<()> {
+    let states = match domain_dir.dir(STATE_DIR) {
+        Ok(states) => states,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Some(bytes) = states.read_small(name, super::MAX_ENVELOPE_BLOCK as u64)? else {
+        return Ok(());
+    };
+    let ours = super::parse_envelope(&bytes).ok().is_some_and(|state| {
+        state.extra.iter().any(|(field, value)| {
+            field.eq_ignore_ascii_case(super::QUEUE_FILE_FIELD) && Tie::parse(value) == Some(tie)
+        })
+    });
+    if ours {
+        states.rename_no_clobber(name, &states, to)?;
+        states.sync()?;
+    }
+    Ok(())
+}
+
+/// The state files of every domain that belong to no message, last changed
+/// before `now - grace`, removed ([`sweep_states`]): run it at start-up,
+/// after [`recover`].
+pub fn recover_states(queue: &Queue, now: SystemTime, grace: Duration) -> io::Result<StateSweep> {
+    let mut sweep = StateSweep::default();
+    for domain in list_domains(queue)? {
+        match queue.domain(&domain) {
+            Ok(dir) => sweep_states(&dir, now, grace, &mut sweep),
+            Err(e) => sweep.errors.push((queue.layout().domain_dir(&domain), e)),
+        }
+    }
+    Ok(sweep)
 }
 
 /// What [`sweep_tmp`] did.

@@ -1,7 +1,7 @@
 //! Tests of claims, each in its own temporary directory.
 
 use super::*;
-use crate::queue::{parse_envelope, Envelope, Layout, RetryState};
+use crate::queue::{parse_envelope, Envelope, Layout};
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -125,61 +125,220 @@ fn complete_removes_the_claim() {
     assert!(!path.exists(), "not back in the queue");
 }
 
-#[test]
-fn rewrite_and_release_puts_the_new_version_back() {
-    let (_dir, queue) = queue();
-    let layout = queue.layout().clone();
-    let path = put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&queue, "d.test", "m1", "o1");
-    let env = envelope_at(&c.path());
-    let mut state = RetryState::from_envelope(&env).expect("state");
+/// The claimed message as it stands, with its state file.
+fn queued_of(c: &Claimed) -> Queued {
+    let (mut file, meta) = c.open().expect("open the claim");
+    c.read_queued(&mut file, meta.len())
+        .expect("read the claim")
+}
+
+/// A state block for `c`'s message: `recipients` pending, one attempt.
+fn state_for(c: &Claimed, recipients: &[&str]) -> Vec<u8> {
+    let queued = queued_of(c);
+    let mut state = queued.retry.clone();
     state.record_attempt(UNIX_EPOCH + Duration::from_secs(2000), "451 later");
-    let arrival = env.arrival.expect("dated");
-    let block = state
-        .render_blocks(&env, &env.recipients, arrival)
+    let recipients: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
+    let arrival = queued.envelope.arrival.expect("dated");
+    state
+        .render_state(&queued.envelope, &recipients, arrival, queued.tie)
         .expect("block")
         .remove(0)
-        .bytes;
+        .bytes
+}
+
+const TWO: &[u8] = b"X-Postman-From: <s@e.org>\r\nX-Postman-Date: 1000\r\nX-Postman-To: <a@d.test>, <b@d.test>\r\n\r\nSubject: x\r\n\r\nbody\r\n";
+
+fn tmp_names(layout: &Layout, domain: &str) -> Vec<String> {
+    fs::read_dir(layout.tmp_dir(domain))
+        .map(|d| {
+            d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_state_is_recorded_beside_the_queue_file_which_is_never_written() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    let path = put(&layout, "d.test", "m1", TWO);
+    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).expect("stat"));
+    let mut c = claimed(&queue, "d.test", "m1", "o1");
+    c.reserve(4096).expect("reserve");
+    assert_eq!(tmp_names(&layout, "d.test").len(), 1, "the reservation");
+    let state = state_for(&c, &["b@d.test"]);
     let claim_path = c.path();
-    c.rewrite_and_release(&block, env.body_offset)
-        .expect("rewrite and release");
-    assert!(!claim_path.exists(), "claim removed");
-    let back = envelope_at(&path);
+    match c.record_and_release(&state, &[]) {
+        Ok(Recorded::Released) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!claim_path.exists(), "claim given back");
     assert_eq!(
-        RetryState::from_envelope(&back)
-            .expect("state back")
-            .attempts,
-        1,
-        "state written"
+        fs::read(&path).expect("read"),
+        TWO,
+        "the queue file as it was"
     );
-    let contents = fs::read(&path).expect("read");
-    assert!(
-        contents.ends_with(b"Subject: x\r\n\r\nbody\r\n"),
-        "body kept"
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).expect("stat")),
+        inode,
+        "the same file"
+    );
+    assert_eq!(
+        fs::read(layout.domain_dir("d.test").join(".state/m1")).expect("state file"),
+        state,
+        "the state file"
     );
     assert!(
-        fs::read_dir(layout.tmp_dir("d.test"))
-            .expect("tmp")
-            .next()
-            .is_none(),
-        "tmp left empty"
+        tmp_names(&layout, "d.test").is_empty(),
+        "the reservation used"
+    );
+    let c = claimed(&queue, "d.test", "m1", "o1");
+    let queued = queued_of(&c);
+    assert_eq!(queued.source, crate::queue::Source::StateFile);
+    assert_eq!(queued.envelope.recipients, ["b@d.test"], "pending");
+    assert_eq!(queued.retry.attempts, 1, "retry state");
+    assert_eq!(
+        queued.envelope.body_offset,
+        envelope_at(&c.path()).body_offset
+    );
+    c.complete().expect("complete");
+    assert!(
+        !layout.domain_dir("d.test").join(".state/m1").exists(),
+        "the state file goes with the message"
     );
 }
 
 #[test]
-fn failed_rewrite_releases_the_old_version() {
+fn a_state_that_cannot_be_recorded_keeps_the_claim_for_another_try() {
     let (_dir, queue) = queue();
     let layout = queue.layout().clone();
-    let path = put(&layout, "d.test", "m1", MESSAGE);
-    let c = claimed(&queue, "d.test", "m1", "o1");
-    let err = c
-        .rewrite_and_release(b"X-Postman-From: <>\r\n\r\n", 1 << 40)
-        .expect_err("offset beyond the end");
-    assert_eq!(
-        fs::read(&path).expect("read"),
-        MESSAGE,
-        "old version back after {err}"
+    put(&layout, "d.test", "m1", TWO);
+    // `.state` is a file: no state file can be put there.
+    fs::write(layout.domain_dir("d.test").join(".state"), b"in the way").expect("write");
+    let mut c = claimed(&queue, "d.test", "m1", "o1");
+    c.reserve(4096).expect("reserve");
+    let state = state_for(&c, &["b@d.test"]);
+    let Err(unrecorded) = c.record_and_release(&state, &[]) else {
+        panic!("recorded through a file in the way");
+    };
+    let Unrecorded { claimed: c, error } = *unrecorded;
+    assert!(c.path().exists(), "still claimed after {error}");
+    assert!(c.reserved(), "the reservation kept");
+    assert!(
+        !messages(&layout, "d.test").contains(&"m1".to_owned()),
+        "not back"
     );
+    fs::remove_file(layout.domain_dir("d.test").join(".state")).expect("rm");
+    match c.record_and_release(&state, &[]) {
+        Ok(Recorded::Released) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        messages(&layout, "d.test").contains(&"m1".to_owned()),
+        "back in the queue"
+    );
+    assert!(
+        tmp_names(&layout, "d.test").is_empty(),
+        "the reservation used"
+    );
+}
+
+#[test]
+fn recipients_beyond_one_block_go_on_as_a_second_name_of_the_file() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    let path = put(&layout, "d.test", "m1", TWO);
+    let c = claimed(&queue, "d.test", "m1", "o1");
+    let state = state_for(&c, &["a@d.test"]);
+    let split_state = state_for(&c, &["b@d.test"]);
+    let split = vec![("m1-2".to_owned(), split_state.clone())];
+    match c.record_and_release(&state, &split) {
+        Ok(Recorded::Released) => {}
+        other => panic!("{other:?}"),
+    }
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("stat"));
+    assert_eq!(
+        ino(&layout.message_path("d.test", "m1-2")),
+        ino(&path),
+        "one file, two names"
+    );
+    for (name, rcpt) in [("m1", "a@d.test"), ("m1-2", "b@d.test")] {
+        let c = claimed(&queue, "d.test", name, "o1");
+        assert_eq!(queued_of(&c).envelope.recipients, [rcpt], "{name}");
+        c.release().expect("release");
+    }
+}
+
+#[test]
+fn a_released_or_finished_claim_gives_its_reservation_back() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    put(&layout, "d.test", "m1", TWO);
+    put(&layout, "d.test", "m2", TWO);
+    let mut c = claimed(&queue, "d.test", "m1", "o1");
+    c.reserve(10_000).expect("reserve");
+    let names = tmp_names(&layout, "d.test");
+    assert_eq!(names.len(), 1, "{names:?}");
+    let reserved = fs::read(layout.tmp_dir("d.test").join(&names[0])).expect("read");
+    assert_eq!(reserved.len(), 10_000, "its size");
+    assert!(reserved.iter().all(|&b| b == 0), "zeros");
+    c.release().expect("release");
+    assert!(
+        tmp_names(&layout, "d.test").is_empty(),
+        "given back on release"
+    );
+    let mut c = claimed(&queue, "d.test", "m2", "o1");
+    c.reserve(100).expect("reserve");
+    assert!(matches!(c.remove_delivered(), Marked::Removed));
+    assert!(
+        tmp_names(&layout, "d.test").is_empty(),
+        "given back when delivered"
+    );
+}
+
+#[test]
+fn recovery_puts_a_filled_reservation_in_place_and_drops_an_empty_one() {
+    let (_dir, queue) = queue();
+    let layout = queue.layout().clone();
+    put(&layout, "d.test", "m1", TWO);
+    put(&layout, "d.test", "m2", TWO);
+    // m1: the state was written into the reservation, the rename failed,
+    // and the process stopped.
+    fs::write(layout.domain_dir("d.test").join(".state"), b"in the way").expect("write");
+    let mut c = claimed(&queue, "d.test", "m1", "dead.1");
+    c.reserve(4096).expect("reserve");
+    let state = state_for(&c, &["b@d.test"]);
+    let Err(unrecorded) = c.record_and_release(&state, &[]) else {
+        panic!("recorded");
+    };
+    unrecorded.claimed.abandon();
+    // m2: stopped before its transaction ended: an empty reservation.
+    let mut c = claimed(&queue, "d.test", "m2", "dead.1");
+    c.reserve(4096).expect("reserve");
+    c.abandon();
+    assert_eq!(tmp_names(&layout, "d.test").len(), 2, "both left");
+    fs::remove_file(layout.domain_dir("d.test").join(".state")).expect("rm");
+
+    let recovery = recover(&queue, |owner| owner == "dead.1").expect("recover");
+    assert_eq!(recovery.adopted.len(), 1, "{recovery:?}");
+    assert!(
+        tmp_names(&layout, "d.test").is_empty(),
+        "both reservations gone"
+    );
+    let c = claimed(&queue, "d.test", "m1", "o2");
+    assert_eq!(
+        queued_of(&c).envelope.recipients,
+        ["b@d.test"],
+        "m1's new state"
+    );
+    c.release().expect("release");
+    let c = claimed(&queue, "d.test", "m2", "o2");
+    assert_eq!(
+        queued_of(&c).envelope.recipients,
+        ["a@d.test", "b@d.test"],
+        "m2 as it was"
+    );
+    c.release().expect("release");
 }
 
 #[test]
@@ -236,8 +395,8 @@ fn recover_returns_dead_owners_claims_only() {
     let _ = claimed(&queue, "d.test", "a2", "dead.1");
     let live = claimed(&queue, "d.test", "b1", "live.2");
     let _ = claimed(&queue, "e.test", "e1", "dead.1");
-    // A crash between the rename and the unlink of rewrite_and_release:
-    // the claim and the (newer) queue copy both exist.
+    // A crash between the rename and the unlink of an older postman's
+    // rewrite: the claim and the (newer) queue copy both exist.
     let dup = claimed(&queue, "d.test", "c1", "dead.2");
     fs::write(layout.message_path("d.test", "c1"), rewritten()).expect("write queue copy");
     let dup_path = dup.path();

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use super::dirfd::QueueDir;
 use super::envelope::render_envelope;
-use super::rewrite::create_tmp;
+use super::tmpfile::create_tmp;
 use super::{valid_domain, Queue, TMP_DIR};
 
 /// The most of a message's header section returned by

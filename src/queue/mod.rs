@@ -1,8 +1,9 @@
 //! The Maildir-style queue on disk (DESIGN.md "The queue on disk"): the
 //! layout under `application.maildir.path`, the envelope header block of each
 //! queued file, listing, completion, and setting files aside (permanent
-//! failure, quarantine); claims shared by several processes, retry state in
-//! the envelope block, crash-safe rewrites, and bounce placement. Writers
+//! failure, quarantine); claims shared by several processes, the state of
+//! each message (its pending recipients and retry fields) in a state file
+//! beside it, and bounce placement. Writers
 //! create files in `<domain>/tmp/` and `rename(2)` them into `<domain>/`, so
 //! a listed file is always whole. Every file and folder under the root is
 //! reached through [`dirfd::QueueDir`] handles, kept by a [`Queue`]: no
@@ -16,17 +17,20 @@ mod entry;
 mod envelope;
 mod handle;
 mod local;
-mod rewrite;
-mod split;
 mod state;
+mod statefile;
 mod store;
+mod tmpfile;
 
 pub use admin::HOLD_DIR;
 pub use backoff::{
     clear_backoff, parse_backoff, read_backoff, read_backoff_in, render_backoff, write_backoff,
     BackoffError, DomainBackoff, BACKOFF_FILE, MAX_BACKOFF_FILE, MAX_UNTIL,
 };
-pub use claim::{claim, recover, sweep_tmp, Claimed, Marked, Recovery, Sweep, ACTIVE_DIR};
+pub use claim::{
+    claim, recover, recover_states, sweep_tmp, Claimed, Marked, Recorded, Recovery, Sweep,
+    Unrecorded, ACTIVE_DIR,
+};
 pub use entry::{plan_domain, plan_entry, DomainPlan, DomainRefusal, EntryPlan};
 pub use envelope::{
     parse_envelope, render_envelope, render_envelopes, Block, Envelope, EnvelopeError,
@@ -37,9 +41,12 @@ pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, is_permanent, place_bounce,
     read_original_headers, split_address, Placed, MAX_RETURNED_HEADERS,
 };
-pub use rewrite::rewrite;
-pub use split::split_off;
 pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
+pub use statefile::{
+    adopt_reservation, fnv1a64, move_state_beside, read_queued, remove_state, remove_state_of,
+    reserve, sweep_states, tie_of, write_state, Queued, Reservation, Source, StateSweep, Tie,
+    Unwritten, QUEUE_FILE_FIELD, STATE_DIR,
+};
 pub use store::{
     escape_name, list_domains, list_messages, quarantine, quarantine_entry, read_envelope,
     read_envelope_from, rename_escaped, set_aside_failed, BodyReader, ReadError, BODY_CHUNK,

@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::envelope::{quote, render_envelopes, Block, Envelope, EnvelopeError};
+use super::statefile::{Tie, QUEUE_FILE_FIELD};
 
 /// Failed delivery attempts so far: a decimal count.
 pub const ATTEMPTS: &str = "X-Postman-Attempts";
@@ -23,7 +24,7 @@ pub const LAST_ERROR: &str = "X-Postman-Last-Error";
 /// "never send another".
 pub const DELAY_WARNED: &str = "X-Postman-Delay-Warned";
 
-/// Every field this module owns; [`RetryState::render_blocks`] replaces them
+/// Every field this module owns; [`RetryState::render_state`] replaces them
 /// and keeps any other `X-Postman-*` extra as it was.
 pub const STATE_FIELDS: [&str; 6] = [
     ATTEMPTS,
@@ -154,36 +155,37 @@ impl RetryState {
         out
     }
 
-    /// Renders the envelope block (empty line included, CRLF line ends) of
-    /// the new version of `envelope`'s file: its sender, `recipients` (those
-    /// still to deliver), `arrival`, the other `X-Postman-*` extras it
-    /// carried, then this state. More than one block when the recipients
-    /// do not fit in one ([`render_envelopes`]): the first is the file's,
-    /// each other one a new message with the same body and this state.
+    /// Renders the block of the state file of the message `envelope` (the
+    /// envelope in force) tied to its queue file by `tie`: its sender,
+    /// `recipients` (those still to deliver), `arrival`, the other
+    /// `X-Postman-*` extras it carried, then this state and the
+    /// `X-Postman-Queue-File` field. More than one block when the
+    /// recipients do not fit in one ([`render_envelopes`]): the first is
+    /// the message's, each other one the state of a new message with the
+    /// same queue file.
     ///
     /// `arrival` is written even when the file had no `X-Postman-Date`: the
-    /// caller then used the file's mtime, which the rewrite would reset, and
-    /// the queue lifetime would restart with every attempt. Pass
-    /// `envelope.arrival` when it is set.
-    pub fn render_blocks(
+    /// caller then used the file's mtime. Pass `envelope.arrival` when it is
+    /// set.
+    pub fn render_state(
         &self,
         envelope: &Envelope,
         recipients: &[String],
         arrival: SystemTime,
+        tie: Tie,
     ) -> Result<Vec<Block>, EnvelopeError> {
         let extra: Vec<(String, String)> = envelope
             .extra
             .iter()
-            .filter(|(name, _)| !STATE_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)))
+            .filter(|(name, _)| {
+                !STATE_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+                    && !name.eq_ignore_ascii_case(QUEUE_FILE_FIELD)
+            })
             .cloned()
             .collect();
-        render_envelopes(
-            &envelope.sender,
-            recipients,
-            Some(arrival),
-            &extra,
-            &self.fields(),
-        )
+        let mut fields = self.fields();
+        fields.push((QUEUE_FILE_FIELD.to_owned(), tie.field_value()));
+        render_envelopes(&envelope.sender, recipients, Some(arrival), &extra, &fields)
     }
 }
 

@@ -7,6 +7,12 @@ fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
+/// A queue file's tie, for state blocks.
+const TIE: crate::queue::Tie = crate::queue::Tie {
+    size: 1234,
+    hash: 0x0123_4567_89ab_cdef,
+};
+
 /// The one block a short recipient list renders to.
 fn one_block(blocks: Result<Vec<Block>, EnvelopeError>) -> Vec<u8> {
     let mut blocks = blocks.expect("renders");
@@ -154,7 +160,7 @@ fn render_block_round_trips_and_keeps_unknown_extras() {
     );
     state.next_attempt = Some(at(2600));
     let remaining = vec!["b@d.test".to_string(), "c@d.test".to_string()];
-    let new_block = one_block(state.render_blocks(&env, &remaining, at(1000)));
+    let new_block = one_block(state.render_state(&env, &remaining, at(1000), TIE));
     let text = String::from_utf8(new_block.clone()).expect("ascii block");
     assert!(
         text.ends_with("\r\n\r\n"),
@@ -184,7 +190,7 @@ fn render_block_round_trips_and_keeps_unknown_extras() {
 fn render_block_pins_a_missing_arrival() {
     let env = envelope("X-Postman-From: <>\nX-Postman-To: <a@d.test>\n\n");
     assert_eq!(env.arrival, None, "no date in the original");
-    let block = one_block(RetryState::default().render_blocks(&env, &env.recipients, at(77)));
+    let block = one_block(RetryState::default().render_state(&env, &env.recipients, at(77), TIE));
     let back = parse_envelope(&block).expect("parses");
     assert_eq!(back.arrival, Some(at(77)), "mtime arrival pinned");
     assert_eq!(back.sender, "", "null sender kept");
@@ -194,7 +200,7 @@ fn render_block_pins_a_missing_arrival() {
 fn render_block_refuses_no_recipients() {
     let env = envelope(&format!("{BASE}\r\n"));
     let err = RetryState::default()
-        .render_blocks(&env, &[], at(1))
+        .render_state(&env, &[], at(1), TIE)
         .expect_err("no recipients left is the caller's job (complete the file)");
     assert_eq!(err, EnvelopeError::MissingRecipients, "error");
 }
@@ -219,7 +225,7 @@ proptest::proptest! {
         let line = one_line(&error);
         state.last_error = (!line.is_empty()).then_some(line);
         let env = envelope(&format!("{BASE}\r\n"));
-        let block = one_block(state.render_blocks(&env, &env.recipients, at(1000)));
+        let block = one_block(state.render_state(&env, &env.recipients, at(1000), TIE));
         let back = parse_envelope(&block).expect("parses");
         proptest::prop_assert_eq!(RetryState::from_envelope(&back), Ok(state));
     }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use super::dirfd::{EntryKind, QueueDir};
 use super::envelope::{parse_envelope, BlockScan, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK};
+use super::state::StateError;
+use super::statefile::{move_state_beside, tie_of};
 use super::{Queue, FAILED_DIR, QUARANTINE_DIR, TMP_DIR};
 
 /// How much [`read_envelope`] reads at a time: envelopes are small.
@@ -35,6 +37,10 @@ pub enum ReadError {
     /// The file was read but its envelope header block is invalid: quarantine it.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// The envelope parsed, but a retry field in it (or in its state
+    /// file's block) does not: quarantine it.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Reads and parses the envelope header block of the queued file `name` in
@@ -48,6 +54,15 @@ pub fn read_envelope(dir: &QueueDir, name: impl AsRef<Path>) -> Result<Envelope,
 /// [`read_envelope`] for a file already open at its start: one open serves
 /// both the envelope and, after [`BodyReader::from_file`], the message.
 pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
+    let (head, end) = read_head(file)?;
+    Ok(parse_envelope(&head[..end.unwrap_or(head.len())])?)
+}
+
+/// Reads the start of an open file as far as the empty line that ends its
+/// envelope block (at most a little over [`MAX_ENVELOPE_BLOCK`] bytes):
+/// the bytes read, and where the block ends when it does (`None`: the file
+/// ended first, or the block is too large; the parser says which).
+pub(crate) fn read_head(file: &mut File) -> io::Result<(Vec<u8>, Option<usize>)> {
     let mut buf = Vec::with_capacity(HEAD_CHUNK);
     let mut scan = BlockScan::default();
     loop {
@@ -57,16 +72,15 @@ pub fn read_envelope_from(file: &mut File) -> Result<Envelope, ReadError> {
             match file.read(&mut buf[old..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
         buf.truncate(old + n);
         if let Some(end) = scan.feed(&buf) {
-            return Ok(parse_envelope(&buf[..end])?);
+            return Ok((buf, Some(end)));
         }
         if n == 0 || buf.len() > MAX_ENVELOPE_BLOCK {
-            // Unterminated or too large: the parser names which.
-            return Ok(parse_envelope(&buf)?);
+            return Ok((buf, None));
         }
     }
 }
@@ -149,8 +163,16 @@ pub(crate) fn set_aside_from(
 ) -> io::Result<PathBuf> {
     check_component("file name", name)?;
     let dir = domain_dir.dir_create(sub)?;
+    // Whose the state file is can only be told before the move (a link or
+    // special file has none: it is never opened).
+    let tie = match from.open_file(name) {
+        Ok((mut file, meta)) => tie_of(&mut file, meta.len()).ok().flatten(),
+        Err(_) => None,
+    };
     let target = move_no_clobber(from, name, &dir, name)?;
     write_reason(&dir, &target, reason)?;
+    // The pending recipients go with it, for the postmaster.
+    move_state_beside(domain_dir, name, tie, &dir, &target)?;
     Ok(dir.display_path(target))
 }
 

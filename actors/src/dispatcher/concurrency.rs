@@ -154,12 +154,19 @@ impl Dispatcher {
         }
         if !self.warned_in_pause.iter().any(|kind| kind == what) {
             self.warned_in_pause.push(what.to_owned());
-            warn!(self.log, "local descriptor limit: {} put off, nothing deferred", what;
+            // Disk space for a state file is the one shortage that is not
+            // of descriptors.
+            let (limit, hint) = if what == crate::worker::STATE_FILE_SPACE {
+                ("disk space", "free space in the queue's file system")
+            } else {
+                ("descriptor", "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections")
+            };
+            warn!(self.log, "local {} limit: {} put off, nothing deferred", limit, what;
                 "domain" => domain, "queue_id" => queue_id, "reason" => reason,
                 "connections" => self.connections,
                 "put_off_in_all" => self.stats.local_limits,
                 "retry_in_ms" => LOCAL_LIMIT_PAUSE.as_millis() as u64,
-                "hint" => "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections");
+                "hint" => hint);
         }
         if pausing {
             self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);

@@ -1,7 +1,8 @@
 //! The worker's disk threads (`queue.disk_threads` of them): they settle
-//! finished transactions (remove a delivered file, rewrite a deferred one,
-//! write a bounce) so that the `pselect` loop never waits on the
-//! filesystem for them.
+//! finished transactions (remove a delivered file, record a deferred one's
+//! state, write a bounce) so that the `pselect` loop never waits on the
+//! filesystem for them, and hold on to the messages whose state could not
+//! be recorded, trying again now and then (see `settler::kept`).
 //!
 //! Removing a written-out queue file costs 0.15–0.7 ms of waiting on ext4
 //! (the journal frees its blocks) against ~30 µs of CPU; done inline, it
@@ -20,8 +21,8 @@
 //! settlement closes it.
 //!
 //! They also prepare the next message of a connection (claim the file by a
-//! rename, read its envelope again if the file changed since the scan,
-//! measure and maybe keep its body): that
+//! rename, read its envelope and state file again, reserve the room for its
+//! next state, measure and maybe keep its body): that
 //! too waits on the filesystem, and done in the loop it was half of the
 //! loop's working time. The answer goes back through the worker's
 //! `prepared` channel and wakes it like a mailbox message. When every
@@ -41,7 +42,7 @@ use super::link::Wake;
 use super::settle::{self, Ctx, Ready};
 use crate::mailbox::{self, Inbox, Postbox};
 use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
-use crate::settler::{RecipientFate, Settler};
+use crate::settler::{Kept, RecipientFate, Settler};
 
 /// Settlements waiting for the disk thread, per worker.
 pub const MAILBOX: usize = 32;
@@ -52,7 +53,7 @@ pub const HOLD_WAIT: Duration = Duration::from_millis(2);
 
 /// The queue file of a finished transaction.
 pub enum File {
-    /// Still claimed: some recipient was not accepted, or marking failed.
+    /// Still claimed: some recipient was not accepted, or removing failed.
     Claimed(Claimed),
     /// Every recipient accepted, and the file's name removed: closing
     /// [`Settlement::open`] frees the rest.
@@ -101,6 +102,9 @@ enum Work {
     Settle(Box<Settlement>),
     Prepare(Box<Preparation>),
     Reload(Box<Config>),
+    /// Messages whose state could not be recorded, from the worker's own
+    /// settler: kept and tried again here.
+    Keep(Vec<Kept>),
 }
 
 /// What the disk threads need of their worker to prepare messages: where
@@ -213,7 +217,8 @@ impl Disk {
     ) -> std::io::Result<Disk> {
         let mut threads = Vec::new();
         for n in 0..config.disk_threads.max(1) {
-            let settler = Settler::new(queue.share(), config, owner, &format!("W{id}D{n}"));
+            let settler = Settler::new(queue.share(), config, owner, &format!("W{id}D{n}"))
+                .keeping_unrecorded();
             threads.push(spawn(
                 id,
                 n,
@@ -336,7 +341,7 @@ impl Disk {
             let thread = &self.threads[n];
             let tx = match work {
                 Work::Prepare(_) => &thread.prepare_tx,
-                Work::Settle(_) | Work::Reload(_) => &thread.tx,
+                Work::Settle(_) | Work::Reload(_) | Work::Keep(_) => &thread.tx,
             };
             match tx.try_send(work) {
                 Ok(()) => return Ok(n),
@@ -344,6 +349,17 @@ impl Disk {
             }
         }
         Err(work)
+    }
+
+    /// Hands messages kept claimed until their state is recorded to a disk
+    /// thread, which tries again now and then (waiting for room in its
+    /// mailbox: this is rare, and they must not be dropped).
+    pub fn keep(&self, kept: Vec<Kept>) {
+        if let Some(thread) = self.threads.first() {
+            // A thread gone means postman is stopping: what it would have
+            // kept stays claimed for recovery, as it would at its stop.
+            let _ = thread.tx.send(Work::Keep(kept));
+        }
     }
 
     /// New settings (SIGHUP), applied after the settlements already queued.
@@ -393,7 +409,11 @@ fn spawn(
             // goes back to the worker in the body or as the spare.
             let mut lent = Pool::default();
             let mut buf = Vec::with_capacity(body::CHUNK);
-            while let Some(work) = next_work(&prepare_rx, &rx) {
+            while let Some(work) = next_work(&prepare_rx, &rx, settler.next_kept_retry()) {
+                let Some(work) = work else {
+                    settler.retry_kept(Instant::now(), &log);
+                    continue;
+                };
                 match work {
                     Work::Prepare(p) => {
                         let started = Instant::now();
@@ -444,8 +464,10 @@ fn spawn(
                     Work::Reload(config) => {
                         settler.reload(&config);
                     }
+                    Work::Keep(kept) => settler.add_kept(kept),
                 }
             }
+            settler.abandon_kept(&log);
             totals
         })?;
     Ok(DiskThread {
@@ -456,22 +478,31 @@ fn spawn(
 }
 
 /// The next work for a disk thread, a preparation first when one waits;
-/// `None` once both mailboxes are closed and empty. The two are one
-/// owner's ([`Inbox::beside`]): it sleeps as the dispatcher does, without
-/// crossbeam's spinning and string of yields, which were 0.9 `sched_yield`
-/// calls and a contended lock of the channel's wakers per message.
-fn next_work<T>(prepare: &Inbox<T>, other: &Inbox<T>) -> Option<T> {
+/// `Some(None)` when `until` passes first (a kept message is due for
+/// another try); `None` once both mailboxes are closed and empty. The two
+/// are one owner's ([`Inbox::beside`]): it sleeps as the dispatcher does,
+/// without crossbeam's spinning and string of yields, which were 0.9
+/// `sched_yield` calls and a contended lock of the channel's wakers per
+/// message.
+fn next_work<T>(prepare: &Inbox<T>, other: &Inbox<T>, until: Option<Instant>) -> Option<Option<T>> {
     let mut yielded = false;
     loop {
         let prepare_closed = match prepare.try_recv() {
-            Ok(work) => return Some(work),
+            Ok(work) => return Some(Some(work)),
             Err(TryRecvError::Empty) => false,
             Err(TryRecvError::Disconnected) => true,
         };
         match other.try_recv() {
-            Ok(work) => return Some(work),
+            Ok(work) => return Some(Some(work)),
             Err(TryRecvError::Disconnected) if prepare_closed => return None,
-            Err(_) => prepare.wait(&mut yielded),
+            Err(_) => match until {
+                None => prepare.wait(&mut yielded),
+                Some(until) => {
+                    if !prepare.wait_until(&mut yielded, until) {
+                        return Some(None);
+                    }
+                }
+            },
         }
     }
 }
@@ -490,15 +521,15 @@ mod tests {
         }
         prepare_tx.send(10).expect("send");
         assert_eq!(
-            next_work(&prepare, &other),
-            Some(10),
+            next_work(&prepare, &other, None),
+            Some(Some(10)),
             "the preparation first"
         );
-        assert_eq!(next_work(&prepare, &other), Some(1));
+        assert_eq!(next_work(&prepare, &other, None), Some(Some(1)));
         prepare_tx.send(11).expect("send");
         assert_eq!(
-            next_work(&prepare, &other),
-            Some(11),
+            next_work(&prepare, &other, None),
+            Some(Some(11)),
             "again ahead of 2 and 3"
         );
         // Stopping: the preparations' mailbox closes first, then the other;
@@ -506,7 +537,8 @@ mod tests {
         prepare_tx.send(12).expect("send");
         drop(prepare_tx);
         drop(other_tx);
-        let rest: Vec<i32> = std::iter::from_fn(|| next_work(&prepare, &other)).collect();
+        let rest: Vec<i32> =
+            std::iter::from_fn(|| next_work(&prepare, &other, None).flatten()).collect();
         assert_eq!(rest, [12, 2, 3]);
     }
 
@@ -519,9 +551,30 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             prepare_tx.send(7).expect("send");
         });
-        assert_eq!(next_work(&prepare, &other), Some(7), "waited, did not end");
+        assert_eq!(
+            next_work(&prepare, &other, None),
+            Some(Some(7)),
+            "waited, did not end"
+        );
         sender.join().expect("sender");
-        assert_eq!(next_work(&prepare, &other), None, "both closed and empty");
+        assert_eq!(
+            next_work(&prepare, &other, None),
+            None,
+            "both closed and empty"
+        );
+    }
+
+    #[test]
+    fn a_kept_message_due_wakes_the_thread_without_work() {
+        let (_prepare_tx, prepare) = mailbox::bounded::<i32>(8);
+        let (_other_tx, other) = prepare.beside::<i32>(8);
+        let until = Instant::now() + Duration::from_millis(30);
+        assert_eq!(
+            next_work(&prepare, &other, Some(until)),
+            Some(None),
+            "timed out"
+        );
+        assert!(Instant::now() >= until, "not before it was due");
     }
 
     fn queued(id: &str) -> QueuedMessage {
@@ -541,6 +594,7 @@ mod tests {
             size: 0,
             retry: postman::queue::RetryState::default(),
             identity: None,
+            tie: None,
         }
     }
 

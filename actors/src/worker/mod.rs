@@ -35,6 +35,7 @@ use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
 pub use link::WorkerLink;
+pub use settle::STATE_FILE_SPACE;
 use tls::TlsPolicy;
 
 /// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
@@ -254,7 +255,7 @@ impl Worker {
                 max_mx_addresses: config.max_mx_addresses,
                 local_listeners: config.local_listeners.clone(),
                 own_addrs: own_addrs(&config.local_listeners, &log),
-                settler: Settler::new(queue, config, owner, &format!("W{id}")),
+                settler: Settler::new(queue, config, owner, &format!("W{id}")).keeping_unrecorded(),
                 disk,
                 dispatcher,
                 told: Cell::new(false),
@@ -665,6 +666,7 @@ mod tests {
             arrival: std::time::UNIX_EPOCH,
             size: metadata.len(),
             identity: Some(FileIdentity::of(&metadata)),
+            tie: None,
         };
 
         let (dispatcher, inbox) = crate::mailbox::bounded(64);

@@ -1,6 +1,7 @@
-//! Starting a transaction from a queued file (claim it, re-read its
-//! envelope if the file changed since the scan, measure its body: [`prepare`], on a disk thread when one has
-//! room; then [`begin`] on the connection) and turning the transaction's per-recipient
+//! Starting a transaction from a queued file (claim it, read its envelope
+//! and state file again, reserve the room for its next state, measure its
+//! body: [`prepare`], on a disk thread when one has room; then [`begin`] on
+//! the connection) and turning the transaction's per-recipient
 //! results into fates for the [`Settler`](crate::settler::Settler). The
 //! connection logic (sockets, addresses, the session's events) is in
 //! [`super::conn`].
@@ -8,9 +9,9 @@
 use std::time::{Instant, SystemTime};
 
 use postman::dsn::RecipientReport;
-use postman::queue::{self, BodyReader, Claimed, Marked, Queue, ReadError, RetryState};
+use postman::queue::{self, BodyReader, Claimed, Marked, Queue, ReadError, Source};
 use postman::smtp::{BodyMeasure, Class, Envelope, MessageResult, Session};
-use slog::{debug, error, info, Logger};
+use slog::{debug, error, info, warn, Logger};
 
 use super::body::{self, Body};
 use super::disk::{File, Settlement};
@@ -56,9 +57,9 @@ pub struct Ready {
     pub measure: Option<BodyMeasure>,
 }
 
-/// Claims the message, reads its envelope again if another process changed
-/// the file since the scan (its [`FileIdentity`] differs) and measures its
-/// body. This is the disk work of starting a transaction, done on a disk
+/// Claims the message, reads its envelope and state file again (another
+/// process may have recorded a new state since the scan), reserves the
+/// room for its next state and measures its body. This is the disk work of starting a transaction, done on a disk
 /// thread when one has room. On failure the message is disposed of here and
 /// `None` returned.
 pub fn prepare(
@@ -68,52 +69,9 @@ pub fn prepare(
     relay: &str,
 ) -> Option<Ready> {
     let (msg, claimed) = claim_file(ctx, msg, relay)?;
-    let (mut msg, claimed, mut file, metadata) = open_claimed(ctx, msg, claimed, relay)?;
-    // The scanner's envelope still holds when the file is the one it read:
-    // then only another process's change (a new file, or one written in
-    // place) makes it read again.
-    let unchanged = msg
-        .identity
-        .is_some_and(|identity| FileIdentity::of(&metadata) == identity);
-    let read = if unchanged {
-        None
-    } else {
-        Some(queue::read_envelope_from(&mut file))
-    };
-    match read {
-        None => {}
-        Some(Ok(envelope)) => match RetryState::from_envelope(&envelope)
-            .map_err(|e| e.to_string())
-            .and_then(|retry| {
-                envelope
-                    .check_folder(&msg.domain)
-                    .map(|()| retry)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(retry) => {
-                msg.arrival = envelope.arrival.unwrap_or(msg.arrival);
-                msg.envelope = envelope;
-                msg.retry = retry;
-                // Taken before this read, like the scanner's.
-                msg.identity = Some(FileIdentity::of(&metadata));
-            }
-            Err(reason) => {
-                quarantine(ctx, msg, claimed, &reason);
-                return None;
-            }
-        },
-        Some(Err(ReadError::Envelope(e))) => {
-            quarantine(ctx, msg, claimed, &e.to_string());
-            return None;
-        }
-        Some(Err(ReadError::Io(e))) => {
-            error!(ctx.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
-            release(ctx, &msg, claimed);
-            let disposition = Disposition::Deferred(Box::new(msg.clone()));
-            tell_done(ctx, msg, disposition);
-            return None;
-        }
-    }
+    let (msg, claimed, mut file, metadata) = open_claimed(ctx, msg, claimed, relay)?;
+    let (mut msg, claimed, block_len) = read_claimed(ctx, msg, claimed, &mut file, &metadata)?;
+    msg.identity = Some(FileIdentity::of(&metadata));
     if msg
         .retry
         .next_attempt
@@ -125,7 +83,7 @@ pub fn prepare(
         tell_done(ctx, msg, disposition);
         return None;
     }
-    // The size now, not the scanner's: a rewrite since changed the block.
+    let (msg, claimed) = reserve_state(ctx, msg, claimed, block_len, relay)?;
     let body_len = metadata.len().saturating_sub(msg.envelope.body_offset);
     let reader = match BodyReader::from_file(file, msg.envelope.body_offset) {
         Ok(body) => body,
@@ -150,6 +108,109 @@ pub fn prepare(
         body,
         measure,
     })
+}
+
+/// Reads the claimed message again, its state file included: another
+/// process may have recorded a new state (delivered some recipients) since
+/// the scan. Returns the message updated and the length of the envelope
+/// block in force. On failure the message is disposed of (unreadable:
+/// quarantined; no descriptor: put off; else deferred) and `None` returned.
+fn read_claimed(
+    ctx: &Ctx<'_>,
+    mut msg: QueuedMessage,
+    claimed: Claimed,
+    file: &mut std::fs::File,
+    metadata: &std::fs::Metadata,
+) -> Option<(QueuedMessage, Claimed, u64)> {
+    match claimed.read_queued(file, metadata.len()) {
+        Ok(queued) => {
+            if let Source::Ignored(why) = &queued.source {
+                warn!(ctx.log, "the message's state file is ignored: it is not this file's";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "reason" => why);
+            }
+            msg.arrival = queued.envelope.arrival.unwrap_or(msg.arrival);
+            msg.envelope = queued.envelope;
+            msg.retry = queued.retry;
+            msg.tie = Some(queued.tie);
+            Some((msg, claimed, queued.block_len))
+        }
+        Err(ReadError::Io(e)) if super::short_of_resources(&e) => {
+            put_off(ctx, msg, claimed, &e);
+            None
+        }
+        Err(ReadError::Io(e)) => {
+            error!(ctx.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
+            release(ctx, &msg, claimed);
+            let disposition = Disposition::Deferred(Box::new(msg.clone()));
+            tell_done(ctx, msg, disposition);
+            None
+        }
+        Err(e) => {
+            quarantine(ctx, msg, claimed, &e.to_string());
+            None
+        }
+    }
+}
+
+/// The room reserved for a state file whose block in force is `block_len`
+/// bytes: a block of fewer recipients is smaller, but for the retry
+/// fields, the tie and folding (another program's list may be denser).
+fn reservation_len(block_len: u64) -> u64 {
+    block_len + queue::RETRY_HEADROOM as u64 + block_len / 64
+}
+
+/// Takes the room for the message's next state file before its
+/// transaction, when that transaction can deliver part of it (two or more
+/// recipients): a full disk is found now, before anything is sent, rather
+/// than after, when not recording the outcome would send the accepted
+/// recipients again. No room (`ENOSPC`, `EDQUOT`): the message goes back
+/// untried, as for a lack of descriptors, and postman pauses; any other
+/// failure defers it. `None` then.
+fn reserve_state(
+    ctx: &Ctx<'_>,
+    msg: QueuedMessage,
+    mut claimed: Claimed,
+    block_len: u64,
+    relay: &str,
+) -> Option<(QueuedMessage, Claimed)> {
+    if msg.envelope.recipients.len() < 2 {
+        return Some((msg, claimed));
+    }
+    let e = match claimed.reserve(reservation_len(block_len)) {
+        Ok(()) => return Some((msg, claimed)),
+        Err(e) => e,
+    };
+    if no_space(&e) {
+        warn!(ctx.log, "no room on the disk for the message's state file: it goes back untried";
+            "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+        release(ctx, &msg, claimed);
+        ctx.tell(DispatcherMsg::LocalLimit {
+            domain: msg.domain.clone(),
+            job: Box::new(msg),
+            what: STATE_FILE_SPACE,
+            reason: format!("cannot reserve room for the state file: {e}"),
+        });
+    } else if super::short_of_resources(&e) {
+        put_off(ctx, msg, claimed, &e);
+    } else {
+        error!(ctx.log, "cannot reserve room for the message's state file"; "queue_id" => &msg.id,
+            "domain" => &msg.domain, "error" => %e);
+        release(ctx, &msg, claimed);
+        let reason = format!("cannot reserve room for the state file: {e}");
+        log_all(ctx, &msg, relay, Status::Deferred, &reason);
+        let disposition = Disposition::Deferred(Box::new(msg.clone()));
+        tell_done(ctx, msg, disposition);
+    }
+    None
+}
+
+/// What a [`DispatcherMsg::LocalLimit`] for want of disk space puts off.
+pub const STATE_FILE_SPACE: &str = "state file space";
+
+/// Whether `e` says the disk (or the user's quota) is full.
+fn no_space(e: &std::io::Error) -> bool {
+    use nix::libc::{EDQUOT, ENOSPC};
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 /// Claims `msg`'s file. On failure the message is disposed of (gone:
@@ -399,6 +460,12 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
 pub fn settle_here(shared: &mut Shared, settlement: Box<Settlement>) {
     if let Some(done) = settlement.settle_for_dispatcher(&mut shared.settler) {
         shared.tell(done);
+    }
+    // A message whose state could not be recorded is kept by a disk
+    // thread, which tries again on its own clock.
+    let kept = shared.settler.take_kept();
+    if !kept.is_empty() {
+        shared.disk.keep(kept);
     }
 }
 

@@ -19,14 +19,14 @@
 //! same one; a taken name is an error, never replaced.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::QueueId;
 use crate::queue::dirfd::QueueDir;
 use crate::queue::envelope::render_envelopes;
-use crate::queue::split::write_new;
+use crate::queue::tmpfile::create_tmp;
 use crate::queue::{split_address, valid_domain, Queue, TMP_DIR};
 
 /// Why a message could not be queued.
@@ -283,6 +283,31 @@ fn write_one(
         tmp_name,
         body_offset: plan.block.len() as u64,
     })
+}
+
+/// Creates a new file in `tmp` named after `name`, writes `head` and then
+/// all of `body` into it, syncs it, and returns its name. On failure the
+/// file is removed.
+fn write_new(
+    tmp: &QueueDir,
+    name: &str,
+    head: &mut dyn Read,
+    body: &mut dyn Read,
+) -> io::Result<String> {
+    let (tmp_name, mut file) = create_tmp(tmp, name)?;
+    let result = (|| {
+        io::copy(head, &mut file)?;
+        io::copy(body, &mut file)?;
+        file.flush()?;
+        file.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(tmp_name),
+        Err(e) => {
+            let _ = tmp.remove_file(&tmp_name);
+            Err(e)
+        }
+    }
 }
 
 /// A reader that keeps its error, so that a caller of `io::copy` can tell

@@ -1,18 +1,17 @@
 //! `postman flush`: making a domain's deferred messages due now (Postfix's
-//! `postqueue -f`) and ending its backoff. Each deferred file is claimed
+//! `postqueue -f`) and ending its backoff. Each deferred message is claimed
 //! (so a running delivery is never disturbed and a running postman sees it
-//! leave), rewritten without `X-Postman-Next-Attempt` through `tmp/` and a
-//! rename ([`crate::queue::Claimed::rewrite_and_release`]), and so comes back as a new
-//! version that a running postman's scanner reads again.
+//! leave), its state file written without `X-Postman-Next-Attempt`
+//! ([`crate::queue::Claimed::record_and_release`]), and the claim put
+//! back, which a running postman's scanner sees and reads again.
 
-use std::fs::File;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::remove_owner_dir;
 use crate::queue::{
-    claim, clear_backoff, list_messages, read_backoff, read_envelope_from, split_off,
-    DomainBackoff, Envelope, Queue, ReadError, RetryState,
+    claim, clear_backoff, list_messages, read_backoff, read_queued, DomainBackoff, Queue, Queued,
+    ReadError, Recorded, Unrecorded,
 };
 
 /// What [`flush`] did in one domain.
@@ -27,18 +26,18 @@ pub struct FlushReport {
     /// Files whose envelope cannot be read, with why: left alone (a
     /// running postman quarantines them).
     pub unreadable: Vec<(String, String)>,
-    /// Messages that could not be flushed (a failed claim or rewrite),
+    /// Messages that could not be flushed (a failed claim or record),
     /// with why; they keep their old state.
     pub errors: Vec<(String, String)>,
     /// The domain's backoff that was removed, if it had one.
     pub backoff_cleared: Option<DomainBackoff>,
 }
 
-/// Makes the deferred messages of `domain` due now: each file whose
-/// `X-Postman-Next-Attempt` is after `now` is claimed, rewritten without
-/// it (attempts and last error stay) and put back through `tmp/` and a
-/// rename ([`crate::queue::Claimed::rewrite_and_release`]); files claimed by a running
-/// delivery are skipped. Then `<domain>/.backoff` is removed (whatever it
+/// Makes the deferred messages of `domain` due now: each message whose
+/// `X-Postman-Next-Attempt` is after `now` is claimed, its state recorded
+/// without it (attempts and last error stay) and put back
+/// ([`crate::queue::Claimed::record_and_release`]); files claimed by a
+/// running delivery are skipped. Then `<domain>/.backoff` is removed (whatever it
 /// is: a backoff that cannot be read is reported as none). Held messages
 /// stay held. `NotFound` when the domain folder does not exist.
 pub fn flush(queue: &Queue, domain: &str, owner: &str, now: SystemTime) -> io::Result<FlushReport> {
@@ -80,21 +79,24 @@ fn flush_one(
     owner: &str,
     now: SystemTime,
 ) -> Result<Flushed, String> {
-    let deferred = |file: io::Result<(File, std::fs::Metadata)>| -> Result<Option<(Envelope, RetryState)>, String> {
-        let envelope = match file.map_err(ReadError::Io).and_then(|(mut f, _)| read_envelope_from(&mut f)) {
-            Ok(envelope) => envelope,
-            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.to_string()),
-        };
-        let retry = RetryState::from_envelope(&envelope).map_err(|e| e.to_string())?;
-        Ok(retry
-            .next_attempt
-            .is_some_and(|at| at > now)
-            .then_some((envelope, retry)))
+    let deferred = |queued: Result<Queued, ReadError>| -> Result<Option<Queued>, String> {
+        match queued {
+            Ok(queued) => Ok(queued
+                .retry
+                .next_attempt
+                .is_some_and(|at| at > now)
+                .then_some(queued)),
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     };
     // A look without a claim first: most files need nothing.
     let dir = queue.domain(domain).map_err(|e| e.to_string())?;
-    match deferred(dir.open_file(name)) {
+    let peek = dir
+        .open_file(name)
+        .map_err(ReadError::Io)
+        .and_then(|(mut file, meta)| read_queued(&dir, name, &mut file, meta.len(), domain));
+    match deferred(peek) {
         Ok(Some(_)) => {}
         Ok(None) => return Ok(Flushed::NotDeferred),
         Err(why) => return Ok(Flushed::Unreadable(why)),
@@ -104,62 +106,59 @@ fn flush_one(
         Ok(None) => return Ok(Flushed::Busy),
         Err(e) => return Err(format!("cannot claim it: {e}")),
     };
-    // Read again under the claim: a delivery may have rewritten it.
-    let (envelope, mut retry) = match deferred(claimed.open()) {
-        Ok(Some(found)) => found,
-        other => {
+    // Read again under the claim: a delivery may have recorded a new state.
+    let read = claimed
+        .open()
+        .map_err(ReadError::Io)
+        .and_then(|(mut file, meta)| {
+            let arrival = meta.modified().unwrap_or(UNIX_EPOCH);
+            claimed
+                .read_queued(&mut file, meta.len())
+                .map(|queued| (queued, arrival))
+        });
+    let (queued, mtime) = match read {
+        Ok((queued, mtime)) => match deferred(Ok(queued)) {
+            Ok(Some(queued)) => (queued, mtime),
+            other => {
+                let _ = claimed.release();
+                return other.map(|_| Flushed::NotDeferred);
+            }
+        },
+        Err(e) => {
             let _ = claimed.release();
-            return other.map(|_| Flushed::NotDeferred);
+            return deferred(Err(e)).map(|_| Flushed::NotDeferred);
         }
     };
+    let mut retry = queued.retry.clone();
     retry.next_attempt = None;
-    let arrival = match envelope.arrival {
-        Some(arrival) => arrival,
-        None => claimed
-            .open()
-            .and_then(|(_, m)| m.modified())
-            .unwrap_or(UNIX_EPOCH),
-    };
-    let blocks = match retry.render_blocks(&envelope, &envelope.recipients, arrival) {
+    let arrival = queued.envelope.arrival.unwrap_or(mtime);
+    let recipients = &queued.envelope.recipients;
+    let blocks = match retry.render_state(&queued.envelope, recipients, arrival, queued.tie) {
         Ok(blocks) => blocks,
         Err(e) => {
             let _ = claimed.release();
-            return Err(format!("cannot render its new envelope: {e}"));
+            return Err(format!("cannot render its new state: {e}"));
         }
     };
     // Recipients beyond one block (a block written by another program close
-    // to the limit) go on as new messages, due now like this one.
-    let rest: Vec<&[u8]> = blocks[1..].iter().map(|b| b.bytes.as_slice()).collect();
-    let mut split = Vec::new();
-    if !rest.is_empty() {
-        let mut k = 0;
-        let result = claimed.open().and_then(|(mut source, _)| {
-            split_off(
-                queue,
-                domain,
-                &mut source,
-                envelope.body_offset,
-                &rest,
-                || {
-                    k += 1;
-                    format!("{name}.{k}")
-                },
-            )
-        });
-        split = match result {
-            Ok(names) => names,
-            Err(e) => {
-                let _ = claimed.release();
-                return Err(format!(
-                    "cannot queue the recipients that do not fit one envelope block: {e}"
-                ));
-            }
-        };
+    // to the limit) go on as new messages of the same queue file, due now
+    // like this one.
+    let split: Vec<(String, Vec<u8>)> = blocks[1..]
+        .iter()
+        .enumerate()
+        .map(|(k, b)| (format!("{name}.{}", k + 1), b.bytes.clone()))
+        .collect();
+    match claimed.record_and_release(&blocks[0].bytes, &split) {
+        Ok(Recorded::Released) => Ok(Flushed::Yes(split.into_iter().map(|(n, _)| n).collect())),
+        Ok(Recorded::NotReleased(e)) => Err(format!(
+            "its new state is recorded, but it cannot be put back (a restart does): {e}"
+        )),
+        Err(unrecorded) => {
+            let Unrecorded { claimed, error } = *unrecorded;
+            let _ = claimed.release();
+            Err(format!("cannot record its new state: {error}"))
+        }
     }
-    claimed
-        .rewrite_and_release(&blocks[0].bytes, envelope.body_offset)
-        .map_err(|e| format!("cannot rewrite it: {e}"))?;
-    Ok(Flushed::Yes(split))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::HOLD_DIR;
 use crate::queue::dirfd::{EntryKind, QueueDir};
 use crate::queue::{
-    escape_name, list_domains, read_backoff, read_envelope_from, DomainBackoff, Queue, ReadError,
+    escape_name, list_domains, read_backoff, read_queued, DomainBackoff, Queue, ReadError,
     RetryState, ACTIVE_DIR, FAILED_DIR, QUARANTINE_DIR, TMP_DIR,
 };
 
@@ -124,6 +124,7 @@ fn list_domain(
     };
     let place = |state, owner| Place {
         domain,
+        domain_dir: &dir,
         state,
         owner,
         now,
@@ -180,6 +181,8 @@ fn queue_entries(dir: &QueueDir) -> io::Result<Vec<OsString>> {
 /// Where the entries being listed lie.
 struct Place<'a> {
     domain: &'a str,
+    /// The domain folder, where the state files are.
+    domain_dir: &'a QueueDir,
     state: State,
     owner: Option<String>,
     now: SystemTime,
@@ -227,33 +230,31 @@ impl Place<'_> {
         let read = dir
             .open_file(&raw)
             .map_err(ReadError::Io)
-            .and_then(|(mut file, _)| read_envelope_from(&mut file));
+            .and_then(|(mut file, meta)| {
+                read_queued(
+                    self.domain_dir,
+                    &entry.name,
+                    &mut file,
+                    meta.len(),
+                    self.domain,
+                )
+            });
         entry.detail = match read {
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => Err(e.to_string()),
-            Ok(envelope) => match RetryState::from_envelope(&envelope)
-                .map_err(|e| e.to_string())
-                .and_then(|retry| {
-                    envelope
-                        .check_folder(self.domain)
-                        .map(|()| retry)
-                        .map_err(|e| e.to_string())
-                }) {
-                Err(e) => Err(e),
-                Ok(retry) => {
-                    entry.arrival = envelope.arrival.unwrap_or(stat.modified);
-                    if self.state == State::Ready
-                        && retry.next_attempt.is_some_and(|at| at > self.now)
-                    {
-                        entry.state = State::Deferred;
-                    }
-                    Ok(Detail {
-                        sender: envelope.sender,
-                        recipients: envelope.recipients,
-                        retry,
-                    })
+            Ok(queued) => {
+                let (envelope, retry) = (queued.envelope, queued.retry);
+                entry.arrival = envelope.arrival.unwrap_or(stat.modified);
+                if self.state == State::Ready && retry.next_attempt.is_some_and(|at| at > self.now)
+                {
+                    entry.state = State::Deferred;
                 }
-            },
+                Ok(Detail {
+                    sender: envelope.sender,
+                    recipients: envelope.recipients,
+                    retry,
+                })
+            }
         };
         Some(entry)
     }
