@@ -10,7 +10,7 @@ use std::time::Duration;
 use postman_integration::postman::ConfigFile;
 use postman_integration::queue::{queue_file, unix_now};
 use postman_integration::{
-    postman, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
+    postman, DnsServer, HostileServer, QueueState, RunOutput, Script, TestNet, TestQueue, Zones,
 };
 use serde_json::Value;
 
@@ -537,4 +537,327 @@ fn enqueue_streams_a_large_message_into_the_queue() {
         bytes > size as u64 && bytes < size as u64 + 200,
         "{bytes} bytes queued for a message of {size}"
     );
+}
+
+/// A tmpfs of its own, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=`), or says why not.
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("postman-tmpfs-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left of it with one file; returns the file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("fill");
+        let mut file = std::fs::File::create(&path).expect("create the filler");
+        let zeros = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&zeros) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        // Whatever a page more would need is gone too.
+        let _ = file.write_all(&zeros[..1]);
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.path())
+            .status();
+    }
+}
+
+/// The RCPT commands a server received for `address`.
+fn rcpts_to(server: &HostileServer, address: &str) -> usize {
+    let want = format!("<{address}>");
+    rcpt_paths(server).iter().filter(|p| **p == want).count()
+}
+
+/// Defect 6: on a full disk, one recipient accepted and one deferred, the
+/// rewrite of the queue file (which copied the message) failed, "it keeps
+/// its old state", and the next run sent the accepted recipient again. The
+/// state now lives in a state file whose room is taken before the
+/// transaction: the disk is filled while the server holds its reply to
+/// the final dot, the outcome is recorded all the same, the runs on the
+/// full disk never send the accepted recipient again, and once space is
+/// freed the deferred one is delivered. Needs to mount a 2 MB tmpfs; where
+/// that is not permitted the test says it was skipped.
+#[test]
+fn a_full_disk_never_sends_an_accepted_recipient_again() {
+    let tmpfs = match Tmpfs::mount("2m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let root = tmpfs.path().join("queue");
+    let domain_dir = root.join(".OTHER_SERVERS").join("full.test");
+    std::fs::create_dir_all(&domain_dir).expect("make the queue");
+    let net = TestNet::new();
+    let first = Script::new()
+        .greet("220 full.test ESMTP")
+        .default_reply()
+        .default_reply()
+        .expect("RCPT TO:<kept@", "250 2.1.5 ok")
+        .expect("RCPT TO:<later@", "451 4.3.0 try again later")
+        .expect("DATA", "354 go ahead")
+        .body_silently()
+        // The test fills the disk now.
+        .stall(1000)
+        .greet("250 2.0.0 queued")
+        .then_polite();
+    let server = HostileServer::start(
+        net.addr(1),
+        vec![
+            first,
+            refusing("451 4.3.0 try again later"),
+            Script::polite(),
+        ],
+    );
+    let dns = DnsServer::start(Zones::new().mx_at("full.test", net.ipv4(1)));
+    let path = postman_integration::queue::write_queue_file(
+        &domain_dir,
+        "m1",
+        &queue_file(
+            "a@src.test",
+            &["kept@full.test", "later@full.test"],
+            unix_now(),
+            &message("full", "on a full disk\n"),
+            "\n",
+        ),
+    );
+    let mut cfg = postman_integration::Config::new(&root, net.port(), dns.addr());
+    cfg.min_backoff = 1;
+    let file = cfg.write();
+
+    // Run 1: the disk fills while the server holds the reply to the dot.
+    let (run, filler) = std::thread::scope(|s| {
+        let run = s.spawn(|| postman!().run_once(&file));
+        assert!(
+            server.wait_bodies(1, Duration::from_secs(20)),
+            "the message is sent"
+        );
+        let filler = tmpfs.fill();
+        (run.join().expect("the run"), filler)
+    });
+    run.assert_success();
+    let state = QueueState::read(&root);
+    assert!(
+        state.quarantined.is_empty() && state.failed.is_empty(),
+        "{state:#?}\n{}",
+        run.stderr
+    );
+    let delivered = run
+        .deliveries()
+        .iter()
+        .filter(|d| d.to == "kept@full.test" && d.status == "sent")
+        .count();
+    assert_eq!(delivered, 1, "kept@ delivered once:\n{}", run.stderr);
+
+    // Run 2, the disk still full: only later@ is tried again.
+    wait_until_due(&path);
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    assert_eq!(
+        rcpts_to(&server, "later@full.test"),
+        2,
+        "later@ tried again:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        rcpts_to(&server, "kept@full.test"),
+        1,
+        "kept@ never again:\n{}",
+        run.stderr
+    );
+
+    // Space again: later@ is delivered, kept@ still never sent again.
+    std::fs::remove_file(&filler).expect("free the space");
+    wait_until_due(&path);
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    assert_eq!(rcpts_to(&server, "kept@full.test"), 1, "kept@ once in all");
+    assert_eq!(
+        rcpts_to(&server, "later@full.test"),
+        3,
+        "later@ a third time"
+    );
+    assert!(
+        run.deliveries()
+            .iter()
+            .any(|d| d.to == "later@full.test" && d.status == "sent"),
+        "later@ delivered:\n{}",
+        run.stderr
+    );
+    let state = QueueState::read(&root);
+    assert!(state.is_empty(), "nothing left: {state:#?}");
+}
+
+/// Waits until the message at `path` is due again (its retry state says
+/// so, in its state file or its own block).
+fn wait_until_due(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let fields = postman_integration::queue::envelope_fields(path);
+        let next = postman_integration::queue::field(&fields, "X-Postman-Next-Attempt")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if next < unix_now() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never due: {fields:#?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server that takes `kept@` and defers `later@` on its first
+/// connection, then takes everything.
+fn kept_then_polite(net: &TestNet) -> HostileServer {
+    HostileServer::start(
+        net.addr(1),
+        vec![
+            Script::polite().answer("RCPT TO:<later@", "451 4.3.0 try again later"),
+            Script::polite(),
+        ],
+    )
+}
+
+/// A queue with `m1` from a@src.test to kept@ and later@ of `kept.test`,
+/// whose `.state` is a file, so that no state file can be recorded.
+fn queue_with_a_broken_state_folder() -> (TestQueue, std::path::PathBuf) {
+    let queue = TestQueue::new();
+    let path = queue.add(
+        "kept.test",
+        "m1",
+        "a@src.test",
+        &["kept@kept.test", "later@kept.test"],
+        &message("kept", "x\n"),
+    );
+    std::fs::write(queue.domain_dir("kept.test").join(".state"), b"in the way")
+        .expect("a file where .state goes");
+    (queue, path)
+}
+
+/// When the outcome of an attempt that delivered part of a message cannot
+/// be recorded, the message stays claimed and is not sent again; a run
+/// that ends then leaves the claim, with the state written into the room
+/// reserved for it, and the next start puts that state in place before it
+/// puts the message back: the accepted recipient is never sent again.
+#[test]
+fn an_unrecorded_state_keeps_the_message_claimed_and_recovery_puts_it_in_place() {
+    let net = TestNet::new();
+    let server = kept_then_polite(&net);
+    let dns = DnsServer::start(Zones::new().mx_at("kept.test", net.ipv4(1)));
+    let (queue, path) = queue_with_a_broken_state_folder();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.min_backoff = 1;
+    let file = cfg.write();
+
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    check(
+        run.stderr
+            .contains("it stays claimed, and is not sent again")
+            && run
+                .stderr
+                .contains("stopping with a message whose state could not be recorded"),
+        "the log says the message is kept, then left for the next start",
+        &queue,
+        &run,
+    );
+    check(
+        queue.state().active_names() == ["m1"],
+        "the claim stays",
+        &queue,
+        &run,
+    );
+    std::fs::remove_file(queue.domain_dir("kept.test").join(".state")).expect("repair");
+
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    check(
+        run.stderr
+            .contains("unrecorded state found in its reservation"),
+        "recovery puts the recorded state in place",
+        &queue,
+        &run,
+    );
+    wait_until_due(&path);
+    let run = postman!().run_once(&file);
+    run.assert_success();
+    assert_eq!(
+        rcpts_to(&server, "kept@kept.test"),
+        1,
+        "kept@ once:\n{}",
+        run.stderr
+    );
+    assert_eq!(rcpts_to(&server, "later@kept.test"), 2, "later@ again");
+    check(queue.state().is_empty(), "delivered and gone", &queue, &run);
+}
+
+/// The same in a running daemon: the worker tries to record the state
+/// again now and then, and once it can, the message goes back into the
+/// queue and on, without its accepted recipient.
+#[test]
+fn a_daemon_records_a_kept_state_once_it_can_and_goes_on() {
+    let net = TestNet::new();
+    let server = kept_then_polite(&net);
+    let dns = DnsServer::start(Zones::new().mx_at("kept.test", net.ipv4(1)));
+    let (queue, _path) = queue_with_a_broken_state_folder();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.min_backoff = 1;
+    let mut daemon = postman!().spawn_daemon(&cfg.write());
+
+    let kept = daemon.wait_for(Duration::from_secs(20), |records| {
+        records.iter().any(|r| {
+            r["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("it stays claimed, and is not sent again"))
+        })
+    });
+    assert!(kept, "kept:\n{}", daemon.log_text());
+    std::fs::remove_file(queue.domain_dir("kept.test").join(".state")).expect("repair");
+    let delivered = daemon.wait_for(Duration::from_secs(30), |records| {
+        postman_integration::postman::deliveries(records)
+            .iter()
+            .any(|d| d.to == "later@kept.test" && d.status == "sent")
+    });
+    daemon.terminate(crate::common::STOP_WITHIN);
+    let log = daemon.log_text();
+    assert!(delivered, "later@ delivered:\n{log}");
+    assert!(log.contains("recorded at last"), "{log}");
+    assert_eq!(rcpts_to(&server, "kept@kept.test"), 1, "kept@ once:\n{log}");
+    assert!(queue.state().is_empty(), "{:#?}", queue.state());
 }
