@@ -222,20 +222,17 @@ impl Claimed {
     /// last close, which is the slow part (ext4 waits on its journal, and on
     /// the device when mounted with `discard`) and can be left to another
     /// thread. Not synced, like [`Claimed::complete`]. A file already gone
-    /// counts as removed. When removing fails the claim comes back unchanged
-    /// with the error.
+    /// counts as removed. Its state file and reservation are left for
+    /// [`Leftover::remove`], on that thread too. When removing fails the
+    /// claim comes back unchanged with the error.
     pub fn remove_delivered(mut self) -> Marked {
         match self.claims.remove_file(&self.name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Marked::Failed(self, e),
-            _ => {
-                // The queue file first, then its state file, then the room
-                // reserved: a state file left behind (an I/O error now)
-                // belongs to no message, is ignored, and goes at the next
-                // start.
-                let _ = remove_state(&self.domain_dir, &self.name);
-                self.discard_reservation();
-                Marked::Removed
-            }
+            _ => Marked::Removed(Leftover {
+                reservation: self.reservation.take(),
+                domain_dir: self.domain_dir,
+                name: self.name,
+            }),
         }
     }
 
@@ -400,9 +397,36 @@ pub struct Unrecorded {
 #[must_use = "a claim that could not be removed must still be settled"]
 pub enum Marked {
     /// The name is gone; the file lives on while a descriptor is open.
-    Removed,
+    /// What is left of the message goes with [`Leftover::remove`].
+    Removed(Leftover),
     /// Not removed: the claim, unchanged, and why.
     Failed(Claimed, io::Error),
+}
+
+/// What is left of a delivered message once its queue file lost its name:
+/// its state file and the room reserved for the next one. Removing them
+/// waits on the disk like the removal of the file did, so it is a step of
+/// its own, for a thread that may wait ([`Leftover::remove`]).
+#[derive(Debug)]
+#[must_use = "a state file left behind stays until the next start"]
+pub struct Leftover {
+    domain_dir: Arc<QueueDir>,
+    name: String,
+    reservation: Option<Reservation>,
+}
+
+impl Leftover {
+    /// Removes the message's state file, then gives back the room reserved
+    /// (the order of [`Claimed::complete`]). A state file left behind by a
+    /// failure or a crash belongs to no message: it is ignored, and goes
+    /// at the next start.
+    pub fn remove(self) -> io::Result<()> {
+        let removed = remove_state(&self.domain_dir, &self.name);
+        if let Some(reservation) = self.reservation {
+            reservation.discard();
+        }
+        removed
+    }
 }
 
 /// Moves every claim of a dead owner back into its domain folder:

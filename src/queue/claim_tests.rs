@@ -289,7 +289,15 @@ fn a_released_or_finished_claim_gives_its_reservation_back() {
     );
     let mut c = claimed(&queue, "d.test", "m2", "o1");
     c.reserve(100).expect("reserve");
-    assert!(matches!(c.remove_delivered(), Marked::Removed));
+    let Marked::Removed(leftover) = c.remove_delivered() else {
+        panic!("not removed");
+    };
+    assert_eq!(
+        tmp_names(&layout, "d.test").len(),
+        1,
+        "until the leftover goes"
+    );
+    leftover.remove().expect("remove the leftover");
     assert!(
         tmp_names(&layout, "d.test").is_empty(),
         "given back when delivered"
@@ -725,7 +733,7 @@ fn a_delivered_file_loses_its_name_at_once_and_its_data_at_the_last_close() {
     let c = claimed(&queue, "d.test", "m1", "dead.1");
     let path = c.path();
     let mut open = fs::File::open(&path).expect("open claimed file");
-    assert!(matches!(c.remove_delivered(), Marked::Removed));
+    assert!(matches!(c.remove_delivered(), Marked::Removed(_)));
     assert!(!path.exists(), "the name is gone at once");
     // Crash here: nothing is left for recovery to put back.
     let recovery = recover(&queue, |_| true).expect("recover");
@@ -747,7 +755,7 @@ fn a_delivered_file_already_gone_counts_as_removed() {
     put(&layout, "d.test", "m1", MESSAGE);
     let c = claimed(&queue, "d.test", "m1", "live.1");
     fs::remove_file(c.path()).expect("remove claimed file");
-    assert!(matches!(c.remove_delivered(), Marked::Removed));
+    assert!(matches!(c.remove_delivered(), Marked::Removed(_)));
 }
 
 #[test]
@@ -765,6 +773,6 @@ fn a_failed_removal_gives_the_claim_back() {
             assert_ne!(e.kind(), io::ErrorKind::NotFound, "{e}");
             assert_eq!(c.name(), "m1");
         }
-        Marked::Removed => panic!("removed a directory as a delivered file"),
+        Marked::Removed(_) => panic!("removed a directory as a delivered file"),
     }
 }

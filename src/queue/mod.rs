@@ -28,8 +28,8 @@ pub use backoff::{
     BackoffError, DomainBackoff, BACKOFF_FILE, MAX_BACKOFF_FILE, MAX_UNTIL,
 };
 pub use claim::{
-    claim, recover, recover_states, sweep_tmp, Claimed, Marked, Recorded, Recovery, Sweep,
-    Unrecorded, ACTIVE_DIR,
+    claim, recover, recover_states, sweep_tmp, Claimed, Leftover, Marked, Recorded, Recovery,
+    Sweep, Unrecorded, ACTIVE_DIR,
 };
 pub use entry::{plan_domain, plan_entry, DomainPlan, DomainRefusal, EntryPlan};
 pub use envelope::{

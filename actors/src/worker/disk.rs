@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TryRecvError};
 use postman::config::Config;
-use postman::queue::{Claimed, Queue};
+use postman::queue::{Claimed, Leftover, Queue};
 use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
@@ -56,8 +56,9 @@ pub enum File {
     /// Still claimed: some recipient was not accepted, or removing failed.
     Claimed(Claimed),
     /// Every recipient accepted, and the file's name removed: closing
-    /// [`Settlement::open`] frees the rest.
-    Removed,
+    /// [`Settlement::open`] frees the rest, and its state file and
+    /// reservation go with the [`Leftover`] (none in tests).
+    Removed(Option<Leftover>),
 }
 
 /// One finished transaction, for the disk thread to settle.
@@ -128,7 +129,7 @@ impl Settlement {
     /// the connection's request for more in the same wake-up, and whoever
     /// settles only closes the file and logs.
     pub fn finished_already(&self) -> bool {
-        matches!(self.file, File::Removed)
+        matches!(self.file, File::Removed(_))
     }
 
     /// The [`DispatcherMsg::Done`] of a settlement that is
@@ -169,7 +170,13 @@ impl Settlement {
             File::Claimed(claimed) => {
                 settler.settle(self.msg, claimed, self.fates, &self.relay, &self.log)
             }
-            File::Removed => settler.settle_removed(&self.msg, &self.fates, &self.relay, &self.log),
+            File::Removed(leftover) => {
+                if let Some(Err(e)) = leftover.map(Leftover::remove) {
+                    slog::warn!(self.log, "cannot remove a delivered message's state file; the next start does";
+                        "queue_id" => &self.msg.id, "domain" => &self.msg.domain, "error" => %e);
+                }
+                settler.settle_removed(&self.msg, &self.fates, &self.relay, &self.log)
+            }
         }
     }
 }
@@ -613,7 +620,7 @@ mod tests {
     fn settlement(n: u32, log: &Logger) -> Box<Settlement> {
         Box::new(Settlement {
             msg: queued(&format!("s{n}")),
-            file: File::Removed,
+            file: File::Removed(None),
             fates: Vec::new(),
             relay: "none".into(),
             log: log.clone(),

@@ -429,7 +429,7 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
     let all_delivered = fates.iter().all(|f| matches!(f.fate, Fate::Delivered));
     let file = if all_delivered {
         match job.claimed.remove_delivered() {
-            Marked::Removed => File::Removed,
+            Marked::Removed(leftover) => File::Removed(Some(leftover)),
             Marked::Failed(claimed, e) => {
                 error!(shared.log, "cannot remove a delivered queue file"; "queue_id" => &job.msg.id,
                     "domain" => &job.msg.domain, "error" => %e);
