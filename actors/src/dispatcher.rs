@@ -23,7 +23,7 @@ use slog::{error, info, warn, Logger};
 
 use crate::logging::LogControl;
 use crate::mailbox::Inbox;
-use crate::messages::{DispatcherMsg, Disposition, QueuedMessage, ScannerMsg, WorkerMsg};
+use crate::messages::{DispatcherMsg, Disposition, PutOff, QueuedMessage, ScannerMsg, WorkerMsg};
 use crate::records::{self, Status, Verdict};
 use crate::resolver::ResolveRequest;
 use crate::settler::{self, Fate, RecipientFate, Settler};
@@ -140,7 +140,7 @@ pub struct Dispatcher {
     paused_until: Option<Instant>,
     /// The kinds of work put off in the current pause that have had
     /// their warning (one each: connections, queue files, route lookups).
-    warned_in_pause: Vec<String>,
+    warned_in_pause: Vec<PutOff>,
     scan_done: bool,
     shutting_down: bool,
     workers_running: usize,

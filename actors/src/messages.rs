@@ -154,8 +154,8 @@ pub enum DispatcherMsg {
     LocalLimit {
         domain: String,
         job: Box<QueuedMessage>,
-        /// What was put off: `"connection"`, `"queue file"`.
-        what: &'static str,
+        /// What was put off, and for want of what.
+        what: PutOff,
         reason: String,
     },
     /// A route lookup failed while this process was short of descriptors
@@ -175,6 +175,40 @@ pub enum DispatcherMsg {
     Shutdown,
     /// SIGHUP: the settings were loaded again.
     Reload(Box<Config>),
+}
+
+/// Work put off for a shortage of this process's own
+/// ([`DispatcherMsg::LocalLimit`], [`DispatcherMsg::LookupPutOff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOff {
+    /// A connection: no socket descriptor (below `FD_SETSIZE`) or buffer.
+    Connection,
+    /// A route lookup: no socket for its queries.
+    RouteLookup,
+    /// A queue file: no descriptor to claim or open it.
+    QueueFile,
+    /// A message's transaction: no disk space to reserve its state file.
+    /// Unlike descriptors, which connections give back as they close, a
+    /// full disk may stay full: the message waits longer, and `--once`
+    /// leaves it for the next run.
+    StateFileSpace,
+}
+
+impl PutOff {
+    /// For the log: what was put off.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PutOff::Connection => "connection",
+            PutOff::RouteLookup => "route lookup",
+            PutOff::QueueFile => "queue file",
+            PutOff::StateFileSpace => "state file space",
+        }
+    }
+
+    /// Whether the shortage is of disk space rather than descriptors.
+    pub fn is_disk_space(self) -> bool {
+        self == PutOff::StateFileSpace
+    }
 }
 
 /// An I/O worker's mailbox.

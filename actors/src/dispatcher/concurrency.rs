@@ -19,6 +19,11 @@ use super::*;
 /// any retry delay.
 pub(super) const LOCAL_LIMIT_PAUSE: Duration = Duration::from_millis(500);
 
+/// How long a message put off for want of disk space waits before it is
+/// tried again: the disk fills and empties slower than descriptors come
+/// and go, and each try claims the file and writes a reservation.
+pub(super) const DISK_SPACE_WAIT: Duration = Duration::from_secs(30);
+
 impl Dispatcher {
     /// The connections a domain starts with: `initial_connections_per_domain`,
     /// at most `max_connections_per_domain`.
@@ -105,11 +110,16 @@ impl Dispatcher {
     /// [`DispatcherMsg::LocalLimit`]): the message is ready again, as if
     /// never tried. The domain keeps its limit and is not backed off; a
     /// connection's slot is freed by its `Closed`.
+    ///
+    /// A full disk is not given back by closing connections: a message put
+    /// off for disk space waits [`DISK_SPACE_WAIT`] in memory (nothing is
+    /// recorded on its file), and `--once` leaves it for the next run
+    /// rather than try it again and again until the disk has room.
     pub(super) fn local_limit(
         &mut self,
         domain: &str,
         job: QueuedMessage,
-        what: &str,
+        what: PutOff,
         reason: &str,
         now: Instant,
     ) {
@@ -118,7 +128,11 @@ impl Dispatcher {
             d.flying.remove(&job.id);
         }
         self.pause_for_local_limit(what, domain, Some(&job.id), reason, now);
-        self.enqueue(job, now);
+        if what.is_disk_space() {
+            self.defer(job, now + DISK_SPACE_WAIT);
+        } else {
+            self.enqueue(job, now);
+        }
     }
 
     /// A route lookup failed for want of sockets (see
@@ -127,7 +141,7 @@ impl Dispatcher {
     pub(super) fn lookup_put_off(&mut self, domain: &str, reason: &str, now: Instant) {
         self.lookups = self.lookups.saturating_sub(1);
         self.domain(domain).route = RouteState::Unknown;
-        self.pause_for_local_limit("route lookup", domain, None, reason, now);
+        self.pause_for_local_limit(PutOff::RouteLookup, domain, None, reason, now);
         self.make_runnable(domain);
     }
 
@@ -141,7 +155,7 @@ impl Dispatcher {
     /// `local_limits` counts every put-off.
     fn pause_for_local_limit(
         &mut self,
-        what: &str,
+        what: PutOff,
         domain: &str,
         queue_id: Option<&str>,
         reason: &str,
@@ -152,16 +166,14 @@ impl Dispatcher {
         if pausing {
             self.warned_in_pause.clear();
         }
-        if !self.warned_in_pause.iter().any(|kind| kind == what) {
-            self.warned_in_pause.push(what.to_owned());
-            // Disk space for a state file is the one shortage that is not
-            // of descriptors.
-            let (limit, hint) = if what == crate::worker::STATE_FILE_SPACE {
+        if !self.warned_in_pause.contains(&what) {
+            self.warned_in_pause.push(what);
+            let (limit, hint) = if what.is_disk_space() {
                 ("disk space", "free space in the queue's file system")
             } else {
                 ("descriptor", "if this persists, raise the descriptor limit (ulimit -n) or lower delivery.max_connections")
             };
-            warn!(self.log, "local {} limit: {} put off, nothing deferred", limit, what;
+            warn!(self.log, "local {} limit: {} put off, nothing deferred", limit, what.describe();
                 "domain" => domain, "queue_id" => queue_id, "reason" => reason,
                 "connections" => self.connections,
                 "put_off_in_all" => self.stats.local_limits,

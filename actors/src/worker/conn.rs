@@ -39,7 +39,7 @@ use super::settle::{
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
 use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
-use crate::messages::{ConnId, DispatcherMsg, FileIdentity, QueuedMessage};
+use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route;
 
 enum State {
@@ -295,7 +295,7 @@ impl Conn {
                     shared.tell(DispatcherMsg::LocalLimit {
                         domain: self.domain.clone(),
                         job: Box::new(job),
-                        what: "connection",
+                        what: PutOff::Connection,
                         reason,
                     });
                 }

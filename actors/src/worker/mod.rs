@@ -35,7 +35,6 @@ use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
 pub use link::WorkerLink;
-pub use settle::STATE_FILE_SPACE;
 use tls::TlsPolicy;
 
 /// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.

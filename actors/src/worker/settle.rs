@@ -17,7 +17,7 @@ use super::body::{self, Body};
 use super::disk::{File, Settlement};
 use super::Shared;
 use crate::mailbox::Postbox;
-use crate::messages::{DispatcherMsg, Disposition, FileIdentity, QueuedMessage};
+use crate::messages::{DispatcherMsg, Disposition, FileIdentity, PutOff, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::{Fate, RecipientFate};
 
@@ -187,7 +187,7 @@ fn reserve_state(
         ctx.tell(DispatcherMsg::LocalLimit {
             domain: msg.domain.clone(),
             job: Box::new(msg),
-            what: STATE_FILE_SPACE,
+            what: PutOff::StateFileSpace,
             reason: format!("cannot reserve room for the state file: {e}"),
         });
     } else if super::short_of_resources(&e) {
@@ -203,9 +203,6 @@ fn reserve_state(
     }
     None
 }
-
-/// What a [`DispatcherMsg::LocalLimit`] for want of disk space puts off.
-pub const STATE_FILE_SPACE: &str = "state file space";
 
 /// Whether `e` says the disk (or the user's quota) is full.
 fn no_space(e: &std::io::Error) -> bool {
@@ -231,7 +228,7 @@ fn claim_file(ctx: &Ctx<'_>, msg: QueuedMessage, relay: &str) -> Option<(QueuedM
             ctx.tell(DispatcherMsg::LocalLimit {
                 domain: msg.domain.clone(),
                 job: Box::new(msg),
-                what: "queue file",
+                what: PutOff::QueueFile,
                 reason: format!("cannot claim queue file: {e}"),
             });
             None
@@ -512,7 +509,7 @@ fn put_off(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, e: &std::io::Err
     ctx.tell(DispatcherMsg::LocalLimit {
         domain: msg.domain.clone(),
         job: Box::new(msg),
-        what: "queue file",
+        what: PutOff::QueueFile,
         reason: format!("cannot open queue file: {e}"),
     });
 }

@@ -721,6 +721,78 @@ fn a_full_disk_never_sends_an_accepted_recipient_again() {
     assert!(state.is_empty(), "nothing left: {state:#?}");
 }
 
+/// A disk already full when a message's transaction would start: nothing
+/// is sent (no room for its state file, so no outcome could be recorded),
+/// the file is left as it was, and `run --once` ends instead of trying it
+/// again every half second until the disk has room. The next run, with
+/// room, delivers it. Needs a tmpfs, as above.
+#[test]
+fn run_once_on_a_full_disk_leaves_the_message_for_the_next_run() {
+    let tmpfs = match Tmpfs::mount("2m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let root = tmpfs.path().join("queue");
+    let domain_dir = root.join(".OTHER_SERVERS").join("full.test");
+    std::fs::create_dir_all(&domain_dir).expect("make the queue");
+    let net = TestNet::new();
+    let server = HostileServer::start(net.addr(1), vec![Script::polite()]);
+    let dns = DnsServer::start(Zones::new().mx_at("full.test", net.ipv4(1)));
+    let bytes = queue_file(
+        "a@src.test",
+        &["one@full.test", "two@full.test"],
+        unix_now(),
+        &message("full-before", "the disk was full first\n"),
+        "\n",
+    );
+    let path = postman_integration::queue::write_queue_file(&domain_dir, "m1", &bytes);
+    let cfg = postman_integration::Config::new(&root, net.port(), dns.addr());
+    let file = cfg.write();
+    let filler = tmpfs.fill();
+
+    let run = postman!().run_once_within(&file, Duration::from_secs(20));
+    run.assert_success();
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "run --once ends on a full disk: {:?}\n{}",
+        run.elapsed,
+        run.stderr
+    );
+    assert_eq!(
+        server.count_commands("MAIL"),
+        0,
+        "nothing sent:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("still queued"),
+        bytes,
+        "the queue file is as it was"
+    );
+    assert!(
+        run.stderr.contains("disk space"),
+        "the log says why:\n{}",
+        run.stderr
+    );
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let run = postman!().run_once_within(&file, Duration::from_secs(20));
+    run.assert_success();
+    for to in ["<one@full.test>", "<two@full.test>"] {
+        assert_eq!(
+            rcpt_paths(&server).iter().filter(|p| *p == to).count(),
+            1,
+            "{to} sent once:\n{}",
+            run.stderr
+        );
+    }
+    let state = QueueState::read(&root);
+    assert!(state.is_empty(), "nothing left: {state:#?}");
+}
+
 /// Waits until the message at `path` is due again (its retry state says
 /// so, in its state file or its own block).
 fn wait_until_due(path: &std::path::Path) {
