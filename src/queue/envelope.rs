@@ -103,9 +103,13 @@ fn without_duplicates(recipients: Vec<String>) -> (Vec<String>, usize) {
     let kept: Vec<String> = recipients
         .into_iter()
         .filter(|rcpt| {
-            let local = rcpt.rsplit_once('@').map_or(rcpt.as_str(), |(l, _)| l);
-            let key = (local.to_owned(), domain_key(rcpt).map(Cow::into_owned));
-            seen.insert(key)
+            let (local, domain) = rcpt.rsplit_once('@').unwrap_or((rcpt.as_str(), ""));
+            // A domain with no A-label form is only the same as itself
+            // (two such domains once counted as one, and a recipient went).
+            let domain = domain_key(rcpt)
+                .map(Cow::into_owned)
+                .ok_or_else(|| domain.to_owned());
+            seen.insert((local.to_owned(), domain))
         })
         .collect();
     let dropped = before - kept.len();
@@ -139,6 +143,21 @@ pub enum EnvelopeError {
     Nul {
         /// The line holding the NUL.
         line: usize,
+    },
+    /// A control character other than TAB in a header line (CR only as
+    /// part of a line end): no writer could put it back, so a rewrite of
+    /// the block would fail for ever.
+    #[error(
+        "control character {character} in the envelope header block on line {line}: {text} \
+         (only TAB may appear inside a field)"
+    )]
+    Control {
+        /// The line holding it.
+        line: usize,
+        /// The character, escaped.
+        character: String,
+        /// The line, quoted.
+        text: String,
     },
     /// A header line that is not valid UTF-8.
     #[error("line {line} of the envelope header block is not valid UTF-8: {text}")]
@@ -550,7 +569,7 @@ fn render_fields(extra: &[(String, String)], line: usize) -> Result<String, Enve
                 name.to_ascii_lowercase().as_str(),
                 "x-postman-from" | "x-postman-to" | "x-postman-date"
             );
-        if !ok_name || value.chars().any(|c| c.is_control()) {
+        if !ok_name || value.chars().any(|c| c.is_control() && c != '\t') {
             return Err(EnvelopeError::NotEnvelopeHeader {
                 line: line + i,
                 text: quote(&rendered),
@@ -595,6 +614,13 @@ fn unfold(head: &[u8]) -> Result<Vec<Field<'_>>, EnvelopeError> {
             line,
             text: quote(&String::from_utf8_lossy(raw)),
         })?;
+        if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\t') {
+            return Err(EnvelopeError::Control {
+                line,
+                character: c.escape_debug().to_string(),
+                text: quote(text),
+            });
+        }
         if text.starts_with([' ', '\t']) {
             match fields.last_mut() {
                 Some(field) => field.value.to_mut().push_str(text),
@@ -727,7 +753,15 @@ fn mailbox_problem(address: &str) -> Option<&'static str> {
     if address.chars().any(char::is_control) {
         return Some("contains a control character");
     }
+    // The reader trims every item of a list (Unicode white space too), so
+    // such an address would not read back as written.
+    if address.starts_with(char::is_whitespace) || address.ends_with(char::is_whitespace) {
+        return Some("begins or ends with white space");
+    }
     let quoted_local = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+    if quoted_local && !is_quoted_string(local) {
+        return Some("a quoted local part holds an unescaped '\"' or a lone '\\'");
+    }
     if !quoted_local && local.contains(|c: char| c == ' ' || SPECIALS.contains(&c)) {
         return Some("local part holds a space or special character (quote it)");
     }
@@ -741,6 +775,32 @@ fn mailbox_problem(address: &str) -> Option<&'static str> {
         return Some("domain holds a space or special character");
     }
     None
+}
+
+/// `text` is one RFC 5321 §4.1.2 Quoted-string: `"` … `"` with every `"`
+/// and `\\` inside escaped by a `\\` (a quoted-pair). Anything else (a
+/// stray quote such as `"a"b>,c"`) would let a list of such addresses split
+/// differently when read back.
+fn is_quoted_string(text: &str) -> bool {
+    let Some(inner) = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        let lone = match c {
+            '"' => true,
+            // A quoted-pair: the next character, whatever it is, is taken.
+            '\\' => chars.next().is_none(),
+            _ => false,
+        };
+        if lone {
+            return false;
+        }
+    }
+    true
 }
 
 /// Unix seconds, or an RFC 5322 §3.3 date-time (weekday optional, numeric or

@@ -273,6 +273,30 @@ fn refuses_invalid_blocks() {
             "NUL byte",
         ),
         (
+            // Found by the envelope fuzz target: a control in a field value
+            // parsed, but no writer could put it back.
+            format!("{OK_FROM}{OK_TO}X-Postman-Note: a\u{1b}[2Jb\n\n"),
+            |e| matches!(e, EnvelopeError::Control { line: 3, .. }),
+            "\\u{1b}",
+        ),
+        (
+            format!("{OK_FROM}X-Postman-To: <a@d.test>\u{9b}\n\n"),
+            |e| matches!(e, EnvelopeError::Control { line: 2, .. }),
+            "only TAB",
+        ),
+        (
+            // Also from the fuzz target: a stray quote inside a quoted
+            // local part made a list that split differently when read back.
+            format!("{OK_FROM}X-Postman-To: <\"a\"b>,c\"@d.test>\n\n"),
+            |e| matches!(e, EnvelopeError::BadAddress { .. }),
+            "no @",
+        ),
+        (
+            format!("X-Postman-From: <\"a\"b\"@d.test>\n{OK_TO}\n"),
+            |e| matches!(e, EnvelopeError::BadAddress { .. }),
+            "unescaped",
+        ),
+        (
             format!("{OK_FROM}{OK_TO}Subject: hi\n\n"),
             |e| matches!(e, EnvelopeError::NotEnvelopeHeader { line: 3, .. }),
             "\"Subject: hi\"",
@@ -398,8 +422,9 @@ fn refuses_invalid_blocks() {
             "write <>",
         ),
         (
+            // Any control but TAB stops the line before its address is read.
             format!("X-Postman-From: <a\x07@e.org>\n{OK_TO}\n"),
-            |e| matches!(e, EnvelopeError::BadAddress { .. }),
+            |e| matches!(e, EnvelopeError::Control { line: 1, .. }),
             "control character",
         ),
         (
@@ -534,6 +559,36 @@ fn render_then_parse_with_extra() {
     assert_eq!(env.arrival, at(42), "arrival");
     assert_eq!(env.extra, extra, "extra");
     assert_eq!(env.body_offset, block.len() as u64, "body_offset");
+}
+
+/// What the envelope fuzz target found: a TAB in a field value parses and
+/// must render back; quoted local parts with commas, escaped quotes and
+/// backslashes go through a compact list and come back the same.
+#[test]
+fn tabs_and_quoted_local_parts_render_back() {
+    let extra = vec![("X-Postman-Note".to_string(), "a\tb".to_string())];
+    let rcpts = strings(&[
+        "\"a,b\"@d.test",
+        "\"say \\\"hi\\\"\"@d.test",
+        "\"back\\\\slash\"@d.test",
+        "plain@d.test",
+    ]);
+    let block = render_envelope("s@e.org", &rcpts, at(7), &extra).expect("renders");
+    let env = parse_envelope(&block).expect("parses back");
+    assert_eq!(env.recipients, rcpts, "recipients");
+    assert_eq!(env.extra, extra, "the TAB is kept");
+    for bad in [
+        "\"a\"b>,c\"@d.test",
+        "\"a\\\"@d.test",
+        "\"a\"\"@d.test",
+        "\u{3000}a@d.test",
+        "a@d.test\u{a0}",
+    ] {
+        assert!(
+            render_envelope("s@e.org", &strings(&[bad]), None, &[]).is_err(),
+            "render refuses {bad:?}"
+        );
+    }
 }
 
 #[test]
@@ -736,6 +791,13 @@ fn each_recipient_is_kept_once() {
         (
             "jöran@bücher.example, jöran@xn--bcher-kva.example",
             &["jöran@bücher.example"],
+            1,
+        ),
+        // Domains with no A-label form are not all the same domain (the
+        // envelope fuzz target found two counted as one).
+        (
+            "x@\u{fffd}\u{fffd}, x@\u{fffd}\u{fffd}\u{fffd}, x@\u{fffd}\u{fffd}",
+            &["x@\u{fffd}\u{fffd}", "x@\u{fffd}\u{fffd}\u{fffd}"],
             1,
         ),
     ];
