@@ -404,10 +404,10 @@ impl QueueDir {
     /// `lstat` of `rel` (the last component is not followed; the ones
     /// before it must be real directories). `Ok(None)` when it does not exist.
     pub fn stat(&self, rel: impl AsRef<Path>) -> io::Result<Option<Stat>> {
-        let rel = rel.as_ref();
-        let (parent, name) = self.parent_of(rel)?;
-        let parent = parent.as_ref().unwrap_or(self);
-        match nix::sys::stat::fstatat(&parent.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let found = self.at(rel.as_ref(), |dir, name| {
+            nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        });
+        match found {
             Ok(st) => Ok(Some(Stat {
                 kind: kind_of_mode(st.st_mode),
                 len: st.st_size.max(0) as u64,
@@ -416,8 +416,8 @@ impl QueueDir {
                 ino: st.st_ino,
                 special: special_kind(st.st_mode),
             })),
-            Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(io::Error::from(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -430,15 +430,12 @@ impl QueueDir {
         to_dir: &QueueDir,
         to: impl AsRef<Path>,
     ) -> io::Result<()> {
-        let (from_parent, from_name) = self.parent_of(from.as_ref())?;
-        let (to_parent, to_name) = to_dir.parent_of(to.as_ref())?;
-        nix::fcntl::renameat(
-            &from_parent.as_ref().unwrap_or(self).fd,
-            from_name,
-            &to_parent.as_ref().unwrap_or(to_dir).fd,
-            to_name,
+        self.between(
+            from.as_ref(),
+            to_dir,
+            to.as_ref(),
+            |from_dir, from, to_dir, to| nix::fcntl::renameat(from_dir, from, to_dir, to),
         )
-        .map_err(io::Error::from)
     }
 
     /// Renames `from` to `to` below `to_dir` unless `to` exists
@@ -451,24 +448,19 @@ impl QueueDir {
         to_dir: &QueueDir,
         to: impl AsRef<Path>,
     ) -> io::Result<()> {
-        let (from_parent, from_name) = self.parent_of(from.as_ref())?;
-        let (to_parent, to_name) = to_dir.parent_of(to.as_ref())?;
-        let from_dir = from_parent.as_ref().unwrap_or(self);
-        let to_dir = to_parent.as_ref().unwrap_or(to_dir);
-        match rename_noreplace(&from_dir.fd, from_name, &to_dir.fd, to_name) {
-            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
-            other => return other.map_err(io::Error::from),
-        }
-        nix::unistd::linkat(
-            &from_dir.fd,
-            from_name,
-            &to_dir.fd,
-            to_name,
-            nix::fcntl::AtFlags::empty(),
+        self.between(
+            from.as_ref(),
+            to_dir,
+            to.as_ref(),
+            |from_dir, from, to_dir, to| {
+                match rename_noreplace(from_dir, from, to_dir, to) {
+                    Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
+                    other => return other,
+                }
+                link(from_dir, from, to_dir, to)?;
+                nix::unistd::unlinkat(from_dir, from, UnlinkatFlags::NoRemoveDir)
+            },
         )
-        .map_err(io::Error::from)?;
-        nix::unistd::unlinkat(&from_dir.fd, from_name, UnlinkatFlags::NoRemoveDir)
-            .map_err(io::Error::from)
     }
 
     /// Makes `to` below `to_dir` a second name of `from` (`linkat` without
@@ -480,45 +472,55 @@ impl QueueDir {
         to_dir: &QueueDir,
         to: impl AsRef<Path>,
     ) -> io::Result<()> {
-        let (from_parent, from_name) = self.parent_of(from.as_ref())?;
-        let (to_parent, to_name) = to_dir.parent_of(to.as_ref())?;
-        nix::unistd::linkat(
-            &from_parent.as_ref().unwrap_or(self).fd,
-            from_name,
-            &to_parent.as_ref().unwrap_or(to_dir).fd,
-            to_name,
-            nix::fcntl::AtFlags::empty(),
-        )
-        .map_err(io::Error::from)
+        self.between(from.as_ref(), to_dir, to.as_ref(), link)
     }
 
     /// Removes the entry `rel` if it is not a directory (a link is removed
     /// itself, not its target). `NotFound` when it is not there.
     pub fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<()> {
-        let (parent, name) = self.parent_of(rel.as_ref())?;
-        nix::unistd::unlinkat(
-            &parent.as_ref().unwrap_or(self).fd,
-            name,
-            UnlinkatFlags::NoRemoveDir,
-        )
-        .map_err(io::Error::from)
+        self.at(rel.as_ref(), |dir, name| {
+            nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+        })
     }
 
     /// Removes the empty directory `rel`.
     pub fn remove_dir(&self, rel: impl AsRef<Path>) -> io::Result<()> {
-        let (parent, name) = self.parent_of(rel.as_ref())?;
-        nix::unistd::unlinkat(
-            &parent.as_ref().unwrap_or(self).fd,
-            name,
-            UnlinkatFlags::RemoveDir,
-        )
-        .map_err(io::Error::from)
+        self.at(rel.as_ref(), |dir, name| {
+            nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+        })
     }
 
     /// `fsync(2)` of this directory: makes the renames and removals in it
     /// durable.
     pub fn sync(&self) -> io::Result<()> {
         nix::unistd::fsync(&self.fd).map_err(io::Error::from)
+    }
+
+    /// `op` on the folder holding the last component of `rel` (opened with
+    /// no link on the way) and that component's name.
+    fn at<T>(
+        &self,
+        rel: &Path,
+        op: impl FnOnce(&OwnedFd, &OsStr) -> Result<T, Errno>,
+    ) -> io::Result<T> {
+        let (parent, name) = self.parent_of(rel)?;
+        op(&parent.as_ref().unwrap_or(self).fd, name).map_err(io::Error::from)
+    }
+
+    /// `op` on the folders and names of both ends of a rename or link:
+    /// `from` below this directory, `to` below `to_dir`.
+    fn between<T>(
+        &self,
+        from: &Path,
+        to_dir: &QueueDir,
+        to: &Path,
+        op: impl FnOnce(&OwnedFd, &OsStr, &OwnedFd, &OsStr) -> Result<T, Errno>,
+    ) -> io::Result<T> {
+        let (from_parent, from_name) = self.parent_of(from)?;
+        let (to_parent, to_name) = to_dir.parent_of(to)?;
+        let from_dir = &from_parent.as_ref().unwrap_or(self).fd;
+        let to_dir = &to_parent.as_ref().unwrap_or(to_dir).fd;
+        op(from_dir, from_name, to_dir, to_name).map_err(io::Error::from)
     }
 
     /// The directory holding the last component of `rel` (`None`: this
@@ -610,6 +612,12 @@ fn check_relative(base: &Path, rel: &Path) -> io::Result<()> {
     } else {
         Err(refused(base.join(rel), RefusedKind::BadName))
     }
+}
+
+/// A second name, never following a link (`linkat` without
+/// `AT_SYMLINK_FOLLOW`).
+fn link(from_dir: &OwnedFd, from: &OsStr, to_dir: &OwnedFd, to: &OsStr) -> Result<(), Errno> {
+    nix::unistd::linkat(from_dir, from, to_dir, to, nix::fcntl::AtFlags::empty())
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
