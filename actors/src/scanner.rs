@@ -512,6 +512,12 @@ impl Scanner {
                 domain: domain.to_owned(),
             });
         }
+        self.gone(domain, name)
+    }
+
+    /// Forgets `name` in `domain` and, if it was known, tells the
+    /// dispatcher it is gone.
+    fn gone(&mut self, domain: &str, name: &str) -> Result<(), Stop> {
         if self.forget(domain, name) {
             self.send(DispatcherMsg::Gone {
                 domain: domain.to_owned(),

@@ -13,7 +13,6 @@ use postman::queue::{self, DomainRefusal, EntryPlan};
 use slog::{error, warn};
 
 use super::{Scanner, Stop};
-use crate::messages::DispatcherMsg;
 
 impl Scanner {
     /// `domain`'s folder, kept open by the scanner's queue; `None` (said
@@ -151,13 +150,7 @@ impl Scanner {
                 }
             }
         }
-        if self.forget(domain, name) {
-            self.send(DispatcherMsg::Gone {
-                domain: domain.to_owned(),
-                id: name.to_owned(),
-            })?;
-        }
-        Ok(())
+        self.gone(domain, name)
     }
 
     /// Quarantines a file that cannot be parsed; a failure is said once.
