@@ -8,38 +8,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{add_numbered, assert_outcome, check, config, message, records_for};
+use common::{add_numbered, assert_outcome, check, message, records_for};
 use postman_integration::hostile::Script;
-use postman_integration::{
-    postman, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
-};
+use postman_integration::{postman, RunOutput};
 
-const DOMAIN: &str = "hostile.test";
+const DOMAIN: &str = common::HOSTILE_DOMAIN;
 
-/// One domain whose single MX is the scripted server at .1.
-struct Case {
-    server: HostileServer,
-    _dns: DnsServer,
-    queue: TestQueue,
-    config: postman_integration::Config,
-}
+type Case = common::HostileCase;
 
 impl Case {
-    fn new(scripts: Vec<Script>) -> Case {
-        let net = TestNet::new();
-        let server = HostileServer::start(net.addr(1), scripts);
-        let dns = DnsServer::start(Zones::new().mx_at(DOMAIN, net.ipv4(1)));
-        let queue = TestQueue::new();
-        let mut config = config(&queue, &net, &dns);
-        config.timeouts = postman_integration::postman::SmtpTimeouts::all(2);
-        Case {
-            server,
-            _dns: dns,
-            queue,
-            config,
-        }
-    }
-
     fn run(&self) -> RunOutput {
         let out = postman!().run_once(&self.config.write());
         out.assert_success();

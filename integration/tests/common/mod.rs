@@ -13,6 +13,36 @@ use postman_integration::{
 };
 use serde_json::Value;
 
+/// The domain of a [`HostileCase`].
+pub const HOSTILE_DOMAIN: &str = "hostile.test";
+
+/// One domain ([`HOSTILE_DOMAIN`]) whose single MX is a scripted server at
+/// the net's `.1`, with SMTP timeouts of 2 s. Each test file adds its own
+/// `run` and helpers in an `impl` of its own.
+pub struct HostileCase {
+    pub server: HostileServer,
+    pub dns: DnsServer,
+    pub queue: TestQueue,
+    pub config: Config,
+}
+
+impl HostileCase {
+    pub fn new(scripts: Vec<Script>) -> HostileCase {
+        let net = TestNet::new();
+        let server = HostileServer::start(net.addr(1), scripts);
+        let dns = DnsServer::start(Zones::new().mx_at(HOSTILE_DOMAIN, net.ipv4(1)));
+        let queue = TestQueue::new();
+        let mut config = config(&queue, &net, &dns);
+        config.timeouts = postman_integration::postman::SmtpTimeouts::all(2);
+        HostileCase {
+            server,
+            dns,
+            queue,
+            config,
+        }
+    }
+}
+
 /// A config for `queue`, SMTP servers on `net`'s port, DNS at `dns`.
 pub fn config(queue: &TestQueue, net: &TestNet, dns: &DnsServer) -> Config {
     Config::new(queue.root(), net.port(), dns.addr())

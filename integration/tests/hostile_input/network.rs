@@ -14,36 +14,15 @@ use postman_integration::{
 
 use super::common::{check, config, message};
 
-const DOMAIN: &str = "hostile.test";
+const DOMAIN: &str = super::common::HOSTILE_DOMAIN;
 
 /// How long a `run --once` against a misbehaving server may take: a few
 /// seconds of SMTP with 2 s timeouts, never the reconnect loop.
 const WITHIN: Duration = Duration::from_secs(20);
 
-/// One domain whose single MX is a scripted server at the net's `.1`.
-struct Case {
-    server: HostileServer,
-    _dns: DnsServer,
-    queue: TestQueue,
-    config: postman_integration::Config,
-}
+type Case = super::common::HostileCase;
 
 impl Case {
-    fn new(scripts: Vec<Script>) -> Case {
-        let net = TestNet::new();
-        let server = HostileServer::start(net.addr(1), scripts);
-        let dns = DnsServer::start(Zones::new().mx_at(DOMAIN, net.ipv4(1)));
-        let queue = TestQueue::new();
-        let mut config = config(&queue, &net, &dns);
-        config.timeouts = postman_integration::postman::SmtpTimeouts::all(2);
-        Case {
-            server,
-            _dns: dns,
-            queue,
-            config,
-        }
-    }
-
     fn run(&self) -> RunOutput {
         let out = postman!().run_once_within(&self.config.write(), WITHIN);
         out.assert_success();
