@@ -17,6 +17,7 @@ mod entry;
 mod envelope;
 mod handle;
 mod local;
+mod mailbox;
 mod state;
 mod statefile;
 mod store;
