@@ -13,8 +13,10 @@
 //! A fresh connection that its server ends before the first transaction is
 //! a failed address (see the dispatcher's `policy`); an address that is
 //! this host's, or a server that names this host, is a mail loop. The bytes
-//! themselves (socket, reads, writes, the body) are in [`wire`].
+//! themselves (socket, reads, writes, the body) are in [`wire`], STARTTLS
+//! and its fallback in [`starttls`].
 
+mod starttls;
 mod wire;
 
 use wire::{local_limit, open_socket, read_into};
@@ -695,74 +697,6 @@ impl Conn {
             shared.tell(DispatcherMsg::Established {
                 domain: self.domain.clone(),
             });
-        }
-    }
-
-    /// The session got 220 to STARTTLS: wrap the socket.
-    fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
-        let State::Smtp { session, tls, .. } = &mut self.state else {
-            return;
-        };
-        self.starting_tls = true;
-        let host = self.current.as_ref().map_or("", |c| c.host.as_str());
-        let mode = shared.tls.mode_for(&self.domain);
-        match shared.tls.connect(host, shared.tls.verify_for(mode)) {
-            Ok(stream) => *tls = Some(stream),
-            Err(why) => session.tls_failed(&why, now),
-        }
-    }
-
-    /// True while a TLS handshake runs (or was about to) on the connection.
-    fn handshaking(&self) -> bool {
-        match &self.state {
-            State::Smtp { tls, .. } => {
-                self.starting_tls && tls.as_ref().is_none_or(TlsStream::is_handshaking)
-            }
-            _ => false,
-        }
-    }
-
-    /// Opportunistic TLS: a host whose handshake failed is tried once more
-    /// at the same address, without STARTTLS (Postfix does the same, so a
-    /// broken TLS stack on the server does not stop its mail).
-    fn retry_in_plaintext(&mut self, shared: &mut Shared) {
-        let Some(current) = &self.current else {
-            return;
-        };
-        if current.plaintext || shared.tls.mode_for(&self.domain) != TlsMode::Opportunistic {
-            return;
-        }
-        warn!(shared.log, "TLS handshake failed; trying again without TLS";
-            "domain" => &self.domain, "relay" => &self.relay,
-            "reason" => self.failures.last().map_or("", String::as_str));
-        self.candidates.push_front(Candidate {
-            plaintext: true,
-            ..current.clone()
-        });
-    }
-
-    /// How TLS was used, for the delivery record: `none`, or protocol,
-    /// cipher and whether the certificate was checked.
-    /// The worker's logger with this session's `tls`, kept in the
-    /// `records_log` field while the session's TLS state stays the same.
-    fn records_log(&mut self, shared: &Shared) -> slog::Logger {
-        let tls_on = matches!(&self.state, State::Smtp { session, .. } if session.tls().is_some());
-        match &self.records_log {
-            Some((on, log)) if *on == tls_on => log.clone(),
-            _ => {
-                let log = shared.log.new(o!("tls" => self.tls_text()));
-                self.records_log = Some((tls_on, log.clone()));
-                log
-            }
-        }
-    }
-
-    fn tls_text(&self) -> String {
-        match &self.state {
-            State::Smtp { session, .. } => session
-                .tls()
-                .map_or_else(|| "none".to_owned(), |info| info.to_string()),
-            _ => "none".to_owned(),
         }
     }
 

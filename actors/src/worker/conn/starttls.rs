@@ -1,0 +1,75 @@
+//! TLS on a connection (RFC 3207): wrapping the socket after the 220 to
+//! STARTTLS, the plaintext retry of opportunistic TLS after a failed
+//! handshake, and how the delivery records name the TLS in use.
+
+use super::*;
+
+impl Conn {
+    /// The session got 220 to STARTTLS: wrap the socket.
+    pub(super) fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
+        let State::Smtp { session, tls, .. } = &mut self.state else {
+            return;
+        };
+        self.starting_tls = true;
+        let host = self.current.as_ref().map_or("", |c| c.host.as_str());
+        let mode = shared.tls.mode_for(&self.domain);
+        match shared.tls.connect(host, shared.tls.verify_for(mode)) {
+            Ok(stream) => *tls = Some(stream),
+            Err(why) => session.tls_failed(&why, now),
+        }
+    }
+
+    /// True while a TLS handshake runs (or was about to) on the connection.
+    pub(super) fn handshaking(&self) -> bool {
+        match &self.state {
+            State::Smtp { tls, .. } => {
+                self.starting_tls && tls.as_ref().is_none_or(TlsStream::is_handshaking)
+            }
+            _ => false,
+        }
+    }
+
+    /// Opportunistic TLS: a host whose handshake failed is tried once more
+    /// at the same address, without STARTTLS (Postfix does the same, so a
+    /// broken TLS stack on the server does not stop its mail).
+    pub(super) fn retry_in_plaintext(&mut self, shared: &mut Shared) {
+        let Some(current) = &self.current else {
+            return;
+        };
+        if current.plaintext || shared.tls.mode_for(&self.domain) != TlsMode::Opportunistic {
+            return;
+        }
+        warn!(shared.log, "TLS handshake failed; trying again without TLS";
+            "domain" => &self.domain, "relay" => &self.relay,
+            "reason" => self.failures.last().map_or("", String::as_str));
+        self.candidates.push_front(Candidate {
+            plaintext: true,
+            ..current.clone()
+        });
+    }
+
+    /// The worker's logger with this session's `tls`, kept in the
+    /// `records_log` field while the session's TLS state stays the same.
+    pub(super) fn records_log(&mut self, shared: &Shared) -> slog::Logger {
+        let tls_on = matches!(&self.state, State::Smtp { session, .. } if session.tls().is_some());
+        match &self.records_log {
+            Some((on, log)) if *on == tls_on => log.clone(),
+            _ => {
+                let log = shared.log.new(o!("tls" => self.tls_text()));
+                self.records_log = Some((tls_on, log.clone()));
+                log
+            }
+        }
+    }
+
+    /// How TLS was used, for the delivery record: `none`, or protocol,
+    /// cipher and whether the certificate was checked.
+    fn tls_text(&self) -> String {
+        match &self.state {
+            State::Smtp { session, .. } => session
+                .tls()
+                .map_or_else(|| "none".to_owned(), |info| info.to_string()),
+            _ => "none".to_owned(),
+        }
+    }
+}
