@@ -394,17 +394,21 @@ mod tests {
             ),
         ];
         for (name, results, want) in cases {
-            let result = MessageResult {
-                recipients: results
-                    .into_iter()
-                    .map(|result| RecipientResult {
-                        recipient: "a@d.test".into(),
-                        result,
-                    })
-                    .collect(),
-                untried: false,
-            };
-            assert_eq!(result.judged(), want, "{name}");
+            assert_eq!(message_result(results).judged(), want, "{name}");
+        }
+    }
+
+    /// A message's result with these results, in order.
+    fn message_result(results: Vec<Result<Reply, Outcome>>) -> MessageResult {
+        MessageResult {
+            recipients: results
+                .into_iter()
+                .map(|result| RecipientResult {
+                    recipient: "a@d.test".into(),
+                    result,
+                })
+                .collect(),
+            untried: false,
         }
     }
 
@@ -472,17 +476,7 @@ mod tests {
             ("all delivered", vec![ok(), ok()], vec![false, false]),
         ];
         for (name, results, want) in cases {
-            let result = MessageResult {
-                recipients: results
-                    .into_iter()
-                    .map(|result| RecipientResult {
-                        recipient: "a@d.test".into(),
-                        result,
-                    })
-                    .collect(),
-                untried: false,
-            };
-            assert_eq!(result.send_again(), want, "{name}");
+            assert_eq!(message_result(results).send_again(), want, "{name}");
         }
     }
 

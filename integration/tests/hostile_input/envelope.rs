@@ -233,6 +233,18 @@ fn a_hundred_thousand_recipients_past_a_452_are_each_sent_once_or_kept() {
     );
 }
 
+/// Each of `names` in `domain` is quarantined with a reason that says `why`.
+fn assert_quarantined(queue: &TestQueue, domain: &str, names: &[&str], why: &str) {
+    let state = queue.state();
+    for name in names {
+        let reason = state
+            .quarantined_entry(domain, name)
+            .and_then(|q| q.reason.clone())
+            .unwrap_or_else(|| panic!("{name} quarantined: {state:#?}"));
+        assert!(reason.contains(why), "{name}: {reason}");
+    }
+}
+
 /// The RCPT paths a server was sent, without `RCPT TO:` and parameters.
 fn rcpt_paths(server: &HostileServer) -> Vec<String> {
     server
@@ -290,14 +302,7 @@ fn addresses_over_the_rfc_5321_limits_are_refused_before_any_attempt() {
         "not retried past a first attempt: {:?}",
         server.commands()
     );
-    let state = queue.state();
-    for name in ["m1", "m2"] {
-        let reason = state
-            .quarantined_entry("d1.test", name)
-            .and_then(|q| q.reason.clone())
-            .unwrap_or_else(|| panic!("{name} quarantined: {state:#?}"));
-        assert!(reason.contains("64 octets"), "{name}: {reason}");
-    }
+    assert_quarantined(&queue, "d1.test", &["m1", "m2"], "64 octets");
 }
 
 /// Defect 8, past the queue lifetime: a bounce that cannot be written for
@@ -400,14 +405,7 @@ fn a_recipient_of_another_domain_is_never_sent_to_the_folders_servers() {
         &run,
     );
     assert_eq!(d1_server.connection_count(), 0, "nor another domain's");
-    let state = queue.state();
-    for name in ["m1", "m2"] {
-        let reason = state
-            .quarantined_entry("h.test", name)
-            .and_then(|q| q.reason.clone())
-            .unwrap_or_else(|| panic!("{name} quarantined: {state:#?}"));
-        assert!(reason.contains("victim@d1.test"), "{name}: {reason}");
-    }
+    assert_quarantined(&queue, "h.test", &["m1", "m2"], "victim@d1.test");
 }
 
 /// Defect 12, duplicates: 500 identical recipients gave 500 RCPTs. Each

@@ -429,15 +429,7 @@ fn unsolicited_data_is_a_protocol_error() {
     );
     d.raw(b"5");
     let done = d.expect_done();
-    let results: Vec<String> = done
-        .recipients
-        .iter()
-        .map(|r| {
-            r.result
-                .as_ref()
-                .map_or_else(outcome_summary, |_| "ok".into())
-        })
-        .collect();
+    let results = summaries(&done);
     assert_eq!(
         results,
         [
@@ -494,15 +486,7 @@ fn a_421_out_of_turn_is_the_server_closing() {
     d.reply("250 ok\n550 no\n250 ok\n354 go");
     d.reply("421 4.3.2 shutting down");
     let done = d.expect_done();
-    let results: Vec<String> = done
-        .recipients
-        .iter()
-        .map(|r| {
-            r.result
-                .as_ref()
-                .map_or_else(outcome_summary, |_| "ok".into())
-        })
-        .collect();
+    let results = summaries(&done);
     assert_eq!(
         results,
         [
@@ -548,4 +532,16 @@ fn errors_are_sticky() {
     );
     assert!(d.session.is_closed(), "is_closed after a protocol error");
     assert!(!d.session.wants_body(), "wants_body after a protocol error");
+}
+
+/// Each recipient's result: `ok`, or its [`outcome_summary`].
+fn summaries(done: &MessageResult) -> Vec<String> {
+    done.recipients
+        .iter()
+        .map(|r| {
+            r.result
+                .as_ref()
+                .map_or_else(outcome_summary, |_| "ok".into())
+        })
+        .collect()
 }
