@@ -12,6 +12,8 @@
 //!   client connects.
 //! * [`Outcome`] and friends: what became of each recipient.
 //! * [`names_host`]: whether a server names this host (a mail loop).
+//! * [`throttle::is_throttle`]: whether a reply is a site limiting this
+//!   client rather than a verdict on the message.
 
 mod command;
 mod data;
@@ -21,6 +23,7 @@ mod outcome;
 mod policy;
 mod reply;
 mod session;
+pub mod throttle;
 
 pub use command::{Command, MailParams};
 pub use data::{BodyMeasure, DotStuffer};
