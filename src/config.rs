@@ -27,7 +27,11 @@ use serde::{Deserialize, Serialize};
 use crate::queue::valid_domain;
 use crate::smtp::{IpPreference, Timeouts, TlsMode, TlsVerify};
 
+mod sites;
 mod validate;
+pub use sites::{
+    Rate, RateError, SiteRules, SiteSettings, SiteShape, MAX_RATE_COUNT, MAX_RATE_PERIOD,
+};
 use validate::Validator;
 
 /// Where [`ConfigFile::Default`] looks, relative to the working directory.
@@ -58,6 +62,9 @@ const MAX_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 /// Longest wait of an idle connection for more of its domain: servers
 /// commonly drop a silent client after 5 minutes (RFC 5321 §4.5.3.2.7).
 const MAX_CONNECTION_CACHE_SECS: u64 = 300;
+/// Connections a site starts with (Postfix's
+/// `initial_destination_concurrency`).
+const DEFAULT_INITIAL_CONNECTIONS: usize = 5;
 
 const DEFAULTS_NAME: &str = "built-in defaults";
 const FLAGS_NAME: &str = "command-line flags";
@@ -209,9 +216,17 @@ pub struct DeliverySettings {
     pub max_connections: usize,
     /// Open SMTP connections to one domain.
     pub max_connections_per_domain: usize,
-    /// Connections a domain starts with (Postfix's
+    /// Open SMTP connections to one site (the domains whose MX host names
+    /// are the same), unless a rule says otherwise (Postfix's
+    /// `default_destination_concurrency_limit`).
+    pub max_connections_per_site: usize,
+    /// Connections a site starts with (Postfix's
     /// `initial_destination_concurrency`); more as its deliveries succeed.
-    pub initial_connections_per_domain: usize,
+    pub initial_connections_per_site: usize,
+    /// The old name of `initial_connections_per_site`, from when slow start
+    /// was per domain: used when only it is set; unset by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_connections_per_domain: Option<usize>,
     /// Messages sent on one connection before it is closed.
     pub max_messages_per_connection: usize,
     /// Seconds a connection with nothing more to carry waits for another
@@ -227,8 +242,20 @@ pub struct DeliverySettings {
     /// Seconds after arrival at which one delay-warning DSN goes to the
     /// sender of a message still deferred; 0 turns warnings off.
     pub delay_warning: u64,
+    /// Throttle replies in a row (no message delivered between) after
+    /// which a site is suspended; 0 never suspends.
+    pub suspend_after_throttles: u32,
+    /// Seconds a site suspended for its throttles waits.
+    pub throttle_suspend_time: u64,
+    /// Regular expressions (case-insensitive) of replies that are
+    /// throttles at every site, beside the built-in ones.
+    pub throttle_patterns: Vec<String>,
     /// `[delivery.retry]` (a table: stays last for TOML output).
     pub retry: RetrySettings,
+    /// `[delivery.site."<suffix>"]`: the rule for the sites whose MX host
+    /// names end in the suffix (tables: last for TOML output).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub site: BTreeMap<String, SiteSettings>,
 }
 
 /// `[delivery.retry]`
@@ -328,13 +355,18 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections to one domain, 1–`max_connections`.
     pub max_connections_per_domain: usize,
-    /// Connections a domain starts with, 1–900; at most
+    /// Connections a destination starts with, 1–900: the same as
+    /// `sites.defaults().initial_connections` (which slow start per site
+    /// uses), kept until the dispatcher schedules by site. At most
     /// `max_connections_per_domain` of them are used. Each delivery adds
     /// 1/n to a domain's n allowed connections, up to
     /// `max_connections_per_domain`, and a connection that fails while
     /// others to the domain are open lowers n to those (Postfix's
     /// concurrency feedback).
     pub initial_connections_per_domain: usize,
+    /// How each site is treated: the `delivery.*` defaults and the
+    /// `[delivery.site."<suffix>"]` rules.
+    pub sites: SiteRules,
     /// Messages on one connection, ≥ 1.
     pub max_messages_per_connection: usize,
     /// How long an idle connection waits for more of its domain
@@ -538,16 +570,22 @@ impl Settings {
             delivery: DeliverySettings {
                 max_connections: 500,
                 max_connections_per_domain: 20,
-                initial_connections_per_domain: 5,
+                max_connections_per_site: 20,
+                initial_connections_per_site: DEFAULT_INITIAL_CONNECTIONS,
+                initial_connections_per_domain: None,
                 max_messages_per_connection: 100,
                 connection_cache_time: 2,
                 max_mx_addresses: 5,
                 max_queue_lifetime: 5 * 24 * 3600,
                 delay_warning: 0,
+                suspend_after_throttles: 5,
+                throttle_suspend_time: 300,
+                throttle_patterns: Vec::new(),
                 retry: RetrySettings {
                     min_backoff: 300,
                     max_backoff: 4000,
                 },
+                site: BTreeMap::new(),
             },
             log: LogSettings {
                 format: LogFormat::Term,
@@ -645,21 +683,87 @@ impl<'a> From<&'a Flags> for FlagLayer<'a> {
     }
 }
 
-/// Names the layer a key's value came from.
+/// Names the layer a key's value came from. `key` is a dotted path whose
+/// parts may be quoted: `delivery.site."google.com".max_connections`.
 fn origin(figment: Option<&Figment>, key: &str) -> String {
-    let Some(metadata) = figment.and_then(|f| f.find_metadata(key)) else {
+    let parts = key_parts(key);
+    let Some(metadata) = figment.and_then(|f| find_metadata(f, &parts)) else {
         return "the given settings".to_owned();
     };
-    describe_metadata(metadata, key)
+    describe_metadata(metadata, &parts)
 }
 
-fn describe_metadata(metadata: &Metadata, key: &str) -> String {
+/// The metadata of the layer that gave the value at `parts`. Walks the
+/// dictionaries itself: figment's own `find_metadata` splits at every dot,
+/// also inside a quoted site suffix.
+fn find_metadata<'f>(figment: &'f Figment, parts: &[String]) -> Option<&'f Metadata> {
+    let (first, rest) = parts.split_first()?;
+    let mut value = figment.find_value(first).ok()?;
+    for part in rest {
+        value = value.into_dict()?.remove(part)?;
+    }
+    figment.get_metadata(value.tag())
+}
+
+/// `a.b."c.d".e` as `["a", "b", "c.d", "e"]` (TOML's dotted keys, basic
+/// strings with `\` escapes).
+fn key_parts(key: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in key.chars() {
+        match c {
+            _ if escaped => {
+                part.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            _ => part.push(c),
+        }
+    }
+    parts.push(part);
+    parts
+}
+
+/// A TOML bare key: it needs no quotes.
+fn is_bare_key(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The path as TOML writes it, parts that are not bare keys quoted.
+fn display_key(parts: &[String]) -> String {
+    let shown: Vec<String> = parts
+        .iter()
+        .map(|part| {
+            if is_bare_key(part) {
+                part.clone()
+            } else {
+                format!("{part:?}")
+            }
+        })
+        .collect();
+    shown.join(".")
+}
+
+fn describe_metadata(metadata: &Metadata, parts: &[String]) -> String {
     if let Some(source) = &metadata.source {
         // figment shows file paths relative to the working directory.
         return source.to_string();
     }
     if metadata.name.contains("environment") {
-        let var = key.replace('.', "__").to_ascii_uppercase();
+        // A table such as a site rule comes whole from the variable of
+        // the path up to its first quoted part.
+        let bare: Vec<&str> = parts
+            .iter()
+            .take_while(|part| is_bare_key(part))
+            .map(String::as_str)
+            .collect();
+        let var = bare.join("__").to_ascii_uppercase();
         return format!("environment variable {ENV_PREFIX}{var}");
     }
     metadata.name.to_string()
@@ -672,9 +776,9 @@ fn describe_figment(error: &figment::Error) -> String {
         .clone()
         .into_iter()
         .map(|e| {
-            let key = e.path.join(".");
+            let key = display_key(&e.path);
             let place = match &e.metadata {
-                Some(metadata) => format!(" in {}", describe_metadata(metadata, &key)),
+                Some(metadata) => format!(" in {}", describe_metadata(metadata, &e.path)),
                 None => String::new(),
             };
             match &e.kind {
@@ -698,3 +802,7 @@ fn describe_figment(error: &figment::Error) -> String {
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "config_sites_tests.rs"]
+mod sites_tests;

@@ -4,7 +4,7 @@
 use super::*;
 use figment::Jail;
 
-const HOST: &str = "mx.example.org";
+pub(super) const HOST: &str = "mx.example.org";
 
 /// A self-signed root certificate (P-256, CN "postman test root", valid
 /// until 2126), for `tls.ca_file`.
@@ -24,7 +24,7 @@ USsllhUpRGLs9WLfGJf5M+9O3Vg=
 /// Runs `f` in a jail with no `POSTMAN_*` variables from the outside.
 // Jail's API returns figment::Result, whose error is large; tests only.
 #[allow(clippy::result_large_err)]
-fn jail(f: impl FnOnce(&mut Jail)) {
+pub(super) fn jail(f: impl FnOnce(&mut Jail)) {
     Jail::expect_with(|jail| {
         jail.clear_env();
         f(jail);
@@ -33,17 +33,17 @@ fn jail(f: impl FnOnce(&mut Jail)) {
 }
 
 /// Writes `config/postman.toml` in the jail.
-fn config_file(jail: &Jail, contents: &str) {
+pub(super) fn config_file(jail: &Jail, contents: &str) {
     jail.create_dir("config").expect("mkdir config");
     jail.create_file("config/postman.toml", contents)
         .expect("write config/postman.toml");
 }
 
-fn load_default(flags: &Flags) -> Result<Loaded, ConfigError> {
+pub(super) fn load_default(flags: &Flags) -> Result<Loaded, ConfigError> {
     load(&ConfigFile::Default, flags, HOST)
 }
 
-fn expect_err(result: Result<Loaded, ConfigError>, what: &str) -> ConfigError {
+pub(super) fn expect_err(result: Result<Loaded, ConfigError>, what: &str) -> ConfigError {
     match result {
         Ok(loaded) => panic!("{what}: loaded {:?}", loaded.settings),
         Err(e) => e,

@@ -1,12 +1,15 @@
 //! The second stage of the settings: [`Validator`] checks the bounds of
 //! every value and parses what needs parsing (addresses, host names, the
-//! TLS policy), turning [`Settings`] into [`Config`]; each error names the
+//! TLS policy, the site rules), turning [`Settings`] into [`Config`]; each error names the
 //! key and the layer it came from, and quotes at most a line's worth of the
 //! bad value.
 
 use super::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+
+mod sites;
+use sites::SiteDefaults;
 
 /// The most bytes of one line of bad input an error quotes.
 const QUOTE_MAX: usize = 200;
@@ -127,12 +130,7 @@ impl Validator<'_> {
             (1, max_connections),
             "no more than delivery.max_connections",
         )?;
-        let initial_connections_per_domain = self.within(
-            "delivery.initial_connections_per_domain",
-            d.initial_connections_per_domain,
-            (1, MAX_CONNECTIONS),
-            "",
-        )?;
+        let initial_connections_per_domain = self.initial_connections(d)?;
         let max_messages_per_connection = self.within(
             "delivery.max_messages_per_connection",
             d.max_messages_per_connection,
@@ -143,6 +141,14 @@ impl Validator<'_> {
             "delivery.connection_cache_time",
             d.connection_cache_time,
             (0, MAX_CONNECTION_CACHE_SECS),
+        )?;
+        let sites = self.sites(
+            d,
+            SiteDefaults {
+                initial_connections: initial_connections_per_domain,
+                max_messages_per_connection,
+                connection_cache_time,
+            },
         )?;
         let max_mx_addresses = self.within(
             "delivery.max_mx_addresses",
@@ -205,6 +211,7 @@ impl Validator<'_> {
             max_connections,
             max_connections_per_domain,
             initial_connections_per_domain,
+            sites,
             max_messages_per_connection,
             connection_cache_time,
             max_mx_addresses,
