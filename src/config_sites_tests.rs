@@ -412,3 +412,79 @@ fn site_settings_round_trip_through_toml() {
         .validate()
         .expect("the round-tripped settings validate");
 }
+
+/// The provider rules of `config/postman.toml` apply to the host names
+/// those providers really use, and are below the defaults.
+#[test]
+fn the_shipped_rules_match_the_providers_hosts() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/postman.toml");
+    let mut rules = None;
+    jail(|_| {
+        let loaded = load(&ConfigFile::Named(path.clone()), &Flags::default(), HOST)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        rules = Some(loaded.config.sites);
+    });
+    let rules = rules.expect("the jail ran");
+    let cases: [(&[&str], Option<&str>); 13] = [
+        (
+            &["aspmx.l.google.com", "alt1.aspmx.l.google.com"],
+            Some("google.com"),
+        ),
+        (&["gmail-smtp-in.l.google.com"], Some("google.com")),
+        (&["smtp.google.com"], Some("google.com")),
+        (&["aspmx2.googlemail.com"], Some("googlemail.com")),
+        (
+            &["example-com.mail.protection.outlook.com"],
+            Some("outlook.com"),
+        ),
+        (
+            &["hotmail-com.olc.protection.outlook.com"],
+            Some("outlook.com"),
+        ),
+        (&["example-com.r-v1.mx.microsoft"], Some("mx.microsoft")),
+        (
+            &["mta5.am0.yahoodns.net", "mta6.am0.yahoodns.net"],
+            Some("yahoodns.net"),
+        ),
+        (
+            &["mx01.mail.icloud.com", "mx02.mail.icloud.com"],
+            Some("icloud.com"),
+        ),
+        (&["mx00.gmx.net", "mx01.gmx.net"], Some("gmx.net")),
+        (&["mx-ha03.web.de"], Some("web.de")),
+        (&["smtp-in.orange.fr"], Some("orange.fr")),
+        (&["mx.example.net"], None),
+    ];
+    for (hosts, want) in cases {
+        assert_eq!(rules.shape_for(hosts).rule.as_deref(), want, "{hosts:?}");
+    }
+    let defaults = rules.defaults();
+    for rule in rules.rules() {
+        let name = rule.rule.as_deref().unwrap_or("?");
+        assert!(
+            rule.max_connections < defaults.max_connections,
+            "{name}: conservative"
+        );
+        assert!(
+            rule.max_messages_per_connection <= defaults.max_messages_per_connection,
+            "{name}: conservative"
+        );
+        assert!(
+            rule.initial_connections <= rule.max_connections,
+            "{name}: initial"
+        );
+    }
+    let orange = rules.shape_for(&["smtp-in.orange.fr"]);
+    let french: Reply =
+        "421 mwinf5c79 ME Trop de connexions, veuillez verifier votre configuration."
+            .parse()
+            .expect("reply");
+    assert!(
+        orange.is_throttle(Stage::Greeting, &french),
+        "orange, French only"
+    );
+    assert!(
+        orange.is_throttle(Stage::Mail, &french),
+        "orange, French only, at MAIL"
+    );
+}
