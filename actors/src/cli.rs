@@ -177,6 +177,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// How each site is treated, after the settings: the `[delivery]` defaults,
+/// then each rule with its unset keys filled in, in the order they are
+/// tried. As TOML comments, so the output stays a settings file.
+fn describe_sites(sites: &config::SiteRules) -> String {
+    let mut out = String::from(
+        "\n# Sites, as validated: a site no rule matches, then each rule in the order\n\
+         # they are tried (the longest suffix first), keys it leaves out filled in.\n",
+    );
+    out.push_str(&format!("# (defaults) {}\n", sites.defaults()));
+    for rule in sites.rules() {
+        let suffix = rule.rule.as_deref().unwrap_or_default();
+        out.push_str(&format!("# {suffix:?} {rule}\n"));
+    }
+    out
+}
+
 fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { settings } => {
@@ -184,6 +200,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             let text = toml::to_string_pretty(&loaded.settings)
                 .context("cannot render the settings as TOML")?;
             print!("{text}");
+            print!("{}", describe_sites(&loaded.config.sites));
             Ok(())
         }
         Command::Run { settings, once } => {

@@ -79,6 +79,83 @@ fn check_config_rejects_an_unknown_key_naming_it_and_the_file() {
     );
 }
 
+/// `check-config` prints the site rules as given, and how each site is
+/// treated: the defaults, then every rule with its unset keys filled in,
+/// longest suffix first, as comments that keep the output a settings file.
+#[test]
+fn check_config_shows_the_site_defaults_and_every_rule() {
+    let queue = TestQueue::new();
+    let mut cfg = base_config(&queue);
+    cfg.extra = "\n[delivery.site.\"Google.com\"]\nmax_connections = 3\n\
+                 max_message_rate = \"300/m\"\n\
+                 [delivery.site.\"l.google.com\"]\nthrottle_patterns = [\"slow down\"]\n"
+        .to_string();
+    let out = postman!().check_config(&cfg.write());
+    out.assert_success();
+    let v: toml::Value = toml::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("check-config should print TOML: {e}\n{}", out.stdout));
+    assert_eq!(
+        v["delivery"]["site"]["Google.com"]["max_connections"].as_integer(),
+        Some(3),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        v["delivery"]["max_connections_per_site"].as_integer(),
+        Some(20),
+        "{}",
+        out.stdout
+    );
+    let shapes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("# (defaults)") || line.starts_with("# \""))
+        .collect();
+    assert_eq!(shapes.len(), 3, "defaults and two rules: {}", out.stdout);
+    assert!(
+        shapes[0].starts_with("# (defaults) max_connections=20 initial_connections=5 "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        shapes[1].starts_with("# \"l.google.com\" max_connections=20 ")
+            && shapes[1].ends_with("throttle_patterns=[\"slow down\"]"),
+        "the longest suffix first, its unset keys from the defaults: {}",
+        out.stdout
+    );
+    assert!(
+        shapes[2].starts_with("# \"google.com\" max_connections=3 initial_connections=3 ")
+            && shapes[2].contains(" max_message_rate=300/m "),
+        "the suffix lower-cased, initial capped at max: {}",
+        out.stdout
+    );
+}
+
+/// A bad value in a site rule is an error naming the full key and the file.
+#[test]
+fn check_config_names_a_bad_site_key_and_the_file() {
+    let queue = TestQueue::new();
+    let mut cfg = base_config(&queue);
+    cfg.extra = "\n[delivery.site.\"yahoodns.net\"]\nmax_message_rate = \"20/d\"\n".to_string();
+    let file = cfg.write();
+    let out = postman!().check_config(&file);
+    assert!(
+        !out.status.success(),
+        "a bad rate must fail:\n{}",
+        out.stdout
+    );
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("`delivery.site.\"yahoodns.net\".max_message_rate` (\"20/d\")"),
+        "the error should name the key: {said}"
+    );
+    assert!(
+        said.contains(file.path().to_str().unwrap()),
+        "the error should name the file {}: {said}",
+        file.path().display()
+    );
+}
+
 #[test]
 fn check_config_rejects_a_badly_typed_value_naming_the_key() {
     let text = base_config(&TestQueue::new())

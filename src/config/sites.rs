@@ -168,6 +168,36 @@ impl SiteShape {
     }
 }
 
+impl fmt::Display for SiteShape {
+    /// One line of `key=value`, in the keys' own names and units, for
+    /// `check-config` and logs: `max_connections=10 initial_connections=5
+    /// max_messages_per_connection=50 max_message_rate=300/m
+    /// max_connection_rate=none connection_cache_time=2s
+    /// suspend_after_throttles=5 throttle_suspend_time=300s
+    /// throttle_patterns=["slow down"]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn rate(rate: Option<Rate>) -> String {
+            rate.map_or_else(|| "none".to_owned(), |rate| rate.to_string())
+        }
+        let patterns: Vec<&str> = self.throttle_patterns.iter().map(Regex::as_str).collect();
+        write!(
+            f,
+            "max_connections={} initial_connections={} max_messages_per_connection={} \
+             max_message_rate={} max_connection_rate={} connection_cache_time={}s \
+             suspend_after_throttles={} throttle_suspend_time={}s throttle_patterns={:?}",
+            self.max_connections,
+            self.initial_connections,
+            self.max_messages_per_connection,
+            rate(self.max_message_rate),
+            rate(self.max_connection_rate),
+            self.connection_cache_time.as_secs(),
+            self.suspend_after_throttles,
+            self.throttle_suspend_time.as_secs(),
+            patterns,
+        )
+    }
+}
+
 impl Default for SiteShape {
     /// The built-in defaults (those of `config/postman.toml`).
     fn default() -> SiteShape {

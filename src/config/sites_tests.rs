@@ -211,3 +211,19 @@ fn shapes_compare_patterns_as_written() {
     assert_ne!(with("a+"), with("a*"), "another pattern");
     assert_ne!(with("a+"), SiteShape::default(), "one pattern more");
 }
+
+#[test]
+fn a_shape_prints_as_one_line_of_keys() {
+    let shape = SiteShape {
+        rule: Some("google.com".into()),
+        max_connections: 10,
+        max_message_rate: Some("300/m".parse().expect("rate")),
+        throttle_patterns: vec![Regex::new(r#"slow "down""#).expect("pattern")],
+        ..SiteShape::default()
+    };
+    assert_eq!(
+        shape.to_string(),
+        r#"max_connections=10 initial_connections=5 max_messages_per_connection=100 max_message_rate=300/m max_connection_rate=none connection_cache_time=2s suspend_after_throttles=5 throttle_suspend_time=300s throttle_patterns=["slow \"down\""]"#,
+        "{shape:?}"
+    );
+}
