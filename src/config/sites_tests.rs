@@ -227,3 +227,16 @@ fn a_shape_prints_as_one_line_of_keys() {
         "{shape:?}"
     );
 }
+
+proptest::proptest! {
+    /// Every rate a rule can hold prints as text that parses back to it.
+    #[test]
+    fn a_rate_prints_as_text_that_parses_back(
+        count in 1..=MAX_RATE_COUNT,
+        period in 1..=MAX_RATE_PERIOD.as_secs(),
+    ) {
+        let rate = Rate { count, per: secs(period) };
+        let text = rate.to_string();
+        proptest::prop_assert_eq!(text.parse::<Rate>(), Ok(rate), "{}", text);
+    }
+}
