@@ -69,6 +69,15 @@ impl Zones {
         self.mx(domain, 10, &host).a(&host, ip)
     }
 
+    /// `domain MX 10 host` for every one of `domains`: many domains whose
+    /// mail goes to one MX host name, as a provider's customers' does
+    /// (add the host's address with [`Zones::a`]).
+    pub fn mx_shared<S: AsRef<str>>(self, domains: &[S], host: &str) -> Zones {
+        domains
+            .iter()
+            .fold(self, |zones, domain| zones.mx(domain.as_ref(), 10, host))
+    }
+
     /// `domain MX 0 .`: the domain accepts no mail (RFC 7505).
     pub fn null_mx(mut self, domain: &str) -> Zones {
         self.records.push(Record::from_rdata(
@@ -142,6 +151,11 @@ impl Zones {
         catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
         catalog
     }
+}
+
+/// `n` domain names `<label>0.<parent>`, `<label>1.<parent>`, …
+pub fn numbered_domains(label: &str, n: usize, parent: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{label}{i}.{parent}")).collect()
 }
 
 /// `name` as a fully qualified name; panics (a test bug) when it is not one.

@@ -9,12 +9,15 @@
 //!   that saves what it receives (optionally with STARTTLS and PIPELINING).
 //! * [`postfix`]: a private instance of Postfix's smtpd, the other
 //!   third-party server, with its log as evidence.
+//! * [`blackhole`]: hosts that take no mail: a listener that never greets,
+//!   one that resets every connection, a closed port.
 //! * [`certs`]: self-signed certificates made at test time.
 //! * [`hostile`]: a scripted SMTP server for fault injection.
 //! * [`queue`]: write queue files in the on-disk format and list what remains.
 //! * [`postman`](mod@postman): write configs, run the binary (`--once` or as a daemon) with
 //!   a deadline, and parse its JSON log.
 
+pub mod blackhole;
 pub mod certs;
 pub mod dns;
 pub mod hostile;
@@ -24,8 +27,9 @@ pub mod postman;
 pub mod queue;
 pub mod smtp_sink;
 
+pub use blackhole::{BlackHole, ClosedPort};
 pub use certs::TestCert;
-pub use dns::{DnsServer, Zones};
+pub use dns::{numbered_domains, DnsServer, Zones};
 pub use hostile::{HostileServer, Script};
 pub use net::TestNet;
 pub use postfix::{Postfix, PostfixOptions};

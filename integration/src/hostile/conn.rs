@@ -44,7 +44,9 @@ pub(super) fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: A
                     let _ = stream.shutdown(Shutdown::Both);
                     continue;
                 }
-                let script = scripts[played.min(scripts.len() - 1)].clone();
+                let from_now = shared.from_now.lock().unwrap().clone();
+                let script =
+                    from_now.unwrap_or_else(|| scripts[played.min(scripts.len() - 1)].clone());
                 played += 1;
                 let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
                 shared.peak.fetch_max(active, Ordering::SeqCst);
@@ -324,7 +326,11 @@ impl Conn {
             match self.read_line() {
                 Line::Text(line) => {
                     if line == b".\r\n" {
-                        self.log(|l| l.bodies.push(body));
+                        let at = Instant::now();
+                        self.log(|l| {
+                            l.bodies.push(body);
+                            l.body_times.push(at);
+                        });
                         return Some(());
                     }
                     body.extend_from_slice(&line);

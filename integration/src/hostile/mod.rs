@@ -49,6 +49,8 @@ pub struct ConnLog {
     pub capped: bool,
     /// The RCPT TO commands the polite answer accepted (`250`), in order.
     pub accepted_rcpts: Vec<String>,
+    /// When each of [`ConnLog::bodies`] was read to its final dot.
+    pub body_times: Vec<Instant>,
 }
 
 impl ConnLog {
@@ -75,6 +77,9 @@ struct Shared {
     /// At most this many play at once; one more gets the reply and is
     /// closed (see [`HostileServer::start_capped`]).
     cap: Option<(usize, Vec<u8>)>,
+    /// What every later connection plays, once [`HostileServer::play_from_now`]
+    /// said so.
+    from_now: Mutex<Option<Script>>,
 }
 
 /// A running scripted server; stops when dropped.
@@ -148,6 +153,7 @@ impl HostileServer {
             active: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             cap,
+            from_now: Mutex::new(None),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -161,6 +167,23 @@ impl HostileServer {
             shared,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// A server that plays `first` to its first `n` connections, then
+    /// [`Script::polite`]: a provider that throttles for a while
+    /// (`Script::new().greet("421 4.7.0 try later")`), then behaves.
+    pub fn first_then_polite(addr: SocketAddr, n: usize, first: Script) -> HostileServer {
+        let mut scripts = vec![first; n];
+        scripts.push(Script::polite());
+        HostileServer::start(addr, scripts)
+    }
+
+    /// From now on every new connection plays `script`, whatever the
+    /// scripts given at the start said (a throttling server that stops
+    /// throttling when the test decides). Connections already open go on
+    /// with their own.
+    pub fn play_from_now(&self, script: Script) {
+        *self.shared.from_now.lock().unwrap() = Some(script);
     }
 
     /// A polite server on `addr` (every connection plays [`Script::polite`]).
@@ -181,6 +204,34 @@ impl HostileServer {
     /// The most connections whose scripts played at the same time.
     pub fn peak_connections(&self) -> usize {
         self.shared.peak.load(Ordering::SeqCst)
+    }
+
+    /// Connections whose scripts are playing now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// How many connections the cap of [`HostileServer::start_capped`]
+    /// turned away.
+    pub fn capped_count(&self) -> usize {
+        self.shared
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.capped)
+            .count()
+    }
+
+    /// When each DATA body was received, all connections, in time order.
+    pub fn body_times(&self) -> Vec<Instant> {
+        let logs = self.shared.logs.lock().unwrap();
+        let mut times: Vec<Instant> = logs
+            .iter()
+            .flat_map(|c| c.body_times.iter().copied())
+            .collect();
+        times.sort();
+        times
     }
 
     /// A snapshot of every connection's transcript, in accept order.
@@ -517,6 +568,51 @@ mod tests {
             ),
             "{second:?}"
         );
+    }
+
+    #[test]
+    fn first_connections_throttle_then_the_server_behaves_or_is_told_to() {
+        let net = TestNet::new();
+        let throttle = "421 4.7.0 Too many concurrent SMTP connections";
+        let server =
+            HostileServer::first_then_polite(net.addr(1), 2, Script::new().greet(throttle));
+        let greeting = |server: &HostileServer| {
+            let out = converse(net.addr(1), &["QUIT\r\n"]);
+            assert!(server.wait_idle(server.connection_count(), Duration::from_secs(5)));
+            out
+        };
+        assert_eq!(greeting(&server), format!("{throttle}\r\n"), "connection 0");
+        assert_eq!(greeting(&server), format!("{throttle}\r\n"), "connection 1");
+        assert!(
+            greeting(&server).starts_with("220 "),
+            "connection 2 behaves"
+        );
+        server.play_from_now(Script::new().greet("421 4.7.0 [TSS04] deferred"));
+        assert_eq!(
+            greeting(&server),
+            "421 4.7.0 [TSS04] deferred\r\n",
+            "connection 3, after play_from_now"
+        );
+        assert_eq!(server.connection_count(), 4);
+        assert_eq!(server.open_connections(), 0, "all finished");
+    }
+
+    #[test]
+    fn body_times_are_kept_in_order() {
+        let net = TestNet::new();
+        let server = HostileServer::polite(net.addr(1));
+        let before = Instant::now();
+        let mut lines = vec!["EHLO me\r\n"];
+        for _ in 0..3 {
+            lines.extend(["MAIL FROM:<a@x.test>\r\n", "RCPT TO:<b@y.test>\r\n"]);
+            lines.extend(["DATA\r\n", "x\r\n.\r\n"]);
+        }
+        lines.push("QUIT\r\n");
+        converse(net.addr(1), &lines);
+        assert!(server.wait_idle(1, Duration::from_secs(5)));
+        let times = server.body_times();
+        assert_eq!(times.len(), 3, "one time per body");
+        assert!(times[0] >= before && times.windows(2).all(|w| w[0] <= w[1]));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Config {
     pub initial_connections_per_domain: u32,
     /// `delivery.max_messages_per_connection`
     pub max_messages_per_connection: u32,
+    /// `delivery.max_connections_per_site`; `None` leaves postman's default.
+    pub max_connections_per_site: Option<u32>,
     /// `delivery.connection_cache_time`, seconds
     pub connection_cache_time: u64,
     /// `delivery.max_mx_addresses`
@@ -115,6 +117,7 @@ impl Config {
             max_connections_per_domain: 4,
             initial_connections_per_domain: 5,
             max_messages_per_connection: 100,
+            max_connections_per_site: None,
             connection_cache_time: 2,
             max_mx_addresses: 5,
             min_backoff: 300,
@@ -154,6 +157,10 @@ impl Config {
         );
         let delay_warning = optional("delay_warning", self.delay_warning.map(|s| s.to_string()));
         let max_backoff = optional("max_backoff", self.max_backoff.map(|s| s.to_string()));
+        let per_site = optional(
+            "max_connections_per_site",
+            self.max_connections_per_site.map(|n| n.to_string()),
+        );
         format!(
             r#"# written by postman-integration for one test
 [application]
@@ -189,7 +196,7 @@ initial_connections_per_domain = {initial_per_domain}
 max_messages_per_connection = {max_per_conn}
 connection_cache_time = {connection_cache_time}
 max_mx_addresses = {max_mx_addresses}
-{lifetime}{delay_warning}
+{lifetime}{delay_warning}{per_site}
 [delivery.retry]
 min_backoff = {min_backoff}
 {max_backoff}
@@ -329,14 +336,23 @@ mod tests {
         let v: toml::Value = toml::from_str(&c.to_toml()).expect("generated TOML parses");
         assert!(v["delivery"].get("max_queue_lifetime").is_none(), "{v}");
         assert!(v["application"].get("local_domains").is_none(), "{v}");
+        assert!(
+            v["delivery"].get("max_connections_per_site").is_none(),
+            "{v}"
+        );
         c.max_backoff = Some(7);
         c.max_queue_lifetime = Some(60);
         c.delay_warning = Some(30);
         c.local_domains = Some(vec!["local.test".into(), "other.test".into()]);
+        c.max_connections_per_site = Some(3);
         let v: toml::Value = toml::from_str(&c.to_toml()).expect("generated TOML parses");
         assert_eq!(v["delivery"]["retry"]["max_backoff"].as_integer(), Some(7));
         assert_eq!(v["delivery"]["max_queue_lifetime"].as_integer(), Some(60));
         assert_eq!(v["delivery"]["delay_warning"].as_integer(), Some(30));
+        assert_eq!(
+            v["delivery"]["max_connections_per_site"].as_integer(),
+            Some(3)
+        );
         let domains: Vec<&str> = v["application"]["local_domains"]
             .as_array()
             .expect("local_domains is an array")

@@ -16,6 +16,10 @@ pub fn parse_log(text: &str) -> Vec<Value> {
 pub struct Delivery {
     pub queue_id: String,
     pub domain: String,
+    /// The site the recipient's domain was delivered through (the MX host
+    /// names it shares with other domains); empty when the record has no
+    /// such field.
+    pub site: String,
     pub to: String,
     /// `host[ip]:port`, or `none`.
     pub relay: String,
@@ -56,6 +60,7 @@ pub fn deliveries(records: &[Value]) -> Vec<Delivery> {
         .map(|r| Delivery {
             queue_id: text(r, "queue_id"),
             domain: text(r, "domain"),
+            site: text(r, "site"),
             to: text(r, "to"),
             relay: text(r, "relay"),
             delay: match &r["delay"] {
