@@ -32,7 +32,7 @@ pub use certs::TestCert;
 pub use dns::{numbered_domains, DnsServer, Zones};
 pub use hostile::{HostileServer, Script};
 pub use net::TestNet;
-pub use postfix::{Postfix, PostfixOptions};
+pub use postfix::{ClientLimits, Postfix, PostfixOptions, Refusals};
 pub use postman::{Config, Daemon, Delivery, Postman, RunOutput};
 pub use queue::{Bounce, QueueState, TestQueue};
 pub use smtp_sink::{AiosmtpdSink, Received, SinkOptions};

@@ -17,6 +17,20 @@
 //!   rcpt=2 bdat=1 quit=1`: the proof of STARTTLS and BDAT.
 //!
 //! A machine without Postfix fails the test saying what to install.
+//!
+//! [`ClientLimits`] make the instance limit its clients the way real
+//! servers do, through Postfix's anvil(8) service: connections at once
+//! (`smtpd_client_connection_count_limit`), connections and messages per
+//! time unit (`smtpd_client_connection_rate_limit`,
+//! `smtpd_client_message_rate_limit`, `anvil_rate_time_unit`). Postfix
+//! then answers, in its own words, `421 4.7.0 <host> Error: too many
+//! connections from <ip>` (and closes) or `450 4.7.1 Error: too much mail
+//! from <ip>` (to MAIL), and logs a `warning: … limit exceeded` for each
+//! refusal, which [`Postfix::refusals`] counts. Loopback clients are not
+//! exempt then (`smtpd_client_event_limit_exceptions` is emptied; by
+//! default it is `$mynetworks`). [`PostfixOptions::quiet`] turns off the
+//! verbose per-command logging, which a test of hundreds of messages does
+//! not need.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -44,8 +58,89 @@ pub struct PostfixOptions {
     /// EHLO keywords Postfix must not announce
     /// (`smtpd_discard_ehlo_keywords`: `pipelining`, `chunking`, …).
     pub discard_ehlo_keywords: Vec<String>,
+    /// Limits on each client (by IP address): what anvil(8) counts.
+    pub limits: Option<ClientLimits>,
+    /// No verbose logging of loopback clients' sessions (which
+    /// [`Postfix::log`] otherwise holds, command by command).
+    pub quiet: bool,
     /// More `main.cf` lines.
     pub extra: Vec<String>,
+}
+
+/// How Postfix limits one client, as a provider's MX host does. 0 means no
+/// limit, as in Postfix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Connections open at once (`smtpd_client_connection_count_limit`);
+    /// one more is greeted `421 4.7.0 … Error: too many connections from
+    /// <ip>` and closed.
+    pub connections: u32,
+    /// New connections per [`ClientLimits::time_unit`]
+    /// (`smtpd_client_connection_rate_limit`); one more gets the same 421.
+    pub connection_rate: u32,
+    /// MAIL commands per time unit (`smtpd_client_message_rate_limit`);
+    /// one more is answered `450 4.7.1 Error: too much mail from <ip>`.
+    pub message_rate: u32,
+    /// `anvil_rate_time_unit` (whole seconds; Postfix's default is 60 s).
+    pub time_unit: Duration,
+}
+
+impl ClientLimits {
+    /// At most `n` connections at once, nothing else limited.
+    pub fn connections(n: u32) -> ClientLimits {
+        ClientLimits {
+            connections: n,
+            connection_rate: 0,
+            message_rate: 0,
+            time_unit: Duration::from_secs(60),
+        }
+    }
+
+    /// At most `n` messages (MAIL commands) per `unit`, nothing else
+    /// limited.
+    pub fn message_rate(n: u32, unit: Duration) -> ClientLimits {
+        ClientLimits {
+            connections: 0,
+            connection_rate: 0,
+            message_rate: n,
+            time_unit: unit,
+        }
+    }
+
+    fn main_cf(&self) -> String {
+        format!(
+            "smtpd_client_event_limit_exceptions =\n\
+             smtpd_client_connection_count_limit = {}\n\
+             smtpd_client_connection_rate_limit = {}\n\
+             smtpd_client_message_rate_limit = {}\n\
+             anvil_rate_time_unit = {}s\n",
+            self.connections,
+            self.connection_rate,
+            self.message_rate,
+            self.time_unit.as_secs().max(1),
+        )
+    }
+}
+
+/// The refusals anvil's limits caused, from Postfix's own warnings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Connections greeted 421 for the count limit (`warning: Connection
+    /// concurrency limit exceeded`).
+    pub concurrency: usize,
+    /// Connections greeted 421 for the connection rate (`warning:
+    /// Connection rate limit exceeded`).
+    pub connection_rate: usize,
+    /// MAIL commands answered 450 for the message rate (`warning: Message
+    /// delivery request rate limit exceeded`).
+    pub message_rate: usize,
+}
+
+impl Refusals {
+    /// Connections refused, for either reason.
+    pub fn connections(&self) -> usize {
+        self.concurrency + self.connection_rate
+    }
 }
 
 /// A running private Postfix instance; stopped on drop.
@@ -164,6 +259,46 @@ impl Postfix {
         }
     }
 
+    /// How many SMTP connections smtpd took so far (its `connect from`
+    /// lines), refused ones included.
+    pub fn connection_count(&self) -> usize {
+        count_smtpd(&self.log(), ": connect from ")
+    }
+
+    /// The refusals anvil's limits caused so far (see [`ClientLimits`]).
+    pub fn refusals(&self) -> Refusals {
+        let log = self.log();
+        Refusals {
+            concurrency: count_smtpd(&log, "warning: Connection concurrency limit exceeded"),
+            connection_rate: count_smtpd(&log, "warning: Connection rate limit exceeded"),
+            message_rate: count_smtpd(
+                &log,
+                "warning: Message delivery request rate limit exceeded",
+            ),
+        }
+    }
+
+    /// How many messages were delivered into the Maildir so far (without
+    /// reading them).
+    pub fn message_count(&self) -> usize {
+        std::fs::read_dir(self.root.path().join("mail/box/new"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` messages were delivered or `timeout` passed; returns
+    /// how many were.
+    pub fn wait_for_message_count(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.message_count();
+            if got >= n || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The messages delivered so far, as Postfix wrote them (its
     /// `Return-Path`, `Delivered-To` and `Received` headers first), in
     /// file-name order.
@@ -208,6 +343,13 @@ impl Drop for Postfix {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// How many of smtpd's log lines hold `needle`.
+fn count_smtpd(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("postfix/smtpd[") && l.contains(needle))
+        .count()
 }
 
 fn read_log(root: &Path) -> String {
@@ -270,13 +412,17 @@ smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
-debug_peer_list = 127.0.0.0/8 [::1]/128
-debug_peer_level = 3
 biff = no
 smtputf8_enable = yes
 ",
         domains = domains.join(" "),
     );
+    if !options.quiet {
+        cf.push_str("debug_peer_list = 127.0.0.0/8 [::1]/128\ndebug_peer_level = 3\n");
+    }
+    if let Some(limits) = &options.limits {
+        cf.push_str(&limits.main_cf());
+    }
     if let Some((cert, key)) = &options.tls {
         cf.push_str(&format!(
             "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\

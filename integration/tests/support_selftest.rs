@@ -1,6 +1,7 @@
 //! Self-tests of the test support: the DNS server answers a real resolver
-//! (hickory-resolver) as described, and aiosmtpd receives exactly what an
-//! SMTP client sends. These do not need postman and must always pass.
+//! (hickory-resolver) as described, aiosmtpd receives exactly what an
+//! SMTP client sends, and a Postfix with client limits refuses in its own
+//! words and counts it. These do not need postman and must always pass.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -12,7 +13,10 @@ use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, R
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::Resolver;
-use postman_integration::{AiosmtpdSink, DnsServer, TestNet, Zones};
+use postman_integration::{
+    numbered_domains, AiosmtpdSink, ClientLimits, DnsServer, Postfix, PostfixOptions, TestNet,
+    Zones,
+};
 
 fn resolver(server: SocketAddr) -> Resolver<TokioRuntimeProvider> {
     let mut ns = NameServerConfig::udp_and_tcp(server.ip());
@@ -202,4 +206,142 @@ fn aiosmtpd_sink_saves_exact_unstuffed_data() {
         "peer {}",
         got[0].peer
     );
+}
+
+#[test]
+fn dns_server_serves_a_thousand_domains_on_one_mx_host() {
+    let domains = numbered_domains("d", 1000, "shared.test");
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx_shared(&domains, "mx.shared.test")
+            .a("mx.shared.test", Ipv4Addr::new(127, 7, 7, 7)),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = resolver(dns.addr());
+    rt.block_on(async {
+        for domain in [&domains[0], &domains[499], &domains[999]] {
+            let mx = r
+                .mx_lookup(format!("{domain}."))
+                .await
+                .unwrap_or_else(|e| panic!("MX {domain}: {e}"));
+            let got: Vec<String> = mx
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::MX(m) => Some(m.exchange.to_string()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, ["mx.shared.test."], "MX {domain}");
+        }
+    });
+}
+
+/// Reads one reply (all its lines) from `reader`.
+fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
+    let mut reply = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read reply") == 0 {
+            return reply;
+        }
+        reply.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return reply;
+        }
+    }
+}
+
+/// Connects to `addr` and reads the greeting.
+fn greeted(addr: SocketAddr) -> (BufReader<TcpStream>, String) {
+    let stream = TcpStream::connect(addr).expect("connect to Postfix");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let greeting = read_reply(&mut reader);
+    (reader, greeting)
+}
+
+fn say(reader: &mut BufReader<TcpStream>, command: &str) -> String {
+    reader
+        .get_mut()
+        .write_all(format!("{command}\r\n").as_bytes())
+        .expect("send a command");
+    read_reply(reader)
+}
+
+#[test]
+fn postfix_limits_connections_per_client_in_its_own_words() {
+    let net = TestNet::new();
+    let postfix = Postfix::start(
+        net.ip(1),
+        net.port(),
+        &["dest.test"],
+        &PostfixOptions {
+            limits: Some(ClientLimits::connections(2)),
+            quiet: true,
+            ..PostfixOptions::default()
+        },
+    );
+    let (_first, one) = greeted(net.addr(1));
+    let (_second, two) = greeted(net.addr(1));
+    let (_third, three) = greeted(net.addr(1));
+    assert!(one.starts_with("220 "), "first greeting {one:?}");
+    assert!(two.starts_with("220 "), "second greeting {two:?}");
+    assert_eq!(
+        three, "421 4.7.0 postfix.test Error: too many connections from 127.0.0.1\r\n",
+        "the third connection at once"
+    );
+    assert!(
+        postfix.wait_for_log(
+            "Connection concurrency limit exceeded",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        postfix.log()
+    );
+    let refusals = postfix.refusals();
+    assert_eq!(refusals.concurrency, 1, "{refusals:?}\n{}", postfix.log());
+    assert_eq!(refusals.connections(), 1, "{refusals:?}");
+    assert_eq!(postfix.connection_count(), 3, "{}", postfix.log());
+}
+
+#[test]
+fn postfix_limits_messages_per_client_in_its_own_words() {
+    let net = TestNet::new();
+    let postfix = Postfix::start(
+        net.ip(1),
+        net.port(),
+        &["dest.test"],
+        &PostfixOptions {
+            limits: Some(ClientLimits::message_rate(2, Duration::from_secs(60))),
+            quiet: true,
+            ..PostfixOptions::default()
+        },
+    );
+    let (mut session, greeting) = greeted(net.addr(1));
+    assert!(greeting.starts_with("220 "), "{greeting:?}");
+    assert!(say(&mut session, "EHLO client.test").starts_with("250"));
+    let mut replies = Vec::new();
+    for n in 0..3 {
+        let reply = say(&mut session, &format!("MAIL FROM:<s{n}@src.test>"));
+        replies.push(reply);
+        say(&mut session, "RSET");
+    }
+    assert!(replies[0].starts_with("250 "), "{replies:?}");
+    assert!(replies[1].starts_with("250 "), "{replies:?}");
+    assert_eq!(
+        replies[2], "450 4.7.1 Error: too much mail from 127.0.0.1\r\n",
+        "the third MAIL in the time unit"
+    );
+    assert!(
+        postfix.wait_for_log("rate limit exceeded", Duration::from_secs(5)),
+        "{}",
+        postfix.log()
+    );
+    assert_eq!(postfix.refusals().message_rate, 1, "{}", postfix.log());
 }
