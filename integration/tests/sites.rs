@@ -1,0 +1,49 @@
+//! End to end, issue 17: postman delivers to sites, not domains. The
+//! domains whose MX host names are the same share one site, and everything
+//! about connections (their number, reuse, backoff, rate, throttling) is
+//! the site's. Shown against real peers on loopback: many domains served by
+//! one MX host name from the in-process DNS server, Postfix limiting its
+//! clients through anvil (its own 421 and 450 replies), scripted servers
+//! playing the providers' throttle replies, and hosts that take no mail.
+
+mod common;
+
+/// Many domains on one MX host: few connections, few refusals.
+#[path = "sites/shared.rs"]
+mod shared;
+
+/// A down site and a black-holed site: probed once, backed off, no harm
+/// to the others.
+#[path = "sites/down.rs"]
+mod down;
+
+use postman_integration::TestQueue;
+use serde_json::Value;
+
+use common::add_numbered;
+
+/// Queues `per_domain` messages for every one of `domains` (one recipient
+/// each, Message-IDs tagged with the domain); returns how many in all.
+pub fn queue_each(queue: &TestQueue, domains: &[String], per_domain: usize) -> usize {
+    for domain in domains {
+        add_numbered(queue, domain, per_domain, domain);
+    }
+    domains.len() * per_domain
+}
+
+/// The log records whose `msg` is exactly `msg`.
+pub fn named<'a>(records: &'a [Value], msg: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["msg"] == msg).collect()
+}
+
+/// The records' `key` fields as text, one per record.
+pub fn field_of(records: &[&Value], key: &str) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| match &r[key] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        })
+        .collect()
+}
