@@ -17,7 +17,16 @@ mod shared;
 #[path = "sites/down.rs"]
 mod down;
 
-use postman_integration::TestQueue;
+/// `max_message_rate`: the pace a site's server sees.
+#[path = "sites/rate.rs"]
+mod rate;
+
+/// Throttle replies of the providers: not failures of the message.
+#[path = "sites/throttle.rs"]
+mod throttle;
+
+use postman_integration::postman::Daemon;
+use postman_integration::{postman, Config, TestQueue};
 use serde_json::Value;
 
 use common::add_numbered;
@@ -29,6 +38,21 @@ pub fn queue_each(queue: &TestQueue, domains: &[String], per_domain: usize) -> u
         add_numbered(queue, domain, per_domain, domain);
     }
     domains.len() * per_domain
+}
+
+/// Starts a daemon with `config` once `postman check-config` took it, so
+/// that a setting postman does not know fails the test at once, saying
+/// which, rather than after a wait for deliveries.
+pub fn spawn_checked(config: &Config) -> Daemon {
+    let file = config.write();
+    let checked = postman!().check_config(&file);
+    assert!(
+        checked.status.success(),
+        "postman check-config refused the test's settings: {}{}",
+        checked.stdout,
+        checked.stderr
+    );
+    postman!().spawn_daemon(&file)
 }
 
 /// The log records whose `msg` is exactly `msg`.
