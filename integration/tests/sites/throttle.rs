@@ -54,6 +54,15 @@ struct Throttled {
 
 impl Throttled {
     fn start(server: impl FnOnce(std::net::SocketAddr) -> HostileServer) -> Throttled {
+        Throttled::start_with("", server)
+    }
+
+    /// [`Throttled::start`] with more keys (`rule`, TOML lines) in the
+    /// site's rule.
+    fn start_with(
+        rule: &str,
+        server: impl FnOnce(std::net::SocketAddr) -> HostileServer,
+    ) -> Throttled {
         let net = TestNet::new();
         let server = server(net.addr(1));
         let domains = numbered_domains("t", DOMAINS, "customers.test");
@@ -69,7 +78,7 @@ impl Throttled {
         cfg.max_backoff = Some(2);
         cfg.extra = format!(
             "\n[delivery.site.\"throttle.test\"]\ninitial_connections = {SITE_CONNECTIONS}\n\
-             max_connections = {SITE_CONNECTIONS}\n"
+             max_connections = {SITE_CONNECTIONS}\n{rule}\n"
         );
         let daemon = spawn_checked(&cfg);
         Throttled {
@@ -88,6 +97,25 @@ impl Throttled {
             .collect()
     }
 
+    /// Waits until all 20 messages are delivered; panics with the log when
+    /// they are not within [`WITHIN`].
+    fn wait_delivered(&self) {
+        let total = DOMAINS * PER_DOMAIN;
+        let delivered = self.daemon.wait_for(WITHIN, |records| {
+            named(records, "delivery")
+                .iter()
+                .filter(|r| r["status"] == "sent")
+                .count()
+                >= total
+        });
+        assert!(
+            delivered,
+            "not all {total} delivered in {WITHIN:?} ({} bodies received)\n{}",
+            self.server.body_count(),
+            self.daemon.log_text()
+        );
+    }
+
     /// Waits until every message is delivered, then checks what a
     /// throttle must and must not do: `code` (the reply's distinctive
     /// part) is in a `site throttled` record naming the site with a
@@ -97,19 +125,8 @@ impl Throttled {
     /// (`untried`) — no message has a deferral record either.
     fn assert_handled(&mut self, code: &str, untried: bool) {
         let total = DOMAINS * PER_DOMAIN;
-        let delivered = self.daemon.wait_for(WITHIN, |records| {
-            named(records, "delivery")
-                .iter()
-                .filter(|r| r["status"] == "sent")
-                .count()
-                >= total
-        });
+        self.wait_delivered();
         let log = self.daemon.log_text();
-        assert!(
-            delivered,
-            "not all {total} delivered in {WITHIN:?} ({} bodies received)\n{log}",
-            self.server.body_count()
-        );
         let throttled = self.throttled();
         let ours: Vec<&Value> = throttled
             .iter()
@@ -205,16 +222,21 @@ fn microsofts_4_7_650_is_a_throttle() {
     t.assert_handled("4.7.650", false);
 }
 
-/// A server that never stops throttling: the site is suspended (a `site
-/// suspended` record naming it, with a positive `until_seconds` and the
-/// reply as its reason) and, while it is, postman opens no connection to
-/// it (none in the 2 s after the record and the open ones closing).
-/// Nothing is delivered, nothing bounced, every message stays queued.
+/// A server that throttles every connection until told to stop: after
+/// `suspend_after_throttles` (3) throttles in a row the site is suspended
+/// for `throttle_suspend_time` (5 s): a `site suspended` record naming it,
+/// with a positive `until_seconds` and the reply as its reason, within 30
+/// s; no connection in the 2 s after it (once the open ones closed);
+/// nothing sent or bounced meanwhile, every message queued. When the
+/// server then behaves, all 20 are delivered within 30 s of it: the
+/// suspension ends by itself.
 #[test]
 #[ignore = "needs the site scheduler (issue 17)"]
-fn a_site_that_keeps_throttling_is_suspended() {
-    let t =
-        Throttled::start(|addr| HostileServer::start(addr, vec![Script::new().greet(TOO_MANY)]));
+fn a_site_that_keeps_throttling_is_suspended_then_resumes() {
+    let t = Throttled::start_with(
+        "suspend_after_throttles = 3\nthrottle_suspend_time = 5",
+        |addr| HostileServer::start(addr, vec![Script::new().greet(TOO_MANY)]),
+    );
     let suspended = t.daemon.wait_for(WITHIN, |records| {
         !named(records, "site suspended").is_empty()
     });
@@ -260,4 +282,41 @@ fn a_site_that_keeps_throttling_is_suspended() {
         "{deliveries:#?}"
     );
     assert_eq!(t.queue.state().queued_count(), DOMAINS * PER_DOMAIN);
+
+    t.server.play_from_now(Script::polite());
+    t.wait_delivered();
+}
+
+/// A rule's `throttle_patterns` makes a reply no built-in knowledge calls
+/// a throttle one: `451 4.3.2 slow down, friend` (to RCPT, on the first
+/// two connections) is reported as `site throttled`, and handled as the
+/// providers' replies are.
+#[test]
+#[ignore = "needs the site scheduler (issue 17)"]
+fn a_rules_pattern_is_a_throttle() {
+    let mut t = Throttled::start_with("throttle_patterns = [\"slow down, friend\"]", |addr| {
+        HostileServer::first_then_polite(addr, 2, refusing("451 4.3.2 slow down, friend"))
+    });
+    t.assert_handled("slow down, friend", false);
+}
+
+/// Greylisting (`451 4.7.1 Greylisted, please try again later`, each
+/// recipient once) is not a throttle: no `site throttled` record, and the
+/// 20 messages are delivered on their retries.
+#[test]
+#[ignore = "needs the site scheduler (issue 17)"]
+fn greylisting_is_not_a_throttle() {
+    let t = Throttled::start(|addr| {
+        HostileServer::start(
+            addr,
+            vec![Script::polite()
+                .greylist("RCPT TO:<", "451 4.7.1 Greylisted, please try again later")],
+        )
+    });
+    t.wait_delivered();
+    let throttled = t.throttled();
+    assert!(
+        throttled.is_empty(),
+        "greylisting taken for a throttle: {throttled:#?}"
+    );
 }
