@@ -44,6 +44,8 @@ pub struct Zones {
     records: Vec<Record>,
     servfail: Vec<LowerName>,
     silent: Vec<LowerName>,
+    /// TTL of every record and of negative answers; [`TTL`] when unset.
+    ttl: Option<u32>,
 }
 
 impl Zones {
@@ -110,6 +112,14 @@ impl Zones {
         self
     }
 
+    /// Every record (and NXDOMAIN, through the SOA minimum) lives `ttl`
+    /// seconds instead of the tests' short default: the benchmark's senders
+    /// should cache as they would on the internet.
+    pub fn ttl(mut self, ttl: u32) -> Zones {
+        self.ttl = Some(ttl);
+        self
+    }
+
     /// Queries for `name` and every name below it answer SERVFAIL.
     pub fn servfail(mut self, name: &str) -> Zones {
         self.servfail.push(LowerName::new(&fqdn(name)));
@@ -123,6 +133,7 @@ impl Zones {
     }
 
     fn catalog(&self) -> Catalog {
+        let ttl = self.ttl.unwrap_or(TTL);
         let origin = Name::root();
         let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
             origin.clone(),
@@ -136,14 +147,16 @@ impl Zones {
             3600,
             600,
             86400,
-            TTL,
+            ttl,
         );
         let inserted = zone.upsert_mut(
-            Record::from_rdata(origin.clone(), TTL, RData::SOA(soa)),
+            Record::from_rdata(origin.clone(), ttl, RData::SOA(soa)),
             SERIAL,
         );
         assert!(inserted, "the test zone refused its SOA");
         for record in &self.records {
+            let mut record = record.clone();
+            record.ttl = ttl;
             let inserted = zone.upsert_mut(record.clone(), SERIAL);
             assert!(inserted, "the test zone refused {record}");
         }
@@ -238,6 +251,18 @@ pub struct DnsServer {
 impl DnsServer {
     /// Serves `zones` on UDP and TCP at `127.0.0.1:<a free port>`.
     pub fn start(zones: Zones) -> DnsServer {
+        DnsServer::serve(zones, None)
+    }
+
+    /// Serves `zones` on UDP and TCP at `addr` (the benchmark's server on
+    /// port 53 of its own network namespace, where the system resolver of
+    /// a sender that cannot be given a port finds it). Panics when `addr`
+    /// cannot be bound.
+    pub fn start_at(zones: Zones, addr: SocketAddr) -> DnsServer {
+        DnsServer::serve(zones, Some(addr))
+    }
+
+    fn serve(zones: Zones, at: Option<SocketAddr>) -> DnsServer {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let handler = Handler {
             catalog: zones.catalog(),
@@ -255,7 +280,10 @@ impl DnsServer {
                     .build()
                     .expect("tokio runtime for the test DNS server");
                 runtime.block_on(async move {
-                    let (udp, tcp) = bind_pair().await;
+                    let (udp, tcp) = match at {
+                        Some(addr) => bind_at(addr).await,
+                        None => bind_pair().await,
+                    };
                     let addr = udp.local_addr().expect("udp local_addr");
                     let mut server = Server::new(handler);
                     server.register_socket(udp);
@@ -309,6 +337,17 @@ impl Drop for DnsServer {
             let _ = thread.join();
         }
     }
+}
+
+/// A UDP socket and a TCP listener at `addr`.
+async fn bind_at(addr: SocketAddr) -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind DNS UDP {addr}: {e}"));
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("bind DNS TCP {addr}: {e}"));
+    (udp, tcp)
 }
 
 /// A UDP socket and a TCP listener on the same 127.0.0.1 port.
