@@ -345,3 +345,87 @@ fn postfix_limits_messages_per_client_in_its_own_words() {
     );
     assert_eq!(postfix.refusals().message_rate, 1, "{}", postfix.log());
 }
+
+/// The benchmark's receiver (`src/bin/shaped-sink/`): a capped site greets
+/// one connection too many with its busy reply, throttles MAIL past its rate,
+/// greylists a recipient's first attempt; a black hole never greets; the
+/// stats file counts all of it.
+#[test]
+fn shaped_sink_caps_throttles_greylists_and_counts() {
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "port": net.port(),
+        "sites": [
+            {"name": "capped", "group": "p", "addrs": [net.ip(1)], "mode": "serve",
+             "max_connections": 1, "busy_reply": "421 4.7.0 busy",
+             "rate": {"per_second": 0.001, "burst": 1, "at": "mail", "reply": "450 4.7.650 slow down"},
+             "greylist": {"delay_ms": 0, "reply": "450 4.2.0 greylisted"}},
+            {"name": "hole", "group": "h", "addrs": [net.ip(2)], "mode": "blackhole"},
+        ],
+    });
+    let config_path = dir.path().join("sink.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let stats = dir.path().join("stats.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shaped-sink"))
+        .arg(&config_path)
+        .arg(&stats)
+        .spawn()
+        .expect("start shaped-sink");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !stats.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shaped-sink did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let connect = |k: u8| {
+        let s = TcpStream::connect(net.addr(k)).expect("connect to shaped-sink");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (s.try_clone().unwrap(), BufReader::new(s))
+    };
+    let (mut w, mut r) = connect(1);
+    expect_reply(&mut r, "220");
+    let (_, mut busy) = connect(1);
+    expect_reply(&mut busy, "421 4.7.0 busy");
+    for (cmd, code) in [
+        ("EHLO client.test\r\n", "250"),
+        ("MAIL FROM:<a@src.test>\r\n", "250"),
+        ("RCPT TO:<g@d.test>\r\n", "450 4.2.0 greylisted"),
+        ("RCPT TO:<G@d.test>\r\n", "250"),
+        ("DATA\r\n", "354"),
+        ("x\r\n.\r\n", "250"),
+        ("MAIL FROM:<a@src.test>\r\n", "450 4.7.650 slow down"),
+        ("QUIT\r\n", "221"),
+    ] {
+        w.write_all(cmd.as_bytes()).unwrap();
+        expect_reply(&mut r, code);
+    }
+    let (hole, _) = connect(2);
+    hole.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let silent = std::io::Read::read(&mut &hole, &mut byte);
+    assert!(silent.is_err(), "a black hole greeted: {silent:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let total = &got["total"];
+    for (key, want) in [
+        ("connections", 3),
+        ("refused", 1),
+        ("throttled", 1),
+        ("greylisted", 1),
+        ("messages", 1),
+        ("unique", 1),
+    ] {
+        assert_eq!(total[key], want, "{key} in {got}");
+    }
+    assert_eq!(got["sites"]["hole"]["connections"], 1, "{got}");
+    assert!(got["last_unique_at"].as_f64().is_some(), "{got}");
+}
