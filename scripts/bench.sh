@@ -16,12 +16,22 @@
 #               connection): the upper bound of this SMTP exchange here.
 #
 # Usage:
-#   scripts/bench.sh [compare|scale|profile|all]
+#   scripts/bench.sh [compare|scale|profile|all|sites|mix]
 #     compare  10,000 x 2 KB to 1 domain, to 50 domains, 1,000 x 100 KB
 #     scale    1,000 domains with up to 900 connections; start-up over a
 #              queue of 100,000 files
 #     profile  perf record, strace -c and valgrind DHAT of postman on the
 #              10,000 x 2 KB 1-domain workload
+#     sites    10,000 x 2 KB to 50 and to 1,000 domains whose MX is one
+#              host serving 20 connections at once (refusing more with 421,
+#              and smtp-sink -m 20, which queues them): postman, Postfix
+#              routed by MX, smtp-source -d -s 20 (issue 17)
+#     mix      100,000 messages over 2,000 domains: Zipf volume, three
+#              throttling providers, greylisting, black holes and down
+#              hosts; time until all deliverable mail is delivered
+#     sites and mix run in a private network and mount namespace with their
+#     own DNS server and receiver (scripts/bench/sites.sh); `all` does not
+#     include them.
 # Environment:
 #   RUNS=3      runs per sender and workload (the median is reported)
 #   QUICK=1     small workloads, RUNS=1 by default, for smoke tests; results
@@ -35,6 +45,12 @@
 #               target/release/postman
 #   MAX_LOAD=L  before each mode, wait up to WAIT_MINUTES (5) for a 1-minute
 #               load average below L (the load is recorded either way)
+#   SITES_RECEIVERS="refuse backlog"  the sites receivers to run (QUICK:
+#               refuse only)
+#   MIX_RUNS=1  runs of mix per sender; MIX_COUNT, MIX_DOMAINS, MIX_RATE
+#               (each provider's messages/s) change its plan
+#   RETRY_MIN=10 RETRY_MAX=60  both senders' retry delays in sites and mix
+#   RUN_TIMEOUT=1800  seconds one sites or mix run may take
 #
 # The generated sections of the results file sit between
 # <!-- BEGIN name --> and <!-- END name --> markers; anything else in the
@@ -47,7 +63,7 @@ repo=$PWD
 command_line="scripts/bench.sh $*"
 mode=${1:-compare}
 case $mode in
-  compare | scale | profile | all) ;;
+  compare | scale | profile | all | sites | mix) ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac
 QUICK=${QUICK:-0}
@@ -59,7 +75,7 @@ results=${RESULTS:-}
 helpers=$repo/scripts/bench
 meter() { python3 "$helpers/meter.py" "$@"; }
 report() { python3 "$helpers/report.py" "$@"; }
-log() { printf '== %s\n' "$*" >&2; }
+log() { printf '== %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ---- dependencies -------------------------------------------------------------
 apt_install() {
@@ -89,15 +105,34 @@ if [ -z "${POSTMAN_BIN:-}" ]; then
   cargo build --release -q -p postman-actors
   postman_desc="postman built from $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src actors 2>/dev/null || echo ' with uncommitted changes in src/ or actors/')"
 else
-  postman_desc="postman binary $POSTMAN_BIN ($(date -u -r "$POSTMAN_BIN" '+%Y-%m-%d %H:%M UTC'); HEAD is $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  postman_desc=${BENCH_POSTMAN_DESC:-"postman binary $POSTMAN_BIN ($(date -u -r "$POSTMAN_BIN" '+%Y-%m-%d %H:%M UTC'); HEAD is $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"}
+fi
+target_dir=${CARGO_TARGET_DIR:-target}
+if [ "$mode" = sites ] || [ "$mode" = mix ]; then
+  if [ -z "${PEERS_DIR:-}" ]; then
+    log "building shaped-sink and bench-dns (release)"
+    cargo build --release -q -p postman-integration --bin shaped-sink --bin bench-dns
+    PEERS_DIR=$(cd "$target_dir/release" && pwd)
+  fi
+  # Into a network namespace of our own: loopback only, port 53 and 25 are
+  # ours, and a resolv.conf of our own without touching the machine's.
+  if [ "${BENCH_NETNS:-0}" != 1 ]; then
+    command -v unshare >/dev/null || { echo "bench.sh: $mode needs unshare (util-linux)" >&2; exit 1; }
+    exec unshare --net --mount -- env BENCH_NETNS=1 PEERS_DIR="$PEERS_DIR" \
+      POSTMAN_BIN="${POSTMAN_BIN:-$(cd "$target_dir/release" && pwd)/postman}" BENCH_POSTMAN_DESC="$postman_desc" \
+      "$repo/scripts/$(basename "$0")" "$@"
+  fi
 fi
 
 # ---- the temporary world ------------------------------------------------------
 work=$(mktemp -d -t postman-bench.XXXXXX)
 chmod 755 "$work" # Postfix's daemons run as the postfix user and must reach their queue
 # A private copy: other builds may replace target/release/postman meanwhile.
-cp "${POSTMAN_BIN:-${CARGO_TARGET_DIR:-target}/release/postman}" "$work/postman"
+cp "${POSTMAN_BIN:-$target_dir/release/postman}" "$work/postman"
 bin=$work/postman
+if [ "${BENCH_NETNS:-0}" = 1 ]; then
+  cp "$PEERS_DIR/shaped-sink" "$PEERS_DIR/bench-dns" "$work/"
+fi
 pf_etc=$work/postfix/etc
 pf_spool=$work/postfix/spool
 pids=()
@@ -117,6 +152,9 @@ cleanup() {
   set +e
   postfix_stop
   [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null
+  # sites.sh's receiver and DNS server (their namespace lives while they do)
+  [ -n "${rcv_pid:-}" ] && kill "$rcv_pid" 2>/dev/null
+  [ -n "${dns_pid:-}" ] && kill "$dns_pid" 2>/dev/null
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
   if [ "${KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
@@ -661,14 +699,22 @@ profile() {
   fi
 }
 
+if [ "${BENCH_NETNS:-0}" = 1 ]; then
+  # shellcheck source=scripts/bench/sites.sh
+  . "$helpers/sites.sh"
+  ns_setup
+fi
+
 case $mode in
+  sites) wait_for_quiet; sites ;;
+  mix) wait_for_quiet; mix ;;
   compare) wait_for_quiet; compare ;;
   scale) wait_for_quiet; scale ;;
   profile) wait_for_quiet; profile ;;
   all) wait_for_quiet; compare; wait_for_quiet; scale; wait_for_quiet; profile ;;
 esac
 
-for section in compare scale profile; do
+for section in compare scale profile sites mix; do
   [ -f "$work/$section.md" ] || continue
   if [ -n "$results" ]; then
     mkdir -p "$(dirname "$results")"

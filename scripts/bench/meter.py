@@ -23,11 +23,30 @@
       when the sink has counted N messages and the queue directories are
       empty.
 
+  meter.py daemon --json OUT --receiver KIND:PATH --expect N [--sink-pid PID]
+                  [--peer-pid PID]... [--stderr FILE] [--timeout S] -- CMD...
+      For senders that run until stopped (postman as a daemon, which retries
+      what was deferred): runs CMD until the receiver has N messages, then
+      SIGTERM and wait. The wall time ends at the receiver's last first
+      acceptance (shaped-sink's last_unique_at; for smtp-sink the moment its
+      count was seen); CPU is the whole process's, its shutdown included.
+
+The receiver (--receiver, or --sink-out for smtp-sink) is
+`smtp-sink:FILE` (the counters `smtp-sink -c` prints) or `shaped:FILE`
+(shaped-sink's stats file: unique recipients accepted, and when).
+`meter.py postfix --no-drain` stops at N delivered without waiting for
+the queue to empty (what is left cannot be delivered). With --peer-pid
+(the receiver, the DNS server) each peer's CPU over the run is recorded.
+Inside the bench's network namespace the TCP counters of /proc/net/snmp
+are the senders' own: ActiveOpens (connections attempted) and
+AttemptFails (refused or failed before they were established) are
+recorded as their differences over the run.
+
 Connections: with --sink-pid the sampler counts the sink's open descriptors
 (a baseline taken at start subtracted): the peak number of simultaneous SMTP
 connections, as the receiving side saw them.
 
-Both modes also record machine_busy: the CPU seconds the whole machine spent
+Every mode also records machine_busy: the CPU seconds the whole machine spent
 busy during the run (/proc/stat), so a run disturbed by other work shows:
 busy minus the sender's CPU is everything else (the sink included).
 
@@ -177,7 +196,7 @@ def run(args):
     err = open(args.stderr, "wb") if args.stderr else subprocess.DEVNULL
     out = open(args.stdout, "wb") if args.stdout else subprocess.DEVNULL
     start_epoch = time.time()
-    busy0 = machine_busy()
+    around = Around(args.peer_pid)
     t0 = time.monotonic()
     child = subprocess.Popen(args.cmd, stdout=out, stderr=err)
     sampler = Sampler(child.pid, args.sink_pid)
@@ -197,28 +216,86 @@ def run(args):
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
-    busy = machine_busy() - busy0
+    result = around.result()
     timer.cancel()
     sampler.stop.set()
     sampler.join()
-    result = {
+    result.update({
         "start_epoch": start_epoch,
         "wall": wall,
         "user": usage.ru_utime,
         "sys": usage.ru_stime,
         "peak_rss_kb": sampler.peak_rss,
         "peak_conns": sampler.peak_conns,
-        "machine_busy": busy,
         "exit": child.returncode,
         "timed_out": bool(timed_out),
         "samples": sampler.samples,
-    }
+    })
     with open(args.json, "w") as f:
         json.dump(result, f)
     return 0 if child.returncode == 0 and not timed_out else 1
 
 
 COUNTER = re.compile(rb"sess=(\d+) quit=(\d+) mesg=(\d+)")
+
+
+class Receiver:
+    """How many messages the receiver has, and since when (if it says)."""
+
+    def __init__(self, spec):
+        self.kind, _, self.path = spec.partition(":")
+        if self.kind not in ("smtp-sink", "shaped"):
+            raise SystemExit(f"unknown receiver {spec!r}: smtp-sink:FILE or shaped:FILE")
+
+    def stats(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def delivered(self):
+        if self.kind == "smtp-sink":
+            return sink_counts(self.path)[2]
+        return self.stats().get("total", {}).get("unique", 0)
+
+    def last_at(self):
+        """Unix time of the last new message, when the receiver records it."""
+        return self.stats().get("last_unique_at") if self.kind == "shaped" else None
+
+
+def tcp_counters():
+    """ActiveOpens and AttemptFails of this network namespace."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        table = dict(zip(rows[0][1:], map(int, rows[1][1:])))
+        return {"active_opens": table["ActiveOpens"], "attempt_fails": table["AttemptFails"]}
+    except (OSError, IndexError, KeyError, ValueError):
+        return {"active_opens": 0, "attempt_fails": 0}
+
+
+def cpu_of(pid):
+    s = stat(pid)
+    return (s[1] + s[2]) / TICK if s else 0.0
+
+
+class Around:
+    """What is measured around any sender: the machine's busy time, the
+    namespace's TCP counters, and the peers' CPU."""
+
+    def __init__(self, peers):
+        self.peers = peers or []
+        self.busy0 = machine_busy()
+        self.tcp0 = tcp_counters()
+        self.cpu0 = [cpu_of(p) for p in self.peers]
+
+    def result(self):
+        tcp = tcp_counters()
+        out = {"machine_busy": machine_busy() - self.busy0}
+        out.update({k: tcp[k] - self.tcp0[k] for k in tcp})
+        out["peer_cpu"] = [cpu_of(p) - c for p, c in zip(self.peers, self.cpu0)]
+        return out
 
 
 def sink_counts(path):
@@ -247,48 +324,112 @@ def queue_empty(spool):
 
 def postfix(args):
     master = args.master_pid
+    receiver = Receiver(args.receiver or f"smtp-sink:{args.sink_out}")
     u0, s0, _ = tree_cpu(master)
-    busy0 = machine_busy()
+    around = Around(args.peer_pid)
     sampler = Sampler(master, args.sink_pid, whole_tree=True)
     sampler.start()
+    start_epoch = time.time()
     t0 = time.monotonic()
     subprocess.run(args.cmd, check=True, stdout=subprocess.DEVNULL)
     released = time.monotonic() - t0
     deadline = t0 + args.timeout
     timed_out = False
-    while sink_counts(args.sink_out)[2] < args.expect:
+    while receiver.delivered() < args.expect:
         if time.monotonic() > deadline:
             timed_out = True
             break
         time.sleep(0.01)
     sunk = time.monotonic() - t0
-    while not timed_out and not queue_empty(args.spool):
+    last = receiver.last_at()
+    if last is not None and not timed_out:
+        sunk = last - start_epoch
+    while not timed_out and not args.no_drain and not queue_empty(args.spool):
         if time.monotonic() > deadline:
             timed_out = True
             break
         time.sleep(0.01)
-    wall = time.monotonic() - t0
-    busy = machine_busy() - busy0
+    # Drained: the queue is empty too; --no-drain: the last delivery.
+    wall = sunk if args.no_drain else time.monotonic() - t0
     u1, s1, _ = tree_cpu(master)
     sampler.stop.set()
     sampler.join()
     result = {
+        "start_epoch": start_epoch,
         "wall": wall,
         "release_wall": released,
         "sink_done_wall": sunk,
+        "delivered": receiver.delivered(),
         "user": u1 - u0,
         "sys": s1 - s0,
         "peak_rss_kb": sampler.peak_rss,
         "peak_pss_kb": sampler.peak_pss,
         "peak_procs": sampler.peak_procs,
         "peak_conns": sampler.peak_conns,
-        "machine_busy": busy,
         "timed_out": timed_out,
         "samples": sampler.samples,
     }
+    result.update(around.result())
     with open(args.json, "w") as f:
         json.dump(result, f)
     return 1 if timed_out else 0
+
+
+def daemon(args):
+    receiver = Receiver(args.receiver)
+    err = open(args.stderr, "wb") if args.stderr else subprocess.DEVNULL
+    around = Around(args.peer_pid)
+    start_epoch = time.time()
+    t0 = time.monotonic()
+    child = subprocess.Popen(args.cmd, stdout=subprocess.DEVNULL, stderr=err)
+    sampler = Sampler(child.pid, args.sink_pid)
+    sampler.start()
+    deadline = t0 + args.timeout
+    timed_out = False
+    reaped = None  # (status, rusage) once the child is gone
+    while receiver.delivered() < args.expect:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            reaped = (status, usage)
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
+            break
+        time.sleep(0.01)
+    wall = time.monotonic() - t0
+    last = receiver.last_at()
+    if last is not None and not (timed_out or reaped):
+        wall = last - start_epoch
+    result = around.result()
+    if reaped is None:
+        os.kill(child.pid, signal.SIGTERM)
+        # In-flight transactions get a short grace period; a black hole's
+        # connection is simply dropped. A postman that hangs is killed.
+        killer = threading.Timer(120, os.kill, (child.pid, signal.SIGKILL))
+        killer.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        killer.cancel()
+        reaped = (status, usage)
+    status, usage = reaped
+    sampler.stop.set()
+    sampler.join()
+    result.update({
+        "start_epoch": start_epoch,
+        "wall": wall,
+        "user": usage.ru_utime,
+        "sys": usage.ru_stime,
+        "peak_rss_kb": sampler.peak_rss,
+        "peak_conns": sampler.peak_conns,
+        "delivered": receiver.delivered(),
+        "exit": os.waitstatus_to_exitcode(status),
+        # Stopped before the receiver had everything (a crash, or an exit).
+        "died": not timed_out and receiver.delivered() < args.expect,
+        "timed_out": timed_out,
+        "samples": sampler.samples,
+    })
+    with open(args.json, "w") as f:
+        json.dump(result, f)
+    return 0 if receiver.delivered() >= args.expect else 1
 
 
 def main():
@@ -297,6 +438,7 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--json", required=True)
     r.add_argument("--sink-pid", type=int, default=0)
+    r.add_argument("--peer-pid", type=int, action="append")
     r.add_argument("--stderr")
     r.add_argument("--stdout")
     r.add_argument("--timeout", type=float, default=900)
@@ -305,13 +447,27 @@ def main():
     q.add_argument("--json", required=True)
     q.add_argument("--master-pid", type=int, required=True)
     q.add_argument("--spool", required=True)
-    q.add_argument("--sink-out", required=True)
+    q.add_argument("--sink-out")
+    q.add_argument("--receiver")
+    q.add_argument("--no-drain", action="store_true")
+    q.add_argument("--peer-pid", type=int, action="append")
     q.add_argument("--sink-pid", type=int, default=0)
     q.add_argument("--expect", type=int, required=True)
     q.add_argument("--timeout", type=float, default=900)
     q.add_argument("cmd", nargs="+")
+    d = sub.add_parser("daemon")
+    d.add_argument("--json", required=True)
+    d.add_argument("--receiver", required=True)
+    d.add_argument("--expect", type=int, required=True)
+    d.add_argument("--peer-pid", type=int, action="append")
+    d.add_argument("--sink-pid", type=int, default=0)
+    d.add_argument("--stderr")
+    d.add_argument("--timeout", type=float, default=1800)
+    d.add_argument("cmd", nargs="+")
     args = p.parse_args()
-    sys.exit(run(args) if args.mode == "run" else postfix(args))
+    if args.mode == "postfix" and not (args.sink_out or args.receiver):
+        p.error("postfix: --sink-out or --receiver")
+    sys.exit({"run": run, "postfix": postfix, "daemon": daemon}[args.mode](args))
 
 
 if __name__ == "__main__":

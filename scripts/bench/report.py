@@ -5,6 +5,11 @@
   report.py postman-log LOG START_EPOCH    JSON facts from postman's JSON log
   report.py compare DIR                    the comparison tables (stdout)
   report.py scale DIR                      the scale tables (stdout)
+  report.py receiver KIND FILE             JSON facts from a receiver: KIND
+                                           shaped (shaped-sink's stats) or
+                                           smtp-sink (its -c counters)
+  report.py sites DIR                      the sites tables (stdout)
+  report.py mix DIR                        the mix tables (stdout)
   report.py splice FILE NAME < TEXT        replace the section NAME of FILE
                                            (between <!-- BEGIN NAME --> and
                                            <!-- END NAME -->), or append it
@@ -225,6 +230,171 @@ def scale(root):
     print("\n".join(lines))
 
 
+def receiver(kind, path):
+    if kind == "shaped":
+        stats = load(path)
+        facts = dict(stats.get("total", {}))
+        facts["groups"] = stats.get("groups", {})
+    else:
+        with open(path, "rb") as f:
+            found = re.findall(rb"sess=(\d+) quit=(\d+) mesg=(\d+)", f.read())
+        sess, _, mesg = map(int, found[-1]) if found else (0, 0, 0)
+        facts = {"connections": sess, "refused": 0, "messages": mesg, "unique": None,
+                 "peak_active": None}
+    print(json.dumps(facts))
+
+
+MX_SENDERS = [
+    ("postman", "postman (daemon)"),
+    ("postfix", "Postfix 3 (qmgr + smtp, by MX)"),
+    ("source-d", "smtp-source -d -s 20"),
+]
+
+
+def mx_run(run, count):
+    """The numbers of one sites or mix run."""
+    rcv = run.get("receiver") or {}
+    facts = run.get("facts") or {}
+    delivered = run.get("delivered")
+    if delivered is None:  # smtp-source: every message went to one recipient
+        delivered = rcv.get("messages") or 0
+    cpu = run["user"] + run["sys"]
+    peak = rcv.get("peak_active")
+    if peak is None:
+        peak = run.get("peak_conns")
+    opened = run.get("active_opens")
+    refused = rcv.get("refused")
+    return {
+        "delivered": delivered,
+        "complete": delivered >= count,
+        "wall": run["wall"],
+        "rate": delivered / run["wall"] if run["wall"] > 0 else 0,
+        "opened": opened,
+        "refused": refused,
+        "refused_pct": 100.0 * refused / opened if opened and refused is not None else None,
+        "rst": run.get("attempt_fails"),
+        "peak": peak,
+        "deferred": facts.get("deferred", run.get("deferred")),
+        "cpu": cpu,
+        "cpu_k": cpu / delivered * 1000 if delivered else None,
+        "mem": run["peak_rss_kb"] / 1024,
+        "pss": run["peak_pss_kb"] / 1024 if run.get("peak_pss_kb") else None,
+        "dns": sum((run.get("dns") or {}).values()) if run.get("dns") else None,
+        "peers": run.get("peer_cpu") or [],
+        "other": run["machine_busy"] - cpu if "machine_busy" in run else None,
+        "left": run.get("left"),
+        "load": run.get("load", ""),
+        "groups": rcv.get("groups") or {},
+        "messages": rcv.get("messages"),
+    }
+
+
+def mx_runs(wl, sender):
+    files = sorted(glob.glob(os.path.join(wl["dir"], f"{sender}.*.json")),
+                   key=lambda p: int(p.rsplit(".", 2)[-2]))
+    return [mx_run(load(p), wl["count"] if sender == "source-d" else wl.get("deliverable", wl["count"]))
+            for p in files]
+
+
+def sites(root):
+    lines = []
+    ratios = []
+    for wl in workloads(root):
+        lines.append(f"### {wl['title']}\n")
+        lines.append(
+            "| sender | msgs/s | connections opened | refused (421) | refused / opened | "
+            "peak at once | deferrals | CPU s / 1,000 msgs | peak RSS MB | runs |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        per = {}
+        for key, label in MX_SENDERS:
+            runs = mx_runs(wl, key)
+            if not runs:
+                continue
+            m = {k: median([r[k] for r in runs]) for k in
+                 ("rate", "opened", "refused", "refused_pct", "peak", "deferred", "cpu_k", "mem", "pss")}
+            per[key] = m
+            incomplete = sum(not r["complete"] for r in runs)
+            mem = fmt(m["mem"], 1) + (f" (PSS {fmt(m['pss'], 1)})" if m["pss"] is not None else "")
+            pct = "–" if m["refused_pct"] is None else f"{m['refused_pct']:.1f} %"
+            lines.append(
+                f"| {label} | {fmt(m['rate'])}{' (' + str(incomplete) + ' incomplete)' if incomplete else ''} | "
+                f"{fmt(m['opened'])} | {fmt(m['refused'])} | {pct} | {fmt(m['peak'])} | "
+                f"{fmt(m['deferred'])} | {fmt(m['cpu_k'], 3)} | {mem} | {len(runs)} |"
+            )
+        pm, pf, sd = per.get("postman"), per.get("postfix"), per.get("source-d")
+        get = lambda d, k: d[k] if d else None
+        ratios.append(
+            f"| {wl['title']} | {ratio(get(pm, 'rate'), get(pf, 'rate'))} | "
+            f"{ratio(get(pm, 'rate'), get(sd, 'rate'))} |"
+        )
+        lines.append("")
+        lines.append("<details><summary>every run</summary>\n")
+        lines.append(
+            "| sender | run | load before (1, 5, 15 min) | delivered | wall s | msgs/s | connections | "
+            "refused | deferrals | CPU s | peak RSS MB | DNS questions | receiver CPU s | "
+            "DNS server CPU s | CPU s of all else | left queued |"
+        )
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for key, _ in MX_SENDERS:
+            for i, r in enumerate(mx_runs(wl, key), 1):
+                peers = r["peers"] + [None, None]
+                lines.append(
+                    f"| {key} | {i} | {r['load']} | {r['delivered']:,} | {r['wall']:.2f} | {fmt(r['rate'])} | "
+                    f"{fmt(r['opened'])} | {fmt(r['refused'])} | {fmt(r['deferred'])} | {r['cpu']:.2f} | "
+                    f"{fmt(r['mem'], 1)} | {fmt(r['dns'])} | {fmt(peers[0], 2)} | {fmt(peers[1], 2)} | "
+                    f"{fmt(r['other'], 2)} | {fmt(r['left'])} |"
+                )
+        lines.append("\n</details>\n")
+    lines.append("### Ratios (medians)\n")
+    lines.append("| workload | postman / Postfix msgs/s | postman / smtp-source -d -s 20 |")
+    lines.append("|---|---:|---:|")
+    lines.extend(ratios)
+    lines.append("")
+    print("\n".join(lines))
+
+
+GROUP_FIELDS = ("connections", "refused", "throttled", "greylisted", "messages", "unique")
+
+
+def mix(root):
+    lines = []
+    for wl in workloads(root):
+        lines.append(
+            "| sender | run | load before (1, 5, 15 min) | drained in s | delivered | connections opened | "
+            "RST (refused by a down host) | 421 past a provider's 20 | throttle replies | "
+            "greylisting replies | black-hole connections | deferrals | CPU s | peak RSS MB | "
+            "DNS questions | receiver CPU s | left queued |"
+        )
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        all_runs = {key: mx_runs(wl, key) for key, _ in MX_SENDERS}
+        for key, label in MX_SENDERS:
+            for i, r in enumerate(all_runs[key], 1):
+                g = r["groups"]
+                total = lambda f: sum(v.get(f, 0) for v in g.values())
+                holes = sum(v.get("connections", 0) for k, v in g.items() if k.startswith("hole"))
+                drained = f"{r['wall']:.1f}" if r["complete"] else f"not drained ({r['wall']:.0f} s)"
+                mem = fmt(r["mem"], 1) + (f" (PSS {fmt(r['pss'], 1)})" if r["pss"] is not None else "")
+                lines.append(
+                    f"| {label} | {i} | {r['load']} | {drained} | {r['delivered']:,} | {fmt(r['opened'])} | "
+                    f"{fmt(r['rst'])} | {fmt(total('refused'))} | {fmt(total('throttled'))} | "
+                    f"{fmt(total('greylisted'))} | {fmt(holes)} | {fmt(r['deferred'])} | {r['cpu']:.1f} | "
+                    f"{mem} | {fmt(r['dns'])} | {fmt((r['peers'] + [None])[0], 2)} | {fmt(r['left'])} |"
+                )
+        lines.append("")
+        for key, label in MX_SENDERS:
+            runs = all_runs[key]
+            if not runs:
+                continue
+            lines.append(f"What the receiver saw of {label}, per group of sites (run 1):\n")
+            lines.append("| group | " + " | ".join(GROUP_FIELDS) + " |")
+            lines.append("|---|" + "---:|" * len(GROUP_FIELDS))
+            for name, v in sorted(runs[0]["groups"].items()):
+                lines.append(f"| {name} | " + " | ".join(fmt(v.get(f)) for f in GROUP_FIELDS) + " |")
+            lines.append("")
+    print("\n".join(lines))
+
+
 def splice(path, name, text):
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{text.rstrip()}\n{end}"
@@ -249,6 +419,12 @@ def main(argv):
         compare(argv[2])
     elif cmd == "scale":
         scale(argv[2])
+    elif cmd == "receiver":
+        receiver(argv[2], argv[3])
+    elif cmd == "sites":
+        sites(argv[2])
+    elif cmd == "mix":
+        mix(argv[2])
     elif cmd == "splice":
         splice(argv[2], argv[3], sys.stdin.read())
     else:

@@ -7,6 +7,10 @@ with CRLF line ends, identical for postman and for Postfix.
 
   workload.py maildir ROOT COUNT DOMAINS SIZE      fill a postman queue
   workload.py smtp HOST PORT COUNT DOMAINS SIZE    inject into an SMTP server
+  workload.py maildir-plan ROOT PLAN SIZE          the same for the messages
+  workload.py smtp-plan HOST PORT PLAN SIZE        of a plan.json (mixplan.py):
+                                                   message i to the plan's
+                                                   i-th domain
   workload.py body-size SIZE                       bytes after the headers
                                                    (for smtp-source -l)
   workload.py claim-unlink ROOT THREADS            the queue's floor: claim
@@ -14,6 +18,7 @@ with CRLF line ends, identical for postman and for Postfix.
                                                    queue by rename, then
                                                    unlink it, no SMTP
 """
+import json
 import os
 import smtplib
 import sys
@@ -27,10 +32,16 @@ def domain(i, domains):
     return f"d{i % domains}.bench.test"
 
 
-def headers(i, domains):
+def plan_domains(path):
+    """The domain of each message of a plan, in order."""
+    with open(path) as f:
+        return json.load(f)["order"]
+
+
+def headers(i, dom):
     return (
         f"From: <{SENDER}>\r\n"
-        f"To: <u{i}@{domain(i, domains)}>\r\n"
+        f"To: <u{i}@{dom}>\r\n"
         f"Subject: bench {i}\r\n"
         f"Message-ID: <{i}.bench@src.test>\r\n"
         "Date: Thu, 27 Nov 2025 12:00:00 +0000\r\n"
@@ -46,16 +57,16 @@ def body(length):
     return line * full + tail
 
 
-def message(i, domains, size):
-    head = headers(i, domains)
+def message(i, dom, size):
+    head = headers(i, dom)
     return head + body(max(size - len(head), 0))
 
 
-def fill_maildir(root, count, domains, size):
+def fill_maildir(root, doms, size):
+    """Message i to <u{i}@doms[i]>."""
     now = int(time.time())
     made = set()
-    for i in range(count):
-        dom = domain(i, domains)
+    for i, dom in enumerate(doms):
         folder = os.path.join(root, ".OTHER_SERVERS", dom)
         if dom not in made:
             os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
@@ -67,11 +78,11 @@ def fill_maildir(root, count, domains, size):
         ).encode()
         tmp = os.path.join(folder, "tmp", f"m{i}")
         with open(tmp, "wb") as f:
-            f.write(envelope + message(i, domains, size))
+            f.write(envelope + message(i, dom, size))
         os.rename(tmp, os.path.join(folder, f"m{i}"))
 
 
-def inject_smtp(host, port, count, domains, size, connections=4):
+def inject_smtp(host, port, doms, size, connections=4):
     """Sends the workload over a few parallel connections (Postfix's smtpd
     is a process per connection, so parallel sessions fill it faster)."""
     errors = []
@@ -79,9 +90,9 @@ def inject_smtp(host, port, count, domains, size, connections=4):
     def worker(k):
         try:
             s = smtplib.SMTP(host, port, timeout=120)
-            for i in range(k, count, connections):
-                rcpt = f"u{i}@{domain(i, domains)}"
-                s.sendmail(SENDER, [rcpt], message(i, domains, size))
+            for i in range(k, len(doms), connections):
+                rcpt = f"u{i}@{doms[i]}"
+                s.sendmail(SENDER, [rcpt], message(i, doms[i], size))
             s.quit()
         except Exception as e:  # reported below, the caller fails
             errors.append(repr(e))
@@ -134,14 +145,20 @@ def claim_unlink(root, threads):
 def main(argv):
     cmd = argv[1]
     if cmd == "maildir":
-        fill_maildir(argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
+        count, domains = int(argv[3]), int(argv[4])
+        fill_maildir(argv[2], [domain(i, domains) for i in range(count)], int(argv[5]))
     elif cmd == "smtp":
-        inject_smtp(argv[2], int(argv[3]), int(argv[4]), int(argv[5]), int(argv[6]))
+        count, domains = int(argv[4]), int(argv[5])
+        inject_smtp(argv[2], int(argv[3]), [domain(i, domains) for i in range(count)], int(argv[6]))
+    elif cmd == "maildir-plan":
+        fill_maildir(argv[2], plan_domains(argv[3]), int(argv[4]))
+    elif cmd == "smtp-plan":
+        inject_smtp(argv[2], int(argv[3]), plan_domains(argv[4]), int(argv[5]), connections=8)
     elif cmd == "claim-unlink":
         claim_unlink(argv[2], int(argv[3]))
     elif cmd == "body-size":
         size = int(argv[2])
-        print(max(size - len(headers(0, 1)), 0))
+        print(max(size - len(headers(0, domain(0, 1))), 0))
     else:
         sys.exit(__doc__)
 
