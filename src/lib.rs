@@ -7,6 +7,7 @@
 //!   completion, quarantine.
 //! * [`route`]: MX policy (RFC 5321 §5.1, RFC 7505).
 //! * [`retry`]: backoff schedule and queue lifetime.
+//! * [`schedule`]: which message goes over which connection, when (sites).
 //! * [`dsn`]: delivery status notifications (RFC 3464, RFC 3462).
 //! * [`config`]: settings, their figment loading and validation.
 #![forbid(unsafe_code)]
@@ -16,4 +17,5 @@ pub mod dsn;
 pub mod queue;
 pub mod retry;
 pub mod route;
+pub mod schedule;
 pub mod smtp;

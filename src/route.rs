@@ -132,6 +132,63 @@ pub fn mx_hosts(
     Ok(hosts)
 }
 
+/// Where a domain's connections go: the site its MX records name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteName {
+    /// The MX host names by preference, then by name (so that the shuffle
+    /// among equals does not split a site), joined by `,`; at most
+    /// [`SITE_NAME_HOSTS`] of them, then `+<n>` for the rest. The domain
+    /// itself for an implicit MX.
+    pub name: String,
+    /// Every host name of the records, in the same order (for shaping
+    /// rules).
+    pub hosts: Vec<String>,
+}
+
+/// Host names spelt out in a site name: enough for every provider's MX
+/// set, short enough for a log field and a file name.
+pub const SITE_NAME_HOSTS: usize = 8;
+
+/// The site of a domain with these MX records: domains whose records name
+/// the same hosts share one, whatever their preferences' shuffle; a
+/// domain without MX records (or an answer that gives no route) is a site
+/// of its own. A null MX record beside real ones is ignored, as
+/// [`mx_hosts`] does.
+pub fn site_name(domain: &str, answer: &MxAnswer) -> SiteName {
+    let mut records: Vec<(u16, String)> = match answer {
+        MxAnswer::Records(records) => records
+            .iter()
+            .map(|(preference, host)| (*preference, normalise(host)))
+            .filter(|(_, host)| !host.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if records.is_empty() {
+        let domain = normalise(domain);
+        return SiteName {
+            name: domain.clone(),
+            hosts: vec![domain],
+        };
+    }
+    records.sort();
+    let mut hosts: Vec<String> = Vec::with_capacity(records.len());
+    for (_, host) in records {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    let mut name = hosts
+        .iter()
+        .take(SITE_NAME_HOSTS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
+    if hosts.len() > SITE_NAME_HOSTS {
+        name.push_str(&format!(",+{}", hosts.len() - SITE_NAME_HOSTS));
+    }
+    SiteName { name, hosts }
+}
+
 /// Builds the route from the hosts of [`mx_hosts`] (in its order) and the
 /// address lookup of each. Hosts without addresses are dropped; a host's
 /// addresses keep their order, without repeats. When no host has an address:
@@ -296,6 +353,48 @@ fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domains_naming_the_same_mx_hosts_share_a_site_whatever_the_order() {
+        let google = |order: &[(u16, &str)]| {
+            site_name(
+                "x.test",
+                &MxAnswer::Records(order.iter().map(|(p, h)| (*p, h.to_string())).collect()),
+            )
+        };
+        let a = google(&[
+            (1, "ASPMX.L.GOOGLE.COM."),
+            (5, "alt2.aspmx.l.google.com"),
+            (5, "alt1.aspmx.l.google.com"),
+        ]);
+        let b = google(&[
+            (5, "alt1.aspmx.l.google.com."),
+            (1, "aspmx.l.google.com"),
+            (5, "alt2.aspmx.l.google.com"),
+        ]);
+        assert_eq!(a, b);
+        assert_eq!(
+            a.name,
+            "aspmx.l.google.com,alt1.aspmx.l.google.com,alt2.aspmx.l.google.com"
+        );
+        let cases = [
+            (MxAnswer::NoRecords, "x.test"),
+            (MxAnswer::NxDomain, "x.test"),
+            (MxAnswer::Records(vec![(0, ".".into())]), "x.test"),
+            (
+                MxAnswer::Records(vec![(10, "mx.test".into()), (0, ".".into())]),
+                "mx.test",
+            ),
+        ];
+        for (answer, want) in cases {
+            assert_eq!(site_name("X.test.", &answer).name, want, "{answer:?}");
+        }
+        let many = MxAnswer::Records((0..20).map(|i| (10, format!("mx{i:02}.test"))).collect());
+        let site = site_name("x.test", &many);
+        assert_eq!(site.hosts.len(), 20);
+        assert!(site.name.starts_with("mx00.test,mx01.test,"));
+        assert!(site.name.ends_with("mx07.test,+12"), "{}", site.name);
+    }
 
     fn records(list: &[(u16, &str)]) -> MxAnswer {
         MxAnswer::Records(list.iter().map(|(p, h)| (*p, h.to_string())).collect())

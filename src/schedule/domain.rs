@@ -1,0 +1,112 @@
+//! One recipient domain's queue: ready messages in arrival order, those
+//! out with a connection, those waiting for a time, and its route.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use crate::route::{Route, RouteError};
+
+use super::SiteId;
+
+/// A queued message as the scheduler sees it.
+pub trait Queued {
+    /// The queue id (the file name in its domain folder).
+    fn id(&self) -> &str;
+    /// The recipient domain (the folder).
+    fn domain(&self) -> &str;
+}
+
+/// What is known of a domain's route.
+#[derive(Debug, Clone)]
+pub enum RouteState {
+    Unknown,
+    Resolving,
+    Known {
+        route: Route,
+        site: SiteId,
+        until: Instant,
+    },
+    Failed {
+        error: RouteError,
+        until: Instant,
+    },
+}
+
+/// A domain's queue and route.
+#[derive(Debug)]
+pub struct Domain<M> {
+    pub ready: VecDeque<M>,
+    /// Ids in `ready`, to recognise a new version of a file.
+    ready_ids: HashSet<String>,
+    /// Ids of messages out with a connection.
+    pub flying: HashSet<String>,
+    /// Messages waiting for a time, by id.
+    pub deferred: HashMap<String, (Instant, M)>,
+    pub route: RouteState,
+    /// In its site's round of domains with ready mail.
+    pub in_turns: bool,
+    /// Waiting for a route lookup slot.
+    pub lookup_wanted: bool,
+    /// Transient route failures in a row (persisted in `<domain>/.backoff`).
+    pub failures: u32,
+    /// No attempt before this: a route backoff, or an operator's suspension.
+    pub held: Option<(Instant, String)>,
+}
+
+impl<M: Queued> Domain<M> {
+    pub fn new() -> Domain<M> {
+        Domain {
+            ready: VecDeque::new(),
+            ready_ids: HashSet::new(),
+            flying: HashSet::new(),
+            deferred: HashMap::new(),
+            route: RouteState::Unknown,
+            in_turns: false,
+            lookup_wanted: false,
+            failures: 0,
+            held: None,
+        }
+    }
+
+    pub fn push_ready(&mut self, msg: M) {
+        self.ready_ids.insert(msg.id().to_owned());
+        self.ready.push_back(msg);
+    }
+
+    pub fn take_ready(&mut self) -> Option<M> {
+        let msg = self.ready.pop_front()?;
+        self.ready_ids.remove(msg.id());
+        self.flying.insert(msg.id().to_owned());
+        Some(msg)
+    }
+
+    pub fn drain_ready(&mut self) -> Vec<M> {
+        self.ready_ids.clear();
+        self.ready.drain(..).collect()
+    }
+
+    /// Drops the ready copy of `id`; returns whether there was one.
+    pub fn remove_ready(&mut self, id: &str) -> bool {
+        if !self.ready_ids.remove(id) {
+            return false;
+        }
+        self.ready.retain(|m| m.id() != id);
+        true
+    }
+
+    /// The site of a route still valid at `now`.
+    pub fn site(&self, now: Instant) -> Option<SiteId> {
+        match &self.route {
+            RouteState::Known { site, until, .. } if *until > now => Some(*site),
+            _ => None,
+        }
+    }
+
+    /// The hold at `now`, if it lasts.
+    pub fn held_until(&self, now: Instant) -> Option<(Instant, &str)> {
+        self.held
+            .as_ref()
+            .filter(|(until, _)| *until > now)
+            .map(|(until, why)| (*until, why.as_str()))
+    }
+}

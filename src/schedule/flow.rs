@@ -1,0 +1,774 @@
+//! The scheduler's inputs: messages, routes and connections.
+
+use super::*;
+
+/// A site's state when a connection of it is judged: how many of its
+/// other connections are open.
+fn others(site: &Site) -> usize {
+    site.connections.saturating_sub(1)
+}
+
+impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
+    // ----- messages -----
+
+    /// The scanner found a message, or a new version of one: it replaces
+    /// what is held for it and is ready at `due` (now when `None`).
+    /// Returns false, and drops it, when the message is out with a
+    /// connection: that attempt's result is newer.
+    pub fn found(&mut self, msg: M, due: Option<Instant>, now: Instant) -> bool {
+        let d = self.domain(msg.domain());
+        if d.flying.contains(msg.id()) {
+            return false;
+        }
+        d.deferred.remove(msg.id());
+        if d.remove_ready(msg.id()) {
+            self.ready_total -= 1;
+        }
+        match due.filter(|due| *due > now) {
+            Some(due) => self.defer(msg, due),
+            None => self.enqueue(msg, now),
+        }
+        true
+    }
+
+    /// A message is ready for an attempt now, or as soon as its domain and
+    /// site may be tried.
+    pub fn enqueue(&mut self, msg: M, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let name = msg.domain().to_owned();
+        let d = self.domain(&name);
+        if let Some((until, why)) = d.held_until(now) {
+            let reason = why.to_owned();
+            self.actions.push_back(Action::Defer { msg, until, reason });
+            return;
+        }
+        if let RouteState::Failed {
+            error: error @ RouteError::Permanent(_),
+            until,
+        } = &d.route
+        {
+            if *until > now {
+                let error = error.clone();
+                self.actions.push_back(Action::Bounce { msg, error });
+                return;
+            }
+        }
+        let site = d.site(now);
+        if let Some(site) = site {
+            if let Some(entry) = self.sites.get(site.0 as usize) {
+                if let Some(until) = entry.site.held_until(now) {
+                    let reason = entry.site.hold_reason();
+                    self.actions.push_back(Action::Defer { msg, until, reason });
+                    return;
+                }
+            }
+        }
+        let d = self.domain(&name);
+        d.push_ready(msg);
+        self.ready_total += 1;
+        match site {
+            Some(site) => self.join_turns(site, &name, now),
+            None => self.want_lookup(&name),
+        }
+    }
+
+    /// Keeps a message until `until` (a daemon; `--once` leaves it on disk).
+    pub fn defer(&mut self, msg: M, until: Instant) {
+        if !self.limits.keep_deferred || self.shutting_down {
+            return;
+        }
+        let domain = msg.domain().to_owned();
+        let id = msg.id().to_owned();
+        self.timers
+            .push(Reverse((until, domain.clone(), id.clone())));
+        self.domain(&domain).deferred.insert(id, (until, msg));
+    }
+
+    /// The file left the queue.
+    pub fn forget(&mut self, domain: &str, id: &str) {
+        if let Some(d) = self.domains.get_mut(domain) {
+            if d.remove_ready(id) {
+                self.ready_total -= 1;
+            }
+            d.deferred.remove(id);
+        }
+    }
+
+    /// Takes the domain's waiting messages that `pick` chooses (the caller
+    /// enqueues those it wants tried now).
+    pub fn take_deferred(&mut self, domain: &str, pick: impl Fn(&M) -> bool) -> Vec<M> {
+        let Some(d) = self.domains.get_mut(domain) else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = d
+            .deferred
+            .iter()
+            .filter(|(_, (_, m))| pick(m))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| d.deferred.remove(id).map(|(_, m)| m))
+            .collect()
+    }
+
+    /// Adds the domain to its site's turns (it has ready mail) and gives
+    /// the mail to the site's waiting connections first.
+    fn join_turns(&mut self, site: SiteId, name: &str, now: Instant) {
+        let Some(d) = self.domains.get_mut(name) else {
+            return;
+        };
+        if !d.in_turns {
+            d.in_turns = true;
+            if let Some(entry) = self.entry(site) {
+                entry.turns.push_back(name.to_owned());
+            }
+        }
+        self.serve_parked(site, now);
+        self.make_runnable(site);
+    }
+
+    fn want_lookup(&mut self, name: &str) {
+        let d = self.domain(name);
+        if matches!(d.route, RouteState::Resolving) || d.lookup_wanted {
+            return;
+        }
+        d.lookup_wanted = true;
+        self.lookups_wanted.push_back(name.to_owned());
+    }
+
+    // ----- routes -----
+
+    /// A route lookup finished: the route and its site (valid until
+    /// `until`), or why there is none.
+    pub fn resolved(
+        &mut self,
+        domain: &str,
+        result: Result<(Route, SiteSpec), RouteError>,
+        until: Instant,
+        now: Instant,
+    ) {
+        self.lookups = self.lookups.saturating_sub(1);
+        match result {
+            Ok((route, spec)) => {
+                let site = self.site_for(spec, now);
+                let d = self.domain(domain);
+                d.route = RouteState::Known { route, site, until };
+                if d.failures > 0 {
+                    d.failures = 0;
+                    d.held = None;
+                    self.actions.push_back(Action::ClearDomainBackoff {
+                        domain: domain.to_owned(),
+                    });
+                }
+                // Its ready mail, through the site's door.
+                let ready = self.domain(domain).drain_ready();
+                self.ready_total -= ready.len();
+                for msg in ready {
+                    self.enqueue(msg, now);
+                }
+            }
+            Err(error) => self.route_failed(domain, error, until, now),
+        }
+    }
+
+    /// A route lookup could not run for want of sockets: the route is
+    /// unknown again and is looked up after the pause.
+    pub fn lookup_put_off(&mut self, domain: &str, now: Instant) {
+        self.lookups = self.lookups.saturating_sub(1);
+        self.domain(domain).route = RouteState::Unknown;
+        self.pause(now);
+        self.want_lookup(domain);
+    }
+
+    fn route_failed(&mut self, name: &str, error: RouteError, until: Instant, now: Instant) {
+        let schedule = self.limits.schedule;
+        let d = self
+            .domains
+            .entry(name.to_owned())
+            .or_insert_with(Domain::new);
+        let messages = d.drain_ready();
+        self.ready_total -= messages.len();
+        match &error {
+            RouteError::Transient(reason) => {
+                // Looked up again when the messages come due.
+                d.route = RouteState::Failed {
+                    error: error.clone(),
+                    until: now,
+                };
+                d.failures = d.failures.saturating_add(1);
+                let wait = schedule.backoff(d.failures);
+                d.held = Some((now + wait, reason.clone()));
+                self.actions.push_back(Action::SaveDomainBackoff {
+                    domain: name.to_owned(),
+                    failures: d.failures,
+                    wait,
+                    error: reason.clone(),
+                });
+                for msg in messages {
+                    self.actions.push_back(Action::Defer {
+                        msg,
+                        until: now + wait,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            RouteError::Permanent(_) => {
+                d.route = RouteState::Failed {
+                    error: error.clone(),
+                    until,
+                };
+                for msg in messages {
+                    let error = error.clone();
+                    self.actions.push_back(Action::Bounce { msg, error });
+                }
+            }
+        }
+    }
+
+    /// The site named in `spec`, made on first sight with the backoff an
+    /// earlier run left.
+    fn site_for(&mut self, spec: SiteSpec, now: Instant) -> SiteId {
+        if let Some(id) = self.site_ids.get(&spec.name) {
+            return *id;
+        }
+        let id = SiteId(self.sites.len() as u32);
+        let mut site = Site::new(spec.name.clone(), spec.hosts, spec.shape);
+        if let Some((failures, left, error)) = spec.persisted {
+            site.failures = failures;
+            if let Some(left) = left {
+                site.limit = 1;
+                site.held = Some((now + left, Hold::Backoff { failures, error }));
+            }
+        }
+        self.site_ids.insert(spec.name, id);
+        self.sites.push(SiteEntry {
+            site,
+            turns: VecDeque::new(),
+            in_runnable: false,
+        });
+        id
+    }
+
+    /// A domain's route backoff ended early (its `.backoff` file was
+    /// removed): it may be tried at once.
+    pub fn lift_domain(&mut self, domain: &str) -> bool {
+        let Some(d) = self.domains.get_mut(domain) else {
+            return false;
+        };
+        let was = d.failures > 0 || d.held.is_some();
+        d.failures = 0;
+        d.held = None;
+        if matches!(d.route, RouteState::Failed { .. }) {
+            d.route = RouteState::Unknown;
+        }
+        was
+    }
+
+    /// A site's backoff ended early (`postman flush`).
+    pub fn lift_site(&mut self, id: SiteId) -> bool {
+        let lifted = self.entry(id).is_some_and(|e| e.site.lift_backoff());
+        self.make_runnable(id);
+        lifted
+    }
+
+    /// An operator suspends a site until `until`, or lifts the suspension.
+    pub fn suspend_site(&mut self, id: SiteId, until: Option<Instant>, reason: &str, now: Instant) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
+        entry.site.suspend(until, reason);
+        if let Some(until) = until {
+            self.hold_site(id, until, now);
+        } else {
+            self.make_runnable(id);
+        }
+    }
+
+    /// An operator suspends a domain until `until`, or lifts the suspension.
+    pub fn suspend_domain(&mut self, name: &str, until: Option<Instant>, reason: &str) {
+        let d = self
+            .domains
+            .entry(name.to_owned())
+            .or_insert_with(Domain::new);
+        match until {
+            Some(until) => {
+                d.held = Some((until, reason.to_owned()));
+                let messages = d.drain_ready();
+                self.ready_total -= messages.len();
+                for msg in messages {
+                    let reason = reason.to_owned();
+                    self.actions.push_back(Action::Defer { msg, until, reason });
+                }
+            }
+            None => d.held = None,
+        }
+    }
+
+    // ----- connections -----
+
+    /// Opens connections, one per site per turn, while there is room, and
+    /// starts the route lookups that may run.
+    pub(super) fn pump(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        if let Some(until) = self.paused_until {
+            if until > now {
+                return;
+            }
+            self.paused_until = None;
+        }
+        self.start_lookups();
+        self.make_room(now);
+        let mut turns = self.runnable.len();
+        while turns > 0 && self.connections < self.limits.max_connections {
+            turns -= 1;
+            let Some(id) = self.runnable.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.entry(id) else {
+                continue;
+            };
+            entry.in_runnable = false;
+            if !entry.site.has_room(now) {
+                continue;
+            }
+            if let Some(at) = entry.site.open_wait(now) {
+                self.paced.push(Reverse((at, id)));
+                continue;
+            }
+            let Some((name, job)) = self.next_job(id, now) else {
+                continue;
+            };
+            let Some(RouteState::Known { route, .. }) = self.domains.get(&name).map(|d| &d.route)
+            else {
+                continue;
+            };
+            let route = route.clone();
+            let Some(entry) = self.entry(id) else {
+                continue;
+            };
+            entry.site.open(now);
+            let max_messages = entry.site.shape.max_messages_per_connection;
+            self.connections += 1;
+            self.in_flight += 1;
+            self.actions.push_back(Action::Open {
+                site: id,
+                route,
+                job,
+                max_messages,
+            });
+            let before = self.runnable.len();
+            self.make_runnable(id);
+            turns += self.runnable.len() - before;
+        }
+    }
+
+    fn start_lookups(&mut self) {
+        while self.lookups < self.limits.max_lookups {
+            let Some(name) = self.lookups_wanted.pop_front() else {
+                break;
+            };
+            let Some(d) = self.domains.get_mut(&name) else {
+                continue;
+            };
+            d.lookup_wanted = false;
+            if d.ready.is_empty() || matches!(d.route, RouteState::Resolving) {
+                continue;
+            }
+            d.route = RouteState::Resolving;
+            self.lookups += 1;
+            self.actions.push_back(Action::Lookup { domain: name });
+        }
+    }
+
+    /// The next message of the site, its domains taking turns: a domain
+    /// with no message out beyond its cap and a route still valid. A
+    /// domain whose route expired leaves the turns for a new lookup.
+    fn next_job(&mut self, id: SiteId, now: Instant) -> Option<(String, M)> {
+        let per_domain = self.limits.max_connections_per_domain;
+        let rounds = self.entry(id)?.turns.len();
+        for _ in 0..rounds {
+            let name = self.entry(id)?.turns.pop_front()?;
+            let Some(d) = self.domains.get_mut(&name) else {
+                continue;
+            };
+            if d.ready.is_empty() {
+                d.in_turns = false;
+                continue;
+            }
+            if d.site(now) != Some(id) {
+                d.in_turns = false;
+                if !matches!(d.route, RouteState::Resolving) {
+                    d.route = RouteState::Unknown;
+                }
+                self.want_lookup(&name);
+                continue;
+            }
+            if d.flying.len() >= per_domain {
+                self.entry(id)?.turns.push_back(name);
+                continue;
+            }
+            let msg = d.take_ready()?;
+            if d.ready.is_empty() {
+                d.in_turns = false;
+            } else if let Some(entry) = self.sites.get_mut(id.0 as usize) {
+                entry.turns.push_back(name.clone());
+            }
+            self.ready_total -= 1;
+            return Some((name, msg));
+        }
+        None
+    }
+
+    /// A message for an open connection of the site, if one may start now.
+    fn next_for(&mut self, id: SiteId, now: Instant) -> Option<M> {
+        if self.shutting_down || self.paused_until.is_some_and(|until| until > now) {
+            return None;
+        }
+        let entry = self.entry(id)?;
+        if entry.site.held_until(now).is_some() || entry.site.message_wait(now).is_some() {
+            return None;
+        }
+        let (_, job) = self.next_job(id, now)?;
+        self.entry(id)?.site.start_message(now);
+        self.in_flight += 1;
+        Some(job)
+    }
+
+    /// A connection of `site` finished a transaction and may carry another:
+    /// the next message of any of the site's domains, or a wait for one
+    /// (up to the site's `connection_cache_time`), or goodbye (the site is
+    /// over its limit, held, or postman is short of descriptors).
+    pub fn want_more(&mut self, conn: C, id: SiteId, now: Instant) {
+        let Some(entry) = self.entry(id) else {
+            self.actions.push_back(Action::Next { conn, job: None });
+            return;
+        };
+        let site = &entry.site;
+        let over = site.connections > site.limit.min(site.shape.max_connections);
+        let wait = site.shape.connection_cache_time;
+        let held = site.held_until(now).is_some();
+        let pace = site.message_wait(now);
+        if !over {
+            if let Some(job) = self.next_for(id, now) {
+                self.actions.push_back(Action::Next {
+                    conn,
+                    job: Some(job),
+                });
+                return;
+            }
+        }
+        let paused = self.paused_until.is_some_and(|until| until > now);
+        if over || held || paused || self.shutting_down || wait.is_zero() {
+            self.actions.push_back(Action::Next { conn, job: None });
+            return;
+        }
+        if let Some(at) = pace {
+            self.paced.push(Reverse((at, id)));
+        }
+        if let Some(entry) = self.entry(id) {
+            entry.site.parked += 1;
+        }
+        let until = now + wait;
+        let at = self.parked.partition_point(|p| p.until <= until);
+        self.parked.insert(
+            at,
+            Parked {
+                conn,
+                site: id,
+                until,
+            },
+        );
+    }
+
+    /// Gives the site's ready messages to its waiting connections, the
+    /// longest waiting first.
+    pub(super) fn serve_parked(&mut self, id: SiteId, now: Instant) {
+        while self.entry(id).is_some_and(|e| e.site.parked > 0) {
+            let Some(at) = self.parked.iter().position(|p| p.site == id) else {
+                break;
+            };
+            let Some(job) = self.next_for(id, now) else {
+                if let Some(pace) = self.entry(id).and_then(|e| e.site.message_wait(now)) {
+                    self.paced.push(Reverse((pace, id)));
+                }
+                break;
+            };
+            if let Some(parked) = self.take_parked(at) {
+                self.actions.push_back(Action::Next {
+                    conn: parked.conn,
+                    job: Some(job),
+                });
+            }
+        }
+    }
+
+    /// A server of the site took a transaction: its backoff is over.
+    pub fn established(&mut self, id: SiteId) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
+        if entry.site.established() {
+            let site = entry.site.name.clone();
+            self.actions
+                .push_back(Action::ClearSiteBackoff { site: site.clone() });
+            self.actions
+                .push_back(Action::Log(Event::BackoffLifted { site }));
+        }
+        self.make_runnable(id);
+    }
+
+    /// A message is back from its attempt over a connection of `site`
+    /// (`answered`: the server judged it; `throttle`: the server's reply
+    /// said this client sends too much). The caller then hands the
+    /// message back (`enqueue`, `defer`) or is done with it.
+    pub fn returned(
+        &mut self,
+        id: SiteId,
+        domain: &str,
+        queue_id: &str,
+        answered: bool,
+        throttle: Option<&str>,
+        now: Instant,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(d) = self.domains.get_mut(domain) {
+            d.flying.remove(queue_id);
+            if !d.ready.is_empty() && !d.in_turns {
+                if let Some(site) = d.site(now) {
+                    self.join_turns(site, domain, now);
+                }
+            }
+        }
+        match throttle {
+            Some(reply) => self.throttled(id, reply, now),
+            None if answered => {
+                if let Some(entry) = self.entry(id) {
+                    entry.site.answered();
+                }
+            }
+            None => {}
+        }
+        self.make_runnable(id);
+    }
+
+    /// The site throttled one of its connections (counted until it
+    /// closes).
+    fn throttled(&mut self, id: SiteId, reply: &str, now: Instant) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
+        let others = others(&entry.site);
+        let held = entry.site.throttle(now, others, reply);
+        let site = entry.site.name.clone();
+        let limit = entry.site.limit;
+        self.actions.push_back(Action::Log(Event::Throttled {
+            site: site.clone(),
+            limit,
+            reply: reply.to_owned(),
+        }));
+        if let Some(until) = held {
+            let reason = format!("throttled: {reply}");
+            self.actions.push_back(Action::Log(Event::Suspended {
+                site,
+                until,
+                reason,
+            }));
+            self.hold_site(id, until, now);
+        }
+    }
+
+    /// A connection failed on every address. A throttle, or a failure
+    /// while other connections to the site are open (a server that takes
+    /// no more from this client), sends the message back untried with
+    /// fewer connections; otherwise the site backs off and the message is
+    /// the caller's to record as a failed attempt.
+    pub fn connect_failed(
+        &mut self,
+        id: SiteId,
+        job: M,
+        failure: &ConnectFailure,
+        now: Instant,
+    ) -> AfterFailure<M> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(d) = self.domains.get_mut(job.domain()) {
+            d.flying.remove(job.id());
+        }
+        let schedule = self.limits.schedule;
+        let Some(entry) = self.entry(id) else {
+            return AfterFailure::Failed {
+                msg: job,
+                until: now,
+            };
+        };
+        // This connection is counted until it closes.
+        let others = others(&entry.site);
+        if let Some(reply) = &failure.throttle {
+            self.throttled(id, reply, now);
+            self.enqueue(job, now);
+            return AfterFailure::Untried;
+        }
+        if others > 0 {
+            entry.site.cut(others);
+            let site = entry.site.name.clone();
+            self.actions.push_back(Action::Log(Event::ConcurrencyCut {
+                site,
+                connections: others,
+                error: failure.error.clone(),
+            }));
+            self.enqueue(job, now);
+            return AfterFailure::Untried;
+        }
+        let (until, new) = entry
+            .site
+            .back_off(now, |n| schedule.backoff(n), &failure.error);
+        entry.site.looping = failure.loops;
+        if new {
+            let site = entry.site.name.clone();
+            let failures = entry.site.failures;
+            let wait = until.saturating_duration_since(now);
+            let error = failure.error.clone();
+            self.actions.push_back(Action::SaveSiteBackoff {
+                site: site.clone(),
+                failures,
+                wait,
+                error: error.clone(),
+            });
+            self.actions.push_back(Action::Log(Event::BackingOff {
+                site,
+                wait,
+                failures,
+                error,
+            }));
+        }
+        self.hold_site(id, until, now);
+        AfterFailure::Failed { msg: job, until }
+    }
+
+    /// Work was put off for a shortage of this process's own (a
+    /// connection's descriptor or socket, or disk space for its message):
+    /// the message is untried; for disk space it waits [`DISK_SPACE_WAIT`].
+    /// Returns whether a pause began.
+    pub fn put_off(&mut self, job: M, disk_space: bool, now: Instant) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(d) = self.domains.get_mut(job.domain()) {
+            d.flying.remove(job.id());
+        }
+        let began = self.pause(now);
+        if disk_space {
+            self.defer(job, now + DISK_SPACE_WAIT);
+        } else {
+            self.enqueue(job, now);
+        }
+        began
+    }
+
+    /// For [`LOCAL_LIMIT_PAUSE`] no connection opens and open ones get no
+    /// new message (a waiting one says goodbye and gives its descriptor
+    /// back). Returns whether the pause began now.
+    pub fn pause(&mut self, now: Instant) -> bool {
+        let began = self.paused_until.is_none_or(|until| until <= now);
+        if began {
+            self.paused_until = Some(now + LOCAL_LIMIT_PAUSE);
+            self.release_parked(|_| true);
+        }
+        began
+    }
+
+    /// Whether a local pause lasts at `now`.
+    pub fn paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|until| until > now)
+    }
+
+    /// A connection of the site closed.
+    pub fn closed(&mut self, conn: C, id: SiteId) {
+        if let Some(at) = self.parked.iter().position(|p| p.conn == conn) {
+            self.take_parked(at);
+        }
+        self.connections = self.connections.saturating_sub(1);
+        if let Some(entry) = self.entry(id) {
+            entry.site.connections = entry.site.connections.saturating_sub(1);
+        }
+        self.make_runnable(id);
+    }
+
+    /// No new connection or message for the site before `until`: its
+    /// domains' ready messages wait (deferred, untried) and its waiting
+    /// connections say goodbye.
+    fn hold_site(&mut self, id: SiteId, until: Instant, now: Instant) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
+        let reason = entry.site.hold_reason();
+        let names: Vec<String> = entry.turns.drain(..).collect();
+        for name in names {
+            let Some(d) = self.domains.get_mut(&name) else {
+                continue;
+            };
+            d.in_turns = false;
+            let messages = d.drain_ready();
+            self.ready_total -= messages.len();
+            for msg in messages {
+                let until = until.max(now);
+                let reason = reason.clone();
+                self.actions.push_back(Action::Defer { msg, until, reason });
+            }
+        }
+        self.release_parked(|p| p.site == id);
+    }
+
+    /// Connections are at `max_connections` while sites wait for one: as
+    /// many waiting connections as there are such sites say goodbye, the
+    /// first to give up first. A site counts when it has mail ready and
+    /// room under its own limit.
+    fn make_room(&mut self, now: Instant) {
+        if self.connections < self.limits.max_connections || self.parked.is_empty() {
+            return;
+        }
+        let wanting = self
+            .runnable
+            .iter()
+            .filter(|id| {
+                self.sites
+                    .get(id.0 as usize)
+                    .is_some_and(|e| !e.turns.is_empty() && e.site.has_room(now))
+            })
+            .count()
+            .min(self.parked.len());
+        for _ in 0..wanting {
+            if let Some(parked) = self.take_parked(0) {
+                self.actions.push_back(Action::Next {
+                    conn: parked.conn,
+                    job: None,
+                });
+            }
+        }
+    }
+
+    pub(super) fn release_parked(&mut self, which: impl Fn(&Parked<C>) -> bool) {
+        let mut at = 0;
+        while at < self.parked.len() {
+            if which(&self.parked[at]) {
+                if let Some(parked) = self.take_parked(at) {
+                    self.actions.push_back(Action::Next {
+                        conn: parked.conn,
+                        job: None,
+                    });
+                }
+            } else {
+                at += 1;
+            }
+        }
+    }
+
+    pub(super) fn take_parked(&mut self, at: usize) -> Option<Parked<C>> {
+        let parked = self.parked.remove(at)?;
+        if let Some(entry) = self.entry(parked.site) {
+            entry.site.parked = entry.site.parked.saturating_sub(1);
+        }
+        Some(parked)
+    }
+}

@@ -1,0 +1,600 @@
+//! The scheduler driven by hand: messages in, actions out, time passed in.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+use crate::route::Host;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Msg {
+    id: String,
+    domain: String,
+}
+
+impl Queued for Msg {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+}
+
+fn msg(domain: &str, n: usize) -> Msg {
+    Msg {
+        id: format!("{domain}-{n}"),
+        domain: domain.to_owned(),
+    }
+}
+
+type Conn = u32;
+
+/// The fake clock's origin: every other instant is this plus a duration.
+#[allow(clippy::disallowed_methods)] // the tests need one real Instant to start from
+fn base() -> Instant {
+    Instant::now()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_connections: 100,
+        max_connections_per_domain: 20,
+        max_lookups: 10,
+        schedule: Schedule {
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(3600),
+            lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: None,
+        },
+        keep_deferred: true,
+    }
+}
+
+fn route(host: &str) -> Route {
+    Route {
+        hosts: vec![Host {
+            name: host.to_owned(),
+            addrs: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        }],
+    }
+}
+
+/// A scheduler, its clock and what it asked for.
+struct World {
+    s: Scheduler<Msg, Conn>,
+    now: Instant,
+    shape: Shape,
+    /// Every action, in order, since the last `take`.
+    actions: Vec<Action<Msg, Conn>>,
+}
+
+impl World {
+    fn new(shape: Shape) -> World {
+        World {
+            s: Scheduler::new(limits()),
+            now: base(),
+            shape,
+            actions: Vec::new(),
+        }
+    }
+
+    fn with_limits(mut self, limits: Limits) -> World {
+        self.s.set_limits(limits);
+        self
+    }
+
+    fn tick(&mut self) {
+        self.s.tick(self.now);
+        while let Some(action) = self.s.poll_action() {
+            self.actions.push(action);
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.tick();
+    }
+
+    /// Queues `n` messages for each domain and answers each lookup with
+    /// the site's MX host.
+    fn queue(&mut self, domains: &[(&str, &str)], n: usize) {
+        for (domain, _) in domains {
+            for i in 0..n {
+                self.s.found(msg(domain, i), None, self.now);
+            }
+        }
+        loop {
+            self.tick();
+            let lookups: Vec<String> = self.take_lookups();
+            if lookups.is_empty() {
+                break;
+            }
+            for name in lookups {
+                let host = domains
+                    .iter()
+                    .find(|(d, _)| *d == name)
+                    .map_or("unknown.test", |(_, h)| h);
+                self.resolve(&name, host, None);
+            }
+        }
+    }
+
+    fn resolve(&mut self, domain: &str, host: &str, persisted: Option<(u32, Option<Duration>)>) {
+        let spec = SiteSpec {
+            name: host.to_owned(),
+            hosts: vec![host.to_owned()],
+            shape: self.shape.clone(),
+            persisted: persisted.map(|(f, left)| (f, left, "refused".to_owned())),
+        };
+        let until = self.now + Duration::from_secs(3600);
+        self.s
+            .resolved(domain, Ok((route(host), spec)), until, self.now);
+    }
+
+    fn take_lookups(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.actions.retain(|a| match a {
+            Action::Lookup { domain } => {
+                names.push(domain.clone());
+                false
+            }
+            _ => true,
+        });
+        names
+    }
+
+    /// The connections opened since the last take: (site, message).
+    fn take_opens(&mut self) -> Vec<(SiteId, Msg)> {
+        let mut opens = Vec::new();
+        let mut rest = Vec::new();
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Open { site, job, .. } => opens.push((site, job)),
+                other => rest.push(other),
+            }
+        }
+        self.actions = rest;
+        opens
+    }
+
+    /// Answers to waiting connections since the last take.
+    fn take_nexts(&mut self) -> Vec<(Conn, Option<Msg>)> {
+        let mut nexts = Vec::new();
+        let mut rest = Vec::new();
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Next { conn, job } => nexts.push((conn, job)),
+                other => rest.push(other),
+            }
+        }
+        self.actions = rest;
+        nexts
+    }
+
+    fn take_defers(&mut self) -> Vec<(Msg, Instant, String)> {
+        let mut defers = Vec::new();
+        let mut rest = Vec::new();
+        for action in self.actions.drain(..) {
+            match action {
+                Action::Defer { msg, until, reason } => defers.push((msg, until, reason)),
+                other => rest.push(other),
+            }
+        }
+        self.actions = rest;
+        defers
+    }
+
+    fn events(&self) -> Vec<&Event> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Log(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The message finished (delivered) over `conn`, which asks for more.
+    fn finish(&mut self, site: SiteId, conn: Conn, m: &Msg) {
+        self.s
+            .returned(site, &m.domain, &m.id, true, None, self.now);
+        self.s.want_more(conn, site, self.now);
+        self.tick();
+    }
+}
+
+fn one_site_shape(initial: usize, max: usize) -> Shape {
+    Shape {
+        initial_connections: initial,
+        max_connections: max,
+        ..Shape::default()
+    }
+}
+
+#[test]
+fn domains_on_one_mx_host_share_one_site_and_its_connections() {
+    let mut limits = limits();
+    limits.max_lookups = 100;
+    let mut w = World::new(one_site_shape(5, 20)).with_limits(limits);
+    let domains: Vec<String> = (0..50).map(|i| format!("d{i}.test")).collect();
+    let pairs: Vec<(&str, &str)> = domains
+        .iter()
+        .map(|d| (d.as_str(), "mx.shared.test"))
+        .collect();
+    w.queue(&pairs, 2);
+    let opens = w.take_opens();
+    assert_eq!(
+        opens.len(),
+        5,
+        "the site's initial connections, not one per domain"
+    );
+    assert!(opens.iter().all(|(site, _)| *site == opens[0].0));
+    assert_eq!(w.s.totals().sites, 1);
+    // Each connection carries the next message of any domain, domains
+    // taking turns: the first 50 messages started are one of each domain.
+    let mut started: Vec<Msg> = opens.iter().map(|(_, m)| m.clone()).collect();
+    let site = opens[0].0;
+    let mut conns: Vec<(Conn, Msg)> = opens
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, m))| (i as Conn, m))
+        .collect();
+    let mut next_conn = conns.len() as Conn;
+    while started.len() < 100 {
+        let mut next = Vec::new();
+        for (conn, m) in conns.drain(..) {
+            w.finish(site, conn, &m);
+            for (c, job) in w.take_nexts() {
+                if let Some(job) = job {
+                    started.push(job.clone());
+                    next.push((c, job));
+                }
+            }
+            // Feedback opened another connection.
+            for (_, job) in w.take_opens() {
+                started.push(job.clone());
+                next.push((next_conn, job));
+                next_conn += 1;
+            }
+        }
+        assert!(!next.is_empty(), "connections got no more work");
+        conns = next;
+    }
+    let first: std::collections::HashSet<&str> =
+        started[..50].iter().map(|m| m.domain.as_str()).collect();
+    assert_eq!(
+        first.len(),
+        50,
+        "each domain had its turn before any had two"
+    );
+    assert!(
+        next_conn <= 20,
+        "feedback adds a few connections: {next_conn}"
+    );
+}
+
+#[test]
+fn sites_take_turns_so_a_small_site_is_served_at_once() {
+    let mut w = World::new(one_site_shape(2, 20));
+    w.queue(&[("big.test", "mx.big.test")], 100);
+    w.queue(&[("small.test", "mx.small.test")], 1);
+    let opens = w.take_opens();
+    let small: Vec<_> = opens
+        .iter()
+        .filter(|(_, m)| m.domain == "small.test")
+        .collect();
+    assert_eq!(small.len(), 1);
+    assert_eq!(
+        opens.len(),
+        3,
+        "two for the big site (its initial limit), one for the small"
+    );
+}
+
+#[test]
+fn a_domain_has_no_more_messages_out_than_its_cap() {
+    let mut limits = limits();
+    limits.max_connections_per_domain = 3;
+    let mut w = World::new(one_site_shape(10, 20)).with_limits(limits);
+    w.queue(&[("one.test", "mx.test")], 20);
+    assert_eq!(w.take_opens().len(), 3);
+}
+
+#[test]
+fn a_down_site_is_probed_once_and_holds_every_domain_of_it() {
+    let mut w = World::new(one_site_shape(1, 20));
+    let pairs = [
+        ("a.test", "mx.down.test"),
+        ("b.test", "mx.down.test"),
+        ("c.test", "mx.down.test"),
+    ];
+    w.queue(&pairs, 3);
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 1, "one probe for the site");
+    let (site, job) = opens[0].clone();
+    let failure = ConnectFailure {
+        error: "connect to mx.down.test: Connection refused".into(),
+        throttle: None,
+        loops: false,
+    };
+    let after = w.s.connect_failed(site, job, &failure, w.now);
+    w.s.closed(99, site);
+    w.tick();
+    let AfterFailure::Failed { until, .. } = after else {
+        panic!("a lone failed connection is a failed attempt: {after:?}");
+    };
+    assert_eq!(until, w.now + Duration::from_secs(60));
+    let defers = w.take_defers();
+    assert_eq!(
+        defers.len(),
+        8,
+        "every other ready message of the site waits"
+    );
+    assert!(defers
+        .iter()
+        .all(|(_, u, r)| *u == until && r.contains("Connection refused")));
+    assert!(w
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SaveSiteBackoff { failures: 1, .. })));
+    assert!(w
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::BackingOff { failures: 1, .. })));
+    assert!(w.take_opens().is_empty());
+    // A new domain of the same site, found meanwhile, waits too.
+    w.queue(&[("d.test", "mx.down.test")], 1);
+    assert!(w.take_opens().is_empty());
+    assert_eq!(w.take_defers().len(), 1);
+}
+
+#[test]
+fn a_backoff_an_earlier_run_left_holds_a_new_site() {
+    let mut w = World::new(one_site_shape(5, 20));
+    w.s.found(msg("a.test", 0), None, w.now);
+    w.tick();
+    w.take_lookups();
+    w.resolve(
+        "a.test",
+        "mx.test",
+        Some((3, Some(Duration::from_secs(600)))),
+    );
+    w.tick();
+    assert!(w.take_opens().is_empty());
+    let defers = w.take_defers();
+    assert_eq!(defers.len(), 1);
+    assert_eq!(defers[0].1, w.now + Duration::from_secs(600));
+    let site = w.s.site_id("mx.test").expect("site");
+    assert_eq!(w.s.site(site).map(|s| (s.failures, s.limit)), Some((3, 1)));
+}
+
+#[test]
+fn a_failure_beside_open_connections_cuts_the_limit_and_keeps_the_message() {
+    let mut w = World::new(one_site_shape(4, 20));
+    w.queue(&[("a.test", "mx.test")], 10);
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 4);
+    let (site, job) = opens[3].clone();
+    let failure = ConnectFailure {
+        error: "421 too busy".into(),
+        throttle: None,
+        loops: false,
+    };
+    assert!(matches!(
+        w.s.connect_failed(site, job, &failure, w.now),
+        AfterFailure::Untried
+    ));
+    w.s.closed(3, site);
+    w.tick();
+    assert_eq!(w.s.site(site).map(|s| s.limit), Some(3));
+    assert!(w.take_opens().is_empty(), "three open, limit three");
+    assert_eq!(w.s.totals().ready, 7);
+}
+
+#[test]
+fn a_throttle_sends_the_message_back_untried_and_brings_concurrency_down() {
+    let shape = Shape {
+        initial_connections: 8,
+        suspend_after_throttles: 2,
+        throttle_suspend_time: Duration::from_secs(300),
+        ..Shape::default()
+    };
+    let mut w = World::new(shape);
+    w.queue(&[("a.test", "mx.test"), ("b.test", "mx.test")], 10);
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 8);
+    let site = opens[0].0;
+    let throttle = ConnectFailure {
+        error: "421 4.7.0 Too many concurrent SMTP connections".into(),
+        throttle: Some("421 4.7.0 Too many concurrent SMTP connections".into()),
+        loops: false,
+    };
+    let (_, job) = opens[7].clone();
+    assert!(matches!(
+        w.s.connect_failed(site, job, &throttle, w.now),
+        AfterFailure::Untried
+    ));
+    w.s.closed(7, site);
+    w.tick();
+    assert_eq!(w.s.site(site).map(|s| s.limit), Some(4));
+    assert!(w
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Throttled { limit: 4, .. })));
+    assert_eq!(
+        w.s.totals().ready,
+        13,
+        "the throttled message is ready again, untried"
+    );
+    assert!(w.take_defers().is_empty());
+    // A second throttle in a row suspends the site: its mail waits.
+    let (_, job) = opens[6].clone();
+    w.actions.clear();
+    w.s.connect_failed(site, job, &throttle, w.now);
+    w.s.closed(6, site);
+    w.tick();
+    assert!(w
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Suspended { .. })));
+    let defers = w.take_defers();
+    assert_eq!(defers.len(), 14);
+    assert!(defers
+        .iter()
+        .all(|(_, u, _)| *u == w.now + Duration::from_secs(300)));
+    // A connection that finishes meanwhile says goodbye.
+    let (_, m) = opens[0].clone();
+    w.finish(site, 0, &m);
+    assert_eq!(w.take_nexts(), vec![(0, None)]);
+}
+
+#[test]
+fn a_message_rate_spaces_messages_over_all_connections_of_the_site() {
+    let shape = Shape {
+        initial_connections: 3,
+        message_interval: Some(ms(100)),
+        connection_cache_time: Duration::from_secs(2),
+        ..Shape::default()
+    };
+    let mut w = World::new(shape);
+    w.queue(&[("a.test", "mx.test"), ("b.test", "mx.test")], 20);
+    // One connection now; the next may open only with the next turn.
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 1);
+    let (site, first) = opens[0].clone();
+    // It finishes at once and asks for more: it waits for the turn.
+    w.finish(site, 0, &first);
+    assert!(w.take_nexts().is_empty());
+    let mut starts = vec![w.now];
+    let start = w.now;
+    for _ in 0..30 {
+        w.advance(ms(10));
+        for (conn, job) in w.take_nexts() {
+            if let Some(job) = job {
+                starts.push(w.now);
+                w.finish(site, conn, &job);
+            }
+        }
+        starts.extend(w.take_opens().iter().map(|_| w.now));
+    }
+    // 300 ms: the message at 0, 100, 200 and 300 ms.
+    assert_eq!(
+        starts.len(),
+        4,
+        "{:?}",
+        starts.iter().map(|t| *t - start).collect::<Vec<_>>()
+    );
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= ms(100));
+    }
+}
+
+#[test]
+fn a_waiting_connection_takes_another_domains_mail_of_its_site() {
+    let mut w = World::new(one_site_shape(1, 20));
+    w.queue(&[("a.test", "mx.test")], 1);
+    let (site, m) = w.take_opens()[0].clone();
+    w.finish(site, 7, &m);
+    assert!(w.take_nexts().is_empty(), "it waits");
+    w.queue(&[("b.test", "mx.test")], 1);
+    let nexts = w.take_nexts();
+    assert_eq!(nexts.len(), 1);
+    assert_eq!(nexts[0].0, 7);
+    assert_eq!(
+        nexts[0].1.as_ref().map(|m| m.domain.as_str()),
+        Some("b.test")
+    );
+    assert!(w.take_opens().is_empty(), "no new connection for it");
+    // Waited long enough: goodbye.
+    w.finish(site, 7, &msg("b.test", 0));
+    w.advance(Duration::from_secs(3));
+    assert_eq!(w.take_nexts(), vec![(7, None)]);
+}
+
+#[test]
+fn a_local_shortage_pauses_new_work_and_sends_waiting_connections_away() {
+    let mut w = World::new(one_site_shape(2, 20));
+    w.queue(&[("a.test", "mx.test")], 1);
+    let (site, m) = w.take_opens()[0].clone();
+    w.finish(site, 1, &m);
+    w.queue(&[("b.test", "mx.test")], 0);
+    w.s.found(msg("c.test", 0), None, w.now);
+    assert!(w.s.pause(w.now));
+    assert!(!w.s.pause(w.now), "one pause at a time");
+    w.tick();
+    assert_eq!(w.take_nexts(), vec![(1, None)]);
+    assert!(
+        w.take_lookups().is_empty(),
+        "lookups wait for the pause too"
+    );
+    w.advance(LOCAL_LIMIT_PAUSE);
+    assert_eq!(w.take_lookups(), vec!["c.test".to_owned()]);
+}
+
+#[test]
+fn a_new_version_of_a_message_out_with_a_connection_is_dropped() {
+    let mut w = World::new(one_site_shape(1, 20));
+    w.queue(&[("a.test", "mx.test")], 2);
+    let (_, m) = w.take_opens()[0].clone();
+    assert!(!w.s.found(m.clone(), None, w.now));
+    // A new version of a ready one replaces it.
+    assert!(w.s.found(msg("a.test", 1), None, w.now));
+    assert_eq!(w.s.totals().ready, 1);
+}
+
+#[test]
+fn a_transient_route_failure_backs_the_domain_off_and_a_permanent_one_bounces() {
+    let mut w = World::new(Shape::default());
+    w.s.found(msg("a.test", 0), None, w.now);
+    w.s.found(msg("b.test", 0), None, w.now);
+    w.tick();
+    w.take_lookups();
+    let until = w.now + Duration::from_secs(3600);
+    w.s.resolved(
+        "a.test",
+        Err(RouteError::Transient("SERVFAIL".into())),
+        until,
+        w.now,
+    );
+    w.s.resolved(
+        "b.test",
+        Err(RouteError::Permanent("null MX".into())),
+        until,
+        w.now,
+    );
+    w.tick();
+    let defers = w.take_defers();
+    assert_eq!(defers.len(), 1);
+    assert_eq!(defers[0].1, w.now + Duration::from_secs(60));
+    assert!(w
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Bounce { msg, .. } if msg.domain == "b.test")));
+    assert!(w
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SaveDomainBackoff { failures: 1, .. })));
+    // The deferred message comes back when due and is looked up again.
+    let (m, due, _) = defers[0].clone();
+    w.s.defer(m, due);
+    w.actions.clear();
+    w.advance(Duration::from_secs(60));
+    assert_eq!(w.take_lookups(), vec!["a.test".to_owned()]);
+}
+
+#[test]
+fn a_site_at_its_limit_opens_after_a_connection_closes() {
+    let mut w = World::new(one_site_shape(1, 1));
+    w.queue(&[("a.test", "mx.test")], 3);
+    let (site, _) = w.take_opens()[0].clone();
+    w.tick();
+    assert!(w.take_opens().is_empty());
+    w.s.returned(site, "a.test", "a.test-0", true, None, w.now);
+    w.s.closed(0, site);
+    w.tick();
+    assert_eq!(w.take_opens().len(), 1);
+}
