@@ -5,11 +5,13 @@
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use postman::config::Config;
+use postman::config::{Config, SiteShape};
 use postman::queue::{Envelope, RetryState, Tie};
-use postman::route::{Route, RouteError};
+use postman::route::{Route, RouteError, SiteName};
+use postman::schedule::{Queued, SiteId};
 
 /// One queue file as the scanner found it: the envelope header block is
 /// parsed, the message itself stays on disk.
@@ -58,6 +60,15 @@ impl FileIdentity {
     }
 }
 
+impl Queued for QueuedMessage {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+}
+
 /// Identifies a connection within one worker. The generation makes an answer
 /// that arrives after the connection closed (and its slot was reused) harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,16 +111,18 @@ pub enum DispatcherMsg {
     BackoffCleared { domain: String },
     /// The scanner finished its first full pass over the queue.
     ScanDone,
-    /// A route lookup finished.
+    /// A route lookup finished: the route and the site its MX records
+    /// name.
     Resolved {
         domain: String,
         route: Result<Route, RouteError>,
+        site: SiteName,
         valid_until: Instant,
     },
-    /// A server of this domain took a transaction: it greeted, answered
+    /// A server of this site took a transaction: it greeted, answered
     /// EHLO and judged a message (a session it ended before that proves
     /// nothing: see the dispatcher's `policy` module).
-    Established { domain: String },
+    Established { site: SiteId },
     /// A delivery attempt ended (or a message came back untried).
     Done {
         domain: String,
@@ -121,12 +134,19 @@ pub enum DispatcherMsg {
         /// off by a broken connection, or a file that could not be read,
         /// says nothing about what the server can take.
         answered: bool,
+        /// The server's reply said this client sends too much
+        /// (`smtp::throttle`): the reply, for the log.
+        throttle: Option<String>,
     },
-    /// The connection is idle and may carry another message of its domain.
+    /// The connection is idle and may carry another message of any domain
+    /// of its site.
     WantMore {
         worker: usize,
         conn: ConnId,
-        domain: String,
+        site: SiteId,
+        /// The domain of the message it carried: the connection counts
+        /// against that domain's `max_connections_per_domain` no longer.
+        held: Option<String>,
     },
     /// No address of any MX host could be brought to the point of accepting a
     /// message. The job comes back for the dispatcher to settle (it counts
@@ -145,6 +165,9 @@ pub enum DispatcherMsg {
         /// `mail for <domain> loops back to myself`, and an expired message
         /// bounces with status 5.4.6.
         loops: bool,
+        /// The last server's reply said this client sends too much: the
+        /// reply. Not a failure of the message: it goes back untried.
+        throttle: Option<String>,
     },
     /// A message could not even be started for a reason of this process's
     /// own (no socket descriptor below `FD_SETSIZE`, descriptors or socket
@@ -167,8 +190,14 @@ pub enum DispatcherMsg {
     Closed {
         worker: usize,
         conn: ConnId,
-        domain: String,
+        site: SiteId,
+        /// The domain it counted against, if it had not asked for more
+        /// since its last message.
+        held: Option<String>,
     },
+    /// A message given to a connection that had closed meanwhile: back
+    /// untried, and the connection counts against its domain no longer.
+    NotTaken(Box<QueuedMessage>),
     /// A worker has closed every connection and stopped.
     WorkerStopped { worker: usize },
     /// SIGINT or SIGTERM: stop gracefully.
@@ -214,11 +243,16 @@ impl PutOff {
 /// An I/O worker's mailbox.
 #[derive(Debug)]
 pub enum WorkerMsg {
-    /// Open a new connection for `domain` along `route` and deliver `job` on it.
+    /// Open a new connection to `site` along `route` (the route of `job`'s
+    /// domain, whose TLS mode it takes) and deliver `job` on it; then
+    /// messages of any domain of the site, at most `max_messages` in all.
     Open {
-        domain: String,
+        site: SiteId,
         route: Route,
         job: Box<QueuedMessage>,
+        max_messages: usize,
+        /// The site's shaping rule: its throttle patterns.
+        shape: Arc<SiteShape>,
     },
     /// The answer to [`DispatcherMsg::WantMore`]: the next message, or `None`
     /// to say goodbye to the server.

@@ -118,7 +118,7 @@ pub fn start(
                     };
                     let started = Instant::now();
                     let shortages_before = shortages.load(Ordering::Relaxed);
-                    let (route, valid_until) =
+                    let (route, site, valid_until) =
                         resolve(&resolver, &request.domain, request.max_hosts).await;
                     debug!(log, "route resolved"; "domain" => &request.domain,
                         "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
@@ -137,6 +137,7 @@ pub fn start(
                         route => DispatcherMsg::Resolved {
                             domain: request.domain,
                             route,
+                            site,
                             valid_until,
                         },
                     };
@@ -183,12 +184,16 @@ fn build_resolver(
 }
 
 /// Looks up the route for `domain`: MX records, then the addresses of the
-/// first `max_hosts` hosts.
+/// first `max_hosts` hosts; and the site the MX records name.
 async fn resolve(
     resolver: &DnsResolver,
     domain: &str,
     max_hosts: usize,
-) -> (Result<route::Route, route::RouteError>, Instant) {
+) -> (
+    Result<route::Route, route::RouteError>,
+    route::SiteName,
+    Instant,
+) {
     let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
     let fqdn = format!("{}.", domain.trim_end_matches('.'));
     let answer = match resolver.mx_lookup(fqdn.as_str()).await {
@@ -211,9 +216,10 @@ async fn resolve(
         Err(error) => classify_mx(&error),
     };
     let implicit = matches!(answer, MxAnswer::NoRecords);
+    let site = route::site_name(domain, &answer);
     let hosts = match route::mx_hosts(domain, answer, seed(), max_hosts) {
         Ok(hosts) => hosts,
-        Err(error) => return (Err(error), clamp(valid_until)),
+        Err(error) => return (Err(error), site, clamp(valid_until)),
     };
     let lookups = hosts.into_iter().map(|host| async move {
         let fqdn = format!("{}.", host.trim_end_matches('.'));
@@ -254,6 +260,7 @@ async fn resolve(
     }
     (
         route::build_route(domain, resolved, implicit),
+        site,
         clamp(valid_until),
     )
 }

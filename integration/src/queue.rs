@@ -155,7 +155,8 @@ impl QueueState {
         let remote = root.join(REMOTE_DIR);
         for domain in sorted_entries(&remote) {
             let dir = remote.join(&domain);
-            if !dir.is_dir() {
+            // Dot folders (`.sites`) are postman's own, not domains.
+            if !dir.is_dir() || domain.starts_with('.') {
                 continue;
             }
             let queued: Vec<String> = sorted_entries(&dir)

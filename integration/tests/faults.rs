@@ -444,8 +444,11 @@ fn over_long_reply_defers_without_losing_mail() {
     case.assert_queued("m1", &out);
 }
 
+/// A 421 greeting is the site turning this client away (issue 17: a
+/// throttle), not a failure of the message: the message waits, untried,
+/// with the reply in its deferral record, and the site waits a moment.
 #[test]
-fn greeting_421_with_single_mx_defers() {
+fn greeting_421_is_a_throttle_and_the_message_waits_untried() {
     let case = Case::new(vec![Script::new().greet("421 4.3.2 service shutting down")]);
     case.queue.add(
         DOMAIN,
@@ -455,14 +458,23 @@ fn greeting_421_with_single_mx_defers() {
         &message("g421", "x\n"),
     );
     let out = case.run();
-    assert_outcome(
-        &out,
-        &out.deliveries(),
-        "u@hostile.test",
-        "deferred",
-        Some(421),
+    let d = assert_outcome(&out, &out.deliveries(), "u@hostile.test", "deferred", None);
+    assert!(
+        d.reply
+            .contains("throttled: 421 4.3.2 service shutting down"),
+        "{d:#?}"
     );
+    assert_eq!(out.count_records("site throttled"), 1, "{}", out.stderr);
     case.assert_queued("m1", &out);
+    let file = std::fs::read_to_string(case.queue.domain_dir(DOMAIN).join("m1")).unwrap();
+    assert!(
+        !file.contains("X-Postman-Attempts"),
+        "no attempt counted: {file}"
+    );
+    assert!(
+        !case.queue.domain_dir(DOMAIN).join(".state/m1").exists(),
+        "no retry state written"
+    );
 }
 
 #[test]

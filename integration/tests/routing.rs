@@ -171,10 +171,14 @@ fn every_mx_unreachable_defers_and_keeps_the_message() {
 }
 
 #[test]
-fn a_restart_keeps_an_unreachable_domain_backing_off() {
+fn a_restart_keeps_an_unreachable_site_backing_off() {
     let net = TestNet::new();
-    // The only MX refuses every session at the greeting.
-    let server = HostileServer::start(net.addr(1), vec![Script::new().greet("421 4.3.2 busy")]);
+    // The only MX ends every session before it answers EHLO (a 421
+    // greeting would be a throttle: issue 17).
+    let server = HostileServer::start(
+        net.addr(1),
+        vec![Script::new().greet("220 busy.test ESMTP").close()],
+    );
     let dns = DnsServer::start(Zones::new().mx_at("busy.test", net.ipv4(1)));
     let queue = TestQueue::new();
     for i in 0..3 {
@@ -198,12 +202,15 @@ fn a_restart_keeps_an_unreachable_domain_backing_off() {
         "the first run should try the server: {}",
         first.stderr
     );
-    let backoff = queue.domain_dir("busy.test").join(".backoff");
+    // The site (its MX host) backs off, not the domain.
+    let backoff = queue.root().join(".OTHER_SERVERS/.sites/mx.busy.test");
     let text = std::fs::read_to_string(&backoff)
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", backoff.display(), first.stderr));
     assert!(
-        text.contains("failures: 1") && text.contains("421"),
-        "the backoff file should count the failure and say why: {text}"
+        text.contains("failures: 1")
+            && text.contains("site: mx.busy.test")
+            && text.contains("domains: busy.test"),
+        "the backoff file should name the site, count the failure and list its domains: {text}"
     );
 
     // A new process: the domain is still backing off, nothing is tried.
@@ -232,7 +239,7 @@ fn a_restart_keeps_an_unreachable_domain_backing_off() {
         let text = std::fs::read_to_string(&path).unwrap();
         if text.contains("X-Postman-Next-Attempt:") {
             assert!(
-                text.contains("X-Postman-Last-Error:") && text.contains("421"),
+                text.contains("X-Postman-Last-Error:"),
                 "{name}: the failed attempt is recorded on the file: {text}"
             );
             postman_integration::queue::make_due(&path);
@@ -387,9 +394,14 @@ fn dns_timeout_defers_and_keeps_the_message() {
 fn one_attempt_tries_at_most_max_mx_addresses() {
     let net = TestNet::new();
     // mx1 (preference 10) has four addresses, mx2 (20) three; every server
-    // turns the client away at the greeting.
+    // refuses service at the greeting (a 554: a 421 would be a throttle).
     let servers: Vec<HostileServer> = (1..=7)
-        .map(|i| HostileServer::start(net.addr(i), vec![Script::new().greet("421 4.3.2 busy")]))
+        .map(|i| {
+            HostileServer::start(
+                net.addr(i),
+                vec![Script::new().greet("554 5.3.2 no service")],
+            )
+        })
         .collect();
     let mut zones =
         Zones::new()
@@ -442,7 +454,7 @@ fn one_attempt_tries_at_most_max_mx_addresses() {
         &out.deliveries(),
         "u@many.test",
         "deferred",
-        Some(421),
+        Some(554),
     );
 }
 
@@ -482,10 +494,10 @@ fn a_server_limiting_connections_per_client_lowers_concurrency_and_defers_nothin
     );
     assert_eq!(server.body_count(), MESSAGES, "each message once");
     let capped = server.connections().iter().filter(|c| c.capped).count();
-    let cuts = out.max_metric("dispatcher", "concurrency_cuts");
+    let throttles = out.max_metric("dispatcher", "throttles");
     check(
-        capped >= 3 && cuts as usize == capped,
-        &format!("the three connections over the cap at the start, and each later probe, are cuts: {capped} capped, {cuts} cuts"),
+        capped >= 3 && throttles as usize == capped,
+        &format!("the three connections over the cap at the start, and each later probe, are throttles: {capped} capped, {throttles} throttles"),
         &queue,
         &out,
     );

@@ -39,9 +39,14 @@ fn one_worker_carries_hundreds_of_connections_at_once() {
             .greet("220 slow.test ESMTP")
             .then_polite()],
     );
-    let mut zones = Zones::new().a("mx.scale.test", net.ipv4(1));
+    // Each domain its own MX host name (one site each), every name the
+    // same server: one connection per domain, all open at once.
+    let mut zones = Zones::new();
     for i in 0..DOMAINS {
-        zones = zones.mx(&format!("d{i}.scale.test"), 10, "mx.scale.test");
+        let host = format!("mx{i}.scale.test");
+        zones = zones
+            .mx(&format!("d{i}.scale.test"), 10, &host)
+            .a(&host, net.ipv4(1));
     }
     let dns = DnsServer::start(zones);
     let queue = TestQueue::new();
@@ -267,13 +272,18 @@ fn slow_greeter(net: &TestNet, stall_ms: u64) -> HostileServer {
     )
 }
 
-/// `domains` domains `d<i>.fd.test`, one message each, all served by one
-/// MX host at `net`'s first address, and a config for them with one
-/// connection per domain.
+/// `domains` domains `d<i>.fd.test`, one message each, each with its own
+/// MX host name (so its own site) at `net`'s first address, and a config
+/// for them with one connection per domain.
 fn many_domains(net: &TestNet, domains: usize) -> (DnsServer, TestQueue, Config) {
-    let mut zones = Zones::new().a("mx.fd.test", net.ipv4(1));
+    // Each domain its own MX host name (one site each), every name the
+    // same server.
+    let mut zones = Zones::new();
     for i in 0..domains {
-        zones = zones.mx(&format!("d{i}.fd.test"), 10, "mx.fd.test");
+        let host = format!("mx{i}.fd.test");
+        zones = zones
+            .mx(&format!("d{i}.fd.test"), 10, &host)
+            .a(&host, net.ipv4(1));
     }
     let dns = DnsServer::start(zones);
     let queue = TestQueue::new();

@@ -18,6 +18,7 @@ mod envelope;
 mod handle;
 mod local;
 mod mailbox;
+mod sites;
 mod state;
 mod statefile;
 mod store;
@@ -41,6 +42,11 @@ pub use handle::{Keep, Queue, MAX_KEPT_DOMAINS};
 pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, is_permanent, place_bounce,
     read_original_headers, split_address, Placed, MAX_RETURNED_HEADERS,
+};
+pub use sites::{
+    clear_site_backoff, list_site_backoffs, parse_site_backoff, read_site_backoff,
+    remove_site_file, render_site_backoff, site_file_name, write_site_backoff, SiteBackoff,
+    SiteFiles, MAX_SITE_FILE, SITES_DIR,
 };
 pub use state::{one_line, RetryState, StateError, MAX_ERROR_LEN, STATE_FIELDS};
 pub use statefile::{

@@ -38,8 +38,12 @@ pub struct Domain<M> {
     pub ready: VecDeque<M>,
     /// Ids in `ready`, to recognise a new version of a file.
     ready_ids: HashSet<String>,
-    /// Ids of messages out with a connection.
-    pub flying: HashSet<String>,
+    /// Ids of messages out with a connection, and the site it goes to.
+    pub flying: HashMap<String, SiteId>,
+    /// Connections that carry (or were just given) a message of the
+    /// domain and have not asked for more since: at most
+    /// `max_connections_per_domain`.
+    pub connections: usize,
     /// Messages waiting for a time, by id.
     pub deferred: HashMap<String, (Instant, M)>,
     pub route: RouteState,
@@ -58,7 +62,8 @@ impl<M: Queued> Domain<M> {
         Domain {
             ready: VecDeque::new(),
             ready_ids: HashSet::new(),
-            flying: HashSet::new(),
+            flying: HashMap::new(),
+            connections: 0,
             deferred: HashMap::new(),
             route: RouteState::Unknown,
             in_turns: false,
@@ -73,10 +78,12 @@ impl<M: Queued> Domain<M> {
         self.ready.push_back(msg);
     }
 
-    pub fn take_ready(&mut self) -> Option<M> {
+    /// The next ready message, out with a connection of `site` from now.
+    pub fn take_ready(&mut self, site: SiteId) -> Option<M> {
         let msg = self.ready.pop_front()?;
         self.ready_ids.remove(msg.id());
-        self.flying.insert(msg.id().to_owned());
+        self.flying.insert(msg.id().to_owned(), site);
+        self.connections += 1;
         Some(msg)
     }
 

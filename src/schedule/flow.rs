@@ -17,7 +17,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     /// connection: that attempt's result is newer.
     pub fn found(&mut self, msg: M, due: Option<Instant>, now: Instant) -> bool {
         let d = self.domain(msg.domain());
-        if d.flying.contains(msg.id()) {
+        if d.flying.contains_key(msg.id()) {
             return false;
         }
         d.deferred.remove(msg.id());
@@ -175,11 +175,13 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
 
     /// A route lookup could not run for want of sockets: the route is
     /// unknown again and is looked up after the pause.
-    pub fn lookup_put_off(&mut self, domain: &str, now: Instant) {
+    /// Returns whether a pause began.
+    pub fn lookup_put_off(&mut self, domain: &str, now: Instant) -> bool {
         self.lookups = self.lookups.saturating_sub(1);
         self.domain(domain).route = RouteState::Unknown;
-        self.pause(now);
+        let began = self.pause(now);
         self.want_lookup(domain);
+        began
     }
 
     fn route_failed(&mut self, name: &str, error: RouteError, until: Instant, now: Instant) {
@@ -306,6 +308,43 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         }
     }
 
+    /// The domains whose route leads to the site.
+    pub fn domains_of(&self, id: SiteId) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .domains
+            .iter()
+            .filter(|(_, d)| matches!(d.route, RouteState::Known { site, .. } if site == id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether the domain has been seen.
+    pub fn knows(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
+    /// The route backoff an earlier run left for a domain seen for the
+    /// first time: `failures` so far and, if it still lasts, how long.
+    pub fn restore_domain(
+        &mut self,
+        name: &str,
+        failures: u32,
+        left: Option<Duration>,
+        error: &str,
+        now: Instant,
+    ) {
+        let d = self.domain(name);
+        d.failures = failures;
+        if let Some(left) = left {
+            d.held = Some((
+                now + left,
+                format!("delivery temporarily suspended: {error}"),
+            ));
+        }
+    }
+
     // ----- connections -----
 
     /// Opens connections, one per site per turn, while there is room, and
@@ -407,11 +446,11 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
                 self.want_lookup(&name);
                 continue;
             }
-            if d.flying.len() >= per_domain {
+            if d.connections >= per_domain {
                 self.entry(id)?.turns.push_back(name);
                 continue;
             }
-            let msg = d.take_ready()?;
+            let msg = d.take_ready(id)?;
             if d.ready.is_empty() {
                 d.in_turns = false;
             } else if let Some(entry) = self.sites.get_mut(id.0 as usize) {
@@ -442,7 +481,10 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     /// the next message of any of the site's domains, or a wait for one
     /// (up to the site's `connection_cache_time`), or goodbye (the site is
     /// over its limit, held, or postman is short of descriptors).
-    pub fn want_more(&mut self, conn: C, id: SiteId, now: Instant) {
+    /// `held`: the domain of the message it carried, which it counts
+    /// against no longer.
+    pub fn want_more(&mut self, conn: C, id: SiteId, held: Option<&str>, now: Instant) {
+        self.unhold(held);
         let Some(entry) = self.entry(id) else {
             self.actions.push_back(Action::Next { conn, job: None });
             return;
@@ -521,22 +563,22 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         self.make_runnable(id);
     }
 
-    /// A message is back from its attempt over a connection of `site`
-    /// (`answered`: the server judged it; `throttle`: the server's reply
-    /// said this client sends too much). The caller then hands the
-    /// message back (`enqueue`, `defer`) or is done with it.
+    /// A message is back from its attempt (`answered`: the server judged
+    /// it; `throttle`: the server's reply said this client sends too
+    /// much). The caller then hands the message back (`enqueue`, `defer`)
+    /// or is done with it.
     pub fn returned(
         &mut self,
-        id: SiteId,
         domain: &str,
         queue_id: &str,
         answered: bool,
         throttle: Option<&str>,
         now: Instant,
     ) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(d) = self.domains.get_mut(domain) {
-            d.flying.remove(queue_id);
+        let Some(id) = self.land(domain, queue_id) else {
+            return;
+        };
+        if let Some(d) = self.domains.get(domain) {
             if !d.ready.is_empty() && !d.in_turns {
                 if let Some(site) = d.site(now) {
                     self.join_turns(site, domain, now);
@@ -553,6 +595,13 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             None => {}
         }
         self.make_runnable(id);
+    }
+
+    /// A message out with a connection is back: the site it went to.
+    fn land(&mut self, domain: &str, queue_id: &str) -> Option<SiteId> {
+        let site = self.domains.get_mut(domain)?.flying.remove(queue_id)?;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        Some(site)
     }
 
     /// The site throttled one of its connections (counted until it
@@ -588,15 +637,16 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     /// the caller's to record as a failed attempt.
     pub fn connect_failed(
         &mut self,
-        id: SiteId,
         job: M,
         failure: &ConnectFailure,
         now: Instant,
     ) -> AfterFailure<M> {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(d) = self.domains.get_mut(job.domain()) {
-            d.flying.remove(job.id());
-        }
+        let Some(id) = self.land(job.domain(), job.id()) else {
+            return AfterFailure::Failed {
+                msg: job,
+                until: now,
+            };
+        };
         let schedule = self.limits.schedule;
         let Some(entry) = self.entry(id) else {
             return AfterFailure::Failed {
@@ -653,10 +703,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     /// the message is untried; for disk space it waits [`DISK_SPACE_WAIT`].
     /// Returns whether a pause began.
     pub fn put_off(&mut self, job: M, disk_space: bool, now: Instant) -> bool {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(d) = self.domains.get_mut(job.domain()) {
-            d.flying.remove(job.id());
-        }
+        self.land(job.domain(), job.id());
         let began = self.pause(now);
         if disk_space {
             self.defer(job, now + DISK_SPACE_WAIT);
@@ -683,8 +730,10 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         self.paused_until.is_some_and(|until| until > now)
     }
 
-    /// A connection of the site closed.
-    pub fn closed(&mut self, conn: C, id: SiteId) {
+    /// A connection of the site closed (`held`: the domain it still
+    /// counted against).
+    pub fn closed(&mut self, conn: C, id: SiteId, held: Option<&str>) {
+        self.unhold(held);
         if let Some(at) = self.parked.iter().position(|p| p.conn == conn) {
             self.take_parked(at);
         }
@@ -693,6 +742,29 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             entry.site.connections = entry.site.connections.saturating_sub(1);
         }
         self.make_runnable(id);
+    }
+
+    /// A connection counts against `held` no longer: the domain may have
+    /// another.
+    fn unhold(&mut self, held: Option<&str>) {
+        let Some(d) = held.and_then(|name| self.domains.get_mut(name)) else {
+            return;
+        };
+        d.connections = d.connections.saturating_sub(1);
+        if let RouteState::Known { site, .. } = d.route {
+            if d.in_turns {
+                self.make_runnable(site);
+            }
+        }
+    }
+
+    /// A message given to a connection that had closed meanwhile: back,
+    /// untried.
+    pub fn not_taken(&mut self, job: M, now: Instant) {
+        let domain = job.domain().to_owned();
+        self.land(&domain, job.id());
+        self.unhold(Some(&domain));
+        self.enqueue(job, now);
     }
 
     /// No new connection or message for the site before `until`: its
@@ -722,19 +794,27 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
 
     /// Connections are at `max_connections` while sites wait for one: as
     /// many waiting connections as there are such sites say goodbye, the
-    /// first to give up first. A site counts when it has mail ready and
-    /// room under its own limit.
+    /// first to give up first. A site counts when it has room under its
+    /// own limit and a domain with mail ready below its own cap: one at
+    /// its cap would not take the slot, and the waiting connection would
+    /// close for nothing.
     fn make_room(&mut self, now: Instant) {
         if self.connections < self.limits.max_connections || self.parked.is_empty() {
             return;
         }
+        let per_domain = self.limits.max_connections_per_domain;
         let wanting = self
             .runnable
             .iter()
             .filter(|id| {
-                self.sites
-                    .get(id.0 as usize)
-                    .is_some_and(|e| !e.turns.is_empty() && e.site.has_room(now))
+                self.sites.get(id.0 as usize).is_some_and(|e| {
+                    e.site.has_room(now)
+                        && e.turns.iter().any(|name| {
+                            self.domains
+                                .get(name)
+                                .is_some_and(|d| !d.ready.is_empty() && d.connections < per_domain)
+                        })
+                })
             })
             .count()
             .min(self.parked.len());

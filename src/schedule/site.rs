@@ -300,29 +300,34 @@ impl Site {
     }
 
     /// The site said this client is sending too much (see
-    /// `smtp::throttle`). Its concurrency halves (to the others open, when
-    /// fewer), its rates slow down by half, and it is held: for a moment
-    /// when no other connection is open (longer each time in a row), and
-    /// for `throttle_suspend_time` after `suspend_after_throttles` in a
-    /// row. Returns the hold, if one began.
+    /// `smtp::throttle`). Its rates slow down by half. While `others` of
+    /// its connections are open, its concurrency comes down to those (a
+    /// server limiting connections per client turned this one away: the
+    /// limit settles at the server's). With none open, the site takes one
+    /// connection and is held: for a moment, longer for each such throttle
+    /// in a row, and for `throttle_suspend_time` after
+    /// `suspend_after_throttles` in a row (nothing delivered in between).
+    /// Returns the hold, if one began.
     pub fn throttle(&mut self, now: Instant, others: usize, reply: &str) -> Option<Instant> {
         self.throttled += 1;
-        self.throttles = self.throttles.saturating_add(1);
-        self.limit = (self.limit / 2).min(others).max(1);
         self.credit = 0;
         if self.shape.message_interval.is_some() || self.shape.connection_interval.is_some() {
             self.slowdown = (self.slowdown * 2).min(MAX_SLOWDOWN);
         }
+        if others > 0 {
+            self.limit = self.limit.min(others).max(1);
+            return None;
+        }
+        self.limit = 1;
+        self.throttles = self.throttles.saturating_add(1);
         let suspend_after = self.shape.suspend_after_throttles;
         let wait = if suspend_after > 0 && self.throttles >= suspend_after {
             self.throttle_suspend_time()
-        } else if others == 0 {
+        } else {
             let doublings = self.throttles.saturating_sub(1).min(16);
             FIRST_THROTTLE_PAUSE
                 .saturating_mul(1 << doublings)
                 .min(self.throttle_suspend_time())
-        } else {
-            return None;
         };
         let until = now + wait;
         if self.held_until(now).is_some_and(|held| held >= until) {
@@ -439,34 +444,32 @@ mod tests {
     }
 
     #[test]
-    fn throttling_halves_concurrency_slows_the_rate_and_suspends_when_it_persists() {
+    fn throttling_brings_concurrency_down_to_the_others_and_slows_the_rate() {
         let t0 = base();
         let shape = Shape {
             max_connections: 20,
             initial_connections: 8,
             message_interval: Some(Duration::from_millis(100)),
-            suspend_after_throttles: 3,
-            throttle_suspend_time: Duration::from_secs(300),
             ..Shape::default()
         };
-        // (others open, limit after, slowdown after, hold from t0)
-        let cases = [
-            (7, 4, 2, None),
-            (3, 2, 4, None),
-            (1, 1, 8, Some(Duration::from_secs(300))),
-        ];
+        // (others open, limit after, slowdown after)
+        let cases = [(7, 7, 2), (3, 3, 4), (5, 3, 8), (1, 1, 16), (2, 1, 16)];
         let mut s = site(shape);
-        for (others, limit, slowdown, hold) in cases {
+        for (others, limit, slowdown) in cases {
             let held = s.throttle(t0, others, "421 4.7.0 too many connections");
             assert_eq!(
-                (s.limit, s.slowdown, held.map(|h| h - t0)),
-                (limit, slowdown, hold),
+                (s.limit, s.slowdown, held),
+                (limit, slowdown, None),
                 "after a throttle with {others} others open"
             );
         }
+        assert_eq!(
+            s.throttles, 0,
+            "throttles beside open connections do not count"
+        );
         assert_eq!(s.message_wait(t0), None);
         s.start_message(t0);
-        assert_eq!(s.message_wait(t0), Some(t0 + Duration::from_millis(800)));
+        assert_eq!(s.message_wait(t0), Some(t0 + Duration::from_millis(1600)));
     }
 
     #[test]

@@ -200,9 +200,8 @@ impl World {
 
     /// The message finished (delivered) over `conn`, which asks for more.
     fn finish(&mut self, site: SiteId, conn: Conn, m: &Msg) {
-        self.s
-            .returned(site, &m.domain, &m.id, true, None, self.now);
-        self.s.want_more(conn, site, self.now);
+        self.s.returned(&m.domain, &m.id, true, None, self.now);
+        self.s.want_more(conn, site, Some(&m.domain), self.now);
         self.tick();
     }
 }
@@ -321,8 +320,8 @@ fn a_down_site_is_probed_once_and_holds_every_domain_of_it() {
         throttle: None,
         loops: false,
     };
-    let after = w.s.connect_failed(site, job, &failure, w.now);
-    w.s.closed(99, site);
+    let after = w.s.connect_failed(job, &failure, w.now);
+    w.s.closed(99, site, None);
     w.tick();
     let AfterFailure::Failed { until, .. } = after else {
         panic!("a lone failed connection is a failed attempt: {after:?}");
@@ -385,10 +384,10 @@ fn a_failure_beside_open_connections_cuts_the_limit_and_keeps_the_message() {
         loops: false,
     };
     assert!(matches!(
-        w.s.connect_failed(site, job, &failure, w.now),
+        w.s.connect_failed(job, &failure, w.now),
         AfterFailure::Untried
     ));
-    w.s.closed(3, site);
+    w.s.closed(3, site, None);
     w.tick();
     assert_eq!(w.s.site(site).map(|s| s.limit), Some(3));
     assert!(w.take_opens().is_empty(), "three open, limit three");
@@ -408,48 +407,65 @@ fn a_throttle_sends_the_message_back_untried_and_brings_concurrency_down() {
     let opens = w.take_opens();
     assert_eq!(opens.len(), 8);
     let site = opens[0].0;
+    let reply = "421 4.7.0 Too many concurrent SMTP connections";
     let throttle = ConnectFailure {
-        error: "421 4.7.0 Too many concurrent SMTP connections".into(),
-        throttle: Some("421 4.7.0 Too many concurrent SMTP connections".into()),
+        error: reply.into(),
+        throttle: Some(reply.into()),
         loops: false,
     };
-    let (_, job) = opens[7].clone();
-    assert!(matches!(
-        w.s.connect_failed(site, job, &throttle, w.now),
-        AfterFailure::Untried
-    ));
-    w.s.closed(7, site);
+    // Two of the eight are turned away: the limit comes down to the six
+    // others, and their messages are ready again, untried.
+    for (i, (_, job)) in opens[6..].iter().cloned().enumerate() {
+        assert!(matches!(
+            w.s.connect_failed(job, &throttle, w.now),
+            AfterFailure::Untried
+        ));
+        w.s.closed(6 + i as Conn, site, None);
+    }
     w.tick();
-    assert_eq!(w.s.site(site).map(|s| s.limit), Some(4));
+    assert_eq!(w.s.site(site).map(|s| s.limit), Some(6));
     assert!(w
         .events()
         .iter()
-        .any(|e| matches!(e, Event::Throttled { limit: 4, .. })));
+        .any(|e| matches!(e, Event::Throttled { limit: 6, .. })));
     assert_eq!(
         w.s.totals().ready,
-        13,
-        "the throttled message is ready again, untried"
+        14,
+        "the throttled messages are ready again, untried"
     );
     assert!(w.take_defers().is_empty());
-    // A second throttle in a row suspends the site: its mail waits.
-    let (_, job) = opens[6].clone();
+    assert!(w.take_opens().is_empty(), "six open, limit six");
+    // The rest close; one alone is turned away twice in a row: the site is
+    // suspended and its mail waits.
+    for conn in 1..6 {
+        w.s.closed(conn, site, None);
+    }
+    let (_, job) = opens[0].clone();
     w.actions.clear();
-    w.s.connect_failed(site, job, &throttle, w.now);
-    w.s.closed(6, site);
+    w.s.connect_failed(job, &throttle, w.now);
+    w.s.closed(0, site, None);
+    w.tick();
+    let first = w.take_defers();
+    assert_eq!(first.len(), 15, "a pause after a lone throttle");
+    assert!(first
+        .iter()
+        .all(|(_, u, _)| *u == w.now + FIRST_THROTTLE_PAUSE));
+    for (msg, until, _) in first {
+        w.s.defer(msg, until);
+    }
+    w.advance(FIRST_THROTTLE_PAUSE);
+    let (_, job) = w.take_opens().pop().expect("a probe after the pause");
+    w.s.connect_failed(job, &throttle, w.now);
     w.tick();
     assert!(w
         .events()
         .iter()
         .any(|e| matches!(e, Event::Suspended { .. })));
     let defers = w.take_defers();
-    assert_eq!(defers.len(), 14);
+    assert_eq!(defers.len(), 15);
     assert!(defers
         .iter()
         .all(|(_, u, _)| *u == w.now + Duration::from_secs(300)));
-    // A connection that finishes meanwhile says goodbye.
-    let (_, m) = opens[0].clone();
-    w.finish(site, 0, &m);
-    assert_eq!(w.take_nexts(), vec![(0, None)]);
 }
 
 #[test]
@@ -593,8 +609,58 @@ fn a_site_at_its_limit_opens_after_a_connection_closes() {
     let (site, _) = w.take_opens()[0].clone();
     w.tick();
     assert!(w.take_opens().is_empty());
-    w.s.returned(site, "a.test", "a.test-0", true, None, w.now);
-    w.s.closed(0, site);
+    w.s.returned("a.test", "a.test-0", true, None, w.now);
+    w.s.closed(0, site, Some("a.test"));
+    w.tick();
+    assert_eq!(w.take_opens().len(), 1);
+}
+
+#[test]
+fn a_waiting_connection_keeps_its_slot_from_a_domain_at_its_cap() {
+    let mut limits = limits();
+    limits.max_connections = 2;
+    limits.max_connections_per_domain = 1;
+    let mut w = World::new(one_site_shape(5, 20)).with_limits(limits);
+    w.queue(&[("idle.test", "mx.idle.test")], 1);
+    w.queue(&[("slow.test", "mx.slow.test")], 1);
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 2);
+    let (idle_site, idle_msg) = opens
+        .iter()
+        .find(|(_, m)| m.domain == "idle.test")
+        .cloned()
+        .unwrap();
+    w.finish(idle_site, 1, &idle_msg);
+    assert!(w.take_nexts().is_empty(), "idle.test's connection waits");
+    // slow.test has one out and another ready: at its cap, so the waiting
+    // connection keeps its slot.
+    w.queue(&[("slow.test", "mx.slow.test")], 2);
+    assert!(w.take_nexts().is_empty(), "{:?}", w.actions);
+    assert!(w.take_opens().is_empty());
+}
+
+#[test]
+fn a_connection_counts_against_its_domain_until_it_asks_for_more() {
+    let mut limits = limits();
+    limits.max_connections_per_domain = 1;
+    let mut w = World::new(one_site_shape(5, 20)).with_limits(limits);
+    w.queue(&[("a.test", "mx.test")], 3);
+    let (site, m) = w.take_opens()[0].clone();
+    assert!(w.take_opens().is_empty(), "one connection for the domain");
+    // The message is back before its connection asks for more: no second
+    // connection in between.
+    w.s.returned(&m.domain, &m.id, true, None, w.now);
+    w.tick();
+    assert!(w.take_opens().is_empty(), "{:?}", w.actions);
+    w.s.want_more(1, site, Some("a.test"), w.now);
+    w.tick();
+    let nexts = w.take_nexts();
+    assert_eq!(nexts.len(), 1);
+    // Given to a connection that closed meanwhile: back, and the domain
+    // may have a connection again.
+    let job = nexts[0].1.clone().expect("a message");
+    w.s.closed(1, site, None);
+    w.s.not_taken(job, w.now);
     w.tick();
     assert_eq!(w.take_opens().len(), 1);
 }

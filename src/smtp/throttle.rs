@@ -37,7 +37,27 @@ pub fn is_throttle(stage: Stage, reply: &Reply, extra: &[Regex]) -> bool {
         return true;
     }
     let line = reply.to_string();
-    throttle_text().is_match(&line) || extra.iter().any(|pattern| pattern.is_match(&line))
+    if extra.iter().any(|pattern| pattern.is_match(&line)) {
+        return true;
+    }
+    !per_connection_text().is_match(&line) && throttle_text().is_match(&line)
+}
+
+/// A limit of messages per connection (Exim's "421 4.7.0 too many messages
+/// in this connection", Yahoo's "Max message per connection reached",
+/// Microsoft's "exceeded maximum number of messages per connection") is
+/// not a throttle: the server asks for a new connection, not for less
+/// mail, and the session already sends the message back untried to go
+/// over another one.
+fn per_connection_text() -> &'static Regex {
+    static TEXT: OnceLock<Regex> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        RegexBuilder::new(r"(?:in|on|per) (?:this |the )?(?:connection|session)")
+            .case_insensitive(true)
+            .build()
+            // A constant pattern, checked by every test of this module.
+            .expect("the per-connection pattern compiles")
+    })
 }
 
 /// Enhanced codes that only ever mean "this client is being limited".
@@ -80,7 +100,8 @@ const THROTTLE_TEXT: &[&str] = &[
     r"throttl",
     // GMX/web.de "Too many messages have been received in a short period
     // of time"; Rackspace "Received too many messages from a new or
-    // untrusted IP"; Exim "too many messages in this connection".
+    // untrusted IP" (but not a limit per connection: see
+    // `per_connection_text`).
     r"too many messages",
     // Postfix smtpd_client_message_rate_limit "Error: too much mail from".
     r"too much mail from",
@@ -88,9 +109,6 @@ const THROTTLE_TEXT: &[&str] = &[
     // per-transaction "452 4.5.3 Too many recipients", which the session
     // handles by sending the rest on).
     r"too many recipients from",
-    // Yahoo "Max message per connection reached"; Microsoft "has exceeded
-    // maximum number of messages per connection".
-    r"messages? per (?:connection|session)",
     // "exceeded the sending rate", "message rate exceeded", Exchange
     // "Message submission rate for this client has exceeded the configured
     // limit".

@@ -102,7 +102,8 @@ const THROTTLES: &[Case] = &[
         Stage::Mail,
         "421 4.7.0 The mail server [192.0.2.7] has exceeded maximum number of messages per \
          connection.",
-        true,
+        // A limit per connection: a new connection, not less mail.
+        false,
     ),
     (
         // Exchange's submission throttle (4.4.2 is otherwise a lost connection).
@@ -163,7 +164,7 @@ const THROTTLES: &[Case] = &[
         "yahoo max message per connection",
         Stage::Mail,
         "421 Max message per connection reached, closing transmission channel",
-        true,
+        false,
     ),
     (
         // GMX / web.de: no enhanced codes, multi-line (postmaster.gmx.net).

@@ -1,9 +1,8 @@
-//! The dispatcher's rules for connections that end before the message
-//! they carry was tried, kept pure (no clock, no I/O) so that they can be
-//! stated in tests and move with the domain state (issue 17 moves it to
-//! sites). The I/O worker asks [`judge`] when a connection ends with a
-//! message in hand; the dispatcher asks [`after_failed_connection`] when a
-//! connection failed on every address.
+//! The rule for connections that end before the message they carry was
+//! tried, kept pure (no clock, no I/O) so that it can be stated in tests.
+//! The I/O worker asks [`judge`] when a connection ends with a message in
+//! hand; what a site does when a connection failed on every address is the
+//! scheduler's (`postman::schedule`).
 //!
 //! The rule: a connection that ends before a transaction for a reason of
 //! the server (it closed, answered 421, sent unsolicited or extra lines or
@@ -60,32 +59,6 @@ pub fn judge(carried: Carried, ending: Ending) -> Verdict {
     }
 }
 
-/// What a domain does when one of its connections failed on every address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterFailure {
-    /// Other connections to the domain are open: a server that limits
-    /// connections per client turned this one away. The domain's allowed
-    /// connections go down to `limit` (those open) and the message waits
-    /// for them.
-    WaitForOthers {
-        /// The domain's new connection limit.
-        limit: usize,
-    },
-    /// No other connection is open: the domain backs off and the message
-    /// is deferred, with a record per recipient.
-    BackOff,
-}
-
-/// The domain's answer to a failed connection, given how many of its other
-/// connections are open.
-pub fn after_failed_connection(others_open: usize) -> AfterFailure {
-    if others_open == 0 {
-        AfterFailure::BackOff
-    } else {
-        AfterFailure::WaitForOthers { limit: others_open }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,22 +86,6 @@ mod tests {
                 judge(carried, ending),
                 want,
                 "{carried:?} ended by {ending:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_failed_connection_backs_the_domain_off_unless_others_are_open() {
-        let cases = [
-            (0, AfterFailure::BackOff),
-            (1, AfterFailure::WaitForOthers { limit: 1 }),
-            (4, AfterFailure::WaitForOthers { limit: 4 }),
-        ];
-        for (others, want) in cases {
-            assert_eq!(
-                after_failed_connection(others),
-                want,
-                "{others} other connections open"
             );
         }
     }

@@ -26,17 +26,20 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use nix::libc;
+use postman::config::SiteShape;
+use postman::schedule::SiteId;
 use postman::smtp::{Event, MessageResult, Outcome, Reply, Session, TlsMode};
 use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::disk::Preparation;
 use super::settle::{
-    abandon_job, begin, finish_job, give_back, put_back, start_job, unclaim, untried_job, Job,
-    Ready,
+    abandon_job, begin, finish_job, give_back, put_back, start_job, throttle_of, unclaim,
+    untried_job, Job, Ready,
 };
 use super::tls::{ReadEnd, TlsStream};
 use super::{Shared, FD_SETSIZE};
@@ -73,7 +76,20 @@ pub struct Candidate {
 
 pub struct Conn {
     pub id: ConnId,
+    /// The site it was opened for: after a message it may carry any
+    /// domain's of the site.
+    site: SiteId,
+    /// The domain it was opened for: its TLS mode, and the name in logs
+    /// about the connection itself.
     domain: String,
+    /// Transactions it carries at most (the site's
+    /// `max_messages_per_connection`).
+    max_messages: usize,
+    /// The site's shaping rule: which replies are throttles.
+    shape: Arc<SiteShape>,
+    /// The domain of the message it was given last, until it asks for
+    /// more or closes: the dispatcher counts the connection against it.
+    holding: Option<String>,
     /// Addresses not tried yet, in route order: every address of a host
     /// before the next host.
     candidates: VecDeque<Candidate>,
@@ -105,6 +121,9 @@ pub struct Conn {
     /// The last reply a server gave before failing, and from where: the
     /// code and enhanced code of the deferral record.
     last_reply: Option<(String, Reply)>,
+    /// That reply, when it said the site throttles this client
+    /// (`smtp::throttle`, at the stage it answered).
+    last_throttle: Option<String>,
     /// The last server that failed after a session began, for the deferral
     /// record's relay when it gave no reply.
     last_server: Option<String>,
@@ -117,13 +136,24 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(domain: String, candidates: VecDeque<Candidate>, first: QueuedMessage) -> Conn {
+    pub fn new(
+        site: SiteId,
+        domain: String,
+        candidates: VecDeque<Candidate>,
+        first: QueuedMessage,
+        max_messages: usize,
+        shape: Arc<SiteShape>,
+    ) -> Conn {
         Conn {
             id: ConnId {
                 index: 0,
                 generation: 0,
             },
+            site,
+            holding: Some(domain.clone()),
             domain,
+            max_messages,
+            shape,
             candidates,
             current: None,
             relay: String::from("none"),
@@ -137,6 +167,7 @@ impl Conn {
             failures: Vec::new(),
             loops: 0,
             last_reply: None,
+            last_throttle: None,
             last_server: None,
             broken: false,
             records_log: None,
@@ -339,14 +370,16 @@ impl Conn {
                 (None, None) => ("none".to_owned(), 0, None),
             };
             shared.stats.deferred += job.envelope.recipients.len() as u64;
+            let throttle = self.last_throttle.clone();
             shared.tell(DispatcherMsg::ConnectFailed {
-                domain: self.domain.clone(),
+                domain: job.domain.clone(),
                 job: Box::new(job),
                 reason,
                 relay,
                 code,
                 dsn,
                 loops,
+                throttle,
             });
         }
     }
@@ -429,6 +462,9 @@ impl Conn {
     /// The dispatcher's answer to WantMore.
     pub fn next(&mut self, job: Option<QueuedMessage>, shared: &mut Shared, now: Instant) {
         self.awaiting_next = false;
+        if let Some(job) = &job {
+            self.holding = Some(job.domain.clone());
+        }
         if self.between_servers() {
             // The fresh connection failed meanwhile: the message goes to
             // the next address (`drive` follows).
@@ -616,8 +652,9 @@ impl Conn {
             }
             Event::MessageDone(result) => {
                 if let Some(job) = self.job.take() {
+                    let throttle = throttle_of(&result, &self.shape);
                     if result.untried {
-                        untried_job(shared, job, &self.relay);
+                        untried_job(shared, job, &self.relay, throttle);
                         return;
                     }
                     self.prove(&result, shared);
@@ -626,7 +663,7 @@ impl Conn {
                     // used: `tls` rides on the logger while it is settled.
                     let records_log = self.records_log(shared);
                     let log = std::mem::replace(&mut shared.log, records_log);
-                    finish_job(job, result, shared, &self.relay);
+                    finish_job(job, result, shared, &self.relay, throttle);
                     shared.log = log;
                 }
             }
@@ -670,6 +707,10 @@ impl Conn {
             self.loops += 1;
         }
         if let Some(reply) = outcome.reply {
+            self.last_throttle = self
+                .shape
+                .is_throttle(outcome.stage, &reply)
+                .then(|| reply.to_string().trim_end().to_owned());
             self.last_reply = Some((self.relay.clone(), reply));
         }
         self.last_server = Some(self.relay.clone());
@@ -694,9 +735,7 @@ impl Conn {
     fn prove(&mut self, result: &MessageResult, shared: &Shared) {
         if !self.proved && result.judged() {
             self.proved = true;
-            shared.tell(DispatcherMsg::Established {
-                domain: self.domain.clone(),
-            });
+            shared.tell(DispatcherMsg::Established { site: self.site });
         }
     }
 
@@ -709,16 +748,15 @@ impl Conn {
         if session.is_closed() {
             return;
         }
-        if shared.shutdown_deadline.is_some()
-            || session.transactions() >= shared.max_messages_per_connection
-        {
+        if shared.shutdown_deadline.is_some() || session.transactions() >= self.max_messages {
             session.quit(now);
         } else if !self.awaiting_next {
             self.awaiting_next = true;
             shared.tell(DispatcherMsg::WantMore {
                 worker: shared.worker,
                 conn: self.id,
-                domain: self.domain.clone(),
+                site: self.site,
+                held: self.holding.take(),
             });
         }
     }
@@ -735,7 +773,8 @@ impl Conn {
         shared.tell(DispatcherMsg::Closed {
             worker: shared.worker,
             conn: self.id,
-            domain: self.domain.clone(),
+            site: self.site,
+            held: self.holding.take(),
         });
     }
 }

@@ -72,6 +72,8 @@ pub struct Settlement {
     /// The queue file, open since it was claimed; it closes when the
     /// settlement is done with, in the thread that settles it.
     pub open: Option<std::fs::File>,
+    /// A reply of the transaction said the site throttles this client.
+    pub throttle: Option<String>,
 }
 
 /// A connection's next message, to be prepared ([`settle::prepare`]).
@@ -140,6 +142,7 @@ impl Settlement {
             id: self.msg.id.clone(),
             disposition: Disposition::Finished,
             answered: self.answered(),
+            throttle: self.throttle.clone(),
         }
     }
 
@@ -154,12 +157,14 @@ impl Settlement {
         let domain = self.msg.domain.clone();
         let id = self.msg.id.clone();
         let answered = self.answered();
+        let throttle = self.throttle.clone();
         let disposition = self.settle(settler);
         Some(DispatcherMsg::Done {
             domain,
             id,
             disposition,
             answered,
+            throttle,
         })
     }
 
@@ -625,6 +630,7 @@ mod tests {
             relay: "none".into(),
             log: log.clone(),
             open: None,
+            throttle: None,
         })
     }
 

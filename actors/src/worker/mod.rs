@@ -89,7 +89,6 @@ pub struct Shared {
     pub ip_preference: IpPreference,
     pub connect_timeout: Duration,
     pub port: u16,
-    pub max_messages_per_connection: usize,
     /// Addresses one connection tries before it gives up.
     pub max_mx_addresses: usize,
     /// Where this host's own receiving server listens
@@ -250,7 +249,6 @@ impl Worker {
                 ip_preference: config.ip_preference,
                 connect_timeout: config.connect_timeout,
                 port: config.server_port,
-                max_messages_per_connection: config.max_messages_per_connection,
                 max_mx_addresses: config.max_mx_addresses,
                 local_listeners: config.local_listeners.clone(),
                 own_addrs: own_addrs(&config.local_listeners, &log),
@@ -353,7 +351,14 @@ impl Worker {
     fn drain_mailbox(&mut self, now: Instant) -> bool {
         loop {
             match self.inbox.try_recv() {
-                Ok(WorkerMsg::Open { domain, route, job }) => {
+                Ok(WorkerMsg::Open {
+                    site,
+                    route,
+                    job,
+                    max_messages,
+                    shape,
+                }) => {
+                    let domain = job.domain.clone();
                     let mut candidates = VecDeque::new();
                     for host in &route.hosts {
                         let mut addrs = host.addrs.clone();
@@ -370,7 +375,7 @@ impl Worker {
                             "tried" => self.shared.max_mx_addresses);
                         candidates.truncate(self.shared.max_mx_addresses);
                     }
-                    let conn = Conn::new(domain, candidates, *job);
+                    let conn = Conn::new(site, domain, candidates, *job, max_messages, shape);
                     let index = self.insert(conn);
                     self.with_conn(index, now, |conn, shared, now| conn.start(shared, now));
                 }
@@ -385,12 +390,7 @@ impl Worker {
                     } else if let Some(job) = job {
                         // The connection closed while the dispatcher chose
                         // this message: hand it straight back, untried.
-                        self.shared.tell(DispatcherMsg::Done {
-                            domain: job.domain.clone(),
-                            id: job.id.clone(),
-                            disposition: crate::messages::Disposition::Unused(job),
-                            answered: false,
-                        });
+                        self.shared.tell(DispatcherMsg::NotTaken(job));
                     }
                 }
                 Ok(WorkerMsg::Shutdown) => self.begin_shutdown(now),
@@ -434,7 +434,6 @@ impl Worker {
         shared.session.helo_name = config.hostname.clone();
         shared.session.timeouts = config.timeouts.clone();
         shared.connect_timeout = config.connect_timeout;
-        shared.max_messages_per_connection = config.max_messages_per_connection;
         shared.max_mx_addresses = config.max_mx_addresses;
         shared.own_addrs = own_addrs(&config.local_listeners, &shared.log);
         shared.local_listeners = config.local_listeners.clone();

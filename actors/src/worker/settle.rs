@@ -8,6 +8,7 @@
 
 use std::time::{Instant, SystemTime};
 
+use postman::config::SiteShape;
 use postman::dsn::RecipientReport;
 use postman::queue::{self, BodyReader, Claimed, Marked, Queue, ReadError, Source};
 use postman::smtp::{BodyMeasure, Class, Envelope, MessageResult, Session};
@@ -356,8 +357,26 @@ pub fn start_job(
     begin(session, ready, shared, now)
 }
 
+/// The reply of a transaction that says the site throttles this client
+/// (`smtp::throttle`, with the site's own patterns), if one does.
+pub fn throttle_of(result: &MessageResult, shape: &SiteShape) -> Option<String> {
+    result.recipients.iter().find_map(|r| {
+        let outcome = r.result.as_ref().err()?;
+        let reply = outcome.reply.as_ref()?;
+        shape
+            .is_throttle(outcome.stage, reply)
+            .then(|| reply.to_string().trim_end().to_owned())
+    })
+}
+
 /// Turns the transaction's results into fates and settles the message.
-pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &str) {
+pub fn finish_job(
+    job: Job,
+    result: MessageResult,
+    shared: &mut Shared,
+    relay: &str,
+    throttle: Option<String>,
+) {
     let host = relay.split('[').next().unwrap_or(relay).to_owned();
     let now = SystemTime::now();
     let again = result.send_again();
@@ -443,6 +462,7 @@ pub fn finish_job(job: Job, result: MessageResult, shared: &mut Shared, relay: &
         relay: relay.to_owned(),
         log: shared.log.clone(),
         open,
+        throttle,
     });
     if settlement.finished_already() {
         shared.tell(settlement.finished());
@@ -489,7 +509,7 @@ pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&s
 /// before any reply but RSET's (see [`MessageResult::untried`]). Nothing is
 /// recorded on the file; the claim is released and the message goes back
 /// untried, for another connection.
-pub fn untried_job(shared: &mut Shared, job: Job, relay: &str) {
+pub fn untried_job(shared: &mut Shared, job: Job, relay: &str, throttle: Option<String>) {
     shared.stats.untried += 1;
     if let Some(body) = job.body {
         shared.body_pool.recycle(body);
@@ -498,7 +518,7 @@ pub fn untried_job(shared: &mut Shared, job: Job, relay: &str) {
     info!(ctx.log, "reused connection ended before the message was tried; it goes back untried";
         "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "relay" => relay);
     release(&ctx, &job.msg, job.claimed);
-    give_back_to(&ctx, job.msg);
+    give_back_throttled(&ctx, job.msg, throttle);
 }
 
 /// The claimed file cannot be opened for want of descriptors: nothing is
@@ -554,6 +574,7 @@ fn tell_done(ctx: &Ctx<'_>, msg: QueuedMessage, disposition: Disposition) {
         id: msg.id,
         disposition,
         answered: false,
+        throttle: None,
     });
 }
 
@@ -577,10 +598,17 @@ pub fn give_back(shared: &Shared, msg: QueuedMessage) {
 }
 
 fn give_back_to(ctx: &Ctx<'_>, msg: QueuedMessage) {
+    give_back_throttled(ctx, msg, None);
+}
+
+/// Returns an untried message, with the throttle reply that ended its
+/// connection, if one did.
+fn give_back_throttled(ctx: &Ctx<'_>, msg: QueuedMessage, throttle: Option<String>) {
     ctx.tell(DispatcherMsg::Done {
         domain: msg.domain.clone(),
         id: msg.id.clone(),
         disposition: Disposition::Unused(Box::new(msg)),
         answered: false,
+        throttle,
     });
 }

@@ -166,7 +166,17 @@ fn service_closing_421_at_every_step() {
             "421 at {step}: {d:#?}\n{}",
             e.out.stderr
         );
-        assert_eq!(d.code, Some(421), "421 at {step}: {d:#?}");
+        if matches!(step, "greeting" | "EHLO") {
+            // Before any message, a 421 is the site turning this client
+            // away (issue 17): the message waits untried, no attempt.
+            assert_eq!(d.code, None, "421 at {step}: {d:#?}");
+            assert!(
+                d.reply.contains("throttled: 421 4.3.2"),
+                "421 at {step}: {d:#?}"
+            );
+        } else {
+            assert_eq!(d.code, Some(421), "421 at {step}: {d:#?}");
+        }
         assert!(e.queued("m1"), "421 at {step}: kept for a retry");
         assert_eq!(
             e.server.count_commands("QUIT"),

@@ -1,0 +1,211 @@
+//! The failures the dispatcher settles itself: a connection that failed on
+//! every address, and the deferral or bounce of messages that never reached
+//! a worker (their route failed, their domain or site waits).
+
+use std::time::{Instant, SystemTime};
+
+use postman::dsn::{self, RecipientReport};
+use postman::route::RouteError;
+use postman::schedule::{AfterFailure, ConnectFailure};
+use postman::smtp::EnhancedCode;
+
+use super::Dispatcher;
+use crate::messages::{Disposition, QueuedMessage};
+use crate::records::{self, Status, Verdict};
+use crate::settler::{self, Fate, RecipientFate};
+
+/// Why a connection failed on every address (from
+/// [`DispatcherMsg::ConnectFailed`]).
+pub(super) struct Failure {
+    pub(super) reason: String,
+    /// The last server that answered, `none` if none did.
+    pub(super) relay: String,
+    /// Its reply code (0 without one) and enhanced code.
+    pub(super) code: u16,
+    pub(super) dsn: Option<String>,
+    /// Every address looped back to this host.
+    pub(super) loops: bool,
+    /// The server's reply said this client sends too much.
+    pub(super) throttle: Option<String>,
+}
+
+impl Dispatcher {
+    /// A connection failed on every address. The scheduler decides: a
+    /// throttle, or a failure while other connections to the site are
+    /// open, sends the message back untried; otherwise the site backs off
+    /// and the message is deferred like any failed attempt (retry state on
+    /// the file, a record per recipient), or bounced once its lifetime is
+    /// over: with status 5.4.6 when it loops back to this host, as Postfix
+    /// does.
+    pub(super) fn connect_failed(&mut self, job: QueuedMessage, failure: Failure, now: Instant) {
+        let Failure {
+            reason,
+            relay,
+            code,
+            dsn,
+            loops,
+            throttle,
+        } = failure;
+        if throttle.is_some() {
+            self.stats.throttles += 1;
+        }
+        let verdict = ConnectFailure {
+            error: reason.clone(),
+            throttle,
+            loops,
+        };
+        let AfterFailure::Failed { msg: job, until } =
+            self.sched.connect_failed(job, &verdict, now)
+        else {
+            return;
+        };
+        if loops
+            && self
+                .settler
+                .schedule
+                .expired(job.arrival, SystemTime::now())
+        {
+            self.bounce_with(job, dsn::STATUS_LOOP, &reason);
+            return;
+        }
+        let disposition = self.settler.settle_all(
+            job,
+            |recipient| RecipientFate {
+                recipient: recipient.to_owned(),
+                fate: Fate::Deferred(reason.clone()),
+                code,
+                dsn: dsn.clone(),
+                text: reason.clone(),
+            },
+            &relay,
+            &self.log,
+        );
+        match disposition {
+            Disposition::Deferred(msg) => {
+                let due = settler::due_again(&msg.retry, self.config.retry_delay).max(until);
+                self.stats.deferred += 1;
+                self.sched.defer(*msg, due);
+            }
+            other => self.settled(other, now),
+        }
+    }
+
+    /// Parks a message that was not attempted (its domain is suspended or
+    /// its route failed for now), with a deferral record; one whose queue
+    /// lifetime is over is bounced instead (as a mail loop while the domain
+    /// loops back to this host).
+    pub(super) fn defer_logged(&mut self, msg: QueuedMessage, until: Instant, reason: &str) {
+        if self
+            .settler
+            .schedule
+            .expired(msg.arrival, SystemTime::now())
+        {
+            let now = Instant::now();
+            let looping = self
+                .sched
+                .site_of(&msg.domain, now)
+                .and_then(|site| self.sched.site(site))
+                .is_some_and(|site| site.looping);
+            if looping {
+                let reason = format!("mail for {} loops back to myself", msg.domain);
+                self.bounce_with(msg, dsn::STATUS_LOOP, &reason);
+                return;
+            }
+            let lifetime = self.settler.schedule.lifetime;
+            let last_error = msg
+                .retry
+                .last_error
+                .clone()
+                .unwrap_or_else(|| reason.to_owned());
+            let now = SystemTime::now();
+            let disposition = self.settler.settle_all(
+                msg,
+                |recipient| {
+                    let report =
+                        RecipientReport::expired(recipient, lifetime, Some(&last_error), Some(now));
+                    RecipientFate {
+                        recipient: recipient.to_owned(),
+                        code: 0,
+                        dsn: Some(report.status.to_string()),
+                        text: format!("{}: {reason}", report.reason),
+                        fate: Fate::Failed(report),
+                    }
+                },
+                "none",
+                &self.log,
+            );
+            self.settled(disposition, Instant::now());
+            return;
+        }
+        records::log_all(
+            &self.log,
+            &msg,
+            &Verdict {
+                status: Status::Deferred,
+                relay: "none",
+                code: 0,
+                dsn: None,
+                reply: reason,
+            },
+        );
+        self.stats.deferred += 1;
+        self.sched.defer(msg, until);
+    }
+
+    /// A permanent routing failure (null MX, no such domain): every
+    /// recipient fails and the sender gets a bounce.
+    pub(super) fn bounce(&mut self, msg: QueuedMessage, error: &RouteError) {
+        let reason = error.to_string();
+        self.bounce_with(msg, route_status(&reason), &reason);
+    }
+
+    /// Every recipient fails with `status` and `reason`, and the sender
+    /// gets a bounce.
+    pub(super) fn bounce_with(&mut self, msg: QueuedMessage, status: EnhancedCode, reason: &str) {
+        let now = SystemTime::now();
+        let disposition = self.settler.settle_all(
+            msg,
+            |recipient| RecipientFate {
+                recipient: recipient.to_owned(),
+                code: 0,
+                dsn: Some(status.to_string()),
+                text: reason.to_owned(),
+                fate: Fate::Failed(RecipientReport {
+                    address: recipient.to_owned(),
+                    status,
+                    remote_mta: None,
+                    reply: None,
+                    reason: reason.to_owned(),
+                    last_attempt: Some(now),
+                }),
+            },
+            "none",
+            &self.log,
+        );
+        self.settled(disposition, Instant::now());
+    }
+
+    /// What the dispatcher does after settling a message itself.
+    pub(super) fn settled(&mut self, disposition: Disposition, now: Instant) {
+        match disposition {
+            Disposition::Finished => self.stats.finished += 1,
+            Disposition::Deferred(msg) => {
+                let due = settler::due_again(&msg.retry, self.config.retry_delay);
+                self.stats.deferred += 1;
+                self.sched.defer(*msg, due);
+            }
+            Disposition::Unused(msg) => self.sched.enqueue(*msg, now),
+        }
+    }
+}
+
+/// The RFC 3463 status of a permanent routing failure, from its reason.
+fn route_status(reason: &str) -> EnhancedCode {
+    if reason.contains("null MX") {
+        dsn::STATUS_NULL_MX
+    } else if reason.contains("does not exist") {
+        dsn::STATUS_NO_SUCH_DOMAIN
+    } else {
+        dsn::STATUS_PERMANENT
+    }
+}
