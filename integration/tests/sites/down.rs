@@ -1,12 +1,13 @@
 //! See sites.rs. A site none of whose servers can be reached backs off as
 //! one: a round of attempts for all its domains, not one per domain, a
-//! backoff kept under the queue root's `.sites/` across restarts; and a
+//! backoff kept in `.OTHER_SERVERS/.sites/` across restarts; and a
 //! site that holds connections without greeting does not take the
 //! connections another site needs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use postman_integration::queue::REMOTE_DIR;
 use postman_integration::{
     numbered_domains, postman, BlackHole, DnsServer, HostileServer, TestNet, TestQueue, Zones,
 };
@@ -52,25 +53,29 @@ impl DownSite {
     }
 }
 
-/// The entries of `<root>/.sites/` other than its `tmp/`, or a panic
-/// naming what is there instead.
-fn site_entries(root: &Path) -> Vec<String> {
-    let dir = root.join(".sites");
+/// The files of `<root>/.OTHER_SERVERS/.sites/` (other than its `tmp/`)
+/// with their contents, or a panic naming the folder.
+fn site_entries(root: &Path) -> Vec<(String, String)> {
+    let dir = root.join(REMOTE_DIR).join(".sites");
     let entries = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}; the site's backoff belongs there", dir.display()));
-    let mut names: Vec<String> = entries
+    let mut files: Vec<(String, String)> = entries
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name != "tmp")
+        .filter(|e| e.file_name() != "tmp")
+        .map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), text)
+        })
         .collect();
-    names.sort();
-    names
+    files.sort();
+    files
 }
 
 /// One `run --once` is one round: the down site is tried with at most
 /// [`FIRST_ROUND`] connections (it was one per domain, 30), it backs off
-/// once (one `site backing off` record naming the site, one entry under
-/// `.sites/`, no per-domain `.backoff` file), and a restarted postman
+/// once (one `site backing off` record naming the site, one file under
+/// `.OTHER_SERVERS/.sites/` naming it with `failures: 1`, no per-domain
+/// `.backoff` file), and a restarted postman
 /// makes no attempt while that backoff lasts. Nothing is bounced.
 #[test]
 #[ignore = "needs the site scheduler (issue 17)"]
@@ -104,6 +109,11 @@ fn a_down_site_is_tried_once_per_round_and_stays_backed_off_after_a_restart() {
     assert!(sites[0].contains("mx.down.test"), "the site: {sites:?}");
     let entries = site_entries(site.queue.root());
     assert_eq!(entries.len(), 1, "one site backs off: {entries:?}");
+    let (_, text) = &entries[0];
+    assert!(
+        text.contains("mx.down.test") && text.contains("failures: 1"),
+        "the site's backoff names it and counts one failure: {text:?}"
+    );
     for domain in &site.domains {
         let backoff = site.queue.domain_dir(domain).join(".backoff");
         assert!(
