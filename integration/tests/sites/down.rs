@@ -78,7 +78,6 @@ fn site_entries(root: &Path) -> Vec<(String, String)> {
 /// `.backoff` file), and a restarted postman
 /// makes no attempt while that backoff lasts. Nothing is bounced.
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn a_down_site_is_tried_once_per_round_and_stays_backed_off_after_a_restart() {
     let site = DownSite::new();
     let mut cfg = site.config.clone();
@@ -159,7 +158,6 @@ fn a_down_site_is_tried_once_per_round_and_stays_backed_off_after_a_restart() {
 /// round after the first (at most [`FIRST_ROUND`] connections) is one
 /// connection, whatever the number of domains (30).
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn a_daemon_probes_a_down_site_once_per_round() {
     const ROUNDS: usize = 4;
     let site = DownSite::new();
@@ -196,7 +194,6 @@ fn a_daemon_probes_a_down_site_once_per_round() {
 /// runs queue the busy mail into a running daemon; in the second the black
 /// hole already holds connections.
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn a_black_holed_site_does_not_slow_a_busy_one() {
     let alone = busy_site_time(false);
     let beside = busy_site_time(true);

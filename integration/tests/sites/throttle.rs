@@ -171,7 +171,6 @@ impl Throttled {
 }
 
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn a_421_greeting_is_a_throttle() {
     let mut t = Throttled::start(|addr| {
         HostileServer::first_then_polite(addr, 2, Script::new().greet(GREETING_421))
@@ -185,7 +184,7 @@ fn a_421_greeting_is_a_throttle() {
 /// have come down to 2. Of the 20 messages' connections, at most 5 are
 /// refused.
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
+#[ignore = "needs the site scheduler (issue 17): a throttled site regrows into the cap again"]
 fn too_many_concurrent_connections_is_a_throttle() {
     let mut t = Throttled::start(|addr| {
         HostileServer::start_capped(addr, vec![Script::polite()], 2, TOO_MANY)
@@ -200,14 +199,13 @@ fn too_many_concurrent_connections_is_a_throttle() {
 }
 
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
+#[ignore = "needs the site scheduler (issue 17): a connection goes on after a throttle at RCPT, its refusals suspend the site and stretch the suspension"]
 fn gmails_4_7_28_is_a_throttle() {
     let mut t = Throttled::start(|addr| HostileServer::first_then_polite(addr, 2, refusing(GMAIL)));
     t.assert_handled("4.7.28", false);
 }
 
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn yahoos_tss04_is_a_throttle() {
     let yahoo = Script::new().hello().expect("MAIL", YAHOO).close();
     let mut t = Throttled::start(|addr| HostileServer::first_then_polite(addr, 2, yahoo));
@@ -215,7 +213,7 @@ fn yahoos_tss04_is_a_throttle() {
 }
 
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
+#[ignore = "needs the site scheduler (issue 17): a connection goes on after a throttle at RCPT, its refusals suspend the site and stretch the suspension"]
 fn microsofts_4_7_650_is_a_throttle() {
     let mut t =
         Throttled::start(|addr| HostileServer::first_then_polite(addr, 2, refusing(MICROSOFT)));
@@ -231,7 +229,6 @@ fn microsofts_4_7_650_is_a_throttle() {
 /// server then behaves, all 20 are delivered within 30 s of it: the
 /// suspension ends by itself.
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn a_site_that_keeps_throttling_is_suspended_then_resumes() {
     let t = Throttled::start_with(
         "suspend_after_throttles = 3\nthrottle_suspend_time = 5",
@@ -292,7 +289,7 @@ fn a_site_that_keeps_throttling_is_suspended_then_resumes() {
 /// two connections) is reported as `site throttled`, and handled as the
 /// providers' replies are.
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
+#[ignore = "needs the site scheduler (issue 17): a connection goes on after a throttle at RCPT, its refusals suspend the site and stretch the suspension"]
 fn a_rules_pattern_is_a_throttle() {
     let mut t = Throttled::start_with("throttle_patterns = [\"slow down, friend\"]", |addr| {
         HostileServer::first_then_polite(addr, 2, refusing("451 4.3.2 slow down, friend"))
@@ -304,7 +301,6 @@ fn a_rules_pattern_is_a_throttle() {
 /// recipient once) is not a throttle: no `site throttled` record, and the
 /// 20 messages are delivered on their retries.
 #[test]
-#[ignore = "needs the site scheduler (issue 17)"]
 fn greylisting_is_not_a_throttle() {
     let t = Throttled::start(|addr| {
         HostileServer::start(
