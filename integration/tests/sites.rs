@@ -25,6 +25,10 @@ mod rate;
 #[path = "sites/throttle.rs"]
 mod throttle;
 
+/// `postman suspend` / `resume` of a domain or a site.
+#[path = "sites/control.rs"]
+mod control;
+
 use postman_integration::postman::Daemon;
 use postman_integration::{postman, Config, TestQueue};
 use serde_json::Value;
