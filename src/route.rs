@@ -136,8 +136,9 @@ pub fn mx_hosts(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteName {
     /// The MX host names by preference, then by name (so that the shuffle
-    /// among equals does not split a site), joined by `,`; at most
-    /// [`SITE_NAME_HOSTS`] of them, then `+<n>` for the rest. The domain
+    /// among equals does not split a site): `,` between names of one
+    /// preference, `;` before the next preference; at most
+    /// [`SITE_NAME_HOSTS`] of them, then `;+<n>` for the rest. The domain
     /// itself for an implicit MX.
     pub name: String,
     /// Every host name of the records, in the same order (for shaping
@@ -150,7 +151,8 @@ pub struct SiteName {
 pub const SITE_NAME_HOSTS: usize = 8;
 
 /// The site of a domain with these MX records: domains whose records name
-/// the same hosts share one, whatever their preferences' shuffle; a
+/// the same hosts in the same preference order share one, whatever the
+/// shuffle among equal preferences; a
 /// domain without MX records (or an answer that gives no route) is a site
 /// of its own. A null MX record beside real ones is ignored, as
 /// [`mx_hosts`] does.
@@ -172,19 +174,23 @@ pub fn site_name(domain: &str, answer: &MxAnswer) -> SiteName {
     }
     records.sort();
     let mut hosts: Vec<String> = Vec::with_capacity(records.len());
-    for (_, host) in records {
-        if !hosts.contains(&host) {
-            hosts.push(host);
+    let mut name = String::new();
+    let mut last_preference = None;
+    for (preference, host) in records {
+        if hosts.contains(&host) {
+            continue;
         }
+        if hosts.len() < SITE_NAME_HOSTS {
+            if let Some(last) = last_preference {
+                name.push(if last == preference { ',' } else { ';' });
+            }
+            name.push_str(&host);
+        }
+        last_preference = Some(preference);
+        hosts.push(host);
     }
-    let mut name = hosts
-        .iter()
-        .take(SITE_NAME_HOSTS)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
     if hosts.len() > SITE_NAME_HOSTS {
-        name.push_str(&format!(",+{}", hosts.len() - SITE_NAME_HOSTS));
+        name.push_str(&format!(";+{}", hosts.len() - SITE_NAME_HOSTS));
     }
     SiteName { name, hosts }
 }
@@ -375,8 +381,11 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(
             a.name,
-            "aspmx.l.google.com,alt1.aspmx.l.google.com,alt2.aspmx.l.google.com"
+            "aspmx.l.google.com;alt1.aspmx.l.google.com,alt2.aspmx.l.google.com"
         );
+        let ordered = google(&[(5, "alt1.aspmx.l.google.com"), (1, "aspmx.l.google.com")]);
+        let reversed = google(&[(1, "alt1.aspmx.l.google.com"), (5, "aspmx.l.google.com")]);
+        assert_ne!(ordered.name, reversed.name, "the preference order matters");
         let cases = [
             (MxAnswer::NoRecords, "x.test"),
             (MxAnswer::NxDomain, "x.test"),
@@ -393,7 +402,7 @@ mod tests {
         let site = site_name("x.test", &many);
         assert_eq!(site.hosts.len(), 20);
         assert!(site.name.starts_with("mx00.test,mx01.test,"));
-        assert!(site.name.ends_with("mx07.test,+12"), "{}", site.name);
+        assert!(site.name.ends_with("mx07.test;+12"), "{}", site.name);
     }
 
     fn records(list: &[(u16, &str)]) -> MxAnswer {

@@ -253,6 +253,8 @@ pub enum WorkerMsg {
         max_messages: usize,
         /// The site's shaping rule: its throttle patterns.
         shape: Arc<SiteShape>,
+        /// The site's name, for the delivery records.
+        site_name: Arc<str>,
     },
     /// The answer to [`DispatcherMsg::WantMore`]: the next message, or `None`
     /// to say goodbye to the server.

@@ -51,7 +51,8 @@ pub struct SiteBackoff {
 /// name characters (as every site name postman makes is), else a prefix
 /// and a hash of the whole.
 pub fn site_file_name(site: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ',' | '+' | '_');
+    let plain =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ',' | ';' | '+' | '_');
     if !site.is_empty()
         && site.len() <= MAX_PLAIN_NAME
         && !site.starts_with('.')
@@ -251,7 +252,10 @@ mod tests {
         let long = "m".repeat(300);
         let cases = [
             ("mx.test", "mx.test".to_owned()),
-            ("a.test,b.test,+3", "a.test,b.test,+3".to_owned()),
+            (
+                "a.test,b.test;c.test;+3",
+                "a.test,b.test;c.test;+3".to_owned(),
+            ),
             ("../etc", format!("etc~{:016x}", fnv1a64(b"../etc"))),
             ("", format!("~{:016x}", fnv1a64(b""))),
             (

@@ -403,6 +403,8 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             self.make_runnable(id);
             turns += self.runnable.len() - before;
         }
+        // Domains whose route expired on their turn want it looked up now.
+        self.start_lookups();
     }
 
     fn start_lookups(&mut self) {
@@ -586,10 +588,10 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             }
         }
         match throttle {
-            Some(reply) => self.throttled(id, reply, now),
+            Some(reply) => self.throttled_transaction(id, reply, now),
             None if answered => {
                 if let Some(entry) = self.entry(id) {
-                    entry.site.answered();
+                    entry.site.answered(now);
                 }
             }
             None => {}
@@ -604,14 +606,20 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         Some(site)
     }
 
-    /// The site throttled one of its connections (counted until it
-    /// closes).
-    fn throttled(&mut self, id: SiteId, reply: &str, now: Instant) {
+    /// A transaction of one of the site's open connections met a throttle.
+    fn throttled_transaction(&mut self, id: SiteId, reply: &str, now: Instant) {
         let Some(entry) = self.entry(id) else {
             return;
         };
-        let others = others(&entry.site);
-        let held = entry.site.throttle(now, others, reply);
+        let open = entry.site.connections;
+        let held = entry.site.throttle_transaction(now, open, reply);
+        self.log_throttle(id, reply, held, now);
+    }
+
+    fn log_throttle(&mut self, id: SiteId, reply: &str, held: Option<Instant>, now: Instant) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
         let site = entry.site.name.clone();
         let limit = entry.site.limit;
         self.actions.push_back(Action::Log(Event::Throttled {
@@ -628,6 +636,17 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             }));
             self.hold_site(id, until, now);
         }
+    }
+
+    /// The site turned one of its connections away (counted until it
+    /// closes).
+    fn throttled(&mut self, id: SiteId, reply: &str, now: Instant) {
+        let Some(entry) = self.entry(id) else {
+            return;
+        };
+        let others = others(&entry.site);
+        let held = entry.site.throttle(now, others, reply);
+        self.log_throttle(id, reply, held, now);
     }
 
     /// A connection failed on every address. A throttle, or a failure

@@ -38,7 +38,10 @@ mod site;
 mod tests;
 
 pub use domain::{Queued, RouteState};
-pub use site::{Hold, Pace, Shape, Site, FIRST_THROTTLE_PAUSE, MAX_SLOWDOWN};
+pub use site::{
+    Hold, Pace, Shape, Site, FIRST_THROTTLE_PAUSE, MAX_SLOWDOWN, PACE_WINDOW,
+    RATE_RECOVERY_ANSWERS, SLOWDOWN_EVERY, THROTTLE_CEILING_TIME,
+};
 
 use domain::Domain;
 

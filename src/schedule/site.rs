@@ -3,6 +3,7 @@
 //! backoff after failed rounds and its suspension after throttling. Pure:
 //! every method takes `now`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// A site's limits, from the shaping rule that matches its MX host names
@@ -52,6 +53,35 @@ impl Default for Shape {
 /// row, up to the shape's `throttle_suspend_time`.
 pub const FIRST_THROTTLE_PAUSE: Duration = Duration::from_secs(10);
 
+/// How long the concurrency at which a site turned a connection away stays
+/// its ceiling: feedback does not raise the limit past it meanwhile, so a
+/// server that takes n connections from a client is asked for an n+1-th
+/// once in this time, not after every n answers.
+pub const THROTTLE_CEILING_TIME: Duration = Duration::from_secs(600);
+
+/// Throttles closer together than this slow a site's rate down once: the
+/// transactions already under way when a server starts refusing are
+/// refused together, and each must not halve the rate again.
+pub const SLOWDOWN_EVERY: Duration = Duration::from_secs(1);
+
+/// A rate learned from throttling speeds up by this fraction (1/10) per
+/// [`RATE_RECOVERY_ANSWERS`].
+const LEARNED_SPEEDUP: u32 = 10;
+
+/// Answers that undo one step of a throttle's slowdown (a halving, or a
+/// tenth of a learned rate): additive increase, slower than the
+/// multiplicative decrease, so that a site settles under its server's
+/// limit instead of swinging across it.
+pub const RATE_RECOVERY_ANSWERS: usize = 20;
+
+/// The window over which the pace a site went at is measured when it
+/// throttles: the messages started in it, per second, are the rate it
+/// refused (halved by the slowdown).
+pub const PACE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The most message starts remembered for [`PACE_WINDOW`].
+const PACE_SAMPLES: usize = 1024;
+
 /// The most a site's rates are slowed by throttling: 16 times the
 /// configured interval.
 pub const MAX_SLOWDOWN: u32 = 16;
@@ -69,6 +99,11 @@ impl Pace {
     /// The earliest time the next event may happen, when that is after `now`.
     pub fn wait(&self, now: Instant) -> Option<Instant> {
         self.next.filter(|next| *next > now)
+    }
+
+    /// No event before `at`.
+    pub fn delay_to(&mut self, at: Instant) {
+        self.next = Some(self.next.map_or(at, |next| next.max(at)));
     }
 
     /// Takes the turn at `now` (the caller checked [`Pace::wait`]).
@@ -104,12 +139,25 @@ pub struct Site {
     pub limit: usize,
     /// Answered attempts since the limit last changed.
     credit: usize,
+    /// The concurrency the site turned a connection away above, and until
+    /// when feedback keeps under it ([`THROTTLE_CEILING_TIME`]).
+    pub ceiling: Option<(usize, Instant)>,
     /// Failed connection rounds in a row (persisted): the backoff grows.
     pub failures: u32,
     /// Throttles in a row with nothing delivered in between.
     pub throttles: u32,
     /// The rates' slowdown after throttling: 1, 2, 4 … [`MAX_SLOWDOWN`].
     pub slowdown: u32,
+    /// When the slowdown last doubled ([`SLOWDOWN_EVERY`]).
+    slowed_at: Option<Instant>,
+    /// A site without a message rate of its own that throttled gets one:
+    /// the pace it went at then (its slowdown halves it), sped up again
+    /// by answers (additive increase, multiplicative decrease).
+    pub learned_interval: Option<Duration>,
+    /// Answers since the rate last recovered a step.
+    rate_credit: usize,
+    /// The last message starts, for the pace ([`PACE_WINDOW`]).
+    starts: VecDeque<Instant>,
     /// No new connection and no new message before this, and why.
     pub held: Option<(Instant, Hold)>,
     /// The last failed round looped back to this host.
@@ -136,9 +184,14 @@ impl Site {
             connections: 0,
             limit,
             credit: 0,
+            ceiling: None,
             failures: 0,
             throttles: 0,
             slowdown: 1,
+            slowed_at: None,
+            learned_interval: None,
+            rate_credit: 0,
+            starts: VecDeque::new(),
             held: None,
             looping: false,
             messages: Pace::default(),
@@ -188,9 +241,15 @@ impl Site {
         base.map(|interval| interval.saturating_mul(self.slowdown))
     }
 
+    /// The least time between two messages: the rule's, else a learned
+    /// one.
+    fn message_base(&self) -> Option<Duration> {
+        self.shape.message_interval.or(self.learned_interval)
+    }
+
     /// When the next message may start, if later than `now`.
     pub fn message_wait(&self, now: Instant) -> Option<Instant> {
-        self.interval(self.shape.message_interval)?;
+        self.interval(self.message_base())?;
         self.messages.wait(now)
     }
 
@@ -209,7 +268,11 @@ impl Site {
     /// A message starts now.
     pub fn start_message(&mut self, now: Instant) {
         self.started += 1;
-        if let Some(interval) = self.interval(self.shape.message_interval) {
+        if self.starts.len() == PACE_SAMPLES {
+            self.starts.pop_front();
+        }
+        self.starts.push_back(now);
+        if let Some(interval) = self.interval(self.message_base()) {
             self.messages.take(now, interval);
         }
     }
@@ -249,14 +312,32 @@ impl Site {
     /// feedback to go faster: 1/n of a connection more for the site's n,
     /// and a throttle-slowed rate recovers one step per limit's worth of
     /// answers. A broken-off attempt says nothing.
-    pub fn answered(&mut self) {
+    /// Not past a ceiling a throttle set, while it lasts.
+    /// A rate slowed by throttling recovers first, one step per
+    /// [`RATE_RECOVERY_ANSWERS`].
+    pub fn answered(&mut self, now: Instant) {
         self.throttles = 0;
+        if self.slowdown > 1 || self.learned_interval.is_some() {
+            self.rate_credit += 1;
+            if self.rate_credit >= RATE_RECOVERY_ANSWERS {
+                self.rate_credit = 0;
+                if self.slowdown > 1 {
+                    self.slowdown /= 2;
+                } else if let Some(learned) = self.learned_interval {
+                    let faster = learned - learned / LEARNED_SPEEDUP;
+                    self.learned_interval = (faster >= Duration::from_millis(1)).then_some(faster);
+                }
+            }
+            return;
+        }
         self.credit += 1;
         if self.credit >= self.limit {
             self.credit = 0;
-            if self.slowdown > 1 {
-                self.slowdown /= 2;
-            } else if self.limit < self.shape.max_connections {
+            let ceiling = self
+                .ceiling
+                .filter(|(_, until)| *until > now)
+                .map_or(usize::MAX, |(ceiling, _)| ceiling);
+            if self.limit < self.shape.max_connections.min(ceiling) {
                 self.limit += 1;
             }
         }
@@ -299,8 +380,8 @@ impl Site {
         (until, true)
     }
 
-    /// The site said this client is sending too much (see
-    /// `smtp::throttle`). Its rates slow down by half. While `others` of
+    /// The site turned a connection away as too much (see
+    /// `smtp::throttle`). While `others` of
     /// its connections are open, its concurrency comes down to those (a
     /// server limiting connections per client turned this one away: the
     /// limit settles at the server's). With none open, the site takes one
@@ -311,11 +392,23 @@ impl Site {
     pub fn throttle(&mut self, now: Instant, others: usize, reply: &str) -> Option<Instant> {
         self.throttled += 1;
         self.credit = 0;
-        if self.shape.message_interval.is_some() || self.shape.connection_interval.is_some() {
-            self.slowdown = (self.slowdown * 2).min(MAX_SLOWDOWN);
+        // Turned away for its connections: concurrency is the answer; a
+        // connection rate of the rule's slows down too.
+        if self.shape.connection_interval.is_some() {
+            self.slow_down(now);
         }
+        let ceiling = self
+            .ceiling
+            .filter(|(_, until)| *until > now)
+            .map_or(others, |(ceiling, _)| ceiling.min(others))
+            .max(1);
+        self.ceiling = Some((ceiling, now + THROTTLE_CEILING_TIME));
         if others > 0 {
             self.limit = self.limit.min(others).max(1);
+            return None;
+        }
+        if self.held_until(now).is_some() {
+            // The rest of a wave already answered: one hold for it.
             return None;
         }
         self.limit = 1;
@@ -330,9 +423,71 @@ impl Site {
                 .min(self.throttle_suspend_time())
         };
         let until = now + wait;
-        if self.held_until(now).is_some_and(|held| held >= until) {
+        self.held = Some((
+            until,
+            Hold::Suspended {
+                reason: format!("throttled: {reply}"),
+            },
+        ));
+        Some(until)
+    }
+
+    /// Halves the site's rates, once in [`SLOWDOWN_EVERY`] (returns whether
+    /// it did). A site with no message rate of its own learns one: half
+    /// the pace it went at.
+    fn slow_down(&mut self, now: Instant) -> bool {
+        if self
+            .slowed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < SLOWDOWN_EVERY)
+        {
+            return false;
+        }
+        self.slowed_at = Some(now);
+        self.rate_credit = 0;
+        if self.shape.message_interval.is_none() && self.learned_interval.is_none() {
+            // The pace it went at over the last window: the messages
+            // started in it, evenly spread.
+            let from = now.checked_sub(PACE_WINDOW);
+            let recent = self
+                .starts
+                .iter()
+                .filter(|at| from.is_none_or(|from| **at >= from))
+                .count()
+                .max(1);
+            self.learned_interval = Some(PACE_WINDOW / recent as u32);
+            self.slowdown = 1;
+        }
+        // What the server counted in its window still counts: the next
+        // message waits for the window to pass.
+        self.messages.delay_to(now + PACE_WINDOW);
+        self.slowdown = (self.slowdown * 2).min(MAX_SLOWDOWN);
+        true
+    }
+
+    /// A transaction on an open connection met a throttle reply (a rate
+    /// limit at MAIL or RCPT, say): the connection goes on, slower. The
+    /// rates halve (a site without a rate of its own learns one), one
+    /// connection fewer is allowed than are open, and a site that keeps
+    /// throttling (`suspend_after_throttles` waves in a row, nothing
+    /// delivered in between) is suspended. Returns the hold, if one began.
+    pub fn throttle_transaction(
+        &mut self,
+        now: Instant,
+        open: usize,
+        reply: &str,
+    ) -> Option<Instant> {
+        self.throttled += 1;
+        self.credit = 0;
+        self.limit = self.limit.min(open).saturating_sub(1).max(1);
+        if !self.slow_down(now) || self.held_until(now).is_some() {
             return None;
         }
+        self.throttles = self.throttles.saturating_add(1);
+        let suspend_after = self.shape.suspend_after_throttles;
+        if suspend_after == 0 || self.throttles < suspend_after {
+            return None;
+        }
+        let until = now + self.throttle_suspend_time();
         self.held = Some((
             until,
             Hold::Suspended {
@@ -417,7 +572,7 @@ mod tests {
         let mut s = site(shape);
         let mut limits = Vec::new();
         for _ in 0..8 {
-            s.answered();
+            s.answered(base());
             limits.push(s.limit);
         }
         assert_eq!(limits, [2, 3, 3, 3, 3, 3, 3, 3]);
@@ -444,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn throttling_brings_concurrency_down_to_the_others_and_slows_the_rate() {
+    fn a_connection_turned_away_brings_concurrency_down_to_the_others() {
         let t0 = base();
         let shape = Shape {
             max_connections: 20,
@@ -452,24 +607,35 @@ mod tests {
             message_interval: Some(Duration::from_millis(100)),
             ..Shape::default()
         };
-        // (others open, limit after, slowdown after)
-        let cases = [(7, 7, 2), (3, 3, 4), (5, 3, 8), (1, 1, 16), (2, 1, 16)];
+        // (others open, limit after)
+        let cases = [(7, 7), (3, 3), (5, 3), (1, 1), (2, 1)];
         let mut s = site(shape);
-        for (others, limit, slowdown) in cases {
+        for (others, limit) in cases {
             let held = s.throttle(t0, others, "421 4.7.0 too many connections");
-            assert_eq!(
-                (s.limit, s.slowdown, held),
-                (limit, slowdown, None),
-                "after a throttle with {others} others open"
-            );
+            assert_eq!((s.limit, held), (limit, None), "after {others} others open");
         }
         assert_eq!(
             s.throttles, 0,
             "throttles beside open connections do not count"
         );
-        assert_eq!(s.message_wait(t0), None);
-        s.start_message(t0);
-        assert_eq!(s.message_wait(t0), Some(t0 + Duration::from_millis(1600)));
+        assert_eq!(s.slowdown, 1, "the message rate is not the answer to that");
+        // Rate throttles of transactions under way together slow the rate
+        // once.
+        for _ in 0..4 {
+            s.throttle_transaction(t0, 3, "450 4.7.1 too much mail");
+        }
+        assert_eq!(s.slowdown, 2);
+        assert_eq!(
+            s.message_wait(t0),
+            Some(t0 + PACE_WINDOW),
+            "the window passes"
+        );
+        let after = t0 + PACE_WINDOW;
+        s.start_message(after);
+        assert_eq!(
+            s.message_wait(after),
+            Some(after + Duration::from_millis(200))
+        );
     }
 
     #[test]
@@ -492,24 +658,28 @@ mod tests {
         }
         assert_eq!(waits, [10, 20, 40, 60, 60]);
         // Answers reset the count.
-        s.answered();
+        s.answered(base());
         assert_eq!(s.throttles, 0);
     }
 
     #[test]
     fn answers_undo_a_slowdown_before_they_raise_the_limit() {
         let shape = Shape {
-            initial_connections: 2,
+            initial_connections: 1,
             message_interval: Some(Duration::from_millis(50)),
             ..Shape::default()
         };
         let mut s = site(shape);
-        s.throttle(base(), 1, "450 4.7.28 rate limited");
+        let t0 = base();
+        s.throttle_transaction(t0, 1, "450 4.7.28 rate limited");
         assert_eq!((s.limit, s.slowdown), (1, 2));
-        s.answered();
-        assert_eq!((s.limit, s.slowdown), (1, 1));
-        s.answered();
-        assert_eq!((s.limit, s.slowdown), (2, 1));
+        let later = t0 + THROTTLE_CEILING_TIME;
+        for _ in 0..RATE_RECOVERY_ANSWERS {
+            s.answered(later);
+        }
+        assert_eq!((s.limit, s.slowdown), (1, 1), "the rate first");
+        s.answered(later);
+        assert_eq!((s.limit, s.slowdown), (2, 1), "then the concurrency");
     }
 
     #[test]
@@ -529,5 +699,114 @@ mod tests {
         assert!(!s.has_room(t0));
         assert_eq!(s.open_wait(t0), Some(t0 + ms(500)));
         assert_eq!(s.message_wait(t0 + ms(100)), None);
+    }
+
+    #[test]
+    fn a_throttle_sets_a_ceiling_that_feedback_keeps_under_for_a_while() {
+        let t0 = base();
+        let shape = Shape {
+            initial_connections: 5,
+            max_connections: 20,
+            ..Shape::default()
+        };
+        let mut s = site(shape);
+        // A server that takes two: the third was turned away.
+        s.throttle(t0, 2, "421 4.7.0 too many connections");
+        assert_eq!(
+            (s.limit, s.ceiling),
+            (2, Some((2, t0 + THROTTLE_CEILING_TIME)))
+        );
+        for _ in 0..100 {
+            s.answered(t0 + Duration::from_secs(1));
+        }
+        assert_eq!(s.limit, 2, "no probe past the ceiling while it lasts");
+        let later = t0 + THROTTLE_CEILING_TIME;
+        for _ in 0..2 {
+            s.answered(later);
+        }
+        assert_eq!(s.limit, 3, "then one more");
+    }
+
+    #[test]
+    fn a_site_without_a_rate_learns_one_from_throttling_and_speeds_up_again() {
+        let t0 = base();
+        let ms = Duration::from_millis;
+        let mut s = site(Shape {
+            initial_connections: 2,
+            ..Shape::default()
+        });
+        // Twenty messages 50 ms apart (a second's worth before the
+        // throttle), then the server says too much.
+        for i in 0..20 {
+            s.start_message(t0 + ms(50 * i));
+        }
+        assert_eq!(s.message_wait(t0 + ms(950)), None, "no rate yet");
+        s.throttle_transaction(
+            t0 + ms(1000),
+            2,
+            "450 4.7.1 Error: too much mail from 192.0.2.1",
+        );
+        assert_eq!((s.learned_interval, s.slowdown), (Some(ms(50)), 2));
+        assert_eq!(s.message_wait(t0 + ms(1000)), Some(t0 + ms(2000)));
+        s.start_message(t0 + ms(2000));
+        assert_eq!(
+            s.message_wait(t0 + ms(2000)),
+            Some(t0 + ms(2100)),
+            "half the pace"
+        );
+        // Answers undo the slowdown, then speed the learned pace up by a
+        // tenth per step, until it is gone.
+        let mut answers = 0;
+        while s.learned_interval.is_some() && answers < 10_000 {
+            s.answered(t0 + THROTTLE_CEILING_TIME);
+            answers += 1;
+        }
+        assert_eq!(s.slowdown, 1);
+        assert!(
+            s.learned_interval.is_none() && answers > 20 * RATE_RECOVERY_ANSWERS,
+            "{answers} answers"
+        );
+    }
+
+    #[test]
+    fn a_wave_of_throttles_while_held_counts_once() {
+        let t0 = base();
+        let mut s = site(Shape::default());
+        let first = s.throttle(t0, 0, "450 4.7.1 too much mail");
+        assert_eq!(first, Some(t0 + FIRST_THROTTLE_PAUSE));
+        for _ in 0..5 {
+            assert_eq!(s.throttle(t0, 0, "450 4.7.1 too much mail"), None);
+        }
+        assert_eq!((s.throttles, s.held_until(t0)), (1, first));
+    }
+
+    #[test]
+    fn a_throttled_transaction_slows_the_site_without_holding_it() {
+        let t0 = base();
+        let mut s = site(Shape {
+            initial_connections: 4,
+            suspend_after_throttles: 3,
+            ..Shape::default()
+        });
+        s.start_message(t0);
+        s.start_message(t0 + Duration::from_millis(10));
+        // (at, open connections, limit after, hold)
+        let cases = [
+            (0, 4, 3, false),
+            (0, 3, 2, false),
+            (1, 2, 1, false),
+            (2, 1, 1, true),
+        ];
+        for (at, open, limit, hold) in cases {
+            let at = t0 + SLOWDOWN_EVERY * at;
+            let held = s.throttle_transaction(at, open, "450 4.7.28 rate limited");
+            assert_eq!(
+                (s.limit, held.is_some()),
+                (limit, hold),
+                "at {at:?}, {open} open"
+            );
+        }
+        assert_eq!(s.throttles, 3, "three waves");
+        assert_eq!(s.learned_interval, Some(Duration::from_millis(500)));
     }
 }

@@ -664,3 +664,168 @@ fn a_connection_counts_against_its_domain_until_it_asks_for_more() {
     w.tick();
     assert_eq!(w.take_opens().len(), 1);
 }
+
+#[test]
+fn a_paced_site_opens_again_after_its_connection_said_goodbye() {
+    let shape = Shape {
+        initial_connections: 1,
+        max_connections: 1,
+        max_messages_per_connection: 3,
+        message_interval: Some(ms(100)),
+        ..Shape::default()
+    };
+    let mut w = World::new(shape);
+    let domains: Vec<String> = (0..3).map(|i| format!("r{i}.test")).collect();
+    let pairs: Vec<(&str, &str)> = domains
+        .iter()
+        .map(|d| (d.as_str(), "mx.rate.test"))
+        .collect();
+    w.queue(&pairs, 4);
+    let (site, mut job) = w.take_opens().pop().expect("a connection");
+    for _ in 0..2 {
+        w.finish(site, 1, &job);
+        let mut next = None;
+        for _ in 0..20 {
+            w.advance(ms(10));
+            if let Some((_, Some(j))) = w.take_nexts().pop() {
+                next = Some(j);
+                break;
+            }
+        }
+        job = next.expect("the next message within the pace");
+    }
+    // The third message was its last: it says goodbye.
+    w.s.returned(&job.domain, &job.id, true, None, w.now);
+    w.s.closed(1, site, Some(&job.domain));
+    w.tick();
+    let mut opened = false;
+    for _ in 0..20 {
+        w.advance(ms(10));
+        if !w.take_opens().is_empty() {
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "a new connection within the pace: {:?}", w.actions);
+}
+
+#[test]
+fn a_route_that_expires_is_looked_up_again_and_its_mail_goes_on() {
+    let mut w = World::new(one_site_shape(1, 1));
+    w.queue(&[("a.test", "mx.test")], 5);
+    let (site, mut job) = w.take_opens().pop().expect("a connection");
+    // The route's hour passes while the connection works.
+    w.now += Duration::from_secs(3601);
+    w.finish(site, 1, &job);
+    let lookups = w.take_lookups();
+    assert_eq!(lookups, vec!["a.test".to_owned()]);
+    assert!(w.take_nexts().is_empty(), "it waits for the route");
+    w.resolve("a.test", "mx.test", None);
+    w.tick();
+    let nexts = w.take_nexts();
+    assert_eq!(nexts.len(), 1, "{:?}", w.actions);
+    job = nexts[0].1.clone().expect("a message");
+    assert_eq!(job.domain, "a.test");
+}
+
+#[test]
+fn a_paced_site_with_short_routes_keeps_going() {
+    let shape = Shape {
+        max_messages_per_connection: 5,
+        message_interval: Some(ms(100)),
+        ..Shape::default()
+    };
+    let mut w = World::new(shape);
+    let domains: Vec<String> = (0..10).map(|i| format!("r{i}.test")).collect();
+    let mut started = 0;
+    for d in &domains {
+        for i in 0..40 {
+            w.s.found(msg(d, i), None, w.now);
+        }
+    }
+    // conn id -> (site, job, transactions)
+    let mut conns: Vec<(Conn, SiteId, Msg, usize)> = Vec::new();
+    let mut next_conn: Conn = 0;
+    for _step in 0..3000 {
+        w.advance(ms(10));
+        for name in w.take_lookups() {
+            let spec = SiteSpec {
+                name: "mx.rate.test".into(),
+                hosts: vec!["mx.rate.test".into()],
+                shape: w.shape.clone(),
+                persisted: None,
+            };
+            let until = w.now + Duration::from_secs(5);
+            w.s.resolved(&name, Ok((route("mx.rate.test"), spec)), until, w.now);
+        }
+        w.tick();
+        for (site, job) in w.take_opens() {
+            started += 1;
+            conns.push((next_conn, site, job, 1));
+            next_conn += 1;
+        }
+        for (conn, job) in w.take_nexts() {
+            if let Some(job) = job {
+                started += 1;
+                if let Some(c) = conns.iter_mut().find(|c| c.0 == conn) {
+                    c.2 = job;
+                    c.3 += 1;
+                }
+            } else {
+                conns.retain(|c| c.0 != conn);
+                let site = SiteId(0);
+                w.s.closed(conn, site, None);
+            }
+        }
+        // Every connection finishes its message at once.
+        let busy: Vec<(Conn, SiteId, Msg, usize)> = std::mem::take(&mut conns);
+        for (conn, site, job, n) in busy {
+            w.s.returned(&job.domain, &job.id, true, None, w.now);
+            if n >= 5 {
+                w.s.closed(conn, site, Some(&job.domain));
+            } else {
+                w.s.want_more(conn, site, Some(&job.domain), w.now);
+                conns.push((conn, site, job, n));
+            }
+        }
+        w.tick();
+    }
+    // 30 s at 10/s.
+    assert!(
+        started >= 290,
+        "{started} started in 30 s; {:?}",
+        w.s.totals()
+    );
+}
+
+#[test]
+fn routes_that_expire_on_a_paced_turn_are_looked_up_at_once() {
+    let shape = Shape {
+        message_interval: Some(ms(100)),
+        ..Shape::default()
+    };
+    let mut w = World::new(shape);
+    w.s.found(msg("a.test", 0), None, w.now);
+    w.s.found(msg("a.test", 1), None, w.now);
+    w.tick();
+    w.take_lookups();
+    let spec = SiteSpec {
+        name: "mx.test".into(),
+        hosts: vec!["mx.test".into()],
+        shape: w.shape.clone(),
+        persisted: None,
+    };
+    // The route lasts 50 ms, less than the pace.
+    let until = w.now + ms(50);
+    w.s.resolved("a.test", Ok((route("mx.test"), spec)), until, w.now);
+    w.tick();
+    assert_eq!(w.take_opens().len(), 1);
+    w.now += ms(100);
+    w.tick();
+    assert_eq!(
+        w.take_lookups(),
+        vec!["a.test".to_owned()],
+        "{:?}",
+        w.actions
+    );
+}

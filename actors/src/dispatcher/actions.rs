@@ -39,6 +39,8 @@ impl Dispatcher {
                     }
                     let hosts = self.sched.site(site).map_or(&[][..], |s| &s.hosts[..]);
                     let shape = Arc::new(site_rule(&self.config, hosts));
+                    let site_name: Arc<str> =
+                        self.sched.site(site).map_or("", |s| s.name.as_str()).into();
                     self.send_worker(
                         worker,
                         WorkerMsg::Open {
@@ -47,6 +49,7 @@ impl Dispatcher {
                             job: Box::new(job),
                             max_messages,
                             shape,
+                            site_name,
                         },
                     );
                 }

@@ -8,6 +8,7 @@ use postman::dsn::{self, RecipientReport};
 use postman::route::RouteError;
 use postman::schedule::{AfterFailure, ConnectFailure};
 use postman::smtp::EnhancedCode;
+use slog::{o, Logger};
 
 use super::Dispatcher;
 use crate::messages::{Disposition, QueuedMessage};
@@ -68,6 +69,7 @@ impl Dispatcher {
             self.bounce_with(job, dsn::STATUS_LOOP, &reason);
             return;
         }
+        let log = self.records_log(&job.domain);
         let disposition = self.settler.settle_all(
             job,
             |recipient| RecipientFate {
@@ -78,7 +80,7 @@ impl Dispatcher {
                 text: reason.clone(),
             },
             &relay,
-            &self.log,
+            &log,
         );
         match disposition {
             Disposition::Deferred(msg) => {
@@ -118,6 +120,7 @@ impl Dispatcher {
                 .clone()
                 .unwrap_or_else(|| reason.to_owned());
             let now = SystemTime::now();
+            let log = self.records_log(&msg.domain);
             let disposition = self.settler.settle_all(
                 msg,
                 |recipient| {
@@ -132,13 +135,13 @@ impl Dispatcher {
                     }
                 },
                 "none",
-                &self.log,
+                &log,
             );
             self.settled(disposition, Instant::now());
             return;
         }
         records::log_all(
-            &self.log,
+            &self.records_log(&msg.domain),
             &msg,
             &Verdict {
                 status: Status::Deferred,
@@ -163,6 +166,7 @@ impl Dispatcher {
     /// gets a bounce.
     pub(super) fn bounce_with(&mut self, msg: QueuedMessage, status: EnhancedCode, reason: &str) {
         let now = SystemTime::now();
+        let log = self.records_log(&msg.domain);
         let disposition = self.settler.settle_all(
             msg,
             |recipient| RecipientFate {
@@ -180,7 +184,7 @@ impl Dispatcher {
                 }),
             },
             "none",
-            &self.log,
+            &log,
         );
         self.settled(disposition, Instant::now());
     }
@@ -195,6 +199,22 @@ impl Dispatcher {
                 self.sched.defer(*msg, due);
             }
             Disposition::Unused(msg) => self.sched.enqueue(*msg, now),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// The logger of a domain's delivery records: with its site, when its
+    /// route is known.
+    fn records_log(&self, domain: &str) -> Logger {
+        let site = self
+            .sched
+            .site_of(domain, Instant::now())
+            .and_then(|id| self.sched.site(id))
+            .map(|site| site.name.clone());
+        match site {
+            Some(site) => self.log.new(o!("site" => site)),
+            None => self.log.clone(),
         }
     }
 }

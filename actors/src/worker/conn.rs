@@ -87,6 +87,8 @@ pub struct Conn {
     max_messages: usize,
     /// The site's shaping rule: which replies are throttles.
     shape: Arc<SiteShape>,
+    /// The site's name, in every delivery record.
+    site_name: Arc<str>,
     /// The domain of the message it was given last, until it asks for
     /// more or closes: the dispatcher counts the connection against it.
     holding: Option<String>,
@@ -124,6 +126,9 @@ pub struct Conn {
     /// That reply, when it said the site throttles this client
     /// (`smtp::throttle`, at the stage it answered).
     last_throttle: Option<String>,
+    /// A transaction met a throttle reply: the connection says goodbye
+    /// rather than carry more (the site goes on slower, over a new one).
+    throttled: bool,
     /// The last server that failed after a session began, for the deferral
     /// record's relay when it gave no reply.
     last_server: Option<String>,
@@ -143,6 +148,7 @@ impl Conn {
         first: QueuedMessage,
         max_messages: usize,
         shape: Arc<SiteShape>,
+        site_name: Arc<str>,
     ) -> Conn {
         Conn {
             id: ConnId {
@@ -154,6 +160,7 @@ impl Conn {
             domain,
             max_messages,
             shape,
+            site_name,
             candidates,
             current: None,
             relay: String::from("none"),
@@ -168,6 +175,7 @@ impl Conn {
             loops: 0,
             last_reply: None,
             last_throttle: None,
+            throttled: false,
             last_server: None,
             broken: false,
             records_log: None,
@@ -653,6 +661,7 @@ impl Conn {
             Event::MessageDone(result) => {
                 if let Some(job) = self.job.take() {
                     let throttle = throttle_of(&result, &self.shape);
+                    self.throttled |= throttle.is_some();
                     if result.untried {
                         untried_job(shared, job, &self.relay, throttle);
                         return;
@@ -748,7 +757,10 @@ impl Conn {
         if session.is_closed() {
             return;
         }
-        if shared.shutdown_deadline.is_some() || session.transactions() >= self.max_messages {
+        if shared.shutdown_deadline.is_some()
+            || self.throttled
+            || session.transactions() >= self.max_messages
+        {
             session.quit(now);
         } else if !self.awaiting_next {
             self.awaiting_next = true;

@@ -357,6 +357,7 @@ impl Worker {
                     job,
                     max_messages,
                     shape,
+                    site_name,
                 }) => {
                     let domain = job.domain.clone();
                     let mut candidates = VecDeque::new();
@@ -375,7 +376,15 @@ impl Worker {
                             "tried" => self.shared.max_mx_addresses);
                         candidates.truncate(self.shared.max_mx_addresses);
                     }
-                    let conn = Conn::new(site, domain, candidates, *job, max_messages, shape);
+                    let conn = Conn::new(
+                        site,
+                        domain,
+                        candidates,
+                        *job,
+                        max_messages,
+                        shape,
+                        site_name,
+                    );
                     let index = self.insert(conn);
                     self.with_conn(index, now, |conn, shared, now| conn.start(shared, now));
                 }

@@ -27,7 +27,6 @@ const WINDOW: Duration = Duration::from_secs(30);
 /// 400 arrive in a second or two), and no one-second window holds more than
 /// 15 (1.5 × the rate): not in bursts.
 #[test]
-#[ignore = "needs the site scheduler (issue 17): a rate-limited site opens no connection after its first one closes"]
 fn a_message_rate_rule_holds_within_ten_percent_without_bursts() {
     let net = TestNet::new();
     let server = HostileServer::polite(net.addr(1));
@@ -172,7 +171,6 @@ fn a_message_rate_rule_under_postfixs_limit_meets_no_refusal() {
 /// second and one message per connection delivers 12 messages on 12
 /// connections without one `421 4.7.0 … too many connections`.
 #[test]
-#[ignore = "needs the site scheduler (issue 17): --once hangs with 2 of 12 messages left"]
 fn a_connection_rate_rule_under_postfixs_limit_meets_no_refusal() {
     let limits = ClientLimits {
         connections: 0,
@@ -204,7 +202,6 @@ fn a_connection_rate_rule_under_postfixs_limit_meets_no_refusal() {
 /// about 50, then 40, … on each retry), nothing bounced, and a `site
 /// throttled` record quoting Postfix.
 #[test]
-#[ignore = "needs the site scheduler (issue 17): a 450 too-much-mail throttle does not slow the message rate"]
 fn postfixs_too_much_mail_slows_the_site_down() {
     let site = LimitedPostfix::start(
         ClientLimits::message_rate(10, Duration::from_secs(1)),

@@ -184,7 +184,6 @@ fn a_421_greeting_is_a_throttle() {
 /// have come down to 2. Of the 20 messages' connections, at most 5 are
 /// refused.
 #[test]
-#[ignore = "needs the site scheduler (issue 17): a throttled site regrows into the cap again"]
 fn too_many_concurrent_connections_is_a_throttle() {
     let mut t = Throttled::start(|addr| {
         HostileServer::start_capped(addr, vec![Script::polite()], 2, TOO_MANY)
@@ -199,7 +198,6 @@ fn too_many_concurrent_connections_is_a_throttle() {
 }
 
 #[test]
-#[ignore = "needs the site scheduler (issue 17): a connection goes on after a throttle at RCPT, its refusals suspend the site and stretch the suspension"]
 fn gmails_4_7_28_is_a_throttle() {
     let mut t = Throttled::start(|addr| HostileServer::first_then_polite(addr, 2, refusing(GMAIL)));
     t.assert_handled("4.7.28", false);
@@ -213,7 +211,6 @@ fn yahoos_tss04_is_a_throttle() {
 }
 
 #[test]
-#[ignore = "needs the site scheduler (issue 17): a connection goes on after a throttle at RCPT, its refusals suspend the site and stretch the suspension"]
 fn microsofts_4_7_650_is_a_throttle() {
     let mut t =
         Throttled::start(|addr| HostileServer::first_then_polite(addr, 2, refusing(MICROSOFT)));
@@ -289,7 +286,6 @@ fn a_site_that_keeps_throttling_is_suspended_then_resumes() {
 /// two connections) is reported as `site throttled`, and handled as the
 /// providers' replies are.
 #[test]
-#[ignore = "needs the site scheduler (issue 17): a connection goes on after a throttle at RCPT, its refusals suspend the site and stretch the suspension"]
 fn a_rules_pattern_is_a_throttle() {
     let mut t = Throttled::start_with("throttle_patterns = [\"slow down, friend\"]", |addr| {
         HostileServer::first_then_polite(addr, 2, refusing("451 4.3.2 slow down, friend"))

@@ -55,7 +55,8 @@ impl Conn {
         match &self.records_log {
             Some((on, log)) if *on == tls_on => log.clone(),
             _ => {
-                let log = shared.log.new(o!("tls" => self.tls_text()));
+                let log = shared.log.new(o!("tls" => self.tls_text(),
+                    "site" => self.site_name.to_string()));
                 self.records_log = Some((tls_on, log.clone()));
                 log
             }
