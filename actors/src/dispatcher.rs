@@ -98,18 +98,7 @@ pub fn site_rule(config: &Config, hosts: &[String]) -> SiteShape {
 
 /// The scheduler's limits of a site whose MX hosts are `hosts`.
 pub fn site_shape(config: &Config, hosts: &[String]) -> Shape {
-    let rule = site_rule(config, hosts);
-    Shape {
-        rule: rule.rule,
-        max_connections: rule.max_connections,
-        initial_connections: rule.initial_connections,
-        max_messages_per_connection: rule.max_messages_per_connection,
-        message_interval: rule.max_message_rate.map(|rate| rate.interval()),
-        connection_interval: rule.max_connection_rate.map(|rate| rate.interval()),
-        connection_cache_time: rule.connection_cache_time,
-        suspend_after_throttles: rule.suspend_after_throttles,
-        throttle_suspend_time: rule.throttle_suspend_time,
-    }
+    Shape::from(&site_rule(config, hosts))
 }
 
 impl Dispatcher {

@@ -241,6 +241,7 @@ pub struct Scheduler<M, C> {
     shutting_down: bool,
 }
 
+mod conns;
 mod flow;
 
 impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {

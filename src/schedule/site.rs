@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::config::SiteShape;
+
 /// A site's limits, from the shaping rule that matches its MX host names
 /// (`delivery.site."<suffix>"`) or the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,24 @@ impl Default for Shape {
             connection_cache_time: Duration::from_secs(2),
             suspend_after_throttles: 5,
             throttle_suspend_time: Duration::from_secs(300),
+        }
+    }
+}
+
+impl From<&SiteShape> for Shape {
+    /// The scheduler's part of a shaping rule (the throttle patterns are
+    /// the connection's: `SiteShape::is_throttle`).
+    fn from(rule: &SiteShape) -> Shape {
+        Shape {
+            rule: rule.rule.clone(),
+            max_connections: rule.max_connections,
+            initial_connections: rule.initial_connections,
+            max_messages_per_connection: rule.max_messages_per_connection,
+            message_interval: rule.max_message_rate.map(|rate| rate.interval()),
+            connection_interval: rule.max_connection_rate.map(|rate| rate.interval()),
+            connection_cache_time: rule.connection_cache_time,
+            suspend_after_throttles: rule.suspend_after_throttles,
+            throttle_suspend_time: rule.throttle_suspend_time,
         }
     }
 }
