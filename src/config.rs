@@ -32,7 +32,8 @@ mod sites;
 mod validate;
 use keys::{describe_figment, origin};
 pub use sites::{
-    Rate, RateError, SiteRules, SiteSettings, SiteShape, MAX_RATE_COUNT, MAX_RATE_PERIOD,
+    suffix_matches, Rate, RateError, SiteRules, SiteSettings, SiteShape, MAX_RATE_COUNT,
+    MAX_RATE_PERIOD,
 };
 use validate::Validator;
 

@@ -1,6 +1,6 @@
 //! The `postman` command line (clap): `run` and `check-config`, and the
 //! operator commands (`queue`, `enqueue`, `flush`, `hold`, `release`,
-//! `delete`, `bounce`, `stats`). Thin glue: settings come from the core's
+//! `delete`, `bounce`, `suspend`, `resume`, `stats`). Thin glue: settings come from the core's
 //! config module, the work from the daemon and `crate::ops`.
 
 use std::path::PathBuf;
@@ -101,6 +101,26 @@ enum Command {
         #[arg(value_name = "QUEUE_ID", required = true)]
         ids: Vec<String>,
     },
+    /// Suspend delivery to a domain or a site, for a while or until resumed.
+    Suspend {
+        #[command(flatten)]
+        settings: SettingArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How long: seconds, or with a unit (90, 90s, 15m, 2h, 1d); none: until resume.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// Why, for the log, the deferral records and queue summary.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// End a suspension of a domain or a site.
+    Resume {
+        #[command(flatten)]
+        settings: SettingArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Summarise a JSON log: throughput, deferrals by domain, top errors, metrics.
     Stats {
         /// The log (log.format = "json"); '-' or none: standard input.
@@ -120,6 +140,32 @@ enum Command {
 enum QueueView {
     List,
     Summary,
+}
+
+/// What `suspend` and `resume` act on: one domain, or every site with an
+/// MX host name under a suffix.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// A destination domain.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// Every site with an MX host under this suffix (google.com: aspmx.l.google.com, …),
+    /// matched as [delivery.site."<suffix>"] rules match.
+    #[arg(long, value_name = "SUFFIX")]
+    site: Option<String>,
+}
+
+impl TargetArgs {
+    fn given(&self) -> crate::ops::control::Given<'_> {
+        use crate::ops::control::Given;
+        match (&self.domain, &self.site) {
+            (Some(domain), _) => Given::Domain(domain),
+            (None, Some(site)) => Given::Site(site),
+            // clap's group requires one of them.
+            (None, None) => Given::Domain(""),
+        }
+    }
 }
 
 /// Flags shared by every command that reads the settings; each overrides
@@ -253,6 +299,20 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Release { settings, ids } => crate::ops::release(&settings.load()?.config, &ids),
         Command::Delete { settings, ids } => crate::ops::delete(&settings.load()?.config, &ids),
         Command::Bounce { settings, ids } => crate::ops::bounce(&settings.load()?.config, &ids),
+        Command::Suspend {
+            settings,
+            target,
+            duration,
+            reason,
+        } => crate::ops::control::suspend(
+            &settings.load()?.config,
+            target.given(),
+            duration.as_deref(),
+            reason.as_deref(),
+        ),
+        Command::Resume { settings, target } => {
+            crate::ops::control::resume(&settings.load()?.config, target.given())
+        }
         Command::Stats {
             log,
             follow,

@@ -242,7 +242,7 @@ impl Eq for SiteShape {}
 
 /// Whether `host` is `suffix` or lies under it, label-wise: `google.com`
 /// matches `aspmx.l.google.com` and `google.com`, never `notgoogle.com`.
-fn suffix_matches(suffix: &str, host: &str) -> bool {
+pub fn suffix_matches(suffix: &str, host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host).as_bytes();
     let suffix = suffix.as_bytes();
     if host.len() < suffix.len() {

@@ -22,6 +22,7 @@ mod sites;
 mod state;
 mod statefile;
 mod store;
+mod suspend;
 mod tmpfile;
 
 pub use admin::HOLD_DIR;
@@ -57,6 +58,12 @@ pub use statefile::{
 pub use store::{
     escape_name, list_domains, list_messages, quarantine, quarantine_entry, read_envelope,
     read_envelope_from, rename_escaped, set_aside_failed, BodyReader, ReadError, BODY_CHUNK,
+};
+pub use suspend::{
+    holding_domain, holding_site, list_suspensions, parse_duration, parse_suspension,
+    read_suspension, remove_expired, remove_suspension, render_suspension, target_name,
+    write_suspension, SuspendError, SuspendFiles, Suspension, Target, MAX_SUSPEND_FILE,
+    MAX_SUSPEND_FOR, SUSPEND_DIR,
 };
 
 use std::path::{Path, PathBuf};

@@ -1,15 +1,17 @@
 //! The operator commands of the `postman` binary, in the manner of
 //! Postfix's postqueue/postsuper and KumoMTA's kcli: `queue` (list and
-//! summary), `enqueue`, `flush`, `hold`, `release`, `delete`, `bounce` and
-//! `stats`. Glue only: the file work is in `postman::queue::admin`, safe
-//! while a daemon delivers from the same queue; here are the settings, the
-//! clock, this process's claim owner, and what is printed.
+//! summary), `enqueue`, `flush`, `hold`, `release`, `delete`, `bounce`,
+//! `suspend`, `resume` and `stats`. Glue only: the file work is in
+//! `postman::queue::admin` and its neighbours, safe while a daemon delivers
+//! from the same queue; here are the settings, the clock, this process's
+//! claim owner, and what is printed.
 //!
 //! What is done goes to standard output, one line per message; what could
 //! not be done goes to standard error, and the exit status is non-zero when
 //! anything failed (after the rest was processed).
 
 pub mod admin;
+pub mod control;
 mod format;
 pub mod inject;
 pub mod listing;
