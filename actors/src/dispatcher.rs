@@ -22,6 +22,7 @@ use crate::settler::{self, Settler};
 use crate::worker::WorkerLink;
 
 mod actions;
+mod control;
 mod failures;
 pub(crate) mod policy;
 
@@ -61,6 +62,8 @@ pub struct Dispatcher {
     shutting_down: bool,
     workers_running: usize,
     stats: Stats,
+    /// The operator's suspensions, as applied (`control`).
+    operator: control::Operator,
 }
 
 #[derive(Default)]
@@ -136,6 +139,7 @@ impl Dispatcher {
             shutting_down: false,
             workers_running,
             stats: Stats::default(),
+            operator: control::Operator::default(),
         }
     }
 
@@ -205,6 +209,8 @@ impl Dispatcher {
             DispatcherMsg::Found(msg) => self.found(*msg, now),
             DispatcherMsg::Gone { domain, id } => self.sched.forget(&domain, &id),
             DispatcherMsg::BackoffCleared { domain } => self.backoff_cleared(&domain, now),
+            DispatcherMsg::Suspensions(set) => self.suspensions(set, now),
+            DispatcherMsg::SiteBackoffCleared { file } => self.site_backoff_cleared(&file, now),
             DispatcherMsg::ScanDone => self.scan_done = true,
             DispatcherMsg::Resolved {
                 domain,

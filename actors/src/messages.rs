@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use postman::config::{Config, SiteShape};
-use postman::queue::{Envelope, RetryState, Tie};
+use postman::queue::{Envelope, RetryState, Suspension, Tie};
 use postman::route::{Route, RouteError, SiteName};
 use postman::schedule::{Queued, SiteId};
 
@@ -109,6 +109,12 @@ pub enum DispatcherMsg {
     Gone { domain: String, id: String },
     /// The domain's `.backoff` file was removed: it may be tried at once.
     BackoffCleared { domain: String },
+    /// The operator's suspensions (`.OTHER_SERVERS/.suspend/`) as they
+    /// hold now: sent at the first scan and whenever they change.
+    Suspensions(Vec<Suspension>),
+    /// A site's backoff file (`.OTHER_SERVERS/.sites/<file>`) was removed
+    /// (`postman flush`): that site may be tried at once.
+    SiteBackoffCleared { file: String },
     /// The scanner finished its first full pass over the queue.
     ScanDone,
     /// A route lookup finished: the route and the site its MX records

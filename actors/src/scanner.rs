@@ -10,6 +10,7 @@
 //! a file whose name is not UTF-8 is renamed to an escaped name and then
 //! delivered. What is refused is logged once (see the `refuse` module).
 
+mod control;
 mod refuse;
 
 use std::collections::{HashMap, HashSet};
@@ -56,6 +57,8 @@ pub struct Scanner {
     scanning: HashMap<String, Arc<QueueDir>>,
     inotify: Option<Inotify>,
     watches: HashMap<WatchDescriptor, Option<String>>,
+    /// The operator's suspensions and the site backoffs (`control`).
+    control: control::ControlView,
     metrics_interval: Duration,
     stats: Stats,
     /// While a full scan runs: when to log the next progress line.
@@ -138,6 +141,7 @@ impl Scanner {
             scanning: HashMap::new(),
             inotify: None,
             watches: HashMap::new(),
+            control: control::ControlView::default(),
         }
     }
 
@@ -230,6 +234,9 @@ impl Scanner {
                 self.full_scan()?;
                 continue;
             }
+            if self.control_event(&event)? {
+                continue;
+            }
             let Some(target) = self.watches.get(&event.wd).cloned() else {
                 continue;
             };
@@ -245,7 +252,11 @@ impl Scanner {
             match target {
                 // A new entry of .OTHER_SERVERS: a domain folder, or a link
                 // or file where one should be.
-                None if event.mask.intersects(moved_in) => self.new_folder(name)?,
+                None if event.mask.intersects(moved_in) => {
+                    if !self.control_folder_appeared(name)? {
+                        self.new_folder(name)?;
+                    }
+                }
                 Some(domain) if !event.mask.contains(AddWatchFlags::IN_ISDIR) => {
                     if event
                         .mask
@@ -351,7 +362,8 @@ impl Scanner {
     fn full_scan(&mut self) -> Result<(), Stop> {
         let started = Instant::now();
         self.progress_at = Some(started + PROGRESS_EVERY);
-        let result = self.full_scan_inner();
+        // The operator's controls first: the messages found next meet them.
+        let result = self.scan_control().and_then(|()| self.full_scan_inner());
         self.progress_at = None;
         self.scanning.clear();
         self.stats.scans += 1;

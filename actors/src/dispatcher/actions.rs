@@ -101,6 +101,9 @@ impl Dispatcher {
                         self.stats.concurrency_cuts += 1;
                     }
                     log_event(&self.log, &event, now);
+                    if let Event::BackingOff { site, .. } = &event {
+                        self.reassert_site(site, now);
+                    }
                 }
             }
         }
@@ -144,6 +147,7 @@ impl Dispatcher {
             Err(error) => {
                 self.stats.lookup_failures += 1;
                 self.sched.resolved(&domain, Err(error), until, now);
+                self.reassert_domain(&domain, now);
                 return;
             }
         };
@@ -158,6 +162,7 @@ impl Dispatcher {
         } else {
             None
         };
+        let new_site = self.sched.site_id(&name).is_none().then(|| name.clone());
         let spec = SiteSpec {
             shape: site_shape(&self.config, &site.hosts),
             name,
@@ -165,6 +170,7 @@ impl Dispatcher {
             persisted,
         };
         self.sched.resolved(&domain, Ok((route, spec)), until, now);
+        self.operator_resolved(&domain, new_site.as_deref(), now);
     }
 
     /// The backoff an earlier run left for a site seen for the first time.
@@ -248,6 +254,7 @@ impl Dispatcher {
         if self.sched.lift_domain(domain) {
             info!(self.log, "domain backoff lifted"; "domain" => domain);
         }
+        self.reassert_domain(domain, now);
         if let Some(site) = self.sched.site_of(domain, now) {
             if self.sched.lift_site(site) {
                 let name = self

@@ -123,7 +123,7 @@ impl Control {
 /// suspended one's 0); `queue summary` says it is suspended; `resume`
 /// lets its 5 go out within 10 s.
 #[test]
-#[ignore = "needs postman suspend/resume (issue 17)"]
+#[ignore = "needs postman queue summary by site (issue 17)"]
 fn a_suspended_domain_waits_beside_its_site_until_resumed() {
     let c = Control::new();
     let daemon = c.start();
@@ -169,7 +169,6 @@ fn a_suspended_domain_waits_beside_its_site_until_resumed() {
 /// messages within 15 s, without a resume; `run --once` during the
 /// suspension leaves everything queued and exits.
 #[test]
-#[ignore = "needs postman suspend/resume (issue 17)"]
 fn a_site_suspended_for_a_while_resumes_by_itself() {
     let c = Control::new();
     c.queue_both(5);
@@ -203,7 +202,6 @@ fn a_site_suspended_for_a_while_resumes_by_itself() {
 /// scanned its 6 messages (none in the second after the scan), and all 6
 /// within 10 s of `resume`.
 #[test]
-#[ignore = "needs postman suspend/resume (issue 17)"]
 fn a_suspended_site_goes_out_when_resumed() {
     let c = Control::new();
     c.queue_both(3);

@@ -1,0 +1,222 @@
+//! The operator's controls the scanner watches beside the queue: the
+//! suspensions in `.OTHER_SERVERS/.suspend/` (`postman suspend` /
+//! `resume`), sent to the dispatcher as a whole set whenever it changes,
+//! and the site backoffs in `.OTHER_SERVERS/.sites/`, whose removal
+//! (`postman flush`) lifts the site's backoff. Both folders are watched
+//! with inotify and read again at every full scan, the first one included,
+//! so `--once` and a daemon that missed an event see them too.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::time::SystemTime;
+
+use nix::sys::inotify::{AddWatchFlags, InotifyEvent, WatchDescriptor};
+use postman::queue::dirfd::EntryKind;
+use postman::queue::{self, Suspension, SITES_DIR, SUSPEND_DIR, TMP_DIR};
+use slog::{info, warn};
+
+use super::{Scanner, Stop};
+use crate::messages::DispatcherMsg;
+
+/// A folder of the operator's controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ControlDir {
+    /// `.suspend/`: the suspensions.
+    Suspend,
+    /// `.sites/`: the site backoffs.
+    Sites,
+}
+
+impl ControlDir {
+    fn name(self) -> &'static str {
+        match self {
+            ControlDir::Suspend => SUSPEND_DIR,
+            ControlDir::Sites => SITES_DIR,
+        }
+    }
+
+    fn of(name: &OsStr) -> Option<ControlDir> {
+        [ControlDir::Suspend, ControlDir::Sites]
+            .into_iter()
+            .find(|dir| name == dir.name())
+    }
+}
+
+/// What the scanner last saw of the controls.
+#[derive(Default)]
+pub(super) struct ControlView {
+    /// The suspensions last sent; `None` before the first read.
+    sent: Option<Vec<Suspension>>,
+    /// The site backoff files seen at the last read (a rescan reports the
+    /// ones gone since, in case their event was lost).
+    site_files: HashSet<String>,
+    /// Files already reported as unreadable, so each is said once.
+    bad: HashSet<String>,
+    /// The watches on the two folders.
+    watches: Vec<(WatchDescriptor, ControlDir)>,
+}
+
+impl Scanner {
+    /// Reads both folders (watching them, when they exist, from now on):
+    /// at every full scan, before any queue file, so that the first
+    /// messages found already meet their suspensions.
+    pub(super) fn scan_control(&mut self) -> Result<(), Stop> {
+        for dir in [ControlDir::Suspend, ControlDir::Sites] {
+            self.watch_control(dir);
+        }
+        self.read_suspensions()?;
+        self.read_site_files()
+    }
+
+    /// A new entry of `.OTHER_SERVERS`: when it is one of the control
+    /// folders, watched and read (returns true).
+    pub(super) fn control_folder_appeared(&mut self, name: &OsStr) -> Result<bool, Stop> {
+        let Some(dir) = ControlDir::of(name) else {
+            return Ok(false);
+        };
+        self.watch_control(dir);
+        match dir {
+            ControlDir::Suspend => self.read_suspensions()?,
+            ControlDir::Sites => self.read_site_files()?,
+        }
+        Ok(true)
+    }
+
+    /// An inotify event of a control folder: returns false when `event`
+    /// is not one.
+    pub(super) fn control_event(&mut self, event: &InotifyEvent) -> Result<bool, Stop> {
+        let Some(at) = self
+            .control
+            .watches
+            .iter()
+            .position(|(wd, _)| *wd == event.wd)
+        else {
+            return Ok(false);
+        };
+        let dir = self.control.watches[at].1;
+        if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+            // The folder went away: so did what was in it.
+            self.control.watches.remove(at);
+            match dir {
+                ControlDir::Suspend => self.read_suspensions()?,
+                ControlDir::Sites => self.read_site_files()?,
+            }
+            return Ok(true);
+        }
+        let Some(name) = event.name.as_deref().and_then(OsStr::to_str) else {
+            return Ok(true);
+        };
+        if name.starts_with('.') || name == TMP_DIR {
+            return Ok(true);
+        }
+        let removed = event
+            .mask
+            .intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE);
+        match dir {
+            ControlDir::Suspend => self.read_suspensions()?,
+            ControlDir::Sites if removed => {
+                self.control.site_files.remove(name);
+                self.send(DispatcherMsg::SiteBackoffCleared {
+                    file: name.to_owned(),
+                })?;
+            }
+            ControlDir::Sites => {
+                self.control.site_files.insert(name.to_owned());
+            }
+        }
+        Ok(true)
+    }
+
+    fn watch_control(&mut self, dir: ControlDir) {
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        if self.control.watches.iter().any(|(_, d)| *d == dir) {
+            return;
+        }
+        let path = self.queue.layout().remote_dir().join(dir.name());
+        let mask = AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_ONLYDIR
+            | AddWatchFlags::IN_DONT_FOLLOW;
+        match inotify.add_watch(&path, mask) {
+            Ok(wd) => self.control.watches.push((wd, dir)),
+            // Not there yet: its creation in .OTHER_SERVERS is an event.
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => warn!(self.log, "cannot watch a control folder, relying on rescans";
+                "path" => %path.display(), "error" => %e),
+        }
+    }
+
+    /// Reads the suspensions, removes those whose time is over, and sends
+    /// the set when it changed.
+    fn read_suspensions(&mut self) -> Result<(), Stop> {
+        let now = SystemTime::now();
+        let files = match queue::list_suspensions(&self.queue, now) {
+            Ok(files) => files,
+            Err(e) => {
+                warn!(self.log, "cannot read the suspensions, keeping the last ones";
+                    "path" => %self.suspend_path().display(), "error" => %e);
+                return Ok(());
+            }
+        };
+        for (name, e) in &files.bad {
+            if self.control.bad.insert(name.clone()) {
+                warn!(self.log, "ignoring a suspension file"; "file" => name, "error" => %e,
+                    "path" => %self.suspend_path().join(name).display());
+            }
+        }
+        match queue::remove_expired(&self.queue, &files.expired, now) {
+            Ok(removed) => {
+                for s in removed {
+                    info!(self.log, "suspension by the operator ended, file removed";
+                        "kind" => s.target.kind(), "name" => s.target.name());
+                }
+            }
+            Err(e) => warn!(self.log, "cannot remove a suspension whose time is over";
+                "error" => %e),
+        }
+        if self.control.sent.as_ref() == Some(&files.active) {
+            return Ok(());
+        }
+        self.control.sent = Some(files.active.clone());
+        self.send(DispatcherMsg::Suspensions(files.active))
+    }
+
+    /// Lists `.sites/` and reports the files gone since the last look.
+    fn read_site_files(&mut self) -> Result<(), Stop> {
+        let dir = match self.queue.remote().and_then(|remote| remote.dir(SITES_DIR)) {
+            Ok(dir) => Some(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                warn!(self.log, "cannot read the site backoffs"; "error" => %e);
+                return Ok(());
+            }
+        };
+        let entries = match dir.map(|dir| dir.entries()).transpose() {
+            Ok(entries) => entries.unwrap_or_default(),
+            Err(e) => {
+                warn!(self.log, "cannot list the site backoffs"; "error" => %e);
+                return Ok(());
+            }
+        };
+        let now: HashSet<String> = entries
+            .into_iter()
+            .filter(|e| e.kind != EntryKind::Dir)
+            .filter_map(|e| e.name.into_string().ok())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        let gone: Vec<String> = self.control.site_files.difference(&now).cloned().collect();
+        self.control.site_files = now;
+        for file in gone {
+            self.send(DispatcherMsg::SiteBackoffCleared { file })?;
+        }
+        Ok(())
+    }
+
+    fn suspend_path(&self) -> std::path::PathBuf {
+        self.queue.layout().remote_dir().join(SUSPEND_DIR)
+    }
+}
