@@ -188,12 +188,20 @@ pub fn parse_suspension(target: Target, bytes: &[u8]) -> Result<Suspension, Susp
     })
 }
 
+/// Seconds since the epoch, a part of a second counting as one: a
+/// suspension written for 3 s never ends before 3 s are over.
+fn unix_ceil(when: SystemTime) -> u64 {
+    when.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+    })
+}
+
 /// The contents of a suspension file, which [`parse_suspension`] reads
-/// back (times to the second).
+/// back (times to the second; `until` rounded up).
 pub fn render_suspension(suspension: &Suspension) -> String {
     let until = suspension
         .until
-        .map_or_else(|| "none".to_owned(), |t| unix(t).to_string());
+        .map_or_else(|| "none".to_owned(), |t| unix_ceil(t).to_string());
     let mut text = format!("until: {until}\n");
     if let Some(since) = suspension.since {
         text.push_str(&format!("since: {}\n", unix(since)));

@@ -162,6 +162,29 @@ fn contents_parse_table() {
     assert_eq!(got.until, Some(at(9)));
 }
 
+#[test]
+fn until_is_rounded_up_to_the_second() {
+    let cases = [
+        (Duration::from_secs(NOW), NOW),
+        (Duration::from_millis(NOW * 1000 + 1), NOW + 1),
+        (Duration::new(NOW, 999_999_999), NOW + 1),
+        (Duration::ZERO, 0),
+    ];
+    for (after_epoch, want) in cases {
+        let s = Suspension {
+            target: domain("a.test"),
+            until: Some(UNIX_EPOCH + after_epoch),
+            since: Some(UNIX_EPOCH + after_epoch),
+            reason: String::new(),
+        };
+        let text = render_suspension(&s);
+        assert!(
+            text.starts_with(&format!("until: {want}\n")),
+            "{after_epoch:?}: {text:?}"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
