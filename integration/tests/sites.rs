@@ -29,6 +29,11 @@ mod throttle;
 #[path = "sites/control.rs"]
 mod control;
 
+/// `postman flush` of a site's backoff and `postman queue summary` by
+/// site, beside a running daemon.
+#[path = "sites/operate.rs"]
+mod operate;
+
 use postman_integration::postman::Daemon;
 use postman_integration::{postman, Config, TestQueue};
 use serde_json::Value;

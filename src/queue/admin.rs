@@ -32,7 +32,7 @@ pub use address::{
     MAX_MAILBOX,
 };
 pub use enqueue::{enqueue, group_by_domain, unique_name, EnqueueError, Enqueued, Split};
-pub use flush::{flush, FlushReport};
+pub use flush::{flush, flush_sites, FlushReport, SiteFlush};
 pub use listing::{
     age_bucket, list_queue, summarize, Detail, DomainSummary, Entry, State, AGE_BUCKETS,
     AGE_COLUMNS,

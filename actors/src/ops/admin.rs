@@ -7,6 +7,8 @@
 
 use std::time::SystemTime;
 
+use anyhow::Context as _;
+
 use postman::config::Config;
 use postman::queue::admin::{self, AdminError, BounceContext, Done, QueueId, QueueRef};
 use postman::queue::{self, Placed, Queue};
@@ -120,12 +122,40 @@ pub fn bounce(config: &Config, ids: &[String]) -> anyhow::Result<()> {
     })
 }
 
+/// The lines saying which site backoffs a flush ended; counts the files
+/// that could not be removed into `failed`.
+fn lifted_sites(report: &admin::SiteFlush, failed: &mut u64) -> String {
+    let mut out = String::new();
+    for (_, site) in &report.lifted {
+        let b = &site.backoff;
+        out.push_str(&format!(
+            "site {}: backoff ended (it was until {}, after {}: {})\n",
+            site.site,
+            date(b.until),
+            count(u64::from(b.failures), "failed round"),
+            b.error
+        ));
+    }
+    for (file, why) in &report.unreadable {
+        out.push_str(&format!(
+            "site backoff {file}: removed, it could not be read ({why})\n"
+        ));
+    }
+    for (file, e) in &report.errors {
+        *failed += 1;
+        super::complain(&format!("site backoff {file}: cannot remove it: {e}"));
+    }
+    out
+}
+
 /// `postman flush [--domain D]`: makes every deferred message due now and
-/// ends each domain's backoff.
+/// ends each domain's backoff, and the backoff of every site (of the sites
+/// of D).
 pub fn flush(config: &Config, domain: Option<&str>) -> anyhow::Result<()> {
     let layout = super::open_queue(config, false)?;
-    let domains = match super::domain_arg(domain)? {
-        Some(d) => vec![d],
+    let domain = super::domain_arg(domain)?;
+    let domains = match &domain {
+        Some(d) => vec![d.clone()],
         None => match queue::list_domains(&layout) {
             Ok(domains) => domains,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -134,6 +164,11 @@ pub fn flush(config: &Config, domain: Option<&str>) -> anyhow::Result<()> {
     };
     let owner = crate::owner::this_process();
     let (mut flushed, mut failed, mut out) = (0, 0, String::new());
+    // The sites first: a running postman lifts them before it sees the
+    // messages come back due.
+    let sites = admin::flush_sites(&layout, domain.as_deref())
+        .context("cannot read the site backoffs (.OTHER_SERVERS/.sites)")?;
+    out.push_str(&lifted_sites(&sites, &mut failed));
     for d in &domains {
         if !queue::valid_domain(d) {
             continue;
@@ -141,7 +176,10 @@ pub fn flush(config: &Config, domain: Option<&str>) -> anyhow::Result<()> {
         let report = match admin::flush(&layout, d, &owner, SystemTime::now()) {
             Ok(report) => report,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && domain.is_some() => {
-                anyhow::bail!("no domain folder {d} in the queue")
+                if sites.lifted.is_empty() {
+                    anyhow::bail!("no domain folder {d} in the queue")
+                }
+                continue;
             }
             Err(e) => {
                 failed += 1;
@@ -192,6 +230,35 @@ pub fn flush(config: &Config, domain: Option<&str>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn lifted_sites_say_what_ended() {
+        use postman::queue::{DomainBackoff, SiteBackoff};
+        use std::time::{Duration, UNIX_EPOCH};
+        let report = admin::SiteFlush {
+            lifted: vec![(
+                "mx.test".into(),
+                SiteBackoff {
+                    site: "mx.test".into(),
+                    backoff: DomainBackoff {
+                        until: UNIX_EPOCH + Duration::from_secs(1_764_250_000),
+                        failures: 1,
+                        error: "connection refused".into(),
+                    },
+                    domains: vec!["a.test".into()],
+                },
+            )],
+            unreadable: vec![("junk".into(), "no site: line".into())],
+            errors: Vec::new(),
+        };
+        let mut failed = 0;
+        assert_eq!(
+            lifted_sites(&report, &mut failed),
+            "site mx.test: backoff ended (it was until 2025-11-27 13:26:40 UTC, after 1 failed round: connection refused)\n\
+             site backoff junk: removed, it could not be read (no site: line)\n"
+        );
+        assert_eq!(failed, 0);
+    }
 
     #[test]
     fn descriptions_table() {

@@ -4,14 +4,19 @@
 //! leave), its state file written without `X-Postman-Next-Attempt`
 //! ([`crate::queue::Claimed::record_and_release`]), and the claim put
 //! back, which a running postman's scanner sees and reads again.
+//!
+//! A site's backoff (`.OTHER_SERVERS/.sites/`, the MX hosts that domains
+//! share) ends with a flush too ([`flush_sites`]): every one for a flush
+//! of everything, those whose `domains:` name the domain for a flush of
+//! one. A running postman's scanner sees the file go and lifts the site.
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::remove_owner_dir;
 use crate::queue::{
-    claim, clear_backoff, list_messages, read_backoff, read_queued, DomainBackoff, Queue, Queued,
-    ReadError, Recorded, Unrecorded,
+    claim, clear_backoff, list_messages, list_site_backoffs, read_backoff, read_queued,
+    remove_site_file, DomainBackoff, Queue, Queued, ReadError, Recorded, SiteBackoff, Unrecorded,
 };
 
 /// What [`flush`] did in one domain.
@@ -61,6 +66,49 @@ pub fn flush(queue: &Queue, domain: &str, owner: &str, now: SystemTime) -> io::R
     remove_owner_dir(queue, domain, owner);
     report.backoff_cleared = read_backoff(queue, domain).ok().flatten();
     clear_backoff(queue, domain)?;
+    Ok(report)
+}
+
+/// What [`flush_sites`] did.
+#[derive(Debug, Default)]
+pub struct SiteFlush {
+    /// The backoffs removed, with their file names.
+    pub lifted: Vec<(String, SiteBackoff)>,
+    /// Files that could not be read, removed all the same (a flush of
+    /// everything only).
+    pub unreadable: Vec<(String, String)>,
+    /// Files that could not be removed, with why.
+    pub errors: Vec<(String, io::Error)>,
+}
+
+/// Ends site backoffs: all of them when `domain` is `None`, else those
+/// whose `domains:` list names `domain` (the site files say which domains
+/// were routed to the site, so no DNS lookup is needed). Call it before
+/// flushing the messages, so that a running postman lifts the site before
+/// it sees them come back.
+pub fn flush_sites(queue: &Queue, domain: Option<&str>) -> io::Result<SiteFlush> {
+    let files = match list_site_backoffs(queue) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SiteFlush::default()),
+        other => other?,
+    };
+    let mut report = SiteFlush::default();
+    for (file, site) in files.found {
+        if domain.is_some_and(|d| !site.domains.iter().any(|name| name == d)) {
+            continue;
+        }
+        match remove_site_file(queue, &file) {
+            Ok(()) => report.lifted.push((file, site)),
+            Err(e) => report.errors.push((file, e)),
+        }
+    }
+    if domain.is_none() {
+        for (file, why) in files.bad {
+            match remove_site_file(queue, &file) {
+                Ok(()) => report.unreadable.push((file, why.to_string())),
+                Err(e) => report.errors.push((file, e)),
+            }
+        }
+    }
     Ok(report)
 }
 

@@ -122,3 +122,62 @@ fn flush_makes_deferred_messages_due_and_clears_the_backoff() {
     let missing = flush(&queue, "nowhere.test", "me.1.1", at(NOW)).expect_err("no folder");
     assert_eq!(missing.kind(), io::ErrorKind::NotFound);
 }
+
+#[test]
+fn flush_sites_ends_every_site_backoff_or_those_of_a_domain() {
+    use crate::queue::{list_site_backoffs, write_site_backoff, SiteBackoff, SITES_DIR};
+    let (_dir, queue) = setup();
+    let site = |name: &str, domains: &[&str]| SiteBackoff {
+        site: name.into(),
+        backoff: DomainBackoff {
+            until: at(NOW + 600),
+            failures: 2,
+            error: "connection refused".into(),
+        },
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+    };
+    let shared = site("mx.shared.test", &["d1.test", "d2.test"]);
+    let other = site("mx1.other.test,mx2.other.test", &["d3.test"]);
+    let named_none = site("mx.none.test", &[]);
+    let write_all = || {
+        for s in [&shared, &other, &named_none] {
+            write_site_backoff(&queue, s).unwrap();
+        }
+    };
+    write_all();
+    let sites_dir = queue.layout().remote_dir().join(SITES_DIR);
+    fs::write(sites_dir.join("garbage"), "no site here\n").unwrap();
+
+    let report = flush_sites(&queue, Some("d2.test")).unwrap();
+    let lifted: Vec<&str> = report.lifted.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(lifted, ["mx.shared.test"], "the site of d2.test");
+    assert_eq!(report.lifted[0].1, shared);
+    assert!(report.unreadable.is_empty() && report.errors.is_empty());
+    let left = list_site_backoffs(&queue).unwrap();
+    assert_eq!(left.found.len(), 2, "the others stay: {left:?}");
+    assert_eq!(left.bad.len(), 1, "garbage stays for a domain's flush");
+
+    let report = flush_sites(&queue, Some("nowhere.test")).unwrap();
+    assert!(report.lifted.is_empty(), "{report:?}");
+
+    let report = flush_sites(&queue, None).unwrap();
+    let mut lifted: Vec<&str> = report.lifted.iter().map(|(f, _)| f.as_str()).collect();
+    lifted.sort_unstable();
+    assert_eq!(lifted, ["mx.none.test", "mx1.other.test,mx2.other.test"]);
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert_eq!(report.unreadable[0].0, "garbage");
+    let left = list_site_backoffs(&queue).unwrap();
+    assert!(left.found.is_empty() && left.bad.is_empty(), "{left:?}");
+    assert!(sites_dir.join("tmp").is_dir(), "its tmp/ stays");
+
+    // A link in .sites/ is removed, never followed.
+    std::os::unix::fs::symlink("/dev/zero", sites_dir.join("mx.link.test")).unwrap();
+    let report = flush_sites(&queue, None).unwrap();
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert!(fs::metadata("/dev/zero").is_ok());
+    assert!(fs::symlink_metadata(sites_dir.join("mx.link.test")).is_err());
+
+    let (_empty, fresh) = setup();
+    let report = flush_sites(&fresh, None).unwrap();
+    assert!(report.lifted.is_empty() && report.unreadable.is_empty());
+}
