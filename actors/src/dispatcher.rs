@@ -25,6 +25,7 @@ mod actions;
 mod control;
 mod failures;
 pub(crate) mod policy;
+mod status;
 
 /// Route lookups in flight at once. The resolver's mailbox holds this many,
 /// so a `try_send` into it never fails for want of room.
@@ -64,6 +65,8 @@ pub struct Dispatcher {
     stats: Stats,
     /// The operator's suspensions, as applied (`control`).
     operator: control::Operator,
+    /// The status snapshot for `postman queue summary` (`status`).
+    status: status::StatusWriter,
 }
 
 #[derive(Default)]
@@ -140,6 +143,7 @@ impl Dispatcher {
             workers_running,
             stats: Stats::default(),
             operator: control::Operator::default(),
+            status: status::StatusWriter::default(),
         }
     }
 
@@ -165,6 +169,7 @@ impl Dispatcher {
             if self.workers.iter().any(WorkerLink::has_backlog) {
                 wake = wake.min(now + BACKLOG_RETRY);
             }
+            wake = wake.min(self.status.due(now));
             match self.inbox.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(msg) => {
                     self.handle(msg);
@@ -192,7 +197,9 @@ impl Dispatcher {
                 self.metrics();
                 next_metrics = now + metrics_every;
             }
+            self.write_status(now, true);
         }
+        self.write_status(Instant::now(), false);
         self.metrics();
         info!(self.log, "dispatcher stopped");
     }

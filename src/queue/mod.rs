@@ -21,6 +21,7 @@ mod mailbox;
 mod sites;
 mod state;
 mod statefile;
+mod status;
 mod store;
 mod suspend;
 mod tmpfile;
@@ -54,6 +55,10 @@ pub use statefile::{
     adopt_reservation, fnv1a64, move_state_beside, read_queued, remove_state, remove_state_of,
     reserve, sweep_states, tie_of, write_state, Queued, Reservation, Source, StateSweep, Tie,
     Unwritten, QUEUE_FILE_FIELD, STATE_DIR,
+};
+pub use status::{
+    parse_status, rate_text, read_status, render_status, write_status, Held, HoldKind, RateSource,
+    SiteStatus, Status, StatusError, MAX_STATUS_DOMAINS, MAX_STATUS_FILE, STATUS_FILE,
 };
 pub use store::{
     escape_name, list_domains, list_messages, quarantine, quarantine_entry, read_envelope,

@@ -243,6 +243,7 @@ pub struct Scheduler<M, C> {
 
 mod conns;
 mod flow;
+mod report;
 
 impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     pub fn new(limits: Limits) -> Scheduler<M, C> {

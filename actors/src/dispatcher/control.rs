@@ -33,6 +33,13 @@ pub(super) struct Operator {
     sites: HashMap<SiteId, Suspension>,
 }
 
+impl Operator {
+    /// The suspension applied to a site, if any.
+    pub(super) fn site(&self, id: SiteId) -> Option<&Suspension> {
+        self.sites.get(&id)
+    }
+}
+
 /// The scheduler's time for a suspension's `until`.
 fn instant(until: Option<SystemTime>, now: Instant, wall: SystemTime) -> Instant {
     let left = until.map_or(FOREVER, |until| {
