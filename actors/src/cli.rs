@@ -37,9 +37,12 @@ enum Command {
     Queue {
         #[command(flatten)]
         settings: SettingArgs,
-        /// list: every message; summary: per-domain counts and ages (like qshape).
+        /// list: every message; summary: by site, with connections, limits, rates and holds.
         #[arg(value_enum, default_value_t = QueueView::List)]
         view: QueueView,
+        /// With summary: per-domain counts and ages instead (like qshape).
+        #[arg(long)]
+        by_domain: bool,
         /// Only messages for this destination domain.
         #[arg(long, value_name = "DOMAIN")]
         domain: Option<String>,
@@ -277,12 +280,16 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Queue {
             settings,
             view,
+            by_domain,
             domain,
             json,
         } => {
-            let view = match view {
-                QueueView::List => crate::ops::listing::View::List,
-                QueueView::Summary => crate::ops::listing::View::Summary,
+            use crate::ops::listing::View;
+            let view = match (view, by_domain) {
+                (QueueView::List, false) => View::List,
+                (QueueView::List, true) => anyhow::bail!("--by-domain goes with queue summary"),
+                (QueueView::Summary, false) => View::Summary,
+                (QueueView::Summary, true) => View::DomainSummary,
             };
             crate::ops::queue(&settings.load()?.config, view, domain.as_deref(), json)
         }

@@ -278,7 +278,7 @@ fn queue_lists_a_deferred_message_with_its_attempts_and_last_error() {
         only.stdout
     );
 
-    let summary = s.postman("queue", &["summary"]);
+    let summary = s.postman("queue", &["summary", "--by-domain"]);
     succeeded(&summary);
     for want in ["DOMAIN", "DEFERRED", "TOTAL", "d1.test", "d2.test", "1280+"] {
         assert!(
@@ -287,7 +287,7 @@ fn queue_lists_a_deferred_message_with_its_attempts_and_last_error() {
             summary.stdout
         );
     }
-    let json = s.postman("queue", &["summary", "--json"]);
+    let json = s.postman("queue", &["summary", "--by-domain", "--json"]);
     let lines: Vec<Value> = succeeded(&json)
         .stdout
         .lines()

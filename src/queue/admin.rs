@@ -16,6 +16,7 @@
 //! bare name, looked for in every domain folder.
 
 mod address;
+mod by_site;
 mod enqueue;
 mod flush;
 mod listing;
@@ -31,6 +32,7 @@ pub use address::{
     check_mailbox, parse_recipient, parse_sender, AddressError, Role, MAX_DOMAIN, MAX_LOCAL_PART,
     MAX_MAILBOX,
 };
+pub use by_site::{group_by_site, hosts_of_site_name, DomainLine, SiteGroup, SiteHold};
 pub use enqueue::{enqueue, group_by_domain, unique_name, EnqueueError, Enqueued, Split};
 pub use flush::{flush, flush_sites, FlushReport, SiteFlush};
 pub use listing::{

@@ -1,8 +1,9 @@
 //! `postman queue`: the queue as a readable list in the manner of
 //! `postqueue -p`/`mailq` (one block per message, oldest first), or one JSON
 //! object a line (`--json`, field names documented in the README and
-//! stable), and `postman queue summary`: per-domain counts and an age
-//! histogram in the manner of Postfix's qshape.
+//! stable), and `postman queue summary`: by site (`super::sites`), or with
+//! `--by-domain` per-domain counts and an age histogram in the manner of
+//! Postfix's qshape.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -19,8 +20,10 @@ use super::format::{age, count, date, size, unix};
 pub enum View {
     /// Every message.
     List,
-    /// Per-domain counts and ages.
+    /// By site: counts, connections, limits, rates, holds.
     Summary,
+    /// Per-domain counts and ages (qshape).
+    DomainSummary,
 }
 
 /// Prints the queue of `config`: every message (`View::List`) or the
@@ -36,12 +39,15 @@ pub fn queue(config: &Config, view: View, domain: Option<&str>, json: bool) -> a
             .map(|e| format!("{}\n", entry_json(e, now)))
             .collect(),
         View::List => render_list(&entries, now),
-        View::Summary => {
+        View::Summary | View::DomainSummary => {
             let domains = match &domain {
                 Some(d) => vec![d.clone()],
                 None => queue::list_domains(&layout).unwrap_or_default(),
             };
             let lines = admin::summarize(&layout, &entries, &domains, now);
+            if view == View::Summary {
+                return super::print(&by_site(&layout, &lines, json, now));
+            }
             if json {
                 lines
                     .iter()
@@ -53,6 +59,35 @@ pub fn queue(config: &Config, view: View, domain: Option<&str>, json: bool) -> a
         }
     };
     super::print(&text)
+}
+
+/// The summary by site of `lines` (from `admin::summarize`, `TOTAL`
+/// first), with what the queue's files say of sites.
+fn by_site(layout: &queue::Queue, lines: &[DomainSummary], json: bool, now: SystemTime) -> String {
+    let status = queue::read_status(layout).unwrap_or_else(|e| {
+        super::complain(&format!("ignoring the status snapshot: {e}"));
+        None
+    });
+    let site_files: Vec<queue::SiteBackoff> = match queue::list_site_backoffs(layout) {
+        Ok(files) => files.found.into_iter().map(|(_, site)| site).collect(),
+        Err(_) => Vec::new(),
+    };
+    let suspensions = queue::list_suspensions(layout, now)
+        .map(|files| files.active)
+        .unwrap_or_default();
+    let (total, domains) = match lines.split_first() {
+        Some((total, domains)) => (total.clone(), domains),
+        None => (DomainSummary::default(), &[][..]),
+    };
+    let groups = admin::group_by_site(domains, status.as_ref(), &site_files, &suspensions, now);
+    if json {
+        super::sites::json_lines(&groups, status.as_ref(), &suspensions, now)
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
+    } else {
+        super::sites::render(&groups, &total, status.as_ref(), &suspensions, now)
+    }
 }
 
 fn since(now: SystemTime, then: SystemTime) -> Duration {

@@ -15,6 +15,7 @@ pub mod control;
 mod format;
 pub mod inject;
 pub mod listing;
+mod sites;
 pub mod stats;
 
 use std::io::{self, Write};

@@ -123,7 +123,6 @@ impl Control {
 /// suspended one's 0); `queue summary` says it is suspended; `resume`
 /// lets its 5 go out within 10 s.
 #[test]
-#[ignore = "needs postman queue summary by site (issue 17)"]
 fn a_suspended_domain_waits_beside_its_site_until_resumed() {
     let c = Control::new();
     let daemon = c.start();

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use postman_integration::postman::{ConfigFile, Daemon};
 use postman_integration::{
-    postman, DnsServer, HostileServer, RunOutput, TestNet, TestQueue, Zones,
+    postman, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
 };
+use serde_json::Value;
 
 use super::common::{add_numbered, config, DEADLINE};
 use super::named;
@@ -127,5 +128,205 @@ fn flush_ends_a_site_backoff_in_a_running_daemon() {
         "{} of 4 delivered within 10 s of the second flush\n{}",
         server.body_count(),
         daemon.log_text()
+    );
+}
+
+/// Three kinds of domain beside a running daemon: `a.sum.test` and
+/// `b.sum.test` on `mx.sum.test`, whose server defers every recipient
+/// (451) and whose rule paces it at 300/m; `c.sum.test` on
+/// `mx.down.sum.test`, whose host refuses connections (the site backs
+/// off); `d.sum.test`, suspended before its mail came, so its route was
+/// never looked up.
+struct Mixed {
+    _server: HostileServer,
+    _dns: DnsServer,
+    queue: TestQueue,
+    file: ConfigFile,
+}
+
+impl Mixed {
+    fn new() -> Mixed {
+        let net = TestNet::new();
+        let server = HostileServer::start(
+            net.addr(1),
+            vec![Script::polite().answer("RCPT", "451 4.7.1 try again later")],
+        );
+        let dns = DnsServer::start(
+            Zones::new()
+                .mx("a.sum.test", 10, "mx.sum.test")
+                .mx("b.sum.test", 10, "mx.sum.test")
+                .mx("c.sum.test", 10, "mx.down.sum.test")
+                .mx("d.sum.test", 10, "mx.sum.test")
+                .a("mx.sum.test", net.ipv4(1))
+                .a("mx.down.sum.test", net.ipv4(2)),
+        );
+        let queue = TestQueue::new();
+        let mut cfg = config(&queue, &net, &dns);
+        cfg.min_backoff = 3600;
+        cfg.extra = "\n[delivery.site.\"mx.sum.test\"]\nmax_message_rate = \"300/m\"\n".into();
+        Mixed {
+            _server: server,
+            _dns: dns,
+            queue,
+            file: cfg.write(),
+        }
+    }
+
+    /// `postman queue summary --json`, parsed.
+    fn summary_json(&self) -> Vec<Value> {
+        let config = self.file.path().to_string_lossy().into_owned();
+        let out = postman!().run(
+            &["queue", "--config", &config, "summary", "--json"],
+            DEADLINE,
+        );
+        out.assert_success();
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+/// The `site` line for `site` (`Value::Null`: the domains whose site is
+/// not known).
+fn site_line<'a>(lines: &'a [Value], site: &Value) -> Option<&'a Value> {
+    lines
+        .iter()
+        .find(|l| l["kind"] == "site" && &l["site"] == site)
+}
+
+/// The names of a site line's domains.
+fn domain_names(line: &Value) -> Vec<String> {
+    line["domains"]
+        .as_array()
+        .map(|ds| {
+            ds.iter()
+                .filter_map(|d| d["domain"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `postman queue summary` groups the queue by site from the daemon's
+/// snapshot: `mx.sum.test` with its two domains, their 4 messages, its
+/// limit and the rule's 300/m (5/s); `mx.down.sum.test` backing off after one
+/// failed round; the suspended `d.sum.test` under "(site not known)";
+/// the suspension listed. The text says the same, domain lines under their
+/// site's line. Once the daemon stopped, the summary says the view is
+/// what it left.
+#[test]
+fn queue_summary_groups_the_queue_by_site() {
+    let m = Mixed::new();
+    let config = m.file.path().to_string_lossy().into_owned();
+    let out = postman!().run(
+        &[
+            "suspend",
+            "--config",
+            &config,
+            "--domain",
+            "d.sum.test",
+            "--reason",
+            "dns move",
+        ],
+        DEADLINE,
+    );
+    out.assert_success();
+    let mut daemon = postman!().spawn_daemon(&m.file);
+    for domain in ["a.sum.test", "b.sum.test", "c.sum.test", "d.sum.test"] {
+        add_numbered(&m.queue, domain, 2, domain);
+    }
+    // The snapshot is rewritten every 2 s while it changes: poll for it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let lines = loop {
+        let lines = m.summary_json();
+        let shared = site_line(&lines, &Value::from("mx.sum.test")).map(domain_names);
+        let down = site_line(&lines, &Value::from("mx.down.sum.test"));
+        if shared.as_deref() == Some(&["a.sum.test".to_owned(), "b.sum.test".to_owned()][..])
+            && down.is_some_and(|d| d["state"] == "backoff")
+        {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no summary by site within 15 s: {lines:#?}\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status = &lines[0];
+    assert_eq!(status["kind"], "status");
+    assert_eq!(status["running"], true, "{status}");
+    let shared = site_line(&lines, &Value::from("mx.sum.test")).unwrap();
+    assert_eq!(shared["total"], 4, "{shared}");
+    assert_eq!(shared["hosts"], serde_json::json!(["mx.sum.test"]));
+    // 300/m, in the largest unit that keeps the count whole or above 1.
+    assert_eq!(shared["message_rate"], "5/s", "{shared}");
+    assert_eq!(shared["rate_source"], "rule", "{shared}");
+    assert_eq!(shared["max_connections"], 20, "{shared}");
+    assert!(shared["limit"].as_u64().is_some_and(|l| l >= 1), "{shared}");
+    assert_eq!(shared["state"], Value::Null, "{shared}");
+    let down = site_line(&lines, &Value::from("mx.down.sum.test")).unwrap();
+    assert_eq!(
+        (down["total"].as_u64(), down["failures"].as_u64()),
+        (Some(2), Some(1)),
+        "{down}"
+    );
+    let unknown = site_line(&lines, &Value::Null).expect("the domains whose site is not known");
+    assert_eq!(domain_names(unknown), ["d.sum.test"], "{unknown}");
+    assert_eq!(unknown["domains"][0]["suspended"], true, "{unknown}");
+    assert_eq!(unknown["domains"][0]["suspension_reason"], "dns move");
+    let suspensions: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "suspension").collect();
+    assert_eq!(suspensions.len(), 1, "{lines:#?}");
+    assert_eq!(
+        (&suspensions[0]["target"], &suspensions[0]["name"]),
+        (&Value::from("domain"), &Value::from("d.sum.test"))
+    );
+
+    let text = postman!().run(&["queue", "--config", &config, "summary"], DEADLINE);
+    text.assert_success();
+    let rows: Vec<&str> = text.stdout.lines().collect();
+    let at = |prefix: &str| {
+        rows.iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}:\n{}", text.stdout))
+    };
+    let site = at("mx.sum.test ");
+    assert!(rows[site].contains("5/s"), "{}", rows[site]);
+    let mut under: Vec<&str> = rows[site + 1..site + 3]
+        .iter()
+        .map(|l| l.trim_start())
+        .collect();
+    under.sort_unstable();
+    assert!(
+        under[0].starts_with("a.sum.test ") && under[1].starts_with("b.sum.test "),
+        "its domains under it:\n{}",
+        text.stdout
+    );
+    assert!(
+        rows[at("mx.down.sum.test ")].contains("backing off until"),
+        "{}",
+        text.stdout
+    );
+    let unknown = at("(site not known)");
+    assert!(
+        rows[unknown + 1].trim_start().starts_with("d.sum.test ")
+            && rows[unknown + 1]
+                .contains("suspended by the operator until postman resume: dns move"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .starts_with("Sites as the running postman (pid "),
+        "{}",
+        text.stdout
+    );
+
+    daemon.terminate(Duration::from_secs(10));
+    let after = postman!().run(&["queue", "--config", &config, "summary"], DEADLINE);
+    assert!(
+        after.stdout.contains("left them when it stopped"),
+        "{}",
+        after.stdout
     );
 }
