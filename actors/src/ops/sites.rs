@@ -101,6 +101,21 @@ fn rate_column(group: &SiteGroup) -> String {
 /// The heading of the domains whose site is not known.
 const UNKNOWN: &str = "(site not known)";
 
+/// The most characters of a site's name in the table: a provider's five
+/// MX host names are a hundred (`--json` has them whole).
+const NAME_COLUMN: usize = 40;
+
+/// A site's name for the table: cut to [`NAME_COLUMN`] characters.
+fn column_name(group: &SiteGroup) -> String {
+    let name = group.site.as_deref().unwrap_or(UNKNOWN);
+    if name.chars().count() <= NAME_COLUMN {
+        return name.to_owned();
+    }
+    let mut cut: String = name.chars().take(NAME_COLUMN - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// One line of the table: the name, the counts, then `rest`.
 fn row(out: &mut String, width: usize, name: &str, l: &DomainSummary, rest: &str) {
     let _ = writeln!(
@@ -130,8 +145,7 @@ fn site_rows(out: &mut String, width: usize, g: &SiteGroup, now: SystemTime) {
         .map(|h| hold_text(h, now))
         .unwrap_or_default();
     let rest = format!(" {conns:>5} {limit:>6} {:>14}  {state}", rate_column(g));
-    let name = g.site.as_deref().unwrap_or(UNKNOWN);
-    row(out, width, name, &g.total, rest.trim_end());
+    row(out, width, &column_name(g), &g.total, rest.trim_end());
     for d in &g.domains {
         let state = match (&d.suspension, &d.summary.backoff) {
             (Some(s), _) => suspended_text(s, now),
@@ -161,7 +175,7 @@ pub fn render(
     let width = groups
         .iter()
         .flat_map(|g| {
-            let site = g.site.as_deref().unwrap_or(UNKNOWN).len();
+            let site = column_name(g).chars().count();
             g.domains
                 .iter()
                 .map(|d| d.summary.domain.len() + 2)
@@ -499,6 +513,21 @@ Suspended by the operator (postman resume ends it):
 domain a.test until 2025-11-27 13:41:40 UTC (in 15m): dns move
 ";
         assert_eq!(text, want, "\n{text}");
+    }
+
+    #[test]
+    fn long_site_names_are_cut_in_the_table() {
+        let (mut groups, _) = groups();
+        let long = "aspmx.l.google.com;alt1.aspmx.l.google.com,alt2.aspmx.l.google.com";
+        groups[0].site = Some(long.into());
+        assert_eq!(
+            column_name(&groups[0]),
+            "aspmx.l.google.com;alt1.aspmx.l.google.…"
+        );
+        assert_eq!(column_name(&groups[1]), "mx.down.test");
+        assert_eq!(column_name(&groups[2]), "(site not known)");
+        let lines = json_lines(&groups, None, &[], at(NOW));
+        assert_eq!(lines[1]["site"], long, "--json has it whole");
     }
 
     #[test]
