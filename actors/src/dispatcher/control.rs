@@ -57,6 +57,13 @@ fn why(s: &Suspension) -> String {
     }
 }
 
+/// What deferral records say about a domain's suspension (a site's
+/// reason is put in words by the scheduler: `delivery to site … suspended:
+/// <why>`).
+fn domain_why(domain: &str, s: &Suspension) -> String {
+    format!("delivery to domain {domain} suspended: {}", why(s))
+}
+
 /// Seconds left, for the log (`None`: until resumed).
 fn seconds(s: &Suspension, wall: SystemTime) -> Option<u64> {
     s.until
@@ -88,8 +95,11 @@ impl Dispatcher {
                 Some(s) => {
                     info!(self.log, "domain suspended by the operator"; "domain" => &name,
                         "until_seconds" => seconds(&s, wall), "reason" => &s.reason);
-                    self.sched
-                        .suspend_domain(&name, Some(instant(s.until, now, wall)), &why(&s));
+                    self.sched.suspend_domain(
+                        &name,
+                        Some(instant(s.until, now, wall)),
+                        &domain_why(&name, &s),
+                    );
                 }
                 None => {
                     let ended = before.is_some_and(|s| !s.lasts_at(wall));
@@ -193,7 +203,8 @@ impl Dispatcher {
     pub(super) fn reassert_domain(&mut self, domain: &str, now: Instant) {
         if let Some(s) = holding_domain(&self.operator.set, domain).cloned() {
             let until = instant(s.until, now, SystemTime::now());
-            self.sched.suspend_domain(domain, Some(until), &why(&s));
+            self.sched
+                .suspend_domain(domain, Some(until), &domain_why(domain, &s));
         }
     }
 
@@ -280,6 +291,10 @@ mod tests {
         }
         let s = suspension(Some(wall + Duration::from_secs(61)), "dns move");
         assert_eq!(why(&s), "by the operator: dns move");
+        assert_eq!(
+            domain_why("a.test", &s),
+            "delivery to domain a.test suspended: by the operator: dns move"
+        );
         assert_eq!(seconds(&s, wall), Some(61));
         let s = suspension(None, "");
         assert_eq!(why(&s), "by the operator");
