@@ -162,7 +162,11 @@ impl Dispatcher {
         let Some(hosts) = self.sched.site(id).map(|s| s.hosts.clone()) else {
             return;
         };
-        let want = holding_site(&self.operator.set, &hosts).cloned();
+        // One whose time is over holds nothing, though the scanner has
+        // not removed it yet.
+        let want = holding_site(&self.operator.set, &hosts)
+            .filter(|s| s.lasts_at(wall))
+            .cloned();
         if self.operator.sites.get(&id) == want.as_ref() {
             return;
         }
@@ -201,8 +205,10 @@ impl Dispatcher {
     /// The scheduler lifted or replaced the domain's hold (a route backoff
     /// began or ended): the operator's suspension holds again.
     pub(super) fn reassert_domain(&mut self, domain: &str, now: Instant) {
-        if let Some(s) = holding_domain(&self.operator.set, domain).cloned() {
-            let until = instant(s.until, now, SystemTime::now());
+        let wall = SystemTime::now();
+        let held = holding_domain(&self.operator.set, domain).filter(|s| s.lasts_at(wall));
+        if let Some(s) = held.cloned() {
+            let until = instant(s.until, now, wall);
             self.sched
                 .suspend_domain(domain, Some(until), &domain_why(domain, &s));
         }
@@ -214,8 +220,10 @@ impl Dispatcher {
         let Some(id) = self.sched.site_id(site) else {
             return;
         };
-        if let Some(s) = self.operator.sites.get(&id).cloned() {
-            let until = instant(s.until, now, SystemTime::now());
+        let wall = SystemTime::now();
+        let held = self.operator.sites.get(&id).filter(|s| s.lasts_at(wall));
+        if let Some(s) = held.cloned() {
+            let until = instant(s.until, now, wall);
             self.sched.suspend_site(id, Some(until), &why(&s), now);
         }
     }
