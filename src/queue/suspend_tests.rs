@@ -370,3 +370,38 @@ fn no_queue_folder_is_no_suspension() {
     assert!(listed.active.is_empty() && listed.bad.is_empty());
     assert_eq!(remove_suspension(&queue, &domain("a.test")).unwrap(), None);
 }
+
+#[test]
+fn a_linked_suspend_folder_is_never_entered() {
+    let (_root, queue) = queue();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("domain:a.test"), "until: none\n").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path(),
+        queue.layout().remote_dir().join(SUSPEND_DIR),
+    )
+    .unwrap();
+    let refused = list_suspensions(&queue, at(NOW)).unwrap_err();
+    assert!(
+        crate::queue::dirfd::refusal(&refused).is_some(),
+        "refused as a link: {refused}"
+    );
+    assert!(read_suspension(&queue, &domain("a.test")).is_err());
+    assert!(write_suspension(
+        &queue,
+        &Suspension {
+            target: domain("b.test"),
+            until: None,
+            since: None,
+            reason: String::new(),
+        }
+    )
+    .is_err());
+    assert!(remove_suspension(&queue, &domain("a.test")).is_err());
+    let left: Vec<_> = fs::read_dir(outside.path()).unwrap().collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "nothing written or removed outside the queue"
+    );
+}

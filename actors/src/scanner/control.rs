@@ -52,6 +52,9 @@ pub(super) struct ControlView {
     site_files: HashSet<String>,
     /// Files already reported as unreadable, so each is said once.
     bad: HashSet<String>,
+    /// Troubles with a folder already reported (a linked `.suspend`, say),
+    /// so that a rescan does not say them again until they are over.
+    troubles: HashSet<String>,
     /// The watches on the two folders.
     watches: Vec<(WatchDescriptor, ControlDir)>,
 }
@@ -141,12 +144,20 @@ impl Scanner {
             | AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_ONLYDIR
             | AddWatchFlags::IN_DONT_FOLLOW;
+        let trouble = format!("watch {}", dir.name());
         match inotify.add_watch(&path, mask) {
-            Ok(wd) => self.control.watches.push((wd, dir)),
+            Ok(wd) => {
+                self.control.watches.push((wd, dir));
+                self.control.troubles.remove(&trouble);
+            }
             // Not there yet: its creation in .OTHER_SERVERS is an event.
             Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => warn!(self.log, "cannot watch a control folder, relying on rescans";
-                "path" => %path.display(), "error" => %e),
+            Err(e) => {
+                if self.control.troubles.insert(trouble) {
+                    warn!(self.log, "cannot watch a control folder, relying on rescans";
+                        "path" => %path.display(), "error" => %e);
+                }
+            }
         }
     }
 
@@ -154,14 +165,18 @@ impl Scanner {
     /// the set when it changed.
     fn read_suspensions(&mut self) -> Result<(), Stop> {
         let now = SystemTime::now();
+        let trouble = "read .suspend".to_owned();
         let files = match queue::list_suspensions(&self.queue, now) {
             Ok(files) => files,
             Err(e) => {
-                warn!(self.log, "cannot read the suspensions, keeping the last ones";
-                    "path" => %self.suspend_path().display(), "error" => %e);
+                if self.control.troubles.insert(trouble) {
+                    warn!(self.log, "cannot read the suspensions, keeping the last ones";
+                        "path" => %self.suspend_path().display(), "error" => %e);
+                }
                 return Ok(());
             }
         };
+        self.control.troubles.remove(&trouble);
         for (name, e) in &files.bad {
             if self.control.bad.insert(name.clone()) {
                 warn!(self.log, "ignoring a suspension file"; "file" => name, "error" => %e,
@@ -187,21 +202,22 @@ impl Scanner {
 
     /// Lists `.sites/` and reports the files gone since the last look.
     fn read_site_files(&mut self) -> Result<(), Stop> {
-        let dir = match self.queue.remote().and_then(|remote| remote.dir(SITES_DIR)) {
-            Ok(dir) => Some(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let trouble = "read .sites".to_owned();
+        let listed = match self.queue.remote().and_then(|remote| remote.dir(SITES_DIR)) {
+            Ok(dir) => dir.entries(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        };
+        let entries = match listed {
+            Ok(entries) => entries,
             Err(e) => {
-                warn!(self.log, "cannot read the site backoffs"; "error" => %e);
+                if self.control.troubles.insert(trouble) {
+                    warn!(self.log, "cannot read the site backoffs"; "error" => %e);
+                }
                 return Ok(());
             }
         };
-        let entries = match dir.map(|dir| dir.entries()).transpose() {
-            Ok(entries) => entries.unwrap_or_default(),
-            Err(e) => {
-                warn!(self.log, "cannot list the site backoffs"; "error" => %e);
-                return Ok(());
-            }
-        };
+        self.control.troubles.remove(&trouble);
         let now: HashSet<String> = entries
             .into_iter()
             .filter(|e| e.kind != EntryKind::Dir)
