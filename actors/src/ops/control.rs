@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context as _};
 use postman::config::{suffix_matches, Config};
-use postman::queue::{self, Queue, Suspension, Target};
+use postman::queue::{self, Queue, Status, Suspension, Target};
 
 use super::format::{age, date};
 
@@ -73,7 +73,40 @@ pub fn suspend(
         )
     })?;
     out.push_str(&suspended(&suspension, was.as_ref(), now));
+    if let Target::Site(suffix) = &suspension.target {
+        let status = queue::read_status(&queue).ok().flatten();
+        out.push_str(&site_note(suffix, status.as_ref()));
+    }
     super::print(&out)
+}
+
+/// For `suspend --site`: the sites of postman's last snapshot that the
+/// suffix holds, or that it holds none of them (a typo shows at once).
+/// Nothing without a snapshot.
+pub fn site_note(suffix: &str, status: Option<&Status>) -> String {
+    let Some(status) = status else {
+        return String::new();
+    };
+    let held: Vec<&str> = status
+        .sites
+        .iter()
+        .filter(|site| site.hosts.iter().any(|host| suffix_matches(suffix, host)))
+        .map(|site| site.name.as_str())
+        .collect();
+    match held.len() {
+        0 => format!(
+            "  no site postman knows has an MX host under {suffix} yet; it holds those it finds\n"
+        ),
+        n => format!(
+            "  it holds {} postman knows: {}\n",
+            if n == 1 {
+                "1 site".to_owned()
+            } else {
+                format!("{n} sites")
+            },
+            held.join(", ")
+        ),
+    }
 }
 
 /// `postman resume (--domain D | --site SUFFIX)`.
@@ -240,6 +273,45 @@ mod tests {
                 (got, want) => panic!("{given:?}: {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_site_suspension_says_which_known_sites_it_holds() {
+        use postman::queue::SiteStatus;
+        let site = |name: &str, hosts: &[&str]| SiteStatus {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..SiteStatus::default()
+        };
+        let status = Status {
+            written: at(NOW),
+            pid: 1,
+            running: true,
+            sites: vec![
+                site(
+                    "aspmx.l.google.com;alt1.aspmx.l.google.com",
+                    &["aspmx.l.google.com", "alt1.aspmx.l.google.com"],
+                ),
+                site("smtp.google.com", &["smtp.google.com"]),
+                site("mx.other.test", &["mx.other.test"]),
+            ],
+            more_sites: 0,
+        };
+        let cases = [
+            (
+                "google.com",
+                "  it holds 2 sites postman knows: aspmx.l.google.com;alt1.aspmx.l.google.com, smtp.google.com\n",
+            ),
+            ("mx.other.test", "  it holds 1 site postman knows: mx.other.test\n"),
+            (
+                "gogle.com",
+                "  no site postman knows has an MX host under gogle.com yet; it holds those it finds\n",
+            ),
+        ];
+        for (suffix, want) in cases {
+            assert_eq!(site_note(suffix, Some(&status)), want, "{suffix}");
+        }
+        assert_eq!(site_note("google.com", None), "");
     }
 
     #[test]
