@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use postman_integration::postman::SmtpTimeouts;
 use postman_integration::postman::{ConfigFile, Daemon};
 use postman_integration::{
-    postman, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
+    postman, BlackHole, DnsServer, HostileServer, RunOutput, Script, TestNet, TestQueue, Zones,
 };
 use serde_json::Value;
 
@@ -329,5 +330,132 @@ fn queue_summary_groups_the_queue_by_site() {
         after.stdout.contains("left them when it stopped"),
         "{}",
         after.stdout
+    );
+}
+
+/// The `deferred` records that say a message waits for the operator's
+/// suspension of `domain`.
+fn held_records(daemon: &Daemon, domain: &str) -> usize {
+    let reply = format!("delivery to domain {domain} suspended: by the operator");
+    daemon
+        .deliveries()
+        .iter()
+        .filter(|d| d.status == "deferred" && d.reply.starts_with(&reply))
+        .count()
+}
+
+/// A flush does not lift the operator's suspension. `a.flush.test` has
+/// one message delivered (its route is known from then on), is suspended,
+/// and its next 2 messages wait (2 records say why); its route backoff on
+/// disk (`.backoff`, as an earlier run left it) is removed by `postman
+/// flush --domain a.flush.test`, which lifts the domain's backoff in the
+/// daemon, and the suspension holds again at once: the messages wait anew
+/// (2 more records), and the server, up all along, gets none of them.
+#[test]
+fn a_flush_does_not_lift_a_suspension() {
+    let s = Shared::new();
+    let server = s.serve();
+    let daemon = postman!().spawn_daemon(&s.file);
+    add_numbered(&s.queue, "a.flush.test", 1, "first");
+    assert!(
+        server.wait_bodies(1, Duration::from_secs(10)),
+        "the first message\n{}",
+        daemon.log_text()
+    );
+    s.postman("suspend", &["--domain", "a.flush.test"]);
+    s.wait_logged(&daemon, "domain suspended by the operator");
+    add_numbered(&s.queue, "a.flush.test", 2, "a");
+    let wait_held = |n: usize| {
+        assert!(
+            daemon.wait_for(Duration::from_secs(10), |_| {
+                held_records(&daemon, "a.flush.test") >= n
+            }),
+            "{} of {n} records of a message held by the suspension\n{}",
+            held_records(&daemon, "a.flush.test"),
+            daemon.log_text()
+        );
+    };
+    wait_held(2);
+    let backoff = s.queue.domain_dir("a.flush.test").join(".backoff");
+    std::fs::write(
+        &backoff,
+        "until: 9999999999\nfailures: 1\nerror: dns timeout\n",
+    )
+    .expect("write .backoff");
+
+    let flushed = s.postman("flush", &["--domain", "a.flush.test"]);
+    assert!(
+        flushed.stdout.contains("a.flush.test: backoff ended"),
+        "{}",
+        flushed.stdout
+    );
+    wait_held(4);
+    assert_eq!(
+        received(&server, "a"),
+        0,
+        "the suspended domain got nothing\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(s.queue.state().queued_in("a.flush.test").len(), 2);
+}
+
+/// A site suspended while a connection to it is in flight: the connection
+/// (to a host that never greets) times out, the site's backoff would take
+/// the suspension's place and end after a second, but the suspension holds
+/// again at once: when the failed message comes due it waits for the
+/// operator (a record says so) and no second connection is opened.
+#[test]
+fn a_failure_in_flight_does_not_end_a_site_suspension() {
+    let net = TestNet::new();
+    let hole = BlackHole::start(net.addr(1));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("a.hole.test", 10, "mx.hole.test")
+            .a("mx.hole.test", net.ipv4(1)),
+    );
+    let queue = TestQueue::new();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.min_backoff = 1;
+    cfg.timeouts = SmtpTimeouts::all(2);
+    let file = cfg.write();
+    let daemon = postman!().spawn_daemon(&file);
+    add_numbered(&queue, "a.hole.test", 1, "a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hole.connection_count() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no connection\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = file.path().to_string_lossy().into_owned();
+    postman!()
+        .run(
+            &["suspend", "--config", &config, "--site", "mx.hole.test"],
+            DEADLINE,
+        )
+        .assert_success();
+    let held = |records: &[Value]| {
+        records.iter().any(|r| {
+            r["msg"] == "delivery"
+                && r["status"] == "deferred"
+                && r["reply"].as_str().is_some_and(|t| {
+                    t.starts_with("delivery to site mx.hole.test suspended: by the operator")
+                })
+        })
+    };
+    assert!(
+        daemon.wait_for(Duration::from_secs(15), |records| {
+            !named(records, "site backing off").is_empty() && held(records)
+        }),
+        "the failed message waits for the operator after the backoff\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        hole.connection_count(),
+        1,
+        "no second connection to a suspended site\n{}",
+        daemon.log_text()
     );
 }
