@@ -66,6 +66,11 @@ case $mode in
   compare | scale | profile | all | sites | mix) ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac
+# The settings the caller gave, for the results' command line.
+user_env=
+for v in WORKLOADS SITES_RECEIVERS MIX_RUNS MIX_COUNT MIX_DOMAINS MIX_RATE RETRY_MIN RETRY_MAX RUN_TIMEOUT; do
+  [ -n "${!v:-}" ] && user_env+="$v=\"${!v}\" "
+done
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then RUNS=${RUNS:-1}; else RUNS=${RUNS:-3}; fi
 results=${RESULTS:-}
@@ -224,7 +229,7 @@ sink_finish() {
 machine() {
   echo "* Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "* Postfix $(postconf -d -h mail_version), $(rustc --version 2>/dev/null || echo rustc), $postman_desc"
-  echo "* Command: \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")RUNS=$RUNS ${WORKLOADS:+WORKLOADS=\"$WORKLOADS\" }$command_line\`, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "* Command: \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")$([ "$mode" = mix ] || echo "RUNS=$RUNS ")$user_env$command_line\`, $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
 
 # ---- postman ------------------------------------------------------------------

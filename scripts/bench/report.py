@@ -66,6 +66,9 @@ def parse_ts(text):
     return when + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
+SITE_RECORDS = ("site throttled", "site suspended", "site backing off", "site backoff lifted")
+
+
 def postman_log(path, start_epoch):
     """sent/deferred/bounced counts, the first delivery's delay after start,
     and the workers' metrics (sum of per-worker peaks)."""
@@ -87,6 +90,10 @@ def postman_log(path, start_epoch):
                     ts = parse_ts(rec["ts"])
                     if ts is not None:
                         facts["first_delivery"] = ts - float(start_epoch)
+            elif msg in SITE_RECORDS:
+                # The site scheduler's changes of state (issue 17).
+                key = msg.replace(" ", "_")
+                facts[key] = facts.get(key, 0) + 1
             elif msg == "metrics" and "peak_connections" in rec:
                 facts["worker_peak_sum"] += int(rec["peak_connections"])
                 facts["connections_opened_log"] += int(rec.get("connections_opened", 0))
@@ -284,6 +291,8 @@ def mx_run(run, count):
         "other": run["machine_busy"] - cpu if "machine_busy" in run else None,
         "left": run.get("left"),
         "load": run.get("load", ""),
+        "site_records": " / ".join(str(facts.get(k.replace(" ", "_"), 0)) for k in SITE_RECORDS[:3])
+        if facts else "–",
         "groups": rcv.get("groups") or {},
         "messages": rcv.get("messages"),
     }
@@ -333,9 +342,10 @@ def sites(root):
         lines.append(
             "| sender | run | load before (1, 5, 15 min) | delivered | wall s | msgs/s | connections | "
             "refused | deferrals | CPU s | peak RSS MB | DNS questions | receiver CPU s | "
-            "DNS server CPU s | CPU s of all else | left queued |"
+            "DNS server CPU s | CPU s of all else | left queued | postman's site records: "
+            "throttled / suspended / backing off |"
         )
-        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for key, _ in MX_SENDERS:
             for i, r in enumerate(mx_runs(wl, key), 1):
                 peers = r["peers"] + [None, None]
@@ -343,7 +353,7 @@ def sites(root):
                     f"| {key} | {i} | {r['load']} | {r['delivered']:,} | {r['wall']:.2f} | {fmt(r['rate'])} | "
                     f"{fmt(r['opened'])} | {fmt(r['refused'])} | {fmt(r['deferred'])} | {r['cpu']:.2f} | "
                     f"{fmt(r['mem'], 1)} | {fmt(r['dns'])} | {fmt(peers[0], 2)} | {fmt(peers[1], 2)} | "
-                    f"{fmt(r['other'], 2)} | {fmt(r['left'])} |"
+                    f"{fmt(r['other'], 2)} | {fmt(r['left'])} | {r['site_records']} |"
                 )
         lines.append("\n</details>\n")
     lines.append("### Ratios (medians)\n")
@@ -364,9 +374,10 @@ def mix(root):
             "| sender | run | load before (1, 5, 15 min) | drained in s | delivered | connections opened | "
             "RST (refused by a down host) | 421 past a provider's 20 | throttle replies | "
             "greylisting replies | black-hole connections | deferrals | CPU s | peak RSS MB | "
-            "DNS questions | receiver CPU s | left queued |"
+            "DNS questions | receiver CPU s | left queued | postman's site records: throttled / "
+            "suspended / backing off |"
         )
-        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         all_runs = {key: mx_runs(wl, key) for key, _ in MX_SENDERS}
         for key, label in MX_SENDERS:
             for i, r in enumerate(all_runs[key], 1):
@@ -379,7 +390,8 @@ def mix(root):
                     f"| {label} | {i} | {r['load']} | {drained} | {r['delivered']:,} | {fmt(r['opened'])} | "
                     f"{fmt(r['rst'])} | {fmt(total('refused'))} | {fmt(total('throttled'))} | "
                     f"{fmt(total('greylisted'))} | {fmt(holes)} | {fmt(r['deferred'])} | {r['cpu']:.1f} | "
-                    f"{mem} | {fmt(r['dns'])} | {fmt((r['peers'] + [None])[0], 2)} | {fmt(r['left'])} |"
+                    f"{mem} | {fmt(r['dns'])} | {fmt((r['peers'] + [None])[0], 2)} | {fmt(r['left'])} | "
+                    f"{r['site_records']} |"
                 )
         lines.append("")
         for key, label in MX_SENDERS:
