@@ -47,6 +47,8 @@
 #               load average below L (the load is recorded either way)
 #   SITES_RECEIVERS="refuse backlog"  the sites receivers to run (QUICK:
 #               refuse only)
+#   SENDERS="postman postfix source-d"  the senders sites and mix measure
+#               (fewer while working on one; write to another RESULTS file)
 #   MIX_RUNS=1  runs of mix per sender; MIX_COUNT, MIX_DOMAINS, MIX_RATE
 #               (each provider's messages/s) change its plan
 #   RETRY_MIN=10 RETRY_MAX=60  both senders' retry delays in sites and mix
@@ -68,7 +70,7 @@ case $mode in
 esac
 # The settings the caller gave, for the results' command line.
 user_env=
-for v in WORKLOADS SITES_RECEIVERS MIX_RUNS MIX_COUNT MIX_DOMAINS MIX_RATE RETRY_MIN RETRY_MAX RUN_TIMEOUT; do
+for v in WORKLOADS SENDERS SITES_RECEIVERS MIX_RUNS MIX_COUNT MIX_DOMAINS MIX_RATE RETRY_MIN RETRY_MAX RUN_TIMEOUT; do
   [ -n "${!v:-}" ] && user_env+="$v=\"${!v}\" "
 done
 QUICK=${QUICK:-0}
