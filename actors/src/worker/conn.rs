@@ -36,13 +36,13 @@ use postman::smtp::{Event, MessageResult, Outcome, Reply, Session, TlsMode};
 use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::disk::Preparation;
-use super::settle::{
-    abandon_job, begin, finish_job, give_back, put_back, start_job, throttle_of, unclaim,
-    untried_job, Job, Ready,
-};
+use super::finish::{abandon_job, finish_job, throttle_of, untried_job};
+use super::hand_back::{give_back, put_back, unclaim};
+use super::job::{Job, Preparation, Ready};
+use super::prepare::{begin, start_job};
+use super::shared::Shared;
 use super::tls::{ReadEnd, TlsStream};
-use super::{Shared, FD_SETSIZE};
+use super::FD_SETSIZE;
 use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route;
@@ -325,7 +325,7 @@ impl Conn {
                 debug!(shared.log, "connection ended"; "domain" => &self.domain,
                     "relay" => &self.relay, "reason" => &reason);
                 if let Some(msg) = self.first.take() {
-                    give_back(shared, msg);
+                    give_back(&shared.ctx(), msg);
                 }
             }
             Verdict::PutOff => {
@@ -481,14 +481,14 @@ impl Conn {
         }
         let State::Smtp { session, .. } = &mut self.state else {
             if let Some(job) = job {
-                give_back(shared, job);
+                give_back(&shared.ctx(), job);
             }
             return;
         };
         match job {
             Some(msg) if shared.shutdown_deadline.is_none() => self.take(msg, shared, now),
             Some(msg) => {
-                give_back(shared, msg);
+                give_back(&shared.ctx(), msg);
                 session.quit(now);
             }
             None => session.quit(now),
@@ -513,10 +513,11 @@ impl Conn {
                     shared.body_pool.give(buffer);
                 }
                 let State::Smtp { session, .. } = &mut self.state else {
-                    give_back(shared, msg);
+                    give_back(&shared.ctx(), msg);
                     return;
                 };
-                self.job = start_job(session, msg, shared, &self.relay, now);
+                let (ctx, mut memory) = shared.preparing();
+                self.job = start_job(session, msg, &ctx, &mut memory, &self.relay, now);
                 if self.job.is_none() {
                     self.after_transaction(shared, now);
                 }
@@ -543,7 +544,8 @@ impl Conn {
         };
         match ready {
             Some(ready) if shared.shutdown_deadline.is_none() && !session.is_closed() => {
-                self.job = begin(session, ready, shared, now);
+                let (ctx, memory) = shared.preparing();
+                self.job = begin(session, ready, &ctx, memory.pool, now);
                 if self.job.is_some() {
                     return;
                 }
@@ -577,7 +579,7 @@ impl Conn {
             abandon_job(shared, job, &self.relay, Some(reason));
         }
         if let Some(msg) = self.first.take() {
-            give_back(shared, msg);
+            give_back(&shared.ctx(), msg);
         }
         self.close(shared);
     }
@@ -777,7 +779,7 @@ impl Conn {
     /// connection.
     pub fn finish(&mut self, shared: &mut Shared) {
         if let Some(msg) = self.first.take() {
-            give_back(shared, msg);
+            give_back(&shared.ctx(), msg);
         }
         if let Some(job) = self.job.take() {
             abandon_job(shared, job, &self.relay, None);

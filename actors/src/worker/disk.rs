@@ -34,15 +34,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TryRecvError};
 use postman::config::Config;
-use postman::queue::{Claimed, Leftover, Queue};
+use postman::queue::Queue;
 use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
+use super::hand_back::{put_back, Ctx};
+use super::job::{Preparation, Prepared, Settlement};
 use super::link::Wake;
-use super::settle::{self, Ctx, Ready};
+use super::prepare::prepare;
 use crate::mailbox::{self, Inbox, Postbox};
-use crate::messages::{ConnId, DispatcherMsg, Disposition, QueuedMessage};
-use crate::settler::{Kept, RecipientFate, Settler};
+use crate::messages::DispatcherMsg;
+use crate::settler::{Kept, Settler};
 
 /// Settlements waiting for the disk thread, per worker.
 pub const MAILBOX: usize = 32;
@@ -50,56 +52,6 @@ pub const MAILBOX: usize = 32;
 /// The longest a worker holding settlements ([`Disk::hold`]) waits for its
 /// next turn, which sends them.
 pub const HOLD_WAIT: Duration = Duration::from_millis(2);
-
-/// The queue file of a finished transaction.
-pub enum File {
-    /// Still claimed: some recipient was not accepted, or removing failed.
-    Claimed(Claimed),
-    /// Every recipient accepted, and the file's name removed: closing
-    /// [`Settlement::open`] frees the rest, and its state file and
-    /// reservation go with the [`Leftover`] (none in tests).
-    Removed(Option<Leftover>),
-}
-
-/// One finished transaction, for the disk thread to settle.
-pub struct Settlement {
-    pub msg: QueuedMessage,
-    pub file: File,
-    pub fates: Vec<RecipientFate>,
-    pub relay: String,
-    /// Logs the delivery records: it carries the transaction's `tls`.
-    pub log: Logger,
-    /// The queue file, open since it was claimed; it closes when the
-    /// settlement is done with, in the thread that settles it.
-    pub open: Option<std::fs::File>,
-    /// A reply of the transaction said the site throttles this client.
-    pub throttle: Option<String>,
-}
-
-/// A connection's next message, to be prepared ([`settle::prepare`]).
-pub struct Preparation {
-    pub conn: ConnId,
-    pub msg: QueuedMessage,
-    /// The connection's `host[ip]:port`, for the records of a failure.
-    pub relay: String,
-    /// A buffer lent from the worker's pool ([`body::Pool::lend`]) for a
-    /// body kept in memory; it comes back in the body or in
-    /// [`Prepared::spare`].
-    pub buffer: Option<Vec<u8>>,
-}
-
-/// The answer to a [`Preparation`]: the message ready to start, or `None`
-/// when it was disposed of (gone, not due, unreadable, quarantined).
-pub struct Prepared {
-    pub conn: ConnId,
-    /// Boxed: the worker's answer channel has room for two answers per
-    /// possible connection, and a channel's slots are all written when
-    /// it is made; 616 bytes each came to 2.5 MB touched at start-up,
-    /// 580 page faults of the 1,800 of a run over an empty queue.
-    pub ready: Option<Box<Ready>>,
-    /// The lent buffer, when the body did not take it: back to the pool.
-    pub spare: Option<Vec<u8>>,
-}
 
 enum Work {
     Settle(Box<Settlement>),
@@ -117,73 +69,6 @@ pub struct Answers {
     pub to: Sender<Prepared>,
     pub wake: Arc<Wake>,
     pub budget: Budget,
-}
-
-impl Settlement {
-    /// Some recipient's fate is the server's reply (see
-    /// [`DispatcherMsg::Done`]'s `answered`).
-    pub fn answered(&self) -> bool {
-        self.fates.iter().any(|f| f.code != 0)
-    }
-
-    /// The outcome is known before settling: the file is gone, so the
-    /// message is finished. The worker tells the dispatcher itself, with
-    /// the connection's request for more in the same wake-up, and whoever
-    /// settles only closes the file and logs.
-    pub fn finished_already(&self) -> bool {
-        matches!(self.file, File::Removed(_))
-    }
-
-    /// The [`DispatcherMsg::Done`] of a settlement that is
-    /// [`Settlement::finished_already`].
-    pub fn finished(&self) -> DispatcherMsg {
-        DispatcherMsg::Done {
-            domain: self.msg.domain.clone(),
-            id: self.msg.id.clone(),
-            disposition: Disposition::Finished,
-            answered: self.answered(),
-            throttle: self.throttle.clone(),
-        }
-    }
-
-    /// Settles ([`Settlement::settle`]) and gives the [`DispatcherMsg::Done`]
-    /// to send, or `None` when the worker sent it already
-    /// ([`Settlement::finished_already`]).
-    pub fn settle_for_dispatcher(self, settler: &mut Settler) -> Option<DispatcherMsg> {
-        if self.finished_already() {
-            self.settle(settler);
-            return None;
-        }
-        let domain = self.msg.domain.clone();
-        let id = self.msg.id.clone();
-        let answered = self.answered();
-        let throttle = self.throttle.clone();
-        let disposition = self.settle(settler);
-        Some(DispatcherMsg::Done {
-            domain,
-            id,
-            disposition,
-            answered,
-            throttle,
-        })
-    }
-
-    /// Updates or removes the file, logs the delivery records, and says
-    /// what the dispatcher should do with the message.
-    fn settle(self, settler: &mut Settler) -> Disposition {
-        match self.file {
-            File::Claimed(claimed) => {
-                settler.settle(self.msg, claimed, self.fates, &self.relay, &self.log)
-            }
-            File::Removed(leftover) => {
-                if let Some(Err(e)) = leftover.map(Leftover::remove) {
-                    slog::warn!(self.log, "cannot remove a delivered message's state file; the next start does";
-                        "queue_id" => &self.msg.id, "domain" => &self.msg.domain, "error" => %e);
-                }
-                settler.settle_removed(&self.msg, &self.fates, &self.relay, &self.log)
-            }
-        }
-    }
 }
 
 /// The worker's handle on its disk threads.
@@ -429,12 +314,7 @@ fn spawn(
                 match work {
                     Work::Prepare(p) => {
                         let started = Instant::now();
-                        let ctx = Ctx {
-                            queue: &settler.queue,
-                            owner: &settler.owner,
-                            log: &log,
-                            dispatcher: &dispatcher,
-                        };
+                        let ctx = Ctx::new(&settler, &log, &dispatcher);
                         if let Some(buffer) = p.buffer {
                             lent.give(buffer);
                         }
@@ -443,7 +323,7 @@ fn spawn(
                             pool: &mut lent,
                             buf: &mut buf,
                         };
-                        let ready = settle::prepare(&ctx, &mut memory, p.msg, &p.relay);
+                        let ready = prepare(&ctx, &mut memory, p.msg, &p.relay);
                         totals.busy += started.elapsed();
                         totals.prepared += 1;
                         // The channel holds more answers than the worker can
@@ -457,7 +337,7 @@ fn spawn(
                             Err(e) => {
                                 // The worker is gone: nothing will start it.
                                 if let Some(ready) = e.into_inner().ready {
-                                    settle::put_back(&ctx, *ready);
+                                    put_back(&ctx, *ready);
                                 }
                             }
                         }
@@ -521,7 +401,9 @@ fn next_work<T>(prepare: &Inbox<T>, other: &Inbox<T>, until: Option<Instant>) ->
 
 #[cfg(test)]
 mod tests {
+    use super::super::job::QueueFile;
     use super::*;
+    use crate::messages::{ConnId, QueuedMessage};
     use postman::config::Settings;
 
     #[test]
@@ -625,7 +507,7 @@ mod tests {
     fn settlement(n: u32, log: &Logger) -> Box<Settlement> {
         Box::new(Settlement {
             msg: queued(&format!("s{n}")),
-            file: File::Removed(None),
+            file: QueueFile::Removed(None),
             fates: Vec::new(),
             relay: "none".into(),
             log: log.clone(),

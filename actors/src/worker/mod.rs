@@ -10,8 +10,12 @@
 mod body;
 mod conn;
 mod disk;
+mod finish;
+mod hand_back;
+mod job;
 mod link;
-mod settle;
+mod prepare;
+mod shared;
 mod tls;
 
 use std::cell::Cell;
@@ -28,13 +32,17 @@ use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
 use postman::queue::Queue;
-use postman::smtp::{IpPreference, SessionConfig, TlsMode};
+use postman::smtp::{SessionConfig, TlsMode};
 use slog::{debug, error, info, Logger};
 
 use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
+use finish::settle_here;
+use hand_back::put_back;
+use job::Prepared;
 pub use link::WorkerLink;
+use shared::{Shared, Stats};
 use tls::TlsPolicy;
 
 /// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
@@ -58,96 +66,6 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Socket reads go through one buffer per worker.
 const READ_BUFFER: usize = 64 * 1024;
-
-/// Per-worker counters, written as a `metrics` record.
-#[derive(Default)]
-pub struct Stats {
-    pub connections_opened: u64,
-    pub connect_failures: u64,
-    pub transactions: u64,
-    /// Messages given back untried: their reused connection ended before
-    /// the server judged them.
-    pub untried: u64,
-    pub sent: u64,
-    pub deferred: u64,
-    pub bounced: u64,
-    pub bytes_written: u64,
-    pub bytes_read: u64,
-    pub peak_connections: usize,
-    pub blocked: Duration,
-    pub working: Duration,
-}
-
-/// What every connection of a worker shares: settings, the dispatcher's
-/// mailbox, the log. Owned by the worker, lent to its connections.
-pub struct Shared {
-    pub worker: usize,
-    pub session: SessionConfig,
-    /// STARTTLS policy and the rustls client configurations.
-    pub tls: TlsPolicy,
-    /// Which address family of a host is tried first.
-    pub ip_preference: IpPreference,
-    pub connect_timeout: Duration,
-    pub port: u16,
-    /// Addresses one connection tries before it gives up.
-    pub max_mx_addresses: usize,
-    /// Where this host's own receiving server listens
-    /// (`application.local_listeners`): never connected to.
-    pub local_listeners: Vec<SocketAddr>,
-    /// This host's interface addresses, which a listener on an unspecified
-    /// address covers; read only when there is such a listener.
-    pub own_addrs: Vec<IpAddr>,
-    /// Claims queue files, and settles messages when the disk thread's
-    /// mailbox is full or a transaction never started.
-    pub settler: Settler,
-    /// Settles finished transactions off the `pselect` loop.
-    pub disk: disk::Disk,
-    pub dispatcher: Postbox<DispatcherMsg>,
-    /// Something was told to the dispatcher without waking it.
-    told: Cell<bool>,
-    pub log: Logger,
-    pub stats: Stats,
-    /// Set on shutdown: when in-flight transactions must be abandoned.
-    pub shutdown_deadline: Option<Instant>,
-    pub read_buf: Vec<u8>,
-    pub body_buf: Vec<u8>,
-    /// Message bodies kept in memory between measuring and sending.
-    pub body_budget: body::Budget,
-    /// Their buffers, reused.
-    pub body_pool: body::Pool,
-}
-
-impl Shared {
-    /// What disposing of a message needs: queue, claim owner, log and
-    /// dispatcher.
-    pub fn ctx(&self) -> settle::Ctx<'_> {
-        settle::Ctx {
-            queue: &self.settler.queue,
-            owner: &self.settler.owner,
-            log: &self.log,
-            dispatcher: &self.dispatcher,
-        }
-    }
-
-    /// Sends to the dispatcher, which is woken once for everything told in
-    /// a turn of the loop ([`Shared::wake_dispatcher`], before `pselect`):
-    /// a busy worker tells it several things a turn (outcomes, requests
-    /// for more), and each wake-up of a sleeping thread costs a context
-    /// switch. It never blocks on us, so a blocking send cannot deadlock;
-    /// failure means it is gone, and the worker winds down.
-    pub fn tell(&self, msg: DispatcherMsg) {
-        if self.dispatcher.send_quietly(msg).is_ok() {
-            self.told.set(true);
-        }
-    }
-
-    /// Wakes the dispatcher if it was told something since the last time.
-    pub fn wake_dispatcher(&self) {
-        if self.told.replace(false) {
-            self.dispatcher.wake();
-        }
-    }
-}
 
 /// The addresses of this host's interfaces, when some local listener is
 /// on an unspecified address (`0.0.0.0:25`) and so stands for all of them;
@@ -181,7 +99,7 @@ struct Slot {
 pub struct Worker {
     inbox: Receiver<WorkerMsg>,
     /// The disk threads' answers: connections' next messages, prepared.
-    prepared: Receiver<disk::Prepared>,
+    prepared: Receiver<Prepared>,
     wake: Arc<Wake>,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -305,7 +223,7 @@ impl Worker {
             // Held settlements go with the next preparation, or at the
             // end of the next turn, which comes soon.
             for settlement in self.shared.disk.end_turn(false) {
-                settle::settle_here(&mut self.shared, settlement);
+                settle_here(&mut self.shared, settlement);
             }
             if self.shared.disk.holding() {
                 wait = wait.min(disk::HOLD_WAIT);
@@ -326,13 +244,13 @@ impl Worker {
         // Every settlement reaches the dispatcher before WorkerStopped, and
         // every message prepared for a connection that is gone goes back.
         for settlement in self.shared.disk.end_turn(true) {
-            settle::settle_here(&mut self.shared, settlement);
+            settle_here(&mut self.shared, settlement);
         }
         self.shared.wake_dispatcher();
         let disk = self.shared.disk.stop(&self.shared.log);
         while let Ok(answer) = self.prepared.try_recv() {
             if let Some(ready) = answer.ready {
-                settle::put_back(&self.shared.ctx(), *ready);
+                put_back(&self.shared.ctx(), *ready);
             }
         }
         // A last record, so a short run still reports its numbers.
@@ -418,7 +336,7 @@ impl Worker {
         }
     }
 
-    fn take_answer(&mut self, answer: disk::Prepared, now: Instant) {
+    fn take_answer(&mut self, answer: Prepared, now: Instant) {
         if let Some(spare) = answer.spare {
             self.shared.body_pool.give(spare);
         }
@@ -432,7 +350,7 @@ impl Worker {
                 c.prepared(answer.ready.map(|ready| *ready), shared, now);
             });
         } else if let Some(ready) = answer.ready {
-            settle::put_back(&self.shared.ctx(), *ready);
+            put_back(&self.shared.ctx(), *ready);
         }
     }
 
@@ -697,7 +615,7 @@ mod tests {
                 pool: &mut pool,
                 buf: &mut buf,
             };
-            settle::prepare(&ctx, &mut memory, msg, "mx.d.test[192.0.2.1]:25").expect("prepared")
+            prepare::prepare(&ctx, &mut memory, msg, "mx.d.test[192.0.2.1]:25").expect("prepared")
         };
         assert!(!path.exists(), "claimed while prepared");
 
@@ -706,7 +624,7 @@ mod tests {
             generation: 7,
         };
         worker.take_answer(
-            disk::Prepared {
+            Prepared {
                 conn: gone,
                 ready: Some(Box::new(ready)),
                 spare: None,

@@ -1,0 +1,114 @@
+//! What a worker's connections share ([`Shared`]) and its counters
+//! ([`Stats`]).
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use postman::smtp::{IpPreference, SessionConfig};
+use slog::Logger;
+
+use super::body;
+use super::disk::Disk;
+use super::hand_back::Ctx;
+use super::tls::TlsPolicy;
+use crate::mailbox::Postbox;
+use crate::messages::DispatcherMsg;
+use crate::settler::Settler;
+
+/// Per-worker counters, written as a `metrics` record.
+#[derive(Default)]
+pub struct Stats {
+    pub connections_opened: u64,
+    pub connect_failures: u64,
+    pub transactions: u64,
+    /// Messages given back untried: their reused connection ended before
+    /// the server judged them.
+    pub untried: u64,
+    pub sent: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub peak_connections: usize,
+    pub blocked: Duration,
+    pub working: Duration,
+}
+
+/// What every connection of a worker shares: settings, the dispatcher's
+/// mailbox, the log. Owned by the worker, lent to its connections.
+pub struct Shared {
+    pub worker: usize,
+    pub session: SessionConfig,
+    /// STARTTLS policy and the rustls client configurations.
+    pub tls: TlsPolicy,
+    /// Which address family of a host is tried first.
+    pub ip_preference: IpPreference,
+    pub connect_timeout: Duration,
+    pub port: u16,
+    /// Addresses one connection tries before it gives up.
+    pub max_mx_addresses: usize,
+    /// Where this host's own receiving server listens
+    /// (`application.local_listeners`): never connected to.
+    pub local_listeners: Vec<SocketAddr>,
+    /// This host's interface addresses, which a listener on an unspecified
+    /// address covers; read only when there is such a listener.
+    pub own_addrs: Vec<IpAddr>,
+    /// Claims queue files, and settles messages when the disk thread's
+    /// mailbox is full or a transaction never started.
+    pub settler: Settler,
+    /// Settles finished transactions off the `pselect` loop.
+    pub disk: Disk,
+    pub dispatcher: Postbox<DispatcherMsg>,
+    /// Something was told to the dispatcher without waking it.
+    pub(super) told: Cell<bool>,
+    pub log: Logger,
+    pub stats: Stats,
+    /// Set on shutdown: when in-flight transactions must be abandoned.
+    pub shutdown_deadline: Option<Instant>,
+    pub read_buf: Vec<u8>,
+    pub body_buf: Vec<u8>,
+    /// Message bodies kept in memory between measuring and sending.
+    pub body_budget: body::Budget,
+    /// Their buffers, reused.
+    pub body_pool: body::Pool,
+}
+
+impl Shared {
+    /// What disposing of a message needs: queue, claim owner, log and
+    /// dispatcher.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx::new(&self.settler, &self.log, &self.dispatcher)
+    }
+
+    /// [`Shared::ctx`] and the memory for a body, together: preparing a
+    /// message in the worker's own thread needs both.
+    pub fn preparing(&mut self) -> (Ctx<'_>, body::Memory<'_>) {
+        let ctx = Ctx::new(&self.settler, &self.log, &self.dispatcher);
+        let memory = body::Memory {
+            budget: &self.body_budget,
+            pool: &mut self.body_pool,
+            buf: &mut self.body_buf,
+        };
+        (ctx, memory)
+    }
+
+    /// Sends to the dispatcher, which is woken once for everything told in
+    /// a turn of the loop ([`Shared::wake_dispatcher`], before `pselect`):
+    /// a busy worker tells it several things a turn (outcomes, requests
+    /// for more), and each wake-up of a sleeping thread costs a context
+    /// switch. It never blocks on us, so a blocking send cannot deadlock;
+    /// failure means it is gone, and the worker winds down.
+    pub fn tell(&self, msg: DispatcherMsg) {
+        if self.dispatcher.send_quietly(msg).is_ok() {
+            self.told.set(true);
+        }
+    }
+
+    /// Wakes the dispatcher if it was told something since the last time.
+    pub fn wake_dispatcher(&self) {
+        if self.told.replace(false) {
+            self.dispatcher.wake();
+        }
+    }
+}
