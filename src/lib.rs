@@ -8,6 +8,8 @@
 //! * [`route`]: MX policy (RFC 5321 §5.1, RFC 7505).
 //! * [`retry`]: backoff schedule and queue lifetime.
 //! * [`schedule`]: which message goes over which connection, when (sites).
+//! * [`settle`]: what an attempt's end makes of a message: records,
+//!   notifications, the retry state to keep (a plan for the actors).
 //! * [`dsn`]: delivery status notifications (RFC 3464, RFC 3462).
 //! * [`config`]: settings, their figment loading and validation.
 #![forbid(unsafe_code)]
@@ -18,4 +20,5 @@ pub mod queue;
 pub mod retry;
 pub mod route;
 pub mod schedule;
+pub mod settle;
 pub mod smtp;

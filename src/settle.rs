@@ -1,0 +1,344 @@
+//! Settling a message after a delivery attempt (DESIGN.md "Outcomes"), as
+//! a plan: which recipients stay queued, which outlived the queue lifetime,
+//! whether a delay warning is due, which are bounced (RFC 3464) or set
+//! aside because no bounce can go, and what retry state to record. Pure:
+//! the caller writes the notifications, says what became of them, and
+//! carries out the [`End`].
+//!
+//! Call order: [`plan`]; one delivery record for each of
+//! [`Plan::logged`]; when [`Plan::delay_warning`] is `Some`, write it and,
+//! if that worked, call [`Plan::warned`]; when [`Plan::bounce`] asks for
+//! one, write it and, if that failed, call [`Plan::bounce_not_written`];
+//! then [`Plan::end`]. Notifications come before the state is recorded or
+//! the message removed, so that a crash in between can at worst repeat
+//! one, never lose one.
+
+use std::time::{Duration, SystemTime};
+
+use crate::dsn::{self, RecipientReport};
+use crate::queue::RetryState;
+use crate::retry::{Schedule, Verdict};
+use crate::smtp::{EnhancedCode, ReplyCode};
+
+/// What one attempt decided for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Accepted.
+    Delivered,
+    /// Try again later; the recipient's `text` says why.
+    Deferred,
+    /// Not taken in this transaction only for the server's limit of
+    /// recipients per transaction (RFC 5321 §4.5.3.1.10), while others
+    /// were delivered: no attempt is counted and, unless the message waits
+    /// for another recipient anyway, it is sent again at once.
+    Again,
+    /// Permanently refused: reported in the bounce.
+    Failed(RecipientReport),
+}
+
+/// One recipient's fate with what its delivery record shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientFate {
+    /// The envelope recipient.
+    pub recipient: String,
+    /// What became of it.
+    pub fate: Fate,
+    /// The code of the reply that decided it; `None` when no reply did.
+    pub code: Option<ReplyCode>,
+    /// Its RFC 3463 status, the reply's or postman's own; `None`: the
+    /// record shows the generic one of its kind.
+    pub status: Option<EnhancedCode>,
+    /// The server's reply or postman's diagnostic.
+    pub text: String,
+}
+
+/// The message an attempt was about, besides its fates.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The envelope sender; empty or `<>` for the null sender.
+    pub sender: &'a str,
+    /// When it was queued.
+    pub arrival: SystemTime,
+    /// Its retry state in force before the attempt.
+    pub retry: &'a RetryState,
+}
+
+/// The bounce a plan asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounce<'a> {
+    /// Nothing failed.
+    None,
+    /// One failure notification of these recipients to the sender.
+    ToSender(&'a [RecipientReport]),
+    /// Recipients failed, but the message is from the null sender and a
+    /// bounce is never bounced (RFC 5321 §4.5.5): a copy goes to `.failed`
+    /// for the postmaster instead.
+    NullSender,
+}
+
+/// What becomes of failed recipients whose bounce could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritten {
+    /// The sender can never get one (the error is permanent, or the
+    /// message outlived its queue lifetime waiting for its bounce): a double
+    /// bounce. As for the null sender, a copy goes to `.failed`, and the
+    /// refused recipients are not tried again.
+    Never,
+    /// Perhaps only for now (a full disk): without the bounce the sender
+    /// would never hear of it, so those recipients stay queued and are
+    /// tried again later, as Postfix defers a recipient whose bounce it
+    /// cannot log.
+    NotNow,
+}
+
+/// What becomes of the message once its notifications are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Nothing is pending: remove the queue file.
+    Remove,
+    /// Nothing is pending, but failed recipients got no bounce: set the
+    /// file aside in `.failed` with this reason.
+    SetAside(String),
+    /// Recipients are pending: record their state and keep the message.
+    Requeue(Requeue),
+}
+
+/// A message that stays queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requeue {
+    /// The recipients still to deliver, in envelope order (deferred ones
+    /// first, then those whose bounce could not be written).
+    pub pending: Vec<String>,
+    /// The retry state to record with them; its `next_attempt` says when
+    /// the message is due again.
+    pub state: RetryState,
+    /// Failed recipients got no bounce: before anything else, a copy of the
+    /// message goes to `.failed` with this reason.
+    pub copy_aside: Option<String>,
+    /// Something became final since the state in force was read (a
+    /// recipient delivered, or one refused and its bounce written): sent
+    /// again as it stands on disk, the message would repeat it, so the new
+    /// state must be recorded before it is sent again.
+    pub finalized: bool,
+    /// Only recipients over the server's limit per transaction are left:
+    /// they go again at once, in a new transaction.
+    pub at_once: bool,
+}
+
+/// The plan for settling one attempt; see the module's documentation for
+/// the order of calls.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// One delivery record each, in this order; the record's status
+    /// follows the fate (an expired recipient's fate is a failure by now).
+    pub logged: Vec<RecipientFate>,
+    /// A delay warning is due now: one notification of these deferred
+    /// recipients to the sender.
+    pub delay_warning: Option<Vec<RecipientReport>>,
+    /// The failed recipients, expired ones included.
+    failed: Vec<RecipientReport>,
+    state: RetryState,
+    pending: Vec<String>,
+    /// How many of `pending` are there only for the server's limit.
+    again: usize,
+    recipients: usize,
+    sender: String,
+    /// Whether the sender gets notifications (not the null sender).
+    notify: bool,
+    /// Whether the failed recipients' copy goes to `.failed`.
+    aside: bool,
+    /// Why no bounce went out when one should have.
+    no_bounce: Option<String>,
+    now: SystemTime,
+    expired: bool,
+    min: Duration,
+}
+
+/// Plans the settling of one attempt of `message` ending at `now`, whose
+/// recipients' fates (one per recipient, in envelope order) are `fates`;
+/// `jitter` in [0, 1) spreads the next attempt ([`Schedule::next_attempt`]).
+pub fn plan(
+    fates: Vec<RecipientFate>,
+    message: Message<'_>,
+    schedule: &Schedule,
+    now: SystemTime,
+    jitter: f64,
+) -> Plan {
+    let notify = dsn::should_bounce(message.sender);
+    let mut plan = Plan {
+        logged: Vec::with_capacity(fates.len()),
+        delay_warning: None,
+        failed: Vec::new(),
+        state: message.retry.clone(),
+        pending: Vec::new(),
+        again: 0,
+        recipients: fates.len(),
+        sender: message.sender.to_owned(),
+        notify,
+        aside: false,
+        no_bounce: None,
+        now,
+        expired: schedule.expired(message.arrival, now),
+        min: schedule.min,
+    };
+    // Recipients to send again at once wait (and expire) with the others
+    // when some recipient is deferred.
+    let waits = fates.iter().any(|f| f.fate == Fate::Deferred);
+    let mut deferred = Vec::new();
+    for f in fates {
+        match &f.fate {
+            Fate::Delivered => plan.logged.push(f),
+            Fate::Again if !waits => {
+                plan.pending.push(f.recipient);
+                plan.again += 1;
+            }
+            Fate::Deferred | Fate::Again => {
+                plan.pending.push(f.recipient.clone());
+                deferred.push(f);
+            }
+            Fate::Failed(report) => {
+                plan.failed.push(report.clone());
+                plan.logged.push(f);
+            }
+        }
+    }
+    if let Some(first) = deferred.first() {
+        plan.state.record_attempt(now, &first.text);
+        match schedule.verdict(message.arrival, &plan.state, now, jitter) {
+            Verdict::Retry { at, warn } => {
+                plan.state.next_attempt = Some(at);
+                if warn && notify {
+                    plan.delay_warning = Some(delay_reports(&deferred, now));
+                }
+                plan.logged.extend(deferred);
+            }
+            Verdict::Expired => {
+                plan.pending.clear();
+                for f in deferred {
+                    let expired = expire(f, schedule.lifetime, &plan.state, now);
+                    if let Fate::Failed(report) = &expired.fate {
+                        plan.failed.push(report.clone());
+                    }
+                    plan.logged.push(expired);
+                }
+            }
+        }
+    }
+    plan.aside = !plan.failed.is_empty() && !notify;
+    plan
+}
+
+/// A deferred recipient's fate once the message outlived its lifetime: a
+/// failure with status 4.4.7, the last error in its report.
+fn expire(
+    f: RecipientFate,
+    lifetime: Duration,
+    state: &RetryState,
+    now: SystemTime,
+) -> RecipientFate {
+    let report = RecipientReport::expired(
+        &f.recipient,
+        lifetime,
+        state.last_error.as_deref(),
+        Some(now),
+    );
+    RecipientFate {
+        text: format!("{}: {}", report.reason, f.text),
+        status: Some(report.status),
+        fate: Fate::Failed(report),
+        ..f
+    }
+}
+
+/// The delay warning's part for each deferred recipient.
+fn delay_reports(deferred: &[RecipientFate], now: SystemTime) -> Vec<RecipientReport> {
+    deferred
+        .iter()
+        .map(|f| RecipientReport {
+            address: f.recipient.clone(),
+            status: dsn::STATUS_TRANSIENT,
+            remote_mta: None,
+            reply: None,
+            reason: f.text.clone(),
+            last_attempt: Some(now),
+        })
+        .collect()
+}
+
+impl Plan {
+    /// The delay warning was written: it is not sent again.
+    pub fn warned(&mut self) {
+        self.state.delay_warned = Some(self.now);
+    }
+
+    /// The bounce to write, if any.
+    pub fn bounce(&self) -> Bounce<'_> {
+        if self.failed.is_empty() {
+            Bounce::None
+        } else if !self.notify {
+            Bounce::NullSender
+        } else {
+            Bounce::ToSender(&self.failed)
+        }
+    }
+
+    /// The bounce [`Plan::bounce`] asked for could not be written, for
+    /// `error`, which `permanent` says can never go away (a local part
+    /// that is no mailbox name, a name too long). Says which way the
+    /// failed recipients go.
+    pub fn bounce_not_written(&mut self, permanent: bool, error: &str) -> Unwritten {
+        if permanent || self.expired {
+            self.aside = true;
+            self.no_bounce = Some(format!(
+                "no bounce could be written to <{}>: {error}",
+                self.sender
+            ));
+            return Unwritten::Never;
+        }
+        self.pending
+            .extend(self.failed.iter().map(|r| r.address.clone()));
+        if self.state.next_attempt.is_none() {
+            // Nothing else set a time: the bounce is tried again after the
+            // shortest backoff, as an attempt that failed.
+            self.state
+                .record_attempt(self.now, &format!("cannot write the bounce: {error}"));
+            self.state.next_attempt = Some(self.now + self.min);
+        }
+        Unwritten::NotNow
+    }
+
+    /// What becomes of the message, its notifications written.
+    pub fn end(self) -> End {
+        let aside = self
+            .aside
+            .then(|| failed_reason(&self.failed, self.no_bounce.as_deref()));
+        if self.pending.is_empty() {
+            return match aside {
+                Some(reason) => End::SetAside(reason),
+                None => End::Remove,
+            };
+        }
+        End::Requeue(Requeue {
+            finalized: self.pending.len() < self.recipients,
+            at_once: self.again > 0 && self.again == self.pending.len(),
+            pending: self.pending,
+            state: self.state,
+            copy_aside: aside,
+        })
+    }
+}
+
+/// The `.reason` text for failed recipients: one `<address>: why` a line,
+/// then why no bounce went out, when one should have.
+fn failed_reason(failed: &[RecipientReport], no_bounce: Option<&str>) -> String {
+    failed
+        .iter()
+        .map(|r| format!("<{}>: {}", r.address, r.reason))
+        .chain(no_bounce.map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+#[path = "settle_tests.rs"]
+mod tests;
