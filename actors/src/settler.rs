@@ -3,7 +3,9 @@
 //! failure): delivered recipients leave the message's state, deferred ones
 //! stay with their retry state recorded crash-safely in its state file (the
 //! queue file is never written), failed ones get one bounce (RFC 3464) to
-//! the sender, and the message goes when nothing is pending.
+//! the sender, and the message goes when nothing is pending. What to do is
+//! decided by the core's plan ([`postman::settle`]); this module carries
+//! it out: records, notifications, files, and the message's claim.
 //!
 //! Order matters for "never lose a message": the bounce is written before
 //! the state is recorded or the message removed, so a crash in between can
@@ -20,13 +22,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use postman::config::Config;
 use postman::dsn::{self, Kind, RecipientReport, Report};
 use postman::queue::{self, Claimed, Queue, Recorded, RetryState, Unrecorded};
-use postman::retry::{Schedule, Verdict};
+use postman::retry::Schedule;
+use postman::settle::{self, Bounce, End, Plan, Requeue, Unwritten};
+use postman::smtp::ReplyCode;
 use slog::{error, info, warn, Logger};
 
 use crate::messages::{Disposition, QueuedMessage};
 use crate::records::{self, Status, Verdict as Record};
 
 /// What one attempt decided for one recipient.
+#[derive(Clone)]
 pub enum Fate {
     Delivered,
     /// Try again later; the text says why.
@@ -41,6 +46,7 @@ pub enum Fate {
 }
 
 /// One recipient's fate with what its log record shows.
+#[derive(Clone)]
 pub struct RecipientFate {
     pub recipient: String,
     pub fate: Fate,
@@ -49,6 +55,25 @@ pub struct RecipientFate {
     pub dsn: Option<String>,
     /// The server's reply or postman's diagnostic.
     pub text: String,
+}
+
+impl RecipientFate {
+    /// The same fate in the core's types, for [`settle::plan`]: the code
+    /// and status were rendered from them, so nothing is lost.
+    fn into_core(self) -> settle::RecipientFate {
+        settle::RecipientFate {
+            recipient: self.recipient,
+            fate: match self.fate {
+                Fate::Delivered => settle::Fate::Delivered,
+                Fate::Deferred(_) => settle::Fate::Deferred,
+                Fate::Again => settle::Fate::Again,
+                Fate::Failed(report) => settle::Fate::Failed(report),
+            },
+            code: ReplyCode::new(self.code),
+            status: self.dsn.and_then(|dsn| dsn.parse().ok()),
+            text: self.text,
+        }
+    }
 }
 
 /// Everything settling needs besides the message. Each worker, each of its
@@ -138,197 +163,143 @@ impl Settler {
 
     /// Applies one attempt's per-recipient fates to the claimed file, logs
     /// one delivery record per recipient, and says what the dispatcher
-    /// should do with the message.
+    /// should do with the message. What to do is [`settle::plan`]'s; this
+    /// carries it out in its order: records, notifications, then the file.
     pub fn settle(
         &mut self,
-        mut msg: QueuedMessage,
+        msg: QueuedMessage,
         claimed: Claimed,
         fates: Vec<RecipientFate>,
         relay: &str,
         log: &Logger,
     ) -> Disposition {
         let now = SystemTime::now();
-        let mut pending = Vec::new();
-        let mut failed = Vec::new();
-        let mut first_reason = None;
-        let mut deferred_records = Vec::new();
-        // Recipients to send again at once: they wait (and expire) with
-        // the others when some recipient is deferred.
-        let waits = fates.iter().any(|f| matches!(f.fate, Fate::Deferred(_)));
-        let mut again = 0;
-        for f in fates {
-            match f.fate {
-                Fate::Delivered => {
-                    self.record(log, &msg, &f, relay, Status::Sent);
-                }
-                Fate::Again if !waits => {
-                    pending.push(f.recipient.clone());
-                    again += 1;
-                }
-                Fate::Deferred(_) | Fate::Again => {
-                    let reason = match &f.fate {
-                        Fate::Deferred(reason) => reason,
-                        _ => &f.text,
-                    };
-                    first_reason.get_or_insert_with(|| reason.clone());
-                    pending.push(f.recipient.clone());
-                    deferred_records.push(f);
-                }
-                Fate::Failed(ref report) => {
-                    self.record(log, &msg, &f, relay, Status::Bounced);
-                    failed.push(report.clone());
-                }
-            }
-        }
-
-        let mut state = msg.retry.clone();
-        if let Some(reason) = &first_reason {
-            state.record_attempt(now, reason);
-            let jitter = self.jitter();
-            match self.schedule.verdict(msg.arrival, &state, now, jitter) {
-                Verdict::Retry { at, warn } => {
-                    state.next_attempt = Some(at);
-                    for f in &deferred_records {
-                        self.record(log, &msg, f, relay, Status::Deferred);
-                    }
-                    if warn {
-                        self.warn_delay(&msg, &claimed, &deferred_records, &mut state, now, log);
-                    }
-                }
-                Verdict::Expired => {
-                    for f in deferred_records.drain(..) {
-                        let report = RecipientReport::expired(
-                            &f.recipient,
-                            self.schedule.lifetime,
-                            state.last_error.as_deref(),
-                            Some(now),
-                        );
-                        let expired = RecipientFate {
-                            text: format!("{}: {}", report.reason, f.text),
-                            dsn: Some(report.status.to_string()),
-                            fate: Fate::Failed(report.clone()),
-                            ..f
-                        };
-                        self.record(log, &msg, &expired, relay, Status::Bounced);
-                        failed.push(report);
-                    }
-                    pending.clear();
-                }
-            }
-        }
-
-        // Why a copy goes to .failed instead of a bounce to the sender.
-        let no_bounce = if failed.is_empty() {
-            None
-        } else {
-            self.bounce_failed(&msg, &claimed, &failed, &mut state, &mut pending, now, log)
+        let jitter = self.jitter();
+        let message = settle::Message {
+            sender: &msg.envelope.sender,
+            arrival: msg.arrival,
+            retry: &msg.retry,
         };
-        let keep_failed_copy = no_bounce.is_some();
-        let no_bounce = no_bounce.flatten();
+        let fates = fates.into_iter().map(RecipientFate::into_core).collect();
+        let mut plan = settle::plan(fates, message, &self.schedule, now, jitter);
+        for f in &plan.logged {
+            self.record(log, &msg, f, relay);
+        }
+        self.warn_delay(&msg, &claimed, &mut plan, now, log);
+        self.bounce_failed(&msg, &claimed, &mut plan, now, log);
+        let result = match plan.end() {
+            End::Requeue(requeue) => return self.requeue(msg, claimed, requeue, log),
+            End::Remove => claimed.complete(),
+            End::SetAside(reason) => claimed.set_aside_failed(&reason).map(|_| ()),
+        };
+        if let Err(e) = result {
+            error!(log, "cannot remove or set aside a settled queue file";
+                "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+        }
+        Disposition::Finished
+    }
 
-        if keep_failed_copy && !pending.is_empty() {
+    /// Writes the delay warning the plan asks for, if any.
+    fn warn_delay(
+        &mut self,
+        msg: &QueuedMessage,
+        claimed: &Claimed,
+        plan: &mut Plan,
+        now: SystemTime,
+        log: &Logger,
+    ) {
+        let Some(reports) = &plan.delay_warning else {
+            return;
+        };
+        match self.bounce(msg, claimed, reports, Kind::Delay, now) {
+            Ok(()) => {
+                plan.warned();
+                info!(log, "delay warning sent"; "queue_id" => &msg.id, "to" => &msg.envelope.sender);
+            }
+            Err(e) => {
+                warn!(log, "cannot write the delay warning"; "queue_id" => &msg.id, "error" => %e)
+            }
+        }
+    }
+
+    /// Writes the one bounce of the failed recipients the plan asks for,
+    /// and tells the plan when it cannot be written.
+    fn bounce_failed(
+        &mut self,
+        msg: &QueuedMessage,
+        claimed: &Claimed,
+        plan: &mut Plan,
+        now: SystemTime,
+        log: &Logger,
+    ) {
+        let written = match plan.bounce() {
+            Bounce::None => return,
+            Bounce::NullSender => {
+                warn!(log, "undeliverable message from the null sender: no bounce is sent, the file is kept in .failed";
+                    "queue_id" => &msg.id, "domain" => &msg.domain);
+                return;
+            }
+            Bounce::ToSender(reports) => self
+                .bounce(msg, claimed, reports, Kind::Failure, now)
+                .map(|()| reports.len()),
+        };
+        let e = match written {
+            Ok(recipients) => {
+                info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
+                    "to" => &msg.envelope.sender, "recipients" => recipients);
+                return;
+            }
+            Err(e) => e,
+        };
+        match plan.bounce_not_written(queue::is_permanent(&e), &e.to_string()) {
+            Unwritten::Never => {
+                error!(log, "the bounce can never reach the sender; the message is kept in .failed";
+                    "queue_id" => &msg.id, "domain" => &msg.domain,
+                    "to" => &msg.envelope.sender, "error" => %e);
+            }
+            Unwritten::NotNow => {
+                error!(log, "cannot write the bounce; the failed recipients stay queued";
+                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
+            }
+        }
+    }
+
+    /// Keeps the message queued for its pending recipients, as the plan
+    /// says: a copy of it aside first when failed recipients got no
+    /// bounce, then their state recorded.
+    fn requeue(
+        &mut self,
+        mut msg: QueuedMessage,
+        claimed: Claimed,
+        requeue: Requeue,
+        log: &Logger,
+    ) -> Disposition {
+        let Requeue {
+            pending,
+            state,
+            copy_aside,
+            finalized,
+            at_once,
+        } = requeue;
+        if let Some(reason) = copy_aside {
             // Others are still pending, so the file stays queued: the
             // failed recipients' copy goes to .failed for the postmaster.
-            let reason = failed_reason(&failed, no_bounce.as_deref());
             if let Err(e) = claimed.copy_aside_failed(&reason) {
                 error!(log, "cannot keep a copy of a failed message from the null sender";
                     "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
             }
         }
-
-        if pending.is_empty() {
-            let result = if keep_failed_copy {
-                claimed
-                    .set_aside_failed(&failed_reason(&failed, no_bounce.as_deref()))
-                    .map(|_| ())
-            } else {
-                claimed.complete()
-            };
-            if let Err(e) = result {
-                error!(log, "cannot remove or set aside a settled queue file";
-                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-            }
-            return Disposition::Finished;
-        }
-
-        // Something is final since the state in force was read (a recipient
-        // delivered, or one refused and its bounce written): the new state
-        // must be recorded before the message can be sent again.
-        let finalized = pending.len() < msg.envelope.recipients.len();
-        // Recipients over the server's limit, when they are all that is
-        // left, go again at once; with a split, those of the new messages
-        // too.
-        let all_again = again > 0 && again == pending.len();
+        let again = pending.len();
         let recording = self.record_state(&mut msg, claimed, pending, &state, finalized, log);
         msg.retry = state;
         match recording {
             Recording::Kept => Disposition::Finished,
-            Recording::Recorded if all_again => {
+            Recording::Recorded if at_once => {
                 info!(log, "recipients over the server's limit per transaction go in a new transaction";
                     "queue_id" => &msg.id, "domain" => &msg.domain, "recipients" => again);
                 Disposition::Unused(Box::new(msg))
             }
             Recording::Recorded | Recording::NotRecorded => Disposition::Deferred(Box::new(msg)),
-        }
-    }
-
-    /// Writes one bounce for the `failed` recipients. Says whether a copy
-    /// goes to .failed instead (`Some`, with why no bounce was written
-    /// when one should have been): for a message from the null sender, or
-    /// one whose bounce can never be written. A bounce that cannot be
-    /// written for now puts them back among the `pending`.
-    #[allow(clippy::too_many_arguments)]
-    fn bounce_failed(
-        &mut self,
-        msg: &QueuedMessage,
-        claimed: &Claimed,
-        failed: &[RecipientReport],
-        state: &mut RetryState,
-        pending: &mut Vec<String>,
-        now: SystemTime,
-        log: &Logger,
-    ) -> Option<Option<String>> {
-        if !dsn::should_bounce(&msg.envelope.sender) {
-            // A bounce is never bounced: keep a copy for the postmaster.
-            warn!(log, "undeliverable message from the null sender: no bounce is sent, the file is kept in .failed";
-                "queue_id" => &msg.id, "domain" => &msg.domain);
-            return Some(None);
-        }
-        match self.bounce(msg, claimed, failed, Kind::Failure, state, now) {
-            Ok(()) => {
-                info!(log, "bounce sent"; "queue_id" => &msg.id, "domain" => &msg.domain,
-                    "to" => &msg.envelope.sender, "recipients" => failed.len());
-                None
-            }
-            Err(e) if queue::is_permanent(&e) || self.schedule.expired(msg.arrival, now) => {
-                // The sender can never get one (a local part that is no
-                // mailbox name, a name too long), or the message outlived
-                // its queue lifetime waiting for its bounce to be written: a
-                // double bounce. As for the null sender, a copy goes to
-                // .failed for the postmaster, and the refused recipients are
-                // not tried again.
-                error!(log, "the bounce can never reach the sender; the message is kept in .failed";
-                    "queue_id" => &msg.id, "domain" => &msg.domain,
-                    "to" => &msg.envelope.sender, "error" => %e);
-                Some(Some(format!(
-                    "no bounce could be written to <{}>: {e}",
-                    msg.envelope.sender
-                )))
-            }
-            Err(e) => {
-                // Perhaps only for now (a full disk): without the bounce the
-                // sender would never hear of it, so those recipients stay
-                // queued and are tried again later, as Postfix defers a
-                // recipient whose bounce it cannot log.
-                error!(log, "cannot write the bounce; the failed recipients stay queued";
-                    "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-                pending.extend(failed.iter().map(|r| r.address.clone()));
-                if state.next_attempt.is_none() {
-                    state.record_attempt(now, &format!("cannot write the bounce: {e}"));
-                    state.next_attempt = Some(now + self.schedule.min);
-                }
-                None
-            }
         }
     }
 
@@ -425,7 +396,7 @@ impl Settler {
         log: &Logger,
     ) -> Disposition {
         for f in fates {
-            self.record(log, msg, f, relay, Status::Sent);
+            self.record(log, msg, &f.clone().into_core(), relay);
         }
         Disposition::Finished
     }
@@ -453,14 +424,13 @@ impl Settler {
         self.settle(msg, claimed, fates, relay, log)
     }
 
-    fn record(
-        &self,
-        log: &Logger,
-        msg: &QueuedMessage,
-        f: &RecipientFate,
-        relay: &str,
-        status: Status,
-    ) {
+    /// One delivery record for `f`, its status by its fate.
+    fn record(&self, log: &Logger, msg: &QueuedMessage, f: &settle::RecipientFate, relay: &str) {
+        let status = match f.fate {
+            settle::Fate::Delivered => Status::Sent,
+            settle::Fate::Deferred | settle::Fate::Again => Status::Deferred,
+            settle::Fate::Failed(_) => Status::Bounced,
+        };
         records::log_recipient(
             log,
             msg,
@@ -468,45 +438,11 @@ impl Settler {
             &Record {
                 status,
                 relay,
-                code: f.code,
-                dsn: f.dsn.clone(),
+                code: f.code.map_or(0, ReplyCode::get),
+                dsn: f.status.map(|s| s.to_string()),
                 reply: &f.text,
             },
         );
-    }
-
-    fn warn_delay(
-        &mut self,
-        msg: &QueuedMessage,
-        claimed: &Claimed,
-        deferred: &[RecipientFate],
-        state: &mut RetryState,
-        now: SystemTime,
-        log: &Logger,
-    ) {
-        if !dsn::should_bounce(&msg.envelope.sender) {
-            return;
-        }
-        let reports: Vec<RecipientReport> = deferred
-            .iter()
-            .map(|f| RecipientReport {
-                address: f.recipient.clone(),
-                status: dsn::STATUS_TRANSIENT,
-                remote_mta: None,
-                reply: None,
-                reason: f.text.clone(),
-                last_attempt: Some(now),
-            })
-            .collect();
-        match self.bounce(msg, claimed, &reports, Kind::Delay, state, now) {
-            Ok(()) => {
-                state.delay_warned = Some(now);
-                info!(log, "delay warning sent"; "queue_id" => &msg.id, "to" => &msg.envelope.sender);
-            }
-            Err(e) => {
-                warn!(log, "cannot write the delay warning"; "queue_id" => &msg.id, "error" => %e)
-            }
-        }
     }
 
     /// Writes one notification to the sender: into its Maildir when its
@@ -517,7 +453,6 @@ impl Settler {
         claimed: &Claimed,
         reports: &[RecipientReport],
         kind: Kind,
-        _state: &mut RetryState,
         now: SystemTime,
     ) -> std::io::Result<()> {
         let (file, _) = claimed.open()?;
@@ -564,17 +499,6 @@ fn release(claimed: Claimed, msg: &QueuedMessage, log: &Logger) {
         error!(log, "cannot release a claimed queue file; it is recovered at the next start";
             "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
     }
-}
-
-/// The `.reason` text for failed recipients: one `<address>: why` a line,
-/// then why no bounce went out, when one should have.
-fn failed_reason(failed: &[RecipientReport], no_bounce: Option<&str>) -> String {
-    failed
-        .iter()
-        .map(|r| format!("<{}>: {}", r.address, r.reason))
-        .chain(no_bounce.map(str::to_owned))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// When a deferred message is due again, as an `Instant` for the
