@@ -24,57 +24,12 @@ use postman::dsn::{self, Kind, RecipientReport, Report};
 use postman::queue::{self, Claimed, Queue, Recorded, RetryState, Unrecorded};
 use postman::retry::Schedule;
 use postman::settle::{self, Bounce, End, Plan, Requeue, Unwritten};
+pub use postman::settle::{Fate, RecipientFate};
 use postman::smtp::ReplyCode;
 use slog::{error, info, warn, Logger};
 
 use crate::messages::{Disposition, QueuedMessage};
 use crate::records::{self, Status, Verdict as Record};
-
-/// What one attempt decided for one recipient.
-#[derive(Clone)]
-pub enum Fate {
-    Delivered,
-    /// Try again later; the text says why.
-    Deferred(String),
-    /// Not taken in this transaction only for the server's limit of
-    /// recipients per transaction (RFC 5321 §4.5.3.1.10), while others
-    /// were delivered: no attempt is counted and, unless the message waits
-    /// for another recipient anyway, it is sent again at once.
-    Again,
-    /// Permanently refused: reported in the bounce.
-    Failed(RecipientReport),
-}
-
-/// One recipient's fate with what its log record shows.
-#[derive(Clone)]
-pub struct RecipientFate {
-    pub recipient: String,
-    pub fate: Fate,
-    /// The reply code, 0 without a reply.
-    pub code: u16,
-    pub dsn: Option<String>,
-    /// The server's reply or postman's diagnostic.
-    pub text: String,
-}
-
-impl RecipientFate {
-    /// The same fate in the core's types, for [`settle::plan`]: the code
-    /// and status were rendered from them, so nothing is lost.
-    fn into_core(self) -> settle::RecipientFate {
-        settle::RecipientFate {
-            recipient: self.recipient,
-            fate: match self.fate {
-                Fate::Delivered => settle::Fate::Delivered,
-                Fate::Deferred(_) => settle::Fate::Deferred,
-                Fate::Again => settle::Fate::Again,
-                Fate::Failed(report) => settle::Fate::Failed(report),
-            },
-            code: ReplyCode::new(self.code),
-            status: self.dsn.and_then(|dsn| dsn.parse().ok()),
-            text: self.text,
-        }
-    }
-}
 
 /// Everything settling needs besides the message. Each worker, each of its
 /// disk threads and the dispatcher own one: nothing here is shared.
@@ -180,7 +135,6 @@ impl Settler {
             arrival: msg.arrival,
             retry: &msg.retry,
         };
-        let fates = fates.into_iter().map(RecipientFate::into_core).collect();
         let mut plan = settle::plan(fates, message, &self.schedule, now, jitter);
         for f in &plan.logged {
             self.record(log, &msg, f, relay);
@@ -396,7 +350,7 @@ impl Settler {
         log: &Logger,
     ) -> Disposition {
         for f in fates {
-            self.record(log, msg, &f.clone().into_core(), relay);
+            self.record(log, msg, f, relay);
         }
         Disposition::Finished
     }
@@ -425,11 +379,11 @@ impl Settler {
     }
 
     /// One delivery record for `f`, its status by its fate.
-    fn record(&self, log: &Logger, msg: &QueuedMessage, f: &settle::RecipientFate, relay: &str) {
+    fn record(&self, log: &Logger, msg: &QueuedMessage, f: &RecipientFate, relay: &str) {
         let status = match f.fate {
-            settle::Fate::Delivered => Status::Sent,
-            settle::Fate::Deferred | settle::Fate::Again => Status::Deferred,
-            settle::Fate::Failed(_) => Status::Bounced,
+            Fate::Delivered => Status::Sent,
+            Fate::Deferred | Fate::Again => Status::Deferred,
+            Fate::Failed(_) => Status::Bounced,
         };
         records::log_recipient(
             log,

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use postman::dsn::{self, RecipientReport};
 use postman::route::RouteError;
 use postman::schedule::{AfterFailure, ConnectFailure};
-use postman::smtp::EnhancedCode;
+use postman::smtp::{EnhancedCode, ReplyCode};
 use slog::{o, Logger};
 
 use super::Dispatcher;
@@ -74,9 +74,10 @@ impl Dispatcher {
             job,
             |recipient| RecipientFate {
                 recipient: recipient.to_owned(),
-                fate: Fate::Deferred(reason.clone()),
-                code,
-                dsn: dsn.clone(),
+                fate: Fate::Deferred,
+                code: ReplyCode::new(code),
+                // Rendered from an `EnhancedCode` by the worker.
+                status: dsn.as_deref().and_then(|dsn| dsn.parse().ok()),
                 text: reason.clone(),
             },
             &relay,
@@ -128,8 +129,8 @@ impl Dispatcher {
                         RecipientReport::expired(recipient, lifetime, Some(&last_error), Some(now));
                     RecipientFate {
                         recipient: recipient.to_owned(),
-                        code: 0,
-                        dsn: Some(report.status.to_string()),
+                        code: None,
+                        status: Some(report.status),
                         text: format!("{}: {reason}", report.reason),
                         fate: Fate::Failed(report),
                     }
@@ -171,8 +172,8 @@ impl Dispatcher {
             msg,
             |recipient| RecipientFate {
                 recipient: recipient.to_owned(),
-                code: 0,
-                dsn: Some(status.to_string()),
+                code: None,
+                status: Some(status),
                 text: reason.to_owned(),
                 fate: Fate::Failed(RecipientReport {
                     address: recipient.to_owned(),

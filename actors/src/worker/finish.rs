@@ -38,60 +38,16 @@ pub fn finish_job(
     relay: &str,
     throttle: Option<String>,
 ) {
-    let host = relay.split('[').next().unwrap_or(relay).to_owned();
-    let now = SystemTime::now();
-    let again = result.send_again();
-    let fates: Vec<RecipientFate> = result
-        .recipients
-        .into_iter()
-        .zip(again)
-        .map(|(r, again)| match r.result {
-            Ok(reply) => {
-                shared.stats.sent += 1;
-                RecipientFate {
-                    recipient: r.recipient,
-                    fate: Fate::Delivered,
-                    code: reply.code.get(),
-                    dsn: reply.enhanced.map(|e| e.to_string()),
-                    text: reply.to_string(),
-                }
-            }
-            Err(outcome) => {
-                let text = format!("host {relay} {outcome}");
-                let code = outcome.reply.as_ref().map_or(0, |r| r.code.get());
-                let dsn = outcome
-                    .reply
-                    .as_ref()
-                    .and_then(|r| r.enhanced)
-                    .or(outcome.status)
-                    .map(|e| e.to_string());
-                let fate = match outcome.class {
-                    // Over the server's limit of recipients per transaction.
-                    _ if again => Fate::Again,
-                    Class::Transient => {
-                        shared.stats.deferred += 1;
-                        Fate::Deferred(text.clone())
-                    }
-                    Class::Permanent => {
-                        shared.stats.bounced += 1;
-                        Fate::Failed(RecipientReport::from_outcome(
-                            &r.recipient,
-                            &outcome,
-                            Some(&host),
-                            Some(now),
-                        ))
-                    }
-                };
-                RecipientFate {
-                    recipient: r.recipient,
-                    fate,
-                    code,
-                    dsn,
-                    text,
-                }
-            }
-        })
-        .collect();
+    let fates = fates(result, relay, SystemTime::now());
+    for f in &fates {
+        match f.fate {
+            Fate::Delivered => shared.stats.sent += 1,
+            Fate::Deferred => shared.stats.deferred += 1,
+            Fate::Failed(_) => shared.stats.bounced += 1,
+            // Sent again: neither deferred nor bounced yet.
+            Fate::Again => {}
+        }
+    }
     let open = job.body.map(|body| {
         let (buffer, open) = body.into_parts();
         if let Some(buffer) = buffer {
@@ -131,6 +87,52 @@ pub fn finish_job(
     } else if let Err(settlement) = shared.disk.try_settle(settlement) {
         settle_here(shared, settlement);
     }
+}
+
+/// The fates of a transaction's recipients, in envelope order, the last
+/// attempt ending at `now`. `relay` (`host[address]:port`) prefixes each
+/// failure's text; its host names the remote MTA in a bounce.
+fn fates(result: MessageResult, relay: &str, now: SystemTime) -> Vec<RecipientFate> {
+    let host = relay.split('[').next().unwrap_or(relay);
+    let again = result.send_again();
+    result
+        .recipients
+        .into_iter()
+        .zip(again)
+        .map(|(r, again)| {
+            let outcome = match r.result {
+                Ok(reply) => {
+                    return RecipientFate {
+                        recipient: r.recipient,
+                        fate: Fate::Delivered,
+                        code: Some(reply.code),
+                        status: reply.enhanced,
+                        text: reply.to_string(),
+                    }
+                }
+                Err(outcome) => outcome,
+            };
+            let reply = outcome.reply.as_ref();
+            let fate = match outcome.class {
+                // Over the server's limit of recipients per transaction.
+                _ if again => Fate::Again,
+                Class::Transient => Fate::Deferred,
+                Class::Permanent => Fate::Failed(RecipientReport::from_outcome(
+                    &r.recipient,
+                    &outcome,
+                    Some(host),
+                    Some(now),
+                )),
+            };
+            RecipientFate {
+                code: reply.map(|r| r.code),
+                status: reply.and_then(|r| r.enhanced).or(outcome.status),
+                text: format!("host {relay} {outcome}"),
+                recipient: r.recipient,
+                fate,
+            }
+        })
+        .collect()
 }
 
 /// Settles in the worker's own thread a settlement no disk thread has
@@ -180,4 +182,211 @@ pub fn untried_job(shared: &mut Shared, job: Job, relay: &str, throttle: Option<
         "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "relay" => relay);
     release(&ctx, &job.msg, job.claimed);
     give_back_throttled(&ctx, job.msg, throttle);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use postman::smtp::{Outcome, RecipientResult, Reply, Scope, Stage};
+
+    use super::*;
+
+    const RELAY: &str = "mx.d.test[192.0.2.1]:25";
+
+    fn reply(text: &str) -> Reply {
+        text.parse()
+            .unwrap_or_else(|e| panic!("test reply {text:?} does not parse: {e}"))
+    }
+
+    /// A recipient's result in a row: delivered with a reply, refused at
+    /// RCPT with a reply, refused with postman's own status at the end of
+    /// DATA, or lost without a reply.
+    #[derive(Clone, Copy)]
+    enum R {
+        Ok(&'static str),
+        Rcpt(&'static str),
+        TooBig,
+        Lost,
+    }
+
+    fn result(recipient: &str, r: R) -> RecipientResult {
+        let result = match r {
+            R::Ok(text) => Ok(reply(text)),
+            R::Rcpt(text) => {
+                let reply = reply(text);
+                Err(Outcome::from_reply(
+                    Class::of(reply.code),
+                    Scope::Recipient,
+                    Stage::Rcpt,
+                    reply,
+                ))
+            }
+            R::TooBig => Err(Outcome::from_reply(
+                Class::Permanent,
+                Scope::Message,
+                Stage::DataEnd,
+                reply("552 too big"),
+            )
+            .with_status(postman::dsn::STATUS_PERMANENT)),
+            R::Lost => Err(Outcome::without_reply(
+                Class::Transient,
+                Scope::Destination,
+                Stage::DataEnd,
+                "lost connection while sending end of data",
+            )),
+        };
+        RecipientResult {
+            recipient: recipient.to_owned(),
+            result,
+        }
+    }
+
+    /// A fate as a row shows it: kind, code, status, text.
+    fn shown(f: &RecipientFate) -> (String, &'static str, u16, String, String) {
+        let kind = match f.fate {
+            Fate::Delivered => "delivered",
+            Fate::Deferred => "deferred",
+            Fate::Again => "again",
+            Fate::Failed(_) => "failed",
+        };
+        (
+            f.recipient.clone(),
+            kind,
+            f.code.map_or(0, |c| c.get()),
+            f.status.map(|s| s.to_string()).unwrap_or_default(),
+            f.text.clone(),
+        )
+    }
+
+    /// Recipient, kind, code (0: none), status ("": none), text.
+    type Row = (&'static str, &'static str, u16, &'static str, &'static str);
+    /// A row's name, its recipients' results, and the fates they make.
+    type Case = (&'static str, &'static [(&'static str, R)], &'static [Row]);
+
+    #[test]
+    fn each_result_becomes_its_fate() {
+        let cases: &[Case] = &[
+            (
+                "delivered: the reply as the server gave it",
+                &[("a", R::Ok("250 2.0.0 queued as 1"))],
+                &[("a", "delivered", 250, "2.0.0", "250 2.0.0 queued as 1")],
+            ),
+            (
+                "a 4xx to RCPT is deferred, a 5xx failed",
+                &[
+                    ("a", R::Rcpt("450 4.2.0 greylisted")),
+                    ("b", R::Rcpt("550 5.1.1 no such user")),
+                ],
+                &[
+                    (
+                        "a",
+                        "deferred",
+                        450,
+                        "4.2.0",
+                        "host mx.d.test[192.0.2.1]:25 said: 450 4.2.0 greylisted (in reply to RCPT TO command)",
+                    ),
+                    (
+                        "b",
+                        "failed",
+                        550,
+                        "5.1.1",
+                        "host mx.d.test[192.0.2.1]:25 said: 550 5.1.1 no such user (in reply to RCPT TO command)",
+                    ),
+                ],
+            ),
+            (
+                "over the server's limit beside a delivery: again",
+                &[("a", R::Ok("250 ok")), ("b", R::Rcpt("452 4.5.3 too many"))],
+                &[
+                    ("a", "delivered", 250, "", "250 ok"),
+                    (
+                        "b",
+                        "again",
+                        452,
+                        "4.5.3",
+                        "host mx.d.test[192.0.2.1]:25 said: 452 4.5.3 too many (in reply to RCPT TO command)",
+                    ),
+                ],
+            ),
+            (
+                "over the limit with nothing delivered: deferred",
+                &[("a", R::Rcpt("452 too many"))],
+                &[(
+                    "a",
+                    "deferred",
+                    452,
+                    "",
+                    "host mx.d.test[192.0.2.1]:25 said: 452 too many (in reply to RCPT TO command)",
+                )],
+            ),
+            (
+                "postman's own status when the reply has none",
+                &[("a", R::TooBig)],
+                &[(
+                    "a",
+                    "failed",
+                    552,
+                    "5.0.0",
+                    "host mx.d.test[192.0.2.1]:25 said: 552 too big (in reply to end of DATA command)",
+                )],
+            ),
+            (
+                "no reply: no code, no status",
+                &[("a", R::Lost)],
+                &[(
+                    "a",
+                    "deferred",
+                    0,
+                    "",
+                    "host mx.d.test[192.0.2.1]:25 lost connection while sending end of data",
+                )],
+            ),
+        ];
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (name, results, want) in cases {
+            let result = MessageResult {
+                recipients: results.iter().map(|&(r, x)| result(r, x)).collect(),
+                untried: false,
+            };
+            let got = fates(result, RELAY, now);
+            let got: Vec<_> = got.iter().map(shown).collect();
+            let want: Vec<_> = want
+                .iter()
+                .map(|&(r, k, c, s, t)| (r.to_owned(), k, c, s.to_owned(), t.to_owned()))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// A failed recipient's report names the host without its address and
+    /// carries the reply and the time of the attempt.
+    #[test]
+    fn a_failure_reports_the_host() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let result = MessageResult {
+            recipients: vec![result("a", R::Rcpt("550 5.1.1 no such user"))],
+            untried: false,
+        };
+        let got = fates(result, RELAY, now);
+        let Some(Fate::Failed(report)) = got.first().map(|f| &f.fate) else {
+            panic!("a 550 to RCPT fails: {got:?}");
+        };
+        assert_eq!(
+            report.remote_mta.as_deref(),
+            Some("mx.d.test"),
+            "remote MTA"
+        );
+        assert_eq!(
+            report.reply.as_deref(),
+            Some("550 5.1.1 no such user"),
+            "reply"
+        );
+        assert_eq!(report.last_attempt, Some(now), "last attempt");
+        assert_eq!(
+            report.reason,
+            "host mx.d.test said: 550 5.1.1 no such user (in reply to RCPT TO command)",
+            "reason"
+        );
+    }
 }

@@ -85,7 +85,7 @@ impl Settlement {
     /// Some recipient's fate is the server's reply (see
     /// [`DispatcherMsg::Done`]'s `answered`).
     pub fn answered(&self) -> bool {
-        self.fates.iter().any(|f| f.code != 0)
+        self.fates.iter().any(|f| f.code.is_some())
     }
 
     /// The outcome is known before settling: the file is gone, so the
