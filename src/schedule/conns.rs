@@ -118,7 +118,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             let msg = d.take_ready(id)?;
             if d.ready.is_empty() {
                 d.in_turns = false;
-            } else if let Some(entry) = self.sites.get_mut(id.0 as usize) {
+            } else if let Some(entry) = self.sites.get_mut(&id) {
                 entry.turns.push_back(name.clone());
             }
             self.ready_total -= 1;
@@ -489,7 +489,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             .runnable
             .iter()
             .filter(|id| {
-                self.sites.get(id.0 as usize).is_some_and(|e| {
+                self.sites.get(id).is_some_and(|e| {
                     e.site.has_room(now)
                         && e.turns.iter().any(|name| {
                             self.domains

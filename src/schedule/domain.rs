@@ -109,6 +109,26 @@ impl<M: Queued> Domain<M> {
         }
     }
 
+    /// Nothing to do and nothing worth remembering at `now`: no message,
+    /// no connection, no lookup, no hold or failure, and no cached route
+    /// (an expired one is looked up again anyway).
+    pub fn idle(&self, now: Instant) -> bool {
+        let route_cached = match &self.route {
+            RouteState::Unknown => false,
+            RouteState::Resolving => true,
+            RouteState::Known { until, .. } | RouteState::Failed { until, .. } => *until > now,
+        };
+        self.ready.is_empty()
+            && self.flying.is_empty()
+            && self.deferred.is_empty()
+            && self.connections == 0
+            && !self.in_turns
+            && !self.lookup_wanted
+            && self.failures == 0
+            && self.held_until(now).is_none()
+            && !route_cached
+    }
+
     /// The hold at `now`, if it lasts.
     pub fn held_until(&self, now: Instant) -> Option<(Instant, &str)> {
         self.held

@@ -52,7 +52,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         }
         let site = d.site(now);
         if let Some(site) = site {
-            if let Some(entry) = self.sites.get(site.0 as usize) {
+            if let Some(entry) = self.sites.get(&site) {
                 if let Some(until) = entry.site.held_until(now) {
                     let reason = entry.site.hold_reason();
                     self.actions.push_back(Action::Defer { msg, until, reason });
@@ -230,7 +230,8 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         if let Some(id) = self.site_ids.get(&spec.name) {
             return *id;
         }
-        let id = SiteId(self.sites.len() as u32);
+        let id = SiteId(self.next_site);
+        self.next_site += 1;
         let mut site = Site::new(spec.name.clone(), spec.hosts, spec.shape);
         if let Some((failures, left, error)) = spec.persisted {
             site.failures = failures;
@@ -240,11 +241,14 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             }
         }
         self.site_ids.insert(spec.name, id);
-        self.sites.push(SiteEntry {
-            site,
-            turns: VecDeque::new(),
-            in_runnable: false,
-        });
+        self.sites.insert(
+            id,
+            SiteEntry {
+                site,
+                turns: VecDeque::new(),
+                in_runnable: false,
+            },
+        );
         id
     }
 

@@ -57,7 +57,14 @@ pub const LOCAL_LIMIT_PAUSE: Duration = Duration::from_millis(500);
 /// the file and writes a reservation.
 pub const DISK_SPACE_WAIT: Duration = Duration::from_secs(30);
 
-/// A site, by its index in the scheduler.
+/// How often domains and sites with nothing to do are forgotten, so that a
+/// daemon that has sent to a million domains over a year does not keep
+/// them all. A domain is kept while its route is cached, a site while a
+/// domain's route leads to it or it still holds something learned (a
+/// backoff, a suspension, a throttle's ceiling).
+pub const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// A site, by its id in the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SiteId(pub u32);
 
@@ -221,8 +228,13 @@ pub struct Totals {
 pub struct Scheduler<M, C> {
     limits: Limits,
     domains: HashMap<String, Domain<M>>,
-    sites: Vec<SiteEntry>,
+    /// By id; an id is never given twice, so one a message still carries
+    /// after its site was forgotten finds nothing.
+    sites: HashMap<SiteId, SiteEntry>,
     site_ids: HashMap<String, SiteId>,
+    next_site: u32,
+    /// When idle domains and sites are next forgotten ([`FORGET_EVERY`]).
+    next_forget: Option<Instant>,
     runnable: VecDeque<SiteId>,
     lookups_wanted: VecDeque<String>,
     /// Messages waiting for a time: (due, domain, id). An entry whose
@@ -250,8 +262,10 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         Scheduler {
             limits,
             domains: HashMap::new(),
-            sites: Vec::new(),
+            sites: HashMap::new(),
             site_ids: HashMap::new(),
+            next_site: 0,
+            next_forget: None,
             runnable: VecDeque::new(),
             lookups_wanted: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -306,7 +320,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
 
     /// A site by id.
     pub fn site(&self, id: SiteId) -> Option<&Site> {
-        self.sites.get(id.0 as usize).map(|entry| &entry.site)
+        self.sites.get(&id).map(|entry| &entry.site)
     }
 
     /// A site's id by name.
@@ -316,7 +330,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
 
     /// Every site with its ready messages and domains with ready mail.
     pub fn sites(&self) -> impl Iterator<Item = (&Site, usize, usize)> + '_ {
-        self.sites.iter().map(|entry| {
+        self.sites.values().map(|entry| {
             let ready = entry
                 .turns
                 .iter()
@@ -340,19 +354,19 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     /// New site limits (a reload): `shape` maps a site's host names to its
     /// shape. Waiting connections wait no longer than their new cache time.
     pub fn reshape(&mut self, shape: impl Fn(&[String]) -> Shape, now: Instant) {
-        for entry in &mut self.sites {
+        for entry in self.sites.values_mut() {
             let new = shape(&entry.site.hosts);
             entry.site.reshape(new);
         }
         for parked in &mut self.parked {
-            if let Some(entry) = self.sites.get(parked.site.0 as usize) {
+            if let Some(entry) = self.sites.get(&parked.site) {
                 let latest = now + entry.site.shape.connection_cache_time;
                 parked.until = parked.until.min(latest);
             }
         }
         self.parked.make_contiguous().sort_by_key(|p| p.until);
-        for id in 0..self.sites.len() {
-            self.make_runnable(SiteId(id as u32));
+        for id in self.site_ids_in_order() {
+            self.make_runnable(id);
         }
     }
 
@@ -381,11 +395,45 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
                 });
             }
         }
+        if self.next_forget.is_none_or(|at| at <= now) {
+            self.forget_idle(now);
+            self.next_forget = Some(now + FORGET_EVERY);
+        }
         self.pump(now);
     }
 
+    /// Drops the domains and sites that have nothing to do and nothing
+    /// worth remembering at `now`.
+    fn forget_idle(&mut self, now: Instant) {
+        self.domains.retain(|_, d| !d.idle(now));
+        let used: std::collections::HashSet<SiteId> = self
+            .domains
+            .values()
+            .filter_map(|d| d.site(now))
+            .chain(self.parked.iter().map(|p| p.site))
+            .collect();
+        let site_ids = &mut self.site_ids;
+        self.sites.retain(|id, entry| {
+            let keep = used.contains(id)
+                || entry.in_runnable
+                || !entry.turns.is_empty()
+                || !entry.site.idle(now);
+            if !keep {
+                site_ids.remove(&entry.site.name);
+            }
+            keep
+        });
+    }
+
+    /// Site ids, oldest first (for a reproducible order).
+    fn site_ids_in_order(&self) -> Vec<SiteId> {
+        let mut ids: Vec<SiteId> = self.sites.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn entry(&mut self, id: SiteId) -> Option<&mut SiteEntry> {
-        self.sites.get_mut(id.0 as usize)
+        self.sites.get_mut(&id)
     }
 
     fn domain(&mut self, name: &str) -> &mut Domain<M> {
@@ -395,7 +443,7 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     }
 
     fn make_runnable(&mut self, id: SiteId) {
-        if let Some(entry) = self.sites.get_mut(id.0 as usize) {
+        if let Some(entry) = self.sites.get_mut(&id) {
             if !entry.in_runnable && !entry.turns.is_empty() {
                 entry.in_runnable = true;
                 self.runnable.push_back(id);

@@ -236,6 +236,16 @@ impl Site {
         self.limit = self.limit.clamp(1, self.shape.max_connections.max(1));
     }
 
+    /// Nothing open and nothing learned that still matters at `now`: no
+    /// connection, no hold, no failed round, no throttle's ceiling.
+    pub fn idle(&self, now: Instant) -> bool {
+        self.connections == 0
+            && self.parked == 0
+            && self.failures == 0
+            && self.held_until(now).is_none()
+            && self.ceiling.is_none_or(|(_, until)| until <= now)
+    }
+
     /// The hold at `now`, if it still lasts.
     pub fn held_until(&self, now: Instant) -> Option<Instant> {
         self.held

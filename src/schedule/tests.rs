@@ -829,3 +829,95 @@ fn routes_that_expire_on_a_paced_turn_are_looked_up_at_once() {
         w.actions
     );
 }
+
+/// Delivers `m` over `conn`, which waits for more, then says goodbye and
+/// closes.
+fn deliver_and_close(w: &mut World, site: SiteId, conn: Conn, m: &Msg) {
+    w.finish(site, conn, m);
+    let wait = w.shape.connection_cache_time;
+    w.advance(wait + ms(1));
+    for (c, job) in w.take_nexts() {
+        assert!(job.is_none(), "nothing more to send");
+        w.s.closed(c, site, None);
+    }
+    w.tick();
+}
+
+#[test]
+fn idle_domains_and_sites_are_forgotten_once_their_route_expires() {
+    let mut w = World::new(one_site_shape(1, 1));
+    w.queue(&[("a.test", "mx.test")], 1);
+    let (site, job) = w.take_opens().pop().expect("a connection");
+    deliver_and_close(&mut w, site, 1, &job);
+    // The route is cached for its hour: both are kept however often the
+    // scheduler looks.
+    w.advance(FORGET_EVERY);
+    w.advance(FORGET_EVERY);
+    assert_eq!((w.s.totals().domains, w.s.totals().sites), (1, 1));
+    assert_eq!(w.s.site_id("mx.test"), Some(site));
+    // The hour is over: the next look forgets both.
+    w.advance(Duration::from_secs(3600));
+    assert_eq!((w.s.totals().domains, w.s.totals().sites), (0, 0));
+    assert_eq!(w.s.site_id("mx.test"), None);
+    assert!(w.s.site(site).is_none());
+    // A late word about the old site finds nothing and harms nothing.
+    w.s.closed(7, site, None);
+    w.s.want_more(8, site, None, w.now);
+    w.tick();
+    assert_eq!(w.take_nexts(), vec![(8, None)]);
+    // New mail for the domain is looked up again and gets a new site id:
+    // an id is never given twice.
+    w.queue(&[("a.test", "mx.test")], 1);
+    let (new_site, job) = w.take_opens().pop().expect("a connection");
+    assert_ne!(new_site, site);
+    assert_eq!(job.domain, "a.test");
+}
+
+#[test]
+fn what_still_matters_is_not_forgotten() {
+    let mut w = World::new(one_site_shape(1, 1));
+    // b.test has a message waiting for its retry time.
+    w.queue(&[("a.test", "mx.a.test"), ("b.test", "mx.b.test")], 1);
+    let opens = w.take_opens();
+    let (site_a, job_a) = opens
+        .iter()
+        .find(|(_, m)| m.domain == "a.test")
+        .cloned()
+        .expect("a connection to a.test");
+    let (site_b, job_b) = opens
+        .iter()
+        .find(|(_, m)| m.domain == "b.test")
+        .cloned()
+        .expect("a connection to b.test");
+    deliver_and_close(&mut w, site_a, 1, &job_a);
+    w.s.returned(&job_b.domain, &job_b.id, true, None, w.now);
+    w.s.defer(job_b.clone(), w.now + Duration::from_secs(7200));
+    w.s.closed(2, site_b, Some("b.test"));
+    // a.test's site refused a connection and keeps its backoff.
+    w.s.found(msg("a.test", 9), None, w.now);
+    w.tick();
+    let (site, job) = w.take_opens().pop().expect("a connection to a.test");
+    assert_eq!(site, site_a);
+    let failure = ConnectFailure {
+        error: "connection refused".to_owned(),
+        throttle: None,
+        loops: false,
+    };
+    let after = w.s.connect_failed(job, &failure, w.now);
+    assert!(matches!(after, AfterFailure::Failed { .. }));
+    w.s.closed(3, site_a, None);
+    w.advance(Duration::from_secs(3601));
+    assert!(
+        w.s.site(site_a).is_some_and(|s| s.failures > 0),
+        "a site in backoff is remembered"
+    );
+    assert!(w.s.site(site_b).is_none(), "b.test's route expired");
+    assert_eq!(
+        w.s.totals().deferred,
+        1,
+        "a domain with a message waiting is kept"
+    );
+    // The message comes back at its time and is looked up again.
+    w.advance(Duration::from_secs(3600));
+    assert_eq!(w.take_lookups(), vec!["b.test".to_owned()]);
+}
