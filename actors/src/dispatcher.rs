@@ -225,7 +225,7 @@ impl Dispatcher {
                 site,
                 valid_until,
             } => self.resolved(domain, route, site, valid_until, now),
-            DispatcherMsg::Established { site } => self.sched.established(site),
+            DispatcherMsg::Established { site } => self.sched.established(site, now),
             DispatcherMsg::Done {
                 domain,
                 id,

@@ -214,11 +214,11 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     }
 
     /// A server of the site took a transaction: its backoff is over.
-    pub fn established(&mut self, id: SiteId) {
+    pub fn established(&mut self, id: SiteId, now: Instant) {
         let Some(entry) = self.entry(id) else {
             return;
         };
-        if entry.site.established() {
+        if entry.site.established(now) {
             let site = entry.site.name.clone();
             self.actions
                 .push_back(Action::ClearSiteBackoff { site: site.clone() });

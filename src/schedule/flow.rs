@@ -268,8 +268,8 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     }
 
     /// A site's backoff ended early (`postman flush`).
-    pub fn lift_site(&mut self, id: SiteId) -> bool {
-        let lifted = self.entry(id).is_some_and(|e| e.site.lift_backoff());
+    pub fn lift_site(&mut self, id: SiteId, now: Instant) -> bool {
+        let lifted = self.entry(id).is_some_and(|e| e.site.lift_backoff(now));
         self.make_runnable(id);
         lifted
     }

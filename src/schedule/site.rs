@@ -323,10 +323,11 @@ impl Site {
             && self.held_until(now).is_none()
     }
 
-    /// A server took a transaction: at least the starting concurrency, and
-    /// the backoff is over. Returns whether a backoff was lifted.
-    pub fn established(&mut self) -> bool {
-        self.limit = self.limit.max(self.initial());
+    /// A server took a transaction: at least the starting concurrency (no
+    /// more than a throttle's ceiling allows), and the backoff is over.
+    /// Returns whether a backoff was lifted.
+    pub fn established(&mut self, now: Instant) -> bool {
+        self.restore_initial(now);
         self.looping = false;
         if self.failures == 0 {
             return false;
@@ -551,14 +552,25 @@ impl Site {
     }
 
     /// The backoff file went away (`postman flush`): try again at once.
-    pub fn lift_backoff(&mut self) -> bool {
+    pub fn lift_backoff(&mut self, now: Instant) -> bool {
         let was = self.failures > 0 || matches!(self.held, Some((_, Hold::Backoff { .. })));
         self.failures = 0;
         if matches!(self.held, Some((_, Hold::Backoff { .. }))) {
             self.held = None;
         }
-        self.limit = self.limit.max(self.initial());
+        self.restore_initial(now);
         was
+    }
+
+    /// Back to the starting concurrency after a failed round, but not over
+    /// the concurrency a server turned a connection away above: a server
+    /// that took this connection may still refuse a third.
+    fn restore_initial(&mut self, now: Instant) {
+        let initial = match self.ceiling.filter(|(_, until)| *until > now) {
+            Some((ceiling, _)) => self.initial().min(ceiling),
+            None => self.initial(),
+        };
+        self.limit = self.limit.max(initial);
     }
 }
 
@@ -623,9 +635,31 @@ mod tests {
         // After it: the second round waits twice as long.
         let (until, _) = s.back_off(until, wait, "refused");
         assert_eq!(until, t0 + Duration::from_secs(60 + 120));
-        assert!(s.established());
+        assert!(s.established(t0));
         assert_eq!((s.failures, s.held_until(t0), s.limit), (0, None, 5));
-        assert!(!s.established());
+        assert!(!s.established(t0));
+    }
+
+    #[test]
+    fn an_established_session_does_not_lift_concurrency_over_a_throttles_ceiling() {
+        let t0 = base();
+        let shape = Shape {
+            max_connections: 20,
+            initial_connections: 4,
+            ..Shape::default()
+        };
+        let mut s = site(shape);
+        assert_eq!(s.limit, 4);
+        // Two of four connections turned away: the server takes two.
+        s.throttle(t0, 3, "421 4.7.0 Too many concurrent SMTP connections");
+        s.throttle(t0, 2, "421 4.7.0 Too many concurrent SMTP connections");
+        assert_eq!(s.limit, 2);
+        // One of the two that got in: still two, not the initial four.
+        s.established(t0 + Duration::from_millis(5));
+        assert_eq!(s.limit, 2);
+        // Once the ceiling is over, a session restores the initial four.
+        s.established(t0 + THROTTLE_CEILING_TIME);
+        assert_eq!(s.limit, 4);
     }
 
     #[test]

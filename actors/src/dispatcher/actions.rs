@@ -256,7 +256,7 @@ impl Dispatcher {
         }
         self.reassert_domain(domain, now);
         if let Some(site) = self.sched.site_of(domain, now) {
-            if self.sched.lift_site(site) {
+            if self.sched.lift_site(site, now) {
                 let name = self
                     .sched
                     .site(site)

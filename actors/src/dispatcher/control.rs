@@ -242,7 +242,7 @@ impl Dispatcher {
             .filter_map(|name| self.sched.site_id(name))
             .collect();
         for id in ids {
-            if !self.sched.lift_site(id) {
+            if !self.sched.lift_site(id, now) {
                 continue;
             }
             let name = self.sched.site(id).map(|s| s.name.clone());
