@@ -142,7 +142,9 @@ PY
 }
 
 queue_left() {
-  ( (find "$work/maildir/.OTHER_SERVERS" -mindepth 2 -maxdepth 2 -type f -not -name '.*'
+  # Queue files only: not the site backoffs in .sites/, .suspend/ or .status.
+  ( (find "$work/maildir/.OTHER_SERVERS" -mindepth 2 -maxdepth 2 -type f -not -name '.*' \
+    -not -path "$work/maildir/.OTHER_SERVERS/.*/*"
     find "$work/maildir/.OTHER_SERVERS" -mindepth 4 -maxdepth 4 -path '*/.active/*' -type f) 2>/dev/null || true) | wc -l
 }
 
