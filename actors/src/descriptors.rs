@@ -5,16 +5,11 @@
 //! Growing the table while several threads share it is slow: the kernel
 //! waits for an RCU grace period (`expand_fdtable` calls
 //! `synchronize_rcu` when the table is shared), and every thread that
-//! opens a descriptor meanwhile waits too. The first queue file or DNS
-//! socket moved above `FD_SETSIZE` did that in the middle of start-up:
-//! 12.5 ms between the first lookup's socket and its query, on the way to
-//! the first delivery (`strace -f -tt` of `run --once`, on the 2-core
-//! bench machine), and it would again each time the table doubled
-//! further (past 2,048 descriptors, with hundreds of connections' queue
-//! files above `FD_SETSIZE`). While the process has one thread the same
-//! growth costs microseconds, and the table never shrinks. Over 10,000
-//! queued messages the first delivery came 14 ms after start instead of
-//! 26 (medians of 6 alternating runs).
+//! opens a descriptor meanwhile waits too: the first queue file or DNS
+//! socket moved above `FD_SETSIZE` did that in the middle of start-up, on
+//! the way to the first delivery, and would again each time the table
+//! doubled. While the process has one thread the same growth costs
+//! microseconds, and the table never shrinks.
 
 use std::fs::File;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};

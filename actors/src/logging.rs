@@ -7,9 +7,8 @@
 //! owned copy of a record's values), as with slog-async's own drain; the
 //! thread's loop is this module's, for three reasons. It sleeps on an
 //! [`Inbox`], as every other actor does, where slog-async's blocking
-//! receive spins and calls `sched_yield` four times before it parks: 3.9
-//! yields per 100 KB message, each a context switch on a busy two-core
-//! machine. Woken by a record, it lets the records of the next 10 ms
+//! receive spins and calls `sched_yield` four times before it parks, each
+//! a context switch (see `mailbox`). Woken by a record, it lets the records of the next 10 ms
 //! come and writes them with one `write(2)`. And while writes fail (a
 //! full disk under `log.file`) it keeps the newest records, up to 1 MiB,
 //! tries again every second, and says on standard error what it could

@@ -2,21 +2,15 @@
 //! string of yields.
 //!
 //! crossbeam's blocking receive spins, then calls `sched_yield` up to four
-//! times, before it parks. On a busy two-core machine each yield is a
-//! context switch: the dispatcher, woken once or twice per message, made
-//! about four of them per message, more than all its real sleeps (`perf
-//! record -e sched:sched_switch` over 2,000 × 100 KB: 7,701 switches while
-//! runnable against 2,678 sleeps). This mailbox keeps the channel and its
-//! bound and only changes how the owner waits: when the channel is empty
-//! it yields once (at a high message rate the sender is often about to
-//! send again), then parks; every send unparks it. Parking at once, with
-//! no yield, cost more at 6,000 messages a second than it saved: two more
-//! futex calls per message. At 2,000 messages a second the yield finds
-//! nothing and is only a switch: parking at once was 0.225 → 0.215 ms of
-//! CPU per 100 KB message and 0.111 → 0.117 per 2 KB message (6
-//! alternating runs each). So the owner stops yielding for the next
-//! 8 waits after a yield that found nothing: 0.223 →
-//! 0.210 ms at 100 KB and 0.116 → 0.114 at 2 KB (8 runs each).
+//! times, before it parks; on a busy machine each yield is a context
+//! switch, and the dispatcher made more of them than real sleeps. This
+//! mailbox keeps the channel and its bound and only changes how the owner
+//! waits: when the channel is empty it yields once (at a high message rate
+//! the sender is often about to send again), then parks; every send
+//! unparks it. After a yield that found nothing it parks at once for the
+//! next 8 waits, as a yield at a low rate is only a switch. (The
+//! measurements behind each choice: bench/results.md, "Measurements behind
+//! the code".)
 //!
 //! The dispatcher, each worker's disk threads (two mailboxes each, one
 //! owner: [`Inbox::beside`]) and the logger wait this way; the I/O

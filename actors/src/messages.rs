@@ -96,9 +96,8 @@ pub enum Disposition {
 
 /// The dispatcher's mailbox. A queued message travels boxed in it and in
 /// the workers' (as it does in the workers' answer channels): a bounded
-/// channel writes every one of its slots when it is made, and 4,096 slots
-/// of a message carried inline (448 bytes) were 1.8 MB written at
-/// start-up; boxed, a slot is 112 bytes (a worker's mailbox's 56).
+/// channel writes every one of its slots when it is made, so small slots
+/// keep start-up from touching megabytes.
 #[derive(Debug)]
 pub enum DispatcherMsg {
     /// The scanner found a queue file, or a new version of one it reported

@@ -322,9 +322,8 @@ impl BodyReader {
 
     /// Replaces what `buf` holds with the next chunk of up to
     /// [`BODY_CHUNK`] bytes; returns its length, 0 only at the end of the
-    /// file. It is one `read(2)`: a shorter chunk is not the end, 0 is.
-    /// (`read_to_end` here grew the buffer and read in small steps, about
-    /// 20 calls per 100 KB.)
+    /// file. It is one `read(2)`: a shorter chunk is not the end, 0 is
+    /// (`read_to_end` grows the buffer and reads in small steps).
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         // Only bytes beyond what the last chunk left are zeroed.
         buf.resize(BODY_CHUNK, 0);
