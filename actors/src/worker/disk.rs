@@ -73,7 +73,7 @@ pub struct Answers {
 
 /// The worker's handle on its disk threads.
 pub struct Disk {
-    threads: Vec<DiskThread>,
+    threads: Vec<ThreadLink>,
     /// Settlements of delivered messages kept back to go with the next
     /// preparation, to the same thread ([`Disk::hold`]).
     #[expect(clippy::vec_box, reason = "each goes on as it is, in a Work::Settle")]
@@ -84,7 +84,8 @@ pub struct Disk {
     held_before: usize,
 }
 
-struct DiskThread {
+/// The worker's link to one disk thread.
+struct ThreadLink {
     tx: Postbox<Work>,
     /// Preparations have their own mailbox, taken first: a connection
     /// waits for each, while a settlement can wait behind it.
@@ -116,7 +117,7 @@ impl Disk {
         for n in 0..config.disk_threads.max(1) {
             let settler = Settler::new(queue.share(), config, owner, &format!("W{id}D{n}"))
                 .keeping_unrecorded();
-            threads.push(spawn(
+            threads.push(DiskThread::spawn(
                 id,
                 n,
                 settler,
@@ -229,7 +230,7 @@ impl Disk {
     /// Returns the thread's number.
     fn try_send(&mut self, mut work: Work) -> Result<usize, Work> {
         let count = self.threads.len();
-        let waiting = |t: &DiskThread| t.tx.len() + t.prepare_tx.len();
+        let waiting = |t: &ThreadLink| t.tx.len() + t.prepare_tx.len();
         let first = (0..count)
             .min_by_key(|&n| waiting(&self.threads[n]))
             .unwrap_or(0);
@@ -288,85 +289,127 @@ impl Disk {
     }
 }
 
-fn spawn(
-    id: usize,
-    n: usize,
-    mut settler: Settler,
+/// One disk thread: prepares and settles what its worker hands it, and
+/// keeps the messages whose state could not be recorded, trying again on
+/// its own clock.
+struct DiskThread {
+    settler: Settler,
     dispatcher: Postbox<DispatcherMsg>,
     answers: Answers,
     log: Logger,
-) -> std::io::Result<DiskThread> {
-    let (prepare_tx, prepare_rx) = mailbox::bounded::<Work>(MAILBOX);
-    let (tx, rx) = prepare_rx.beside::<Work>(MAILBOX);
-    let handle = std::thread::Builder::new()
-        .name(format!("postman-disk-{id}.{n}"))
-        .spawn(move || {
-            let mut totals = Totals::default();
-            // Holds only the buffer lent with the preparation at hand: it
-            // goes back to the worker in the body or as the spare.
-            let mut lent = Pool::default();
-            let mut buf = Vec::with_capacity(body::CHUNK);
-            while let Some(work) = next_work(&prepare_rx, &rx, settler.next_kept_retry()) {
-                let Some(work) = work else {
-                    settler.retry_kept(Instant::now(), &log);
-                    continue;
-                };
-                match work {
-                    Work::Prepare(p) => {
-                        let started = Instant::now();
-                        let ctx = Ctx::new(&settler, &log, &dispatcher);
-                        if let Some(buffer) = p.buffer {
-                            lent.give(buffer);
-                        }
-                        let mut memory = body::Memory {
-                            budget: &answers.budget,
-                            pool: &mut lent,
-                            buf: &mut buf,
-                        };
-                        let ready = prepare(&ctx, &mut memory, p.msg, &p.relay);
-                        totals.busy += started.elapsed();
-                        totals.prepared += 1;
-                        // The channel holds more answers than the worker can
-                        // have connections waiting for one: this never blocks.
-                        match answers.to.send(Prepared {
-                            conn: p.conn,
-                            ready: ready.map(Box::new),
-                            spare: lent.lend(),
-                        }) {
-                            Ok(()) => answers.wake.wake(),
-                            Err(e) => {
-                                // The worker is gone: nothing will start it.
-                                if let Some(ready) = e.into_inner().ready {
-                                    put_back(&ctx, *ready);
-                                }
-                            }
-                        }
-                    }
-                    Work::Settle(s) => {
-                        let started = Instant::now();
-                        let done = s.settle_for_dispatcher(&mut settler);
-                        totals.busy += started.elapsed();
-                        totals.settled += 1;
-                        // The dispatcher never blocks on a worker or on
-                        // us, so a blocking send cannot deadlock.
-                        if done.is_some_and(|done| dispatcher.send(done).is_err()) {
-                            error!(log, "the dispatcher is gone; settled files stay settled");
-                        }
-                    }
-                    Work::Reload(config) => {
-                        settler.reload(&config);
-                    }
-                    Work::Keep(kept) => settler.add_kept(kept),
+    /// Preparations, taken first ([`next_work`]).
+    preparations: Inbox<Work>,
+    /// Everything else.
+    other: Inbox<Work>,
+    /// Holds only the buffer lent with the preparation at hand: it goes
+    /// back to the worker in the body or as the spare.
+    lent: Pool,
+    buf: Vec<u8>,
+    totals: Totals,
+}
+
+impl DiskThread {
+    /// Starts disk thread `n` of worker `id`, and gives the worker's link
+    /// to it.
+    fn spawn(
+        id: usize,
+        n: usize,
+        settler: Settler,
+        dispatcher: Postbox<DispatcherMsg>,
+        answers: Answers,
+        log: Logger,
+    ) -> std::io::Result<ThreadLink> {
+        let (prepare_tx, preparations) = mailbox::bounded::<Work>(MAILBOX);
+        let (tx, other) = preparations.beside::<Work>(MAILBOX);
+        let thread = DiskThread {
+            settler,
+            dispatcher,
+            answers,
+            log,
+            preparations,
+            other,
+            lent: Pool::default(),
+            buf: Vec::with_capacity(body::CHUNK),
+            totals: Totals::default(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("postman-disk-{id}.{n}"))
+            .spawn(move || thread.run())?;
+        Ok(ThreadLink {
+            tx,
+            prepare_tx,
+            handle,
+        })
+    }
+
+    /// Works until both mailboxes are closed and empty; what it still
+    /// keeps then stays claimed, for the next start to recover.
+    fn run(mut self) -> Totals {
+        while let Some(work) = next_work(
+            &self.preparations,
+            &self.other,
+            self.settler.next_kept_retry(),
+        ) {
+            match work {
+                None => self.settler.retry_kept(Instant::now(), &self.log),
+                Some(Work::Prepare(p)) => self.prepare(*p),
+                Some(Work::Settle(s)) => self.settle(s),
+                Some(Work::Reload(config)) => self.settler.reload(&config),
+                Some(Work::Keep(kept)) => self.settler.add_kept(kept),
+            }
+        }
+        self.settler.abandon_kept(&self.log);
+        self.totals
+    }
+
+    /// Prepares a connection's next message and answers the worker.
+    fn prepare(&mut self, p: Preparation) {
+        let started = Instant::now();
+        let ctx = Ctx::new(&self.settler, &self.log, &self.dispatcher);
+        if let Some(buffer) = p.buffer {
+            self.lent.give(buffer);
+        }
+        let mut memory = body::Memory {
+            budget: &self.answers.budget,
+            pool: &mut self.lent,
+            buf: &mut self.buf,
+        };
+        let ready = prepare(&ctx, &mut memory, p.msg, &p.relay);
+        self.totals.busy += started.elapsed();
+        self.totals.prepared += 1;
+        // The channel holds more answers than the worker can have
+        // connections waiting for one: this never blocks.
+        match self.answers.to.send(Prepared {
+            conn: p.conn,
+            ready: ready.map(Box::new),
+            spare: self.lent.lend(),
+        }) {
+            Ok(()) => self.answers.wake.wake(),
+            Err(e) => {
+                // The worker is gone: nothing will start it.
+                if let Some(ready) = e.into_inner().ready {
+                    put_back(&ctx, *ready);
                 }
             }
-            settler.abandon_kept(&log);
-            totals
-        })?;
-    Ok(DiskThread {
-        tx,
-        prepare_tx,
-        handle,
-    })
+        }
+    }
+
+    /// Settles a finished transaction and tells the dispatcher, unless the
+    /// worker did ([`Settlement::finished_already`]).
+    fn settle(&mut self, settlement: Box<Settlement>) {
+        let started = Instant::now();
+        let done = settlement.settle_for_dispatcher(&mut self.settler);
+        self.totals.busy += started.elapsed();
+        self.totals.settled += 1;
+        // The dispatcher never blocks on a worker or on us, so a blocking
+        // send cannot deadlock.
+        if done.is_some_and(|done| self.dispatcher.send(done).is_err()) {
+            error!(
+                self.log,
+                "the dispatcher is gone; settled files stay settled"
+            );
+        }
+    }
 }
 
 /// The next work for a disk thread, a preparation first when one waits;
@@ -527,7 +570,7 @@ mod tests {
             let (prepare_tx, preparations) = mailbox::bounded(8);
             let (tx, settlements) = preparations.beside(8);
             let handle = std::thread::spawn(Totals::default);
-            threads.push(DiskThread {
+            threads.push(ThreadLink {
                 tx,
                 prepare_tx,
                 handle,
