@@ -239,9 +239,11 @@ impl Conn {
             self.starting_tls = false;
             self.established = false;
             self.broken = false;
-            if let Some(why) =
-                route::unusable_address(addr, &shared.local_listeners, &shared.own_addrs)
-            {
+            if let Some(why) = route::unusable_address(
+                addr,
+                &shared.settings.local_listeners,
+                &shared.settings.own_addrs,
+            ) {
                 // Loop protection: this address is this host, or no host.
                 warn!(shared.log, "address not connected to"; "domain" => &self.domain,
                     "relay" => &self.relay, "reason" => %why);
@@ -270,7 +272,7 @@ impl Conn {
                 Ok((socket, false)) => {
                     self.state = State::Connecting {
                         socket,
-                        deadline: now + shared.connect_timeout,
+                        deadline: now + shared.settings.connect_timeout,
                     };
                     return;
                 }
@@ -282,11 +284,11 @@ impl Conn {
 
     /// A session for the current address, under the domain's TLS mode.
     fn new_session(&self, shared: &Shared, now: Instant) -> Box<Session> {
-        let mut config = shared.session.clone();
+        let mut config = shared.settings.session.clone();
         config.tls = if self.current.as_ref().is_some_and(|c| c.plaintext) {
             TlsMode::Disabled
         } else {
-            shared.tls.mode_for(&self.domain)
+            shared.settings.tls.mode_for(&self.domain)
         };
         Box::new(Session::new(config, now))
     }

@@ -20,7 +20,7 @@ mod tls;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +32,6 @@ use nix::sys::select::{pselect, FdSet};
 use nix::sys::time::TimeSpec;
 use postman::config::Config;
 use postman::queue::Queue;
-use postman::smtp::{SessionConfig, TlsMode};
 use slog::{debug, error, info, Logger};
 
 use crate::mailbox::Postbox;
@@ -42,8 +41,7 @@ use finish::settle_here;
 use hand_back::put_back;
 use job::Prepared;
 pub use link::WorkerLink;
-use shared::{Shared, Stats};
-use tls::TlsPolicy;
+use shared::{ConnSettings, Shared, Stats};
 
 /// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
 pub const FD_SETSIZE: i32 = 1024;
@@ -66,30 +64,6 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Socket reads go through one buffer per worker.
 const READ_BUFFER: usize = 64 * 1024;
-
-/// The addresses of this host's interfaces, when some local listener is
-/// on an unspecified address (`0.0.0.0:25`) and so stands for all of them;
-/// empty otherwise. Read once, at start and at each SIGHUP: an address
-/// added to an interface in between is not known until then.
-fn own_addrs(listeners: &[SocketAddr], log: &Logger) -> Vec<IpAddr> {
-    if !listeners.iter().any(|l| l.ip().is_unspecified()) {
-        return Vec::new();
-    }
-    match nix::ifaddrs::getifaddrs() {
-        Ok(interfaces) => interfaces
-            .filter_map(|i| i.address)
-            .filter_map(|a| {
-                let v4 = a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()));
-                v4.or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-            })
-            .collect(),
-        Err(e) => {
-            error!(log, "cannot list this host's addresses for application.local_listeners; only loopback counts as ours";
-                "error" => %e);
-            Vec::new()
-        }
-    }
-}
 
 struct Slot {
     generation: u32,
@@ -152,24 +126,7 @@ impl Worker {
             live: 0,
             shared: Shared {
                 worker: id,
-                session: SessionConfig {
-                    helo_name: config.hostname.clone(),
-                    timeouts: config.timeouts.clone(),
-                    // Set per connection from `tls`.
-                    tls: TlsMode::Disabled,
-                },
-                tls: TlsPolicy::new(
-                    config.tls_mode,
-                    config.tls_verify,
-                    config.tls_ca_file.clone(),
-                    config.tls_policy.clone().into_iter().collect(),
-                ),
-                ip_preference: config.ip_preference,
-                connect_timeout: config.connect_timeout,
-                port: config.server_port,
-                max_mx_addresses: config.max_mx_addresses,
-                local_listeners: config.local_listeners.clone(),
-                own_addrs: own_addrs(&config.local_listeners, &log),
+                settings: ConnSettings::new(config, &log),
                 settler: Settler::new(queue, config, owner, &format!("W{id}")).keeping_unrecorded(),
                 disk,
                 dispatcher,
@@ -281,18 +238,18 @@ impl Worker {
                     let mut candidates = VecDeque::new();
                     for host in &route.hosts {
                         let mut addrs = host.addrs.clone();
-                        self.shared.ip_preference.order(&mut addrs);
+                        self.shared.settings.ip_preference.order(&mut addrs);
                         candidates.extend(addrs.into_iter().map(|ip| Candidate {
                             host: host.name.clone(),
-                            addr: SocketAddr::new(ip, self.shared.port),
+                            addr: SocketAddr::new(ip, self.shared.settings.port),
                             plaintext: false,
                         }));
                     }
-                    if candidates.len() > self.shared.max_mx_addresses {
+                    if candidates.len() > self.shared.settings.max_mx_addresses {
                         debug!(self.shared.log, "more MX addresses than one attempt tries";
                             "domain" => &domain, "addresses" => candidates.len(),
-                            "tried" => self.shared.max_mx_addresses);
-                        candidates.truncate(self.shared.max_mx_addresses);
+                            "tried" => self.shared.settings.max_mx_addresses);
+                        candidates.truncate(self.shared.settings.max_mx_addresses);
                     }
                     let conn = Conn::new(
                         site,
@@ -358,19 +315,7 @@ impl Worker {
     /// that start from now on; what runs keeps its settings.
     fn reload(&mut self, config: &Config) {
         let shared = &mut self.shared;
-        shared.session.helo_name = config.hostname.clone();
-        shared.session.timeouts = config.timeouts.clone();
-        shared.connect_timeout = config.connect_timeout;
-        shared.max_mx_addresses = config.max_mx_addresses;
-        shared.own_addrs = own_addrs(&config.local_listeners, &shared.log);
-        shared.local_listeners = config.local_listeners.clone();
-        shared.tls = TlsPolicy::new(
-            config.tls_mode,
-            config.tls_verify,
-            config.tls_ca_file.clone(),
-            config.tls_policy.clone().into_iter().collect(),
-        );
-        shared.ip_preference = config.ip_preference;
+        shared.settings = ConnSettings::new(config, &shared.log);
         shared.settler.reload(config);
         shared.disk.reload(config);
         self.metrics_interval = config.metrics_interval;

@@ -5,8 +5,9 @@ use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use postman::smtp::{IpPreference, SessionConfig};
-use slog::Logger;
+use postman::config::Config;
+use postman::smtp::{IpPreference, SessionConfig, TlsMode};
+use slog::{error, Logger};
 
 use super::body;
 use super::disk::Disk;
@@ -35,10 +36,12 @@ pub struct Stats {
     pub working: Duration,
 }
 
-/// What every connection of a worker shares: settings, the dispatcher's
-/// mailbox, the log. Owned by the worker, lent to its connections.
-pub struct Shared {
-    pub worker: usize,
+/// How a worker's connections are opened: the part of the configuration
+/// they read, mapped in one place for the start and every SIGHUP. A new
+/// mapping applies to connections and transactions that start from then
+/// on; what runs keeps its settings.
+pub struct ConnSettings {
+    /// `tls` is set per connection from [`ConnSettings::tls`].
     pub session: SessionConfig,
     /// STARTTLS policy and the rustls client configurations.
     pub tls: TlsPolicy,
@@ -54,6 +57,62 @@ pub struct Shared {
     /// This host's interface addresses, which a listener on an unspecified
     /// address covers; read only when there is such a listener.
     pub own_addrs: Vec<IpAddr>,
+}
+
+impl ConnSettings {
+    pub fn new(config: &Config, log: &Logger) -> ConnSettings {
+        ConnSettings {
+            session: SessionConfig {
+                helo_name: config.hostname.clone(),
+                timeouts: config.timeouts.clone(),
+                tls: TlsMode::Disabled,
+            },
+            tls: TlsPolicy::new(
+                config.tls_mode,
+                config.tls_verify,
+                config.tls_ca_file.clone(),
+                config.tls_policy.clone().into_iter().collect(),
+            ),
+            ip_preference: config.ip_preference,
+            connect_timeout: config.connect_timeout,
+            port: config.server_port,
+            max_mx_addresses: config.max_mx_addresses,
+            local_listeners: config.local_listeners.clone(),
+            own_addrs: own_addrs(&config.local_listeners, log),
+        }
+    }
+}
+
+/// The addresses of this host's interfaces, when some local listener is
+/// on an unspecified address (`0.0.0.0:25`) and so stands for all of them;
+/// empty otherwise. Read once, at start and at each SIGHUP: an address
+/// added to an interface in between is not known until then.
+fn own_addrs(listeners: &[SocketAddr], log: &Logger) -> Vec<IpAddr> {
+    if !listeners.iter().any(|l| l.ip().is_unspecified()) {
+        return Vec::new();
+    }
+    match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces
+            .filter_map(|i| i.address)
+            .filter_map(|a| {
+                let v4 = a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip()));
+                v4.or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+            })
+            .collect(),
+        Err(e) => {
+            error!(log, "cannot list this host's addresses for application.local_listeners; only loopback counts as ours";
+                "error" => %e);
+            Vec::new()
+        }
+    }
+}
+
+/// What every connection of a worker shares: settings, the dispatcher's
+/// mailbox, the log. Owned by the worker, lent to its connections.
+pub struct Shared {
+    pub worker: usize,
+    /// How its connections are opened, from the configuration.
+    pub settings: ConnSettings,
     /// Claims queue files, and settles messages when the disk thread's
     /// mailbox is full or a transaction never started.
     pub settler: Settler,

@@ -12,8 +12,12 @@ impl Conn {
         };
         self.starting_tls = true;
         let host = self.current.as_ref().map_or("", |c| c.host.as_str());
-        let mode = shared.tls.mode_for(&self.domain);
-        match shared.tls.connect(host, shared.tls.verify_for(mode)) {
+        let mode = shared.settings.tls.mode_for(&self.domain);
+        match shared
+            .settings
+            .tls
+            .connect(host, shared.settings.tls.verify_for(mode))
+        {
             Ok(stream) => *tls = Some(stream),
             Err(why) => session.tls_failed(&why, now),
         }
@@ -36,7 +40,8 @@ impl Conn {
         let Some(current) = &self.current else {
             return;
         };
-        if current.plaintext || shared.tls.mode_for(&self.domain) != TlsMode::Opportunistic {
+        if current.plaintext || shared.settings.tls.mode_for(&self.domain) != TlsMode::Opportunistic
+        {
             return;
         }
         warn!(shared.log, "TLS handshake failed; trying again without TLS";
