@@ -36,8 +36,8 @@ use postman::smtp::{Event, MessageResult, Outcome, Reply, Session, TlsMode};
 use slog::{debug, error, info, o, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::finish::{abandon_job, finish_job, throttle_of, untried_job};
-use super::hand_back::{give_back, put_back, unclaim};
+use super::finish::{finish_job, hand_back_job, throttle_of};
+use super::hand_back::{hand_back, unclaim, Reason, Record};
 use super::job::{Job, Preparation, Ready};
 use super::prepare::{begin, start_job};
 use super::shared::Shared;
@@ -257,7 +257,7 @@ impl Conn {
             match open_socket(addr) {
                 Err(e) if local_limit(&e) => {
                     let reason = format!("connect to {}: {e}", self.relay);
-                    self.hand_back(Ending::LocalShortage, reason, shared);
+                    self.ended_early(Ending::LocalShortage, reason, shared);
                     return;
                 }
                 Ok((socket, true)) => {
@@ -315,7 +315,7 @@ impl Conn {
     ///   goes back untried and the domain is not backed off; what earlier
     ///   addresses of this round said is dropped with it, and the next
     ///   round asks them again.
-    fn hand_back(&mut self, ending: Ending, reason: String, shared: &mut Shared) -> Verdict {
+    fn ended_early(&mut self, ending: Ending, reason: String, shared: &mut Shared) -> Verdict {
         let carried = match &self.state {
             State::Smtp { session, .. } if session.transactions() > 0 => Carried::Transactions,
             _ => Carried::Nothing,
@@ -327,7 +327,7 @@ impl Conn {
                 debug!(shared.log, "connection ended"; "domain" => &self.domain,
                     "relay" => &self.relay, "reason" => &reason);
                 if let Some(msg) = self.first.take() {
-                    give_back(&shared.ctx(), msg);
+                    hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
                 }
             }
             Verdict::PutOff => {
@@ -335,12 +335,11 @@ impl Conn {
                 debug!(shared.log, "connection put off by a local limit"; "domain" => &self.domain,
                     "reason" => &reason, "earlier_failures" => self.failures.len());
                 if let Some(job) = self.first.take() {
-                    shared.tell(DispatcherMsg::LocalLimit {
-                        domain: self.domain.clone(),
-                        job: Box::new(job),
+                    let reason = Reason::PutOff {
                         what: PutOff::Connection,
                         reason,
-                    });
+                    };
+                    hand_back(&shared.ctx(), job, None, reason);
                 }
             }
         }
@@ -381,16 +380,15 @@ impl Conn {
             };
             shared.stats.deferred += job.envelope.recipients.len() as u64;
             let throttle = self.last_throttle.clone();
-            shared.tell(DispatcherMsg::ConnectFailed {
-                domain: job.domain.clone(),
-                job: Box::new(job),
+            let reason = Reason::ConnectFailed {
                 reason,
                 relay,
                 code,
                 dsn,
                 loops,
                 throttle,
-            });
+            };
+            hand_back(&shared.ctx(), job, None, reason);
         }
     }
 
@@ -417,7 +415,7 @@ impl Conn {
                     }
                     Err(e) if local_limit(&e) => {
                         let reason = format!("connect to {}: {e}", self.relay);
-                        self.hand_back(Ending::LocalShortage, reason, shared);
+                        self.ended_early(Ending::LocalShortage, reason, shared);
                     }
                     Err(e) => {
                         let reason = format!("connect to {}: {e}", self.relay);
@@ -483,14 +481,14 @@ impl Conn {
         }
         let State::Smtp { session, .. } = &mut self.state else {
             if let Some(job) = job {
-                give_back(&shared.ctx(), job);
+                hand_back(&shared.ctx(), job, None, Reason::UNTRIED);
             }
             return;
         };
         match job {
             Some(msg) if shared.shutdown_deadline.is_none() => self.take(msg, shared, now),
             Some(msg) => {
-                give_back(&shared.ctx(), msg);
+                hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
                 session.quit(now);
             }
             None => session.quit(now),
@@ -515,7 +513,7 @@ impl Conn {
                     shared.body_pool.give(buffer);
                 }
                 let State::Smtp { session, .. } = &mut self.state else {
-                    give_back(&shared.ctx(), msg);
+                    hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
                     return;
                 };
                 let (ctx, mut memory) = shared.preparing();
@@ -540,7 +538,12 @@ impl Conn {
         }
         let State::Smtp { session, .. } = &mut self.state else {
             if let Some(ready) = ready {
-                put_back(&shared.ctx(), ready);
+                hand_back(
+                    &shared.ctx(),
+                    ready.msg,
+                    Some(ready.claimed),
+                    Reason::UNTRIED,
+                );
             }
             return;
         };
@@ -552,7 +555,14 @@ impl Conn {
                     return;
                 }
             }
-            Some(ready) => put_back(&shared.ctx(), ready),
+            Some(ready) => {
+                hand_back(
+                    &shared.ctx(),
+                    ready.msg,
+                    Some(ready.claimed),
+                    Reason::UNTRIED,
+                );
+            }
             None => {}
         }
         self.after_transaction(shared, now);
@@ -562,7 +572,7 @@ impl Conn {
     /// transaction in flight may finish within the grace period.
     pub fn shutdown(&mut self, shared: &mut Shared, now: Instant) {
         if self.first.is_some() {
-            self.hand_back(Ending::Stopping, "postman is stopping".to_owned(), shared);
+            self.ended_early(Ending::Stopping, "postman is stopping".to_owned(), shared);
             self.close(shared);
             return;
         }
@@ -578,10 +588,15 @@ impl Conn {
     /// The grace period is over: drop the connection. The message stays queued.
     pub fn abort(&mut self, shared: &mut Shared, reason: &str, _now: Instant) {
         if let Some(job) = self.job.take() {
-            abandon_job(shared, job, &self.relay, Some(reason));
+            let reason = reason.to_owned();
+            let record = Some(Record {
+                relay: &self.relay,
+                reason,
+            });
+            hand_back_job(shared, job, Reason::Deferred { record });
         }
         if let Some(msg) = self.first.take() {
-            give_back(&shared.ctx(), msg);
+            hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
         }
         self.close(shared);
     }
@@ -667,7 +682,9 @@ impl Conn {
                     let throttle = throttle_of(&result, &self.shape);
                     self.throttled |= throttle.is_some();
                     if result.untried {
-                        untried_job(shared, job, &self.relay, throttle);
+                        info!(shared.log, "reused connection ended before the message was tried; it goes back untried";
+                            "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "relay" => &self.relay);
+                        hand_back_job(shared, job, Reason::Untried { throttle });
                         return;
                     }
                     self.prove(&result, shared);
@@ -692,7 +709,7 @@ impl Conn {
                 // cannot happen with a well-behaved session): keep it queued.
                 if let Some(job) = self.job.take() {
                     warn!(shared.log, "session closed without a result"; "queue_id" => &job.msg.id);
-                    abandon_job(shared, job, &self.relay, None);
+                    hand_back_job(shared, job, Reason::Deferred { record: None });
                 }
                 // `None`: ended by us, with QUIT or abandoned while stopping.
                 if let Some(outcome) = outcome {
@@ -706,12 +723,12 @@ impl Conn {
     /// still out go back untried when they return; on a fresh connection
     /// (before the server was ready, or after but before the first
     /// transaction: a 421, lines out of turn, a close) the address failed
-    /// and the message in hand goes to the next one (see [`Conn::hand_back`]).
+    /// and the message in hand goes to the next one (see [`Conn::ended_early`]).
     fn server_ended(&mut self, outcome: Outcome, shared: &mut Shared) {
         let tls_failed = self.handshaking();
         let established = self.established;
         let reason = format!("host {} {outcome}", self.relay);
-        if self.hand_back(Ending::Server, reason, shared) != Verdict::FailedConnection {
+        if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {
             return;
         }
         if outcome.is_loop() {
@@ -781,10 +798,10 @@ impl Conn {
     /// connection.
     pub fn finish(&mut self, shared: &mut Shared) {
         if let Some(msg) = self.first.take() {
-            give_back(&shared.ctx(), msg);
+            hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
         }
         if let Some(job) = self.job.take() {
-            abandon_job(shared, job, &self.relay, None);
+            hand_back_job(shared, job, Reason::Deferred { record: None });
         }
         shared.tell(DispatcherMsg::Closed {
             worker: shared.worker,

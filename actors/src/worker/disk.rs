@@ -38,8 +38,8 @@ use postman::queue::Queue;
 use slog::{error, Logger};
 
 use super::body::{self, Budget, Pool};
-use super::hand_back::{put_back, Ctx};
-use super::job::{Preparation, Prepared, Settlement};
+use super::hand_back::{hand_back, Ctx, Reason};
+use super::job::{Preparation, Prepared, Ready, Settlement};
 use super::link::Wake;
 use super::prepare::prepare;
 use crate::mailbox::{self, Inbox, Postbox};
@@ -365,7 +365,7 @@ impl DiskThread {
     /// Prepares a connection's next message and answers the worker.
     fn prepare(&mut self, p: Preparation) {
         let started = Instant::now();
-        let ctx = Ctx::new(&self.settler, &self.log, &self.dispatcher);
+        let ctx = Ctx::new(&self.settler, &self.log, &self.dispatcher, None);
         if let Some(buffer) = p.buffer {
             self.lent.give(buffer);
         }
@@ -388,7 +388,8 @@ impl DiskThread {
             Err(e) => {
                 // The worker is gone: nothing will start it.
                 if let Some(ready) = e.into_inner().ready {
-                    put_back(&ctx, *ready);
+                    let Ready { msg, claimed, .. } = *ready;
+                    hand_back(&ctx, msg, Some(claimed), Reason::UNTRIED);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Finishing a transaction: its per-recipient results become fates for
 //! the [`Settler`](crate::settler::Settler), and the settlement goes to a
-//! disk thread ([`finish_job`]); or it could not finish, and the message
-//! goes back unchanged ([`abandon_job`], [`untried_job`]).
+//! disk thread ([`finish_job`]); or it has no result to settle, and the
+//! message goes back unchanged ([`hand_back_job`]).
 
 use std::time::SystemTime;
 
@@ -9,13 +9,11 @@ use postman::config::SiteShape;
 use postman::dsn::RecipientReport;
 use postman::queue::Marked;
 use postman::smtp::{Class, MessageResult};
-use slog::{error, info};
+use slog::error;
 
-use super::hand_back::{give_back_throttled, log_all, release, tell_done};
+use super::hand_back::{hand_back, Reason};
 use super::job::{Job, QueueFile, Settlement};
 use super::shared::Shared;
-use crate::messages::Disposition;
-use crate::records::Status;
 use crate::settler::{Fate, RecipientFate};
 
 /// The reply of a transaction that says the site throttles this client
@@ -149,39 +147,24 @@ pub fn settle_here(shared: &mut Shared, settlement: Box<Settlement>) {
     }
 }
 
-/// The transaction could not finish (the connection broke without a result,
-/// postman is stopping): the claim is released unchanged and the message
-/// waits for its next turn. `reason`, when given, is logged per recipient.
-pub fn abandon_job(shared: &mut Shared, job: Job, relay: &str, reason: Option<&str>) {
-    if reason.is_some() {
-        shared.stats.deferred += job.msg.envelope.recipients.len() as u64;
+/// Hands back the message of a transaction that has no result to settle
+/// (see [`Reason`]): it could not finish (the connection broke without a
+/// result, postman is stopping), or the server never judged it (its reused
+/// connection ended before any reply but RSET's: see
+/// [`MessageResult::untried`]). Nothing is recorded on the file; its body's
+/// buffer goes back to the pool, and the message is counted.
+pub fn hand_back_job(shared: &mut Shared, job: Job, reason: Reason<'_>) {
+    match &reason {
+        Reason::Untried { .. } => shared.stats.untried += 1,
+        Reason::Deferred { record: Some(_) } => {
+            shared.stats.deferred += job.msg.envelope.recipients.len() as u64;
+        }
+        _ => {}
     }
     if let Some(body) = job.body {
         shared.body_pool.recycle(body);
     }
-    let ctx = shared.ctx();
-    if let Some(reason) = reason {
-        log_all(&ctx, &job.msg, relay, Status::Deferred, reason);
-    }
-    release(&ctx, &job.msg, job.claimed);
-    let disposition = Disposition::Deferred(Box::new(job.msg.clone()));
-    tell_done(&ctx, job.msg, disposition);
-}
-
-/// The server never judged the message: its reused connection ended
-/// before any reply but RSET's (see [`MessageResult::untried`]). Nothing is
-/// recorded on the file; the claim is released and the message goes back
-/// untried, for another connection.
-pub fn untried_job(shared: &mut Shared, job: Job, relay: &str, throttle: Option<String>) {
-    shared.stats.untried += 1;
-    if let Some(body) = job.body {
-        shared.body_pool.recycle(body);
-    }
-    let ctx = shared.ctx();
-    info!(ctx.log, "reused connection ended before the message was tried; it goes back untried";
-        "queue_id" => &job.msg.id, "domain" => &job.msg.domain, "relay" => relay);
-    release(&ctx, &job.msg, job.claimed);
-    give_back_throttled(&ctx, job.msg, throttle);
+    hand_back(&shared.ctx(), job.msg, Some(job.claimed), reason);
 }
 
 #[cfg(test)]

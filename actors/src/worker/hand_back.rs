@@ -1,9 +1,13 @@
 //! Handing a message back to the dispatcher without a transaction's
-//! result: untried (its connection closed, postman is stopping), put off
-//! for want of a local resource, deferred (its file could not be read) or
-//! finished (gone, quarantined). The claim on its file is released first.
+//! result to settle, for a [`Reason`]: untried (its connection closed,
+//! postman is stopping), put off for want of a local resource, deferred
+//! (its file could not be read), finished (gone, quarantined), or its
+//! connection failed on every address. One function does it all,
+//! [`hand_back`]; the claim on its file is released first.
 
-use postman::queue::Claimed;
+use std::cell::Cell;
+
+use postman::queue::{Claimed, Queue};
 use slog::{debug, error, Logger};
 
 use super::job::Ready;
@@ -11,7 +15,6 @@ use crate::mailbox::Postbox;
 use crate::messages::{DispatcherMsg, Disposition, PutOff, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::Settler;
-use postman::queue::Queue;
 
 /// What preparing a message or handing it back needs: where the queue is,
 /// whose claims these are, the log and the dispatcher. The worker and its
@@ -20,7 +23,12 @@ pub struct Ctx<'a> {
     pub queue: &'a Queue,
     pub owner: &'a str,
     pub log: &'a Logger,
-    pub dispatcher: &'a Postbox<DispatcherMsg>,
+    dispatcher: &'a Postbox<DispatcherMsg>,
+    /// In the worker's thread: set when the dispatcher was told something
+    /// without being woken, which the worker does once a turn
+    /// ([`Shared::wake_dispatcher`](super::shared::Shared::wake_dispatcher)).
+    /// A disk thread has none and wakes it at once.
+    told: Option<&'a Cell<bool>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -30,30 +38,145 @@ impl<'a> Ctx<'a> {
         settler: &'a Settler,
         log: &'a Logger,
         dispatcher: &'a Postbox<DispatcherMsg>,
+        told: Option<&'a Cell<bool>>,
     ) -> Ctx<'a> {
         Ctx {
             queue: &settler.queue,
             owner: &settler.owner,
             log,
             dispatcher,
+            told,
         }
     }
 
     /// Tells the dispatcher. It never blocks on a worker or a disk thread,
-    /// so a blocking send cannot deadlock; an error means it is gone.
+    /// so a blocking send cannot deadlock; failure means it is gone.
     pub fn tell(&self, msg: DispatcherMsg) {
-        let _ = self.dispatcher.send(msg);
+        match self.told {
+            Some(told) => {
+                if self.dispatcher.send_quietly(msg).is_ok() {
+                    told.set(true);
+                }
+            }
+            None => {
+                let _ = self.dispatcher.send(msg);
+            }
+        }
     }
 }
 
-/// A prepared message that cannot start after all (its connection closed
-/// or postman is stopping while it was prepared): the claim is released and
-/// the message goes back untried.
-pub fn put_back(ctx: &Ctx<'_>, ready: Ready) {
-    debug!(ctx.log, "prepared message goes back untried: its connection closed or postman is stopping";
-        "queue_id" => &ready.msg.id, "domain" => &ready.msg.domain);
-    let msg = unclaim(ctx, ready);
-    give_back(ctx, msg);
+/// Why a message goes back to the dispatcher without a transaction's
+/// result to settle, which says what the dispatcher is told
+/// ([`Reason::message`]).
+#[derive(Debug)]
+pub enum Reason<'a> {
+    /// No server judged it: its connection closed or ended first, or
+    /// postman is stopping. It is ready again at once; `throttle` is the
+    /// reply that ended its connection by saying the site throttles this
+    /// client, if one did.
+    Untried { throttle: Option<String> },
+    /// Put off for want of a resource of this process or host
+    /// (descriptors, socket buffers, room for its state on the disk):
+    /// nothing is wrong with it or its domain, and nothing is recorded.
+    PutOff { what: PutOff, reason: String },
+    /// Not tried this time for a reason of its own (its file could not be
+    /// claimed, read or started, its transaction could not finish, or
+    /// another process deferred it since the scan): it waits for its next
+    /// turn, with a deferral record for each recipient when `record` says
+    /// why.
+    Deferred { record: Option<Record<'a>> },
+    /// Nothing is left to do: its file is gone (delivered, deleted or
+    /// claimed elsewhere since the scan) or quarantined.
+    Finished,
+    /// No address of its domain's servers could be brought to take it:
+    /// the dispatcher settles it as a failed attempt and backs the site off.
+    ConnectFailed {
+        reason: String,
+        /// The last server that answered before failing, `none` if none did.
+        relay: String,
+        /// Its reply code (0 without one) and enhanced code.
+        code: u16,
+        dsn: Option<String>,
+        /// Every address looped back to this host.
+        loops: bool,
+        /// The last server's reply said this client sends too much.
+        throttle: Option<String>,
+    },
+}
+
+/// The deferral record of a message handed back: from where, and why.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub relay: &'a str,
+    pub reason: String,
+}
+
+impl Reason<'_> {
+    /// Untried, with no throttle reply.
+    pub const UNTRIED: Reason<'static> = Reason::Untried { throttle: None };
+
+    /// What the dispatcher is told of `msg` handed back for this reason.
+    pub fn message(self, msg: QueuedMessage) -> DispatcherMsg {
+        let domain = msg.domain.clone();
+        let done = |id, disposition, throttle| DispatcherMsg::Done {
+            domain,
+            id,
+            disposition,
+            answered: false,
+            throttle,
+        };
+        match self {
+            Reason::Untried { throttle } => {
+                done(msg.id.clone(), Disposition::Unused(Box::new(msg)), throttle)
+            }
+            Reason::Deferred { .. } => {
+                done(msg.id.clone(), Disposition::Deferred(Box::new(msg)), None)
+            }
+            Reason::Finished => done(msg.id, Disposition::Finished, None),
+            Reason::PutOff { what, reason } => DispatcherMsg::LocalLimit {
+                domain: msg.domain.clone(),
+                job: Box::new(msg),
+                what,
+                reason,
+            },
+            Reason::ConnectFailed {
+                reason,
+                relay,
+                code,
+                dsn,
+                loops,
+                throttle,
+            } => DispatcherMsg::ConnectFailed {
+                domain: msg.domain.clone(),
+                job: Box::new(msg),
+                reason,
+                relay,
+                code,
+                dsn,
+                loops,
+                throttle,
+            },
+        }
+    }
+}
+
+/// Hands `msg` back to the dispatcher for `reason`. The claim on its file,
+/// when it holds one, is released first, unchanged; then the deferral
+/// record, if the reason has one, is logged.
+pub fn hand_back(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Option<Claimed>, reason: Reason<'_>) {
+    if let Some(claimed) = claimed {
+        release(ctx, &msg, claimed);
+    }
+    match &reason {
+        Reason::Deferred {
+            record: Some(record),
+        } => log_all(ctx, &msg, record.relay, Status::Deferred, &record.reason),
+        Reason::Untried { .. } => {
+            debug!(ctx.log, "message goes back untried"; "queue_id" => &msg.id, "domain" => &msg.domain)
+        }
+        _ => {}
+    }
+    ctx.tell(reason.message(msg));
 }
 
 /// A prepared message that its connection keeps, for another server: the
@@ -63,36 +186,6 @@ pub fn unclaim(ctx: &Ctx<'_>, ready: Ready) -> QueuedMessage {
     ready.msg
 }
 
-/// The claimed file cannot be opened for want of descriptors: nothing is
-/// wrong with it or its domain. It goes back unchanged and the message
-/// untried, to be taken up after the dispatcher's pause.
-pub fn put_off(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, e: &std::io::Error) {
-    release(ctx, &msg, claimed);
-    ctx.tell(DispatcherMsg::LocalLimit {
-        domain: msg.domain.clone(),
-        job: Box::new(msg),
-        what: PutOff::QueueFile,
-        reason: format!("cannot open queue file: {e}"),
-    });
-}
-
-/// The claimed file cannot be opened or read: it goes back, unchanged, and
-/// the message waits for its next turn.
-pub fn cannot_open(
-    ctx: &Ctx<'_>,
-    msg: QueuedMessage,
-    claimed: Claimed,
-    relay: &str,
-    e: &std::io::Error,
-) {
-    error!(ctx.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
-    release(ctx, &msg, claimed);
-    let reason = format!("cannot open queue file: {e}");
-    log_all(ctx, &msg, relay, Status::Deferred, &reason);
-    let disposition = Disposition::Deferred(Box::new(msg.clone()));
-    tell_done(ctx, msg, disposition);
-}
-
 pub fn release(ctx: &Ctx<'_>, msg: &QueuedMessage, claimed: Claimed) {
     if let Err(e) = claimed.release() {
         error!(ctx.log, "cannot release a claimed queue file; it is recovered at the next start";
@@ -100,6 +193,7 @@ pub fn release(ctx: &Ctx<'_>, msg: &QueuedMessage, claimed: Claimed) {
     }
 }
 
+/// Sets an unreadable file aside; the message is finished.
 pub fn quarantine(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, reason: &str) {
     match claimed.quarantine(reason) {
         Ok(to) => error!(ctx.log, "quarantined"; "queue_id" => &msg.id, "domain" => &msg.domain,
@@ -107,20 +201,10 @@ pub fn quarantine(ctx: &Ctx<'_>, msg: QueuedMessage, claimed: Claimed, reason: &
         Err(e) => error!(ctx.log, "cannot quarantine an unreadable queue file";
             "queue_id" => &msg.id, "domain" => &msg.domain, "reason" => reason, "error" => %e),
     }
-    tell_done(ctx, msg, Disposition::Finished);
+    hand_back(ctx, msg, None, Reason::Finished);
 }
 
-pub fn tell_done(ctx: &Ctx<'_>, msg: QueuedMessage, disposition: Disposition) {
-    ctx.tell(DispatcherMsg::Done {
-        domain: msg.domain,
-        id: msg.id,
-        disposition,
-        answered: false,
-        throttle: None,
-    });
-}
-
-pub fn log_all(ctx: &Ctx<'_>, msg: &QueuedMessage, relay: &str, status: Status, reason: &str) {
+fn log_all(ctx: &Ctx<'_>, msg: &QueuedMessage, relay: &str, status: Status, reason: &str) {
     records::log_all(
         ctx.log,
         msg,
@@ -134,19 +218,139 @@ pub fn log_all(ctx: &Ctx<'_>, msg: &QueuedMessage, relay: &str, status: Status, 
     );
 }
 
-/// Returns an untried (unclaimed) message to the dispatcher.
-pub fn give_back(ctx: &Ctx<'_>, msg: QueuedMessage) {
-    give_back_throttled(ctx, msg, None);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Returns an untried message, with the throttle reply that ended its
-/// connection, if one did.
-pub fn give_back_throttled(ctx: &Ctx<'_>, msg: QueuedMessage, throttle: Option<String>) {
-    ctx.tell(DispatcherMsg::Done {
-        domain: msg.domain.clone(),
-        id: msg.id.clone(),
-        disposition: Disposition::Unused(Box::new(msg)),
-        answered: false,
-        throttle,
-    });
+    fn queued() -> QueuedMessage {
+        QueuedMessage {
+            id: "m1".into(),
+            domain: "d.test".into(),
+            path: std::path::PathBuf::from("m1"),
+            envelope: postman::queue::Envelope {
+                sender: String::new(),
+                recipients: vec!["a@d.test".into(), "b@d.test".into()],
+                arrival: None,
+                body_offset: 0,
+                extra: Vec::new(),
+                duplicates: 0,
+            },
+            arrival: std::time::UNIX_EPOCH,
+            size: 0,
+            retry: postman::queue::RetryState::default(),
+            identity: None,
+            tie: None,
+        }
+    }
+
+    /// The dispatcher's message in one line, for comparing: which
+    /// variant, and what it carries besides the message itself (which
+    /// must be the one handed back).
+    fn summary(told: DispatcherMsg) -> String {
+        let disposition = |d: Disposition| match d {
+            Disposition::Finished => "finished".to_owned(),
+            Disposition::Deferred(m) => format!("deferred {}", m.id),
+            Disposition::Unused(m) => format!("unused {}", m.id),
+        };
+        match told {
+            DispatcherMsg::Done {
+                domain,
+                id,
+                disposition: d,
+                answered,
+                throttle,
+            } => format!(
+                "done {domain}/{id}: {}, answered {answered}, throttle {throttle:?}",
+                disposition(d)
+            ),
+            DispatcherMsg::LocalLimit {
+                domain,
+                job,
+                what,
+                reason,
+            } => format!("put off {domain}/{}: {}, {reason}", job.id, what.describe()),
+            DispatcherMsg::ConnectFailed {
+                domain,
+                job,
+                reason,
+                relay,
+                code,
+                dsn,
+                loops,
+                throttle,
+            } => format!(
+                "connect failed {domain}/{}: {reason} at {relay}, {code} {dsn:?}, loops {loops}, throttle {throttle:?}",
+                job.id
+            ),
+            other => format!("unexpected {other:?}"),
+        }
+    }
+
+    /// Each reason tells the dispatcher one thing: untried is ready again
+    /// at once (with the throttle that ended its connection), deferred
+    /// waits for its next turn, finished is forgotten, put off pauses new
+    /// work, a failed connection is settled as a failed attempt. None of
+    /// them says the server answered.
+    #[test]
+    fn each_reason_tells_the_dispatcher_what_became_of_the_message() {
+        let record = Record {
+            relay: "mx.d.test[192.0.2.1]:25",
+            reason: "cannot open queue file: EIO".into(),
+        };
+        let cases: Vec<(Reason<'_>, &str)> = vec![
+            (
+                Reason::UNTRIED,
+                "done d.test/m1: unused m1, answered false, throttle None",
+            ),
+            (
+                Reason::Untried {
+                    throttle: Some("421 4.7.0 slow down".into()),
+                },
+                "done d.test/m1: unused m1, answered false, throttle Some(\"421 4.7.0 slow down\")",
+            ),
+            (
+                Reason::Deferred { record: None },
+                "done d.test/m1: deferred m1, answered false, throttle None",
+            ),
+            (
+                Reason::Deferred {
+                    record: Some(record),
+                },
+                "done d.test/m1: deferred m1, answered false, throttle None",
+            ),
+            (
+                Reason::Finished,
+                "done d.test/m1: finished, answered false, throttle None",
+            ),
+            (
+                Reason::PutOff {
+                    what: PutOff::QueueFile,
+                    reason: "cannot open queue file: EMFILE".into(),
+                },
+                "put off d.test/m1: queue file, cannot open queue file: EMFILE",
+            ),
+            (
+                Reason::PutOff {
+                    what: PutOff::StateFileSpace,
+                    reason: "no room".into(),
+                },
+                "put off d.test/m1: state file space, no room",
+            ),
+            (
+                Reason::ConnectFailed {
+                    reason: "connect to mx[192.0.2.1]:25: refused".into(),
+                    relay: "none".into(),
+                    code: 0,
+                    dsn: None,
+                    loops: false,
+                    throttle: None,
+                },
+                "connect failed d.test/m1: connect to mx[192.0.2.1]:25: refused at none, 0 None, loops false, throttle None",
+            ),
+        ];
+        for (reason, expected) in cases {
+            let what = format!("{reason:?}");
+            assert_eq!(summary(reason.message(queued())), expected, "{what}");
+        }
+    }
 }

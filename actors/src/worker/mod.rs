@@ -38,8 +38,8 @@ use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
 use finish::settle_here;
-use hand_back::put_back;
-use job::Prepared;
+use hand_back::{hand_back, Reason};
+use job::{Prepared, Ready};
 pub use link::WorkerLink;
 use shared::{ConnSettings, Shared, Stats};
 
@@ -207,7 +207,8 @@ impl Worker {
         let disk = self.shared.disk.stop(&self.shared.log);
         while let Ok(answer) = self.prepared.try_recv() {
             if let Some(ready) = answer.ready {
-                put_back(&self.shared.ctx(), *ready);
+                let Ready { msg, claimed, .. } = *ready;
+                hand_back(&self.shared.ctx(), msg, Some(claimed), Reason::UNTRIED);
             }
         }
         // A last record, so a short run still reports its numbers.
@@ -307,7 +308,8 @@ impl Worker {
                 c.prepared(answer.ready.map(|ready| *ready), shared, now);
             });
         } else if let Some(ready) = answer.ready {
-            put_back(&self.shared.ctx(), *ready);
+            let Ready { msg, claimed, .. } = *ready;
+            hand_back(&self.shared.ctx(), msg, Some(claimed), Reason::UNTRIED);
         }
     }
 

@@ -11,10 +11,9 @@ use postman::smtp::{Envelope, Session};
 use slog::{debug, error, info, warn};
 
 use super::body::{self, Pool};
-use super::hand_back::{cannot_open, log_all, put_off, quarantine, release, tell_done, Ctx};
+use super::hand_back::{hand_back, quarantine, Ctx, Reason, Record};
 use super::job::{Job, Ready};
-use crate::messages::{DispatcherMsg, Disposition, FileIdentity, PutOff, QueuedMessage};
-use crate::records::Status;
+use crate::messages::{FileIdentity, PutOff, QueuedMessage};
 
 /// Claims the message, reads its envelope and state file again (another
 /// process may have recorded a new state since the scan), reserves the
@@ -37,9 +36,7 @@ pub fn prepare(
         .is_some_and(|at| at > SystemTime::now())
     {
         // Another process deferred it after our scan: not due yet.
-        release(ctx, &msg, claimed);
-        let disposition = Disposition::Deferred(Box::new(msg.clone()));
-        tell_done(ctx, msg, disposition);
+        hand_back(ctx, msg, Some(claimed), Reason::Deferred { record: None });
         return None;
     }
     let (msg, claimed) = reserve_state(ctx, msg, claimed, block_len, relay)?;
@@ -94,14 +91,12 @@ fn read_claimed(
             Some((msg, claimed, queued.block_len))
         }
         Err(ReadError::Io(e)) if super::short_of_resources(&e) => {
-            put_off(ctx, msg, claimed, &e);
+            hand_back(ctx, msg, Some(claimed), no_descriptor(&e));
             None
         }
         Err(ReadError::Io(e)) => {
             error!(ctx.log, "cannot read claimed queue file"; "queue_id" => &msg.id, "error" => %e);
-            release(ctx, &msg, claimed);
-            let disposition = Disposition::Deferred(Box::new(msg.clone()));
-            tell_done(ctx, msg, disposition);
+            hand_back(ctx, msg, Some(claimed), Reason::Deferred { record: None });
             None
         }
         Err(e) => {
@@ -142,23 +137,19 @@ fn reserve_state(
     if no_space(&e) {
         warn!(ctx.log, "no room on the disk for the message's state file: it goes back untried";
             "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
-        release(ctx, &msg, claimed);
-        ctx.tell(DispatcherMsg::LocalLimit {
-            domain: msg.domain.clone(),
-            job: Box::new(msg),
+        let reason = Reason::PutOff {
             what: PutOff::StateFileSpace,
             reason: format!("cannot reserve room for the state file: {e}"),
-        });
+        };
+        hand_back(ctx, msg, Some(claimed), reason);
     } else if super::short_of_resources(&e) {
-        put_off(ctx, msg, claimed, &e);
+        hand_back(ctx, msg, Some(claimed), no_descriptor(&e));
     } else {
         error!(ctx.log, "cannot reserve room for the message's state file"; "queue_id" => &msg.id,
             "domain" => &msg.domain, "error" => %e);
-        release(ctx, &msg, claimed);
         let reason = format!("cannot reserve room for the state file: {e}");
-        log_all(ctx, &msg, relay, Status::Deferred, &reason);
-        let disposition = Disposition::Deferred(Box::new(msg.clone()));
-        tell_done(ctx, msg, disposition);
+        let record = Some(Record { relay, reason });
+        hand_back(ctx, msg, Some(claimed), Reason::Deferred { record });
     }
     None
 }
@@ -179,25 +170,23 @@ fn claim_file(ctx: &Ctx<'_>, msg: QueuedMessage, relay: &str) -> Option<(QueuedM
             // Delivered, deleted or claimed by someone else since the scan.
             debug!(ctx.log, "queue file gone before delivery"; "queue_id" => &msg.id,
                 "domain" => &msg.domain);
-            tell_done(ctx, msg, Disposition::Finished);
+            hand_back(ctx, msg, None, Reason::Finished);
             None
         }
         Err(e) if super::short_of_resources(&e) => {
             // Nothing is wrong with the message or its domain.
-            ctx.tell(DispatcherMsg::LocalLimit {
-                domain: msg.domain.clone(),
-                job: Box::new(msg),
+            let reason = Reason::PutOff {
                 what: PutOff::QueueFile,
                 reason: format!("cannot claim queue file: {e}"),
-            });
+            };
+            hand_back(ctx, msg, None, reason);
             None
         }
         Err(e) => {
             error!(ctx.log, "cannot claim queue file"; "queue_id" => &msg.id, "error" => %e);
             let reason = format!("cannot claim queue file: {e}");
-            log_all(ctx, &msg, relay, Status::Deferred, &reason);
-            let disposition = Disposition::Deferred(Box::new(msg.clone()));
-            tell_done(ctx, msg, disposition);
+            let record = Some(Record { relay, reason });
+            hand_back(ctx, msg, None, Reason::Deferred { record });
             None
         }
     }
@@ -216,7 +205,7 @@ fn open_claimed(
     match body::open(&claimed) {
         Ok((file, metadata)) => Some((msg, claimed, file, metadata)),
         Err(e) if super::short_of_resources(&e) => {
-            put_off(ctx, msg, claimed, &e);
+            hand_back(ctx, msg, Some(claimed), no_descriptor(&e));
             None
         }
         Err(e) if queue::dirfd::refusal(&e).is_some() => {
@@ -228,6 +217,31 @@ fn open_claimed(
             None
         }
     }
+}
+
+/// The claimed file cannot be opened for want of descriptors: nothing is
+/// wrong with it or its domain. It goes back unchanged and the message
+/// untried, to be taken up after the dispatcher's pause.
+fn no_descriptor(e: &std::io::Error) -> Reason<'static> {
+    Reason::PutOff {
+        what: PutOff::QueueFile,
+        reason: format!("cannot open queue file: {e}"),
+    }
+}
+
+/// The claimed file cannot be opened or read: it goes back, unchanged, and
+/// the message waits for its next turn.
+fn cannot_open(
+    ctx: &Ctx<'_>,
+    msg: QueuedMessage,
+    claimed: Claimed,
+    relay: &str,
+    e: &std::io::Error,
+) {
+    error!(ctx.log, "cannot open queue file"; "queue_id" => &msg.id, "error" => %e);
+    let reason = format!("cannot open queue file: {e}");
+    let record = Some(Record { relay, reason });
+    hand_back(ctx, msg, Some(claimed), Reason::Deferred { record });
 }
 
 /// Starts the transaction of a prepared message on `session`. On failure
@@ -265,9 +279,7 @@ pub fn begin(
         Err(e) => {
             error!(ctx.log, "cannot start transaction"; "queue_id" => &msg.id, "error" => %e);
             pool.recycle(body);
-            release(ctx, &msg, claimed);
-            let disposition = Disposition::Deferred(Box::new(msg.clone()));
-            tell_done(ctx, msg, disposition);
+            hand_back(ctx, msg, Some(claimed), Reason::Deferred { record: None });
             None
         }
     }

@@ -136,14 +136,16 @@ pub struct Shared {
 impl Shared {
     /// What disposing of a message needs: queue, claim owner, log and
     /// dispatcher.
+    /// What telling is done through it wakes the dispatcher once a turn,
+    /// as [`Shared::tell`] does.
     pub fn ctx(&self) -> Ctx<'_> {
-        Ctx::new(&self.settler, &self.log, &self.dispatcher)
+        Ctx::new(&self.settler, &self.log, &self.dispatcher, Some(&self.told))
     }
 
     /// [`Shared::ctx`] and the memory for a body, together: preparing a
     /// message in the worker's own thread needs both.
     pub fn preparing(&mut self) -> (Ctx<'_>, body::Memory<'_>) {
-        let ctx = Ctx::new(&self.settler, &self.log, &self.dispatcher);
+        let ctx = Ctx::new(&self.settler, &self.log, &self.dispatcher, Some(&self.told));
         let memory = body::Memory {
             budget: &self.body_budget,
             pool: &mut self.body_pool,
@@ -159,9 +161,7 @@ impl Shared {
     /// switch. It never blocks on us, so a blocking send cannot deadlock;
     /// failure means it is gone, and the worker winds down.
     pub fn tell(&self, msg: DispatcherMsg) {
-        if self.dispatcher.send_quietly(msg).is_ok() {
-            self.told.set(true);
-        }
+        self.ctx().tell(msg);
     }
 
     /// Wakes the dispatcher if it was told something since the last time.
