@@ -254,7 +254,7 @@ impl Dispatcher {
                 reason,
                 relay,
                 code,
-                dsn,
+                status,
                 loops,
                 throttle,
                 ..
@@ -263,7 +263,7 @@ impl Dispatcher {
                     reason,
                     relay,
                     code,
-                    dsn,
+                    status,
                     loops,
                     throttle,
                 };

@@ -12,6 +12,7 @@ use postman::config::{Config, SiteShape};
 use postman::queue::{Envelope, RetryState, Suspension, Tie};
 use postman::route::{Route, RouteError, SiteName};
 use postman::schedule::{Queued, SiteId};
+use postman::smtp::{EnhancedCode, ReplyCode};
 
 /// One queue file as the scanner found it: the envelope header block is
 /// parsed, the message itself stays on disk.
@@ -162,9 +163,11 @@ pub enum DispatcherMsg {
         reason: String,
         /// The last server that answered before failing, `none` if none did.
         relay: String,
-        /// Its reply code (0 without one) and enhanced code.
-        code: u16,
-        dsn: Option<String>,
+        /// Its reply code, if it gave a reply.
+        code: Option<ReplyCode>,
+        /// The RFC 3463 status of the deferral: that reply's enhanced
+        /// code, or 4.4.6 (mail loop) when `loops`.
+        status: Option<EnhancedCode>,
         /// Every address failed because it loops back to this host (it is
         /// this host's, or its server names this host): the reason is
         /// `mail for <domain> loops back to myself`, and an expired message

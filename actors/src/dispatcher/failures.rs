@@ -21,9 +21,9 @@ pub(super) struct Failure {
     pub(super) reason: String,
     /// The last server that answered, `none` if none did.
     pub(super) relay: String,
-    /// Its reply code (0 without one) and enhanced code.
-    pub(super) code: u16,
-    pub(super) dsn: Option<String>,
+    /// Its reply code, and the status of the deferral.
+    pub(super) code: Option<ReplyCode>,
+    pub(super) status: Option<EnhancedCode>,
     /// Every address looped back to this host.
     pub(super) loops: bool,
     /// The server's reply said this client sends too much.
@@ -43,7 +43,7 @@ impl Dispatcher {
             reason,
             relay,
             code,
-            dsn,
+            status,
             loops,
             throttle,
         } = failure;
@@ -75,9 +75,8 @@ impl Dispatcher {
             |recipient| RecipientFate {
                 recipient: recipient.to_owned(),
                 fate: Fate::Deferred,
-                code: ReplyCode::new(code),
-                // Rendered from an `EnhancedCode` by the worker.
-                status: dsn.as_deref().and_then(|dsn| dsn.parse().ok()),
+                code,
+                status,
                 text: reason.clone(),
             },
             &relay,

@@ -14,8 +14,9 @@
 //! a failed address (see the dispatcher's `policy`); an address that is
 //! this host's, or a server that names this host, is a mail loop. The bytes
 //! themselves (socket, reads, writes, the body) are in [`wire`], STARTTLS
-//! and its fallback in [`starttls`].
+//! and its fallback in [`starttls`], how failures count in [`failure`].
 
+mod failure;
 mod starttls;
 mod wire;
 
@@ -291,105 +292,6 @@ impl Conn {
             shared.settings.tls.mode_for(&self.domain)
         };
         Box::new(Session::new(config, now))
-    }
-
-    fn address_failed(&mut self, shared: &mut Shared, reason: String) {
-        debug!(shared.log, "address failed"; "domain" => &self.domain, "relay" => &self.relay,
-            "reason" => &reason);
-        shared.stats.connect_failures += 1;
-        self.failures.push(reason);
-        self.state = State::Idle;
-    }
-
-    /// The connection ends before the message in hand was tried (`first`,
-    /// or one still out with a disk thread or the dispatcher, which comes
-    /// back through [`Conn::prepared`] or [`Conn::next`]); the
-    /// dispatcher's [`policy::judge`] says how that counts:
-    ///
-    /// * a failed connection: the address failed, the next one is tried
-    ///   (at the next `drive`), and when none is left the dispatcher
-    ///   defers the message with the reasons and backs the domain off;
-    /// * untried: the message goes back, nothing recorded;
-    /// * put off (a socket could not be had because this process is short
-    ///   of descriptors or buffers): no server was asked, so the message
-    ///   goes back untried and the domain is not backed off; what earlier
-    ///   addresses of this round said is dropped with it, and the next
-    ///   round asks them again.
-    fn ended_early(&mut self, ending: Ending, reason: String, shared: &mut Shared) -> Verdict {
-        let carried = match &self.state {
-            State::Smtp { session, .. } if session.transactions() > 0 => Carried::Transactions,
-            _ => Carried::Nothing,
-        };
-        let verdict = policy::judge(carried, ending);
-        match verdict {
-            Verdict::FailedConnection => self.address_failed(shared, reason),
-            Verdict::Untried => {
-                debug!(shared.log, "connection ended"; "domain" => &self.domain,
-                    "relay" => &self.relay, "reason" => &reason);
-                if let Some(msg) = self.first.take() {
-                    hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
-                }
-            }
-            Verdict::PutOff => {
-                self.state = State::Done;
-                debug!(shared.log, "connection put off by a local limit"; "domain" => &self.domain,
-                    "reason" => &reason, "earlier_failures" => self.failures.len());
-                if let Some(job) = self.first.take() {
-                    let reason = Reason::PutOff {
-                        what: PutOff::Connection,
-                        reason,
-                    };
-                    hand_back(&shared.ctx(), job, None, reason);
-                }
-            }
-        }
-        verdict
-    }
-
-    /// No address could take the message: it goes back to the dispatcher,
-    /// which backs the domain off.
-    fn give_up(&mut self, shared: &mut Shared) {
-        self.state = State::Done;
-        let loops = self.loops > 0 && self.loops == self.failures.len();
-        let reason = if loops {
-            // Postfix's words; each address's story went to the log.
-            format!("mail for {} loops back to myself", self.domain)
-        } else if self.failures.is_empty() {
-            "no address to connect to".to_owned()
-        } else {
-            self.failures.join("; ")
-        };
-        if let Some(job) = self.first.take() {
-            // The dispatcher settles the attempt (retry state on the file,
-            // the delivery records, expiry) and backs the domain off.
-            let (relay, code, dsn) = match (&self.last_reply, &self.last_server) {
-                _ if loops => (
-                    self.last_server
-                        .clone()
-                        .unwrap_or_else(|| "none".to_owned()),
-                    0,
-                    Some(Outcome::LOOP.to_string()),
-                ),
-                (Some((relay, reply)), _) => (
-                    relay.clone(),
-                    reply.code.get(),
-                    reply.enhanced.map(|e| e.to_string()),
-                ),
-                (None, Some(relay)) => (relay.clone(), 0, None),
-                (None, None) => ("none".to_owned(), 0, None),
-            };
-            shared.stats.deferred += job.envelope.recipients.len() as u64;
-            let throttle = self.last_throttle.clone();
-            let reason = Reason::ConnectFailed {
-                reason,
-                relay,
-                code,
-                dsn,
-                loops,
-                throttle,
-            };
-            hand_back(&shared.ctx(), job, None, reason);
-        }
     }
 
     pub fn on_ready(&mut self, readable: bool, writable: bool, shared: &mut Shared, now: Instant) {
@@ -716,40 +618,6 @@ impl Conn {
                     self.server_ended(outcome, shared);
                 }
             }
-        }
-    }
-
-    /// The server ended the session: after a transaction, the messages
-    /// still out go back untried when they return; on a fresh connection
-    /// (before the server was ready, or after but before the first
-    /// transaction: a 421, lines out of turn, a close) the address failed
-    /// and the message in hand goes to the next one (see [`Conn::ended_early`]).
-    fn server_ended(&mut self, outcome: Outcome, shared: &mut Shared) {
-        let tls_failed = self.handshaking();
-        let established = self.established;
-        let reason = format!("host {} {outcome}", self.relay);
-        if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {
-            return;
-        }
-        if outcome.is_loop() {
-            warn!(shared.log, "server names this host: no mail for it"; "domain" => &self.domain,
-                "relay" => &self.relay, "reason" => %outcome.detail);
-            self.loops += 1;
-        }
-        if let Some(reply) = outcome.reply {
-            self.last_throttle = self
-                .shape
-                .is_throttle(outcome.stage, &reply)
-                .then(|| reply.to_string().trim_end().to_owned());
-            self.last_reply = Some((self.relay.clone(), reply));
-        }
-        self.last_server = Some(self.relay.clone());
-        if established {
-            info!(shared.log, "server ended the connection before its first transaction";
-                "domain" => &self.domain, "relay" => &self.relay, "reason" => %outcome.detail);
-        }
-        if tls_failed {
-            self.retry_in_plaintext(shared);
         }
     }
 

@@ -8,6 +8,7 @@
 use std::cell::Cell;
 
 use postman::queue::{Claimed, Queue};
+use postman::smtp::{EnhancedCode, ReplyCode};
 use slog::{debug, error, Logger};
 
 use super::job::Ready;
@@ -94,9 +95,9 @@ pub enum Reason<'a> {
         reason: String,
         /// The last server that answered before failing, `none` if none did.
         relay: String,
-        /// Its reply code (0 without one) and enhanced code.
-        code: u16,
-        dsn: Option<String>,
+        /// Its reply code, and the status of the deferral.
+        code: Option<ReplyCode>,
+        status: Option<EnhancedCode>,
         /// Every address looped back to this host.
         loops: bool,
         /// The last server's reply said this client sends too much.
@@ -143,7 +144,7 @@ impl Reason<'_> {
                 reason,
                 relay,
                 code,
-                dsn,
+                status,
                 loops,
                 throttle,
             } => DispatcherMsg::ConnectFailed {
@@ -152,7 +153,7 @@ impl Reason<'_> {
                 reason,
                 relay,
                 code,
-                dsn,
+                status,
                 loops,
                 throttle,
             },
@@ -275,11 +276,11 @@ mod tests {
                 reason,
                 relay,
                 code,
-                dsn,
+                status,
                 loops,
                 throttle,
             } => format!(
-                "connect failed {domain}/{}: {reason} at {relay}, {code} {dsn:?}, loops {loops}, throttle {throttle:?}",
+                "connect failed {domain}/{}: {reason} at {relay}, {code:?} {status:?}, loops {loops}, throttle {throttle:?}",
                 job.id
             ),
             other => format!("unexpected {other:?}"),
@@ -340,12 +341,12 @@ mod tests {
                 Reason::ConnectFailed {
                     reason: "connect to mx[192.0.2.1]:25: refused".into(),
                     relay: "none".into(),
-                    code: 0,
-                    dsn: None,
+                    code: None,
+                    status: None,
                     loops: false,
                     throttle: None,
                 },
-                "connect failed d.test/m1: connect to mx[192.0.2.1]:25: refused at none, 0 None, loops false, throttle None",
+                "connect failed d.test/m1: connect to mx[192.0.2.1]:25: refused at none, None None, loops false, throttle None",
             ),
         ];
         for (reason, expected) in cases {
