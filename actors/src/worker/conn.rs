@@ -340,9 +340,11 @@ impl Conn {
                         session.tls_failed("the server closed the connection", now);
                     }
                     ReadEnd::Eof => session.handle_eof(now),
-                    ReadEnd::Failed(why) if handshaking => session.tls_failed(&why, now),
+                    ReadEnd::Failed(why) if handshaking => {
+                        session.tls_failed(&why.to_string(), now);
+                    }
                     ReadEnd::Failed(why) => {
-                        debug!(shared.log, "TLS failed"; "relay" => &self.relay, "error" => &why);
+                        debug!(shared.log, "TLS failed"; "relay" => &self.relay, "error" => %why);
                         self.broken = true;
                         session.handle_eof(now);
                     }

@@ -29,6 +29,71 @@ use rustls::{
 };
 use socket2::Socket;
 
+/// Why a connection's TLS could not start or went wrong. The texts go
+/// into the session's outcome, and so into delivery records and bounces.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The MX host name is not a name a certificate can carry.
+    #[error("{0:?} is not a valid TLS server name: {1}")]
+    ServerName(String, rustls::pki_types::InvalidDnsNameError),
+    /// Certificates are to be checked, but the configuration that checks
+    /// them could not be built.
+    #[error("cannot check certificates: {0}")]
+    CannotCheck(Arc<RootsError>),
+    /// rustls refused to start a client connection.
+    #[error("cannot start TLS: {0}")]
+    Start(rustls::Error),
+    /// Reading the socket failed.
+    #[error("read error: {0}")]
+    Read(io::Error),
+    /// The TLS layer failed: a bad record, an alert, a refused
+    /// certificate.
+    #[error("{0}")]
+    Protocol(rustls::Error),
+    /// Taking the decrypted octets failed.
+    #[error("{0}")]
+    Plaintext(io::Error),
+}
+
+/// Why the configuration that checks certificates (`verify = name`) could
+/// not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    /// No setting asks for certificate checks, so none was built.
+    #[error("no setting asks for certificate checks")]
+    NotNeeded,
+    /// `tls.ca_file` could not be read as PEM.
+    #[error("tls.ca_file {}: {error}", .path.display())]
+    CaFile {
+        path: PathBuf,
+        error: rustls::pki_types::pem::Error,
+    },
+    /// `tls.ca_file` holds no certificate (validation refuses such a file;
+    /// this is the file as it is now).
+    #[error("tls.ca_file {}: holds no certificate", .path.display())]
+    CaFileEmpty { path: PathBuf },
+    /// A certificate of `tls.ca_file` is not a usable root.
+    #[error("tls.ca_file {}: {error}", .path.display())]
+    CaCert { path: PathBuf, error: rustls::Error },
+    /// Neither the system nor `tls.ca_file` gave a trusted root: the
+    /// system store's errors, and how many roots it had.
+    #[error("no trusted roots ({})", no_roots(.errors, *.added))]
+    NoRoots {
+        errors: Vec<rustls_native_certs::Error>,
+        added: usize,
+    },
+    /// rustls refused the protocol versions.
+    #[error("{0}")]
+    Versions(rustls::Error),
+}
+
+/// The problems behind [`RootsError::NoRoots`], in one line.
+fn no_roots(errors: &[rustls_native_certs::Error], added: usize) -> String {
+    let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    problems.push(format!("{added} system roots and no tls.ca_file"));
+    problems.join("; ")
+}
+
 /// The TLS settings of a worker and the client configurations they need.
 pub struct TlsPolicy {
     /// `tls.mode`.
@@ -42,7 +107,7 @@ pub struct TlsPolicy {
     anonymous: Arc<ClientConfig>,
     /// Checks the chain and the name (`verify = name`); `Err` says why it
     /// could not be built (no roots), and every handshake needing it fails.
-    checked: Result<Arc<ClientConfig>, String>,
+    checked: Result<Arc<ClientConfig>, Arc<RootsError>>,
 }
 
 impl TlsPolicy {
@@ -61,9 +126,11 @@ impl TlsPolicy {
                 && (mode == TlsMode::Required
                     || per_domain.values().any(|m| *m == TlsMode::Required)));
         let checked = if needs_roots {
-            checked_config(&provider, ca_file).map(Arc::new)
+            checked_config(&provider, ca_file)
+                .map(Arc::new)
+                .map_err(Arc::new)
         } else {
-            Err("no setting asks for certificate checks".to_owned())
+            Err(Arc::new(RootsError::NotNeeded))
         };
         TlsPolicy {
             mode,
@@ -92,19 +159,18 @@ impl TlsPolicy {
 
     /// Starts a client handshake with `host` (SNI and, with `name`
     /// checks, the name the certificate must carry).
-    pub fn connect(&self, host: &str, verify: TlsVerify) -> Result<TlsStream, String> {
+    pub fn connect(&self, host: &str, verify: TlsVerify) -> Result<TlsStream, TlsError> {
         let name = host.trim_end_matches('.');
         let server_name = ServerName::try_from(name.to_owned())
-            .map_err(|e| format!("{name:?} is not a valid TLS server name: {e}"))?;
+            .map_err(|e| TlsError::ServerName(name.to_owned(), e))?;
         let config = match verify {
             TlsVerify::None => Arc::clone(&self.anonymous),
             TlsVerify::Name => match &self.checked {
                 Ok(config) => Arc::clone(config),
-                Err(why) => return Err(format!("cannot check certificates: {why}")),
+                Err(why) => return Err(TlsError::CannotCheck(Arc::clone(why))),
             },
         };
-        let conn = ClientConnection::new(config, server_name)
-            .map_err(|e| format!("cannot start TLS: {e}"))?;
+        let conn = ClientConnection::new(config, server_name).map_err(TlsError::Start)?;
         Ok(TlsStream {
             conn: Box::new(conn),
             verified: verify == TlsVerify::Name,
@@ -135,35 +201,35 @@ fn anonymous_config(provider: &Arc<CryptoProvider>) -> ClientConfig {
 fn checked_config(
     provider: &Arc<CryptoProvider>,
     ca_file: Option<PathBuf>,
-) -> Result<ClientConfig, String> {
+) -> Result<ClientConfig, RootsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    let mut problems: Vec<String> = native.errors.iter().map(|e| e.to_string()).collect();
-    if let Some(path) = &ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
+    if let Some(path) = ca_file {
+        let certs = match CertificateDer::pem_file_iter(&path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-        // Validation refuses such a file; this is the file as it is now.
+        {
+            Ok(certs) => certs,
+            Err(error) => return Err(RootsError::CaFile { path, error }),
+        };
         if certs.is_empty() {
-            return Err(format!(
-                "tls.ca_file {}: holds no certificate",
-                path.display()
-            ));
+            return Err(RootsError::CaFileEmpty { path });
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+            if let Err(error) = roots.add(cert) {
+                return Err(RootsError::CaCert { path, error });
+            }
         }
     }
     if roots.is_empty() {
-        problems.push(format!("{added} system roots and no tls.ca_file"));
-        return Err(format!("no trusted roots ({})", problems.join("; ")));
+        return Err(RootsError::NoRoots {
+            errors: native.errors,
+            added,
+        });
     }
     let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(RootsError::Versions)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
@@ -222,15 +288,15 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 /// What a read from a TLS connection came to.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ReadEnd {
     /// The socket has nothing more for now.
     WouldBlock,
     /// The peer closed (close_notify, or the TCP connection).
     Eof,
-    /// The TLS layer failed (a bad record, an alert, a refused
-    /// certificate): the text says how.
-    Failed(String),
+    /// Reading failed, or the TLS layer did (a bad record, an alert, a
+    /// refused certificate).
+    Failed(TlsError),
 }
 
 /// One connection's TLS, between the socket and the session.
@@ -279,7 +345,7 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return (total, ReadEnd::WouldBlock)
                 }
-                Err(e) => return (total, ReadEnd::Failed(format!("read error: {e}"))),
+                Err(e) => return (total, ReadEnd::Failed(TlsError::Read(e))),
             };
             total += n as u64;
             let state = match self.conn.process_new_packets() {
@@ -287,7 +353,7 @@ impl TlsStream {
                 Err(e) => {
                     // Tell the server why (an alert), if the socket takes it.
                     let _ = self.conn.write_tls(&mut SocketIo(socket));
-                    return (total, ReadEnd::Failed(e.to_string()));
+                    return (total, ReadEnd::Failed(TlsError::Protocol(e)));
                 }
             };
             let closed = state.peer_has_closed();
@@ -318,7 +384,7 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 // The TCP connection ended without close_notify.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Some(ReadEnd::Eof),
-                Err(e) => return Some(ReadEnd::Failed(e.to_string())),
+                Err(e) => return Some(ReadEnd::Failed(TlsError::Plaintext(e))),
             }
         }
     }
@@ -398,5 +464,80 @@ impl Write for SocketIo<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opportunistic() -> TlsPolicy {
+        TlsPolicy::new(TlsMode::Opportunistic, None, None, HashMap::new())
+    }
+
+    /// Why a handshake could not start is told in words that go into
+    /// delivery records and bounces: they stay as they were when they
+    /// were strings.
+    #[test]
+    fn a_handshake_that_cannot_start_says_why() {
+        let policy = opportunistic();
+        let cases = [
+            (
+                "mx.d.test.",
+                TlsVerify::Name,
+                "cannot check certificates: no setting asks for certificate checks",
+            ),
+            (
+                "mx d.test",
+                TlsVerify::None,
+                "\"mx d.test\" is not a valid TLS server name: invalid dns name",
+            ),
+        ];
+        for (host, verify, expected) in cases {
+            let error = policy.connect(host, verify).err().expect("refused");
+            assert_eq!(error.to_string(), expected, "{host} {verify:?}");
+        }
+        assert!(policy.connect("mx.d.test.", TlsVerify::None).is_ok());
+    }
+
+    #[test]
+    fn roots_that_cannot_be_had_say_why() {
+        let path = PathBuf::from("/etc/postman/ca.pem");
+        let cases = [
+            (
+                RootsError::CaFileEmpty { path: path.clone() },
+                "tls.ca_file /etc/postman/ca.pem: holds no certificate",
+            ),
+            (
+                RootsError::NoRoots {
+                    errors: Vec::new(),
+                    added: 0,
+                },
+                "no trusted roots (0 system roots and no tls.ca_file)",
+            ),
+            (
+                RootsError::NotNeeded,
+                "no setting asks for certificate checks",
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.to_string(), expected);
+        }
+        let missing = TlsPolicy::new(
+            TlsMode::Required,
+            None,
+            Some(PathBuf::from("/nonexistent/ca.pem")),
+            HashMap::new(),
+        );
+        let error = missing
+            .connect("mx.d.test", TlsVerify::Name)
+            .err()
+            .expect("no roots from a missing file");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot check certificates: tls.ca_file /nonexistent/ca.pem: "),
+            "{error}"
+        );
     }
 }

@@ -19,7 +19,7 @@ impl Conn {
             .connect(host, shared.settings.tls.verify_for(mode))
         {
             Ok(stream) => *tls = Some(stream),
-            Err(why) => session.tls_failed(&why, now),
+            Err(why) => session.tls_failed(&why.to_string(), now),
         }
     }
 
