@@ -395,53 +395,75 @@ pub fn measure(
     expected: u64,
     memory: &mut Memory<'_>,
 ) -> (Body, io::Result<BodyMeasure>) {
-    let mut measure = BodyMeasure::new();
     let held = usize::try_from(expected)
         .ok()
         .filter(|&n| n <= MAX_IN_MEMORY)
         .and_then(|n| memory.budget.reserve(n));
     if let Some(held) = held {
-        // One byte more than expected, to notice a file that grew.
-        let limit = held.n + 1;
-        let mut bytes = memory.pool.take(limit);
-        let mut len = 0;
-        while len < limit {
-            match reader.read_into(&mut bytes[len..limit]) {
-                Ok(0) => {
-                    let direct_end = if measure.is_verbatim() {
-                        direct_end(&bytes[..len])
-                    } else {
-                        0
-                    };
-                    return (
-                        Body::Memory {
-                            bytes,
-                            len,
-                            sent: 0,
-                            direct_end,
-                            _held: held,
-                            file: reader,
-                        },
-                        Ok(measure),
-                    );
-                }
-                Ok(n) => {
-                    measure.push(&bytes[len..len + n]);
-                    len += n;
-                }
-                Err(e) => {
-                    memory.pool.give(bytes);
-                    return (file_body(reader, 0), Err(e));
-                }
-            }
-        }
-        // The file grew since the scan: measure it from the file instead.
-        memory.pool.give(bytes);
-        measure = BodyMeasure::new();
-        if let Err(e) = reader.rewind() {
-            return (file_body(reader, 0), Err(e));
+        match measure_in_memory(reader, held, memory.pool) {
+            Ok(measured) => return measured,
+            Err(rewound) => reader = rewound,
         }
     }
+    measure_from_file(reader, expected, memory.buf)
+}
+
+/// Reads the body into a buffer of the pool while measuring it. `Err` with
+/// the reader, rewound, when the file grew since the scan: it is measured
+/// from the file instead.
+fn measure_in_memory(
+    mut reader: BodyReader,
+    held: Held,
+    pool: &mut Pool,
+) -> Result<(Body, io::Result<BodyMeasure>), BodyReader> {
+    let mut measure = BodyMeasure::new();
+    // One byte more than expected, to notice a file that grew.
+    let limit = held.n + 1;
+    let mut bytes = pool.take(limit);
+    let mut len = 0;
+    while len < limit {
+        match reader.read_into(&mut bytes[len..limit]) {
+            Ok(0) => {
+                let direct_end = if measure.is_verbatim() {
+                    direct_end(&bytes[..len])
+                } else {
+                    0
+                };
+                let body = Body::Memory {
+                    bytes,
+                    len,
+                    sent: 0,
+                    direct_end,
+                    _held: held,
+                    file: reader,
+                };
+                return Ok((body, Ok(measure)));
+            }
+            Ok(n) => {
+                measure.push(&bytes[len..len + n]);
+                len += n;
+            }
+            Err(e) => {
+                pool.give(bytes);
+                return Ok((file_body(reader, 0), Err(e)));
+            }
+        }
+    }
+    pool.give(bytes);
+    match reader.rewind() {
+        Ok(()) => Err(reader),
+        Err(e) => Ok((file_body(reader, 0), Err(e))),
+    }
+}
+
+/// Measures the body from its file, chunk by chunk through `buf`, and
+/// rewinds it for sending.
+fn measure_from_file(
+    mut reader: BodyReader,
+    expected: u64,
+    buf: &mut Vec<u8>,
+) -> (Body, io::Result<BodyMeasure>) {
+    let mut measure = BodyMeasure::new();
     // As `direct_end` does for a body in memory, chunk by chunk: after the
     // last LF at least DIRECT_TAIL octets before the end, when the file is
     // as long as `expected` says.
@@ -450,14 +472,14 @@ pub fn measure(
     let mut direct_end = 0u64;
     let result = (|| {
         loop {
-            let n = reader.read_chunk(memory.buf)?;
+            let n = reader.read_chunk(buf)?;
             if n == 0 {
                 break;
             }
-            measure.push(memory.buf);
+            measure.push(buf);
             if read < tail_from {
                 let before = usize::try_from(tail_from - read).map_or(n, |b| b.min(n));
-                if let Some(at) = memory.buf[..before].iter().rposition(|&b| b == b'\n') {
+                if let Some(at) = buf[..before].iter().rposition(|&b| b == b'\n') {
                     direct_end = read + at as u64 + 1;
                 }
             }
