@@ -37,6 +37,11 @@ pub const STATUS_LOOP: EnhancedCode = code(5, 4, 6);
 pub const STATUS_NO_ANSWER: EnhancedCode = code(4, 4, 1);
 /// RFC 3463 §3.5 X.4.2: bad connection (lost, timed out).
 pub const STATUS_BAD_CONNECTION: EnhancedCode = code(4, 4, 2);
+/// RFC 3463 §3.5 X.4.3: routing server failure, the DNS lookup of the
+/// route failed.
+pub const STATUS_ROUTING_SERVER: EnhancedCode = code(4, 4, 3);
+/// RFC 3463 §3.5 X.4.4: unable to route, no mail host has an address.
+pub const STATUS_UNROUTABLE: EnhancedCode = code(4, 4, 4);
 /// RFC 3463 §3.1 X.0.0: permanent failure, no further detail.
 pub const STATUS_PERMANENT: EnhancedCode = code(5, 0, 0);
 /// RFC 3463 §3.1 X.0.0: transient failure, no further detail.

@@ -6,6 +6,9 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::dsn;
+use crate::smtp::{Class, EnhancedCode};
+
 /// The answer to an MX query for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MxAnswer {
@@ -32,15 +35,137 @@ pub enum AddrAnswer {
     Failed(String),
 }
 
-/// Why a domain has no route. The text is for logs and bounces.
+/// Why a domain has no route: each kind knows whether it bounces or
+/// defers and its RFC 3463 status, so that the dispatcher never reads them
+/// from the text, which is for logs and bounces only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    /// The domain can never receive mail: bounce.
-    #[error("{0}")]
-    Permanent(String),
-    /// The domain may receive mail later: defer.
-    #[error("{0}")]
-    Transient(String),
+    /// The domain's MX records are only the null MX (RFC 7505): it
+    /// accepts no mail.
+    #[error("domain {domain} does not accept mail (null MX)")]
+    NullMx {
+        /// The recipient domain.
+        domain: String,
+    },
+    /// The MX query answered NXDOMAIN: the domain does not exist.
+    #[error("domain {domain} does not exist")]
+    NoSuchDomain {
+        /// The recipient domain.
+        domain: String,
+    },
+    /// The domain has no MX record and no address of its own (RFC 5321
+    /// §5.1: no implicit MX either).
+    #[error("no MX and no A/AAAA record for {domain}")]
+    NoMailHost {
+        /// The recipient domain.
+        domain: String,
+    },
+    /// The MX query failed (timeout, SERVFAIL, …).
+    #[error("MX lookup for {domain} failed: {why}")]
+    MxLookupFailed {
+        /// The recipient domain.
+        domain: String,
+        /// The resolver's account of the failure.
+        why: String,
+    },
+    /// No host has an address, and the address lookup of at least one of
+    /// them failed.
+    #[error("cannot resolve mail hosts for {domain} ({})", Unresolved::list(.hosts))]
+    AddressLookupFailed {
+        /// The recipient domain.
+        domain: String,
+        /// Every host, with why it has no address.
+        hosts: Vec<Unresolved>,
+    },
+    /// The MX records name hosts none of which has an address: a
+    /// misconfiguration that may be fixed, so not a bounce.
+    #[error("no MX host of {domain} has an address ({})", Unresolved::list(.hosts))]
+    NoMxAddress {
+        /// The recipient domain.
+        domain: String,
+        /// Every host, with why it has no address.
+        hosts: Vec<Unresolved>,
+    },
+    /// There was no host to look up at all.
+    #[error("no MX host to try for {domain}")]
+    NoHostToTry {
+        /// The recipient domain.
+        domain: String,
+    },
+}
+
+impl RouteError {
+    /// Bounce (the domain can never receive mail) or defer (it may later).
+    pub fn class(&self) -> Class {
+        match self {
+            RouteError::NullMx { .. }
+            | RouteError::NoSuchDomain { .. }
+            | RouteError::NoMailHost { .. } => Class::Permanent,
+            RouteError::MxLookupFailed { .. }
+            | RouteError::AddressLookupFailed { .. }
+            | RouteError::NoMxAddress { .. }
+            | RouteError::NoHostToTry { .. } => Class::Transient,
+        }
+    }
+
+    /// The domain can never receive mail: its messages bounce.
+    pub fn is_permanent(&self) -> bool {
+        self.class() == Class::Permanent
+    }
+
+    /// The RFC 3463 status reported for the recipients.
+    pub fn status(&self) -> EnhancedCode {
+        match self {
+            RouteError::NullMx { .. } => dsn::STATUS_NULL_MX,
+            RouteError::NoSuchDomain { .. } => dsn::STATUS_NO_SUCH_DOMAIN,
+            RouteError::NoMailHost { .. } => dsn::STATUS_PERMANENT,
+            RouteError::MxLookupFailed { .. } | RouteError::AddressLookupFailed { .. } => {
+                dsn::STATUS_ROUTING_SERVER
+            }
+            RouteError::NoMxAddress { .. } | RouteError::NoHostToTry { .. } => {
+                dsn::STATUS_UNROUTABLE
+            }
+        }
+    }
+}
+
+/// A mail host without an address, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// Host name, lower-case, no trailing dot.
+    pub host: String,
+    /// What its address lookup answered.
+    pub problem: AddrProblem,
+}
+
+/// Why a host has no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrProblem {
+    /// The name exists but has no A or AAAA record.
+    NoRecords,
+    /// The name does not exist (NXDOMAIN).
+    NotFound,
+    /// The lookup failed; the text says how.
+    Failed(String),
+}
+
+impl Unresolved {
+    /// `a: why; b: why`, for the error's text.
+    fn list(hosts: &[Unresolved]) -> String {
+        let all: Vec<String> = hosts.iter().map(Unresolved::to_string).collect();
+        all.join("; ")
+    }
+}
+
+impl fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = &self.host;
+        match &self.problem {
+            AddrProblem::NoRecords => write!(f, "{host}: no A/AAAA record"),
+            AddrProblem::NotFound => write!(f, "{host}: host not found"),
+            AddrProblem::Failed(why) => write!(f, "{host}: address lookup failed: {why}"),
+        }
+    }
 }
 
 /// One host to connect to, with its addresses.
@@ -84,16 +209,8 @@ pub fn mx_hosts(
     let mut records = match answer {
         MxAnswer::Records(records) if !records.is_empty() => records,
         MxAnswer::Records(_) | MxAnswer::NoRecords => return Ok(vec![domain]),
-        MxAnswer::NxDomain => {
-            return Err(RouteError::Permanent(format!(
-                "domain {domain} does not exist"
-            )))
-        }
-        MxAnswer::Failed(why) => {
-            return Err(RouteError::Transient(format!(
-                "MX lookup for {domain} failed: {why}"
-            )))
-        }
+        MxAnswer::NxDomain => return Err(RouteError::NoSuchDomain { domain }),
+        MxAnswer::Failed(why) => return Err(RouteError::MxLookupFailed { domain, why }),
     };
     for (_, host) in &mut records {
         *host = normalise(host);
@@ -102,9 +219,7 @@ pub fn mx_hosts(
     if records.is_empty() {
         // RFC 7505 §3: a lone null MX says the domain accepts no mail. Several
         // null records and nothing else say the same, if less correctly.
-        return Err(RouteError::Permanent(format!(
-            "domain {domain} does not accept mail (null MX)"
-        )));
+        return Err(RouteError::NullMx { domain });
     }
     records.sort_by_key(|(preference, _)| *preference);
     let mut rng = SplitMix64(seed);
@@ -209,9 +324,7 @@ pub fn build_route(
 ) -> Result<Route, RouteError> {
     let domain = normalise(domain);
     if hosts.is_empty() {
-        return Err(RouteError::Transient(format!(
-            "no MX host to try for {domain}"
-        )));
+        return Err(RouteError::NoHostToTry { domain });
     }
     let mut route = Vec::new();
     let mut problems = Vec::new();
@@ -231,30 +344,38 @@ pub fn build_route(
                     addrs: unique,
                 });
             }
-            AddrAnswer::Addrs(_) | AddrAnswer::NoRecords => {
-                problems.push(format!("{name}: no A/AAAA record"))
-            }
-            AddrAnswer::NxDomain => problems.push(format!("{name}: host not found")),
+            AddrAnswer::Addrs(_) | AddrAnswer::NoRecords => problems.push(Unresolved {
+                host: name,
+                problem: AddrProblem::NoRecords,
+            }),
+            AddrAnswer::NxDomain => problems.push(Unresolved {
+                host: name,
+                problem: AddrProblem::NotFound,
+            }),
             AddrAnswer::Failed(why) => {
                 failed = true;
-                problems.push(format!("{name}: address lookup failed: {why}"));
+                problems.push(Unresolved {
+                    host: name,
+                    problem: AddrProblem::Failed(why),
+                });
             }
         }
     }
     if !route.is_empty() {
         return Ok(Route { hosts: route });
     }
-    let problems = problems.join("; ");
     Err(if failed {
-        RouteError::Transient(format!(
-            "cannot resolve mail hosts for {domain} ({problems})"
-        ))
+        RouteError::AddressLookupFailed {
+            domain,
+            hosts: problems,
+        }
     } else if implicit {
-        RouteError::Permanent(format!("no MX and no A/AAAA record for {domain}"))
+        RouteError::NoMailHost { domain }
     } else {
-        RouteError::Transient(format!(
-            "no MX host of {domain} has an address ({problems})"
-        ))
+        RouteError::NoMxAddress {
+            domain,
+            hosts: problems,
+        }
     })
 }
 
@@ -357,391 +478,5 @@ fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domains_naming_the_same_mx_hosts_share_a_site_whatever_the_order() {
-        let google = |order: &[(u16, &str)]| {
-            site_name(
-                "x.test",
-                &MxAnswer::Records(order.iter().map(|(p, h)| (*p, h.to_string())).collect()),
-            )
-        };
-        let a = google(&[
-            (1, "ASPMX.L.GOOGLE.COM."),
-            (5, "alt2.aspmx.l.google.com"),
-            (5, "alt1.aspmx.l.google.com"),
-        ]);
-        let b = google(&[
-            (5, "alt1.aspmx.l.google.com."),
-            (1, "aspmx.l.google.com"),
-            (5, "alt2.aspmx.l.google.com"),
-        ]);
-        assert_eq!(a, b);
-        assert_eq!(
-            a.name,
-            "aspmx.l.google.com;alt1.aspmx.l.google.com,alt2.aspmx.l.google.com"
-        );
-        let ordered = google(&[(5, "alt1.aspmx.l.google.com"), (1, "aspmx.l.google.com")]);
-        let reversed = google(&[(1, "alt1.aspmx.l.google.com"), (5, "aspmx.l.google.com")]);
-        assert_ne!(ordered.name, reversed.name, "the preference order matters");
-        let cases = [
-            (MxAnswer::NoRecords, "x.test"),
-            (MxAnswer::NxDomain, "x.test"),
-            (MxAnswer::Records(vec![(0, ".".into())]), "x.test"),
-            (
-                MxAnswer::Records(vec![(10, "mx.test".into()), (0, ".".into())]),
-                "mx.test",
-            ),
-        ];
-        for (answer, want) in cases {
-            assert_eq!(site_name("X.test.", &answer).name, want, "{answer:?}");
-        }
-        let many = MxAnswer::Records((0..20).map(|i| (10, format!("mx{i:02}.test"))).collect());
-        let site = site_name("x.test", &many);
-        assert_eq!(site.hosts.len(), 20);
-        assert!(site.name.starts_with("mx00.test,mx01.test,"));
-        assert!(site.name.ends_with("mx07.test;+12"), "{}", site.name);
-    }
-
-    fn records(list: &[(u16, &str)]) -> MxAnswer {
-        MxAnswer::Records(list.iter().map(|(p, h)| (*p, h.to_string())).collect())
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
-
-    #[test]
-    fn mx_hosts_table() {
-        type Want = Result<Vec<&'static str>, (bool, &'static str)>; // (permanent, text)
-        let cases: Vec<(&str, MxAnswer, Want)> = vec![
-            (
-                "preference order",
-                records(&[(20, "mx2.d.test."), (10, "mx1.d.test."), (30, "mx3.d.test")]),
-                Ok(vec!["mx1.d.test", "mx2.d.test", "mx3.d.test"]),
-            ),
-            (
-                "lower-cased, trailing dot stripped, duplicates dropped",
-                records(&[(10, "MX.D.Test."), (20, "mx.d.test"), (5, "Other.Test.")]),
-                Ok(vec!["other.test", "mx.d.test"]),
-            ),
-            ("implicit MX", MxAnswer::NoRecords, Ok(vec!["d.test"])),
-            (
-                "empty records = implicit MX",
-                records(&[]),
-                Ok(vec!["d.test"]),
-            ),
-            (
-                "null MX",
-                records(&[(0, ".")]),
-                Err((true, "domain d.test does not accept mail (null MX)")),
-            ),
-            (
-                "null MX as empty name",
-                records(&[(0, "")]),
-                Err((true, "domain d.test does not accept mail (null MX)")),
-            ),
-            (
-                "null MX with non-zero preference",
-                records(&[(10, ".")]),
-                Err((true, "domain d.test does not accept mail (null MX)")),
-            ),
-            (
-                "null MX beside real records is ignored",
-                records(&[(0, "."), (10, "mx.d.test")]),
-                Ok(vec!["mx.d.test"]),
-            ),
-            (
-                "nxdomain",
-                MxAnswer::NxDomain,
-                Err((true, "domain d.test does not exist")),
-            ),
-            (
-                "lookup failed",
-                MxAnswer::Failed("timed out".into()),
-                Err((false, "MX lookup for d.test failed: timed out")),
-            ),
-        ];
-        for (name, answer, want) in cases {
-            let got = mx_hosts("D.Test.", answer.clone(), 7, 5);
-            let got = got.map_err(|e| match e {
-                RouteError::Permanent(t) => (true, t),
-                RouteError::Transient(t) => (false, t),
-            });
-            let want = want
-                .map(|v| v.into_iter().map(String::from).collect::<Vec<_>>())
-                .map_err(|(p, t)| (p, t.to_string()));
-            assert_eq!(got, want, "{name}: {answer:?}");
-        }
-    }
-
-    #[test]
-    fn equal_preferences_shuffle_deterministically() {
-        let answer = records(&[
-            (10, "a.test"),
-            (10, "b.test"),
-            (10, "c.test"),
-            (10, "d.test"),
-            (20, "z.test"),
-            (5, "first.test"),
-        ]);
-        let mut orders = std::collections::BTreeSet::new();
-        for seed in 0..64 {
-            let hosts = mx_hosts("x.test", answer.clone(), seed, 10).expect("hosts");
-            let again = mx_hosts("x.test", answer.clone(), seed, 10).expect("hosts");
-            assert_eq!(hosts, again, "seed {seed} gives the same order twice");
-            assert_eq!(
-                hosts[0], "first.test",
-                "seed {seed}: lowest preference first"
-            );
-            assert_eq!(hosts[5], "z.test", "seed {seed}: highest preference last");
-            let mut middle = hosts[1..5].to_vec();
-            middle.sort();
-            assert_eq!(
-                middle,
-                ["a.test", "b.test", "c.test", "d.test"],
-                "seed {seed}"
-            );
-            orders.insert(hosts);
-        }
-        assert!(
-            orders.len() > 10,
-            "only {} orders from 64 seeds",
-            orders.len()
-        );
-    }
-
-    /// Issue 22, defect 13: only the first `limit` hosts are looked up,
-    /// however many records the domain has.
-    #[test]
-    fn mx_hosts_stop_at_the_limit() {
-        let mut list: Vec<(u16, String)> = (0..1000)
-            .map(|i| (10 + (i % 7) as u16, format!("mx{i}.d.test")))
-            .collect();
-        list.push((1, "first.d.test".into()));
-        list.push((1, "FIRST.d.test.".into()));
-        let answer = MxAnswer::Records(list);
-        let cases = [(1, 1), (5, 5), (0, 1), (1000, 1000), (5000, 1001)];
-        for (limit, want) in cases {
-            let hosts = mx_hosts("d.test", answer.clone(), 3, limit).expect("hosts");
-            assert_eq!(hosts.len(), want, "limit {limit}");
-            assert_eq!(hosts[0], "first.d.test", "limit {limit}: preference first");
-        }
-        let hosts = mx_hosts("d.test", answer, 3, 5).expect("hosts");
-        assert!(
-            hosts[1..].iter().all(|h| h.starts_with("mx")),
-            "the duplicate of the first host takes no place: {hosts:?}"
-        );
-    }
-
-    #[test]
-    fn build_route_table() {
-        let v4 = ip("192.0.2.1");
-        let v6 = ip("2001:db8::1");
-        let v4b = ip("192.0.2.2");
-        type Want = Result<Vec<(&'static str, Vec<IpAddr>)>, (bool, &'static str)>;
-        type Case = (&'static str, Vec<(&'static str, AddrAnswer)>, bool, Want);
-        let cases: Vec<Case> = vec![
-            (
-                "addresses keep their order, hosts their order",
-                vec![
-                    ("mx1.d.test", AddrAnswer::Addrs(vec![v6, v4, v6])),
-                    ("MX2.d.test.", AddrAnswer::Addrs(vec![v4b])),
-                ],
-                false,
-                Ok(vec![("mx1.d.test", vec![v6, v4]), ("mx2.d.test", vec![v4b])]),
-            ),
-            (
-                "hosts without addresses dropped",
-                vec![
-                    ("mx1.d.test", AddrAnswer::NxDomain),
-                    ("mx2.d.test", AddrAnswer::Failed("servfail".into())),
-                    ("mx3.d.test", AddrAnswer::Addrs(vec![])),
-                    ("mx4.d.test", AddrAnswer::Addrs(vec![v4])),
-                ],
-                false,
-                Ok(vec![("mx4.d.test", vec![v4])]),
-            ),
-            (
-                "implicit MX, no such host",
-                vec![("d.test", AddrAnswer::NxDomain)],
-                true,
-                Err((true, "no MX and no A/AAAA record for d.test")),
-            ),
-            (
-                "implicit MX, no address records",
-                vec![("d.test", AddrAnswer::NoRecords)],
-                true,
-                Err((true, "no MX and no A/AAAA record for d.test")),
-            ),
-            (
-                "implicit MX, lookup failed",
-                vec![("d.test", AddrAnswer::Failed("timed out".into()))],
-                true,
-                Err((false, "cannot resolve mail hosts for d.test (d.test: address lookup failed: timed out)")),
-            ),
-            (
-                "MX targets that do not resolve",
-                vec![("mx1.d.test", AddrAnswer::NxDomain), ("mx2.d.test", AddrAnswer::NoRecords)],
-                false,
-                Err((false, "no MX host of d.test has an address (mx1.d.test: host not found; mx2.d.test: no A/AAAA record)")),
-            ),
-            (
-                "MX targets, one failed",
-                vec![("mx1.d.test", AddrAnswer::NxDomain), ("mx2.d.test", AddrAnswer::Failed("refused".into()))],
-                false,
-                Err((false, "cannot resolve mail hosts for d.test (mx1.d.test: host not found; mx2.d.test: address lookup failed: refused)")),
-            ),
-            ("no hosts at all", vec![], false, Err((false, "no MX host to try for d.test"))),
-        ];
-        for (name, hosts, implicit, want) in cases {
-            let input: Vec<(String, AddrAnswer)> =
-                hosts.into_iter().map(|(h, a)| (h.to_string(), a)).collect();
-            let got = build_route("d.test", input.clone(), implicit)
-                .map(|r| {
-                    r.hosts
-                        .into_iter()
-                        .map(|h| (h.name, h.addrs))
-                        .collect::<Vec<_>>()
-                })
-                .map_err(|e| match e {
-                    RouteError::Permanent(t) => (true, t),
-                    RouteError::Transient(t) => (false, t),
-                });
-            let want = want
-                .map(|v| {
-                    v.into_iter()
-                        .map(|(h, a)| (h.to_string(), a))
-                        .collect::<Vec<_>>()
-                })
-                .map_err(|(p, t)| (p, t.to_string()));
-            assert_eq!(got, want, "{name}: {input:?} implicit={implicit}");
-        }
-    }
-
-    /// Issue 22, defect 10: the addresses never connected to.
-    #[test]
-    fn unusable_addresses_table() {
-        let sock = |s: &str| -> SocketAddr { s.parse().expect("test socket address") };
-        let listeners = [
-            sock("192.0.2.25:25"),
-            sock("[2001:db8::25]:25"),
-            sock("127.0.0.1:2525"),
-        ];
-        let wildcard = [sock("0.0.0.0:25")];
-        let own = [ip("198.51.100.7")];
-        type Case<'a> = (
-            &'static str,
-            &'static str,
-            &'a [SocketAddr],
-            Option<Unusable>,
-        );
-        let cases: Vec<Case> = vec![
-            ("0.0.0.0", "0.0.0.0:25", &[], Some(Unusable::Unspecified)),
-            ("::", "[::]:25", &[], Some(Unusable::Unspecified)),
-            (
-                "mapped 0.0.0.0",
-                "[::ffff:0.0.0.0]:25",
-                &[],
-                Some(Unusable::Unspecified),
-            ),
-            (
-                "multicast v4",
-                "224.0.0.1:25",
-                &[],
-                Some(Unusable::Multicast),
-            ),
-            (
-                "multicast v6",
-                "[ff02::1]:25",
-                &[],
-                Some(Unusable::Multicast),
-            ),
-            (
-                "broadcast",
-                "255.255.255.255:25",
-                &[],
-                Some(Unusable::Broadcast),
-            ),
-            ("a remote host", "192.0.2.1:25", &listeners, None),
-            ("loopback stays allowed", "127.0.0.1:25", &listeners, None),
-            (
-                "a listener",
-                "192.0.2.25:25",
-                &listeners,
-                Some(Unusable::LocalListener),
-            ),
-            (
-                "a listener, v6",
-                "[2001:db8::25]:25",
-                &listeners,
-                Some(Unusable::LocalListener),
-            ),
-            (
-                "a listener, mapped",
-                "[::ffff:192.0.2.25]:25",
-                &listeners,
-                Some(Unusable::LocalListener),
-            ),
-            (
-                "a loopback listener",
-                "127.0.0.1:2525",
-                &listeners,
-                Some(Unusable::LocalListener),
-            ),
-            (
-                "another port of a listener's address",
-                "192.0.2.25:2525",
-                &listeners,
-                None,
-            ),
-            (
-                "another loopback address",
-                "127.0.0.2:2525",
-                &listeners,
-                None,
-            ),
-            (
-                "wildcard listener: own address",
-                "198.51.100.7:25",
-                &wildcard,
-                Some(Unusable::LocalListener),
-            ),
-            (
-                "wildcard listener: loopback",
-                "127.0.0.53:25",
-                &wildcard,
-                Some(Unusable::LocalListener),
-            ),
-            (
-                "wildcard listener: a remote host",
-                "192.0.2.1:25",
-                &wildcard,
-                None,
-            ),
-            (
-                "wildcard listener: another port",
-                "198.51.100.7:587",
-                &wildcard,
-                None,
-            ),
-        ];
-        for (name, addr, listeners, want) in cases {
-            assert_eq!(
-                unusable_address(sock(addr), listeners, &own),
-                want,
-                "{name}: {addr}"
-            );
-        }
-        assert!(Unusable::Unspecified.loops_back() && Unusable::LocalListener.loops_back());
-        assert!(!Unusable::Multicast.loops_back() && !Unusable::Broadcast.loops_back());
-    }
-
-    #[test]
-    fn route_error_displays_its_reason() {
-        let e = RouteError::Permanent("domain d.test does not exist".into());
-        assert_eq!(e.to_string(), "domain d.test does not exist", "{e:?}");
-    }
-}
+#[path = "route_tests.rs"]
+mod tests;

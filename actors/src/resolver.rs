@@ -126,12 +126,13 @@ pub fn start(
                     // (this lookup's or another's) is the process's, not
                     // the domain's.
                     let msg = match route {
-                        Err(route::RouteError::Transient(reason))
-                            if shortages.load(Ordering::Relaxed) != shortages_before =>
+                        Err(error)
+                            if !error.is_permanent()
+                                && shortages.load(Ordering::Relaxed) != shortages_before =>
                         {
                             DispatcherMsg::LookupPutOff {
                                 domain: request.domain,
-                                reason,
+                                reason: error.to_string(),
                             }
                         }
                         route => DispatcherMsg::Resolved {

@@ -39,12 +39,8 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             self.actions.push_back(Action::Defer { msg, until, reason });
             return;
         }
-        if let RouteState::Failed {
-            error: error @ RouteError::Permanent(_),
-            until,
-        } = &d.route
-        {
-            if *until > now {
+        if let RouteState::Failed { error, until } = &d.route {
+            if error.is_permanent() && *until > now {
                 let error = error.clone();
                 self.actions.push_back(Action::Bounce { msg, error });
                 return;
@@ -187,40 +183,35 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
             .or_insert_with(Domain::new);
         let messages = d.drain_ready();
         self.ready_total -= messages.len();
-        match &error {
-            RouteError::Transient(reason) => {
-                // Looked up again when the messages come due.
-                d.route = RouteState::Failed {
-                    error: error.clone(),
-                    until: now,
-                };
-                d.failures = d.failures.saturating_add(1);
-                let wait = schedule.backoff(d.failures);
-                d.held = Some((now + wait, reason.clone()));
-                self.actions.push_back(Action::SaveDomainBackoff {
-                    domain: name.to_owned(),
-                    failures: d.failures,
-                    wait,
-                    error: reason.clone(),
-                });
-                for msg in messages {
-                    self.actions.push_back(Action::Defer {
-                        msg,
-                        until: now + wait,
-                        reason: reason.clone(),
-                    });
-                }
+        if error.is_permanent() {
+            d.route = RouteState::Failed {
+                error: error.clone(),
+                until,
+            };
+            for msg in messages {
+                let error = error.clone();
+                self.actions.push_back(Action::Bounce { msg, error });
             }
-            RouteError::Permanent(_) => {
-                d.route = RouteState::Failed {
-                    error: error.clone(),
-                    until,
-                };
-                for msg in messages {
-                    let error = error.clone();
-                    self.actions.push_back(Action::Bounce { msg, error });
-                }
-            }
+            return;
+        }
+        // Looked up again when the messages come due.
+        let reason = error.to_string();
+        d.route = RouteState::Failed { error, until: now };
+        d.failures = d.failures.saturating_add(1);
+        let wait = schedule.backoff(d.failures);
+        d.held = Some((now + wait, reason.clone()));
+        self.actions.push_back(Action::SaveDomainBackoff {
+            domain: name.to_owned(),
+            failures: d.failures,
+            wait,
+            error: reason.clone(),
+        });
+        for msg in messages {
+            self.actions.push_back(Action::Defer {
+                msg,
+                until: now + wait,
+                reason: reason.clone(),
+            });
         }
     }
 

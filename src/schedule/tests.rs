@@ -572,13 +572,18 @@ fn a_transient_route_failure_backs_the_domain_off_and_a_permanent_one_bounces() 
     let until = w.now + Duration::from_secs(3600);
     w.s.resolved(
         "a.test",
-        Err(RouteError::Transient("SERVFAIL".into())),
+        Err(RouteError::MxLookupFailed {
+            domain: "a.test".into(),
+            why: "SERVFAIL".into(),
+        }),
         until,
         w.now,
     );
     w.s.resolved(
         "b.test",
-        Err(RouteError::Permanent("null MX".into())),
+        Err(RouteError::NullMx {
+            domain: "b.test".into(),
+        }),
         until,
         w.now,
     );

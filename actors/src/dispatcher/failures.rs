@@ -158,8 +158,7 @@ impl Dispatcher {
     /// A permanent routing failure (null MX, no such domain): every
     /// recipient fails and the sender gets a bounce.
     pub(super) fn bounce(&mut self, msg: QueuedMessage, error: &RouteError) {
-        let reason = error.to_string();
-        self.bounce_with(msg, route_status(&reason), &reason);
+        self.bounce_with(msg, error.status(), &error.to_string());
     }
 
     /// Every recipient fails with `status` and `reason`, and the sender
@@ -216,16 +215,5 @@ impl Dispatcher {
             Some(site) => self.log.new(o!("site" => site)),
             None => self.log.clone(),
         }
-    }
-}
-
-/// The RFC 3463 status of a permanent routing failure, from its reason.
-fn route_status(reason: &str) -> EnhancedCode {
-    if reason.contains("null MX") {
-        dsn::STATUS_NULL_MX
-    } else if reason.contains("does not exist") {
-        dsn::STATUS_NO_SUCH_DOMAIN
-    } else {
-        dsn::STATUS_PERMANENT
     }
 }
