@@ -24,12 +24,12 @@
 //! ([`DomainBackoff::remaining`]), so a hand-made file can neither crash
 //! nor park a domain for ever.
 
-use std::io::{self, Write};
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dirfd::QueueDir;
 use super::state::one_line;
-use super::tmpfile::create_tmp;
+use super::tmpfile::replace_synced;
 use super::{Queue, TMP_DIR};
 
 /// The file name inside the domain folder (a dot name: never a queue entry).
@@ -156,17 +156,12 @@ pub fn read_backoff_in(dir: &QueueDir) -> io::Result<Option<DomainBackoff>> {
 pub fn write_backoff(queue: &Queue, domain: &str, backoff: &DomainBackoff) -> io::Result<()> {
     let dir = queue.domain_create(domain)?;
     let tmp_dir = dir.dir_create(TMP_DIR)?;
-    let (tmp, mut file) = create_tmp(&tmp_dir, BACKOFF_FILE)?;
-    let result = (|| {
-        file.write_all(render_backoff(backoff).as_bytes())?;
-        file.sync_all()?;
-        tmp_dir.rename(&tmp, &dir, BACKOFF_FILE)?;
-        dir.sync()
-    })();
-    if result.is_err() {
-        let _ = tmp_dir.remove_file(&tmp);
-    }
-    result
+    replace_synced(
+        &tmp_dir,
+        &dir,
+        BACKOFF_FILE,
+        render_backoff(backoff).as_bytes(),
+    )
 }
 
 /// Removes `<domain>/.backoff` (the entry itself, whatever it is); none is

@@ -17,13 +17,13 @@
 //! domains: a.example b.example
 //! ```
 
-use std::io::{self, Write};
+use std::io;
 
 use super::backoff::{parse_backoff, render_backoff, DomainBackoff};
 use super::dirfd::QueueDir;
 use super::state::one_line;
 use super::statefile::fnv1a64;
-use super::tmpfile::create_tmp;
+use super::tmpfile::replace_synced;
 use super::{Queue, TMP_DIR};
 
 /// The folder of site backoffs under `.OTHER_SERVERS` (a dot name: never a
@@ -182,17 +182,7 @@ pub fn write_site_backoff(queue: &Queue, site: &SiteBackoff) -> io::Result<()> {
     };
     let name = site_file_name(&site.site);
     let tmp_dir = dir.dir_create(TMP_DIR)?;
-    let (tmp, mut file) = create_tmp(&tmp_dir, &name)?;
-    let result = (|| {
-        file.write_all(render_site_backoff(site).as_bytes())?;
-        file.sync_all()?;
-        tmp_dir.rename(&tmp, &dir, &name)?;
-        dir.sync()
-    })();
-    if result.is_err() {
-        let _ = tmp_dir.remove_file(&tmp);
-    }
-    result
+    replace_synced(&tmp_dir, &dir, &name, render_site_backoff(site).as_bytes())
 }
 
 /// Removes the backoff file of `site`; none is fine.

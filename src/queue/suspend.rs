@@ -19,13 +19,13 @@
 //! panic, and never longer than [`MAX_UNTIL`].
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::backoff::MAX_UNTIL;
 use super::dirfd::{EntryKind, QueueDir};
 use super::state::one_line;
-use super::tmpfile::create_tmp;
+use super::tmpfile::replace_synced;
 use super::{valid_domain, Queue, TMP_DIR};
 use crate::config::suffix_matches;
 
@@ -355,17 +355,12 @@ pub fn write_suspension(queue: &Queue, suspension: &Suspension) -> io::Result<()
     };
     let name = suspension.target.file_name();
     let tmp_dir = dir.dir_create(TMP_DIR)?;
-    let (tmp, mut file) = create_tmp(&tmp_dir, &name)?;
-    let result = (|| {
-        file.write_all(render_suspension(suspension).as_bytes())?;
-        file.sync_all()?;
-        tmp_dir.rename(&tmp, &dir, &name)?;
-        dir.sync()
-    })();
-    if result.is_err() {
-        let _ = tmp_dir.remove_file(&tmp);
-    }
-    result
+    replace_synced(
+        &tmp_dir,
+        &dir,
+        &name,
+        render_suspension(suspension).as_bytes(),
+    )
 }
 
 /// Removes `target`'s suspension; returns what it said, `None` when there

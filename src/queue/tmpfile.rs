@@ -5,7 +5,7 @@
 //! its state file, `statefile.rs`).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::dirfd::QueueDir;
@@ -33,6 +33,28 @@ pub(crate) fn create_tmp(dir: &QueueDir, name: &str) -> io::Result<(String, File
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Puts `bytes` in `dir` as `name` crash-safely: written to a new file in
+/// `tmp_dir`, synced, renamed over whatever entry `name` is (never
+/// followed), and `dir` synced. On failure the temporary file is removed.
+pub(crate) fn replace_synced(
+    tmp_dir: &QueueDir,
+    dir: &QueueDir,
+    name: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let (tmp, mut file) = create_tmp(tmp_dir, name)?;
+    let result = (|| {
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        tmp_dir.rename(&tmp, dir, name)?;
+        dir.sync()
+    })();
+    if result.is_err() {
+        let _ = tmp_dir.remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]
