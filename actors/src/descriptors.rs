@@ -12,10 +12,23 @@
 //! microseconds, and the table never shrinks.
 
 use std::fs::File;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+/// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
+pub const FD_SETSIZE: i32 = 1024;
+
+/// Whether an operation failed for want of a resource of this process or
+/// host, not because of a server, a domain or a file: the process's or the
+/// system's descriptor table full, no memory for socket buffers. Such a
+/// failure puts the work off for a moment; it is never an attempt.
+pub fn short_of_resources(e: &io::Error) -> bool {
+    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
 
 /// How many descriptors postman asks for: sockets stay below FD_SETSIZE,
 /// queue files, the log and DNS sockets go above it.
@@ -68,11 +81,8 @@ pub fn prepare() -> Prepared {
         return prepared;
     };
     let grown = File::open("/").and_then(|root| {
-        let fd = fcntl(&root, FcntlArg::F_DUPFD_CLOEXEC(top))?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing
-        // else owns; OwnedFd takes it and closes it at the end of this
-        // statement.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        // Closed at once: the table keeps its size.
+        drop(duplicate_from(root.as_fd(), top)?);
         Ok(())
     });
     prepared.table_error = grown.err().map(|e| e.to_string());
@@ -84,10 +94,17 @@ pub fn prepare() -> Prepared {
 /// the numbers below are the sockets'. `None` when there is no room up
 /// there (a low `RLIMIT_NOFILE`); the caller keeps the low one then.
 pub fn above_fd_setsize(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
-    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(crate::worker::FD_SETSIZE)).ok()?;
+    duplicate_from(fd, FD_SETSIZE).ok()
+}
+
+/// A close-on-exec duplicate of `fd` at the lowest free number from `low`
+/// up (`F_DUPFD_CLOEXEC`): the crate's one `unsafe`, where a descriptor
+/// number becomes an owned descriptor.
+fn duplicate_from(fd: BorrowedFd<'_>, low: RawFd) -> nix::Result<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(low))?;
     // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
     // owns; OwnedFd takes sole ownership and closes it on drop.
-    Some(unsafe { OwnedFd::from_raw_fd(raw) })
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// The descriptors all the queue's handle sets together may keep open for

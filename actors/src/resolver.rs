@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,15 +33,14 @@ use hickory_resolver::net::runtime::{
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::Resolver;
-use nix::fcntl::{fcntl, FcntlArg};
 use postman::route::{self, AddrAnswer, MxAnswer};
 use slog::{debug, Logger};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::Semaphore;
 
+use crate::descriptors::{above_fd_setsize, short_of_resources};
 use crate::mailbox::Postbox;
 use crate::messages::DispatcherMsg;
-use crate::worker::{short_of_resources, FD_SETSIZE};
 
 /// Route lookups that run at once; the others (at most the dispatcher's
 /// `MAX_LOOKUPS` in all) wait their turn, in the order they were asked for,
@@ -354,13 +353,8 @@ impl RuntimeProvider for HighFdRuntime {
 /// there is no room up there (`RLIMIT_NOFILE` too low) the socket keeps its
 /// number: it still works, it only competes with the SMTP sockets.
 fn above_select_range(fd: OwnedFd) -> OwnedFd {
-    match fcntl(&fd, FcntlArg::F_DUPFD_CLOEXEC(FD_SETSIZE)) {
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
-        // owns; OwnedFd takes sole ownership and closes it on drop. The old
-        // one is closed when `fd` is dropped here.
-        Ok(high) => unsafe { OwnedFd::from_raw_fd(high) },
-        Err(_) => fd,
-    }
+    // The old number is closed when `fd` is dropped here.
+    above_fd_setsize(fd.as_fd()).unwrap_or(fd)
 }
 
 fn classify_mx(error: &NetError) -> MxAnswer {

@@ -28,9 +28,9 @@ use postman::queue::dirfd::{EntryKind, QueueDir, RefusedKind};
 use postman::queue::{self, Queue, Queued, ReadError, Source};
 use slog::{error, info, warn, Logger};
 
+use crate::descriptors::short_of_resources;
 use crate::mailbox::Postbox;
 use crate::messages::{DispatcherMsg, FileIdentity, QueuedMessage, ScannerMsg};
-use crate::worker::short_of_resources;
 
 /// How often the scanner looks at its mailbox while waiting for inotify
 /// events: the upper bound on how long a shutdown waits for it.

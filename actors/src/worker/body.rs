@@ -9,20 +9,19 @@
 
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg};
 use nix::libc;
 use nix::sys::sendfile::sendfile;
 use nix::sys::socket::{send, MsgFlags};
 use postman::queue::{BodyReader, Claimed};
 use postman::smtp::BodyMeasure;
 
-use super::FD_SETSIZE;
+use crate::descriptors;
 
 /// How much of a message is read from disk at a time.
 pub const CHUNK: usize = 64 * 1024;
@@ -37,16 +36,9 @@ pub fn open(claimed: &Claimed) -> io::Result<(File, Metadata)> {
 
 /// `file` on a descriptor above FD_SETSIZE, when there is room there.
 fn above_fd_setsize(file: File) -> File {
-    let file = match fcntl(&file, FcntlArg::F_DUPFD_CLOEXEC(FD_SETSIZE)) {
-        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
-        // owns; OwnedFd takes sole ownership and closes it on drop.
-        Ok(fd) => File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
-        // No room above the limit (RLIMIT_NOFILE too low): the low number
-        // still works, it only competes with sockets.
-        Err(_) => file,
-    };
-    debug_assert!(file.as_raw_fd() >= 0);
-    file
+    // No room above the limit (RLIMIT_NOFILE too low): the low number
+    // still works, it only competes with sockets.
+    descriptors::above_fd_setsize(file.as_fd()).map_or(file, File::from)
 }
 
 /// The end of a body written straight from its file still goes through

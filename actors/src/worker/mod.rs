@@ -34,6 +34,7 @@ use postman::config::Config;
 use postman::queue::Queue;
 use slog::{debug, error, info, Logger};
 
+use crate::descriptors::{short_of_resources, FD_SETSIZE};
 use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};
@@ -42,18 +43,6 @@ use hand_back::{hand_back, Reason};
 use job::{Prepared, Ready};
 pub use link::WorkerLink;
 use shared::{ConnSettings, Shared, Stats};
-
-/// `FD_SETSIZE` on Linux: `select(2)` cannot watch a descriptor at or above it.
-pub const FD_SETSIZE: i32 = 1024;
-
-/// Whether an operation failed for want of a resource of this process or
-/// host, not because of a server, a domain or a file: the process's or the
-/// system's descriptor table full, no memory for socket buffers. Such a
-/// failure puts the work off for a moment; it is never an attempt.
-pub fn short_of_resources(e: &std::io::Error) -> bool {
-    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
-    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
-}
 
 /// How long in-flight transactions may run on after SIGTERM before their
 /// connections are dropped (the messages stay queued).
