@@ -68,40 +68,18 @@ impl Conn {
     /// which backs the domain off.
     pub(super) fn give_up(&mut self, shared: &mut Shared) {
         self.state = State::Done;
-        let loops = self.loops > 0 && self.loops == self.failures.len();
-        let reason = if loops {
-            // Postfix's words; each address's story went to the log.
-            format!("mail for {} loops back to myself", self.domain)
-        } else if self.failures.is_empty() {
-            "no address to connect to".to_owned()
-        } else {
-            self.failures.join("; ")
-        };
         if let Some(job) = self.first.take() {
             // The dispatcher settles the attempt (retry state on the file,
             // the delivery records, expiry) and backs the domain off.
-            let (relay, code, status) = match (&self.last_reply, &self.last_server) {
-                _ if loops => (
-                    self.last_server
-                        .clone()
-                        .unwrap_or_else(|| "none".to_owned()),
-                    None,
-                    Some(Outcome::LOOP),
-                ),
-                (Some((relay, reply)), _) => (relay.clone(), Some(reply.code), reply.enhanced),
-                (None, Some(relay)) => (relay.clone(), None, None),
-                (None, None) => ("none".to_owned(), None, None),
-            };
+            let reason = connect_failure(
+                &self.domain,
+                &self.failures,
+                self.loops,
+                self.last_reply.as_ref(),
+                self.last_server.as_deref(),
+                self.last_throttle.clone(),
+            );
             shared.stats.deferred += job.envelope.recipients.len() as u64;
-            let throttle = self.last_throttle.clone();
-            let reason = Reason::ConnectFailed {
-                reason,
-                relay,
-                code,
-                status,
-                loops,
-                throttle,
-            };
             hand_back(&shared.ctx(), job, None, reason);
         }
     }
@@ -137,6 +115,128 @@ impl Conn {
         }
         if tls_failed {
             self.retry_in_plaintext(shared);
+        }
+    }
+}
+
+/// What a connection that no address took says of it: why each address
+/// failed (`failures`, of which `loops` looped back to this host), the
+/// last reply a server gave before failing and from where, the last server
+/// that failed after a session began, and the throttle reply, if one was.
+/// When every address looped back, it is a mail loop in Postfix's words,
+/// with status 4.4.6 and no reply code.
+fn connect_failure(
+    domain: &str,
+    failures: &[String],
+    loops: usize,
+    last_reply: Option<&(String, Reply)>,
+    last_server: Option<&str>,
+    throttle: Option<String>,
+) -> Reason<'static> {
+    let looped = loops > 0 && loops == failures.len();
+    let reason = if looped {
+        // Postfix's words; each address's story went to the log.
+        format!("mail for {domain} loops back to myself")
+    } else if failures.is_empty() {
+        "no address to connect to".to_owned()
+    } else {
+        failures.join("; ")
+    };
+    let (relay, code, status) = match (last_reply, last_server) {
+        _ if looped => (last_server.unwrap_or("none"), None, Some(Outcome::LOOP)),
+        (Some((relay, reply)), _) => (relay.as_str(), Some(reply.code), reply.enhanced),
+        (None, Some(relay)) => (relay, None, None),
+        (None, None) => ("none", None, None),
+    };
+    Reason::ConnectFailed {
+        reason,
+        relay: relay.to_owned(),
+        code,
+        status,
+        loops: looped,
+        throttle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postman::smtp::{EnhancedCode, ReplyCode};
+
+    struct Case<'a> {
+        name: &'a str,
+        failures: Vec<String>,
+        loops: usize,
+        reply: Option<&'a (String, Reply)>,
+        server: Option<&'a str>,
+        expected: &'a str,
+    }
+
+    /// The reason, relay, codes and loop flag of each way a connection
+    /// can run out of addresses.
+    #[test]
+    fn a_connection_out_of_addresses_reports_the_last_server_that_spoke() {
+        let code = |n| ReplyCode::new(n).expect("a reply code");
+        let busy = Reply {
+            enhanced: Some(EnhancedCode {
+                class: 4,
+                subject: 3,
+                detail: 2,
+            }),
+            ..Reply::new(code(421), "busy")
+        };
+        let last_reply = ("mx2.d.test[192.0.2.2]:25".to_owned(), busy);
+        let refused = "connect to mx1.d.test[192.0.2.1]:25: refused".to_owned();
+        let looped = "mx1.d.test[127.0.0.1]:25 is this host".to_owned();
+        let case = |name, failures: &[&String], loops, reply, server, expected| Case {
+            name,
+            failures: failures.iter().map(|f| f.to_string()).collect(),
+            loops,
+            reply,
+            server,
+            expected,
+        };
+        let said = "host mx2 said 421".to_owned();
+        let lost = "lost".to_owned();
+        let names = "names this host".to_owned();
+        let mx2 = Some("mx2.d.test[192.0.2.2]:25");
+        let cases = [
+            case("no address", &[], 0, None, None,
+                "no address to connect to | none | None None | false"),
+            case("refused", &[&refused], 0, None, None,
+                "connect to mx1.d.test[192.0.2.1]:25: refused | none | None None | false"),
+            case("a reply", &[&refused, &said], 0, Some(&last_reply), mx2,
+                r#"connect to mx1.d.test[192.0.2.1]:25: refused; host mx2 said 421 | mx2.d.test[192.0.2.2]:25 | Some(421) Some("4.3.2") | false"#),
+            case("a server without a reply", &[&lost], 0, None, Some("mx3.d.test[192.0.2.3]:25"),
+                "lost | mx3.d.test[192.0.2.3]:25 | None None | false"),
+            case("every address loops", &[&looped], 1, None, None,
+                r#"mail for d.test loops back to myself | none | None Some("4.4.6") | true"#),
+            case("loops after a reply", &[&looped, &names], 2, Some(&last_reply), mx2,
+                r#"mail for d.test loops back to myself | mx2.d.test[192.0.2.2]:25 | None Some("4.4.6") | true"#),
+            case("one of two loops", &[&looped, &refused], 1, None, None,
+                "mx1.d.test[127.0.0.1]:25 is this host; connect to mx1.d.test[192.0.2.1]:25: refused | none | None None | false"),
+        ];
+        for c in cases {
+            let name = c.name;
+            let Reason::ConnectFailed {
+                reason,
+                relay,
+                code,
+                status,
+                loops,
+                throttle,
+            } = connect_failure("d.test", &c.failures, c.loops, c.reply, c.server, None)
+            else {
+                panic!("{name}: not a connect failure");
+            };
+            let code = code.map(ReplyCode::get);
+            let status = status.map(|s| s.to_string());
+            assert_eq!(
+                format!("{reason} | {relay} | {code:?} {status:?} | {loops}"),
+                c.expected,
+                "{name}"
+            );
+            assert_eq!(throttle, None, "{name}");
         }
     }
 }
