@@ -477,7 +477,7 @@ impl Conn {
     pub fn shutdown(&mut self, shared: &mut Shared, now: Instant) {
         if self.first.is_some() {
             self.ended_early(Ending::Stopping, "postman is stopping".to_owned(), shared);
-            self.close(shared);
+            self.close();
             return;
         }
         if let State::Smtp { session, .. } = &mut self.state {
@@ -485,12 +485,12 @@ impl Conn {
                 session.quit(now);
             }
         } else {
-            self.close(shared);
+            self.close();
         }
     }
 
     /// The grace period is over: drop the connection. The message stays queued.
-    pub fn abort(&mut self, shared: &mut Shared, reason: &str, _now: Instant) {
+    pub fn abort(&mut self, shared: &mut Shared, reason: &str) {
         if let Some(job) = self.job.take() {
             let reason = reason.to_owned();
             let record = Some(Record {
@@ -502,10 +502,10 @@ impl Conn {
         if let Some(msg) = self.first.take() {
             hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
         }
-        self.close(shared);
+        self.close();
     }
 
-    fn close(&mut self, _shared: &mut Shared) {
+    fn close(&mut self) {
         self.state = State::Done;
     }
 

@@ -324,8 +324,8 @@ impl Worker {
 
     fn abort_all(&mut self, now: Instant) {
         for index in 0..self.slots.len() as u32 {
-            self.with_conn(index, now, |conn, shared, now| {
-                conn.abort(shared, "postman stopped during delivery", now)
+            self.with_conn(index, now, |conn, shared, _| {
+                conn.abort(shared, "postman stopped during delivery")
             });
         }
     }
