@@ -43,7 +43,7 @@ use super::job::{Job, Preparation, Ready};
 use super::prepare::{begin, start_job};
 use super::shared::Shared;
 use super::tls::{ReadEnd, TlsStream};
-use super::FD_SETSIZE;
+use crate::descriptors::FD_SETSIZE;
 use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route;

@@ -34,7 +34,7 @@ use postman::config::Config;
 use postman::queue::Queue;
 use slog::{debug, error, info, Logger};
 
-use crate::descriptors::{short_of_resources, FD_SETSIZE};
+use crate::descriptors::FD_SETSIZE;
 use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
 use conn::{Candidate, Conn};

@@ -13,6 +13,7 @@ use slog::{debug, error, info, warn};
 use super::body::{self, Pool};
 use super::hand_back::{hand_back, quarantine, Ctx, Reason, Record};
 use super::job::{Job, Ready};
+use crate::descriptors::short_of_resources;
 use crate::messages::{FileIdentity, PutOff, QueuedMessage};
 
 /// Claims the message, reads its envelope and state file again (another
@@ -90,7 +91,7 @@ fn read_claimed(
             msg.tie = Some(queued.tie);
             Some((msg, claimed, queued.block_len))
         }
-        Err(ReadError::Io(e)) if super::short_of_resources(&e) => {
+        Err(ReadError::Io(e)) if short_of_resources(&e) => {
             hand_back(ctx, msg, Some(claimed), no_descriptor(&e));
             None
         }
@@ -142,7 +143,7 @@ fn reserve_state(
             reason: format!("cannot reserve room for the state file: {e}"),
         };
         hand_back(ctx, msg, Some(claimed), reason);
-    } else if super::short_of_resources(&e) {
+    } else if short_of_resources(&e) {
         hand_back(ctx, msg, Some(claimed), no_descriptor(&e));
     } else {
         error!(ctx.log, "cannot reserve room for the message's state file"; "queue_id" => &msg.id,
@@ -173,7 +174,7 @@ fn claim_file(ctx: &Ctx<'_>, msg: QueuedMessage, relay: &str) -> Option<(QueuedM
             hand_back(ctx, msg, None, Reason::Finished);
             None
         }
-        Err(e) if super::short_of_resources(&e) => {
+        Err(e) if short_of_resources(&e) => {
             // Nothing is wrong with the message or its domain.
             let reason = Reason::PutOff {
                 what: PutOff::QueueFile,
@@ -204,7 +205,7 @@ fn open_claimed(
 ) -> Option<(QueuedMessage, Claimed, std::fs::File, std::fs::Metadata)> {
     match body::open(&claimed) {
         Ok((file, metadata)) => Some((msg, claimed, file, metadata)),
-        Err(e) if super::short_of_resources(&e) => {
+        Err(e) if short_of_resources(&e) => {
             hand_back(ctx, msg, Some(claimed), no_descriptor(&e));
             None
         }

@@ -185,7 +185,7 @@ struct BeyondSelect(i32);
 /// process's or the system's descriptor table full, no memory for socket
 /// buffers. Such a failure says nothing about the domain.
 pub(super) fn local_limit(e: &io::Error) -> bool {
-    super::super::short_of_resources(e)
+    crate::descriptors::short_of_resources(e)
         || e.get_ref().is_some_and(|inner| inner.is::<BeyondSelect>())
 }
 
