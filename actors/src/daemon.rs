@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
+use crossbeam_channel::Receiver;
 use nix::sys::signal::{SigSet, Signal};
 use postman::config::{Config, Loaded, Settings};
 use postman::queue::{self, Layout, Queue};
@@ -15,9 +16,10 @@ use slog::{error, info, o, warn, Logger};
 
 use crate::dispatcher::{Dispatcher, MAX_LOOKUPS};
 use crate::logging::LogControl;
-use crate::messages::DispatcherMsg;
+use crate::mailbox::Postbox;
+use crate::messages::{DispatcherMsg, ScannerMsg};
 use crate::scanner::Scanner;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerLink};
 
 /// The dispatcher's mailbox. Everyone else sends into it; it is sized for a
 /// burst of scanner findings plus one answer per open connection
@@ -81,27 +83,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     let log_control = runtime.log_control.clone();
     spawn_signal_thread(runtime, dispatcher_tx.clone(), log.clone())?;
 
-    let mut links = Vec::new();
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    for id in 0..config.threads {
-        let (worker, link) = Worker::new(
-            id,
-            &config,
-            queue.share(),
-            dispatcher_tx.clone(),
-            log.new(o!("actor" => "worker", "worker" => id)),
-            WORKER_MAILBOX,
-            &owner,
-        )
-        .context("cannot create an I/O worker's eventfd")?;
-        links.push(link);
-        workers.push(
-            std::thread::Builder::new()
-                .name(format!("postman-worker-{id}"))
-                .spawn(move || worker.run())
-                .context("cannot start an I/O worker thread")?,
-        );
-    }
+    let (links, workers) = start_workers(&config, &queue, &dispatcher_tx, &owner, log)?;
 
     let resolver = crate::resolver::start(
         &config.nameservers,
@@ -113,21 +95,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     )?;
 
     let dispatcher_queue = queue.share();
-    let scanner = Scanner::new(
-        // It reads one file of each domain in turn and claims nothing: it
-        // keeps as many domain folders as all the others together.
-        queue.keeping_domains(crate::descriptors::kept_domains(1) * 2),
-        dispatcher_tx.clone(),
-        scanner_rx,
-        log.new(o!("actor" => "scanner")),
-        once,
-        config.rescan_interval,
-        config.metrics_interval,
-    );
-    let scanner = std::thread::Builder::new()
-        .name("postman-scanner".into())
-        .spawn(move || scanner.run())
-        .context("cannot start the scanner thread")?;
+    let scanner = start_scanner(&config, queue, &dispatcher_tx, scanner_rx, once, log)?;
 
     info!(log, "postman started"; "threads" => config.threads, "once" => once,
         "maildir" => %config.maildir.display(), "hostname" => &config.hostname);
@@ -150,26 +118,76 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
         .spawn(move || dispatcher.run())
         .context("cannot start the dispatcher thread")?;
 
-    let mut panicked = Vec::new();
-    if dispatcher.join().is_err() {
-        panicked.push("dispatcher");
-    }
-    for worker in workers {
-        if worker.join().is_err() {
-            panicked.push("worker");
-        }
-    }
-    if scanner.join().is_err() {
-        panicked.push("scanner");
-    }
-    if resolver.join().is_err() {
-        panicked.push("resolver");
-    }
+    let mut threads = vec![("dispatcher", dispatcher)];
+    threads.extend(workers.into_iter().map(|worker| ("worker", worker)));
+    threads.extend([("scanner", scanner), ("resolver", resolver)]);
+    let panicked: Vec<&str> = threads
+        .into_iter()
+        .filter_map(|(name, thread)| thread.join().is_err().then_some(name))
+        .collect();
     if !panicked.is_empty() {
         bail!("postman stopped after a crash in: {}", panicked.join(", "));
     }
     info!(log, "postman stopped");
     Ok(())
+}
+
+/// The I/O workers on their threads, and the dispatcher's links to them.
+fn start_workers(
+    config: &Config,
+    queue: &Queue,
+    dispatcher_tx: &Postbox<DispatcherMsg>,
+    owner: &str,
+    log: &Logger,
+) -> anyhow::Result<(Vec<WorkerLink>, Vec<JoinHandle<()>>)> {
+    let mut links = Vec::new();
+    let mut workers = Vec::new();
+    for id in 0..config.threads {
+        let (worker, link) = Worker::new(
+            id,
+            config,
+            queue.share(),
+            dispatcher_tx.clone(),
+            log.new(o!("actor" => "worker", "worker" => id)),
+            WORKER_MAILBOX,
+            owner,
+        )
+        .context("cannot create an I/O worker's eventfd")?;
+        links.push(link);
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("postman-worker-{id}"))
+                .spawn(move || worker.run())
+                .context("cannot start an I/O worker thread")?,
+        );
+    }
+    Ok((links, workers))
+}
+
+/// The scanner on its thread. It reads one file of each domain in turn and
+/// claims nothing: it keeps as many domain folders as all the others
+/// together.
+fn start_scanner(
+    config: &Config,
+    queue: Queue,
+    dispatcher_tx: &Postbox<DispatcherMsg>,
+    scanner_rx: Receiver<ScannerMsg>,
+    once: bool,
+    log: &Logger,
+) -> anyhow::Result<JoinHandle<()>> {
+    let scanner = Scanner::new(
+        queue.keeping_domains(crate::descriptors::kept_domains(1) * 2),
+        dispatcher_tx.clone(),
+        scanner_rx,
+        log.new(o!("actor" => "scanner")),
+        once,
+        config.rescan_interval,
+        config.metrics_interval,
+    );
+    std::thread::Builder::new()
+        .name("postman-scanner".into())
+        .spawn(move || scanner.run())
+        .context("cannot start the scanner thread")
 }
 
 /// Opens the queue root and `.OTHER_SERVERS` in it (made when missing; a

@@ -3,16 +3,16 @@
 //! local shortages).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::TrySendError;
 use postman::queue::{self, DomainBackoff, SiteBackoff};
 use postman::route::{Route, RouteError, SiteName};
-use postman::schedule::{Action, Event, SiteSpec};
+use postman::schedule::{Action, Event, SiteId, SiteSpec};
 use slog::{error, info, warn, Logger};
 
 use super::{site_rule, site_shape, Dispatcher};
-use crate::messages::{PutOff, WorkerMsg};
+use crate::messages::{PutOff, QueuedMessage, WorkerMsg};
 use crate::resolver::ResolveRequest;
 
 impl Dispatcher {
@@ -26,33 +26,7 @@ impl Dispatcher {
                     route,
                     job,
                     max_messages,
-                } => {
-                    let worker = self
-                        .workers
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, w)| w.connections)
-                        .map_or(0, |(i, _)| i);
-                    self.stats.connections_opened += 1;
-                    if let Some(link) = self.workers.get_mut(worker) {
-                        link.connections += 1;
-                    }
-                    let hosts = self.sched.site(site).map_or(&[][..], |s| &s.hosts[..]);
-                    let shape = Arc::new(site_rule(&self.config, hosts));
-                    let site_name: Arc<str> =
-                        self.sched.site(site).map_or("", |s| s.name.as_str()).into();
-                    self.send_worker(
-                        worker,
-                        WorkerMsg::Open {
-                            site,
-                            route,
-                            job: Box::new(job),
-                            max_messages,
-                            shape,
-                            site_name,
-                        },
-                    );
-                }
+                } => self.open(site, route, job, max_messages),
                 Action::Next { conn, job } => self.send_worker(
                     conn.worker,
                     WorkerMsg::Next {
@@ -79,17 +53,7 @@ impl Dispatcher {
                     failures,
                     wait,
                     error,
-                } => {
-                    let backoff = DomainBackoff {
-                        until: SystemTime::now() + wait,
-                        failures,
-                        error,
-                    };
-                    if let Err(e) = queue::write_backoff(&self.settler.queue, &domain, &backoff) {
-                        warn!(self.log, "cannot record the domain backoff on disk";
-                            "domain" => &domain, "error" => %e);
-                    }
-                }
+                } => self.save_domain_backoff(&domain, failures, wait, error),
                 Action::ClearDomainBackoff { domain } => {
                     if let Err(e) = queue::clear_backoff(&self.settler.queue, &domain) {
                         warn!(self.log, "cannot remove the domain backoff file";
@@ -106,6 +70,46 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+    }
+
+    /// A new connection for `site`, on the worker with the fewest.
+    fn open(&mut self, site: SiteId, route: Route, job: QueuedMessage, max_messages: usize) {
+        let worker = self
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.connections)
+            .map_or(0, |(i, _)| i);
+        self.stats.connections_opened += 1;
+        if let Some(link) = self.workers.get_mut(worker) {
+            link.connections += 1;
+        }
+        let hosts = self.sched.site(site).map_or(&[][..], |s| &s.hosts[..]);
+        let shape = Arc::new(site_rule(&self.config, hosts));
+        let site_name: Arc<str> = self.sched.site(site).map_or("", |s| s.name.as_str()).into();
+        self.send_worker(
+            worker,
+            WorkerMsg::Open {
+                site,
+                route,
+                job: Box::new(job),
+                max_messages,
+                shape,
+                site_name,
+            },
+        );
+    }
+
+    fn save_domain_backoff(&mut self, domain: &str, failures: u32, wait: Duration, error: String) {
+        let backoff = DomainBackoff {
+            until: SystemTime::now() + wait,
+            failures,
+            error,
+        };
+        if let Err(e) = queue::write_backoff(&self.settler.queue, domain, &backoff) {
+            warn!(self.log, "cannot record the domain backoff on disk";
+                "domain" => domain, "error" => %e);
         }
     }
 
