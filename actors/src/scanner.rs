@@ -15,9 +15,10 @@ mod refuse;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::fs::Metadata;
 use std::io;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -585,49 +586,7 @@ impl Scanner {
             }
         };
         match read {
-            Ok(queued) => {
-                let Queued {
-                    envelope,
-                    retry,
-                    tie,
-                    source,
-                    ..
-                } = queued;
-                if let Source::Ignored(why) = source {
-                    warn!(self.log, "the message's state file is ignored: it is not this file's";
-                        "queue_id" => name, "domain" => domain, "reason" => why);
-                }
-                if envelope.duplicates > 0 {
-                    info!(self.log, "recipients named more than once are sent once";
-                        "queue_id" => name, "domain" => domain,
-                        "duplicates" => envelope.duplicates);
-                }
-                let arrival = envelope
-                    .arrival
-                    .or_else(|| metadata.modified().ok())
-                    .unwrap_or(std::time::UNIX_EPOCH);
-                self.known
-                    .entry(domain.to_owned())
-                    .or_default()
-                    .insert(name.to_owned());
-                self.stats.found += 1;
-                if let Some(at) = self.progress_at.filter(|at| Instant::now() >= *at) {
-                    let files: usize = self.known.values().map(HashSet::len).sum();
-                    info!(self.log, "scanning the queue"; "files" => files, "domains" => self.known.len());
-                    self.progress_at = Some(at + PROGRESS_EVERY);
-                }
-                self.send(DispatcherMsg::Found(Box::new(QueuedMessage {
-                    id: name.to_owned(),
-                    domain: domain.to_owned(),
-                    path,
-                    envelope,
-                    arrival,
-                    size: metadata.len(),
-                    retry,
-                    identity: Some(FileIdentity::of(&metadata)),
-                    tie: Some(tie),
-                })))
-            }
+            Ok(queued) => self.report(domain, name, path, &metadata, queued),
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(ReadError::Io(e)) => {
                 error!(self.log, "cannot read queue file"; "queue_id" => name, "domain" => domain,
@@ -640,6 +599,58 @@ impl Scanner {
                 Ok(())
             }
         }
+    }
+
+    /// Reports a file read whole to the dispatcher, and remembers it.
+    fn report(
+        &mut self,
+        domain: &str,
+        name: &str,
+        path: PathBuf,
+        metadata: &Metadata,
+        queued: Queued,
+    ) -> Result<(), Stop> {
+        let Queued {
+            envelope,
+            retry,
+            tie,
+            source,
+            ..
+        } = queued;
+        if let Source::Ignored(why) = source {
+            warn!(self.log, "the message's state file is ignored: it is not this file's";
+                "queue_id" => name, "domain" => domain, "reason" => why);
+        }
+        if envelope.duplicates > 0 {
+            info!(self.log, "recipients named more than once are sent once";
+                "queue_id" => name, "domain" => domain,
+                "duplicates" => envelope.duplicates);
+        }
+        let arrival = envelope
+            .arrival
+            .or_else(|| metadata.modified().ok())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        self.known
+            .entry(domain.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+        self.stats.found += 1;
+        if let Some(at) = self.progress_at.filter(|at| Instant::now() >= *at) {
+            let files: usize = self.known.values().map(HashSet::len).sum();
+            info!(self.log, "scanning the queue"; "files" => files, "domains" => self.known.len());
+            self.progress_at = Some(at + PROGRESS_EVERY);
+        }
+        self.send(DispatcherMsg::Found(Box::new(QueuedMessage {
+            id: name.to_owned(),
+            domain: domain.to_owned(),
+            path,
+            envelope,
+            arrival,
+            size: metadata.len(),
+            retry,
+            identity: Some(FileIdentity::of(metadata)),
+            tie: Some(tie),
+        })))
     }
 
     /// Opens a queue file and reads its metadata: one path lookup, open
