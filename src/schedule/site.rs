@@ -340,7 +340,8 @@ impl Site {
     }
 
     /// A message came back from its attempt. A server that answered is
-    /// feedback to go faster: 1/n of a connection more for the site's n,
+    /// feedback to go faster while the site uses all its n connections:
+    /// 1/n of a connection more,
     /// and a throttle-slowed rate recovers one step per limit's worth of
     /// answers. A broken-off attempt says nothing.
     /// Not past a ceiling a throttle set, while it lasts.
@@ -359,6 +360,13 @@ impl Site {
                     self.learned_interval = (faster >= Duration::from_millis(1)).then_some(faster);
                 }
             }
+            return;
+        }
+        // Only a site that uses all its connections learns whether it could
+        // take more (RFC 7661's window validation): answers over fewer say
+        // nothing about one more, and a limit grown on them opens a burst
+        // of connections at once when mail piles up.
+        if self.connections < self.limit {
             return;
         }
         self.credit += 1;
@@ -614,10 +622,33 @@ mod tests {
         let mut s = site(shape);
         let mut limits = Vec::new();
         for _ in 0..8 {
+            s.connections = s.limit;
             s.answered(base());
             limits.push(s.limit);
         }
         assert_eq!(limits, [2, 3, 3, 3, 3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn answers_over_fewer_connections_than_the_limit_do_not_raise_it() {
+        let shape = Shape {
+            initial_connections: 2,
+            max_connections: 20,
+            ..Shape::default()
+        };
+        let mut s = site(shape);
+        s.connections = 1;
+        for _ in 0..100 {
+            s.answered(base());
+        }
+        assert_eq!(
+            s.limit, 2,
+            "one connection in use says nothing about a third"
+        );
+        s.connections = 2;
+        s.answered(base());
+        s.answered(base());
+        assert_eq!(s.limit, 3);
     }
 
     #[test]
@@ -742,6 +773,7 @@ mod tests {
             s.answered(later);
         }
         assert_eq!((s.limit, s.slowdown), (1, 1), "the rate first");
+        s.connections = 1;
         s.answered(later);
         assert_eq!((s.limit, s.slowdown), (2, 1), "then the concurrency");
     }
@@ -776,6 +808,7 @@ mod tests {
         let mut s = site(shape);
         // A server that takes two: the third was turned away.
         s.throttle(t0, 2, "421 4.7.0 too many connections");
+        s.connections = 2;
         assert_eq!(
             (s.limit, s.ceiling),
             (2, Some((2, t0 + THROTTLE_CEILING_TIME)))
