@@ -11,12 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use postman::config::{Config, SiteShape};
 use postman::queue::Queue;
-use postman::schedule::{Limits, Scheduler, Shape};
+use postman::schedule::{Limits, Scheduler, Shape, SiteId};
 use slog::{error, info, Logger};
 
 use crate::logging::LogControl;
 use crate::mailbox::Inbox;
-use crate::messages::{ConnId, DispatcherMsg, PutOff, QueuedMessage, ScannerMsg, WorkerMsg};
+use crate::messages::{
+    ConnId, DispatcherMsg, Disposition, PutOff, QueuedMessage, ScannerMsg, WorkerMsg,
+};
 use crate::resolver::ResolveRequest;
 use crate::settler::{self, Settler};
 use crate::worker::WorkerLink;
@@ -232,14 +234,7 @@ impl Dispatcher {
                 disposition,
                 answered,
                 throttle,
-            } => {
-                if throttle.is_some() {
-                    self.stats.throttles += 1;
-                }
-                self.sched
-                    .returned(&domain, &id, answered, throttle.as_deref(), now);
-                self.settled(disposition, now);
-            }
+            } => self.done(&domain, &id, disposition, answered, throttle, now),
             DispatcherMsg::WantMore {
                 worker,
                 conn,
@@ -274,11 +269,7 @@ impl Dispatcher {
                 job,
                 what,
                 reason,
-            } => {
-                let id = job.id.clone();
-                let began = self.sched.put_off(*job, what.is_disk_space(), now);
-                self.warn_local_limit(began, what, &domain, Some(&id), &reason);
-            }
+            } => self.local_limit(&domain, *job, what, &reason, now),
             DispatcherMsg::LookupPutOff { domain, reason } => {
                 let began = self.sched.lookup_put_off(&domain, now);
                 self.warn_local_limit(began, PutOff::RouteLookup, &domain, None, &reason);
@@ -288,24 +279,64 @@ impl Dispatcher {
                 conn,
                 site,
                 held,
-            } => {
-                self.sched
-                    .closed(ConnRef { worker, conn }, site, held.as_deref());
-                if let Some(link) = self.workers.get_mut(worker) {
-                    link.connections = link.connections.saturating_sub(1);
-                }
-            }
-            DispatcherMsg::WorkerStopped { worker } => {
-                info!(self.log, "worker stopped"; "worker" => worker);
-                self.workers_running = self.workers_running.saturating_sub(1);
-            }
-            DispatcherMsg::Shutdown => {
-                if !self.shutting_down {
-                    info!(self.log, "shutting down"; "in_flight" => self.sched.totals().in_flight);
-                    self.begin_shutdown();
-                }
-            }
+            } => self.closed(ConnRef { worker, conn }, site, held.as_deref()),
+            DispatcherMsg::WorkerStopped { worker } => self.worker_stopped(worker),
+            DispatcherMsg::Shutdown => self.shutdown_asked(),
             DispatcherMsg::Reload(config) => self.reload(*config, now),
+        }
+    }
+
+    /// A message came back from its attempt (`throttle`: the server's
+    /// throttle reply, if it gave one).
+    fn done(
+        &mut self,
+        domain: &str,
+        id: &str,
+        disposition: Disposition,
+        answered: bool,
+        throttle: Option<String>,
+        now: Instant,
+    ) {
+        if throttle.is_some() {
+            self.stats.throttles += 1;
+        }
+        self.sched
+            .returned(domain, id, answered, throttle.as_deref(), now);
+        self.settled(disposition, now);
+    }
+
+    /// A worker could not take a message for want of a local resource.
+    fn local_limit(
+        &mut self,
+        domain: &str,
+        job: QueuedMessage,
+        what: PutOff,
+        reason: &str,
+        now: Instant,
+    ) {
+        let id = job.id.clone();
+        let began = self.sched.put_off(job, what.is_disk_space(), now);
+        self.warn_local_limit(began, what, domain, Some(&id), reason);
+    }
+
+    fn worker_stopped(&mut self, worker: usize) {
+        info!(self.log, "worker stopped"; "worker" => worker);
+        self.workers_running = self.workers_running.saturating_sub(1);
+    }
+
+    /// SIGINT or SIGTERM; another one while stopping changes nothing.
+    fn shutdown_asked(&mut self) {
+        if !self.shutting_down {
+            info!(self.log, "shutting down"; "in_flight" => self.sched.totals().in_flight);
+            self.begin_shutdown();
+        }
+    }
+
+    fn closed(&mut self, conn: ConnRef, site: SiteId, held: Option<&str>) {
+        let worker = conn.worker;
+        self.sched.closed(conn, site, held);
+        if let Some(link) = self.workers.get_mut(worker) {
+            link.connections = link.connections.saturating_sub(1);
         }
     }
 
