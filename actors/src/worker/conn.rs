@@ -41,12 +41,12 @@ use super::finish::{finish_job, hand_back_job, throttle_of};
 use super::hand_back::{hand_back, unclaim, Reason, Record};
 use super::job::{Job, Preparation, Ready};
 use super::prepare::{begin, start_job};
-use super::shared::Shared;
+use super::shared::{ConnSettings, Shared};
 use super::tls::{ReadEnd, TlsStream};
 use crate::descriptors::FD_SETSIZE;
 use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
-use postman::route;
+use postman::route::{self, Route};
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -73,6 +73,26 @@ pub struct Candidate {
     /// A TLS handshake with this address failed under opportunistic TLS:
     /// this time, no STARTTLS.
     pub plaintext: bool,
+}
+
+/// The addresses a connection to `route` tries, in order: every address
+/// of a host before the next host, each host's in the family order of
+/// `dns.ip_preference`, at most `max_mx_addresses` of them; and how many
+/// there were in all.
+pub fn candidates(route: &Route, settings: &ConnSettings) -> (VecDeque<Candidate>, usize) {
+    let mut candidates = VecDeque::new();
+    for host in &route.hosts {
+        let mut addrs = host.addrs.clone();
+        settings.ip_preference.order(&mut addrs);
+        candidates.extend(addrs.into_iter().map(|ip| Candidate {
+            host: host.name.clone(),
+            addr: SocketAddr::new(ip, settings.port),
+            plaintext: false,
+        }));
+    }
+    let all = candidates.len();
+    candidates.truncate(settings.max_mx_addresses);
+    (candidates, all)
 }
 
 pub struct Conn {
@@ -679,5 +699,67 @@ impl Conn {
             site: self.site,
             held: self.holding.take(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postman::config::Settings;
+    use postman::route::Host;
+    use postman::smtp::IpPreference;
+
+    fn settings(ip_preference: IpPreference, max_mx_addresses: usize) -> ConnSettings {
+        let config = Settings::defaults("mx.example.org")
+            .validate()
+            .expect("valid settings");
+        let log = slog::Logger::root(slog::Discard, o!());
+        let mut settings = ConnSettings::new(&config, &log);
+        settings.ip_preference = ip_preference;
+        settings.max_mx_addresses = max_mx_addresses;
+        settings.port = 2525;
+        settings
+    }
+
+    /// Every address of a host before the next host; the preferred family
+    /// first within each host only; at most `max_mx_addresses`.
+    #[test]
+    fn a_connection_tries_each_hosts_addresses_in_family_order() {
+        let route = Route {
+            hosts: vec![
+                Host {
+                    name: "mx1.d.test".into(),
+                    addrs: vec![
+                        "2001:db8::1".parse().expect("an address"),
+                        "192.0.2.1".parse().expect("an address"),
+                    ],
+                },
+                Host {
+                    name: "mx2.d.test".into(),
+                    addrs: vec![
+                        "192.0.2.2".parse().expect("an address"),
+                        "2001:db8::2".parse().expect("an address"),
+                    ],
+                },
+            ],
+        };
+        let cases = [
+            (IpPreference::Any, 10, "mx1.d.test [2001:db8::1]:2525, mx1.d.test 192.0.2.1:2525, mx2.d.test 192.0.2.2:2525, mx2.d.test [2001:db8::2]:2525", 4),
+            (IpPreference::Ipv4, 10, "mx1.d.test 192.0.2.1:2525, mx1.d.test [2001:db8::1]:2525, mx2.d.test 192.0.2.2:2525, mx2.d.test [2001:db8::2]:2525", 4),
+            (IpPreference::Ipv6, 10, "mx1.d.test [2001:db8::1]:2525, mx1.d.test 192.0.2.1:2525, mx2.d.test [2001:db8::2]:2525, mx2.d.test 192.0.2.2:2525", 4),
+            (IpPreference::Ipv4, 3, "mx1.d.test 192.0.2.1:2525, mx1.d.test [2001:db8::1]:2525, mx2.d.test 192.0.2.2:2525", 4),
+        ];
+        for (preference, max, expected, all) in cases {
+            let (candidates, total) = candidates(&route, &settings(preference, max));
+            let listed: Vec<String> = candidates
+                .iter()
+                .map(|c| {
+                    assert!(!c.plaintext);
+                    format!("{} {}", c.host, c.addr)
+                })
+                .collect();
+            assert_eq!(listed.join(", "), expected, "{preference} {max}");
+            assert_eq!(total, all, "{preference} {max}");
+        }
     }
 }

@@ -19,8 +19,6 @@ mod shared;
 mod tls;
 
 use std::cell::Cell;
-use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +35,7 @@ use slog::{debug, error, info, Logger};
 use crate::descriptors::FD_SETSIZE;
 use crate::mailbox::Postbox;
 use crate::messages::{ConnId, DispatcherMsg, WorkerMsg};
-use conn::{Candidate, Conn};
+use conn::{candidates, Conn};
 use finish::settle_here;
 use hand_back::{hand_back, Reason};
 use job::{Prepared, Ready};
@@ -225,21 +223,12 @@ impl Worker {
                     site_name,
                 }) => {
                     let domain = job.domain.clone();
-                    let mut candidates = VecDeque::new();
-                    for host in &route.hosts {
-                        let mut addrs = host.addrs.clone();
-                        self.shared.settings.ip_preference.order(&mut addrs);
-                        candidates.extend(addrs.into_iter().map(|ip| Candidate {
-                            host: host.name.clone(),
-                            addr: SocketAddr::new(ip, self.shared.settings.port),
-                            plaintext: false,
-                        }));
-                    }
-                    if candidates.len() > self.shared.settings.max_mx_addresses {
+                    let settings = &self.shared.settings;
+                    let (candidates, all) = candidates(&route, settings);
+                    if candidates.len() < all {
                         debug!(self.shared.log, "more MX addresses than one attempt tries";
-                            "domain" => &domain, "addresses" => candidates.len(),
-                            "tried" => self.shared.settings.max_mx_addresses);
-                        candidates.truncate(self.shared.settings.max_mx_addresses);
+                            "domain" => &domain, "addresses" => all,
+                            "tried" => settings.max_mx_addresses);
                     }
                     let conn = Conn::new(
                         site,
