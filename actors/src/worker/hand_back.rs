@@ -354,4 +354,57 @@ mod tests {
             assert_eq!(summary(reason.message(queued())), expected, "{what}");
         }
     }
+
+    /// Whatever the reason, a claim held is released (the file is back in
+    /// its place, for the dispatcher to hand out again) and the
+    /// dispatcher is told once.
+    #[test]
+    fn a_held_claim_is_released_and_the_dispatcher_told_once() {
+        const FILE: &[u8] =
+            b"X-Postman-From: <s@e.org>\r\nX-Postman-To: <a@d.test>\r\n\r\nbody\r\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = postman::config::Settings::defaults("mx.example.org");
+        settings.application.maildir.path = dir.path().to_owned();
+        let config = settings.validate().expect("valid settings");
+        let layout = postman::queue::Layout::new(dir.path());
+        let path = layout.message_path("d.test", "m1");
+        std::fs::create_dir_all(layout.tmp_dir("d.test")).expect("mkdir");
+        std::fs::write(&path, FILE).expect("write");
+        let queue = Queue::create(layout).expect("queue");
+        let settler = Settler::new(queue, &config, "owner", "T");
+        let (dispatcher, inbox) = crate::mailbox::bounded(8);
+        let log = Logger::root(slog::Discard, slog::o!());
+        let ctx = Ctx::new(&settler, &log, &dispatcher, None);
+        let record = Record {
+            relay: "none",
+            reason: "cannot open queue file: EIO".into(),
+        };
+        let cases = [
+            (Reason::UNTRIED, "done d.test/m1: unused"),
+            (
+                Reason::Deferred {
+                    record: Some(record),
+                },
+                "done d.test/m1: deferred",
+            ),
+            (
+                Reason::PutOff {
+                    what: PutOff::QueueFile,
+                    reason: "EMFILE".into(),
+                },
+                "put off d.test/m1",
+            ),
+        ];
+        for (reason, expected) in cases {
+            let claimed = postman::queue::claim(ctx.queue, "d.test", "m1", ctx.owner)
+                .expect("claim")
+                .expect("the file is there");
+            assert!(!path.exists(), "claimed: {expected}");
+            hand_back(&ctx, queued(), Some(claimed), reason);
+            assert!(path.exists(), "released: {expected}");
+            let told = summary(inbox.try_recv().expect("the dispatcher is told"));
+            assert!(told.starts_with(expected), "{told}");
+            assert!(inbox.try_recv().is_err(), "once");
+        }
+    }
 }
