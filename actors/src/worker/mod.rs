@@ -185,8 +185,13 @@ impl Worker {
             self.service_ready(now);
             self.service_timeouts(now);
         }
-        // Every settlement reaches the dispatcher before WorkerStopped, and
-        // every message prepared for a connection that is gone goes back.
+        self.stop();
+    }
+
+    /// The end of [`Worker::run`]: every settlement reaches the dispatcher
+    /// before `WorkerStopped`, and every message prepared for a connection
+    /// that is gone goes back.
+    fn stop(mut self) {
         for settlement in self.shared.disk.end_turn(true) {
             settle_here(&mut self.shared, settlement);
         }
