@@ -323,29 +323,20 @@ impl Claimed {
     /// Moves the claimed file to `<domain>/.failed/<name>` (a `.N` suffix
     /// when taken) with `reason` in `<name>.reason` beside it, as
     /// `queue::set_aside_failed` does for an unclaimed file.
-    pub fn set_aside_failed(mut self, reason: &str) -> io::Result<PathBuf> {
-        self.discard_reservation();
-        set_aside_from(
-            &self.claims,
-            &self.name,
-            &self.domain_dir,
-            reason,
-            FAILED_DIR,
-        )
+    pub fn set_aside_failed(self, reason: &str) -> io::Result<PathBuf> {
+        self.set_aside(reason, FAILED_DIR)
     }
 
     /// Moves the claimed entry to `<domain>/.quarantine/<name>` with its
     /// reason, as `queue::quarantine` does for an unclaimed file. A link or
     /// special file moves as it is, unopened.
-    pub fn quarantine(mut self, reason: &str) -> io::Result<PathBuf> {
+    pub fn quarantine(self, reason: &str) -> io::Result<PathBuf> {
+        self.set_aside(reason, QUARANTINE_DIR)
+    }
+
+    fn set_aside(mut self, reason: &str, dir: &str) -> io::Result<PathBuf> {
         self.discard_reservation();
-        set_aside_from(
-            &self.claims,
-            &self.name,
-            &self.domain_dir,
-            reason,
-            QUARANTINE_DIR,
-        )
+        set_aside_from(&self.claims, &self.name, &self.domain_dir, reason, dir)
     }
 
     /// Puts a copy of the claimed file into `<domain>/.failed/` as `<name>`

@@ -281,27 +281,21 @@ impl QueueDir {
     /// regular file (open(2): "this flag has no effect for regular files
     /// and block devices"): clearing it cost two `fcntl` calls per message.
     pub fn open_file(&self, rel: impl AsRef<Path>) -> io::Result<(File, Metadata)> {
-        let rel = rel.as_ref();
-        check_relative(&self.path, rel)?;
-        let fd = self
-            .open_beneath(
-                rel,
-                OFlag::O_RDONLY | OFlag::O_NONBLOCK | base_flags(),
-                Mode::empty(),
-            )
-            .map_err(|e| self.classify(rel, e))?;
-        self.regular(rel, fd)
+        self.open_regular(rel.as_ref(), OFlag::O_RDONLY)
     }
 
     /// Opens the regular file `rel` for reading and writing (a reservation
     /// being filled in, say), with the checks of [`QueueDir::open_file`].
     pub fn open_file_rw(&self, rel: impl AsRef<Path>) -> io::Result<(File, Metadata)> {
-        let rel = rel.as_ref();
+        self.open_regular(rel.as_ref(), OFlag::O_RDWR)
+    }
+
+    fn open_regular(&self, rel: &Path, access: OFlag) -> io::Result<(File, Metadata)> {
         check_relative(&self.path, rel)?;
         let fd = self
             .open_beneath(
                 rel,
-                OFlag::O_RDWR | OFlag::O_NONBLOCK | base_flags(),
+                access | OFlag::O_NONBLOCK | base_flags(),
                 Mode::empty(),
             )
             .map_err(|e| self.classify(rel, e))?;

@@ -66,19 +66,6 @@ pub fn hosts_of_site_name(name: &str) -> Vec<String> {
         .collect()
 }
 
-fn add(total: &mut DomainSummary, line: &DomainSummary) {
-    total.ready += line.ready;
-    total.deferred += line.deferred;
-    total.active += line.active;
-    total.held += line.held;
-    total.bytes += line.bytes;
-    total.failed += line.failed;
-    total.quarantined += line.quarantined;
-    for (sum, n) in total.ages.iter_mut().zip(line.ages) {
-        *sum += n;
-    }
-}
-
 fn group(site: Option<&str>, hosts: Vec<String>) -> SiteGroup {
     SiteGroup {
         site: site.map(str::to_owned),
@@ -132,7 +119,7 @@ pub fn group_by_site(
             Some(site) => groups.get_mut(*site).unwrap_or(&mut unknown),
             None => &mut unknown,
         };
-        add(&mut target.total, line);
+        target.total.add_up(line);
         target.domains.push(DomainLine {
             summary: line.clone(),
             suspension: holding_domain(suspensions, &line.domain).cloned(),

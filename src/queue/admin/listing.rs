@@ -294,6 +294,20 @@ pub struct DomainSummary {
 }
 
 impl DomainSummary {
+    /// Adds `line`'s counts to these (a total's).
+    pub fn add_up(&mut self, line: &DomainSummary) {
+        self.ready += line.ready;
+        self.deferred += line.deferred;
+        self.active += line.active;
+        self.held += line.held;
+        self.bytes += line.bytes;
+        self.failed += line.failed;
+        self.quarantined += line.quarantined;
+        for (sum, n) in self.ages.iter_mut().zip(line.ages) {
+            *sum += n;
+        }
+    }
+
     /// Messages in the queue: ready + deferred + active + held.
     pub fn total(&self) -> u64 {
         self.ready + self.deferred + self.active + self.held
@@ -365,16 +379,7 @@ pub fn summarize(
     }
     let mut total = named("TOTAL");
     for line in per.values() {
-        total.ready += line.ready;
-        total.deferred += line.deferred;
-        total.active += line.active;
-        total.held += line.held;
-        total.bytes += line.bytes;
-        total.failed += line.failed;
-        total.quarantined += line.quarantined;
-        for (sum, n) in total.ages.iter_mut().zip(line.ages) {
-            *sum += n;
-        }
+        total.add_up(line);
     }
     let mut lines: Vec<DomainSummary> = per.into_values().collect();
     lines.sort_by(|a, b| {
