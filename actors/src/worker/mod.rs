@@ -341,9 +341,10 @@ impl Worker {
         }
     }
 
-    /// Takes the connection out of its slot, runs `f` on it, and puts it back
-    /// unless it is finished. Taking it out keeps the borrows simple: the
-    /// connection and the worker's shared state are separate values.
+    /// Runs `f` on the connection in slot `index`, where it stays, then
+    /// drives it; a connection that is finished leaves its slot, which is
+    /// freed. The connection and the worker's shared state are separate
+    /// fields, so both can be borrowed at once.
     fn with_conn(
         &mut self,
         index: u32,
