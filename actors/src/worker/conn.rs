@@ -684,8 +684,9 @@ impl Conn {
         }
     }
 
-    /// The slot is being freed: tell the dispatcher if this was a counted
-    /// connection.
+    /// The slot is being freed: a message still in hand goes back (untried,
+    /// or deferred when its transaction had begun), and the dispatcher
+    /// hears that the connection closed.
     pub fn finish(&mut self, shared: &mut Shared) {
         if let Some(msg) = self.first.take() {
             hand_back(&shared.ctx(), msg, None, Reason::UNTRIED);
