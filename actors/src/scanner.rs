@@ -11,6 +11,7 @@
 //! delivered. What is refused is logged once (see the `refuse` module).
 
 mod control;
+mod events;
 mod refuse;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,7 @@ use slog::{error, info, warn, Logger};
 use crate::descriptors::short_of_resources;
 use crate::mailbox::Postbox;
 use crate::messages::{DispatcherMsg, FileIdentity, QueuedMessage, ScannerMsg};
+use events::{react, Incomplete, Reaction, Watched};
 
 /// How often the scanner looks at its mailbox while waiting for inotify
 /// events: the upper bound on how long a shutdown waits for it.
@@ -104,15 +106,6 @@ const SHORTAGE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The scanner stops: the dispatcher is gone or asked it to.
 struct Stop;
-
-/// What to do with a file whose envelope does not parse.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Incomplete {
-    /// It is whole (renamed in, closed after writing): quarantine it.
-    Quarantine,
-    /// It may still be being written: leave it for a later event or rescan.
-    Wait,
-}
 
 impl Scanner {
     pub fn new(
@@ -230,57 +223,50 @@ impl Scanner {
             }
         };
         for event in events {
-            if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                warn!(self.log, "inotify queue overflowed, rescanning");
-                self.full_scan()?;
-                continue;
-            }
-            if self.control_event(&event)? {
-                continue;
-            }
-            let Some(target) = self.watches.get(&event.wd).cloned() else {
-                continue;
+            let control = self.control_dir(event.wd);
+            let domain = self.watches.get(&event.wd).cloned();
+            let watched = match (control, &domain) {
+                (Some(dir), _) => Some(Watched::Control(dir)),
+                (None, Some(None)) => Some(Watched::Root),
+                (None, Some(Some(_))) => Some(Watched::Domain),
+                (None, None) => None,
             };
-            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-                // The folder went away (or was moved): forget the watch.
-                self.watches.remove(&event.wd);
-                continue;
-            }
-            let Some(name) = event.name.as_deref() else {
-                continue;
-            };
-            let moved_in = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
-            match target {
-                // A new entry of .OTHER_SERVERS: a domain folder, or a link
-                // or file where one should be.
-                None if event.mask.intersects(moved_in) => {
-                    if !self.control_folder_appeared(name)? {
-                        self.new_folder(name)?;
+            let name = event.name.as_deref();
+            match (
+                react(event.mask, watched, name),
+                control,
+                domain.flatten(),
+                name,
+            ) {
+                (Reaction::Rescan, ..) => {
+                    warn!(self.log, "inotify queue overflowed, rescanning");
+                    self.full_scan()?;
+                }
+                (reaction, Some(dir), ..) => self.control_changed(event.wd, dir, reaction, name)?,
+                (Reaction::Unwatch, ..) => {
+                    // The folder went away (or was moved): forget the watch.
+                    self.watches.remove(&event.wd);
+                }
+                (Reaction::NewFolder, _, _, Some(name)) => self.root_entry(name)?,
+                (Reaction::Left, _, Some(domain), Some(name)) => {
+                    if let Some(name) = name.to_str() {
+                        self.left(&domain, name)?;
                     }
                 }
-                Some(domain) if !event.mask.contains(AddWatchFlags::IN_ISDIR) => {
-                    if event
-                        .mask
-                        .intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE)
-                    {
-                        if let Some(name) = name.to_str() {
-                            self.left(&domain, name)?;
-                        }
-                    } else if event.mask.contains(AddWatchFlags::IN_CREATE) {
-                        // A file created to be written in place is not
-                        // whole yet, and its IN_CLOSE_WRITE follows: no
-                        // quarantine from here.
-                        self.arrived(&domain, name, Incomplete::Wait)?;
-                    } else {
-                        // A new file, or a known one back (a claim given
-                        // back with a new state after a deferral or a
-                        // flush, a release from hold): read it again
-                        // either way.
-                        self.arrived(&domain, name, Incomplete::Quarantine)?;
-                    }
+                (Reaction::Arrived(bad), _, Some(domain), Some(name)) => {
+                    self.arrived(&domain, name, bad)?;
                 }
-                None | Some(_) => {}
+                _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// A new entry of `.OTHER_SERVERS`: a control folder, a domain folder,
+    /// or a link or file where a folder should be.
+    fn root_entry(&mut self, name: &OsStr) -> Result<(), Stop> {
+        if !self.control_folder_appeared(name)? {
+            self.new_folder(name)?;
         }
         Ok(())
     }

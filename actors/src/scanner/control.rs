@@ -10,11 +10,12 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::time::SystemTime;
 
-use nix::sys::inotify::{AddWatchFlags, InotifyEvent, WatchDescriptor};
+use nix::sys::inotify::{AddWatchFlags, WatchDescriptor};
 use postman::queue::dirfd::EntryKind;
-use postman::queue::{self, Suspension, SITES_DIR, SUSPEND_DIR, TMP_DIR};
+use postman::queue::{self, Suspension, SITES_DIR, SUSPEND_DIR};
 use slog::{info, warn};
 
+use super::events::Reaction;
 use super::{Scanner, Stop};
 use crate::messages::DispatcherMsg;
 
@@ -85,49 +86,46 @@ impl Scanner {
         Ok(true)
     }
 
-    /// An inotify event of a control folder: returns false when `event`
-    /// is not one.
-    pub(super) fn control_event(&mut self, event: &InotifyEvent) -> Result<bool, Stop> {
-        let Some(at) = self
-            .control
+    /// The control folder a watch is on, if it is one.
+    pub(super) fn control_dir(&self, wd: WatchDescriptor) -> Option<ControlDir> {
+        self.control
             .watches
             .iter()
-            .position(|(wd, _)| *wd == event.wd)
-        else {
-            return Ok(false);
-        };
-        let dir = self.control.watches[at].1;
-        if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-            // The folder went away: so did what was in it.
-            self.control.watches.remove(at);
-            match dir {
-                ControlDir::Suspend => self.read_suspensions()?,
-                ControlDir::Sites => self.read_site_files()?,
+            .find(|(watch, _)| *watch == wd)
+            .map(|(_, dir)| *dir)
+    }
+
+    /// Carries out the reaction to an event in a control folder.
+    pub(super) fn control_changed(
+        &mut self,
+        wd: WatchDescriptor,
+        dir: ControlDir,
+        reaction: Reaction,
+        name: Option<&OsStr>,
+    ) -> Result<(), Stop> {
+        let name = name.and_then(OsStr::to_str);
+        match (reaction, name) {
+            (Reaction::Unwatch, _) => {
+                // The folder went away: so did what was in it.
+                self.control.watches.retain(|(watch, _)| *watch != wd);
+                match dir {
+                    ControlDir::Suspend => self.read_suspensions()?,
+                    ControlDir::Sites => self.read_site_files()?,
+                }
             }
-            return Ok(true);
-        }
-        let Some(name) = event.name.as_deref().and_then(OsStr::to_str) else {
-            return Ok(true);
-        };
-        if name.starts_with('.') || name == TMP_DIR {
-            return Ok(true);
-        }
-        let removed = event
-            .mask
-            .intersects(AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE);
-        match dir {
-            ControlDir::Suspend => self.read_suspensions()?,
-            ControlDir::Sites if removed => {
+            (Reaction::ReadSuspensions, _) => self.read_suspensions()?,
+            (Reaction::SiteBackoffCleared, Some(name)) => {
                 self.control.site_files.remove(name);
                 self.send(DispatcherMsg::SiteBackoffCleared {
                     file: name.to_owned(),
                 })?;
             }
-            ControlDir::Sites => {
+            (Reaction::SiteBackoffSeen, Some(name)) => {
                 self.control.site_files.insert(name.to_owned());
             }
+            _ => {}
         }
-        Ok(true)
+        Ok(())
     }
 
     fn watch_control(&mut self, dir: ControlDir) {
