@@ -339,6 +339,31 @@ fn failed_reason(failed: &[RecipientReport], no_bounce: Option<&str>) -> String 
         .join("\n")
 }
 
+/// How long from `now` until a message with retry state `state` is due:
+/// until its `next_attempt` (at once when that is past), or `fallback`
+/// when it has none.
+pub fn until_due(state: &RetryState, now: SystemTime, fallback: Duration) -> Duration {
+    match state.next_attempt {
+        Some(at) => at.duration_since(now).unwrap_or(Duration::ZERO),
+        None => fallback,
+    }
+}
+
+/// How long from `now` until a message that was just worked on and kept
+/// is due again: until its `next_attempt` while that is ahead, else
+/// `fallback`. A next attempt already past means none could be recorded
+/// (the file could not be claimed, opened, read or recorded); without the
+/// fallback such a message would go round as fast as its trouble repeats,
+/// in a daemon that never idles, instead of waiting like a message that
+/// was tried.
+pub fn until_due_again(state: &RetryState, now: SystemTime, fallback: Duration) -> Duration {
+    state
+        .next_attempt
+        .and_then(|at| at.duration_since(now).ok())
+        .filter(|wait| !wait.is_zero())
+        .unwrap_or(fallback)
+}
+
 #[cfg(test)]
 #[path = "settle_tests.rs"]
 mod tests;

@@ -595,3 +595,35 @@ fn delay_warning_reports_and_jitter() {
         "next attempt with jitter 0.5"
     );
 }
+
+/// When a message is due: its next attempt while ahead; once that has
+/// passed, at once when scanned, but after the fallback when it was just
+/// worked on (no newer time could be recorded).
+#[test]
+fn when_a_message_is_due_again() {
+    let now = arrival();
+    let fallback = Duration::from_secs(MIN);
+    // (name, next attempt relative to now in seconds, until_due, until_due_again)
+    let cases: &[(&str, Option<i64>, u64, u64)] = &[
+        ("no next attempt", None, MIN, MIN),
+        ("ahead", Some(30), 30, 30),
+        ("now", Some(0), 0, MIN),
+        ("past", Some(-30), 0, MIN),
+    ];
+    for &(name, next, due, again) in cases {
+        let next_attempt = next.map(|s| match u64::try_from(s) {
+            Ok(ahead) => now + Duration::from_secs(ahead),
+            Err(_) => now - Duration::from_secs(s.unsigned_abs()),
+        });
+        let state = RetryState {
+            next_attempt,
+            ..RetryState::default()
+        };
+        let got = (
+            until_due(&state, now, fallback),
+            until_due_again(&state, now, fallback),
+        );
+        let want = (Duration::from_secs(due), Duration::from_secs(again));
+        assert_eq!(got, want, "{name}: (until_due, until_due_again)");
+    }
+}

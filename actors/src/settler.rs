@@ -456,30 +456,13 @@ fn release(claimed: Claimed, msg: &QueuedMessage, log: &Logger) {
 }
 
 /// When a deferred message is due again, as an `Instant` for the
-/// dispatcher's timers: its `X-Postman-Next-Attempt`, or `fallback` from now.
+/// dispatcher's timers ([`settle::until_due`]).
 pub fn due(state: &RetryState, fallback: Duration) -> Instant {
-    let now = Instant::now();
-    match state.next_attempt {
-        Some(at) => {
-            now + at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        }
-        None => now + fallback,
-    }
+    Instant::now() + settle::until_due(state, SystemTime::now(), fallback)
 }
 
-/// When a message that was just worked on and kept is due again: at its
-/// `X-Postman-Next-Attempt` while that is ahead, else `fallback` from now.
-/// A next attempt already past means none could be recorded (the file could
-/// not be claimed, opened, read or recorded); without the fallback such a
-/// message would go round as fast as its trouble repeats, in a daemon
-/// that never idles, instead of waiting like a message that was tried.
+/// When a message that was just worked on and kept is due again, as an
+/// `Instant` ([`settle::until_due_again`]).
 pub fn due_again(state: &RetryState, fallback: Duration) -> Instant {
-    let now = Instant::now();
-    let ahead = state
-        .next_attempt
-        .and_then(|at| at.duration_since(SystemTime::now()).ok())
-        .filter(|wait| !wait.is_zero());
-    now + ahead.unwrap_or(fallback)
+    Instant::now() + settle::until_due_again(state, SystemTime::now(), fallback)
 }
