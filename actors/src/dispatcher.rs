@@ -244,25 +244,8 @@ impl Dispatcher {
                 .sched
                 .want_more(ConnRef { worker, conn }, site, held.as_deref(), now),
             DispatcherMsg::NotTaken(job) => self.sched.not_taken(*job, now),
-            DispatcherMsg::ConnectFailed {
-                job,
-                reason,
-                relay,
-                code,
-                status,
-                loops,
-                throttle,
-                ..
-            } => {
-                let failure = failures::Failure {
-                    reason,
-                    relay,
-                    code,
-                    status,
-                    loops,
-                    throttle,
-                };
-                self.connect_failed(*job, failure, now);
+            DispatcherMsg::ConnectFailed { job, failure, .. } => {
+                self.connect_failed(*job, failure, now)
             }
             DispatcherMsg::LocalLimit {
                 domain,

@@ -95,6 +95,27 @@ pub enum Disposition {
     Unused(Box<QueuedMessage>),
 }
 
+/// Why a connection failed on every address of a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedConnection {
+    pub reason: String,
+    /// The last server that answered before failing, `none` if none did.
+    pub relay: String,
+    /// Its reply code, if it gave a reply.
+    pub code: Option<ReplyCode>,
+    /// The RFC 3463 status of the deferral: that reply's enhanced code, or
+    /// 4.4.6 (mail loop) when `loops`.
+    pub status: Option<EnhancedCode>,
+    /// Every address failed because it loops back to this host (it is this
+    /// host's, or its server names this host): the reason is `mail for
+    /// <domain> loops back to myself`, and an expired message bounces with
+    /// status 5.4.6.
+    pub loops: bool,
+    /// The last server's reply said this client sends too much: the reply.
+    /// Not a failure of the message: it goes back untried.
+    pub throttle: Option<String>,
+}
+
 /// The dispatcher's mailbox. A queued message travels boxed in it and in
 /// the workers' (as it does in the workers' answer channels): a bounded
 /// channel writes every one of its slots when it is made, so small slots
@@ -160,22 +181,7 @@ pub enum DispatcherMsg {
     ConnectFailed {
         domain: String,
         job: Box<QueuedMessage>,
-        reason: String,
-        /// The last server that answered before failing, `none` if none did.
-        relay: String,
-        /// Its reply code, if it gave a reply.
-        code: Option<ReplyCode>,
-        /// The RFC 3463 status of the deferral: that reply's enhanced
-        /// code, or 4.4.6 (mail loop) when `loops`.
-        status: Option<EnhancedCode>,
-        /// Every address failed because it loops back to this host (it is
-        /// this host's, or its server names this host): the reason is
-        /// `mail for <domain> loops back to myself`, and an expired message
-        /// bounces with status 5.4.6.
-        loops: bool,
-        /// The last server's reply said this client sends too much: the
-        /// reply. Not a failure of the message: it goes back untried.
-        throttle: Option<String>,
+        failure: FailedConnection,
     },
     /// A message could not even be started for a reason of this process's
     /// own (no socket descriptor below `FD_SETSIZE`, descriptors or socket

@@ -274,15 +274,7 @@ impl Dispatcher {
                 domains = self.sched.domains_of(site);
             }
         }
-        let wall = SystemTime::now();
-        for name in domains {
-            let due = self
-                .sched
-                .take_deferred(&name, |m| m.retry.next_attempt.is_none_or(|at| at <= wall));
-            for msg in due {
-                self.sched.enqueue(msg, now);
-            }
-        }
+        self.release_due(domains, now);
     }
 
     /// Work was put off for a shortage of this process's own: one warning

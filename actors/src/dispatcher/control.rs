@@ -254,7 +254,7 @@ impl Dispatcher {
 
     /// The messages of `domains` that wait in memory though their files
     /// say they are due (they waited for a hold that ended): ready now.
-    fn release_due(&mut self, domains: Vec<String>, now: Instant) {
+    pub(super) fn release_due(&mut self, domains: Vec<String>, now: Instant) {
         let wall = SystemTime::now();
         for name in domains {
             let due = self

@@ -7,28 +7,13 @@ use std::time::{Instant, SystemTime};
 use postman::dsn::{self, RecipientReport};
 use postman::route::RouteError;
 use postman::schedule::{AfterFailure, ConnectFailure};
-use postman::smtp::{EnhancedCode, ReplyCode};
+use postman::smtp::EnhancedCode;
 use slog::{o, Logger};
 
 use super::Dispatcher;
-use crate::messages::{Disposition, QueuedMessage};
+use crate::messages::{Disposition, FailedConnection, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::{self, Fate, RecipientFate};
-
-/// Why a connection failed on every address (from
-/// [`DispatcherMsg::ConnectFailed`]).
-pub(super) struct Failure {
-    pub(super) reason: String,
-    /// The last server that answered, `none` if none did.
-    pub(super) relay: String,
-    /// Its reply code, and the status of the deferral.
-    pub(super) code: Option<ReplyCode>,
-    pub(super) status: Option<EnhancedCode>,
-    /// Every address looped back to this host.
-    pub(super) loops: bool,
-    /// The server's reply said this client sends too much.
-    pub(super) throttle: Option<String>,
-}
 
 impl Dispatcher {
     /// A connection failed on every address. The scheduler decides: a
@@ -38,8 +23,13 @@ impl Dispatcher {
     /// the file, a record per recipient), or bounced once its lifetime is
     /// over: with status 5.4.6 when it loops back to this host, as Postfix
     /// does.
-    pub(super) fn connect_failed(&mut self, job: QueuedMessage, failure: Failure, now: Instant) {
-        let Failure {
+    pub(super) fn connect_failed(
+        &mut self,
+        job: QueuedMessage,
+        failure: FailedConnection,
+        now: Instant,
+    ) {
+        let FailedConnection {
             reason,
             relay,
             code,

@@ -4,9 +4,9 @@
 //! filesystem for them, and hold on to the messages whose state could not
 //! be recorded, trying again now and then (see `settler::kept`).
 //!
-//! Removing a written-out queue file costs 0.15–0.7 ms of waiting on ext4
-//! (the journal frees its blocks) against ~30 µs of CPU; done inline, it
-//! stalled every other connection of the worker that long after each
+//! Removing a written-out queue file waits on the filesystem's journal
+//! (it frees the file's blocks) far longer than it uses the CPU; done
+//! inline, it stalled every other connection of the worker after each
 //! message. Several removals in flight at once also finish sooner in all
 //! than one after another. The disk threads are part of their worker, the
 //! way the resolver thread is part of the dispatcher: each owns its own
@@ -150,8 +150,8 @@ impl Disk {
     ///
     /// A connection's next message is prepared a turn after its last one
     /// is settled (once the dispatcher has chosen it), so sent at once the
-    /// two woke a disk thread each; together they wake one. In alternating
-    /// runs over 2,000 × 100 KB that saved 7 % of postman's CPU. The cost
+    /// two woke a disk thread each; together they wake one, which saves
+    /// CPU (bench/results.md, "Measurements behind the code"). The cost
     /// is a delivery's record written a turn later (the worker waits at
     /// most [`HOLD_WAIT`] while it holds any), and its file's blocks freed
     /// as late.
@@ -222,10 +222,8 @@ impl Disk {
     /// numbered among equals; the next with room when its mailbox is full).
     /// Work stays on one thread while that thread keeps up and spreads when
     /// the disk holds it back. A strict turn woke every thread in turn for
-    /// work one thread could do: in two sets of alternating runs over
-    /// 2,000 × 100 KB it cost 3–6 % more CPU and 22–27 % more context
-    /// switches, while 10,000 × 2 KB, whose removals wait on the disk, went
-    /// no faster with it. The body buffers are the worker's (see
+    /// work one thread could do, costing CPU and context switches for no
+    /// speed. The body buffers are the worker's (see
     /// [`body::Pool`]), so the uneven share does not strand them.
     /// Returns the thread's number.
     fn try_send(&mut self, mut work: Work) -> Result<usize, Work> {

@@ -8,12 +8,11 @@
 use std::cell::Cell;
 
 use postman::queue::{Claimed, Queue};
-use postman::smtp::{EnhancedCode, ReplyCode};
 use slog::{debug, error, Logger};
 
 use super::job::Ready;
 use crate::mailbox::Postbox;
-use crate::messages::{DispatcherMsg, Disposition, PutOff, QueuedMessage};
+use crate::messages::{DispatcherMsg, Disposition, FailedConnection, PutOff, QueuedMessage};
 use crate::records::{self, Status, Verdict};
 use crate::settler::Settler;
 
@@ -91,18 +90,7 @@ pub enum Reason<'a> {
     Finished,
     /// No address of its domain's servers could be brought to take it:
     /// the dispatcher settles it as a failed attempt and backs the site off.
-    ConnectFailed {
-        reason: String,
-        /// The last server that answered before failing, `none` if none did.
-        relay: String,
-        /// Its reply code, and the status of the deferral.
-        code: Option<ReplyCode>,
-        status: Option<EnhancedCode>,
-        /// Every address looped back to this host.
-        loops: bool,
-        /// The last server's reply said this client sends too much.
-        throttle: Option<String>,
-    },
+    ConnectFailed(FailedConnection),
 }
 
 /// The deferral record of a message handed back: from where, and why.
@@ -140,22 +128,10 @@ impl Reason<'_> {
                 what,
                 reason,
             },
-            Reason::ConnectFailed {
-                reason,
-                relay,
-                code,
-                status,
-                loops,
-                throttle,
-            } => DispatcherMsg::ConnectFailed {
+            Reason::ConnectFailed(failure) => DispatcherMsg::ConnectFailed {
                 domain: msg.domain.clone(),
                 job: Box::new(msg),
-                reason,
-                relay,
-                code,
-                status,
-                loops,
-                throttle,
+                failure,
             },
         }
     }
@@ -273,15 +249,10 @@ mod tests {
             DispatcherMsg::ConnectFailed {
                 domain,
                 job,
-                reason,
-                relay,
-                code,
-                status,
-                loops,
-                throttle,
+                failure: f,
             } => format!(
-                "connect failed {domain}/{}: {reason} at {relay}, {code:?} {status:?}, loops {loops}, throttle {throttle:?}",
-                job.id
+                "connect failed {domain}/{}: {} at {}, {:?} {:?}, loops {}, throttle {:?}",
+                job.id, f.reason, f.relay, f.code, f.status, f.loops, f.throttle
             ),
             other => format!("unexpected {other:?}"),
         }
@@ -338,14 +309,14 @@ mod tests {
                 "put off d.test/m1: state file space, no room",
             ),
             (
-                Reason::ConnectFailed {
+                Reason::ConnectFailed(FailedConnection {
                     reason: "connect to mx[192.0.2.1]:25: refused".into(),
                     relay: "none".into(),
                     code: None,
                     status: None,
                     loops: false,
                     throttle: None,
-                },
+                }),
                 "connect failed d.test/m1: connect to mx[192.0.2.1]:25: refused at none, None None, loops false, throttle None",
             ),
         ];

@@ -4,6 +4,7 @@
 //! session, and the message going back when no address is left.
 
 use super::*;
+use crate::messages::FailedConnection;
 
 impl Conn {
     pub(super) fn address_failed(&mut self, shared: &mut Shared, reason: String) {
@@ -148,14 +149,14 @@ fn connect_failure(
         (None, Some(relay)) => (relay, None, None),
         (None, None) => ("none", None, None),
     };
-    Reason::ConnectFailed {
+    Reason::ConnectFailed(FailedConnection {
         reason,
         relay: relay.to_owned(),
         code,
         status,
         loops: looped,
         throttle,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -218,14 +219,14 @@ mod tests {
         ];
         for c in cases {
             let name = c.name;
-            let Reason::ConnectFailed {
+            let Reason::ConnectFailed(FailedConnection {
                 reason,
                 relay,
                 code,
                 status,
                 loops,
                 throttle,
-            } = connect_failure("d.test", &c.failures, c.loops, c.reply, c.server, None)
+            }) = connect_failure("d.test", &c.failures, c.loops, c.reply, c.server, None)
             else {
                 panic!("{name}: not a connect failure");
             };
