@@ -12,6 +12,7 @@
 //!   notifications, the retry state to keep (a plan for the actors).
 //! * [`dsn`]: delivery status notifications (RFC 3464, RFC 3462).
 //! * [`config`]: settings, their figment loading and validation.
+//! * [`terminal`]: what text must not reach a terminal raw.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -22,3 +23,4 @@ pub mod route;
 pub mod schedule;
 pub mod settle;
 pub mod smtp;
+pub mod terminal;

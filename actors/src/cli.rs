@@ -1,7 +1,8 @@
 //! The `postman` command line (clap): `run` and `check-config`, and the
 //! operator commands (`queue`, `enqueue`, `flush`, `hold`, `release`,
 //! `delete`, `bounce`, `suspend`, `resume`, `stats`). Thin glue: settings come from the core's
-//! config module, the work from the daemon and `crate::ops`.
+//! config module, the work from the daemon (`crate::daemon`) and the
+//! operator commands' crate (`postman_ops`, `actors/ops/`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,8 +161,8 @@ struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn given(&self) -> crate::ops::control::Given<'_> {
-        use crate::ops::control::Given;
+    fn given(&self) -> postman_ops::control::Given<'_> {
+        use postman_ops::control::Given;
         match (&self.domain, &self.site) {
             (Some(domain), _) => Given::Domain(domain),
             (None, Some(site)) => Given::Site(site),
@@ -219,7 +220,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "postman: {}",
-                crate::logging::for_terminal(&format!("{e:#}"))
+                postman::terminal::for_terminal(&format!("{e:#}"))
             );
             ExitCode::FAILURE
         }
@@ -284,47 +285,47 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             domain,
             json,
         } => {
-            use crate::ops::listing::View;
+            use postman_ops::listing::View;
             let view = match (view, by_domain) {
                 (QueueView::List, false) => View::List,
                 (QueueView::List, true) => anyhow::bail!("--by-domain goes with queue summary"),
                 (QueueView::Summary, false) => View::Summary,
                 (QueueView::Summary, true) => View::DomainSummary,
             };
-            crate::ops::queue(&settings.load()?.config, view, domain.as_deref(), json)
+            postman_ops::queue(&settings.load()?.config, view, domain.as_deref(), json)
         }
         Command::Enqueue {
             settings,
             from,
             to,
             file,
-        } => crate::ops::enqueue(&settings.load()?.config, &from, &to, file.as_deref()),
+        } => postman_ops::enqueue(&settings.load()?.config, &from, &to, file.as_deref()),
         Command::Flush { settings, domain } => {
-            crate::ops::flush(&settings.load()?.config, domain.as_deref())
+            postman_ops::flush(&settings.load()?.config, domain.as_deref())
         }
-        Command::Hold { settings, ids } => crate::ops::hold(&settings.load()?.config, &ids),
-        Command::Release { settings, ids } => crate::ops::release(&settings.load()?.config, &ids),
-        Command::Delete { settings, ids } => crate::ops::delete(&settings.load()?.config, &ids),
-        Command::Bounce { settings, ids } => crate::ops::bounce(&settings.load()?.config, &ids),
+        Command::Hold { settings, ids } => postman_ops::hold(&settings.load()?.config, &ids),
+        Command::Release { settings, ids } => postman_ops::release(&settings.load()?.config, &ids),
+        Command::Delete { settings, ids } => postman_ops::delete(&settings.load()?.config, &ids),
+        Command::Bounce { settings, ids } => postman_ops::bounce(&settings.load()?.config, &ids),
         Command::Suspend {
             settings,
             target,
             duration,
             reason,
-        } => crate::ops::control::suspend(
+        } => postman_ops::control::suspend(
             &settings.load()?.config,
             target.given(),
             duration.as_deref(),
             reason.as_deref(),
         ),
         Command::Resume { settings, target } => {
-            crate::ops::control::resume(&settings.load()?.config, target.given())
+            postman_ops::control::resume(&settings.load()?.config, target.given())
         }
         Command::Stats {
             log,
             follow,
             interval,
-        } => crate::ops::stats(&crate::ops::StatsOptions {
+        } => postman_ops::stats(&postman_ops::StatsOptions {
             input: log,
             follow,
             interval: std::time::Duration::from_secs(interval.max(1)),

@@ -73,7 +73,7 @@ pub struct Runtime {
 pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow::Result<()> {
     let queue = open_queue_root(&config)?;
     log_descriptors(&runtime.descriptors, log);
-    let owner = crate::owner::this_process();
+    let owner = postman::queue::owner::this_process();
     recover(&queue, log);
 
     let (dispatcher_tx, dispatcher_rx) = crate::mailbox::bounded(DISPATCHER_MAILBOX);
@@ -224,7 +224,7 @@ const STATE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 /// claimed, removes the state files of no message (or of another message
 /// of the same name), and removes stale temporary files.
 fn recover(queue: &Queue, log: &Logger) {
-    match queue::recover(queue, crate::owner::is_dead) {
+    match queue::recover(queue, postman::queue::owner::is_dead) {
         Ok(recovery) => {
             if !recovery.restored.is_empty()
                 || !recovery.duplicates.is_empty()

@@ -10,8 +10,6 @@ pub mod dispatcher;
 pub mod logging;
 pub mod mailbox;
 pub mod messages;
-pub mod ops;
-pub mod owner;
 pub mod records;
 pub mod resolver;
 pub mod scanner;

@@ -41,7 +41,6 @@ use slog_async::AsyncRecord;
 use crate::mailbox::{self, Inbox, Postbox};
 
 mod clean;
-pub(crate) use clean::for_terminal;
 
 /// Records queued between the actors and the drain thread. Delivery records
 /// must never be lost, so a full mailbox blocks the writer; 8192 records

@@ -18,6 +18,7 @@ mod envelope;
 mod handle;
 mod local;
 mod mailbox;
+pub mod owner;
 mod sites;
 mod state;
 mod statefile;

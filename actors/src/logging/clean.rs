@@ -22,6 +22,7 @@
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
+use postman::terminal::must_escape;
 use slog::{Key, OwnedKV, OwnedKVList, Record, Serializer, KV};
 
 /// The most bytes of one text a record carries.
@@ -38,24 +39,6 @@ pub(super) enum Mode {
     Escape,
     /// JSON: cut; its serializer and [`json_escape_tail`] escape.
     Cut,
-}
-
-/// Whether `c` must not reach a terminal or a log viewer raw: the C0 and
-/// C1 controls and DEL, the Unicode line and paragraph separators, and the
-/// bidirectional marks, embeddings, overrides and isolates, which reorder
-/// what is shown around them.
-fn must_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        )
 }
 
 /// Whether `text` can be written as it is under `mode`.
@@ -252,38 +235,6 @@ impl Serializer for CleanSerializer<'_> {
     }
 }
 
-/// `text` for an operator's terminal (what the operator commands print):
-/// as [`Mode::Escape`] escapes it, but line ends and tabs are kept (the
-/// commands lay out their output with them) and nothing is cut; the
-/// characters above ASCII become `\uXXXX`, as JSON writes them, so that
-/// the escape means the same inside the strings of `--json` output (where
-/// serde_json has escaped the ASCII ones already).
-pub(crate) fn for_terminal(text: &str) -> Cow<'_, str> {
-    let keep = |c: char| c == '\n' || c == '\t' || !must_escape(c);
-    if text
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
-        || text.chars().all(keep)
-    {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 32);
-    for c in text.chars() {
-        let _ = match c {
-            c if keep(c) => {
-                out.push(c);
-                Ok(())
-            }
-            '\0' => out.write_str("\\0"),
-            '\r' => out.write_str("\\r"),
-            c if c.is_ascii() => write!(out, "\\x{:02x}", u32::from(c)),
-            // All of them are in the Basic Multilingual Plane.
-            c => write!(out, "\\u{:04x}", u32::from(c)),
-        };
-    }
-    Cow::Owned(out)
-}
-
 /// Escapes, in the JSON record written into `buf` from `from` on, the
 /// characters [`must_escape`] names that serde_json leaves raw (all but
 /// the C0 controls, which it escapes), as JSON's `\uXXXX`. They can only
@@ -318,23 +269,6 @@ pub(super) fn json_escape_tail(buf: &mut Vec<u8>, from: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn terminal_text_keeps_layout_and_escapes_controls() {
-        let cases = [
-            ("plain\n\tindented\n", "plain\n\tindented\n"),
-            ("caf\u{e9} \u{1f4ec}", "caf\u{e9} \u{1f4ec}"),
-            ("m\u{1b}[2J\u{7}1\r\0", "m\\x1b[2J\\x071\\r\\0"),
-            ("c1 \u{9b}31m rtl \u{202e}x", "c1 \\u009b31m rtl \\u202ex"),
-        ];
-        for (text, want) in cases {
-            assert_eq!(for_terminal(text), want, "for_terminal({text:?})");
-        }
-        // Inside a JSON string the escape means the same character.
-        let json = serde_json::to_string(&"a\u{9b}b").expect("json");
-        let back: String = serde_json::from_str(&for_terminal(&json)).expect("still JSON");
-        assert_eq!(back, "a\u{9b}b", "JSON round trip of {json:?}");
-    }
 
     #[test]
     fn the_term_format_escapes_what_a_terminal_acts_on() {

@@ -6,6 +6,11 @@
 //! from the same queue; here are the settings, the clock, this process's
 //! claim owner, and what is printed.
 //!
+//! A crate of its own beside the actors (`actors/ops/`): it depends on the
+//! core only, so that a command reads without the daemon and the daemon
+//! without the commands; the `postman` binary's command line
+//! (`actors/src/cli.rs`) dispatches to it.
+//!
 //! What is done goes to standard output, one line per message; what could
 //! not be done goes to standard error, and the exit status is non-zero when
 //! anything failed (after the rest was processed).
@@ -66,7 +71,7 @@ fn domain_arg(domain: Option<&str>) -> anyhow::Result<Option<String>> {
 fn print(text: &str) -> anyhow::Result<()> {
     // File names, addresses and server replies come from outside: nothing
     // in them may drive the operator's terminal.
-    let text = crate::logging::for_terminal(text);
+    let text = postman::terminal::for_terminal(text);
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
@@ -80,7 +85,7 @@ fn print(text: &str) -> anyhow::Result<()> {
 fn complain(error: &dyn std::fmt::Display) {
     eprintln!(
         "postman: {}",
-        crate::logging::for_terminal(&error.to_string())
+        postman::terminal::for_terminal(&error.to_string())
     );
 }
 

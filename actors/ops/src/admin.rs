@@ -104,7 +104,7 @@ pub fn delete(config: &Config, ids: &[String]) -> anyhow::Result<()> {
 
 /// `postman bounce QUEUE_ID…`.
 pub fn bounce(config: &Config, ids: &[String]) -> anyhow::Result<()> {
-    let owner = crate::owner::this_process();
+    let owner = postman::queue::owner::this_process();
     let pid = std::process::id();
     let mut serial = 0;
     each(config, ids, true, &mut |layout, r| {
@@ -162,7 +162,7 @@ pub fn flush(config: &Config, domain: Option<&str>) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         },
     };
-    let owner = crate::owner::this_process();
+    let owner = postman::queue::owner::this_process();
     let (mut flushed, mut failed, mut out) = (0, 0, String::new());
     // The sites first: a running postman lifts them before it sees the
     // messages come back due.
