@@ -3,9 +3,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::{json, Value};
+
 /// Seconds since the epoch (0 for earlier times).
 pub fn unix(when: SystemTime) -> u64 {
     when.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `when` as unix seconds in JSON, `null` for never.
+pub fn opt_unix(when: Option<SystemTime>) -> Value {
+    when.map_or(Value::Null, |t| json!(unix(t)))
 }
 
 /// `2025-11-27 12:34:56 UTC`.

@@ -13,7 +13,7 @@ use postman::queue::admin::{self, DomainSummary, Entry, State, AGE_BUCKETS};
 use postman::queue::{self, RetryState};
 use serde_json::{json, Value};
 
-use super::format::{age, count, date, size, unix};
+use super::format::{age, count, date, opt_unix, size, unix};
 
 /// What `postman queue` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,10 +183,6 @@ fn render_retry(out: &mut String, retry: &RetryState, now: SystemTime) {
     }
 }
 
-fn opt_unix(when: Option<SystemTime>) -> Value {
-    when.map_or(Value::Null, |t| json!(unix(t)))
-}
-
 /// One message as a JSON object (the `queue --json` fields).
 pub fn entry_json(e: &Entry, now: SystemTime) -> Value {
     let (sender, recipients, retry, error) = match &e.detail {
@@ -297,21 +293,17 @@ pub fn summary_json(l: &DomainSummary) -> Value {
         .zip(l.ages)
         .map(|(header, n)| (header, json!(n)))
         .collect();
-    json!({
-        "domain": l.domain,
-        "total": l.total(),
-        "ready": l.ready,
-        "deferred": l.deferred,
-        "active": l.active,
-        "held": l.held,
-        "failed": l.failed,
-        "quarantined": l.quarantined,
-        "size": l.bytes,
-        "ages": ages,
-        "backoff_until": opt_unix(l.backoff.as_ref().map(|b| b.until)),
-        "backoff_failures": l.backoff.as_ref().map(|b| b.failures),
-        "backoff_error": l.backoff.as_ref().map(|b| b.error.clone()),
-    })
+    let backoff = l.backoff.as_ref();
+    let mut line = super::sites::counts(l);
+    line.insert("domain".into(), json!(l.domain));
+    line.insert("ages".into(), Value::Object(ages));
+    line.insert("backoff_until".into(), opt_unix(backoff.map(|b| b.until)));
+    line.insert(
+        "backoff_failures".into(),
+        json!(backoff.map(|b| b.failures)),
+    );
+    line.insert("backoff_error".into(), json!(backoff.map(|b| &b.error)));
+    Value::Object(line)
 }
 
 // `State` is indexed by its discriminant in `render_list`.

@@ -13,7 +13,7 @@ use postman::queue::{rate_text, HoldKind, RateSource, Status, Suspension, Target
 use serde_json::{json, Value};
 
 use super::control::until_text;
-use super::format::{age, count, size, unix};
+use super::format::{age, count, opt_unix, size};
 
 /// A snapshot older than this, from a postman that did not say it
 /// stopped, is not a live view: the daemon rewrites it at least every
@@ -220,11 +220,7 @@ pub fn render(
     out
 }
 
-fn opt_unix(when: Option<SystemTime>) -> Value {
-    when.map_or(Value::Null, |t| json!(unix(t)))
-}
-
-fn counts(l: &DomainSummary) -> serde_json::Map<String, Value> {
+pub(super) fn counts(l: &DomainSummary) -> serde_json::Map<String, Value> {
     let value = json!({
         "total": l.total(),
         "ready": l.ready,
