@@ -245,39 +245,8 @@ fn describe_sites(sites: &config::SiteRules) -> String {
 
 fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::CheckConfig { settings } => {
-            let loaded = settings.load()?;
-            let text = toml::to_string_pretty(&loaded.settings)
-                .context("cannot render the settings as TOML")?;
-            print!("{text}");
-            print!("{}", describe_sites(&loaded.config.sites));
-            Ok(())
-        }
-        Command::Run { settings, once } => {
-            let loaded = settings.load()?;
-            let config = loaded.config;
-            // Before the logger's thread, the first after this one.
-            let descriptors = crate::descriptors::prepare();
-            let signals = crate::daemon::block_signals()?;
-            let (log, guard, log_control) =
-                crate::logging::start(config.log_format, config.debug, config.log_file.as_deref())?;
-            let log = log.new(o!("pid" => std::process::id()));
-            let runtime = crate::daemon::Runtime {
-                signals,
-                descriptors,
-                log_control,
-                settings: loaded.settings,
-                reload: Box::new(move || settings.load()),
-            };
-            let result = crate::daemon::run(config, once, runtime, &log);
-            if let Err(e) = &result {
-                slog::error!(log, "postman cannot work"; "error" => format!("{e:#}"));
-            }
-            drop(log);
-            // Flush every record before the process exits.
-            drop(guard);
-            result
-        }
+        Command::CheckConfig { settings } => check_config(&settings),
+        Command::Run { settings, once } => run_daemon(settings, once),
         Command::Queue {
             settings,
             view,
@@ -285,13 +254,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             domain,
             json,
         } => {
-            use postman_ops::listing::View;
-            let view = match (view, by_domain) {
-                (QueueView::List, false) => View::List,
-                (QueueView::List, true) => anyhow::bail!("--by-domain goes with queue summary"),
-                (QueueView::Summary, false) => View::Summary,
-                (QueueView::Summary, true) => View::DomainSummary,
-            };
+            let view = queue_view(view, by_domain)?;
             postman_ops::queue(&settings.load()?.config, view, domain.as_deref(), json)
         }
         Command::Enqueue {
@@ -331,6 +294,54 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             interval: std::time::Duration::from_secs(interval.max(1)),
         }),
     }
+}
+
+/// `postman check-config`: the settings in force, then the site rules.
+fn check_config(settings: &SettingArgs) -> anyhow::Result<()> {
+    let loaded = settings.load()?;
+    let text =
+        toml::to_string_pretty(&loaded.settings).context("cannot render the settings as TOML")?;
+    print!("{text}");
+    print!("{}", describe_sites(&loaded.config.sites));
+    Ok(())
+}
+
+/// `postman run`: the daemon, or one pass with `--once`.
+fn run_daemon(settings: SettingArgs, once: bool) -> anyhow::Result<()> {
+    let loaded = settings.load()?;
+    let config = loaded.config;
+    // Before the logger's thread, the first after this one.
+    let descriptors = crate::descriptors::prepare();
+    let signals = crate::daemon::block_signals()?;
+    let (log, guard, log_control) =
+        crate::logging::start(config.log_format, config.debug, config.log_file.as_deref())?;
+    let log = log.new(o!("pid" => std::process::id()));
+    let runtime = crate::daemon::Runtime {
+        signals,
+        descriptors,
+        log_control,
+        settings: loaded.settings,
+        reload: Box::new(move || settings.load()),
+    };
+    let result = crate::daemon::run(config, once, runtime, &log);
+    if let Err(e) = &result {
+        slog::error!(log, "postman cannot work"; "error" => format!("{e:#}"));
+    }
+    drop(log);
+    // Flush every record before the process exits.
+    drop(guard);
+    result
+}
+
+/// What `postman queue` shows.
+fn queue_view(view: QueueView, by_domain: bool) -> anyhow::Result<postman_ops::listing::View> {
+    use postman_ops::listing::View;
+    Ok(match (view, by_domain) {
+        (QueueView::List, false) => View::List,
+        (QueueView::List, true) => anyhow::bail!("--by-domain goes with queue summary"),
+        (QueueView::Summary, false) => View::Summary,
+        (QueueView::Summary, true) => View::DomainSummary,
+    })
 }
 
 /// The machine's name, the default for `application.hostname`.

@@ -258,6 +258,16 @@ impl Stats {
             (Some(first), Some(last)) => last - first,
             _ => 0.0,
         };
+        self.render_header(&mut out, span);
+        self.render_throughput(&mut out, span);
+        self.render_domains(&mut out);
+        self.render_errors(&mut out);
+        self.render_metrics(&mut out);
+        out
+    }
+
+    /// What was read, and the span of time it covers.
+    fn render_header(&self, out: &mut String, span: f64) {
         let _ = write!(
             out,
             "postman stats: {} read",
@@ -276,7 +286,11 @@ impl Stats {
             );
         }
         out.push('\n');
+    }
 
+    /// Deliveries per second, over the whole span and the last minute, and
+    /// the count of each status.
+    fn render_throughput(&self, out: &mut String, span: f64) {
         let sent = self.statuses.get("sent").copied().unwrap_or(0);
         let total = self.deliveries();
         let _ = writeln!(
@@ -316,7 +330,10 @@ impl Stats {
             }
         }
         out.push('\n');
+    }
 
+    /// The domains with the most deferrals.
+    fn render_domains(&self, out: &mut String) {
         let mut domains: Vec<(&String, &DomainCounts)> = self
             .domains
             .iter()
@@ -350,7 +367,10 @@ impl Stats {
                 );
             }
         }
+    }
 
+    /// The errors seen most.
+    fn render_errors(&self, out: &mut String) {
         let mut errors: Vec<(&String, &ErrorGroup)> = self.errors.iter().collect();
         errors.sort_by(|a, b| {
             (b.1.deferred + b.1.bounced)
@@ -370,7 +390,10 @@ impl Stats {
                 );
             }
         }
+    }
 
+    /// Each actor's latest metrics record, and the error records.
+    fn render_metrics(&self, out: &mut String) {
         if !self.metrics.is_empty() {
             let _ = writeln!(out, "\nLatest metrics per actor");
             for (actor, (ts, fields)) in &self.metrics {
@@ -406,7 +429,6 @@ impl Stats {
                 self.last_logged_error.as_deref().unwrap_or("?")
             );
         }
-        out
     }
 }
 
