@@ -61,6 +61,31 @@ impl FileIdentity {
     }
 }
 
+#[cfg(test)]
+impl QueuedMessage {
+    /// A message of `d.test` that exists only in memory, for unit tests.
+    pub fn for_test(id: &str, recipients: &[&str]) -> QueuedMessage {
+        QueuedMessage {
+            id: id.into(),
+            domain: "d.test".into(),
+            path: std::path::PathBuf::from(id),
+            envelope: postman::queue::Envelope {
+                sender: String::new(),
+                recipients: recipients.iter().map(|r| (*r).to_owned()).collect(),
+                arrival: None,
+                body_offset: 0,
+                extra: Vec::new(),
+                duplicates: 0,
+            },
+            arrival: std::time::UNIX_EPOCH,
+            size: 0,
+            retry: postman::queue::RetryState::default(),
+            identity: None,
+            tie: None,
+        }
+    }
+}
+
 impl Queued for QueuedMessage {
     fn id(&self) -> &str {
         &self.id

@@ -514,24 +514,7 @@ mod tests {
     }
 
     fn queued(id: &str) -> QueuedMessage {
-        QueuedMessage {
-            id: id.into(),
-            domain: "d.test".into(),
-            path: std::path::PathBuf::from(id),
-            envelope: postman::queue::Envelope {
-                sender: String::new(),
-                recipients: vec!["u@d.test".into()],
-                arrival: None,
-                body_offset: 0,
-                extra: Vec::new(),
-                duplicates: 0,
-            },
-            arrival: std::time::UNIX_EPOCH,
-            size: 0,
-            retry: postman::queue::RetryState::default(),
-            identity: None,
-            tie: None,
-        }
+        QueuedMessage::for_test(id, &["u@d.test"])
     }
 
     fn preparation(n: u32) -> Box<Preparation> {

@@ -200,24 +200,7 @@ mod tests {
     use super::*;
 
     fn queued() -> QueuedMessage {
-        QueuedMessage {
-            id: "m1".into(),
-            domain: "d.test".into(),
-            path: std::path::PathBuf::from("m1"),
-            envelope: postman::queue::Envelope {
-                sender: String::new(),
-                recipients: vec!["a@d.test".into(), "b@d.test".into()],
-                arrival: None,
-                body_offset: 0,
-                extra: Vec::new(),
-                duplicates: 0,
-            },
-            arrival: std::time::UNIX_EPOCH,
-            size: 0,
-            retry: postman::queue::RetryState::default(),
-            identity: None,
-            tie: None,
-        }
+        QueuedMessage::for_test("m1", &["a@d.test", "b@d.test"])
     }
 
     /// The dispatcher's message in one line, for comparing: which
