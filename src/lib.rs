@@ -13,6 +13,7 @@
 //! * [`dsn`]: delivery status notifications (RFC 3464, RFC 3462).
 //! * [`config`]: settings, their figment loading and validation.
 //! * [`terminal`]: what text must not reach a terminal raw.
+//! * [`secret`]: passwords that never reach a log or an error.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -21,6 +22,7 @@ pub mod queue;
 pub mod retry;
 pub mod route;
 pub mod schedule;
+pub mod secret;
 pub mod settle;
 pub mod smtp;
 pub mod terminal;
