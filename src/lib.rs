@@ -6,6 +6,7 @@
 //! * [`queue`]: the Maildir-style queue on disk: layout, envelope header block,
 //!   completion, quarantine.
 //! * [`route`]: MX policy (RFC 5321 §5.1, RFC 7505).
+//! * [`routing`]: MX delivery or a configured next hop, per recipient.
 //! * [`retry`]: backoff schedule and queue lifetime.
 //! * [`schedule`]: which message goes over which connection, when (sites).
 //! * [`settle`]: what an attempt's end makes of a message: records,
@@ -21,6 +22,7 @@ pub mod dsn;
 pub mod queue;
 pub mod retry;
 pub mod route;
+pub mod routing;
 pub mod schedule;
 pub mod secret;
 pub mod settle;
