@@ -28,9 +28,11 @@ use crate::queue::valid_domain;
 use crate::smtp::{IpPreference, Timeouts, TlsMode, TlsVerify};
 
 mod keys;
+mod routing;
 mod sites;
 mod validate;
 use keys::{describe_figment, origin};
+pub use routing::{HopSetting, HopTable, PoolAddressSettings, PoolSettings, RoutingSettings};
 pub use sites::{
     suffix_matches, Rate, RateError, SiteRules, SiteSettings, SiteShape, MAX_RATE_COUNT,
     MAX_RATE_PERIOD,
@@ -126,6 +128,9 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// `[tls]`
     pub tls: TlsSettings,
+    /// `[routing]`: relays, transport entries, source addresses.
+    #[serde(default)]
+    pub routing: RoutingSettings,
 }
 
 /// `[application]`
@@ -411,6 +416,8 @@ pub struct Config {
     pub tls_ca_file: Option<PathBuf>,
     /// Per-domain modes (`tls.policy`), keys lower-case A-label domains.
     pub tls_policy: BTreeMap<String, TlsMode>,
+    /// Where each domain's mail goes (`[routing]`).
+    pub routing: crate::routing::Routing,
 }
 
 /// Why the configuration could not be loaded.
@@ -605,6 +612,7 @@ impl Settings {
                 ca_file: None,
                 policy: BTreeMap::new(),
             },
+            routing: RoutingSettings::default(),
         }
     }
 
@@ -693,3 +701,7 @@ mod tests;
 #[cfg(test)]
 #[path = "config_sites_tests.rs"]
 mod sites_tests;
+
+#[cfg(test)]
+#[path = "config_routing_tests.rs"]
+mod routing_tests;

@@ -17,14 +17,38 @@ pub(super) fn origin(figment: Option<&Figment>, key: &str) -> String {
 
 /// The metadata of the layer that gave the value at `parts`. Walks the
 /// dictionaries itself: figment's own `find_metadata` splits at every dot,
-/// also inside a quoted site suffix.
+/// also inside a quoted site suffix. A part may end in array indices,
+/// `addresses[0]`.
 fn find_metadata<'f>(figment: &'f Figment, parts: &[String]) -> Option<&'f Metadata> {
     let (first, rest) = parts.split_first()?;
+    let (first, indices) = indexed(first);
     let mut value = figment.find_value(first).ok()?;
+    for index in indices {
+        value = value.into_array()?.into_iter().nth(index)?;
+    }
     for part in rest {
-        value = value.into_dict()?.remove(part)?;
+        let (name, indices) = indexed(part);
+        value = value.into_dict()?.remove(name)?;
+        for index in indices {
+            value = value.into_array()?.into_iter().nth(index)?;
+        }
     }
     figment.get_metadata(value.tag())
+}
+
+/// `name[1][2]` as `("name", [1, 2])`; a part without indices as itself.
+fn indexed(part: &str) -> (&str, Vec<usize>) {
+    let Some(open) = part.find('[') else {
+        return (part, Vec::new());
+    };
+    let indices = part[open..]
+        .split_terminator(']')
+        .map(|index| index.strip_prefix('[').and_then(|n| n.parse().ok()))
+        .collect::<Option<Vec<usize>>>();
+    match indices {
+        Some(indices) if part.ends_with(']') => (&part[..open], indices),
+        _ => (part, Vec::new()),
+    }
 }
 
 /// `a.b."c.d".e` as `["a", "b", "c.d", "e"]` (TOML's dotted keys, basic

@@ -8,6 +8,7 @@ use super::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+mod routing;
 mod sites;
 use sites::SiteDefaults;
 
@@ -194,8 +195,10 @@ impl Validator<'_> {
         )?;
         let tls_ca_file = self.ca_file(s.tls.ca_file.as_deref())?;
         let tls_policy = self.tls_policy(&s.tls.policy)?;
+        let routing = self.routing(&s.routing)?;
 
         Ok(Config {
+            routing,
             threads,
             hostname,
             server_port,
