@@ -50,10 +50,8 @@ helo_name = "out.example.org"
 [routing.transport]
 "internal.test" = "[10.0.0.5]:25"
 ".Internal.Test" = { nexthop = "mx", source = "bulk" }
+"source.test" = { nexthop = "[h.test]", source = "192.0.2.20" }
 "partner.test" = { nexthop = "smtps:[mail.partner.test]", auth = true, verify = "name", helo_name = "p.example.org" }
-
-[routing.sender_relayhost]
-"news.example.org" = { nexthop = "[ses.test]:587", source = "192.0.2.20" }
 
 [routing.source.bulk]
 addresses = [ { ip = "192.0.2.11", weight = 3, helo_name = "bulk1.example.org" },
@@ -85,10 +83,9 @@ addresses = [ { ip = "192.0.2.11", weight = 3, helo_name = "bulk1.example.org" }
     assert_eq!(partner.hop.auth, Some(true));
     assert_eq!(partner.hop.verify, Some(TlsVerify::Name));
     assert_eq!(partner.hop.helo_name.as_deref(), Some("p.example.org"));
-    let news = r.decide("x@news.example.org", "gmail.test");
-    assert_eq!(news.hop.describe(), "[ses.test]:587");
+    let source = r.decide("", "source.test");
     assert_eq!(
-        news.hop.source,
+        source.hop.source,
         Source::Address("192.0.2.20".parse().unwrap())
     );
     assert_eq!(
@@ -194,6 +191,11 @@ fn bad_entries_name_their_key() {
             "[routing.source.bulk]\naddresses = [{ ip = \"h.test\" }]\n",
             "`routing.source.\"bulk\".addresses[0].ip`",
             "address",
+        ),
+        (
+            "[routing.sender_relayhost]\n\"news.example\" = \"[ses.test]:587\"\n",
+            "`routing.sender_relayhost.\"news.example\"`",
+            "not supported yet",
         ),
     ];
     for (text, key, reason) in cases {

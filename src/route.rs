@@ -5,8 +5,10 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use crate::dsn;
+use crate::routing::Hop;
 use crate::smtp::{Class, EnhancedCode};
 
 /// The answer to an MX query for a domain.
@@ -92,6 +94,18 @@ pub enum RouteError {
         /// The recipient domain.
         domain: String,
     },
+    /// A configured next hop (relay host, transport entry) has no address
+    /// now. Never permanent: the operator's relay being down or misnamed
+    /// is no reason to bounce the sender's mail.
+    #[error("relay {relay} for {domain} is unreachable: {why}")]
+    RelayUnresolved {
+        /// The recipient domain.
+        domain: String,
+        /// The next hop as written.
+        relay: String,
+        /// Why it has no address.
+        why: String,
+    },
 }
 
 impl RouteError {
@@ -104,7 +118,8 @@ impl RouteError {
             RouteError::MxLookupFailed { .. }
             | RouteError::AddressLookupFailed { .. }
             | RouteError::NoMxAddress { .. }
-            | RouteError::NoHostToTry { .. } => Class::Transient,
+            | RouteError::NoHostToTry { .. }
+            | RouteError::RelayUnresolved { .. } => Class::Transient,
         }
     }
 
@@ -119,9 +134,9 @@ impl RouteError {
             RouteError::NullMx { .. } => dsn::STATUS_NULL_MX,
             RouteError::NoSuchDomain { .. } => dsn::STATUS_NO_SUCH_DOMAIN,
             RouteError::NoMailHost { .. } => dsn::STATUS_PERMANENT,
-            RouteError::MxLookupFailed { .. } | RouteError::AddressLookupFailed { .. } => {
-                dsn::STATUS_ROUTING_SERVER
-            }
+            RouteError::MxLookupFailed { .. }
+            | RouteError::AddressLookupFailed { .. }
+            | RouteError::RelayUnresolved { .. } => dsn::STATUS_ROUTING_SERVER,
             RouteError::NoMxAddress { .. } | RouteError::NoHostToTry { .. } => {
                 dsn::STATUS_UNROUTABLE
             }
@@ -171,10 +186,25 @@ impl fmt::Display for Unresolved {
 /// One host to connect to, with its addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
-    /// Host name, lower-case, no trailing dot.
+    /// Host name, lower-case, no trailing dot; for a next hop written as
+    /// an address, the address.
     pub name: String,
     /// Addresses in the order the lookup gave them (never empty).
     pub addrs: Vec<IpAddr>,
+    /// How it is reached: the domain's MX or a configured next hop, with
+    /// the port, TLS, AUTH and source address that go with it.
+    pub hop: Arc<Hop>,
+}
+
+impl Host {
+    /// A host reached by MX delivery with the default settings.
+    pub fn new(name: impl Into<String>, addrs: Vec<IpAddr>) -> Host {
+        Host {
+            name: name.into(),
+            addrs,
+            hop: Arc::default(),
+        }
+    }
 }
 
 /// Where to deliver a domain's mail: hosts in the order to try them.
@@ -182,6 +212,16 @@ pub struct Host {
 pub struct Route {
     /// Never empty; every address of a host comes before the next host.
     pub hosts: Vec<Host>,
+}
+
+impl Route {
+    /// The route with every host reached by `hop`.
+    pub fn by(mut self, hop: &Arc<Hop>) -> Route {
+        for host in &mut self.hosts {
+            host.hop = Arc::clone(hop);
+        }
+        self
+    }
 }
 
 /// MX hosts in the order to try them: preference ascending, equal
@@ -339,10 +379,7 @@ pub fn build_route(
                         unique.push(addr);
                     }
                 }
-                route.push(Host {
-                    name,
-                    addrs: unique,
-                });
+                route.push(Host::new(name, unique));
             }
             AddrAnswer::Addrs(_) | AddrAnswer::NoRecords => problems.push(Unresolved {
                 host: name,

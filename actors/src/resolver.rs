@@ -34,6 +34,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::Resolver;
 use postman::route::{self, AddrAnswer, MxAnswer};
+use postman::routing::{Decision, NextHop, Target};
 use slog::{debug, Logger};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::Semaphore;
@@ -66,6 +67,8 @@ const MIN_ROUTE_LIFETIME: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ResolveRequest {
     pub domain: String,
+    /// What `[routing]` says for it: MX delivery or a next hop.
+    pub decision: Decision,
     /// `delivery.max_mx_addresses`: the addresses of at most this many MX
     /// hosts are looked up (see [`route::mx_hosts`]).
     pub max_hosts: usize,
@@ -117,8 +120,7 @@ pub fn start(
                     };
                     let started = Instant::now();
                     let shortages_before = shortages.load(Ordering::Relaxed);
-                    let (route, site, valid_until) =
-                        resolve(&resolver, &request.domain, request.max_hosts).await;
+                    let (route, site, valid_until) = resolve(&resolver, &request).await;
                     debug!(log, "route resolved"; "domain" => &request.domain,
                         "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
                     // A failure while some query could not get a socket
@@ -183,22 +185,104 @@ fn build_resolver(
     builder.build().context("cannot build the DNS resolver")
 }
 
-/// Looks up the route for `domain`: MX records, then the addresses of the
-/// first `max_hosts` hosts; and the site the MX records name.
+/// Looks up the route `request.decision` names: the domain's MX hosts and
+/// their addresses, or a configured next hop's; then the fallback relays
+/// behind MX delivery. Also the site the connections belong to: the one the
+/// MX records name, or one per next hop (`relay:[smtp.example.net]:587`),
+/// whatever domains go there; either with the hop's settings that keep
+/// connections apart.
 async fn resolve(
     resolver: &DnsResolver,
-    domain: &str,
-    max_hosts: usize,
+    request: &ResolveRequest,
 ) -> (
     Result<route::Route, route::RouteError>,
     route::SiteName,
     Instant,
 ) {
     let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
+    let hop = &request.decision.hop;
+    let domain = request.domain.as_str();
+    let (found, mut site) = match &hop.next_hop {
+        None => mx_route(resolver, domain, request.max_hosts, &mut valid_until).await,
+        Some(next_hop) => {
+            let found = hop_route(resolver, next_hop, request.max_hosts, &mut valid_until)
+                .await
+                .map_err(|why| route::RouteError::RelayUnresolved {
+                    domain: domain.to_owned(),
+                    relay: next_hop.to_string(),
+                    why,
+                });
+            let site = route::SiteName {
+                name: format!("relay:{next_hop}"),
+                hosts: vec![next_hop
+                    .host_name()
+                    .map_or_else(|| next_hop.key(), str::to_owned)],
+            };
+            (found, site)
+        }
+    };
+    site.name.push_str(&hop.site_suffix());
+    let mut found = found.map(|route| route.by(hop));
+    // Postfix's smtp_fallback_relay: after every MX host, and instead of
+    // them while they cannot be found; never for a domain that does not
+    // exist or accepts no mail.
+    let fallback = &request.decision.fallback;
+    if !fallback.is_empty() && found.as_ref().map_or_else(|e| !e.is_permanent(), |_| true) {
+        let mut hosts = found
+            .as_ref()
+            .map_or_else(|_| Vec::new(), |r| r.hosts.clone());
+        for relay in fallback {
+            let Some(next_hop) = &relay.next_hop else {
+                continue;
+            };
+            if let Ok(route) =
+                hop_route(resolver, next_hop, request.max_hosts, &mut valid_until).await
+            {
+                hosts.extend(route.by(relay).hosts);
+            }
+        }
+        if !hosts.is_empty() {
+            found = Ok(route::Route { hosts });
+        }
+    }
+    (found, site, clamp(valid_until))
+}
+
+/// The route to a configured next hop: its address, its host's addresses
+/// (`[host]`), or the MX hosts of its name (`host`); why not, as text.
+async fn hop_route(
+    resolver: &DnsResolver,
+    next_hop: &NextHop,
+    max_hosts: usize,
+    valid_until: &mut Instant,
+) -> Result<route::Route, String> {
+    match &next_hop.target {
+        Target::Ip(ip) => Ok(route::Route {
+            hosts: vec![route::Host::new(ip.to_string(), vec![*ip])],
+        }),
+        Target::Host(host) => {
+            let answer = addresses(resolver, host, valid_until).await;
+            route::build_route(host, vec![(host.clone(), answer)], false).map_err(|e| e.to_string())
+        }
+        Target::Mx(name) => mx_route(resolver, name, max_hosts, valid_until)
+            .await
+            .0
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// MX records of `domain`, then the addresses of the first `max_hosts`
+/// hosts; and the site the MX records name.
+async fn mx_route(
+    resolver: &DnsResolver,
+    domain: &str,
+    max_hosts: usize,
+    valid_until: &mut Instant,
+) -> (Result<route::Route, route::RouteError>, route::SiteName) {
     let fqdn = format!("{}.", domain.trim_end_matches('.'));
     let answer = match resolver.mx_lookup(fqdn.as_str()).await {
         Ok(lookup) => {
-            valid_until = valid_until.min(lookup.valid_until());
+            *valid_until = (*valid_until).min(lookup.valid_until());
             let records = lookup
                 .answers()
                 .iter()
@@ -219,50 +303,52 @@ async fn resolve(
     let site = route::site_name(domain, &answer);
     let hosts = match route::mx_hosts(domain, answer, seed(), max_hosts) {
         Ok(hosts) => hosts,
-        Err(error) => return (Err(error), site, clamp(valid_until)),
+        Err(error) => return (Err(error), site),
     };
-    let lookups = hosts.into_iter().map(|host| async move {
-        let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let (v4, v6) = tokio::join!(
-            resolver.ipv4_lookup(fqdn.as_str()),
-            resolver.ipv6_lookup(fqdn.as_str())
-        );
-        (host, v4, v6)
-    });
     let mut resolved = Vec::new();
-    for (host, v4, v6) in futures_util::future::join_all(lookups).await {
-        let mut addrs = Vec::new();
-        let mut failures = Vec::new();
-        for result in [v4, v6] {
-            match result {
-                Ok(lookup) => {
-                    valid_until = valid_until.min(lookup.valid_until());
-                    addrs.extend(lookup.answers().iter().filter_map(|r| match &r.data {
-                        RData::A(a) => Some(IpAddr::V4(a.0)),
-                        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-                        _ => None,
-                    }));
-                }
-                Err(error) => failures.push(classify_addr(&error)),
-            }
-        }
-        let answer = if !addrs.is_empty() {
-            AddrAnswer::Addrs(addrs)
-        } else if let Some(failed) = failures.iter().find(|f| matches!(f, AddrAnswer::Failed(_))) {
-            failed.clone()
-        } else if failures.iter().all(|f| matches!(f, AddrAnswer::NxDomain)) && !failures.is_empty()
-        {
-            AddrAnswer::NxDomain
-        } else {
-            AddrAnswer::NoRecords
-        };
+    let lookups = hosts.into_iter().map(|host| async move {
+        let mut until = Instant::now() + MAX_ROUTE_LIFETIME;
+        let answer = addresses(resolver, &host, &mut until).await;
+        (host, answer, until)
+    });
+    for (host, answer, until) in futures_util::future::join_all(lookups).await {
+        *valid_until = (*valid_until).min(until);
         resolved.push((host, answer));
     }
-    (
-        route::build_route(domain, resolved, implicit),
-        site,
-        clamp(valid_until),
-    )
+    (route::build_route(domain, resolved, implicit), site)
+}
+
+/// The A and AAAA records of `host`, together.
+async fn addresses(resolver: &DnsResolver, host: &str, valid_until: &mut Instant) -> AddrAnswer {
+    let fqdn = format!("{}.", host.trim_end_matches('.'));
+    let (v4, v6) = tokio::join!(
+        resolver.ipv4_lookup(fqdn.as_str()),
+        resolver.ipv6_lookup(fqdn.as_str())
+    );
+    let mut addrs = Vec::new();
+    let mut failures = Vec::new();
+    for result in [v4, v6] {
+        match result {
+            Ok(lookup) => {
+                *valid_until = (*valid_until).min(lookup.valid_until());
+                addrs.extend(lookup.answers().iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                    _ => None,
+                }));
+            }
+            Err(error) => failures.push(classify_addr(&error)),
+        }
+    }
+    if !addrs.is_empty() {
+        AddrAnswer::Addrs(addrs)
+    } else if let Some(failed) = failures.iter().find(|f| matches!(f, AddrAnswer::Failed(_))) {
+        failed.clone()
+    } else if failures.iter().all(|f| matches!(f, AddrAnswer::NxDomain)) && !failures.is_empty() {
+        AddrAnswer::NxDomain
+    } else {
+        AddrAnswer::NoRecords
+    }
 }
 
 /// hickory's tokio runtime, except that every socket it opens (a UDP socket

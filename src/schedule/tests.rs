@@ -56,10 +56,10 @@ fn limits() -> Limits {
 
 fn route(host: &str) -> Route {
     Route {
-        hosts: vec![Host {
-            name: host.to_owned(),
-            addrs: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        }],
+        hosts: vec![Host::new(
+            host.to_owned(),
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        )],
     }
 }
 

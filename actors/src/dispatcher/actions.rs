@@ -120,6 +120,7 @@ impl Dispatcher {
             return;
         };
         let request = ResolveRequest {
+            decision: self.config.routing.decide("", &domain),
             domain,
             max_hosts: self.config.max_mx_addresses,
         };
@@ -156,8 +157,16 @@ impl Dispatcher {
             }
         };
         let mut name = site.name;
+        let by_mx = self
+            .config
+            .routing
+            .decide("", &domain)
+            .hop
+            .next_hop
+            .is_none();
         if let Some(mode) = self.config.tls_policy.get(&domain.to_ascii_lowercase()) {
-            if *mode != self.config.tls_mode {
+            // A relay's connections are the relay's, whatever the domain.
+            if by_mx && *mode != self.config.tls_mode {
                 name = format!("{name} tls={}", format!("{mode:?}").to_ascii_lowercase());
             }
         }

@@ -201,9 +201,10 @@ impl Dispatcher {
             .site_of(domain, Instant::now())
             .and_then(|id| self.sched.site(id))
             .map(|site| site.name.clone());
+        let via = self.config.routing.decide("", domain).hop.via.as_str();
         match site {
-            Some(site) => self.log.new(o!("site" => site)),
-            None => self.log.clone(),
+            Some(site) => self.log.new(o!("site" => site, "via" => via)),
+            None => self.log.new(o!("via" => via)),
         }
     }
 }

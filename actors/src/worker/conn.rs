@@ -47,6 +47,7 @@ use crate::descriptors::FD_SETSIZE;
 use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route::{self, Route};
+use postman::routing::Hop;
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -73,21 +74,30 @@ pub struct Candidate {
     /// A TLS handshake with this address failed under opportunistic TLS:
     /// this time, no STARTTLS.
     pub plaintext: bool,
+    /// How it is reached: MX delivery or a next hop, and its settings.
+    pub hop: Arc<Hop>,
 }
 
 /// The addresses a connection to `route` tries, in order: every address
 /// of a host before the next host, each host's in the family order of
 /// `dns.ip_preference`, at most `max_mx_addresses` of them; and how many
-/// there were in all.
+/// there were in all. A next hop's port is its own; MX hosts are on
+/// `application.server_port`.
 pub fn candidates(route: &Route, settings: &ConnSettings) -> (VecDeque<Candidate>, usize) {
     let mut candidates = VecDeque::new();
     for host in &route.hosts {
         let mut addrs = host.addrs.clone();
         settings.ip_preference.order(&mut addrs);
+        let port = host
+            .hop
+            .next_hop
+            .as_ref()
+            .map_or(settings.port, |h| h.port());
         candidates.extend(addrs.into_iter().map(|ip| Candidate {
             host: host.name.clone(),
-            addr: SocketAddr::new(ip, settings.port),
+            addr: SocketAddr::new(ip, port),
             plaintext: false,
+            hop: Arc::clone(&host.hop),
         }));
     }
     let all = candidates.len();
@@ -303,15 +313,36 @@ impl Conn {
         self.give_up(shared);
     }
 
-    /// A session for the current address, under the domain's TLS mode.
+    /// A session for the current address, under its hop's TLS mode and
+    /// EHLO name.
     fn new_session(&self, shared: &Shared, now: Instant) -> Box<Session> {
         let mut config = shared.settings.session.clone();
         config.tls = if self.current.as_ref().is_some_and(|c| c.plaintext) {
             TlsMode::Disabled
         } else {
-            shared.settings.tls.mode_for(&self.domain)
+            self.tls_mode(shared)
         };
+        if let Some(hop) = self.current.as_ref().map(|c| &c.hop) {
+            if let Some(name) = hop
+                .helo_name
+                .as_ref()
+                .or(shared.settings.helo_name.as_ref())
+            {
+                config.helo_name.clone_from(name);
+            }
+        }
         Box::new(Session::new(config, now))
+    }
+
+    /// The STARTTLS policy of the current address: its hop's, else for a
+    /// relay `tls.mode`, for MX delivery the domain's `tls.policy`.
+    pub(super) fn tls_mode(&self, shared: &Shared) -> TlsMode {
+        let tls = &shared.settings.tls;
+        match self.current.as_ref().map(|c| &c.hop) {
+            Some(hop) if hop.tls.is_some() => hop.tls.unwrap_or_default(),
+            Some(hop) if hop.next_hop.is_some() => tls.default_mode(),
+            _ => tls.mode_for(&self.domain),
+        }
     }
 
     pub fn on_ready(&mut self, readable: bool, writable: bool, shared: &mut Shared, now: Instant) {
@@ -728,20 +759,20 @@ mod tests {
     fn a_connection_tries_each_hosts_addresses_in_family_order() {
         let route = Route {
             hosts: vec![
-                Host {
-                    name: "mx1.d.test".into(),
-                    addrs: vec![
+                Host::new(
+                    "mx1.d.test",
+                    vec![
                         "2001:db8::1".parse().expect("an address"),
                         "192.0.2.1".parse().expect("an address"),
                     ],
-                },
-                Host {
-                    name: "mx2.d.test".into(),
-                    addrs: vec![
+                ),
+                Host::new(
+                    "mx2.d.test",
+                    vec![
                         "192.0.2.2".parse().expect("an address"),
                         "2001:db8::2".parse().expect("an address"),
                     ],
-                },
+                ),
             ],
         };
         let cases = [

@@ -41,8 +41,11 @@ pub struct Stats {
 /// mapping applies to connections and transactions that start from then
 /// on; what runs keeps its settings.
 pub struct ConnSettings {
-    /// `tls` is set per connection from [`ConnSettings::tls`].
+    /// `tls` is set per connection from [`ConnSettings::tls`], and
+    /// `helo_name` from the connection's hop.
     pub session: SessionConfig,
+    /// `routing.helo_name`: the EHLO name of every hop without its own.
+    pub helo_name: Option<String>,
     /// STARTTLS policy and the rustls client configurations.
     pub tls: TlsPolicy,
     /// Which address family of a host is tried first.
@@ -73,6 +76,7 @@ impl ConnSettings {
                 config.tls_ca_file.clone(),
                 config.tls_policy.clone().into_iter().collect(),
             ),
+            helo_name: config.routing.helo_name.clone(),
             ip_preference: config.ip_preference,
             connect_timeout: config.connect_timeout,
             port: config.server_port,

@@ -149,6 +149,11 @@ impl TlsPolicy {
             .unwrap_or(self.mode)
     }
 
+    /// `tls.mode`: the mode of a destination with no policy of its own.
+    pub fn default_mode(&self) -> TlsMode {
+        self.mode
+    }
+
     /// How certificates are checked under `mode`.
     pub fn verify_for(&self, mode: TlsMode) -> TlsVerify {
         self.verify.unwrap_or(match mode {

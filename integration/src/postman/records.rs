@@ -34,6 +34,12 @@ pub struct Delivery {
     /// How TLS was used (`tls`): `none`, or protocol, cipher and
     /// `verified`/`unverified`; empty when the record has no such field.
     pub tls: String,
+    /// Which setting chose the route (`via`): `mx`, `transport`,
+    /// `relayhost`, `sender_relayhost` or `fallback`; empty when absent.
+    pub via: String,
+    /// The local address the connection left from (`source`), `-` when
+    /// the kernel chose; empty when absent.
+    pub source: String,
 }
 
 /// One `"msg":"quarantined"` record.
@@ -78,6 +84,8 @@ pub fn deliveries(records: &[Value]) -> Vec<Delivery> {
             reply: text(r, "reply"),
             dsn: text(r, "dsn"),
             tls: text(r, "tls"),
+            via: text(r, "via"),
+            source: text(r, "source"),
         })
         .collect()
 }

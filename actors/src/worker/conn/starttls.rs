@@ -7,17 +7,18 @@ use super::*;
 impl Conn {
     /// The session got 220 to STARTTLS: wrap the socket.
     pub(super) fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
+        let mode = self.tls_mode(shared);
+        let verify = self
+            .current
+            .as_ref()
+            .and_then(|c| c.hop.verify)
+            .unwrap_or_else(|| shared.settings.tls.verify_for(mode));
         let State::Smtp { session, tls, .. } = &mut self.state else {
             return;
         };
         self.starting_tls = true;
         let host = self.current.as_ref().map_or("", |c| c.host.as_str());
-        let mode = shared.settings.tls.mode_for(&self.domain);
-        match shared
-            .settings
-            .tls
-            .connect(host, shared.settings.tls.verify_for(mode))
-        {
+        match shared.settings.tls.connect(host, verify) {
             Ok(stream) => *tls = Some(stream),
             Err(why) => session.tls_failed(&why.to_string(), now),
         }
@@ -40,8 +41,7 @@ impl Conn {
         let Some(current) = &self.current else {
             return;
         };
-        if current.plaintext || shared.settings.tls.mode_for(&self.domain) != TlsMode::Opportunistic
-        {
+        if current.plaintext || self.tls_mode(shared) != TlsMode::Opportunistic {
             return;
         }
         warn!(shared.log, "TLS handshake failed; trying again without TLS";
@@ -60,8 +60,9 @@ impl Conn {
         match &self.records_log {
             Some((on, log)) if *on == tls_on => log.clone(),
             _ => {
+                let via = self.current.as_ref().map_or("mx", |c| c.hop.via.as_str());
                 let log = shared.log.new(o!("tls" => self.tls_text(),
-                    "site" => self.site_name.to_string()));
+                    "site" => self.site_name.to_string(), "via" => via));
                 self.records_log = Some((tls_on, log.clone()));
                 log
             }

@@ -1,0 +1,161 @@
+//! End to end: `[routing]` (issue 19). Next hops beside MX delivery in
+//! one run (relay host, transport entries per domain and subdomain, a
+//! transport "mx" entry), an unreachable relay deferring, the fallback
+//! relay taking what the MX hosts could not.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_outcome, check, config, message};
+use postman_integration::hostile::Script;
+use postman_integration::{postman, DnsServer, HostileServer, TestNet, TestQueue, Zones};
+
+#[test]
+fn relay_host_and_transport_entries_beside_mx_delivery() {
+    let net = TestNet::new();
+    let mx = HostileServer::polite(net.addr(1));
+    let relay = HostileServer::polite(net.addr(5));
+    let internal = HostileServer::polite(net.addr(6));
+    // Only direct.test is in the DNS: the others must never be looked up.
+    let dns = DnsServer::start(Zones::new().mx_at("direct.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    for (domain, id) in [
+        ("direct.test", "m-direct"),
+        ("a.internal.test", "m-internal"),
+        ("elsewhere.test", "m-relayed"),
+    ] {
+        queue.add(
+            domain,
+            id,
+            "a@src.test",
+            &[&format!("u@{domain}")],
+            &message(id, "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.extra = format!(
+        "[routing]\nrelayhost = \"[{relay}]:{port}\"\n\
+         [routing.transport]\n\"direct.test\" = \"mx\"\n\".internal.test\" = \"[{internal}]:{port}\"\n",
+        relay = net.ipv4(5),
+        internal = net.ipv4(6),
+        port = net.port(),
+    );
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "every message should be delivered",
+        &queue,
+        &out,
+    );
+    let deliveries = out.deliveries();
+    let cases = [
+        // A transport "mx" entry chose MX delivery.
+        ("u@direct.test", &mx, 1, "transport"),
+        ("u@a.internal.test", &internal, 6, "transport"),
+        ("u@elsewhere.test", &relay, 5, "relayhost"),
+    ];
+    for (to, server, k, via) in cases {
+        let d = assert_outcome(&out, &deliveries, to, "sent", Some(250));
+        common::assert_relay(&d, net.ipv4(k).into(), net.port());
+        assert_eq!(d.via, via, "{d:#?}");
+        assert!(
+            server.wait_idle(1, Duration::from_secs(5)),
+            "{to}: the server did not finish"
+        );
+        let bodies = server.bodies();
+        assert_eq!(bodies.len(), 1, "{to}: {:#?}", server.connections());
+    }
+    let relayed = deliveries
+        .iter()
+        .find(|d| d.to == "u@elsewhere.test")
+        .expect("a record");
+    assert!(
+        relayed.site.starts_with("relay:["),
+        "a relay is a site of its own: {relayed:#?}"
+    );
+}
+
+#[test]
+fn an_unreachable_relay_defers_and_never_bounces() {
+    let net = TestNet::new();
+    let dns = DnsServer::start(Zones::new());
+    let queue = TestQueue::new();
+    queue.add(
+        "far.test",
+        "m1",
+        "a@src.test",
+        &["u@far.test"],
+        &message("m1", "x\n"),
+    );
+    queue.add(
+        "near.test",
+        "m2",
+        "a@src.test",
+        &["u@near.test"],
+        &message("m2", "x\n"),
+    );
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.timeouts.connect = 1;
+    // Nothing listens at .9; nohost.test does not exist in the DNS.
+    cfg.extra = format!(
+        "[routing.transport]\n\"far.test\" = \"[{}]:{}\"\n\"near.test\" = \"[nohost.test]\"\n",
+        net.ipv4(9),
+        net.port()
+    );
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    let deliveries = out.deliveries();
+    let far = assert_outcome(&out, &deliveries, "u@far.test", "deferred", None);
+    assert_eq!(far.via, "transport", "{far:#?}");
+    let near = assert_outcome(&out, &deliveries, "u@near.test", "deferred", None);
+    assert!(
+        near.reply.contains("relay [nohost.test]") && near.reply.contains("unreachable"),
+        "the reason names the relay: {near:#?}"
+    );
+    assert_eq!(
+        queue.state().queued_count(),
+        2,
+        "both wait for the next attempt"
+    );
+}
+
+#[test]
+fn the_fallback_relay_takes_what_the_mx_hosts_could_not() {
+    let net = TestNet::new();
+    let mx = HostileServer::start(
+        net.addr(1),
+        vec![Script::new().greet("421 4.3.2 not now").close()],
+    );
+    let fallback = HostileServer::polite(net.addr(7));
+    let dns = DnsServer::start(Zones::new().mx_at("busy.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    queue.add(
+        "busy.test",
+        "m1",
+        "a@src.test",
+        &["u@busy.test"],
+        &message("m1", "x\n"),
+    );
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.extra = format!(
+        "[routing]\nfallback_relay = [\"[{}]:{}\"]\n",
+        net.ipv4(7),
+        net.port()
+    );
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "the fallback relay should take it",
+        &queue,
+        &out,
+    );
+    let d = assert_outcome(&out, &out.deliveries(), "u@busy.test", "sent", Some(250));
+    common::assert_relay(&d, net.ipv4(7).into(), net.port());
+    assert_eq!(d.via, "fallback", "{d:#?}");
+    assert!(fallback.wait_idle(1, Duration::from_secs(5)));
+    assert_eq!(fallback.bodies().len(), 1);
+    assert!(!mx.connections().is_empty(), "the MX host was tried first");
+}
