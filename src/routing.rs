@@ -108,6 +108,20 @@ impl Hop {
         }
     }
 
+    /// The STARTTLS policy of this hop's connections: its own `tls`; else
+    /// `required` for a relay that is sent a password (an AUTH in the
+    /// clear is never the default); else `tls.mode` (`default`) for a
+    /// relay, and the recipient domain's `tls.policy` (`domain`) for MX
+    /// delivery.
+    pub fn tls_mode(&self, default: TlsMode, domain: TlsMode, authenticates: bool) -> TlsMode {
+        match (self.tls, &self.next_hop) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) if authenticates && !self.plaintext_auth => TlsMode::Required,
+            (None, Some(_)) => default,
+            (None, None) => domain,
+        }
+    }
+
     /// The part of a site's name that keeps connections of different
     /// hops apart: two domains share connections only when everything a
     /// connection is opened with is the same. Empty for MX delivery with

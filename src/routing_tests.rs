@@ -241,3 +241,60 @@ fn hops_that_connect_differently_never_share_a_site() {
         seen.push(suffix);
     }
 }
+
+#[test]
+fn the_tls_mode_of_a_hop() {
+    use TlsMode::{Disabled, Opportunistic, Required};
+    let relay = |tls, plaintext_auth| Hop {
+        next_hop: Some(NextHop::parse("[r.test]:587").unwrap()),
+        tls,
+        plaintext_auth,
+        ..Hop::default()
+    };
+    let mx = |tls| Hop {
+        tls,
+        ..Hop::default()
+    };
+    // (hop, tls.mode, the domain's policy, authenticates, mode)
+    let cases = [
+        (
+            relay(None, false),
+            Opportunistic,
+            Disabled,
+            false,
+            Opportunistic,
+        ),
+        (relay(None, false), Opportunistic, Disabled, true, Required),
+        (
+            relay(None, true),
+            Opportunistic,
+            Disabled,
+            true,
+            Opportunistic,
+        ),
+        (
+            relay(Some(Disabled), true),
+            Required,
+            Required,
+            true,
+            Disabled,
+        ),
+        (
+            relay(Some(Opportunistic), false),
+            Required,
+            Required,
+            true,
+            Opportunistic,
+        ),
+        (mx(None), Opportunistic, Required, false, Required),
+        (mx(None), Required, Disabled, false, Disabled),
+        (mx(Some(Required)), Opportunistic, Disabled, false, Required),
+    ];
+    for (hop, default, domain, auth, want) in cases {
+        assert_eq!(
+            hop.tls_mode(default, domain, auth),
+            want,
+            "{hop:?} {default:?} {domain:?} {auth}"
+        );
+    }
+}

@@ -34,6 +34,17 @@ enum Command {
         #[command(flatten)]
         settings: SettingArgs,
     },
+    /// Say where mail to an address would go and how, without sending anything.
+    Route {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// The recipient.
+        #[arg(value_name = "ADDRESS")]
+        recipient: String,
+        /// The sender (per-sender relays); default: the null sender.
+        #[arg(long, value_name = "ADDRESS", default_value = "")]
+        from: String,
+    },
     /// List the queued messages, oldest first (like mailq), or a summary.
     Queue {
         #[command(flatten)]
@@ -243,10 +254,40 @@ fn describe_sites(sites: &config::SiteRules) -> String {
     out
 }
 
+/// The routing table after validation, one entry a line in the order they
+/// are tried, as TOML comments. `password_file` is a path: the passwords
+/// themselves are never printed.
+fn describe_routing(routing: &postman::routing::Routing) -> String {
+    let mut out = String::from(
+        "\n# Routing, as validated, in the order it is tried: transport entries\n\
+         # (exact domain, then the closest .parent), the relay host, MX delivery,\n\
+         # then the fallback relays behind MX delivery.\n",
+    );
+    let entry = |name: &str, hop: &postman::routing::Hop| {
+        format!("# {name} → {}{}\n", hop.describe(), hop.site_suffix())
+    };
+    for (pattern, hop) in &routing.transport {
+        out.push_str(&entry(&format!("transport {:?}", pattern.to_string()), hop));
+    }
+    match &routing.relayhost {
+        Some(hop) => out.push_str(&entry("relayhost", hop)),
+        None => out.push_str(&entry("(every other domain)", &routing.mx)),
+    }
+    for hop in &routing.fallback {
+        out.push_str(&entry("fallback_relay", hop));
+    }
+    out
+}
+
 fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { settings } => check_config(&settings),
         Command::Run { settings, once } => run_daemon(settings, once),
+        Command::Route {
+            settings,
+            recipient,
+            from,
+        } => crate::explain::route(&settings.load()?.config, &recipient, &from),
         Command::Queue {
             settings,
             view,
@@ -303,6 +344,7 @@ fn check_config(settings: &SettingArgs) -> anyhow::Result<()> {
         toml::to_string_pretty(&loaded.settings).context("cannot render the settings as TOML")?;
     print!("{text}");
     print!("{}", describe_sites(&loaded.config.sites));
+    print!("{}", describe_routing(&loaded.config.routing));
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod descriptors;
 pub mod dispatcher;
+pub mod explain;
 pub mod logging;
 pub mod mailbox;
 pub mod messages;

@@ -74,6 +74,26 @@ pub struct ResolveRequest {
     pub max_hosts: usize,
 }
 
+/// One route lookup, outside the daemon (`postman route`): what a
+/// connection for `request` would try, and its site.
+pub fn lookup_once(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+    attempts: usize,
+    request: &ResolveRequest,
+) -> anyhow::Result<(Result<route::Route, route::RouteError>, route::SiteName)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the DNS runtime")?;
+    let resolver = {
+        let _enter = runtime.enter();
+        build_resolver(HighFdRuntime::default(), nameservers, timeout, attempts)?
+    };
+    let (route, site, _) = runtime.block_on(resolve(&resolver, request));
+    Ok((route, site))
+}
+
 /// Starts the resolver thread. It ends when the request channel is closed
 /// (the dispatcher dropped its sender) and the lookups in flight are done.
 pub fn start(

@@ -159,3 +159,51 @@ fn the_fallback_relay_takes_what_the_mx_hosts_could_not() {
     assert_eq!(fallback.bodies().len(), 1);
     assert!(!mx.connections().is_empty(), "the MX host was tried first");
 }
+
+#[test]
+fn postman_route_says_where_mail_would_go_without_sending() {
+    let net = TestNet::new();
+    let mx = HostileServer::polite(net.addr(1));
+    let dns = DnsServer::start(Zones::new().mx_at("direct.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.extra = format!(
+        "[routing]\nrelayhost = \"smtps:[{}]:{}\"\nhelo_name = \"out.example.org\"\n\
+         [routing.transport]\n\"direct.test\" = \"mx\"\n",
+        net.ipv4(5),
+        net.port()
+    );
+    let file = cfg.write();
+    let path = file.path().to_str().expect("a UTF-8 path");
+    let ask = |address: &str| {
+        let out = postman!().run(
+            &["route", "--config", path, address],
+            Duration::from_secs(20),
+        );
+        out.assert_success();
+        out.stdout
+    };
+    let relayed = ask("u@elsewhere.test");
+    for want in [
+        "via        relayhost",
+        &format!(
+            "next hop   smtps:[{}]:{} (port {}, implicit TLS)",
+            net.ipv4(5),
+            net.port(),
+            net.port()
+        ),
+        &format!("site       relay:smtps:[{}]:{}", net.ipv4(5), net.port()),
+        "ehlo       out.example.org",
+    ] {
+        assert!(relayed.contains(want), "{want:?} in\n{relayed}");
+    }
+    let direct = ask("u@direct.test");
+    for want in [
+        "via        transport",
+        "next hop   the domain's MX hosts",
+        &format!("host       mx.direct.test [{}]", net.ipv4(1)),
+    ] {
+        assert!(direct.contains(want), "{want:?} in\n{direct}");
+    }
+    assert!(mx.connections().is_empty(), "nothing is sent");
+}

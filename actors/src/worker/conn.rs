@@ -334,14 +334,13 @@ impl Conn {
         Box::new(Session::new(config, now))
     }
 
-    /// The STARTTLS policy of the current address: its hop's, else for a
-    /// relay `tls.mode`, for MX delivery the domain's `tls.policy`.
+    /// The STARTTLS policy of the current address ([`Hop::tls_mode`]).
     pub(super) fn tls_mode(&self, shared: &Shared) -> TlsMode {
         let tls = &shared.settings.tls;
+        let domain = tls.mode_for(&self.domain);
         match self.current.as_ref().map(|c| &c.hop) {
-            Some(hop) if hop.tls.is_some() => hop.tls.unwrap_or_default(),
-            Some(hop) if hop.next_hop.is_some() => tls.default_mode(),
-            _ => tls.mode_for(&self.domain),
+            Some(hop) => hop.tls_mode(tls.default_mode(), domain, false),
+            None => domain,
         }
     }
 

@@ -1,0 +1,170 @@
+//! `postman route <address>`: where a recipient's mail would go, and how,
+//! without sending anything: which setting chose the route, the next hop,
+//! the site, the hosts and addresses (one DNS lookup, as the daemon would
+//! make it), the source address, the EHLO name, the TLS policy and
+//! whether AUTH is used.
+
+use std::fmt::Write as _;
+
+use postman::config::Config;
+use postman::route::{Route, RouteError, SiteName};
+use postman::routing::{Hop, Source};
+
+use crate::resolver::{self, ResolveRequest};
+
+/// Prints what [`explain`] says of `recipient` (from `sender`).
+pub fn route(config: &Config, recipient: &str, sender: &str) -> anyhow::Result<()> {
+    let Some((_, domain)) = recipient.rsplit_once('@') else {
+        anyhow::bail!("{recipient:?} is not an address: it has no '@'");
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let request = ResolveRequest {
+        decision: config.routing.decide(sender, &domain),
+        domain: domain.clone(),
+        max_hosts: config.max_mx_addresses,
+    };
+    let (route, site) = resolver::lookup_once(
+        &config.nameservers,
+        config.dns_timeout,
+        config.dns_attempts,
+        &request,
+    )?;
+    print!("{}", explain(config, recipient, &request, &route, &site));
+    Ok(())
+}
+
+/// The report, one `key  value` line each.
+pub fn explain(
+    config: &Config,
+    recipient: &str,
+    request: &ResolveRequest,
+    route: &Result<Route, RouteError>,
+    site: &SiteName,
+) -> String {
+    let hop = &request.decision.hop;
+    let mut out = String::new();
+    let mut line = |key: &str, value: &str| {
+        let _ = writeln!(out, "{key:<10} {value}");
+    };
+    line("recipient", recipient);
+    line("via", hop.via.as_str());
+    line("next hop", &next_hop(hop, config.server_port));
+    line("site", &site.name);
+    match route {
+        Ok(route) => {
+            for host in &route.hosts {
+                let addrs: Vec<String> = host.addrs.iter().map(ToString::to_string).collect();
+                let via = match host.hop.via {
+                    v if v == hop.via => String::new(),
+                    v => format!(" (via {v})"),
+                };
+                line(
+                    "host",
+                    &format!("{} [{}]{via}", host.name, addrs.join(", ")),
+                );
+            }
+        }
+        Err(e) if e.is_permanent() => line("route", &format!("none, the mail bounces: {e}")),
+        Err(e) => line("route", &format!("none now, the mail waits: {e}")),
+    }
+    line("source", &source(config, hop));
+    line("ehlo", &ehlo(config, hop));
+    let domain_mode = config
+        .tls_policy
+        .get(&request.domain)
+        .copied()
+        .unwrap_or(config.tls_mode);
+    let mode = hop.tls_mode(config.tls_mode, domain_mode, hop.auth == Some(true));
+    line("tls", mode.as_str());
+    line("auth", &auth(config, hop));
+    for relay in &request.decision.fallback {
+        line("fallback", &relay.describe());
+    }
+    out
+}
+
+fn next_hop(hop: &Hop, mx_port: u16) -> String {
+    match &hop.next_hop {
+        None => format!("the domain's MX hosts, port {mx_port}"),
+        Some(next) => {
+            let tls = if next.implicit_tls {
+                ", implicit TLS"
+            } else {
+                ""
+            };
+            format!("{next} (port {}{tls})", next.port())
+        }
+    }
+}
+
+fn source(config: &Config, hop: &Hop) -> String {
+    let routing = &config.routing;
+    match &hop.source {
+        Source::Address(ip) => ip.to_string(),
+        Source::Pool(name) => {
+            let members: Vec<String> = routing
+                .pools
+                .get(name)
+                .into_iter()
+                .flatten()
+                .map(|m| format!("{} weight {}", m.ip, m.weight))
+                .collect();
+            format!("pool {name}: {}", members.join(", "))
+        }
+        Source::Default => match (routing.bind_address, routing.bind_address6) {
+            (None, None) => "the kernel's choice".into(),
+            (v4, v6) => [v4, v6]
+                .iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    }
+}
+
+fn ehlo(config: &Config, hop: &Hop) -> String {
+    if let Some(name) = &hop.helo_name {
+        return name.clone();
+    }
+    let default = config
+        .routing
+        .helo_name
+        .as_deref()
+        .unwrap_or(&config.hostname);
+    let pool = match &hop.source {
+        Source::Pool(name) => config.routing.pools.get(name),
+        _ => None,
+    };
+    match pool {
+        Some(members) if members.iter().any(|m| m.helo_name.is_some()) => members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} from {}",
+                    m.helo_name.as_deref().unwrap_or(default),
+                    m.ip
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => default.to_owned(),
+    }
+}
+
+fn auth(config: &Config, hop: &Hop) -> String {
+    match (&hop.next_hop, hop.auth, &config.routing.password_file) {
+        (None, _, _) | (_, Some(false), _) => "none".into(),
+        (Some(_), _, None) => "none (no routing.password_file)".into(),
+        (Some(next), Some(true), Some(file)) => {
+            format!(
+                "required, as the entry {} of {}",
+                next.key(),
+                file.display()
+            )
+        }
+        (Some(next), None, Some(file)) => {
+            format!("when {} has an entry {}", file.display(), next.key())
+        }
+    }
+}
