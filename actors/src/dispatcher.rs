@@ -362,6 +362,9 @@ impl Dispatcher {
         self.settler.reload(&config);
         self.sched.set_limits(limits(&config, self.once));
         self.sched.reshape(|hosts| site_shape(&config, hosts), now);
+        if config.routing != self.config.routing {
+            self.sched.expire_routes(now);
+        }
         for worker in 0..self.workers.len() {
             self.send_worker(worker, WorkerMsg::Reload(Box::new(config.clone())));
         }

@@ -207,3 +207,95 @@ fn postman_route_says_where_mail_would_go_without_sending() {
     }
     assert!(mx.connections().is_empty(), "nothing is sent");
 }
+
+/// SIGHUP with a changed transport entry: the next message goes the new
+/// way at once, not when the old route would have expired; a reload with
+/// a bad entry is refused and the old table kept.
+#[test]
+fn a_reload_reroutes_at_once_and_refuses_a_bad_table() {
+    use nix::sys::signal::Signal;
+    let net = TestNet::new();
+    let old = HostileServer::polite(net.addr(5));
+    let new = HostileServer::polite(net.addr(6));
+    let dns = DnsServer::start(Zones::new());
+    let queue = TestQueue::new();
+    std::fs::create_dir_all(queue.domain_dir("moved.test").join("tmp")).unwrap();
+    let mut cfg = config(&queue, &net, &dns);
+    let transport = |k: u8| {
+        format!(
+            "[routing.transport]\n\"moved.test\" = \"[{}]:{}\"\n",
+            net.ipv4(k),
+            net.port()
+        )
+    };
+    cfg.extra = transport(5);
+    let file = cfg.write();
+    let mut daemon = postman!().spawn_daemon(&file);
+    queue.add(
+        "moved.test",
+        "m1",
+        "a@src.test",
+        &["u@moved.test"],
+        &message("m1", "x\n"),
+    );
+    assert!(
+        old.wait_bodies(1, Duration::from_secs(10)),
+        "{}",
+        daemon.log_text()
+    );
+
+    // A bad table is refused: the old one stays.
+    cfg.extra = "[routing.transport]\n\"moved.test\" = \"[nowhere\"\n".into();
+    std::fs::write(file.path(), cfg.to_toml()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    assert!(
+        daemon.wait_for(Duration::from_secs(5), |r| r.iter().any(|r| r["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("keeping the old"))
+            || r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("routing.transport")))),
+        "the refused reload is logged: {}",
+        daemon.log_text()
+    );
+    queue.add(
+        "moved.test",
+        "m2",
+        "a@src.test",
+        &["u@moved.test"],
+        &message("m2", "x\n"),
+    );
+    assert!(
+        old.wait_bodies(2, Duration::from_secs(10)),
+        "{}",
+        daemon.log_text()
+    );
+
+    cfg.extra = transport(6);
+    std::fs::write(file.path(), cfg.to_toml()).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    assert!(
+        daemon.wait_for(Duration::from_secs(5), |r| r
+            .iter()
+            .any(|r| r["key"].as_str().is_some_and(|k| k.starts_with("routing")))),
+        "the reload reports the change: {}",
+        daemon.log_text()
+    );
+    queue.add(
+        "moved.test",
+        "m3",
+        "a@src.test",
+        &["u@moved.test"],
+        &message("m3", "x\n"),
+    );
+    assert!(
+        new.wait_bodies(1, Duration::from_secs(10)),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(old.bodies().len(), 2, "the old relay got nothing more");
+    assert!(
+        daemon.terminate(Duration::from_secs(10)).is_some(),
+        "stopped"
+    );
+}

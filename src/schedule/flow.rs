@@ -243,6 +243,20 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         id
     }
 
+    /// The routing settings changed (SIGHUP): every route is looked up
+    /// again before its next message starts, so that a changed relay or
+    /// transport entry applies at once rather than when the DNS answer
+    /// would have expired. Backoffs and failure counts stay.
+    pub fn expire_routes(&mut self, now: Instant) {
+        for d in self.domains.values_mut() {
+            match &mut d.route {
+                RouteState::Known { until, .. } => *until = (*until).min(now),
+                RouteState::Failed { .. } => d.route = RouteState::Unknown,
+                RouteState::Unknown | RouteState::Resolving => {}
+            }
+        }
+    }
+
     /// A domain's route backoff ended early (its `.backoff` file was
     /// removed): it may be tried at once.
     pub fn lift_domain(&mut self, domain: &str) -> bool {

@@ -926,3 +926,29 @@ fn what_still_matters_is_not_forgotten() {
     w.advance(Duration::from_secs(3600));
     assert_eq!(w.take_lookups(), vec!["b.test".to_owned()]);
 }
+
+#[test]
+fn expired_routes_are_looked_up_again_before_the_next_message() {
+    let mut w = World::new(one_site_shape(1, 1));
+    w.queue(&[("d.test", "mx.old.test")], 1);
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 1);
+    let (site, m) = opens[0].clone();
+    w.finish(site, 0, &m);
+    w.take_nexts();
+    w.s.expire_routes(w.now);
+    w.s.found(msg("d.test", 7), None, w.now);
+    w.tick();
+    assert_eq!(
+        w.take_lookups(),
+        vec!["d.test".to_owned()],
+        "{:#?}",
+        w.actions
+    );
+    assert!(w.take_opens().is_empty(), "nothing starts on the old route");
+    w.resolve("d.test", "mx.new.test", None);
+    w.tick();
+    let opens = w.take_opens();
+    assert_eq!(opens.len(), 1, "{:#?}", w.actions);
+    assert_ne!(opens[0].0, site, "the new route's site");
+}
