@@ -2,7 +2,8 @@
 # Runs every test of the workspace, after installing what the end-to-end
 # tests need: Python 3 with aiosmtpd and Postfix (the third-party SMTP servers
 # they deliver to; the interop tests run private Postfix instances, never the
-# system's). Arguments go to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
+# system's), and Cyrus SASL's tools for Postfix's SMTP AUTH. Arguments go
+# to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
 # POSTMAN_TEST_PYTHON picks the interpreter (default python3); the tests use
 # the same variable.
 set -euo pipefail
@@ -56,6 +57,28 @@ if ! has_postfix; then
     fi
     if ! has_postfix; then
         echo "scripts/test.sh: could not install postfix (the interop tests need it)" >&2
+        exit 1
+    fi
+fi
+
+# Cyrus SASL for the routing tests' Postfix, a submission relay that takes
+# mail only from clients that authenticate: saslpasswd2 (sasl2-bin) makes
+# each test's user database, and libsasl2-modules holds the PLAIN, LOGIN,
+# SCRAM and sasldb plugins smtpd loads (a Recommends of libsasl2-2, which
+# a machine installing without recommends lacks).
+has_sasl() {
+    [ -x /usr/sbin/saslpasswd2 ] && compgen -G "/usr/lib/*/sasl2/libscram.so*" >/dev/null &&
+        compgen -G "/usr/lib/*/sasl2/libsasldb.so*" >/dev/null
+}
+
+if ! has_sasl; then
+    if as_root_with_apt; then
+        echo "scripts/test.sh: installing sasl2-bin and libsasl2-modules" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sasl2-bin libsasl2-modules >/dev/null
+    fi
+    if ! has_sasl; then
+        echo "scripts/test.sh: could not install sasl2-bin and libsasl2-modules (the routing tests need them)" >&2
         exit 1
     fi
 fi
