@@ -8,7 +8,10 @@
 //! * [`smtp_sink`]: aiosmtpd, a third-party SMTP server, as a child process
 //!   that saves what it receives (optionally with STARTTLS and PIPELINING).
 //! * [`postfix`]: a private instance of Postfix's smtpd, the other
-//!   third-party server, with its log as evidence.
+//!   third-party server, with its log as evidence; also as a submission
+//!   relay with SMTP AUTH (Cyrus SASL) and implicit TLS.
+//! * [`smtp_client`]: a scripted SMTP client (Python) that proves a test
+//!   server without postman: STARTTLS, implicit TLS, AUTH, a source address.
 //! * [`blackhole`]: hosts that take no mail: a listener that never greets,
 //!   one that resets every connection, a closed port.
 //! * [`certs`]: self-signed certificates made at test time.
@@ -25,6 +28,7 @@ pub mod net;
 pub mod postfix;
 pub mod postman;
 pub mod queue;
+pub mod smtp_client;
 pub mod smtp_sink;
 
 pub use blackhole::{BlackHole, ClosedPort};
@@ -32,7 +36,7 @@ pub use certs::TestCert;
 pub use dns::{numbered_domains, DnsServer, Zones};
 pub use hostile::{HostileServer, Script};
 pub use net::TestNet;
-pub use postfix::{ClientLimits, Postfix, PostfixOptions, Refusals};
+pub use postfix::{ClientLimits, Postfix, PostfixOptions, Refusals, SaslUsers};
 pub use postman::{Config, Daemon, Delivery, Postman, RunOutput};
 pub use queue::{Bounce, QueueState, TestQueue};
 pub use smtp_sink::{AiosmtpdSink, Received, SinkOptions};

@@ -31,13 +31,31 @@
 //! default it is `$mynetworks`). [`PostfixOptions::quiet`] turns off the
 //! verbose per-command logging, which a test of hundreds of messages does
 //! not need.
+//!
+//! [`PostfixOptions::sasl`] makes the instance a submission relay as mail
+//! providers run one: STARTTLS before anything, then SMTP AUTH through
+//! Cyrus SASL (see [`SaslUsers`]), relaying only for authenticated
+//! clients, so its `535` and `554` are the real answers.
+//! [`PostfixOptions::implicit_tls_port`] adds a listener where TLS starts
+//! at once (RFC 8314, "port 465"). What smtpd accepted, from which address,
+//! after which AUTH, and what it refused, are read back from its log
+//! ([`Postfix::accepted`], [`Postfix::auth_failures`],
+//! [`Postfix::rejections`], [`Postfix::sessions`]).
 
-use std::net::IpAddr;
+mod log;
+mod sasl;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::certs::make_readable;
+
+pub use log::{Accepted, AuthFailure, Rejection, SaslLogin, Session};
+use sasl::MYHOSTNAME;
+pub use sasl::{SaslUsers, DEFAULT_MECHANISMS};
 
 /// Where Debian puts Postfix's daemons.
 const DAEMON_DIRECTORY: &str = "/usr/lib/postfix/sbin";
@@ -63,6 +81,16 @@ pub struct PostfixOptions {
     /// No verbose logging of loopback clients' sessions (which
     /// [`Postfix::log`] otherwise holds, command by command).
     pub quiet: bool,
+    /// SMTP AUTH for these users, and relaying for them only (see
+    /// [`SaslUsers`]): with [`tls`](Self::tls), AUTH and MAIL only after
+    /// STARTTLS (`smtpd_tls_security_level = encrypt`,
+    /// `smtpd_tls_auth_only = yes`).
+    pub sasl: Option<SaslUsers>,
+    /// A second listener on the same address and this port (e.g.
+    /// [`crate::net::free_port`]) where TLS starts at once
+    /// (`smtpd_tls_wrappermode = yes`, RFC 8314). Needs
+    /// [`tls`](Self::tls).
+    pub implicit_tls_port: Option<u16>,
     /// More `main.cf` lines.
     pub extra: Vec<String>,
 }
@@ -147,11 +175,14 @@ impl Refusals {
 pub struct Postfix {
     child: Child,
     root: tempfile::TempDir,
+    addr: SocketAddr,
+    implicit_tls: Option<SocketAddr>,
 }
 
 impl Postfix {
     /// Starts an instance listening on `ip:port` that accepts mail for
-    /// `domains` from loopback clients. Panics, naming the fix, when it
+    /// `domains` from loopback clients (from authenticated clients only
+    /// with [`PostfixOptions::sasl`]). Panics, naming the fix, when it
     /// cannot.
     pub fn start(ip: IpAddr, port: u16, domains: &[&str], options: &PostfixOptions) -> Postfix {
         let master = Path::new(DAEMON_DIRECTORY).join("master");
@@ -162,52 +193,13 @@ impl Postfix {
                 master.display()
             );
         }
-        let (uid, gid) = postfix_ids();
+        check_options(options);
         let root = tempfile::Builder::new()
             .prefix("postman-postfix-")
             .tempdir()
             .expect("create a temporary Postfix root");
-        make_readable(root.path());
-        for sub in ["conf", "queue", "data", "mail"] {
-            std::fs::create_dir(root.path().join(sub))
-                .unwrap_or_else(|e| panic!("create Postfix {sub} dir: {e}"));
-        }
-        make_readable(&root.path().join("conf"));
-        for owned in ["data", "mail"] {
-            std::os::unix::fs::chown(root.path().join(owned), Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown Postfix {owned} dir to postfix: {e}"));
-        }
-        let conf = root.path().join("conf");
-        std::fs::write(
-            conf.join("main.cf"),
-            main_cf(root.path(), ip, domains, options, uid, gid),
-        )
-        .expect("write main.cf");
-        std::fs::write(conf.join("master.cf"), master_cf(ip, port)).expect("write master.cf");
-
-        // `postfix check` creates the queue directories with their owners.
-        // CI's PATH may lack /usr/sbin.
-        let postfix_command = ["/usr/sbin/postfix", "/usr/bin/postfix"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("postfix");
-        let check = Command::new(postfix_command)
-            .arg("-c")
-            .arg(&conf)
-            .arg("check")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `postfix check`: {e}; install postfix"));
-        if !check.status.success() {
-            panic!(
-                "`postfix -c {} check` failed ({}): {}{}\n--- maillog ---\n{}",
-                conf.display(),
-                check.status,
-                String::from_utf8_lossy(&check.stdout),
-                String::from_utf8_lossy(&check.stderr),
-                read_log(root.path()),
-            );
-        }
+        let conf = write_config(root.path(), ip, port, domains, options);
+        postfix_check(root.path(), &conf);
         let child = Command::new(&master)
             .arg("-c")
             .arg(&conf)
@@ -219,7 +211,14 @@ impl Postfix {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", master.display()));
-        let mut postfix = Postfix { child, root };
+        let mut postfix = Postfix {
+            child,
+            root,
+            addr: SocketAddr::new(ip, port),
+            implicit_tls: options
+                .implicit_tls_port
+                .map(|port| SocketAddr::new(ip, port)),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         while !postfix.log().contains("daemon started") {
             if let Ok(Some(status)) = postfix.child.try_wait() {
@@ -237,6 +236,17 @@ impl Postfix {
             std::thread::sleep(Duration::from_millis(50));
         }
         postfix
+    }
+
+    /// The address smtpd listens on (STARTTLS, when offered).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The implicit-TLS listener's address, if
+    /// [`PostfixOptions::implicit_tls_port`] asked for one.
+    pub fn implicit_tls_addr(&self) -> Option<SocketAddr> {
+        self.implicit_tls
     }
 
     /// Everything Postfix logged so far.
@@ -275,6 +285,52 @@ impl Postfix {
                 &log,
                 "warning: Message delivery request rate limit exceeded",
             ),
+        }
+    }
+
+    /// The messages smtpd accepted so far, each with the client's address
+    /// and its AUTH (`client=unknown[127.0.0.2], sasl_method=PLAIN,
+    /// sasl_username=relay-user`), in log order.
+    pub fn accepted(&self) -> Vec<Accepted> {
+        log::accepted(&self.log())
+    }
+
+    /// The failed AUTH attempts so far (each answered `535 5.7.8 Error:
+    /// authentication failed: …`).
+    pub fn auth_failures(&self) -> Vec<AuthFailure> {
+        log::auth_failures(&self.log())
+    }
+
+    /// The commands smtpd refused by its restrictions so far, e.g. the
+    /// `554 5.7.1 … Access denied` of an unauthenticated RCPT.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        log::rejections(&self.log())
+    }
+
+    /// The SMTP sessions so far, with what was said in each (unless
+    /// [`PostfixOptions::quiet`]) and which part came before TLS.
+    pub fn sessions(&self) -> Vec<Session> {
+        log::sessions(&self.log())
+    }
+
+    /// How many connections came from each client address.
+    pub fn connections_by_client(&self) -> BTreeMap<IpAddr, usize> {
+        log::connections_by_client(&self.log())
+    }
+
+    /// Waits until `done` holds or `timeout` passed, checking every 50 ms;
+    /// returns whether it held. E.g. `postfix.wait_until(t, |p|
+    /// p.accepted().len() == 2)`.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&Postfix) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -345,6 +401,84 @@ impl Drop for Postfix {
     }
 }
 
+/// Panics on options that cannot make a working instance.
+fn check_options(options: &PostfixOptions) {
+    if options.implicit_tls_port.is_some() && options.tls.is_none() {
+        panic!("PostfixOptions::implicit_tls_port needs a certificate in PostfixOptions::tls");
+    }
+    if let Some(sasl) = &options.sasl {
+        if options.tls.is_none() && !sasl.plaintext {
+            panic!(
+                "PostfixOptions::sasl without tls: give a certificate, or set \
+                 SaslUsers::plaintext to offer AUTH in plaintext"
+            );
+        }
+    }
+}
+
+/// Makes the instance's directories under `root` and writes its
+/// configuration; returns the `config_directory`.
+fn write_config(
+    root: &Path,
+    ip: IpAddr,
+    port: u16,
+    domains: &[&str],
+    options: &PostfixOptions,
+) -> PathBuf {
+    let (uid, gid) = postfix_ids();
+    make_readable(root);
+    for sub in ["conf", "queue", "data", "mail"] {
+        std::fs::create_dir(root.join(sub))
+            .unwrap_or_else(|e| panic!("create Postfix {sub} dir: {e}"));
+    }
+    let conf = root.join("conf");
+    make_readable(&conf);
+    for owned in ["data", "mail"] {
+        std::os::unix::fs::chown(root.join(owned), Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown Postfix {owned} dir to postfix: {e}"));
+    }
+    if let Some(sasl) = &options.sasl {
+        sasl.install(root, uid, gid);
+    }
+    std::fs::write(
+        conf.join("main.cf"),
+        main_cf(root, ip, domains, options, uid, gid),
+    )
+    .expect("write main.cf");
+    std::fs::write(
+        conf.join("master.cf"),
+        master_cf(ip, port, options.implicit_tls_port),
+    )
+    .expect("write master.cf");
+    conf
+}
+
+/// `postfix check`, which creates the queue directories with their owners.
+fn postfix_check(root: &Path, conf: &Path) {
+    // CI's PATH may lack /usr/sbin.
+    let postfix_command = ["/usr/sbin/postfix", "/usr/bin/postfix"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("postfix");
+    let check = Command::new(postfix_command)
+        .arg("-c")
+        .arg(conf)
+        .arg("check")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `postfix check`: {e}; install postfix"));
+    if !check.status.success() {
+        panic!(
+            "`postfix -c {} check` failed ({}): {}{}\n--- maillog ---\n{}",
+            conf.display(),
+            check.status,
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr),
+            read_log(root),
+        );
+    }
+}
+
 /// How many of smtpd's log lines hold `needle`.
 fn count_smtpd(log: &str, needle: &str) -> usize {
     log.lines()
@@ -381,6 +515,7 @@ fn main_cf(
     uid: u32,
     gid: u32,
 ) -> String {
+    let security = security_cf(root, options);
     let root = root.display();
     let protocols = if ip.is_ipv6() { "all" } else { "ipv4" };
     let mut cf = format!(
@@ -390,14 +525,13 @@ queue_directory = {root}/queue
 data_directory = {root}/data
 mail_owner = postfix
 setgid_group = postdrop
-myhostname = postfix.test
-mydomain = postfix.test
-myorigin = postfix.test
+myhostname = {MYHOSTNAME}
+mydomain = {MYHOSTNAME}
+myorigin = {MYHOSTNAME}
 # master.cf names the one address to listen on.
 inet_interfaces = all
 inet_protocols = {protocols}
 mydestination =
-mynetworks = 127.0.0.0/8 [::1]/128
 relay_domains =
 local_recipient_maps =
 alias_maps =
@@ -407,7 +541,6 @@ virtual_mailbox_base = {root}/mail
 virtual_mailbox_maps = static:box/
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
-smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 maillog_file = {root}/maillog
@@ -420,18 +553,12 @@ smtputf8_enable = yes
     if !options.quiet {
         cf.push_str("debug_peer_list = 127.0.0.0/8 [::1]/128\ndebug_peer_level = 3\n");
     }
-    if let Some(limits) = &options.limits {
-        cf.push_str(&limits.main_cf());
+    match &options.limits {
+        Some(limits) => cf.push_str(&limits.main_cf()),
+        // Postfix's default exempts $mynetworks, which SASL empties.
+        None => cf.push_str("smtpd_client_event_limit_exceptions = 127.0.0.0/8 [::1]/128\n"),
     }
-    if let Some((cert, key)) = &options.tls {
-        cf.push_str(&format!(
-            "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
-             smtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n\
-             smtpd_tls_received_header = yes\n",
-            cert.display(),
-            key.display()
-        ));
-    }
+    cf.push_str(&security);
     if !options.discard_ehlo_keywords.is_empty() {
         cf.push_str(&format!(
             "smtpd_discard_ehlo_keywords = {}\n",
@@ -445,16 +572,51 @@ smtputf8_enable = yes
     cf
 }
 
-/// The services a delivery needs, none chrooted.
-fn master_cf(ip: IpAddr, port: u16) -> String {
-    let listen = match ip {
+/// The `main.cf` lines for TLS and for whom smtpd relays: loopback
+/// clients (`mynetworks`) with opportunistic STARTTLS, or authenticated
+/// clients only (see [`SaslUsers`]).
+fn security_cf(root: &Path, options: &PostfixOptions) -> String {
+    let mut cf = String::new();
+    if let Some((cert, key)) = &options.tls {
+        cf.push_str(&format!(
+            "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+             smtpd_tls_loglevel = 1\nsmtpd_tls_received_header = yes\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    match &options.sasl {
+        Some(sasl) => cf.push_str(&sasl.main_cf(root, options.tls.is_some())),
+        None => {
+            cf.push_str("mynetworks = 127.0.0.0/8 [::1]/128\n");
+            cf.push_str("smtpd_relay_restrictions = permit_mynetworks, reject\n");
+            if options.tls.is_some() {
+                cf.push_str("smtpd_tls_security_level = may\n");
+            }
+        }
+    }
+    cf
+}
+
+/// The services a delivery needs, none chrooted; with `implicit_tls`, a
+/// second smtpd where TLS starts at once.
+fn master_cf(ip: IpAddr, port: u16, implicit_tls: Option<u16>) -> String {
+    let listen = |port: u16| match ip {
         IpAddr::V4(v4) => format!("{v4}:{port}"),
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    let wrapper = match implicit_tls {
+        Some(port) => format!(
+            "{} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes \
+             -o smtpd_tls_security_level=encrypt\n",
+            listen(port)
+        ),
+        None => String::new(),
     };
     format!(
         "# written by postman-integration for one test
 {listen} inet n - n - - smtpd
-cleanup    unix n - n - 0 cleanup
+{wrapper}cleanup    unix n - n - 0 cleanup
 qmgr       unix n - n 300 1 qmgr
 tlsmgr     unix - - n 1000? 1 tlsmgr
 rewrite    unix - - n - - trivial-rewrite
@@ -476,6 +638,7 @@ virtual    unix - n n - - virtual
 anvil      unix - - n - 1 anvil
 scache     unix - - n - 1 scache
 postlog    unix-dgram n - n - 1 postlogd
-"
+",
+        listen = listen(port),
     )
 }
