@@ -229,11 +229,14 @@ fn wrong_password_is_535_and_no_auth_is_554_from_any_address() {
 }
 
 /// The implicit-TLS listener (RFC 8314) does TLS before the greeting;
-/// a relay offering only LOGIN says so, and LOGIN works there.
+/// a relay offering only LOGIN says so, and LOGIN works there. The
+/// certificate names the relay's address too (an IP SAN), so a client
+/// that dials `[ip]:port` can verify it.
 #[test]
 fn implicit_tls_listener_greets_inside_tls_and_takes_login() {
     let net = TestNet::new();
-    let cert = TestCert::new(&[RELAY]);
+    let address = net.ip(1).to_string();
+    let cert = TestCert::new(&[RELAY, &address]);
     let users = SaslUsers::new(&[(USER, PASSWORD)]).mechanisms(&["LOGIN"]);
     let postfix = relay(&net, &cert, users, true);
     let smtps = postfix
@@ -244,6 +247,7 @@ fn implicit_tls_listener_greets_inside_tls_and_takes_login() {
     let t = ClientPlan {
         connect: smtps,
         implicit_tls: true,
+        server_name: address.clone(),
         ..client(&postfix, &cert, steps)
     }
     .run();
@@ -384,4 +388,34 @@ fn plaintext_relay_offers_auth_without_tls() {
     );
     assert_eq!(postfix.accepted()[0].sasl, login("PLAIN", USER));
     assert!(only_session(&postfix).tls.is_none());
+}
+
+/// A sasldb smtpd cannot read makes every AUTH a `454 4.7.0`: Postfix's
+/// temporary failure, which a client must not treat as bad credentials.
+#[test]
+fn an_unreadable_sasldb_answers_454() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[RELAY]);
+    let users = SaslUsers {
+        broken_db: true,
+        ..SaslUsers::new(&[(USER, PASSWORD)])
+    };
+    let postfix = relay(&net, &cert, users, false);
+    let mut steps = vec![
+        ehlo(),
+        Step::StartTls,
+        ehlo(),
+        Step::auth("PLAIN", USER, PASSWORD),
+    ];
+    steps.extend(message(&format!("hank@{DOMAIN}")));
+    let t = client(&postfix, &cert, steps).run();
+    assert_eq!(
+        t.last(3),
+        "454 4.7.0 Temporary authentication failure: generic failure",
+        "{t:#?}"
+    );
+    assert!(t.last(5).starts_with("554 5.7.1 "), "{t:#?}");
+    let failures = postfix.auth_failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].reason, "generic failure");
 }

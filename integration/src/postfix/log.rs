@@ -39,7 +39,7 @@ pub struct AuthFailure {
     pub method: String,
     /// Cyrus' reason (`authentication failure`).
     pub reason: String,
-    /// The login name the client gave, when Postfix logs it.
+    /// The login name the client gave, when Postfix logs one.
     pub username: Option<String>,
 }
 
@@ -165,6 +165,8 @@ fn parse_auth_failure(message: &str) -> Option<AuthFailure> {
     let rest = rest.strip_prefix(": SASL ")?;
     let (method, rest) = rest.split_once(" authentication failed: ")?;
     let (reason, username) = match rest.split_once(", sasl_username=") {
+        // Before a mechanism took a name (one not offered, say).
+        Some((reason, "(unavailable)")) => (reason, None),
         Some((reason, user)) => (reason, Some(user.to_owned())),
         None => (rest, None),
     };
@@ -296,6 +298,7 @@ Dec 07 19:52:23 postfix postfix/smtpd[375]: connect from unknown[127.0.0.3]
 Dec 07 19:52:23 postfix postfix/smtpd[375]: Anonymous TLS connection established from unknown[127.0.0.3]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)
 Dec 07 19:52:23 postfix postfix/smtpd[375]: < unknown[127.0.0.3]: ehlo client.test
 Dec 07 19:52:23 postfix postfix/smtpd[375]: 78B6298C151: client=unknown[127.0.0.3]
+Dec 07 20:25:19 postfix postfix/smtpd[376]: warning: unknown[127.0.0.2]: SASL PLAIN authentication failed: no mechanism available, sasl_username=(unavailable)
 Dec 07 19:52:24 postfix postfix/smtpd[376]: disconnect from unknown[127.0.0.2] ehlo=2 starttls=1 auth=0/1 mail=1 rcpt=0/1 rset=1 quit=1 commands=6/8
 ";
 
@@ -329,12 +332,20 @@ Dec 07 19:52:24 postfix postfix/smtpd[376]: disconnect from unknown[127.0.0.2] e
     fn auth_failures_and_rejections_are_read() {
         assert_eq!(
             auth_failures(LOG),
-            vec![AuthFailure {
-                client: ip("127.0.0.2"),
-                method: "PLAIN".into(),
-                reason: "authentication failure".into(),
-                username: Some("relay-user".into()),
-            }]
+            vec![
+                AuthFailure {
+                    client: ip("127.0.0.2"),
+                    method: "PLAIN".into(),
+                    reason: "authentication failure".into(),
+                    username: Some("relay-user".into()),
+                },
+                AuthFailure {
+                    client: ip("127.0.0.2"),
+                    method: "PLAIN".into(),
+                    reason: "no mechanism available".into(),
+                    username: None,
+                },
+            ]
         );
         assert_eq!(
             rejections(LOG),

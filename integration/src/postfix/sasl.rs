@@ -35,6 +35,11 @@ pub struct SaslUsers {
     /// it, the instance needs [`PostfixOptions::tls`](super::PostfixOptions::tls)
     /// and refuses MAIL and AUTH before STARTTLS.
     pub plaintext: bool,
+    /// The sasldb is unreadable to smtpd (owned by root, mode 0600), so
+    /// every AUTH is answered `454 4.7.0 Temporary authentication failure:
+    /// generic failure`: the server-side fault a client must treat as
+    /// temporary.
+    pub broken_db: bool,
 }
 
 impl SaslUsers {
@@ -47,6 +52,7 @@ impl SaslUsers {
                 .collect(),
             mechanisms: DEFAULT_MECHANISMS.iter().map(|m| (*m).to_owned()).collect(),
             plaintext: false,
+            broken_db: false,
         }
     }
 
@@ -97,9 +103,18 @@ impl SaslUsers {
         for (user, password) in &self.users {
             add_user(&db, user, password);
         }
-        if db.exists() {
+        if db.exists() && !self.broken_db {
             std::os::unix::fs::chown(&db, Some(uid), Some(gid))
                 .unwrap_or_else(|e| panic!("chown {} to postfix: {e}", db.display()));
+        }
+        if self.broken_db {
+            use std::os::unix::fs::PermissionsExt;
+            assert!(
+                db.exists(),
+                "broken_db needs a user, so that a sasldb exists"
+            );
+            std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", db.display()));
         }
     }
 
