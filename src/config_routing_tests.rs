@@ -2,7 +2,7 @@
 //! pools and addresses, and the errors (each naming the full key and the
 //! layer it came from).
 
-use super::tests::{config_file, expect_err, jail, load_default};
+use super::tests::{config_file, file_error as error, jail, load_default};
 use super::*;
 use crate::routing::{Routing, Source, Via};
 
@@ -20,14 +20,6 @@ fn routing(text: &str) -> Routing {
     routing.expect("the jail ran")
 }
 
-fn error(text: &str) -> String {
-    let mut message = String::new();
-    jail(|jail| {
-        config_file(jail, text);
-        message = expect_err(load_default(&Flags::default()), text).to_string();
-    });
-    message
-}
 
 #[test]
 fn no_routing_table_is_mx_delivery() {

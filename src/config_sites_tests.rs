@@ -3,7 +3,7 @@
 //! errors (each naming the full key and the layer) and the old name
 //! `delivery.initial_connections_per_domain`.
 
-use super::tests::{config_file, expect_err, jail, load_default, HOST};
+use super::tests::{config_file, expect_err, file_error as error, jail, load_default, HOST};
 use super::*;
 use crate::smtp::{Reply, Stage};
 
@@ -17,14 +17,6 @@ fn sites(text: &str) -> SiteRules {
     rules.expect("the jail ran")
 }
 
-fn error(text: &str) -> String {
-    let mut message = String::new();
-    jail(|jail| {
-        config_file(jail, text);
-        message = expect_err(load_default(&Flags::default()), text).to_string();
-    });
-    message
-}
 
 #[test]
 fn every_site_gets_the_defaults_without_rules() {
