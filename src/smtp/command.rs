@@ -1,12 +1,19 @@
 //! SMTP client commands and their encoding (RFC 5321 §4.1.1, §4.1.2), with
 //! the MAIL parameters of RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME) and
-//! RFC 6531 (SMTPUTF8), STARTTLS (RFC 3207) and BDAT (RFC 3030).
+//! RFC 6531 (SMTPUTF8), STARTTLS (RFC 3207), BDAT (RFC 3030) and AUTH
+//! (RFC 4954 §4).
+//!
+//! A line carrying credentials (an AUTH initial response, a response to a
+//! challenge) holds them as a [`Secret`]: `encode` writes them, `Display`
+//! and `Debug` print `****` or `<redacted>` instead.
 //!
 //! Addresses are written exactly as given, inside angle brackets; the session
 //! refuses addresses holding control characters before they get here, so no
 //! command can carry a second one.
 
 use std::fmt;
+
+use crate::secret::Secret;
 
 /// One command the client sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +42,18 @@ pub enum Command<'a> {
         /// This chunk ends the message.
         last: bool,
     },
+    /// `AUTH <mechanism> [initial-response]`; an empty initial response
+    /// goes out as `=` (RFC 4954 §4).
+    Auth {
+        /// The SASL mechanism's name.
+        mechanism: &'a str,
+        /// The initial response, base64.
+        initial: Option<&'a Secret>,
+    },
+    /// A response to a 334 challenge: base64, possibly empty.
+    AuthResponse(&'a Secret),
+    /// `*`: the client cancels the AUTH exchange (RFC 4954 §4).
+    AuthCancel,
 }
 
 /// The ESMTP parameters of a MAIL command, each used only when the server
@@ -76,6 +95,22 @@ impl Command<'_> {
             Command::Rset => (b"RSET", None),
             Command::Quit => (b"QUIT", None),
             Command::StartTls => (b"STARTTLS", None),
+            Command::AuthCancel => (b"*", None),
+            Command::AuthResponse(response) => (b"", Some(response.expose())),
+            Command::Auth { mechanism, initial } => {
+                out.extend_from_slice(b"AUTH ");
+                out.extend_from_slice(mechanism.as_bytes());
+                match initial.map(Secret::expose) {
+                    Some("") => out.extend_from_slice(b" ="),
+                    Some(initial) => {
+                        out.push(b' ');
+                        out.extend_from_slice(initial.as_bytes());
+                    }
+                    None => {}
+                }
+                out.extend_from_slice(b"\r\n");
+                return;
+            }
             Command::Bdat { .. } => {
                 // Rare and short: formatting is cheaper than special cases.
                 out.extend_from_slice(self.to_string().as_bytes());
@@ -103,7 +138,7 @@ impl Command<'_> {
 }
 
 impl fmt::Display for Command<'_> {
-    /// The command as sent, without CRLF.
+    /// The command as sent, without CRLF, credentials masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Ehlo(name) => write!(f, "EHLO {name}"),
@@ -119,6 +154,13 @@ impl fmt::Display for Command<'_> {
             Command::StartTls => f.write_str("STARTTLS"),
             Command::Bdat { size, last: false } => write!(f, "BDAT {size}"),
             Command::Bdat { size, last: true } => write!(f, "BDAT {size} LAST"),
+            Command::Auth {
+                mechanism,
+                initial: None,
+            } => write!(f, "AUTH {mechanism}"),
+            Command::Auth { mechanism, .. } => write!(f, "AUTH {mechanism} ****"),
+            Command::AuthResponse(_) => f.write_str("****"),
+            Command::AuthCancel => f.write_str("*"),
         }
     }
 }
@@ -213,6 +255,54 @@ mod tests {
             command.encode(&mut out);
             assert_eq!(String::from_utf8_lossy(&out), want, "encoding {command:?}");
             assert_eq!(format!("{command}\r\n"), want, "display of {command:?}");
+        }
+    }
+
+    /// The wire carries the credentials; `Display` and `Debug` never do.
+    #[test]
+    fn auth_lines_are_masked() {
+        let secret = Secret::new("AHVzZXIAcGVuY2ls".into());
+        let empty = Secret::new(String::new());
+        let cases = [
+            (
+                Command::Auth {
+                    mechanism: "PLAIN",
+                    initial: Some(&secret),
+                },
+                "AUTH PLAIN AHVzZXIAcGVuY2ls\r\n",
+                "AUTH PLAIN ****",
+            ),
+            (
+                Command::Auth {
+                    mechanism: "LOGIN",
+                    initial: None,
+                },
+                "AUTH LOGIN\r\n",
+                "AUTH LOGIN",
+            ),
+            (
+                Command::Auth {
+                    mechanism: "X",
+                    initial: Some(&empty),
+                },
+                "AUTH X =\r\n",
+                "AUTH X ****",
+            ),
+            (
+                Command::AuthResponse(&secret),
+                "AHVzZXIAcGVuY2ls\r\n",
+                "****",
+            ),
+            (Command::AuthResponse(&empty), "\r\n", "****"),
+            (Command::AuthCancel, "*\r\n", "*"),
+        ];
+        for (command, wire, display) in cases {
+            let mut out = Vec::new();
+            command.encode(&mut out);
+            assert_eq!(String::from_utf8_lossy(&out), wire, "encoding {command}");
+            assert_eq!(command.to_string(), display, "display of {command}");
+            let debug = format!("{command:?}");
+            assert!(!debug.contains("AHVzZXIAcGVuY2ls"), "debug {debug}");
         }
     }
 

@@ -1,9 +1,7 @@
 //! EHLO keywords (RFC 5321 §4.1.1.1, §2.2.2): PIPELINING (RFC 2920), SIZE
 //! (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), ENHANCEDSTATUSCODES
-//! (RFC 2034), CHUNKING (RFC 3030), STARTTLS (RFC 3207).
-//!
-//! Only PIPELINING changes what the session does for now; the others are
-//! parsed so that a later change can act on them.
+//! (RFC 2034), CHUNKING (RFC 3030), STARTTLS (RFC 3207), AUTH (RFC 4954
+//! §3, and the pre-standard `AUTH=` form that Postfix also reads).
 
 use super::reply::Reply;
 
@@ -25,6 +23,11 @@ pub struct Extensions {
     pub chunking: bool,
     /// STARTTLS.
     pub starttls: bool,
+    /// The SASL mechanisms of AUTH (RFC 4954 §3), upper-cased, each once,
+    /// in the server's order; empty when AUTH is not advertised. Old
+    /// servers (and Outlook-era clients) write `AUTH=LOGIN PLAIN`: it
+    /// counts the same.
+    pub auth: Vec<String>,
     /// Every other keyword line, exactly as the server sent it.
     pub other: Vec<String>,
 }
@@ -56,12 +59,31 @@ impl Extensions {
                 extensions.chunking = true;
             } else if is("STARTTLS") {
                 extensions.starttls = true;
+            } else if is("AUTH") {
+                extensions.add_auth(words);
+            } else if let Some(first) = auth_equals(keyword) {
+                extensions.add_auth(std::iter::once(first).chain(words));
             } else {
                 extensions.other.push(line.clone());
             }
         }
         extensions
     }
+
+    fn add_auth<'a>(&mut self, mechanisms: impl Iterator<Item = &'a str>) {
+        for mechanism in mechanisms.filter(|m| !m.is_empty()) {
+            let mechanism = mechanism.to_ascii_uppercase();
+            if !self.auth.contains(&mechanism) {
+                self.auth.push(mechanism);
+            }
+        }
+    }
+}
+
+/// The first mechanism of a pre-standard `AUTH=LOGIN` keyword.
+fn auth_equals(keyword: &str) -> Option<&str> {
+    let (name, first) = keyword.split_at_checked(5)?;
+    name.eq_ignore_ascii_case("AUTH=").then_some(first)
 }
 
 #[cfg(test)]
@@ -127,7 +149,8 @@ mod tests {
                     enhanced_status_codes: true,
                     chunking: true,
                     starttls: true,
-                    other: vec!["AUTH PLAIN LOGIN".into(), "X-Foo=bar".into(), "DSN".into()],
+                    auth: vec!["PLAIN".into(), "LOGIN".into()],
+                    other: vec!["X-Foo=bar".into(), "DSN".into()],
                     ..none.clone()
                 },
             ),
@@ -144,6 +167,28 @@ mod tests {
                 Extensions {
                     pipelining: true,
                     eight_bit_mime: true,
+                    ..none.clone()
+                },
+            ),
+            (
+                "250-mx\r\n250-auth login Plain  XOAUTH2\r\n250 AUTH=LOGIN PLAIN",
+                Extensions {
+                    auth: vec!["LOGIN".into(), "PLAIN".into(), "XOAUTH2".into()],
+                    ..none.clone()
+                },
+            ),
+            (
+                "250-mx\r\n250-AUTH=CRAM-MD5\r\n250-AUTH\r\n250 AUTHX PLAIN",
+                Extensions {
+                    auth: vec!["CRAM-MD5".into()],
+                    other: vec!["AUTHX PLAIN".into()],
+                    ..none.clone()
+                },
+            ),
+            (
+                "250-mx\r\n250 AUTH SCRAM-SHA-256 scram-sha-256",
+                Extensions {
+                    auth: vec!["SCRAM-SHA-256".into()],
                     ..none.clone()
                 },
             ),

@@ -1,11 +1,14 @@
 //! The SMTP client protocol, sans-IO (RFC 5321, RFC 2920 PIPELINING, RFC 3463
 //! and RFC 2034 enhanced status codes, RFC 1870 SIZE, RFC 6152 8BITMIME,
-//! RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS).
+//! RFC 6531 SMTPUTF8, RFC 3030 CHUNKING, RFC 3207 STARTTLS, RFC 4954 AUTH,
+//! RFC 8314 implicit TLS).
 //!
 //! * [`Session`]: the client state machine. It is fed bytes, instants and
 //!   envelopes, and hands back bytes to send and [`Event`]s.
 //! * [`ReplyParser`], [`Reply`], [`ReplyCode`], [`EnhancedCode`]: replies.
 //! * [`Extensions`]: what an EHLO reply advertises.
+//! * [`AuthConfig`], [`Mechanism`], [`Nonce`]: SMTP AUTH's credentials and
+//!   SASL mechanisms (PLAIN, LOGIN, SCRAM-SHA-256).
 //! * [`DotStuffer`]: the DATA body on the wire (and BDAT's line ends);
 //!   [`BodyMeasure`]: a body's size and 8-bit-ness, known before MAIL.
 //! * [`TlsMode`], [`TlsVerify`], [`IpPreference`], [`TlsInfo`]: how the
@@ -15,6 +18,7 @@
 //! * [`throttle::is_throttle`]: whether a reply is a site limiting this
 //!   client rather than a verdict on the message.
 
+mod auth;
 mod command;
 mod data;
 mod extensions;
@@ -25,6 +29,7 @@ mod reply;
 mod session;
 pub mod throttle;
 
+pub use auth::{AuthConfig, AuthError, Exchange, Mechanism, Nonce, MAX_ITERATIONS};
 pub use command::{Command, MailParams};
 pub use data::{BodyMeasure, DotStuffer};
 pub use extensions::Extensions;
