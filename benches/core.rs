@@ -142,6 +142,8 @@ fn config() -> SessionConfig {
         helo_name: "bench.postman.test".into(),
         timeouts: Timeouts::default(),
         tls: TlsMode::Disabled,
+        implicit_tls: false,
+        auth: None,
     }
 }
 

@@ -1,23 +1,39 @@
 //! Fuzzes the whole client session with arbitrary server bytes in any
-//! split, under every extension (PIPELINING, CHUNKING, STARTTLS, SIZE):
-//! no panic; at most one `Closed`, nothing after it; every reply code an
-//! outcome carries is in 200–599; every `MessageDone` covers each
-//! recipient; the output buffer stays bounded; a closed session has no
-//! deadline.
+//! split, under every extension (PIPELINING, CHUNKING, STARTTLS, SIZE,
+//! AUTH), with and without implicit TLS and credentials: no panic; at most
+//! one `Closed`, nothing after it; every reply code an outcome carries is
+//! in 200–599; every `MessageDone` covers each recipient; the output buffer
+//! stays bounded; AUTH never goes out without TLS unless allowed, and an
+//! AUTH failure is never permanent; a closed session has no deadline.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use postman::secret::{Credentials, Secret};
 use postman::smtp::{
-    Envelope, Event, Session, SessionConfig, Timeouts, TlsInfo, TlsMode, BDAT_CHUNK,
-    BODY_HIGH_WATER,
+    AuthConfig, Envelope, Event, Nonce, Session, SessionConfig, Stage, Timeouts, TlsInfo, TlsMode,
+    BDAT_CHUNK, BODY_HIGH_WATER,
 };
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, input)) = data.split_first() else {
         return;
     };
+    // A second byte: bit 0 implicit TLS, bit 1 credentials, bit 2 AUTH
+    // allowed without TLS.
+    let Some((&modes, input)) = input.split_first() else {
+        return;
+    };
+    let allow_plaintext = modes & 4 != 0;
+    let auth = (modes & 2 != 0).then(|| AuthConfig {
+        credentials: Credentials {
+            user: "fuzz".into(),
+            password: Secret::new("pencil".into()),
+        },
+        allow_plaintext,
+        nonce: Nonce::from_random(b"fuzzing nonce....."),
+    });
     let tls = match flags % 3 {
         0 => TlsMode::Opportunistic,
         1 => TlsMode::Required,
@@ -30,6 +46,8 @@ fuzz_target!(|data: &[u8]| {
         helo_name: "fuzz.test".into(),
         timeouts: Timeouts::default(),
         tls,
+        implicit_tls: modes & 1 != 0,
+        auth,
     };
     let mut session = Session::new(config, now);
     let mut closed = false;
@@ -75,6 +93,9 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Event::Closed(outcome) => {
                     closed = true;
+                    if let Some(outcome) = &outcome {
+                        assert!(outcome.stage != Stage::Auth || outcome.is_transient());
+                    }
                     if let Some(reply) = outcome.and_then(|o| o.reply) {
                         assert!((200..=599).contains(&reply.code.get()));
                     }
@@ -90,6 +111,10 @@ fuzz_target!(|data: &[u8]| {
             "output unbounded: {}",
             session.pending_output().len()
         );
+        if session.tls().is_none() && !allow_plaintext {
+            let out = session.pending_output();
+            assert!(!out.windows(5).any(|w| w == b"AUTH "), "AUTH without TLS");
+        }
         let n = session.pending_output().len();
         session.consume_output(n);
         if flags & 0x40 != 0 {

@@ -53,8 +53,13 @@ pub enum Stage {
     Ehlo,
     /// HELO, after EHLO was refused.
     Helo,
-    /// STARTTLS and the TLS handshake (RFC 3207).
+    /// STARTTLS and the TLS handshake (RFC 3207); also the handshake that
+    /// begins an implicit TLS connection (RFC 8314 §3.3).
     StartTls,
+    /// AUTH and its SASL exchange (RFC 4954), and the checks before it
+    /// (credentials only over TLS, a mechanism the server offers). A
+    /// failure here never bounces mail: it is always transient.
+    Auth,
     /// MAIL FROM.
     Mail,
     /// RCPT TO.
@@ -81,6 +86,7 @@ impl Stage {
             Stage::Ehlo => "in reply to EHLO command",
             Stage::Helo => "in reply to HELO command",
             Stage::StartTls => "in reply to STARTTLS command",
+            Stage::Auth => "in reply to AUTH command",
             Stage::Mail => "in reply to MAIL FROM command",
             Stage::Rcpt => "in reply to RCPT TO command",
             Stage::Data => "in reply to DATA command",
@@ -99,6 +105,7 @@ impl fmt::Display for Stage {
             Stage::Ehlo => "EHLO",
             Stage::Helo => "HELO",
             Stage::StartTls => "STARTTLS",
+            Stage::Auth => "AUTH",
             Stage::Mail => "MAIL FROM",
             Stage::Rcpt => "RCPT TO",
             Stage::Data => "DATA",

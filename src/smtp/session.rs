@@ -2,23 +2,30 @@
 //! and quinn-proto: RFC 5321 §3.1–§3.3, §4.1.1, §4.3.2 (the reply codes each
 //! command may get), §4.5.3.2 (timeouts), RFC 2920 (PIPELINING), RFC 1869
 //! §4.7 (falling back from EHLO to HELO), RFC 3207 (STARTTLS: the session
-//! asks its driver for the handshake and forgets what it knew before it).
-//! The transaction itself (MAIL parameters, DATA or BDAT) is in
-//! [`transaction`].
+//! asks its driver for the handshake and forgets what it knew before it),
+//! RFC 8314 §3.3 (implicit TLS: the handshake comes before the greeting).
+//! AUTH (RFC 4954), between the greeting phase and the first transaction,
+//! is in [`authenticate`]; the transaction itself (MAIL parameters, DATA or
+//! BDAT) in [`transaction`].
 //!
 //! It never touches a socket or a clock: bytes and instants come in as
 //! arguments, bytes to send and [`Event`]s go out.
 
+mod authenticate;
 mod state;
 #[cfg(test)]
 mod tests;
 mod transaction;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::mem;
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroize;
+
 use self::state::{State, Transaction};
+use super::auth::AuthConfig;
 use super::command::Command;
 use super::data::DotStuffer;
 use super::extensions::Extensions;
@@ -85,8 +92,18 @@ pub struct SessionConfig {
     pub timeouts: Timeouts,
     /// Whether STARTTLS is used: the destination's `tls.mode`, or
     /// [`TlsMode::Disabled`] when the driver cannot do TLS (or is retrying
-    /// a host whose handshake failed, in plaintext).
+    /// a host whose handshake failed, in plaintext). Ignored under
+    /// `implicit_tls`.
     pub tls: TlsMode,
+    /// Implicit TLS (RFC 8314 §3.3, `smtps`, port 465): the session asks
+    /// for the TLS handshake before anything else ([`Event::StartTls`] at
+    /// once), then waits for the greeting over TLS; the server's STARTTLS
+    /// keyword is ignored. A failed handshake ends the session like any
+    /// failure of the host: it is never retried in plaintext.
+    pub implicit_tls: bool,
+    /// SMTP AUTH before the first transaction, when set; `None` for MX
+    /// delivery. Its `Debug` shows no password.
+    pub auth: Option<AuthConfig>,
 }
 
 /// The envelope of one message.
@@ -160,13 +177,31 @@ pub enum SessionError {
 }
 
 /// Bytes waiting to be written: a buffer and how much of it is written.
-#[derive(Debug, Default)]
+/// Its `Debug` gives sizes only: the buffer may hold AUTH credentials.
+#[derive(Default)]
 struct Output {
     buf: Vec<u8>,
     pos: usize,
 }
 
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("pending", &self.pending().len())
+            .finish()
+    }
+}
+
 impl Output {
+    /// Zeroes the whole buffer, spare capacity included, once everything
+    /// in it is written: the AUTH lines it held leave no copy behind.
+    fn wipe(&mut self) {
+        if self.pending().is_empty() {
+            self.buf.zeroize();
+            self.pos = 0;
+        }
+    }
+
     fn pending(&self) -> &[u8] {
         self.buf.get(self.pos..).unwrap_or_default()
     }
@@ -208,7 +243,8 @@ impl Output {
 /// 4. On [`Event::StartTls`], run the TLS handshake over the connection and
 ///    report it with [`tls_established`](Self::tls_established) or
 ///    [`tls_failed`](Self::tls_failed); from then on, feed and write the
-///    decrypted stream.
+///    decrypted stream. Under [`SessionConfig::implicit_tls`] this is the
+///    first event, before any byte is read.
 /// 5. On [`Event::Ready`], call [`start_message`](Self::start_message) or
 ///    [`quit`](Self::quit).
 /// 6. While [`wants_body`](Self::wants_body), [`push_body`](Self::push_body)
@@ -250,9 +286,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts in `AwaitGreeting`, with deadline `now + timeouts.greeting`.
+    /// Starts in `AwaitGreeting`, with deadline `now + timeouts.greeting`;
+    /// under implicit TLS, in `AwaitTls` with [`Event::StartTls`] queued and
+    /// the handshake's deadline (`timeouts.ehlo`).
     pub fn new(mut config: SessionConfig, now: Instant) -> Session {
         config.helo_name = clean_helo_name(&config.helo_name);
+        let implicit_tls = config.implicit_tls;
         let mut session = Session {
             config,
             state: State::AwaitGreeting,
@@ -269,6 +308,10 @@ impl Session {
             needs_rset: false,
             rcpt_limit: None,
         };
+        if implicit_tls {
+            session.state = State::AwaitTls;
+            session.events.push_back(Event::StartTls);
+        }
         session.arm(now);
         session
     }
@@ -345,22 +388,28 @@ impl Session {
 
     /// The TLS handshake after [`Event::StartTls`] succeeded: EHLO goes out
     /// again, and only its answer counts (RFC 3207 §4.2: the client
-    /// discards what it knew from the server before TLS). Ignored unless
-    /// the session is waiting for the handshake.
+    /// discards what it knew from the server before TLS). Under implicit
+    /// TLS, the greeting comes next. Ignored unless the session is waiting
+    /// for the handshake.
     pub fn tls_established(&mut self, info: TlsInfo, now: Instant) {
         if !matches!(self.state, State::AwaitTls) {
             return;
         }
         self.tls = Some(info);
         self.extensions = None;
+        if self.config.implicit_tls {
+            self.enter(State::AwaitGreeting, now);
+            return;
+        }
         Command::Ehlo(&self.config.helo_name).encode(self.out.buf());
         self.enter(State::AwaitEhlo, now);
     }
 
     /// The TLS handshake after [`Event::StartTls`] failed (`detail` says
     /// why): the session closes without QUIT, a transient failure of the
-    /// host. Whether to try again in plaintext is the driver's policy.
-    /// Ignored unless the session is waiting for the handshake.
+    /// host. Whether to try again in plaintext is the driver's policy,
+    /// never under [`implicit_tls`](Self::implicit_tls). Ignored unless the
+    /// session is waiting for the handshake.
     pub fn tls_failed(&mut self, detail: &str, _now: Instant) {
         if matches!(self.state, State::AwaitTls) {
             self.fail(format!("TLS handshake failed: {detail}"));
@@ -428,10 +477,18 @@ impl Session {
         self.extensions.as_ref()
     }
 
-    /// True after the 220 reply to STARTTLS, until the handshake is
-    /// reported: stop reading plaintext from the socket.
+    /// True after the 220 reply to STARTTLS (or from the start, under
+    /// implicit TLS), until the handshake is reported: stop reading
+    /// plaintext from the socket.
     pub fn awaits_tls(&self) -> bool {
         matches!(self.state, State::AwaitTls)
+    }
+
+    /// The session runs over implicit TLS (RFC 8314): its handshake is
+    /// the connection's first exchange, and a failed one is never retried
+    /// in plaintext.
+    pub fn implicit_tls(&self) -> bool {
+        self.config.implicit_tls
     }
 
     /// The TLS the session runs under; `None` in plaintext.
@@ -452,6 +509,10 @@ impl Session {
             State::AwaitEhlo => self.on_ehlo(reply, now),
             State::AwaitHelo => self.on_helo(reply, now),
             State::AwaitStartTls => self.on_starttls(reply, now),
+            State::AwaitAuth(exchange) => self.on_auth(exchange, reply, now),
+            State::AwaitAuthCancel { mechanism, error } => {
+                self.on_auth_cancelled(mechanism, &error, reply)
+            }
             State::AwaitReplies(txn) => self.on_transaction_reply(txn, reply, now),
             State::SendingBody(txn) if !txn.pending.is_empty() => {
                 self.on_chunk_reply(txn, reply, now)
@@ -488,12 +549,12 @@ impl Session {
             let offered = extensions.starttls;
             self.extensions = Some(extensions);
             if self.tls.is_some() {
-                self.ready(Stage::Ehlo);
+                self.greeted(Stage::Ehlo, now);
             } else if offered && self.config.tls != TlsMode::Disabled {
                 Command::StartTls.encode(self.out.buf());
                 self.enter(State::AwaitStartTls, now);
             } else {
-                self.ready_in_plaintext(Stage::Ehlo);
+                self.ready_in_plaintext(Stage::Ehlo, now);
             }
         } else if code.is_permanent() {
             // RFC 5321 §3.2: a server that does not know EHLO may know HELO.
@@ -504,15 +565,15 @@ impl Session {
         }
     }
 
-    fn on_helo(&mut self, reply: Reply, _now: Instant) {
+    fn on_helo(&mut self, reply: Reply, now: Instant) {
         if reply.code.class() == 2 && names_host(&reply, &self.config.helo_name) {
             self.looped(Stage::Helo, reply);
         } else if reply.code.class() == 2 {
             self.extensions = None;
             if self.tls.is_some() {
-                self.ready(Stage::Helo);
+                self.greeted(Stage::Helo, now);
             } else {
-                self.ready_in_plaintext(Stage::Helo);
+                self.ready_in_plaintext(Stage::Helo, now);
             }
         } else {
             self.refused(None, Scope::Destination, Stage::Helo, reply);
@@ -541,7 +602,7 @@ impl Session {
         } else {
             // RFC 3207 §4: after a refused STARTTLS the session goes on as
             // it was, in plaintext, with the extensions already known.
-            self.ready(Stage::StartTls);
+            self.greeted(Stage::StartTls, now);
         }
     }
 
@@ -572,14 +633,14 @@ impl Session {
     }
 
     /// Ready without TLS: only when the policy allows it.
-    fn ready_in_plaintext(&mut self, last: Stage) {
+    fn ready_in_plaintext(&mut self, last: Stage, now: Instant) {
         if self.config.tls == TlsMode::Required {
             let detail = "does not offer STARTTLS, but TLS is required for this destination";
             let outcome =
                 Outcome::without_reply(Class::Transient, Scope::Destination, last, detail);
             self.end(None, Some(outcome), true);
         } else {
-            self.ready(last);
+            self.greeted(last, now);
         }
     }
 
@@ -634,12 +695,20 @@ impl Session {
         self.fail(detail);
     }
 
-    /// Plaintext after the 220 to STARTTLS (RFC 3207 §5).
+    /// Plaintext after the 220 to STARTTLS (RFC 3207 §5), or before the
+    /// handshake of implicit TLS (a server that does not speak it there).
     fn injection(&mut self, seen: &str) {
-        let detail = format!(
-            "protocol error: plaintext data after the 220 reply to STARTTLS (possible command \
-             injection): {seen:?}"
-        );
+        let detail = if self.config.implicit_tls {
+            format!(
+                "protocol error: plaintext data before the TLS handshake (is the port for \
+                 implicit TLS?): {seen:?}"
+            )
+        } else {
+            format!(
+                "protocol error: plaintext data after the 220 reply to STARTTLS (possible \
+                 command injection): {seen:?}"
+            )
+        };
         self.fail(detail);
     }
 

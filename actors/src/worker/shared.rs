@@ -69,6 +69,9 @@ impl ConnSettings {
                 helo_name: config.hostname.clone(),
                 timeouts: config.timeouts.clone(),
                 tls: TlsMode::Disabled,
+                // Per connection, from the route's next hop.
+                implicit_tls: false,
+                auth: None,
             },
             tls: TlsPolicy::new(
                 config.tls_mode,

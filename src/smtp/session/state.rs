@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{Envelope, Timeouts};
+use crate::smtp::auth::{AuthError, Exchange, Mechanism};
 use crate::smtp::command::MailParams;
 use crate::smtp::outcome::{Outcome, Stage};
 use crate::smtp::reply::Reply;
@@ -140,6 +141,14 @@ pub(super) enum State {
     /// The driver's TLS handshake, after 220 to STARTTLS: any plaintext
     /// from the server now is an injection attempt (RFC 3207 §5).
     AwaitTls,
+    /// The reply to AUTH or to a response of its SASL exchange (RFC 4954
+    /// §4). Boxed: the exchange is large and the state is moved often.
+    AwaitAuth(Box<Exchange>),
+    /// The reply to `*`, after the mechanism gave up for `error`.
+    AwaitAuthCancel {
+        mechanism: Mechanism,
+        error: AuthError,
+    },
     /// Nothing: the caller may start a message or quit. `last` is the stage
     /// of the last reply, for failures while idle.
     Ready { last: Stage },
@@ -163,9 +172,14 @@ impl State {
             State::AwaitGreeting => Some(timeouts.greeting),
             // Postfix's smtp_starttls_timeout defaults to its
             // smtp_helo_timeout: one setting covers the whole handshake.
-            State::AwaitEhlo | State::AwaitHelo | State::AwaitStartTls | State::AwaitTls => {
-                Some(timeouts.ehlo)
-            }
+            // Postfix has no timeout of its own for AUTH either: the
+            // EHLO one covers every step of the handshake.
+            State::AwaitEhlo
+            | State::AwaitHelo
+            | State::AwaitStartTls
+            | State::AwaitTls
+            | State::AwaitAuth(_)
+            | State::AwaitAuthCancel { .. } => Some(timeouts.ehlo),
             State::Ready { .. } => None,
             State::AwaitReplies(txn) => Some(txn.head().timeout(timeouts)),
             State::SendingBody(_) => Some(timeouts.data_block),
@@ -183,6 +197,8 @@ impl State {
             State::AwaitHelo => "performing the HELO handshake",
             State::AwaitStartTls => "sending STARTTLS",
             State::AwaitTls => "performing the TLS handshake",
+            State::AwaitAuth(_) => "sending AUTH",
+            State::AwaitAuthCancel { .. } => "cancelling AUTH",
             State::Ready { .. } => "waiting for the next message",
             State::AwaitReplies(txn) => txn.head().describe(),
             State::SendingBody(_) => "sending message body",
@@ -199,6 +215,7 @@ impl State {
             State::AwaitEhlo => Stage::Ehlo,
             State::AwaitHelo => Stage::Helo,
             State::AwaitStartTls | State::AwaitTls => Stage::StartTls,
+            State::AwaitAuth(_) | State::AwaitAuthCancel { .. } => Stage::Auth,
             State::Ready { last } | State::Closed { last } => *last,
             State::AwaitReplies(txn) => txn.head().stage(),
             State::SendingBody(txn) if txn.chunking => Stage::Bdat,
@@ -215,6 +232,8 @@ impl State {
             | State::AwaitEhlo
             | State::AwaitHelo
             | State::AwaitStartTls
+            | State::AwaitAuth(_)
+            | State::AwaitAuthCancel { .. }
             | State::AwaitReplies(_)
             | State::AwaitDataEnd(_)
             | State::AwaitQuit => true,
@@ -234,6 +253,8 @@ impl State {
             | State::AwaitHelo
             | State::AwaitStartTls
             | State::AwaitTls
+            | State::AwaitAuth(_)
+            | State::AwaitAuthCancel { .. }
             | State::Ready { .. }
             | State::AwaitQuit
             | State::Closed { .. } => None,

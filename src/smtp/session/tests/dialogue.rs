@@ -762,11 +762,29 @@ proptest! {
         pipelining in any::<bool>(),
         chunking in any::<bool>(),
         starttls in any::<bool>(),
+        credentials in prop_oneof![Just(None), any::<bool>().prop_map(Some)],
     ) {
-        let mut d = Dialogue::new();
+        // With credentials (and whether they may go without TLS), and AUTH
+        // offered: the pieces then answer AUTH and its exchange.
+        let auth = credentials.map(|allow_plaintext| AuthConfig {
+            credentials: crate::secret::Credentials {
+                user: "u".into(),
+                password: crate::secret::Secret::new("pencil".into()),
+            },
+            allow_plaintext,
+            nonce: crate::smtp::auth::Nonce::new("nonce").expect("a nonce"),
+        });
+        let allow_plaintext = credentials.unwrap_or(true);
+        let mut d = Dialogue::with_config(SessionConfig { auth, ..config() });
         d.reply("220 mx");
         let mut ehlo = String::from("250-mx");
-        for (on, keyword) in [(pipelining, "PIPELINING"), (chunking, "CHUNKING"), (starttls, "STARTTLS")] {
+        let offers_auth = credentials.is_some();
+        for (on, keyword) in [
+            (pipelining, "PIPELINING"),
+            (chunking, "CHUNKING"),
+            (starttls, "STARTTLS"),
+            (offers_auth, "AUTH SCRAM-SHA-256 LOGIN PLAIN"),
+        ] {
             if on {
                 ehlo.push_str("\n250-");
                 ehlo.push_str(keyword);
@@ -790,6 +808,9 @@ proptest! {
                     }
                     Event::Closed(outcome) => {
                         closed = true;
+                        if let Some(outcome) = outcome.as_ref().filter(|o| o.stage == Stage::Auth) {
+                            prop_assert!(outcome.is_transient(), "{:?}", outcome);
+                        }
                         if let Some(reply) = outcome.and_then(|o| o.reply) {
                             prop_assert!((200..600).contains(&reply.code.get()));
                         }
@@ -805,6 +826,11 @@ proptest! {
                 d.session.finish_body(d.now);
             }
             prop_assert!(d.session.pending_output().len() < 4096, "pieces {:?}", pieces);
+            let out = d.session.pending_output();
+            prop_assert!(
+                allow_plaintext || d.session.tls().is_some() || !out.windows(5).any(|w| w == b"AUTH "),
+                "AUTH without TLS, pieces {:?}", pieces
+            );
             if let Some(ext) = d.session.extensions() {
                 prop_assert!(!ext.starttls || d.session.tls().is_none(), "STARTTLS believed after TLS");
             }

@@ -6,6 +6,7 @@
 //!   command with a default reply unless told otherwise, and sums up what
 //!   was written and what events came out, for table-driven tests.
 
+mod auth;
 mod dialogue;
 mod extensions;
 mod failures;
@@ -28,6 +29,8 @@ fn config() -> SessionConfig {
         helo_name: "client.test".into(),
         timeouts: Timeouts::default(),
         tls: TlsMode::Opportunistic,
+        implicit_tls: false,
+        auth: None,
     }
 }
 
@@ -281,14 +284,19 @@ struct Scenario {
     tls: TlsMode,
     /// What the driver reports after `StartTls`: `Err(detail)` fails it.
     handshake: Result<(), &'static str>,
+    /// Implicit TLS: the handshake before the greeting.
+    implicit_tls: bool,
+    /// Credentials for AUTH.
+    auth: Option<AuthConfig>,
     /// The envelope's `size` and `eight_bit`.
     size: Option<u64>,
     eight_bit: bool,
     body: &'static [u8],
     /// (command key, nth occurrence from 1, act); the last one given for a
     /// command and occurrence counts. Keys: "greeting", "EHLO",
-    /// "HELO", "STARTTLS", "MAIL", "RCPT", "DATA", "." (end of data),
-    /// "BDAT" (each chunk, answered once its octets are in), "RSET", "QUIT".
+    /// "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "." (end of data),
+    /// "BDAT" (each chunk, answered once its octets are in), "RSET", "QUIT",
+    /// "?" (any other line: the responses of an AUTH exchange, `*`).
     acts: Vec<(&'static str, usize, Act)>,
 }
 
@@ -300,6 +308,8 @@ impl Scenario {
             recipients: vec!["r1@b.test", "r2@b.test"],
             tls: TlsMode::Opportunistic,
             handshake: Ok(()),
+            implicit_tls: false,
+            auth: None,
             size: None,
             eight_bit: false,
             body: BODY,
@@ -338,6 +348,16 @@ impl Scenario {
 
     fn handshake(mut self, result: Result<(), &'static str>) -> Scenario {
         self.handshake = result;
+        self
+    }
+
+    fn implicit_tls(mut self) -> Scenario {
+        self.implicit_tls = true;
+        self
+    }
+
+    fn auth(mut self, auth: AuthConfig) -> Scenario {
+        self.auth = Some(auth);
         self
     }
 
@@ -532,6 +552,7 @@ impl Server {
                     "RSET" => "RSET",
                     "QUIT" => "QUIT",
                     "STARTTLS" => "STARTTLS",
+                    "AUTH" => "AUTH",
                     _ => "?",
                 });
             }
@@ -580,6 +601,8 @@ fn run(scenario: &Scenario) -> Run {
     let config = SessionConfig {
         timeouts: distinct_timeouts(),
         tls: scenario.tls,
+        implicit_tls: scenario.implicit_tls,
+        auth: scenario.auth.clone(),
         ..config()
     };
     let mut results = Vec::new();
@@ -589,10 +612,19 @@ fn run(scenario: &Scenario) -> Run {
     let mut waited = None;
     let mut closed = None;
     let mut sent = 0;
-    let (bytes, eof) = server.greet();
-    session.handle_input(&bytes, now);
-    if eof {
-        session.handle_eof(now);
+    // Under implicit TLS the server greets once the handshake is done.
+    let mut greeted = false;
+    let mut greet = |session: &mut Session, server: &mut Server, now| {
+        if !std::mem::replace(&mut greeted, true) {
+            let (bytes, eof) = server.greet();
+            session.handle_input(&bytes, now);
+            if eof {
+                session.handle_eof(now);
+            }
+        }
+    };
+    if !scenario.implicit_tls {
+        greet(&mut session, &mut server, now);
     }
     for _ in 0..10_000 {
         let mut progressed = false;
@@ -605,6 +637,9 @@ fn run(scenario: &Scenario) -> Run {
                     match scenario.handshake {
                         Ok(()) => session.tls_established(tls_info(), now),
                         Err(detail) => session.tls_failed(detail, now),
+                    }
+                    if scenario.implicit_tls && !session.is_closed() {
+                        greet(&mut session, &mut server, now);
                     }
                 }
                 Event::Ready if sent < scenario.messages => {
