@@ -569,6 +569,35 @@ impl Conn {
     /// Runs the session until it has nothing more to do right now: events,
     /// body chunks, socket writes.
     pub fn drive(&mut self, shared: &mut Shared, now: Instant) {
+        self.pump(shared, now);
+        // Each round takes an address (or ends the connection), so this ends.
+        while matches!(self.state, State::Idle) && !self.awaiting_next {
+            // With nothing in hand (the message the fresh connection was
+            // about to carry was disposed of meanwhile), there is nothing
+            // to connect for: `connect_next` ends the connection.
+            self.connect_next(shared, now);
+            // A connect that completed at once made a session, which may
+            // have something to do before any byte is read (implicit TLS
+            // asks for its handshake at once), and may even fail at it.
+            self.pump(shared, now);
+        }
+        let closed = match &self.state {
+            State::Smtp { session, tls, .. } => {
+                let flushed = match tls {
+                    Some(tls) => !tls.wants_write(session),
+                    None => session.pending_output().is_empty(),
+                };
+                session.is_closed() && (flushed || self.broken)
+            }
+            _ => false,
+        };
+        if closed {
+            self.state = State::Done;
+        }
+    }
+
+    /// Events, body chunks and socket writes until none makes progress.
+    fn pump(&mut self, shared: &mut Shared, now: Instant) {
         loop {
             let mut progress = false;
             while let Some(event) = self.poll_event() {
@@ -584,25 +613,6 @@ impl Conn {
             if !progress {
                 break;
             }
-        }
-        if matches!(self.state, State::Idle) && !self.awaiting_next {
-            // With nothing in hand (the message the fresh connection was
-            // about to carry was disposed of meanwhile), there is nothing
-            // to connect for: `connect_next` ends the connection.
-            self.connect_next(shared, now);
-        }
-        let closed = match &self.state {
-            State::Smtp { session, tls, .. } => {
-                let flushed = match tls {
-                    Some(tls) => !tls.wants_write(session),
-                    None => session.pending_output().is_empty(),
-                };
-                session.is_closed() && (flushed || self.broken)
-            }
-            _ => false,
-        };
-        if closed {
-            self.state = State::Done;
         }
     }
 

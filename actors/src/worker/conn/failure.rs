@@ -91,7 +91,9 @@ impl Conn {
     /// transaction: a 421, lines out of turn, a close) the address failed
     /// and the message in hand goes to the next one (see [`Conn::ended_early`]).
     pub(super) fn server_ended(&mut self, outcome: Outcome, shared: &mut Shared) {
-        let tls_failed = self.handshaking();
+        // A failed STARTTLS handshake may be retried in plaintext; the
+        // handshake of implicit TLS (RFC 8314 §3.3) never is.
+        let tls_failed = self.handshaking() && !self.implicit_tls();
         let established = self.established;
         let reason = format!("host {} {outcome}", self.relay);
         if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {

@@ -1,11 +1,14 @@
 //! TLS on a connection (RFC 3207): wrapping the socket after the 220 to
-//! STARTTLS, the plaintext retry of opportunistic TLS after a failed
-//! handshake, and how the delivery records name the TLS in use.
+//! STARTTLS (or before the greeting, under implicit TLS, RFC 8314), the
+//! plaintext retry of opportunistic TLS after a failed STARTTLS handshake,
+//! and how the delivery records name the TLS in use.
 
 use super::*;
 
 impl Conn {
-    /// The session got 220 to STARTTLS: wrap the socket.
+    /// The session got 220 to STARTTLS, or began under implicit TLS
+    /// (nothing read yet: `drive` runs right after the session is made):
+    /// wrap the socket.
     pub(super) fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
         let mode = self.tls_mode(shared);
         let verify = self
@@ -32,6 +35,13 @@ impl Conn {
             }
             _ => false,
         }
+    }
+
+    /// The session runs over implicit TLS (RFC 8314): the handshake was
+    /// the connection's first exchange, and its failure is never retried
+    /// in plaintext.
+    pub(super) fn implicit_tls(&self) -> bool {
+        matches!(&self.state, State::Smtp { session, .. } if session.implicit_tls())
     }
 
     /// Opportunistic TLS: a host whose handshake failed is tried once more
