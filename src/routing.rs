@@ -5,6 +5,7 @@
 //! in `config::routing`; the actors look up what [`Routing::decide`] says.
 
 mod next_hop;
+mod password;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use next_hop::{NextHop, NextHopError, Target, SMTP_PORT, SUBMISSIONS_PORT};
+pub use password::{PasswordFileError, PasswordMap};
 
 use crate::smtp::{TlsMode, TlsVerify};
 
