@@ -6,6 +6,7 @@
 
 mod next_hop;
 mod password;
+mod source;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 pub use next_hop::{NextHop, NextHopError, Target, SMTP_PORT, SUBMISSIONS_PORT};
 pub use password::{PasswordFileError, PasswordMap};
+pub use source::{Family, SourcePicker};
 
 use crate::smtp::{TlsMode, TlsVerify};
 
