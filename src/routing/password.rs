@@ -20,6 +20,8 @@
 
 use std::collections::btree_map::{self, BTreeMap};
 
+use zeroize::Zeroizing;
+
 use super::{NextHop, NextHopError};
 use crate::secret::{Credentials, Secret};
 
@@ -180,9 +182,10 @@ fn is_space(c: char) -> bool {
 
 /// The entries of `text` with the number of each one's first line:
 /// comments and blank lines left out, continuation lines joined to the
-/// entry before them (`readlline(3)`), even across a comment.
-fn logical_lines(text: &str) -> Result<Vec<(usize, String)>, PasswordFileError> {
-    let mut entries: Vec<(usize, String)> = Vec::new();
+/// entry before them (`readlline(3)`), even across a comment. The copies
+/// hold passwords: they are wiped when dropped, as a [`Secret`] is.
+fn logical_lines(text: &str) -> Result<Vec<(usize, Zeroizing<String>)>, PasswordFileError> {
+    let mut entries: Vec<(usize, Zeroizing<String>)> = Vec::new();
     for (index, physical) in text.split('\n').enumerate() {
         let line = index + 1;
         // A file written on Windows: its CR would end up inside a joined
@@ -194,11 +197,18 @@ fn logical_lines(text: &str) -> Result<Vec<(usize, String)>, PasswordFileError> 
         }
         if physical.starts_with(is_space) {
             match entries.last_mut() {
-                Some((_, entry)) => entry.push_str(physical),
+                Some((_, entry)) => {
+                    // A new string, not a grown one: growing would leave
+                    // the old buffer behind unwiped.
+                    let mut joined = String::with_capacity(entry.len() + physical.len());
+                    joined.push_str(entry);
+                    joined.push_str(physical);
+                    *entry = Zeroizing::new(joined);
+                }
                 None => return Err(PasswordFileError::Continuation { line }),
             }
         } else {
-            entries.push((line, physical.to_owned()));
+            entries.push((line, Zeroizing::new(physical.to_owned())));
         }
     }
     Ok(entries)
