@@ -4,6 +4,7 @@
 //! shared/DESIGN.md). Also the command line of the `postman` binary.
 
 pub mod cli;
+pub mod credentials;
 pub mod daemon;
 pub mod descriptors;
 pub mod dispatcher;
