@@ -3,6 +3,7 @@
 //! talking only through bounded `crossbeam-channel` mailboxes (see
 //! shared/DESIGN.md). Also the command line of the `postman` binary.
 
+pub mod bind;
 pub mod cli;
 pub mod credentials;
 pub mod daemon;

@@ -285,7 +285,7 @@ impl Conn {
                 continue;
             }
             shared.stats.connections_opened += 1;
-            match open_socket(addr) {
+            match open_socket(addr, None) {
                 Err(e) if local_limit(&e) => {
                     let reason = format!("connect to {}: {e}", self.relay);
                     self.ended_early(Ending::LocalShortage, reason, shared);

@@ -3,7 +3,10 @@
 //! message body, fed through the session or written straight from its
 //! file (`sendfile(2)`) when it needs no change.
 
+use std::net::IpAddr;
+
 use super::*;
+use crate::bind::bind_source;
 
 impl Conn {
     /// The job's body goes on the wire as it is and the session takes it
@@ -188,9 +191,18 @@ pub(super) fn local_limit(e: &io::Error) -> bool {
         || e.get_ref().is_some_and(|inner| inner.is::<BeyondSelect>())
 }
 
-/// Creates a non-blocking socket and starts connecting. Returns whether the
-/// connection is already complete (loopback may finish at once).
-pub(super) fn open_socket(addr: SocketAddr) -> io::Result<(Socket, bool)> {
+/// Creates a non-blocking socket, binds it to `source` when that is of
+/// `addr`'s family, and starts connecting. Returns whether the connection
+/// is already complete (loopback may finish at once).
+///
+/// A source of the other family is left out, not an error: as Postfix's
+/// `smtp_bind_address` is for IPv4 and `smtp_bind_address6` for IPv6, an
+/// IPv4 source says nothing about connections to IPv6 servers. A failed
+/// bind is an `io::Error` of the bind's kind whose inner error is a
+/// [`BindError`](crate::bind::BindError) ([`bind_error`](crate::bind::bind_error) finds it), for
+/// the caller to tell a source address that is gone from the server's
+/// failure.
+pub(super) fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<(Socket, bool)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if socket.as_raw_fd() >= FD_SETSIZE {
         // Dropping the socket closes it: a descriptor that does not fit is
@@ -200,6 +212,9 @@ pub(super) fn open_socket(addr: SocketAddr) -> io::Result<(Socket, bool)> {
     socket.set_nonblocking(true)?;
     // Commands and replies are small: send them at once.
     socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        bind_source(&socket, ip).map_err(|e| io::Error::new(e.source.kind(), e))?;
+    }
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => Ok((socket, true)),
         Err(e) if e.raw_os_error() == Some(nix::libc::EINPROGRESS) => Ok((socket, false)),
@@ -257,4 +272,73 @@ fn changed_since_measured(file: &File, identity: Option<&FileIdentity>) -> Optio
 
 fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bind::bind_error;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    /// Connects to `listener` from `source` and returns the address its
+    /// accept sees.
+    fn peer_seen(listener: &TcpListener, source: Option<IpAddr>) -> SocketAddr {
+        let addr = listener.local_addr().expect("listening");
+        let (socket, _) = open_socket(addr, source).expect("connecting");
+        // The handshake completes in the kernel; accept waits for it.
+        let (_, peer) = listener.accept().expect("accepted");
+        let local = socket.local_addr().expect("bound").as_socket();
+        assert_eq!(
+            local,
+            Some(peer),
+            "the socket's own address is the peer seen"
+        );
+        peer
+    }
+
+    #[test]
+    fn connects_from_the_source_address() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a listener");
+        let table = [
+            (Some("127.0.0.2"), "127.0.0.2"),
+            (Some("127.0.0.3"), "127.0.0.3"),
+            (None, "127.0.0.1"),
+        ];
+        for (source, want) in table {
+            let source = source.map(|s| s.parse().expect("an address"));
+            let peer = peer_seen(&listener, source);
+            assert_eq!(peer.ip().to_string(), want, "{source:?}");
+            assert_ne!(peer.port(), 0);
+        }
+    }
+
+    #[test]
+    fn leaves_a_source_of_the_other_family_out() {
+        let listener = match TcpListener::bind("[::1]:0") {
+            Ok(listener) => listener,
+            // A host without IPv6 has nothing to show here.
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => return,
+            Err(e) => panic!("listening on [::1]: {e}"),
+        };
+        let peer = peer_seen(&listener, Some("127.0.0.2".parse().expect("an address")));
+        assert_eq!(peer.ip().to_string(), "::1");
+    }
+
+    #[test]
+    fn a_failed_bind_says_so() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a listener");
+        let addr = listener.local_addr().expect("listening");
+        let source: IpAddr = "192.0.2.1".parse().expect("an address");
+        let e = open_socket(addr, Some(source)).expect_err("192.0.2.1 is not this host's");
+        assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable, "{e:?}");
+        let bind = bind_error(&e).expect("a bind error");
+        assert_eq!(bind.ip, source);
+        assert!(bind.unavailable(), "{bind:?}");
+        assert!(!local_limit(&e), "not a shortage of this process's: {e:?}");
+        assert!(e.to_string().contains("192.0.2.1"), "{e}");
+        // Nothing else failed: a plain socket has no bind error.
+        let other = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(bind_error(&other).is_none());
+    }
 }
