@@ -20,7 +20,6 @@ fn routing(text: &str) -> Routing {
     routing.expect("the jail ran")
 }
 
-
 #[test]
 fn no_routing_table_is_mx_delivery() {
     assert_eq!(routing(""), Routing::default());

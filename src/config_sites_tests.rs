@@ -17,7 +17,6 @@ fn sites(text: &str) -> SiteRules {
     rules.expect("the jail ran")
 }
 
-
 #[test]
 fn every_site_gets_the_defaults_without_rules() {
     let rules = sites("");

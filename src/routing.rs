@@ -18,6 +18,7 @@ pub use next_hop::{NextHop, NextHopError, Target, SMTP_PORT, SUBMISSIONS_PORT};
 pub use password::{PasswordFileError, PasswordMap};
 pub use source::{Family, SourcePicker};
 
+use crate::secret::Credentials;
 use crate::smtp::{TlsMode, TlsVerify};
 
 /// Which setting sent a message where it went: in every delivery record.
@@ -243,6 +244,9 @@ pub struct Routing {
     pub helo_name: Option<String>,
     /// `[routing.source.<name>]`: never empty, each of one family or both.
     pub pools: BTreeMap<String, Vec<PoolMember>>,
+    /// What `password_file` holds, once the actors have read it (they
+    /// check who may read the file); empty until then.
+    pub credentials: Arc<PasswordMap>,
 }
 
 /// One local address of a `[routing.source.<name>]` pool.
@@ -283,6 +287,35 @@ impl Routing {
             fallback,
             sender_rule,
         }
+    }
+
+    /// The credentials a connection through `hop` authenticates with:
+    /// for a relay whose `auth` is not `false`, its password-file entry.
+    pub fn credentials_for(&self, hop: &Hop) -> Option<&Credentials> {
+        match (&hop.next_hop, hop.auth) {
+            (Some(next_hop), Some(true) | None) => self.credentials.get(next_hop),
+            _ => None,
+        }
+    }
+
+    /// Every local address the table names: `bind_address(6)`, a hop's
+    /// own `source`, every pool member (for the start-up check that each
+    /// can be bound).
+    pub fn source_addresses(&self) -> Vec<IpAddr> {
+        let mut addrs: Vec<IpAddr> = self
+            .bind_address
+            .into_iter()
+            .chain(self.bind_address6)
+            .collect();
+        for hop in self.hops() {
+            if let Source::Address(ip) = hop.source {
+                addrs.push(ip);
+            }
+        }
+        addrs.extend(self.pools.values().flatten().map(|m| m.ip));
+        addrs.sort();
+        addrs.dedup();
+        addrs
     }
 
     /// Every hop the table names (for checking at start what they need:

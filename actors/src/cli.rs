@@ -222,6 +222,14 @@ impl SettingArgs {
         };
         Ok(config::load(&file, &flags, &system_hostname())?)
     }
+
+    /// [`SettingArgs::load`], then what the routing table refers to
+    /// (`egress::prepare`): for the commands that deliver or check.
+    fn load_for_delivery(&self) -> anyhow::Result<config::Loaded> {
+        let mut loaded = self.load()?;
+        crate::egress::prepare(&mut loaded.config)?;
+        Ok(loaded)
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -287,7 +295,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             settings,
             recipient,
             from,
-        } => crate::explain::route(&settings.load()?.config, &recipient, &from),
+        } => crate::explain::route(&settings.load_for_delivery()?.config, &recipient, &from),
         Command::Queue {
             settings,
             view,
@@ -339,7 +347,7 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
 
 /// `postman check-config`: the settings in force, then the site rules.
 fn check_config(settings: &SettingArgs) -> anyhow::Result<()> {
-    let loaded = settings.load()?;
+    let loaded = settings.load_for_delivery()?;
     let text =
         toml::to_string_pretty(&loaded.settings).context("cannot render the settings as TOML")?;
     print!("{text}");
@@ -350,7 +358,7 @@ fn check_config(settings: &SettingArgs) -> anyhow::Result<()> {
 
 /// `postman run`: the daemon, or one pass with `--once`.
 fn run_daemon(settings: SettingArgs, once: bool) -> anyhow::Result<()> {
-    let loaded = settings.load()?;
+    let loaded = settings.load_for_delivery()?;
     let config = loaded.config;
     // Before the logger's thread, the first after this one.
     let descriptors = crate::descriptors::prepare();
@@ -363,7 +371,7 @@ fn run_daemon(settings: SettingArgs, once: bool) -> anyhow::Result<()> {
         descriptors,
         log_control,
         settings: loaded.settings,
-        reload: Box::new(move || settings.load()),
+        reload: Box::new(move || settings.load_for_delivery()),
     };
     let result = crate::daemon::run(config, once, runtime, &log);
     if let Err(e) = &result {

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod descriptors;
 pub mod dispatcher;
+pub mod egress;
 pub mod explain;
 pub mod logging;
 pub mod mailbox;

@@ -2,11 +2,13 @@
 //! ([`Stats`]).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use postman::config::Config;
-use postman::smtp::{IpPreference, SessionConfig, TlsMode};
+use postman::routing::{Routing, SourcePicker};
+use postman::smtp::{IpPreference, SessionConfig, TlsMode, TlsVerify};
 use slog::{error, Logger};
 
 use super::body;
@@ -44,8 +46,11 @@ pub struct ConnSettings {
     /// `tls` is set per connection from [`ConnSettings::tls`], and
     /// `helo_name` from the connection's hop.
     pub session: SessionConfig,
-    /// `routing.helo_name`: the EHLO name of every hop without its own.
-    pub helo_name: Option<String>,
+    /// `[routing]`: credentials, default source addresses and EHLO name.
+    pub routing: Routing,
+    /// The choice among each `[routing.source.<name>]` pool's addresses,
+    /// per connection.
+    pub pickers: HashMap<String, SourcePicker>,
     /// STARTTLS policy and the rustls client configurations.
     pub tls: TlsPolicy,
     /// Which address family of a host is tried first.
@@ -78,8 +83,15 @@ impl ConnSettings {
                 config.tls_verify,
                 config.tls_ca_file.clone(),
                 config.tls_policy.clone().into_iter().collect(),
+                relays_check(&config.routing),
             ),
-            helo_name: config.routing.helo_name.clone(),
+            routing: config.routing.clone(),
+            pickers: config
+                .routing
+                .pools
+                .iter()
+                .map(|(name, members)| (name.clone(), SourcePicker::new(members.clone())))
+                .collect(),
             ip_preference: config.ip_preference,
             connect_timeout: config.connect_timeout,
             port: config.server_port,
@@ -88,6 +100,17 @@ impl ConnSettings {
             own_addrs: own_addrs(&config.local_listeners, log),
         }
     }
+}
+
+/// Whether a next hop may check certificates: one that says `verify` or
+/// `tls = "required"`, or a relay that may authenticate (required TLS,
+/// so checked names, by default).
+fn relays_check(routing: &Routing) -> bool {
+    routing.hops().any(|hop| {
+        hop.verify == Some(TlsVerify::Name)
+            || hop.tls == Some(TlsMode::Required)
+            || (hop.next_hop.is_some() && hop.auth != Some(false))
+    })
 }
 
 /// The addresses of this host's interfaces, when some local listener is

@@ -113,15 +113,17 @@ pub struct TlsPolicy {
 impl TlsPolicy {
     /// Builds the client configurations: system roots (rustls-native-certs)
     /// plus `ca_file` for name checks. Loading the roots is skipped when no
-    /// setting can need them.
+    /// setting can need them (`relays_check`: a `[routing]` next hop may).
     pub fn new(
         mode: TlsMode,
         verify: Option<TlsVerify>,
         ca_file: Option<PathBuf>,
         per_domain: HashMap<String, TlsMode>,
+        relays_check: bool,
     ) -> TlsPolicy {
         let provider = Arc::new(ring::default_provider());
-        let needs_roots = verify == Some(TlsVerify::Name)
+        let needs_roots = relays_check
+            || verify == Some(TlsVerify::Name)
             || (verify.is_none()
                 && (mode == TlsMode::Required
                     || per_domain.values().any(|m| *m == TlsMode::Required)));
@@ -477,7 +479,7 @@ mod tests {
     use super::*;
 
     fn opportunistic() -> TlsPolicy {
-        TlsPolicy::new(TlsMode::Opportunistic, None, None, HashMap::new())
+        TlsPolicy::new(TlsMode::Opportunistic, None, None, HashMap::new(), false)
     }
 
     /// Why a handshake could not start is told in words that go into
@@ -533,6 +535,7 @@ mod tests {
             None,
             Some(PathBuf::from("/nonexistent/ca.pem")),
             HashMap::new(),
+            false,
         );
         let error = missing
             .connect("mx.d.test", TlsVerify::Name)

@@ -104,7 +104,12 @@ impl Conn {
                 "relay" => &self.relay, "reason" => %outcome.detail);
             self.loops += 1;
         }
-        if let Some(reply) = outcome.reply {
+        if let Some(mut reply) = outcome.reply {
+            // The session's own status of a reply wins over the reply's (a
+            // refused AUTH is deferred: 5.7.8 is reported as 4.7.8).
+            if let Some(status) = outcome.status {
+                reply.enhanced = Some(status);
+            }
             self.last_throttle = self
                 .shape
                 .is_throttle(outcome.stage, &reply)

@@ -71,8 +71,12 @@ impl Conn {
             Some((on, log)) if *on == tls_on => log.clone(),
             _ => {
                 let via = self.current.as_ref().map_or("mx", |c| c.hop.via.as_str());
+                let source = self
+                    .source
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |(ip, _)| ip.to_string());
                 let log = shared.log.new(o!("tls" => self.tls_text(),
-                    "site" => self.site_name.to_string(), "via" => via));
+                    "site" => self.site_name.to_string(), "via" => via, "source" => source));
                 self.records_log = Some((tls_on, log.clone()));
                 log
             }
