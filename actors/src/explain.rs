@@ -74,7 +74,8 @@ pub fn explain(
         .get(&request.domain)
         .copied()
         .unwrap_or(config.tls_mode);
-    let mode = hop.tls_mode(config.tls_mode, domain_mode, hop.auth == Some(true));
+    let authenticates = config.routing.credentials_for(hop).is_some();
+    let mode = hop.tls_mode(config.tls_mode, domain_mode, authenticates);
     line("tls", mode.as_str());
     line("auth", &auth(config, hop));
     for relay in &request.decision.fallback {
@@ -153,18 +154,21 @@ fn ehlo(config: &Config, hop: &Hop) -> String {
 }
 
 fn auth(config: &Config, hop: &Hop) -> String {
-    match (&hop.next_hop, hop.auth, &config.routing.password_file) {
-        (None, _, _) | (_, Some(false), _) => "none".into(),
-        (Some(_), _, None) => "none (no routing.password_file)".into(),
-        (Some(next), Some(true), Some(file)) => {
-            format!(
-                "required, as the entry {} of {}",
-                next.key(),
-                file.display()
-            )
+    let file = config
+        .routing
+        .password_file
+        .as_deref()
+        .map_or_else(String::new, |p| p.display().to_string());
+    if let Some(credentials) = config.routing.credentials_for(hop) {
+        return format!(
+            "as {} (SCRAM-SHA-256, PLAIN or LOGIN, as offered), password from {file}",
+            credentials.user
+        );
+    }
+    match (&hop.next_hop, hop.auth) {
+        (Some(next), None) if !file.is_empty() => {
+            format!("none: {file} has no line for {}", next.key())
         }
-        (Some(next), None, Some(file)) => {
-            format!("when {} has an entry {}", file.display(), next.key())
-        }
+        _ => "none".into(),
     }
 }
