@@ -143,6 +143,7 @@ fn config() -> SessionConfig {
         timeouts: Timeouts::default(),
         tls: TlsMode::Disabled,
         implicit_tls: false,
+        own_names: Vec::new(),
         auth: None,
     }
 }

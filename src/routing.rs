@@ -318,6 +318,23 @@ impl Routing {
         addrs
     }
 
+    /// Every name this host may give in EHLO: `hostname`,
+    /// `routing.helo_name`, each hop's and each pool member's.
+    pub fn helo_names(&self, hostname: &str) -> Vec<String> {
+        let mut names = vec![hostname.to_owned()];
+        names.extend(self.helo_name.iter().cloned());
+        names.extend(self.hops().filter_map(|hop| hop.helo_name.clone()));
+        names.extend(
+            self.pools
+                .values()
+                .flatten()
+                .filter_map(|m| m.helo_name.clone()),
+        );
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every hop the table names (for checking at start what they need:
     /// credentials, bindable addresses).
     pub fn hops(&self) -> impl Iterator<Item = &Arc<Hop>> {

@@ -272,7 +272,14 @@ fn describe_routing(routing: &postman::routing::Routing) -> String {
          # then the fallback relays behind MX delivery.\n",
     );
     let entry = |name: &str, hop: &postman::routing::Hop| {
-        format!("# {name} → {}{}\n", hop.describe(), hop.site_suffix())
+        let login = routing
+            .credentials_for(hop)
+            .map_or_else(String::new, |c| format!(" (AUTH as {})", c.user));
+        format!(
+            "# {name} → {}{}{login}\n",
+            hop.describe(),
+            hop.site_suffix()
+        )
     };
     for (pattern, hop) in &routing.transport {
         out.push_str(&entry(&format!("transport {:?}", pattern.to_string()), hop));

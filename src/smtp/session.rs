@@ -104,6 +104,10 @@ pub struct SessionConfig {
     /// SMTP AUTH before the first transaction, when set; `None` for MX
     /// delivery. Its `Debug` shows no password.
     pub auth: Option<AuthConfig>,
+    /// This host's other names (`application.hostname`, every configured
+    /// EHLO name): a server that greets with one of them is a mail loop as
+    /// surely as one that greets with `helo_name`.
+    pub own_names: Vec<String>,
 }
 
 /// The envelope of one message.
@@ -529,8 +533,18 @@ impl Session {
         }
     }
 
+    /// The server names this host: by the EHLO name or any other of ours.
+    fn names_us(&self, reply: &Reply) -> bool {
+        names_host(reply, &self.config.helo_name)
+            || self
+                .config
+                .own_names
+                .iter()
+                .any(|name| names_host(reply, name))
+    }
+
     fn on_greeting(&mut self, reply: Reply, now: Instant) {
-        if reply.code == ReplyCode::SERVICE_READY && names_host(&reply, &self.config.helo_name) {
+        if reply.code == ReplyCode::SERVICE_READY && self.names_us(&reply) {
             self.looped(Stage::Greeting, reply);
         } else if reply.code == ReplyCode::SERVICE_READY {
             Command::Ehlo(&self.config.helo_name).encode(self.out.buf());
@@ -542,7 +556,7 @@ impl Session {
 
     fn on_ehlo(&mut self, reply: Reply, now: Instant) {
         let code = reply.code;
-        if code.class() == 2 && names_host(&reply, &self.config.helo_name) {
+        if code.class() == 2 && self.names_us(&reply) {
             self.looped(Stage::Ehlo, reply);
         } else if code.class() == 2 {
             let extensions = Extensions::from_ehlo(&reply);
@@ -566,7 +580,7 @@ impl Session {
     }
 
     fn on_helo(&mut self, reply: Reply, now: Instant) {
-        if reply.code.class() == 2 && names_host(&reply, &self.config.helo_name) {
+        if reply.code.class() == 2 && self.names_us(&reply) {
             self.looped(Stage::Helo, reply);
         } else if reply.code.class() == 2 {
             self.extensions = None;

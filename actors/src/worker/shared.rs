@@ -77,6 +77,7 @@ impl ConnSettings {
                 // Per connection, from the route's next hop.
                 implicit_tls: false,
                 auth: None,
+                own_names: config.routing.helo_names(&config.hostname),
             },
             tls: TlsPolicy::new(
                 config.tls_mode,

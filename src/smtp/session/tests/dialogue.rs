@@ -842,3 +842,22 @@ proptest! {
         }
     }
 }
+
+/// A connection from a pool address says EHLO with that address's name;
+/// a server that greets with another of this host's names (its hostname)
+/// is the same loop.
+#[test]
+fn a_server_greeting_with_another_of_our_names_is_a_loop() {
+    let config = SessionConfig {
+        helo_name: "bulk1.client.test".into(),
+        own_names: vec!["client.test".into(), "bulk1.client.test".into()],
+        ..config()
+    };
+    let mut d = Dialogue::with_config(config.clone());
+    d.reply("220 client.test ESMTP");
+    let outcome = d.expect_closed().expect("an outcome");
+    assert!(outcome.is_loop(), "{outcome:?}");
+    let mut d = Dialogue::with_config(config);
+    d.reply("220 mx.test ESMTP");
+    d.expect_command("EHLO bulk1.client.test");
+}

@@ -30,6 +30,7 @@ fn config() -> SessionConfig {
         timeouts: Timeouts::default(),
         tls: TlsMode::Opportunistic,
         implicit_tls: false,
+        own_names: Vec::new(),
         auth: None,
     }
 }
