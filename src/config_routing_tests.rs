@@ -184,9 +184,9 @@ fn bad_entries_name_their_key() {
             "address",
         ),
         (
-            "[routing.sender_relayhost]\n\"news.example\" = \"[ses.test]:587\"\n",
+            "[routing.sender_relayhost]\n\"news.example\" = \"lmtp:[h.test]\"\n",
             "`routing.sender_relayhost.\"news.example\"`",
-            "not supported yet",
+            "unknown transport",
         ),
     ];
     for (text, key, reason) in cases {

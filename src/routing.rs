@@ -266,12 +266,25 @@ impl Routing {
     /// host; else the domain's MX. Postfix's order: `transport_maps`, then
     /// `sender_dependent_relayhost_maps`, then `relayhost`.
     pub fn decide(&self, sender: &str, domain: &str) -> Decision {
+        let rule = if find(&self.transport, domain).is_some() {
+            None
+        } else {
+            sender
+                .rsplit_once('@')
+                .and_then(|(_, sender_domain)| find(&self.sender_relayhost, sender_domain))
+                .map(|(rule, _)| rule.clone())
+        };
+        self.decide_for(domain, rule.as_ref())
+    }
+
+    /// [`Routing::decide`] for mail to `domain` whose sender matched
+    /// `rule` (the rule of a [`route_key`]); a rule no longer in the table
+    /// counts as none.
+    pub fn decide_for(&self, domain: &str, rule: Option<&Pattern>) -> Decision {
+        let by_rule = || rule.and_then(|r| self.sender_relayhost.get_key_value(r));
         let (hop, sender_rule) = if let Some((_, hop)) = find(&self.transport, domain) {
             (Arc::clone(hop), None)
-        } else if let Some((rule, hop)) = sender
-            .rsplit_once('@')
-            .and_then(|(_, sender_domain)| find(&self.sender_relayhost, sender_domain))
-        {
+        } else if let Some((rule, hop)) = by_rule() {
             (Arc::clone(hop), Some(rule.clone()))
         } else {
             let hop = self.relayhost.as_ref().unwrap_or(&self.mx);
@@ -343,6 +356,26 @@ impl Routing {
             .chain(self.transport.values())
             .chain(self.sender_relayhost.values())
             .chain(self.fallback.iter())
+    }
+}
+
+/// The scheduler's key for mail to `domain` routed by a sender rule: the
+/// domain alone when there is none, so that mail without per-sender
+/// routing is queued exactly as before; else `"<domain> from <rule>"`
+/// (a space is in no domain name), so that mail of one domain from senders
+/// of different rules waits and connects apart.
+pub fn route_key(domain: &str, rule: Option<&Pattern>) -> String {
+    match rule {
+        None => domain.to_owned(),
+        Some(rule) => format!("{domain} from {rule}"),
+    }
+}
+
+/// The domain and the sender rule of a [`route_key`].
+pub fn split_route_key(key: &str) -> (&str, Option<Pattern>) {
+    match key.split_once(" from ") {
+        Some((domain, rule)) => (domain, Pattern::parse(rule)),
+        None => (key, None),
     }
 }
 

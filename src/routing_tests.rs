@@ -298,3 +298,29 @@ fn the_tls_mode_of_a_hop() {
         );
     }
 }
+
+#[test]
+fn route_keys_keep_sender_rules_apart_and_read_back() {
+    let routing = table();
+    for (sender, domain, key) in [
+        ("a@me.example", "gmail.test", "gmail.test"),
+        (
+            "a@bulk.example",
+            "gmail.test",
+            "gmail.test from bulk.example",
+        ),
+        (
+            "a@x.news.example",
+            "gmail.test",
+            "gmail.test from .news.example",
+        ),
+        ("a@bulk.example", "internal.test", "internal.test"),
+    ] {
+        let decision = routing.decide(sender, domain);
+        let got = route_key(domain, decision.sender_rule.as_ref());
+        assert_eq!(got, key, "{sender} → {domain}");
+        let (back, rule) = split_route_key(&got);
+        assert_eq!(back, domain);
+        assert_eq!(routing.decide_for(back, rule.as_ref()), decision, "{key}");
+    }
+}

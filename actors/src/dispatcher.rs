@@ -5,12 +5,14 @@
 //! reached a worker (a route that failed, a site that backs off, an
 //! expired message).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use postman::config::{Config, SiteShape};
 use postman::queue::Queue;
+use postman::routing::route_key;
 use postman::schedule::{Limits, Scheduler, Shape, SiteId};
 use slog::{error, info, Logger};
 
@@ -58,6 +60,10 @@ pub struct Dispatcher {
     log: Logger,
     once: bool,
     sched: Scheduler<QueuedMessage, ConnRef>,
+    /// The scheduler's keys of each domain's mail that a sender rule
+    /// routes (`routing::route_key`), beside the domain's own: what is said
+    /// of the domain (a file gone, its backoff lifted) is said of them too.
+    sender_keys: HashMap<String, BTreeSet<String>>,
     /// The kinds of work put off in the current local pause that have had
     /// their warning (one each: connections, queue files, route lookups).
     warned_in_pause: Vec<PutOff>,
@@ -139,6 +145,7 @@ impl Dispatcher {
             log,
             once,
             sched,
+            sender_keys: HashMap::new(),
             warned_in_pause: Vec::new(),
             scan_done: false,
             shutting_down: false,
@@ -216,7 +223,11 @@ impl Dispatcher {
         let now = Instant::now();
         match msg {
             DispatcherMsg::Found(msg) => self.found(*msg, now),
-            DispatcherMsg::Gone { domain, id } => self.sched.forget(&domain, &id),
+            DispatcherMsg::Gone { domain, id } => {
+                for key in self.keys_of(&domain) {
+                    self.sched.forget(&key, &id);
+                }
+            }
             DispatcherMsg::BackoffCleared { domain } => self.backoff_cleared(&domain, now),
             DispatcherMsg::Suspensions(set) => self.suspensions(set, now),
             DispatcherMsg::SiteBackoffCleared { file } => self.site_backoff_cleared(&file, now),
@@ -326,9 +337,21 @@ impl Dispatcher {
     /// The scanner found a message (or a new version): ready now, or at the
     /// time its file says. A domain seen for the first time takes the
     /// route backoff an earlier run left on disk.
-    fn found(&mut self, msg: QueuedMessage, now: Instant) {
+    fn found(&mut self, mut msg: QueuedMessage, now: Instant) {
         self.stats.found += 1;
-        if !self.sched.knows(&msg.domain) {
+        if !self.config.routing.sender_relayhost.is_empty() {
+            let decision = self
+                .config
+                .routing
+                .decide(&msg.envelope.sender, &msg.domain);
+            if let Some(rule) = decision.sender_rule {
+                let key = route_key(&msg.domain, Some(&rule));
+                let keys = self.sender_keys.entry(msg.domain.clone()).or_default();
+                keys.insert(key.clone());
+                msg.route_key = Some(key);
+            }
+        }
+        if !self.sched.knows(msg.route_key()) {
             self.restore_domain_backoff(&msg.domain, now);
         }
         let due = if msg
@@ -343,6 +366,16 @@ impl Dispatcher {
             None
         };
         self.sched.found(msg, due, now);
+    }
+
+    /// The scheduler's keys of `domain`'s mail: the domain, and those of
+    /// its mail routed by a sender rule.
+    pub(super) fn keys_of(&self, domain: &str) -> Vec<String> {
+        let mut keys = vec![domain.to_owned()];
+        if let Some(more) = self.sender_keys.get(domain) {
+            keys.extend(more.iter().cloned());
+        }
+        keys
     }
 
     /// New settings from SIGHUP. Limits, site shapes, the retry schedule,

@@ -20,6 +20,7 @@ pub fn route(config: &Config, recipient: &str, sender: &str) -> anyhow::Result<(
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let request = ResolveRequest {
         decision: config.routing.decide(sender, &domain),
+        key: domain.clone(),
         domain: domain.clone(),
         max_hosts: config.max_mx_addresses,
     };

@@ -35,6 +35,17 @@ pub struct QueuedMessage {
     /// What the message's state file must name: its queue file's size and
     /// the hash of its own envelope block (`None` until it was read).
     pub tie: Option<Tie>,
+    /// The scheduler's key when a `[routing.sender_relayhost]` rule routes
+    /// it (`routing::route_key`); `None`: its domain.
+    pub route_key: Option<String>,
+}
+
+impl QueuedMessage {
+    /// What the scheduler queues it under: its domain, or its domain and
+    /// the sender rule that routes it.
+    pub fn route_key(&self) -> &str {
+        self.route_key.as_deref().unwrap_or(&self.domain)
+    }
 }
 
 /// What changes when a queue file is replaced (every writer renames a new
@@ -82,6 +93,7 @@ impl QueuedMessage {
             retry: postman::queue::RetryState::default(),
             identity: None,
             tie: None,
+            route_key: None,
         }
     }
 }
@@ -91,7 +103,7 @@ impl Queued for QueuedMessage {
         &self.id
     }
     fn domain(&self) -> &str {
-        &self.domain
+        self.route_key()
     }
 }
 

@@ -66,7 +66,11 @@ const MIN_ROUTE_LIFETIME: Duration = Duration::from_secs(5);
 /// Asks for the route of one domain.
 #[derive(Debug)]
 pub struct ResolveRequest {
+    /// The recipient domain, looked up.
     pub domain: String,
+    /// What the scheduler queues its mail under (`routing::route_key`):
+    /// the answer is for it.
+    pub key: String,
     /// What `[routing]` says for it: MX delivery or a next hop.
     pub decision: Decision,
     /// `delivery.max_mx_addresses`: the addresses of at most this many MX
@@ -141,7 +145,7 @@ pub fn start(
                     let started = Instant::now();
                     let shortages_before = shortages.load(Ordering::Relaxed);
                     let (route, site, valid_until) = resolve(&resolver, &request).await;
-                    debug!(log, "route resolved"; "domain" => &request.domain,
+                    debug!(log, "route resolved"; "domain" => &request.key,
                         "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
                     // A failure while some query could not get a socket
                     // (this lookup's or another's) is the process's, not
@@ -152,12 +156,12 @@ pub fn start(
                                 && shortages.load(Ordering::Relaxed) != shortages_before =>
                         {
                             DispatcherMsg::LookupPutOff {
-                                domain: request.domain,
+                                domain: request.key,
                                 reason: error.to_string(),
                             }
                         }
                         route => DispatcherMsg::Resolved {
-                            domain: request.domain,
+                            domain: request.key,
                             route,
                             site,
                             valid_until,

@@ -636,6 +636,7 @@ impl Scanner {
             retry,
             identity: Some(FileIdentity::of(metadata)),
             tie: Some(tie),
+            route_key: None,
         })))
     }
 

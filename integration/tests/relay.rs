@@ -299,3 +299,81 @@ fn a_reload_reroutes_at_once_and_refuses_a_bad_table() {
         "stopped"
     );
 }
+
+/// Mail of one domain from a sender with a `[routing.sender_relayhost]`
+/// rule goes through that relay, the rest by MX, in the same run; a
+/// transport entry still beats the sender's rule.
+#[test]
+fn a_sender_rule_routes_its_mail_apart() {
+    let net = TestNet::new();
+    let mx = HostileServer::polite(net.addr(1));
+    let relay = HostileServer::polite(net.addr(5));
+    let internal = HostileServer::polite(net.addr(6));
+    let dns = DnsServer::start(Zones::new().mx_at("gmail.test", net.ipv4(1)));
+    let queue = TestQueue::new();
+    for (domain, id, sender) in [
+        ("gmail.test", "m-bulk", "news@bulk.example"),
+        ("gmail.test", "m-own", "alice@me.example"),
+        ("gmail.test", "m-bulk2", "offers@x.bulk.example"),
+        ("internal.test", "m-internal", "news@bulk.example"),
+    ] {
+        queue.add(
+            domain,
+            id,
+            sender,
+            &[&format!("u-{id}@{domain}")],
+            &message(id, "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.extra = format!(
+        "[routing.sender_relayhost]\n\"bulk.example\" = \"[{r}]:{port}\"\n\".bulk.example\" = \"[{r}]:{port}\"\n\
+         [routing.transport]\n\"internal.test\" = \"[{i}]:{port}\"\n",
+        r = net.ipv4(5),
+        i = net.ipv4(6),
+        port = net.port(),
+    );
+    let file = cfg.write();
+    let out = postman!().run_once(&file);
+    out.assert_success();
+    check(
+        queue.state().is_empty(),
+        "every message should be delivered",
+        &queue,
+        &out,
+    );
+    let deliveries = out.deliveries();
+    for (to, k, via) in [
+        ("u-m-bulk@gmail.test", 5, "sender_relayhost"),
+        ("u-m-bulk2@gmail.test", 5, "sender_relayhost"),
+        ("u-m-own@gmail.test", 1, "mx"),
+        ("u-m-internal@internal.test", 6, "transport"),
+    ] {
+        let d = assert_outcome(&out, &deliveries, to, "sent", Some(250));
+        common::assert_relay(&d, net.ipv4(k).into(), net.port());
+        assert_eq!(d.via, via, "{d:#?}");
+    }
+    assert!(relay.wait_idle(1, Duration::from_secs(5)));
+    assert_eq!(relay.bodies().len(), 2, "{:#?}", relay.connections());
+    assert_eq!(mx.bodies().len(), 1, "{:#?}", mx.connections());
+    assert_eq!(internal.bodies().len(), 1, "{:#?}", internal.connections());
+
+    let path = file.path().to_str().expect("a UTF-8 path");
+    let said = postman!().run(
+        &[
+            "route",
+            "--config",
+            path,
+            "--from",
+            "x@bulk.example",
+            "u@gmail.test",
+        ],
+        Duration::from_secs(20),
+    );
+    said.assert_success();
+    assert!(
+        said.stdout.contains("via        sender_relayhost"),
+        "{}",
+        said.stdout
+    );
+}

@@ -148,13 +148,33 @@ fn a_relay_host_with_auth_after_starttls_by_every_mechanism() {
     }
 }
 
+/// The relay's name has two addresses: after its first refused the
+/// password, the second is not tried with it.
 #[test]
 fn a_wrong_password_defers_and_never_bounces() {
-    let relay = Relay::start(SaslUsers::new(&[(USER, PASSWORD)]), false);
-    let hop = format!("[{}]:{}", relay.net.ip(1), relay.net.port());
+    let mut relay = Relay::start(SaslUsers::new(&[(USER, PASSWORD)]), false);
+    relay.dns = DnsServer::start(
+        Zones::new()
+            .a("smtp.relay.test", relay.net.ipv4(1))
+            .a("smtp.relay.test", relay.net.ipv4(2)),
+    );
+    let hop = format!("[smtp.relay.test]:{}", relay.net.port());
     let file = relay.password_file(&format!("{hop}  {USER}:not-the-password"));
     relay.queue_one("m1");
-    let out = postman!().run_once(&relay.config(&hop, &file, "").write());
+    let mut cfg = relay.config(&hop, &file, "");
+    cfg.ip_preference = "ipv4".into();
+    // The certificate names the address, not this name: the test is
+    // about AUTH, so the name is not checked here.
+    cfg.extra = cfg.extra.replace(
+        &format!("relayhost = {hop:?}"),
+        &format!("relayhost = {{ nexthop = {hop:?}, verify = \"none\" }}"),
+    );
+    let out = postman!().run_once(&cfg.write());
+    assert!(
+        !out.stderr.contains(&format!("[{}]", relay.net.ipv4(2))),
+        "the second address was tried: {}",
+        out.stderr
+    );
     out.assert_success();
     let d = assert_outcome(&out, &out.deliveries(), "u-m1@dest.test", "deferred", None);
     assert!(d.reply.contains("535"), "the relay's own answer: {d:#?}");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::TrySendError;
 use postman::queue::{self, DomainBackoff, SiteBackoff};
 use postman::route::{Route, RouteError, SiteName};
+use postman::routing::split_route_key;
 use postman::schedule::{Action, Event, SiteId, SiteSpec};
 use slog::{error, info, warn, Logger};
 
@@ -54,6 +55,9 @@ impl Dispatcher {
                     wait,
                     error,
                 } => self.save_domain_backoff(&domain, failures, wait, error),
+                // A sender rule's route is not the domain's: its backoff
+                // is not the domain's file either.
+                Action::ClearDomainBackoff { domain } if split_route_key(&domain).1.is_some() => {}
                 Action::ClearDomainBackoff { domain } => {
                     if let Err(e) = queue::clear_backoff(&self.settler.queue, &domain) {
                         warn!(self.log, "cannot remove the domain backoff file";
@@ -102,6 +106,9 @@ impl Dispatcher {
     }
 
     fn save_domain_backoff(&mut self, domain: &str, failures: u32, wait: Duration, error: String) {
+        if split_route_key(domain).1.is_some() {
+            return;
+        }
         let backoff = DomainBackoff {
             until: SystemTime::now() + wait,
             failures,
@@ -113,15 +120,17 @@ impl Dispatcher {
         }
     }
 
-    fn lookup(&mut self, domain: String, now: Instant) {
+    fn lookup(&mut self, key: String, now: Instant) {
         let Some(resolver) = &self.resolver else {
             // Stopping: the lookup is never answered, and nothing waits for it.
-            self.sched.lookup_put_off(&domain, now);
+            self.sched.lookup_put_off(&key, now);
             return;
         };
+        let (domain, rule) = split_route_key(&key);
         let request = ResolveRequest {
-            decision: self.config.routing.decide("", &domain),
-            domain,
+            decision: self.config.routing.decide_for(domain, rule.as_ref()),
+            domain: domain.to_owned(),
+            key,
             max_hosts: self.config.max_mx_addresses,
         };
         match resolver.try_send(request) {
@@ -129,7 +138,7 @@ impl Dispatcher {
             // The mailbox holds MAX_LOOKUPS, the scheduler's limit: full
             // only if the resolver is stuck. Asked again after a pause.
             Err(TrySendError::Full(request)) => {
-                self.sched.lookup_put_off(&request.domain, now);
+                self.sched.lookup_put_off(&request.key, now);
             }
             Err(TrySendError::Disconnected(_)) => error!(self.log, "resolver is gone"),
         }
@@ -157,14 +166,15 @@ impl Dispatcher {
             }
         };
         let mut name = site.name;
+        let (recipients, rule) = split_route_key(&domain);
         let by_mx = self
             .config
             .routing
-            .decide("", &domain)
+            .decide_for(recipients, rule.as_ref())
             .hop
             .next_hop
             .is_none();
-        if let Some(mode) = self.config.tls_policy.get(&domain.to_ascii_lowercase()) {
+        if let Some(mode) = self.config.tls_policy.get(&recipients.to_ascii_lowercase()) {
             // A relay's connections are the relay's, whatever the domain.
             if by_mx && *mode != self.config.tls_mode {
                 name = format!("{name} tls={}", format!("{mode:?}").to_ascii_lowercase());
@@ -264,8 +274,10 @@ impl Dispatcher {
     /// them (their files say they are due).
     pub(super) fn backoff_cleared(&mut self, domain: &str, now: Instant) {
         let mut domains = vec![domain.to_owned()];
-        if self.sched.lift_domain(domain) {
-            info!(self.log, "domain backoff lifted"; "domain" => domain);
+        for key in self.keys_of(domain) {
+            if self.sched.lift_domain(&key) {
+                info!(self.log, "domain backoff lifted"; "domain" => &key);
+            }
         }
         self.reassert_domain(domain, now);
         if let Some(site) = self.sched.site_of(domain, now) {

@@ -95,17 +95,21 @@ impl Dispatcher {
                 Some(s) => {
                     info!(self.log, "domain suspended by the operator"; "domain" => &name,
                         "until_seconds" => seconds(&s, wall), "reason" => &s.reason);
-                    self.sched.suspend_domain(
-                        &name,
-                        Some(instant(s.until, now, wall)),
-                        &domain_why(&name, &s),
-                    );
+                    for key in self.keys_of(&name) {
+                        self.sched.suspend_domain(
+                            &key,
+                            Some(instant(s.until, now, wall)),
+                            &domain_why(&name, &s),
+                        );
+                    }
                 }
                 None => {
                     let ended = before.is_some_and(|s| !s.lasts_at(wall));
                     info!(self.log, "domain resumed by the operator"; "domain" => &name,
                         "time_over" => ended);
-                    self.sched.suspend_domain(&name, None, "");
+                    for key in self.keys_of(&name) {
+                        self.sched.suspend_domain(&key, None, "");
+                    }
                     self.release_due(vec![name], now);
                 }
             }

@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use postman::dsn::{self, RecipientReport};
 use postman::route::RouteError;
+use postman::routing::split_route_key;
 use postman::schedule::{AfterFailure, ConnectFailure};
 use postman::smtp::EnhancedCode;
 use slog::{o, Logger};
@@ -59,7 +60,7 @@ impl Dispatcher {
             self.bounce_with(job, dsn::STATUS_LOOP, &reason);
             return;
         }
-        let log = self.records_log(&job.domain);
+        let log = self.records_log(job.route_key());
         let disposition = self.settler.settle_all(
             job,
             |recipient| RecipientFate {
@@ -110,7 +111,7 @@ impl Dispatcher {
                 .clone()
                 .unwrap_or_else(|| reason.to_owned());
             let now = SystemTime::now();
-            let log = self.records_log(&msg.domain);
+            let log = self.records_log(msg.route_key());
             let disposition = self.settler.settle_all(
                 msg,
                 |recipient| {
@@ -131,7 +132,7 @@ impl Dispatcher {
             return;
         }
         records::log_all(
-            &self.records_log(&msg.domain),
+            &self.records_log(msg.route_key()),
             &msg,
             &Verdict {
                 status: Status::Deferred,
@@ -155,7 +156,7 @@ impl Dispatcher {
     /// gets a bounce.
     pub(super) fn bounce_with(&mut self, msg: QueuedMessage, status: EnhancedCode, reason: &str) {
         let now = SystemTime::now();
-        let log = self.records_log(&msg.domain);
+        let log = self.records_log(msg.route_key());
         let disposition = self.settler.settle_all(
             msg,
             |recipient| RecipientFate {
@@ -201,7 +202,14 @@ impl Dispatcher {
             .site_of(domain, Instant::now())
             .and_then(|id| self.sched.site(id))
             .map(|site| site.name.clone());
-        let via = self.config.routing.decide("", domain).hop.via.as_str();
+        let (name, rule) = split_route_key(domain);
+        let via = self
+            .config
+            .routing
+            .decide_for(name, rule.as_ref())
+            .hop
+            .via
+            .as_str();
         match site {
             Some(site) => self.log.new(o!("site" => site, "via" => via)),
             None => self.log.new(o!("via" => via)),

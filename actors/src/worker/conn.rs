@@ -485,7 +485,7 @@ impl Conn {
     pub fn next(&mut self, job: Option<QueuedMessage>, shared: &mut Shared, now: Instant) {
         self.awaiting_next = false;
         if let Some(job) = &job {
-            self.holding = Some(job.domain.clone());
+            self.holding = Some(job.route_key().to_owned());
         }
         if self.between_servers() {
             // The fresh connection failed meanwhile: the message goes to

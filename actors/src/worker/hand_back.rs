@@ -106,7 +106,7 @@ impl Reason<'_> {
 
     /// What the dispatcher is told of `msg` handed back for this reason.
     pub fn message(self, msg: QueuedMessage) -> DispatcherMsg {
-        let domain = msg.domain.clone();
+        let domain = msg.route_key().to_owned();
         let done = |id, disposition, throttle| DispatcherMsg::Done {
             domain,
             id,
@@ -123,13 +123,13 @@ impl Reason<'_> {
             }
             Reason::Finished => done(msg.id, Disposition::Finished, None),
             Reason::PutOff { what, reason } => DispatcherMsg::LocalLimit {
-                domain: msg.domain.clone(),
+                domain: msg.route_key().to_owned(),
                 job: Box::new(msg),
                 what,
                 reason,
             },
             Reason::ConnectFailed(failure) => DispatcherMsg::ConnectFailed {
-                domain: msg.domain.clone(),
+                domain: msg.route_key().to_owned(),
                 job: Box::new(msg),
                 failure,
             },

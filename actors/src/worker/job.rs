@@ -99,7 +99,7 @@ impl Settlement {
     /// [`Settlement::finished_already`].
     pub fn finished(&self) -> DispatcherMsg {
         DispatcherMsg::Done {
-            domain: self.msg.domain.clone(),
+            domain: self.msg.route_key().to_owned(),
             id: self.msg.id.clone(),
             disposition: Disposition::Finished,
             answered: self.answered(),

@@ -523,6 +523,7 @@ mod tests {
             size: metadata.len(),
             identity: Some(FileIdentity::of(&metadata)),
             tie: None,
+            route_key: None,
         };
 
         let (dispatcher, inbox) = crate::mailbox::bounded(64);

@@ -40,16 +40,6 @@ impl Validator<'_> {
         }
         routing.transport =
             self.table("routing.transport", &r.transport, Via::Transport, &routing)?;
-        if let Some(first) = r.sender_relayhost.keys().next() {
-            // Read and checked by the routing table, but the scheduler
-            // still queues mail by recipient domain only: refused rather
-            // than silently ignored until it does.
-            return Err(self.invalid(
-                &format!("routing.sender_relayhost.{first:?}"),
-                format!("{first:?}"),
-                "per-sender relays are not supported yet",
-            ));
-        }
         routing.sender_relayhost = self.table(
             "routing.sender_relayhost",
             &r.sender_relayhost,

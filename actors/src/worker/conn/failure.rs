@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::messages::FailedConnection;
+use postman::smtp::Stage;
 
 impl Conn {
     pub(super) fn address_failed(&mut self, shared: &mut Shared, reason: String) {
@@ -103,6 +104,17 @@ impl Conn {
             warn!(shared.log, "server names this host: no mail for it"; "domain" => &self.domain,
                 "relay" => &self.relay, "reason" => %outcome.detail);
             self.loops += 1;
+        }
+        if outcome.stage == Stage::Auth {
+            // The relay refused our credentials (or we would not send
+            // them): its other addresses would say the same, and each
+            // failed login counts against the account. A fallback relay
+            // has a hop of its own and is still tried.
+            warn!(shared.log, "SMTP AUTH failed; not trying this relay's other addresses";
+                "domain" => &self.domain, "relay" => &self.relay, "reason" => %outcome.detail);
+            if let Some(hop) = self.current.as_ref().map(|c| Arc::clone(&c.hop)) {
+                self.candidates.retain(|c| !Arc::ptr_eq(&c.hop, &hop));
+            }
         }
         if let Some(mut reply) = outcome.reply {
             // The session's own status of a reply wins over the reply's (a
