@@ -48,7 +48,7 @@ pub enum NextHopError {
     Unclosed,
     #[error("{0:?} after ']' (only :port may follow)")]
     Trailing(String),
-    #[error("bad port {0:?} (1-65535)")]
+    #[error("bad port {0:?} (1-65535, or smtp, submission, submissions)")]
     Port(String),
     #[error("{0:?} is not a host name or an IP address")]
     Host(String),
@@ -70,7 +70,11 @@ impl NextHop {
                     "smtp" => (false, rest),
                     "smtps" => (true, rest),
                     // `host:port`: the part before ':' is no transport.
-                    _ if rest.bytes().all(|b| b.is_ascii_digit()) => (false, text),
+                    _ if rest.bytes().all(|b| b.is_ascii_digit())
+                        || service_port(rest).is_some() =>
+                    {
+                        (false, text)
+                    }
                     _ => return Err(NextHopError::Transport(scheme.into())),
                 }
             }
@@ -169,7 +173,21 @@ fn host_name(host: &str) -> Result<String, NextHopError> {
     }
 }
 
+/// The port of a service name Postfix's documentation writes in next
+/// hops (`[smtp.example.net]:submission`), as /etc/services has it.
+fn service_port(name: &str) -> Option<u16> {
+    match name.to_ascii_lowercase().as_str() {
+        "smtp" => Some(25),
+        "submission" => Some(587),
+        "submissions" | "smtps" => Some(465),
+        _ => None,
+    }
+}
+
 fn parse_port(port: &str) -> Result<u16, NextHopError> {
+    if let Some(port) = service_port(port) {
+        return Ok(port);
+    }
     let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     match port.parse::<u16>() {
         Ok(port) if digits && port != 0 => Ok(port),
@@ -298,7 +316,7 @@ mod tests {
             ("[h.example]:65536", NextHopError::Port("65536".into())),
             ("[h.example]:", NextHopError::Port("".into())),
             (
-                "h.example:smtp",
+                "h.example:lmtp",
                 NextHopError::Transport("h.example".into()),
             ),
             ("[h_x.example]", NextHopError::Host("h_x.example".into())),
@@ -316,6 +334,24 @@ mod tests {
         for (text, want) in table {
             assert_eq!(NextHop::parse(text), Err(want), "{text:?}");
         }
+    }
+
+    #[test]
+    fn service_names_are_ports() {
+        for (text, port) in [
+            ("[smtp.example.net]:submission", 587),
+            ("relay.example:smtp", 25),
+            ("smtps:[h.example]:submissions", 465),
+            ("[h.example]:SMTPS", 465),
+        ] {
+            let hop = NextHop::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(hop.port(), port, "{text}");
+        }
+        // One key, however the port was written.
+        assert_eq!(
+            NextHop::parse("[h.example]:submission").unwrap().key(),
+            NextHop::parse("[h.example]:587").unwrap().key()
+        );
     }
 
     #[test]

@@ -132,11 +132,11 @@ fn refuses_what_postfix_would_skip_or_misread() {
             },
         ),
         (
-            "[h.example]:submission u:p",
+            "[h.example]:0 u:p",
             E::Key {
                 line: 1,
-                key: "[h.example]:submission".into(),
-                error: NextHopError::Port("submission".into()),
+                key: "[h.example]:0".into(),
+                error: NextHopError::Port("0".into()),
             },
         ),
         (
