@@ -2,9 +2,20 @@
 //! pools and addresses, and the errors (each naming the full key and the
 //! layer it came from).
 
-use super::tests::{config_file, file_error as error, jail, load_default};
+use self::file_error as error;
+use super::tests::{config_file, expect_err, jail, load_default};
 use super::*;
 use crate::routing::{Routing, Source, Via};
+
+/// The error of a `config/postman.toml` that says `text`, as shown.
+pub(super) fn file_error(text: &str) -> String {
+    let mut message = String::new();
+    jail(|jail| {
+        config_file(jail, text);
+        message = expect_err(load_default(&Flags::default()), text).to_string();
+    });
+    message
+}
 
 fn routing(text: &str) -> Routing {
     let mut routing = None;

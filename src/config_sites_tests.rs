@@ -3,7 +3,8 @@
 //! errors (each naming the full key and the layer) and the old name
 //! `delivery.initial_connections_per_domain`.
 
-use super::tests::{config_file, expect_err, file_error as error, jail, load_default, HOST};
+use super::routing_tests::file_error as error;
+use super::tests::{config_file, expect_err, jail, load_default, HOST};
 use super::*;
 use crate::smtp::{Reply, Stage};
 

@@ -50,16 +50,6 @@ pub(super) fn expect_err(result: Result<Loaded, ConfigError>, what: &str) -> Con
     }
 }
 
-/// The error of a `config/postman.toml` that says `text`, as shown.
-pub(super) fn file_error(text: &str) -> String {
-    let mut message = String::new();
-    jail(|jail| {
-        config_file(jail, text);
-        message = expect_err(load_default(&Flags::default()), text).to_string();
-    });
-    message
-}
-
 #[test]
 fn defaults_without_a_file() {
     jail(|_| {

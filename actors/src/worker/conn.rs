@@ -17,6 +17,7 @@
 //! and its fallback in [`starttls`], how failures count in [`failure`].
 
 mod failure;
+mod setup;
 mod starttls;
 mod wire;
 
@@ -47,8 +48,7 @@ use crate::descriptors::FD_SETSIZE;
 use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route::{self, Route};
-use postman::routing::{Family, Hop, Source};
-use postman::smtp::{AuthConfig, Nonce};
+use postman::routing::Hop;
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -104,21 +104,6 @@ pub fn candidates(route: &Route, settings: &ConnSettings) -> (VecDeque<Candidate
     let all = candidates.len();
     candidates.truncate(settings.max_mx_addresses);
     (candidates, all)
-}
-
-/// A SCRAM client nonce for one connection: 18 octets from the system's
-/// secure generator (RFC 5802 §5.1 wants it unpredictable).
-fn fresh_nonce() -> Nonce {
-    let mut random = [0u8; 18];
-    // SystemRandom reads getrandom(2); it fails only where that is missing,
-    // and then the clock's nanoseconds are the best this host has.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        random[..16].copy_from_slice(&nanos.to_le_bytes());
-    }
-    Nonce::from_random(&random)
 }
 
 pub struct Conn {
@@ -332,76 +317,6 @@ impl Conn {
             }
         }
         self.give_up(shared);
-    }
-
-    /// A session for the current address, under its hop's TLS mode (TLS
-    /// from the first byte for `smtps:`), its EHLO name and, for a relay
-    /// with a password-file entry, SMTP AUTH.
-    fn new_session(&self, shared: &Shared, now: Instant) -> Box<Session> {
-        let mut config = shared.settings.session.clone();
-        config.tls = if self.current.as_ref().is_some_and(|c| c.plaintext) {
-            TlsMode::Disabled
-        } else {
-            self.tls_mode(shared)
-        };
-        if let Some(hop) = self.current.as_ref().map(|c| &c.hop) {
-            let routing = &shared.settings.routing;
-            let helo = hop
-                .helo_name
-                .as_ref()
-                .or(self.source.as_ref().and_then(|(_, helo)| helo.as_ref()))
-                .or(routing.helo_name.as_ref());
-            if let Some(name) = helo {
-                config.helo_name.clone_from(name);
-            }
-            config.implicit_tls = hop.next_hop.as_ref().is_some_and(|h| h.implicit_tls);
-            config.auth = routing.credentials_for(hop).map(|credentials| AuthConfig {
-                credentials: credentials.clone(),
-                allow_plaintext: hop.plaintext_auth,
-                nonce: fresh_nonce(),
-            });
-        }
-        Box::new(Session::new(config, now))
-    }
-
-    /// The STARTTLS policy of the current address ([`Hop::tls_mode`]).
-    pub(super) fn tls_mode(&self, shared: &Shared) -> TlsMode {
-        let tls = &shared.settings.tls;
-        let domain = tls.mode_for(&self.domain);
-        match self.current.as_ref().map(|c| &c.hop) {
-            Some(hop) => {
-                let authenticates = shared.settings.routing.credentials_for(hop).is_some();
-                hop.tls_mode(tls.default_mode(), domain, authenticates)
-            }
-            None => domain,
-        }
-    }
-
-    /// The local address a connection to `target` leaves from: the hop's
-    /// own, one of its pool's (taking turns by weight), else
-    /// `routing.bind_address(6)`; only ever one of the target's family.
-    fn choose_source(
-        &self,
-        shared: &mut Shared,
-        target: IpAddr,
-    ) -> Option<(IpAddr, Option<String>)> {
-        let family = Family::of(&target);
-        let settings = &mut shared.settings;
-        let own = match self.current.as_ref().map(|c| &c.hop.source) {
-            Some(Source::Address(ip)) => Some((*ip, None)),
-            Some(Source::Pool(name)) => settings
-                .pickers
-                .get_mut(name)
-                .and_then(|picker| picker.pick_for(family))
-                .map(|member| (member.ip, member.helo_name.clone())),
-            Some(Source::Default) | None => None,
-        };
-        let default = match family {
-            Family::Ipv4 => settings.routing.bind_address,
-            Family::Ipv6 => settings.routing.bind_address6,
-        };
-        own.filter(|(ip, _)| Family::of(ip) == family)
-            .or(default.map(|ip| (ip, None)))
     }
 
     pub fn on_ready(&mut self, readable: bool, writable: bool, shared: &mut Shared, now: Instant) {
