@@ -331,6 +331,22 @@ impl Routing {
         addrs
     }
 
+    /// The EHLO name of a connection through `hop` from a source address
+    /// whose own name is `source_name` (a pool member's): the hop's, the
+    /// source's, `routing.helo_name`, else `hostname`.
+    pub fn helo_name<'a>(
+        &'a self,
+        hop: &'a Hop,
+        source_name: Option<&'a str>,
+        hostname: &'a str,
+    ) -> &'a str {
+        hop.helo_name
+            .as_deref()
+            .or(source_name)
+            .or(self.helo_name.as_deref())
+            .unwrap_or(hostname)
+    }
+
     /// Every name this host may give in EHLO: `hostname`,
     /// `routing.helo_name`, each hop's and each pool member's.
     pub fn helo_names(&self, hostname: &str) -> Vec<String> {

@@ -324,3 +324,38 @@ fn route_keys_keep_sender_rules_apart_and_read_back() {
         assert_eq!(routing.decide_for(back, rule.as_ref()), decision, "{key}");
     }
 }
+
+#[test]
+fn the_ehlo_name_of_a_connection() {
+    let own = Hop {
+        helo_name: Some("hop.example".into()),
+        ..Hop::default()
+    };
+    let plain = Hop::default();
+    let mut routing = Routing::default();
+    // (hop, the source's name, routing.helo_name, the name)
+    let cases = [
+        (
+            &own,
+            Some("member.example"),
+            Some("routing.example"),
+            "hop.example",
+        ),
+        (
+            &plain,
+            Some("member.example"),
+            Some("routing.example"),
+            "member.example",
+        ),
+        (&plain, None, Some("routing.example"), "routing.example"),
+        (&plain, None, None, "host.example"),
+    ];
+    for (hop, member, default, want) in cases {
+        routing.helo_name = default.map(str::to_owned);
+        assert_eq!(
+            routing.helo_name(hop, member, "host.example"),
+            want,
+            "{hop:?} {member:?} {default:?}"
+        );
+    }
+}

@@ -126,31 +126,21 @@ fn source(config: &Config, hop: &Hop) -> String {
 }
 
 fn ehlo(config: &Config, hop: &Hop) -> String {
-    if let Some(name) = &hop.helo_name {
-        return name.clone();
-    }
-    let default = config
-        .routing
-        .helo_name
-        .as_deref()
-        .unwrap_or(&config.hostname);
-    let pool = match &hop.source {
-        Source::Pool(name) => config.routing.pools.get(name),
-        _ => None,
+    let routing = &config.routing;
+    let name = |member: Option<&str>| routing.helo_name(hop, member, &config.hostname).to_owned();
+    let members = match &hop.source {
+        Source::Pool(pool) => routing.pools.get(pool).map_or(&[][..], Vec::as_slice),
+        _ => &[],
     };
-    match pool {
-        Some(members) if members.iter().any(|m| m.helo_name.is_some()) => members
-            .iter()
-            .map(|m| {
-                format!(
-                    "{} from {}",
-                    m.helo_name.as_deref().unwrap_or(default),
-                    m.ip
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => default.to_owned(),
+    let names: Vec<String> = members
+        .iter()
+        .map(|m| format!("{} from {}", name(m.helo_name.as_deref()), m.ip))
+        .collect();
+    if names.is_empty() || members.iter().all(|m| m.helo_name.is_none()) || hop.helo_name.is_some()
+    {
+        name(None)
+    } else {
+        names.join(", ")
     }
 }
 

@@ -60,10 +60,7 @@ impl Relay {
 
     /// The password file with `line`, mode 0600.
     fn password_file(&self, line: &str) -> PathBuf {
-        let path = self.dir.path().join("relay-passwords");
-        std::fs::write(&path, format!("# relays\n{line}\n")).expect("write the password file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-        path
+        password_file(&self.dir, line, 0o600)
     }
 
     /// postman's settings: the test's relay as `relayhost` (its next hop
@@ -83,6 +80,14 @@ impl Relay {
         self.queue
             .add(DOMAIN, id, "a@src.test", &[&to], &message(id, "relayed\n"));
     }
+}
+
+/// A password file in `dir` holding `line`, with `mode`.
+fn password_file(dir: &tempfile::TempDir, line: &str, mode: u32) -> PathBuf {
+    let path = dir.path().join("relay-passwords");
+    std::fs::write(&path, format!("# relays\n{line}\n")).expect("write the password file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
 }
 
 /// Nothing postman printed holds the password, in clear or base64.
@@ -199,7 +204,27 @@ fn implicit_tls_on_the_submissions_port() {
     let hop = format!("smtps:[{}]:{port}", relay.net.ip(1));
     let file = relay.password_file(&format!("[{}]:{port} {USER}:{PASSWORD}", relay.net.ip(1)));
     relay.queue_one("m1");
-    let out = postman!().run_once(&relay.config(&hop, &file, "").write());
+    let config = relay.config(&hop, &file, "").write();
+    let path = config.path().to_str().expect("a UTF-8 path");
+    // What the operator sees of it names the user, never the password.
+    let route = postman!().run(&["route", "--config", path, "u@dest.test"], WAIT);
+    route.assert_success();
+    assert!(
+        route.stdout.contains(&format!("auth       as {USER} ")),
+        "{}",
+        route.stdout
+    );
+    assert!(route.stdout.contains("implicit TLS"), "{}", route.stdout);
+    assert_no_secret(&route);
+    let checked = postman!().check_config(&config);
+    checked.assert_success();
+    assert!(
+        checked.stdout.contains(&format!("(AUTH as {USER})")),
+        "{}",
+        checked.stdout
+    );
+    assert_no_secret(&checked);
+    let out = postman!().run_once(&config);
     out.assert_success();
     check(
         relay.queue.state().is_empty(),
@@ -245,9 +270,7 @@ fn auth_is_never_sent_in_plaintext() {
     let queue = TestQueue::new();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let hop = format!("[{}]:{}", net.ip(1), net.port());
-    let file = dir.path().join("pw");
-    std::fs::write(&file, format!("{hop} {USER}:{PASSWORD}\n")).expect("write");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let file = password_file(&dir, &format!("{hop} {USER}:{PASSWORD}"), 0o600);
     queue.add(
         DOMAIN,
         "m1",
@@ -355,9 +378,7 @@ fn what_cannot_be_used_stops_the_start_naming_it() {
     let dns = DnsServer::start(Zones::new());
     let queue = TestQueue::new();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let open_file = dir.path().join("pw");
-    std::fs::write(&open_file, format!("[r.test]:587 {USER}:{PASSWORD}\n")).expect("write");
-    std::fs::set_permissions(&open_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let open_file = password_file(&dir, &format!("[r.test]:587 {USER}:{PASSWORD}"), 0o644);
     let cases = [
         ("[routing]\nbind_address = \"192.0.2.1\"\n".to_owned(), "192.0.2.1"),
         (

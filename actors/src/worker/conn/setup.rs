@@ -34,14 +34,9 @@ impl Conn {
         };
         if let Some(hop) = self.current.as_ref().map(|c| &c.hop) {
             let routing = &shared.settings.routing;
-            let helo = hop
-                .helo_name
-                .as_ref()
-                .or(self.source.as_ref().and_then(|(_, helo)| helo.as_ref()))
-                .or(routing.helo_name.as_ref());
-            if let Some(name) = helo {
-                config.helo_name.clone_from(name);
-            }
+            let source_name = self.source.as_ref().and_then(|(_, name)| name.as_deref());
+            let hostname = shared.settings.session.helo_name.as_str();
+            config.helo_name = routing.helo_name(hop, source_name, hostname).to_owned();
             config.implicit_tls = hop.next_hop.as_ref().is_some_and(|h| h.implicit_tls);
             config.auth = routing.credentials_for(hop).map(|credentials| AuthConfig {
                 credentials: credentials.clone(),
