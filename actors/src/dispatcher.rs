@@ -273,7 +273,8 @@ impl Dispatcher {
                 conn,
                 site,
                 held,
-            } => self.closed(ConnRef { worker, conn }, site, held.as_deref()),
+                proved,
+            } => self.closed(ConnRef { worker, conn }, site, held.as_deref(), proved),
             DispatcherMsg::WorkerStopped { worker } => self.worker_stopped(worker),
             DispatcherMsg::Shutdown => self.shutdown_asked(),
             DispatcherMsg::Reload(config) => self.reload(*config, now),
@@ -326,9 +327,9 @@ impl Dispatcher {
         }
     }
 
-    fn closed(&mut self, conn: ConnRef, site: SiteId, held: Option<&str>) {
+    fn closed(&mut self, conn: ConnRef, site: SiteId, held: Option<&str>, proved: bool) {
         let worker = conn.worker;
-        self.sched.closed(conn, site, held);
+        self.sched.closed(conn, site, held, proved);
         if let Some(link) = self.workers.get_mut(worker) {
             link.connections = link.connections.saturating_sub(1);
         }

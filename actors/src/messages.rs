@@ -245,6 +245,8 @@ pub enum DispatcherMsg {
         /// The domain it counted against, if it had not asked for more
         /// since its last message.
         held: Option<String>,
+        /// It told [`DispatcherMsg::Established`].
+        proved: bool,
     },
     /// A message given to a connection that had closed meanwhile: back
     /// untried, and the connection counts against its domain no longer.

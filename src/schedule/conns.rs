@@ -413,8 +413,9 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
     }
 
     /// A connection of the site closed (`held`: the domain it still
-    /// counted against).
-    pub fn closed(&mut self, conn: C, id: SiteId, held: Option<&str>) {
+    /// counted against; `proved`: a server judged a transaction on it, see
+    /// [`Scheduler::established`]).
+    pub fn closed(&mut self, conn: C, id: SiteId, held: Option<&str>, proved: bool) {
         self.unhold(held);
         if let Some(at) = self.parked.iter().position(|p| p.conn == conn) {
             self.take_parked(at);
@@ -422,6 +423,9 @@ impl<M: Queued, C: Copy + Eq> Scheduler<M, C> {
         self.connections = self.connections.saturating_sub(1);
         if let Some(entry) = self.entry(id) {
             entry.site.connections = entry.site.connections.saturating_sub(1);
+            if !proved {
+                entry.site.closed_unproven();
+            }
         }
         self.make_runnable(id);
     }

@@ -159,6 +159,13 @@ pub struct Site {
     pub limit: usize,
     /// Answered attempts since the limit last changed.
     credit: usize,
+    /// Connections opened on which no server has judged a transaction
+    /// yet. While one is, answers do not raise the limit: the newest
+    /// connection is the probe of whether the server takes one more, and a
+    /// limit grown before its greeting opens connections the server may
+    /// turn away all at once (a slow greeting under load let 10 busy
+    /// connections raise the limit from 11 to 17 before the 421 came).
+    unproven: usize,
     /// The concurrency the site turned a connection away above, and until
     /// when feedback keeps under it ([`THROTTLE_CEILING_TIME`]).
     pub ceiling: Option<(usize, Instant)>,
@@ -204,6 +211,7 @@ impl Site {
             connections: 0,
             limit,
             credit: 0,
+            unproven: 0,
             ceiling: None,
             failures: 0,
             throttles: 0,
@@ -310,6 +318,7 @@ impl Site {
     /// A connection opens now, with its first message.
     pub fn open(&mut self, now: Instant) {
         self.connections += 1;
+        self.unproven += 1;
         self.opened += 1;
         if let Some(interval) = self.interval(self.shape.connection_interval) {
             self.opens.take(now, interval);
@@ -327,6 +336,7 @@ impl Site {
     /// more than a throttle's ceiling allows), and the backoff is over.
     /// Returns whether a backoff was lifted.
     pub fn established(&mut self, now: Instant) -> bool {
+        self.unproven = self.unproven.saturating_sub(1);
         self.restore_initial(now);
         self.looping = false;
         if self.failures == 0 {
@@ -366,7 +376,7 @@ impl Site {
         // take more (RFC 7661's window validation): answers over fewer say
         // nothing about one more, and a limit grown on them opens a burst
         // of connections at once when mail piles up.
-        if self.connections < self.limit {
+        if self.connections < self.limit || self.unproven > 0 {
             return;
         }
         self.credit += 1;
@@ -380,6 +390,12 @@ impl Site {
                 self.limit += 1;
             }
         }
+    }
+
+    /// A connection closed before a server judged a transaction on it
+    /// (see [`Site::established`]): it is no longer the probe.
+    pub fn closed_unproven(&mut self) {
+        self.unproven = self.unproven.saturating_sub(1);
     }
 
     /// A connection failed on every address while `others` of the site's
@@ -627,6 +643,49 @@ mod tests {
             limits.push(s.limit);
         }
         assert_eq!(limits, [2, 3, 3, 3, 3, 3, 3, 3]);
+    }
+
+    /// A server slow to greet: the site's newest connection waits for it
+    /// while the others answer fast. Until a server judges a transaction
+    /// on that connection (or it closes), the limit stays: one probe at a
+    /// time, as a server that takes n connections turns the n+1-th away
+    /// only when it greets.
+    #[test]
+    fn answers_do_not_raise_the_limit_while_a_new_connection_is_unproven() {
+        let t0 = base();
+        let shape = Shape {
+            initial_connections: 3,
+            max_connections: 20,
+            ..Shape::default()
+        };
+        let mut s = site(shape);
+        for _ in 0..3 {
+            s.open(t0);
+        }
+        for _ in 0..100 {
+            s.answered(t0);
+        }
+        assert_eq!(s.limit, 3, "nothing proven, nothing learned");
+        for _ in 0..3 {
+            s.established(t0);
+        }
+        for _ in 0..3 {
+            s.answered(t0);
+        }
+        assert_eq!(s.limit, 4);
+        s.open(t0);
+        for _ in 0..100 {
+            s.answered(t0);
+        }
+        assert_eq!(s.limit, 4, "the fourth connection has not been greeted");
+        s.closed_unproven();
+        s.connections -= 1;
+        s.open(t0);
+        s.established(t0);
+        for _ in 0..4 {
+            s.answered(t0);
+        }
+        assert_eq!(s.limit, 5, "the probe that closed is not waited for");
     }
 
     #[test]

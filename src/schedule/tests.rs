@@ -321,7 +321,7 @@ fn a_down_site_is_probed_once_and_holds_every_domain_of_it() {
         loops: false,
     };
     let after = w.s.connect_failed(job, &failure, w.now);
-    w.s.closed(99, site, None);
+    w.s.closed(99, site, None, true);
     w.tick();
     let AfterFailure::Failed { until, .. } = after else {
         panic!("a lone failed connection is a failed attempt: {after:?}");
@@ -387,7 +387,7 @@ fn a_failure_beside_open_connections_cuts_the_limit_and_keeps_the_message() {
         w.s.connect_failed(job, &failure, w.now),
         AfterFailure::Untried
     ));
-    w.s.closed(3, site, None);
+    w.s.closed(3, site, None, true);
     w.tick();
     assert_eq!(w.s.site(site).map(|s| s.limit), Some(3));
     assert!(w.take_opens().is_empty(), "three open, limit three");
@@ -420,7 +420,7 @@ fn a_throttle_sends_the_message_back_untried_and_brings_concurrency_down() {
             w.s.connect_failed(job, &throttle, w.now),
             AfterFailure::Untried
         ));
-        w.s.closed(6 + i as Conn, site, None);
+        w.s.closed(6 + i as Conn, site, None, true);
     }
     w.tick();
     assert_eq!(w.s.site(site).map(|s| s.limit), Some(6));
@@ -438,12 +438,12 @@ fn a_throttle_sends_the_message_back_untried_and_brings_concurrency_down() {
     // The rest close; one alone is turned away twice in a row: the site is
     // suspended and its mail waits.
     for conn in 1..6 {
-        w.s.closed(conn, site, None);
+        w.s.closed(conn, site, None, true);
     }
     let (_, job) = opens[0].clone();
     w.actions.clear();
     w.s.connect_failed(job, &throttle, w.now);
-    w.s.closed(0, site, None);
+    w.s.closed(0, site, None, true);
     w.tick();
     let first = w.take_defers();
     assert_eq!(first.len(), 15, "a pause after a lone throttle");
@@ -615,7 +615,7 @@ fn a_site_at_its_limit_opens_after_a_connection_closes() {
     w.tick();
     assert!(w.take_opens().is_empty());
     w.s.returned("a.test", "a.test-0", true, None, w.now);
-    w.s.closed(0, site, Some("a.test"));
+    w.s.closed(0, site, Some("a.test"), true);
     w.tick();
     assert_eq!(w.take_opens().len(), 1);
 }
@@ -664,7 +664,7 @@ fn a_connection_counts_against_its_domain_until_it_asks_for_more() {
     // Given to a connection that closed meanwhile: back, and the domain
     // may have a connection again.
     let job = nexts[0].1.clone().expect("a message");
-    w.s.closed(1, site, None);
+    w.s.closed(1, site, None, true);
     w.s.not_taken(job, w.now);
     w.tick();
     assert_eq!(w.take_opens().len(), 1);
@@ -701,7 +701,7 @@ fn a_paced_site_opens_again_after_its_connection_said_goodbye() {
     }
     // The third message was its last: it says goodbye.
     w.s.returned(&job.domain, &job.id, true, None, w.now);
-    w.s.closed(1, site, Some(&job.domain));
+    w.s.closed(1, site, Some(&job.domain), true);
     w.tick();
     let mut opened = false;
     for _ in 0..20 {
@@ -779,7 +779,7 @@ fn a_paced_site_with_short_routes_keeps_going() {
             } else {
                 conns.retain(|c| c.0 != conn);
                 let site = SiteId(0);
-                w.s.closed(conn, site, None);
+                w.s.closed(conn, site, None, true);
             }
         }
         // Every connection finishes its message at once.
@@ -787,7 +787,7 @@ fn a_paced_site_with_short_routes_keeps_going() {
         for (conn, site, job, n) in busy {
             w.s.returned(&job.domain, &job.id, true, None, w.now);
             if n >= 5 {
-                w.s.closed(conn, site, Some(&job.domain));
+                w.s.closed(conn, site, Some(&job.domain), true);
             } else {
                 w.s.want_more(conn, site, Some(&job.domain), w.now);
                 conns.push((conn, site, job, n));
@@ -843,7 +843,7 @@ fn deliver_and_close(w: &mut World, site: SiteId, conn: Conn, m: &Msg) {
     w.advance(wait + ms(1));
     for (c, job) in w.take_nexts() {
         assert!(job.is_none(), "nothing more to send");
-        w.s.closed(c, site, None);
+        w.s.closed(c, site, None, true);
     }
     w.tick();
 }
@@ -866,7 +866,7 @@ fn idle_domains_and_sites_are_forgotten_once_their_route_expires() {
     assert_eq!(w.s.site_id("mx.test"), None);
     assert!(w.s.site(site).is_none());
     // A late word about the old site finds nothing and harms nothing.
-    w.s.closed(7, site, None);
+    w.s.closed(7, site, None, true);
     w.s.want_more(8, site, None, w.now);
     w.tick();
     assert_eq!(w.take_nexts(), vec![(8, None)]);
@@ -897,7 +897,7 @@ fn what_still_matters_is_not_forgotten() {
     deliver_and_close(&mut w, site_a, 1, &job_a);
     w.s.returned(&job_b.domain, &job_b.id, true, None, w.now);
     w.s.defer(job_b.clone(), w.now + Duration::from_secs(7200));
-    w.s.closed(2, site_b, Some("b.test"));
+    w.s.closed(2, site_b, Some("b.test"), true);
     // a.test's site refused a connection and keeps its backoff.
     w.s.found(msg("a.test", 9), None, w.now);
     w.tick();
@@ -910,7 +910,7 @@ fn what_still_matters_is_not_forgotten() {
     };
     let after = w.s.connect_failed(job, &failure, w.now);
     assert!(matches!(after, AfterFailure::Failed { .. }));
-    w.s.closed(3, site_a, None);
+    w.s.closed(3, site_a, None, true);
     w.advance(Duration::from_secs(3601));
     assert!(
         w.s.site(site_a).is_some_and(|s| s.failures > 0),

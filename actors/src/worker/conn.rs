@@ -714,6 +714,7 @@ impl Conn {
             conn: self.id,
             site: self.site,
             held: self.holding.take(),
+            proved: self.proved,
         });
     }
 }

@@ -18,8 +18,11 @@ use super::queue_each;
 /// the 11th with its own `421 4.7.0 … Error: too many connections`. Before
 /// sites, one `run --once` opened up to `max_connections_per_domain` per
 /// domain, met about 200 refusals and delivered 30 of the 400. Now one run
-/// delivers all 400, Postfix refuses at most 5 connections, and it accepts
-/// at most 20 (half the number of domains): the domains share them.
+/// delivers all 400, and it accepts at most 20 connections (half the number
+/// of domains): the domains share them. Postfix refuses the one connection
+/// that probed for an 11th, and no more: the limit grows only once the
+/// newest connection is greeted (under load the greeting is slow, and
+/// growing meanwhile once sent six more at once).
 #[test]
 fn forty_domains_on_one_postfix_serving_ten_connections_go_out_in_one_run() {
     const PER_DOMAIN: usize = 10;
@@ -66,8 +69,8 @@ fn forty_domains_on_one_postfix_serving_ten_connections_go_out_in_one_run() {
     let accepted = postfix.connection_count() - refused;
     eprintln!("Postfix: {accepted} connections accepted, {refused} refused, for {total} messages");
     check(
-        refused <= 5,
-        &format!("Postfix refused {refused} connections; at most 5 expected"),
+        refused <= 2,
+        &format!("Postfix refused {refused} connections; at most 2 expected"),
         &queue,
         &out,
     );
