@@ -87,6 +87,8 @@ impl QueuedMessage {
                 body_offset: 0,
                 extra: Vec::new(),
                 duplicates: 0,
+                params: Default::default(),
+                rcpt_params: Default::default(),
             },
             arrival: std::time::UNIX_EPOCH,
             size: 0,

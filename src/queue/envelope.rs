@@ -8,7 +8,10 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use super::mailbox::{domain_key, mailbox_problem, split_list, without_duplicates};
+use super::params::{message_field, split_recipient_with_params, MsgParams, RcptParams};
 
 /// The largest envelope header block accepted, empty line included. A file
 /// with no empty line in its first MiB is not a queue file. Readers and
@@ -45,15 +48,27 @@ pub struct Envelope {
     /// Offset of the first byte of the message, just after the empty line.
     pub body_offset: u64,
     /// Other `X-Postman-*` fields (name as written, unfolded trimmed value),
-    /// kept for retry state; parsing ignores them.
+    /// kept for retry state and written back as they are; the message
+    /// parameters among them are also read into `params`.
     pub extra: Vec<(String, String)>,
     /// How many recipients were named again after their first mention (the
     /// same local part, the domain in any case) and left out of
     /// `recipients`: each recipient is sent once.
     pub duplicates: usize,
+    /// RET, ENVID and REQUIRETLS, read from their fields (which stay in
+    /// `extra`, so that every rewrite keeps them).
+    pub params: MsgParams,
+    /// The DSN parameters of the recipients that have any, by recipient
+    /// as kept in `recipients` (a duplicate's go with it).
+    pub rcpt_params: BTreeMap<String, RcptParams>,
 }
 
 impl Envelope {
+    /// The DSN parameters of `recipient`, if it has any.
+    pub fn recipient_params(&self, recipient: &str) -> Option<&RcptParams> {
+        self.rcpt_params.get(recipient)
+    }
+
     /// Checks that every recipient belongs to `folder`, the domain folder
     /// the file lies in (an A-label, lower-case): its domain, compared
     /// without regard to ASCII case and in A-label form, is the folder's.
@@ -214,6 +229,28 @@ pub enum EnvelopeError {
         /// The folder, quoted.
         folder: String,
     },
+    /// A DSN or REQUIRETLS parameter that is malformed or unknown.
+    #[error("bad parameter in {header} on line {line}: {reason}: {text}")]
+    BadParam {
+        /// The field, as postman spells it.
+        header: &'static str,
+        /// Line of the field.
+        line: usize,
+        /// The parameters or value, quoted.
+        text: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A message parameter field given more than once.
+    #[error("{header} appears twice (lines {first_line} and {line})")]
+    DuplicateParam {
+        /// The field, as postman spells it.
+        header: &'static str,
+        /// Line of the first field.
+        first_line: usize,
+        /// Line of the second field.
+        line: usize,
+    },
     /// An `X-Postman-Date` that is neither unix seconds nor an RFC 5322 date.
     #[error(
         "unparseable X-Postman-Date {text} on line {line}: expected unix seconds or an \
@@ -276,6 +313,10 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
     let mut saw_to = false;
     let mut date: Option<(usize, SystemTime)> = None;
     let mut extra = Vec::new();
+    let mut params = MsgParams::default();
+    let mut param_lines: Vec<(&'static str, usize)> = Vec::new();
+    // Indexes into `recipients` of those given with parameters.
+    let mut with_params: Vec<(usize, RcptParams)> = Vec::new();
     for field in &fields {
         let value = field.value.trim();
         let name = ["x-postman-from", "x-postman-to", "x-postman-date"]
@@ -296,6 +337,19 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
             }
             "x-postman-to" => {
                 saw_to = true;
+                if let Some((address, rest)) = split_recipient_with_params(value) {
+                    let address = parse_address(address, TO, field.line)?;
+                    let rcpt =
+                        RcptParams::parse(rest).map_err(|reason| EnvelopeError::BadParam {
+                            header: TO,
+                            line: field.line,
+                            text: quote(rest),
+                            reason,
+                        })?;
+                    with_params.push((recipients.len(), rcpt));
+                    recipients.push(address);
+                    continue;
+                }
                 for item in split_list(value) {
                     if item.trim().is_empty() {
                         return Err(EnvelopeError::EmptyRecipient {
@@ -319,14 +373,43 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
                 })?;
                 date = Some((field.line, when));
             }
-            _ => extra.push((field.name.to_owned(), value.to_owned())),
+            _ => {
+                if let Some(header) = message_field(field.name) {
+                    if let Some((_, first_line)) = param_lines.iter().find(|(h, _)| *h == header) {
+                        return Err(EnvelopeError::DuplicateParam {
+                            header,
+                            first_line: *first_line,
+                            line: field.line,
+                        });
+                    }
+                    params
+                        .set(header, value)
+                        .map_err(|reason| EnvelopeError::BadParam {
+                            header,
+                            line: field.line,
+                            text: quote(value),
+                            reason: reason.to_owned(),
+                        })?;
+                    param_lines.push((header, field.line));
+                }
+                extra.push((field.name.to_owned(), value.to_owned()));
+            }
         }
     }
     let (_, _, sender) = sender.ok_or(EnvelopeError::MissingSender)?;
     if !saw_to {
         return Err(EnvelopeError::MissingRecipients);
     }
+    // A recipient's parameters go with its first mention, the one kept.
+    let mut rcpt_params = BTreeMap::new();
+    for (i, rcpt) in with_params {
+        let address = &recipients[i];
+        if recipients.iter().position(|r| r == address) == Some(i) && !rcpt.is_empty() {
+            rcpt_params.insert(address.clone(), rcpt);
+        }
+    }
     let (recipients, duplicates) = without_duplicates(recipients);
+    rcpt_params.retain(|address, _| recipients.contains(address));
     Ok(Envelope {
         sender,
         recipients,
@@ -334,6 +417,8 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
         body_offset: body_offset as u64,
         extra,
         duplicates,
+        params,
+        rcpt_params,
     })
 }
 

@@ -19,6 +19,7 @@ mod handle;
 mod local;
 mod mailbox;
 pub mod owner;
+pub mod params;
 mod sites;
 mod state;
 mod statefile;
@@ -26,6 +27,7 @@ mod status;
 mod store;
 mod suspend;
 mod tmpfile;
+pub mod xtext;
 
 pub use admin::HOLD_DIR;
 pub use backoff::{

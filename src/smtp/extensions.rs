@@ -1,7 +1,8 @@
 //! EHLO keywords (RFC 5321 §4.1.1.1, §2.2.2): PIPELINING (RFC 2920), SIZE
 //! (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), ENHANCEDSTATUSCODES
 //! (RFC 2034), CHUNKING (RFC 3030), STARTTLS (RFC 3207), AUTH (RFC 4954
-//! §3, and the pre-standard `AUTH=` form that Postfix also reads).
+//! §3, and the pre-standard `AUTH=` form that Postfix also reads), DSN (RFC
+//! 3461), REQUIRETLS (RFC 8689).
 
 use super::reply::Reply;
 
@@ -28,6 +29,12 @@ pub struct Extensions {
     /// servers (and Outlook-era clients) write `AUTH=LOGIN PLAIN`: it
     /// counts the same.
     pub auth: Vec<String>,
+    /// DSN: the server takes RET, ENVID, NOTIFY and ORCPT and sends the
+    /// notices itself from now on (RFC 3461 §4).
+    pub dsn: bool,
+    /// REQUIRETLS (RFC 8689 §4.1). It counts only in the EHLO reply after
+    /// STARTTLS, which is the only one a session keeps once TLS is up.
+    pub requiretls: bool,
     /// Every other keyword line, exactly as the server sent it.
     pub other: Vec<String>,
 }
@@ -59,6 +66,10 @@ impl Extensions {
                 extensions.chunking = true;
             } else if is("STARTTLS") {
                 extensions.starttls = true;
+            } else if is("DSN") {
+                extensions.dsn = true;
+            } else if is("REQUIRETLS") {
+                extensions.requiretls = true;
             } else if is("AUTH") {
                 extensions.add_auth(words);
             } else if let Some(first) = auth_equals(keyword) {
@@ -142,7 +153,7 @@ mod tests {
             (
                 "250-mx\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n\
                  250-CHUNKING\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-X-Foo=bar\r\n\
-                 250-\r\n250 DSN",
+                 250-\r\n250-DSN\r\n250 requiretls",
                 Extensions {
                     eight_bit_mime: true,
                     smtputf8: true,
@@ -150,7 +161,9 @@ mod tests {
                     chunking: true,
                     starttls: true,
                     auth: vec!["PLAIN".into(), "LOGIN".into()],
-                    other: vec!["X-Foo=bar".into(), "DSN".into()],
+                    dsn: true,
+                    requiretls: true,
+                    other: vec!["X-Foo=bar".into()],
                     ..none.clone()
                 },
             ),

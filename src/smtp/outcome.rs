@@ -266,6 +266,10 @@ pub struct MessageResult {
     /// another connection without counting an attempt, as Postfix does
     /// when a cached connection turns out dead.
     pub untried: bool,
+    /// The server advertised DSN when the transaction began: the DSN
+    /// parameters went with the message, and a success notice is that
+    /// server's to send (RFC 3461 §5.2.2).
+    pub dsn: bool,
 }
 
 impl MessageResult {
@@ -416,6 +420,7 @@ mod tests {
                 })
                 .collect(),
             untried: false,
+            dsn: false,
         }
     }
 

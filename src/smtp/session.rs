@@ -775,6 +775,7 @@ impl Session {
         self.events.push_back(Event::MessageDone(MessageResult {
             recipients,
             untried,
+            dsn: self.extensions.as_ref().is_some_and(|e| e.dsn),
         }));
     }
 }

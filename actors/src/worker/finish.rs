@@ -331,6 +331,7 @@ mod tests {
             let result = MessageResult {
                 recipients: results.iter().map(|&(r, x)| result(r, x)).collect(),
                 untried: false,
+                dsn: false,
             };
             let got = fates(result, RELAY, now);
             let got: Vec<_> = got.iter().map(shown).collect();
@@ -350,6 +351,7 @@ mod tests {
         let result = MessageResult {
             recipients: vec![result("a", R::Rcpt("550 5.1.1 no such user"))],
             untried: false,
+            dsn: false,
         };
         let got = fates(result, RELAY, now);
         let Some(Fate::Failed(report)) = got.first().map(|f| &f.fate) else {
