@@ -384,6 +384,53 @@ impl Postfix {
     }
 }
 
+impl Postfix {
+    /// The messages Postfix put on hold (a `HOLD` access action, as in
+    /// `smtpd_recipient_restrictions = check_recipient_access static:HOLD`),
+    /// each as `postcat -e` prints its envelope records: `dsn_envid: …`,
+    /// `dsn_ret: …`, `dsn_orig_rcpt: …`, `dsn_notify: …`, `recipient: …`.
+    pub fn held(&self) -> Vec<String> {
+        let hold = self.root.path().join("queue/hold");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&hold) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        let conf = self.root.path().join("conf");
+        files
+            .iter()
+            .map(|file| {
+                let out = Command::new("postcat")
+                    .arg("-e")
+                    .arg("-c")
+                    .arg(&conf)
+                    .arg(file)
+                    .output()
+                    .unwrap_or_else(|e| panic!("cannot run postcat: {e}"));
+                assert!(
+                    out.status.success(),
+                    "postcat -e {}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+            .collect()
+    }
+
+    /// Waits until `n` messages are on hold or `timeout` passed.
+    pub fn wait_for_held(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.held();
+            if got.len() >= n || Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Postfix {
     fn drop(&mut self) {
         // SIGTERM lets master stop its children; kill() is SIGKILL.

@@ -1,7 +1,8 @@
 //! SMTP client commands and their encoding (RFC 5321 §4.1.1, §4.1.2), with
 //! the MAIL parameters of RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME) and
-//! RFC 6531 (SMTPUTF8), STARTTLS (RFC 3207), BDAT (RFC 3030) and AUTH
-//! (RFC 4954 §4).
+//! RFC 6531 (SMTPUTF8), RFC 3461 (DSN: RET and ENVID on MAIL, NOTIFY and
+//! ORCPT on RCPT), RFC 8689 (REQUIRETLS), STARTTLS (RFC 3207), BDAT (RFC
+//! 3030) and AUTH (RFC 4954 §4).
 //!
 //! A line carrying credentials (an AUTH initial response, a response to a
 //! challenge) holds them as a [`Secret`]: `encode` writes them, `Display`
@@ -11,8 +12,9 @@
 //! refuses addresses holding control characters before they get here, so no
 //! command can carry a second one.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
+use crate::queue::params::{RcptParams, Ret};
 use crate::secret::Secret;
 
 /// One command the client sends.
@@ -24,9 +26,10 @@ pub enum Command<'a> {
     Helo(&'a str),
     /// `MAIL FROM:<sender>` and its parameters; an empty sender is the
     /// null sender `<>`.
-    MailFrom(&'a str, MailParams),
-    /// `RCPT TO:<recipient>`.
-    RcptTo(&'a str),
+    MailFrom(&'a str, &'a MailParams),
+    /// `RCPT TO:<recipient>`, with the recipient's DSN parameters when
+    /// given (`NOTIFY=… ORCPT=…`, RFC 3461 §4.1, §4.2).
+    RcptTo(&'a str, Option<&'a RcptParams>),
     /// `DATA`.
     Data,
     /// `RSET`.
@@ -57,8 +60,10 @@ pub enum Command<'a> {
 }
 
 /// The ESMTP parameters of a MAIL command, each used only when the server
-/// advertised its extension.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// advertised its extension. They are written in Postfix's order, which
+/// makes logs of the two easy to compare: `SIZE= BODY= SMTPUTF8 RET= ENVID=
+/// REQUIRETLS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailParams {
     /// `SIZE=<n>` (RFC 1870 §6).
     pub size: Option<u64>,
@@ -66,6 +71,12 @@ pub struct MailParams {
     pub eight_bit: bool,
     /// `SMTPUTF8` (RFC 6531 §3.4).
     pub smtputf8: bool,
+    /// `RET=FULL|HDRS` (RFC 3461 §4.3).
+    pub ret: Option<Ret>,
+    /// `ENVID=<xtext>` (RFC 3461 §4.4), already xtext.
+    pub envid: Option<String>,
+    /// `REQUIRETLS` (RFC 8689 §4.1).
+    pub requiretls: bool,
 }
 
 impl MailParams {
@@ -79,6 +90,15 @@ impl MailParams {
         if self.smtputf8 {
             out.write_str(" SMTPUTF8")?;
         }
+        if let Some(ret) = self.ret {
+            write!(out, " RET={}", ret.as_str())?;
+        }
+        if let Some(envid) = &self.envid {
+            write!(out, " ENVID={envid}")?;
+        }
+        if self.requiretls {
+            out.write_str(" REQUIRETLS")?;
+        }
         Ok(())
     }
 }
@@ -90,7 +110,7 @@ impl Command<'_> {
             Command::Ehlo(name) => (b"EHLO ", Some(name)),
             Command::Helo(name) => (b"HELO ", Some(name)),
             Command::MailFrom(sender, _) => (b"MAIL FROM:<", Some(sender)),
-            Command::RcptTo(recipient) => (b"RCPT TO:<", Some(recipient)),
+            Command::RcptTo(recipient, _) => (b"RCPT TO:<", Some(recipient)),
             Command::Data => (b"DATA", None),
             Command::Rset => (b"RSET", None),
             Command::Quit => (b"QUIT", None),
@@ -121,17 +141,23 @@ impl Command<'_> {
         out.extend_from_slice(verb);
         if let Some(argument) = argument {
             out.extend_from_slice(argument.as_bytes());
-            if matches!(self, Command::MailFrom(..) | Command::RcptTo(_)) {
+            if matches!(self, Command::MailFrom(..) | Command::RcptTo(..)) {
                 out.push(b'>');
             }
         }
-        if let Command::MailFrom(_, params) = self {
-            if *params != MailParams::default() {
+        // Writing to a String cannot fail.
+        match self {
+            Command::MailFrom(_, params) if **params != MailParams::default() => {
                 let mut text = String::new();
-                // Writing to a String cannot fail.
                 let _ = params.write(&mut text);
                 out.extend_from_slice(text.as_bytes());
             }
+            Command::RcptTo(_, Some(params)) if !params.is_empty() => {
+                let mut text = String::new();
+                let _ = write!(text, " {params}");
+                out.extend_from_slice(text.as_bytes());
+            }
+            _ => {}
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -147,7 +173,13 @@ impl fmt::Display for Command<'_> {
                 write!(f, "MAIL FROM:<{sender}>")?;
                 params.write(f)
             }
-            Command::RcptTo(recipient) => write!(f, "RCPT TO:<{recipient}>"),
+            Command::RcptTo(recipient, params) => {
+                write!(f, "RCPT TO:<{recipient}>")?;
+                match params {
+                    Some(params) if !params.is_empty() => write!(f, " {params}"),
+                    _ => Ok(()),
+                }
+            }
             Command::Data => f.write_str("DATA"),
             Command::Rset => f.write_str("RSET"),
             Command::Quit => f.write_str("QUIT"),
@@ -184,44 +216,82 @@ mod tests {
     #[test]
     fn encoding() {
         let none = MailParams::default();
+        let size = MailParams {
+            size: Some(1234),
+            ..MailParams::default()
+        };
+        let all_but_dsn = MailParams {
+            size: Some(0),
+            eight_bit: true,
+            smtputf8: true,
+            ..MailParams::default()
+        };
+        let eight_bit = MailParams {
+            eight_bit: true,
+            ..MailParams::default()
+        };
+        let everything = MailParams {
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ314159+2Bx".into()),
+            requiretls: true,
+            ..all_but_dsn.clone()
+        };
+        let ret_only = MailParams {
+            ret: Some(Ret::Full),
+            ..MailParams::default()
+        };
+        let requiretls = MailParams {
+            requiretls: true,
+            ..MailParams::default()
+        };
+        let notify_orcpt = RcptParams::parse("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bb@d.test")
+            .expect("test parameters parse");
+        let never = RcptParams::parse("NOTIFY=NEVER").expect("test parameters parse");
+        let empty = RcptParams::default();
         let cases = [
             (Command::Ehlo("client.example"), "EHLO client.example\r\n"),
             (Command::Helo("client.example"), "HELO client.example\r\n"),
-            (Command::MailFrom("", none), "MAIL FROM:<>\r\n"),
+            (Command::MailFrom("", &none), "MAIL FROM:<>\r\n"),
             (
-                Command::MailFrom("Some.One@Example.org", none),
+                Command::MailFrom("Some.One@Example.org", &none),
                 "MAIL FROM:<Some.One@Example.org>\r\n",
             ),
             (
-                Command::MailFrom(
-                    "a@b",
-                    MailParams {
-                        size: Some(1234),
-                        ..none
-                    },
-                ),
+                Command::MailFrom("a@b", &size),
                 "MAIL FROM:<a@b> SIZE=1234\r\n",
             ),
             (
-                Command::MailFrom(
-                    "ü@b",
-                    MailParams {
-                        size: Some(0),
-                        eight_bit: true,
-                        smtputf8: true,
-                    },
-                ),
+                Command::MailFrom("ü@b", &all_but_dsn),
                 "MAIL FROM:<ü@b> SIZE=0 BODY=8BITMIME SMTPUTF8\r\n",
             ),
             (
-                Command::MailFrom(
-                    "",
-                    MailParams {
-                        eight_bit: true,
-                        ..none
-                    },
-                ),
+                Command::MailFrom("", &eight_bit),
                 "MAIL FROM:<> BODY=8BITMIME\r\n",
+            ),
+            (
+                Command::MailFrom("ü@b", &everything),
+                "MAIL FROM:<ü@b> SIZE=0 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ314159+2Bx \
+                 REQUIRETLS\r\n",
+            ),
+            (
+                Command::MailFrom("a@b", &ret_only),
+                "MAIL FROM:<a@b> RET=FULL\r\n",
+            ),
+            (
+                Command::MailFrom("a@b", &requiretls),
+                "MAIL FROM:<a@b> REQUIRETLS\r\n",
+            ),
+            (
+                Command::RcptTo("a+b@d.test", Some(&notify_orcpt)),
+                "RCPT TO:<a+b@d.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bb@d.test\r\n",
+            ),
+            (
+                Command::RcptTo("b@d.test", Some(&never)),
+                "RCPT TO:<b@d.test> NOTIFY=NEVER\r\n",
+            ),
+            (
+                Command::RcptTo("b@d.test", Some(&empty)),
+                "RCPT TO:<b@d.test>\r\n",
             ),
             (Command::StartTls, "STARTTLS\r\n"),
             (
@@ -239,11 +309,11 @@ mod tests {
                 "BDAT 65536\r\n",
             ),
             (
-                Command::RcptTo("MixedCase@d.test"),
+                Command::RcptTo("MixedCase@d.test", None),
                 "RCPT TO:<MixedCase@d.test>\r\n",
             ),
             (
-                Command::RcptTo("\"a b\"@d.test"),
+                Command::RcptTo("\"a b\"@d.test", None),
                 "RCPT TO:<\"a b\"@d.test>\r\n",
             ),
             (Command::Data, "DATA\r\n"),

@@ -33,6 +33,7 @@ use super::loops::names_host;
 use super::outcome::{Class, MessageResult, Outcome, RecipientResult, Scope, Stage};
 use super::policy::{TlsInfo, TlsMode};
 use super::reply::{Reply, ReplyCode, ReplyParser};
+use crate::queue::params::{MsgParams, RcptParams};
 
 /// While the output buffer holds this much, [`Session::wants_body`] is false.
 pub const BODY_HIGH_WATER: usize = 64 * 1024;
@@ -124,6 +125,16 @@ pub struct Envelope {
     /// The message holds 8-bit octets: `BODY=8BITMIME` when the server
     /// offers it (RFC 6152); sent as is otherwise, as Postfix does.
     pub eight_bit: bool,
+    /// The sender's wishes for the whole message: `RET` and `ENVID` go on
+    /// MAIL to a server that advertises DSN (RFC 3461 §4.3, §4.4);
+    /// `REQUIRETLS` (RFC 8689) lets the message go only over verified TLS
+    /// to a server that advertises it, and then goes on MAIL.
+    pub params: MsgParams,
+    /// Each recipient's DSN parameters (`NOTIFY`, `ORCPT`), by index into
+    /// `recipients`; a missing entry or `None` is a recipient without any.
+    /// Sent on RCPT only to a server that advertises DSN (RFC 3461 §4.1,
+    /// §4.2).
+    pub rcpt_params: Vec<Option<RcptParams>>,
 }
 
 impl Envelope {
@@ -134,7 +145,14 @@ impl Envelope {
             recipients,
             size: None,
             eight_bit: false,
+            params: MsgParams::default(),
+            rcpt_params: Vec::new(),
         }
+    }
+
+    /// The DSN parameters of the recipient at `index`, if it has any.
+    pub fn recipient_params(&self, index: usize) -> Option<&RcptParams> {
+        self.rcpt_params.get(index).and_then(Option::as_ref)
     }
 
     /// Some address is not ASCII: the message needs SMTPUTF8 (RFC 6531).

@@ -262,6 +262,12 @@ pub fn begin(
         measure,
     } = ready;
     let mut envelope = Envelope::new(msg.envelope.sender.clone(), msg.envelope.recipients.clone());
+    envelope.params = msg.envelope.params.clone();
+    if !msg.envelope.rcpt_params.is_empty() {
+        envelope.rcpt_params = (msg.envelope.recipients.iter())
+            .map(|r| msg.envelope.recipient_params(r).cloned())
+            .collect();
+    }
     if let Some(measure) = measure {
         envelope.size = Some(measure.size());
         envelope.eight_bit = measure.eight_bit();

@@ -31,8 +31,10 @@ impl Session {
     /// MAIL declares `SIZE=` when the server has SIZE and the envelope a
     /// size, `BODY=8BITMIME` for an 8-bit message when the server has
     /// 8BITMIME (without it the message is sent as is), `SMTPUTF8` when an
-    /// address needs it. The body goes in BDAT chunks when the server has
-    /// CHUNKING.
+    /// address needs it. To a server with DSN, MAIL carries the envelope's
+    /// `RET` and `ENVID` and each RCPT its recipient's `NOTIFY` and
+    /// `ORCPT`, as queued; to one without, none of them. The body goes in
+    /// BDAT chunks when the server has CHUNKING.
     pub fn start_message(&mut self, envelope: Envelope, now: Instant) -> Result<(), SessionError> {
         let last = match &self.state {
             State::Ready { last } => *last,
@@ -54,12 +56,17 @@ impl Session {
         if let Some((limit, refusal)) = &self.rcpt_limit {
             hold_over_limit(&mut txn, *limit, refusal);
         }
-        let smtputf8 = txn.envelope.needs_smtputf8();
+        let smtputf8 = txn.envelope.needs_smtputf8() && extensions.smtputf8;
+        let dsn = extensions.dsn.then_some(&txn.envelope.params);
         txn.params = MailParams {
             size: extensions.size.and(txn.envelope.size),
             eight_bit: txn.envelope.eight_bit && extensions.eight_bit_mime,
-            smtputf8: smtputf8 && extensions.smtputf8,
+            smtputf8,
+            ret: dsn.and_then(|p| p.ret),
+            envid: dsn.and_then(|p| p.envid.clone()),
+            requiretls: false,
         };
+        dsn_recipients(&mut txn.envelope, extensions.dsn, smtputf8);
         txn.chunking = extensions.chunking;
         let pipelining = extensions.pipelining;
         let Some(first) = txn.next_rcpt(0) else {
@@ -336,10 +343,11 @@ impl Session {
         let out = self.out.buf();
         match command {
             Pending::Rset => Command::Rset.encode(out),
-            Pending::Mail => Command::MailFrom(&txn.envelope.sender, txn.params).encode(out),
+            Pending::Mail => Command::MailFrom(&txn.envelope.sender, &txn.params).encode(out),
             Pending::Rcpt(index) => {
                 if let Some(recipient) = txn.envelope.recipients.get(index) {
-                    Command::RcptTo(recipient).encode(out);
+                    let params = txn.envelope.recipient_params(index);
+                    Command::RcptTo(recipient, params).encode(out);
                 }
             }
             Pending::Data => Command::Data.encode(out),
@@ -400,6 +408,41 @@ fn hold_over_limit(txn: &mut Transaction, limit: usize, refusal: &Outcome) {
         .filter(|slot| slot.is_none())
         .skip(limit)
         .for_each(|slot| *slot = Some(Err(refusal.clone())));
+}
+
+/// The recipients' DSN parameters as this server is to get them: none
+/// without DSN (RFC 3461 §5.2: the parameters are not passed to a server
+/// that does not advertise it); with DSN, a `utf-8` ORCPT written in its
+/// ASCII form unless the transaction uses SMTPUTF8 (RFC 6533 §3).
+fn dsn_recipients(envelope: &mut Envelope, dsn: bool, smtputf8: bool) {
+    if !dsn {
+        envelope.rcpt_params.clear();
+        return;
+    }
+    if smtputf8 {
+        return;
+    }
+    let orcpts = envelope.rcpt_params.iter_mut().flatten();
+    for orcpt in orcpts.filter_map(|p| p.orcpt.as_mut()) {
+        if !orcpt.address.is_ascii() {
+            orcpt.address = utf8_addr_xtext(&orcpt.address);
+        }
+    }
+}
+
+/// RFC 6533 §3's `utf-8-addr-xtext` form of a `utf-8-addr-unitext`
+/// address: each non-ASCII character as `\x{HEX}`, upper-case hex digits
+/// without leading zeros.
+fn utf8_addr_xtext(address: &str) -> String {
+    let mut out = String::with_capacity(address.len() * 2);
+    for c in address.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
+        }
+    }
+    out
 }
 
 /// Every recipient not yet final gets `result`.

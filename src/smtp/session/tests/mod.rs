@@ -10,6 +10,7 @@ mod auth;
 mod dialogue;
 mod extensions;
 mod failures;
+mod params;
 mod stages;
 
 use std::collections::{HashMap, VecDeque};
