@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use crate::dsn::{self, RecipientReport};
 use crate::queue::RetryState;
 use crate::retry::{Schedule, Verdict};
-use crate::smtp::{EnhancedCode, ReplyCode};
+use crate::smtp::{EnhancedCode, Outcome, ReplyCode};
 
 /// What one attempt decided for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,19 +229,25 @@ pub fn plan(
 }
 
 /// A deferred recipient's fate once the message outlived its lifetime: a
-/// failure with status 4.4.7, the last error in its report.
+/// failure with status 4.4.7, the last error in its report; or, when this
+/// attempt found no server to honour the sender's REQUIRETLS, that status
+/// (5.7.10, 5.7.30: RFC 8689 §5), which says more than "expired".
 fn expire(
     f: RecipientFate,
     lifetime: Duration,
     state: &RetryState,
     now: SystemTime,
 ) -> RecipientFate {
-    let report = RecipientReport::expired(
+    let mut report = RecipientReport::expired(
         &f.recipient,
         lifetime,
         state.last_error.as_deref(),
         Some(now),
     );
+    let requiretls = [Outcome::REQUIRETLS_NO_TLS, Outcome::REQUIRETLS_UNSUPPORTED];
+    if let Some(status) = f.status.filter(|s| requiretls.contains(s)) {
+        report.status = status;
+    }
     RecipientFate {
         text: format!("{}: {}", report.reason, f.text),
         status: Some(report.status),

@@ -561,6 +561,50 @@ fn an_expired_recipient_says_why() {
     assert_eq!(report.last_attempt, Some(now), "report last attempt");
 }
 
+/// A recipient deferred because no server could honour the sender's
+/// REQUIRETLS expires with that status (RFC 8689 §5), not 4.4.7; any other
+/// status of the last attempt gives 4.4.7.
+#[test]
+fn an_expired_requiretls_recipient_keeps_its_status() {
+    let retry = RetryState::default();
+    let message = Message {
+        sender: SENDER,
+        arrival: arrival(),
+        retry: &retry,
+    };
+    let now = arrival() + Duration::from_secs(LIFETIME);
+    let code = |class, subject, detail| EnhancedCode {
+        class,
+        subject,
+        detail,
+    };
+    for (last, want) in [
+        (Some(code(5, 7, 10)), code(5, 7, 10)),
+        (Some(code(5, 7, 30)), code(5, 7, 30)),
+        (Some(code(4, 7, 0)), dsn::STATUS_EXPIRED),
+        (Some(code(4, 4, 1)), dsn::STATUS_EXPIRED),
+        (None, dsn::STATUS_EXPIRED),
+    ] {
+        let deferred = RecipientFate {
+            code: None,
+            status: last,
+            ..fate("a", F::Defer)
+        };
+        let plan = plan(vec![deferred], message, &schedule(), now, 0.0);
+        let [record] = plan.logged.as_slice() else {
+            panic!("{last:?}: one record expected: {:?}", plan.logged);
+        };
+        assert_eq!(record.status, Some(want), "{last:?}: record status");
+        let Bounce::ToSender([report]) = plan.bounce() else {
+            panic!(
+                "{last:?}: one bounced recipient expected: {:?}",
+                plan.bounce()
+            );
+        };
+        assert_eq!(report.status, want, "{last:?}: report status");
+    }
+}
+
 /// The delay warning reports each deferred recipient as a transient
 /// failure with its text, and the spread moves the next attempt earlier.
 #[test]

@@ -2,15 +2,22 @@
 //! Postfix's smtpd advertises DSN, and puts the message on hold so that
 //! `postcat` shows the RET, ENVID, NOTIFY and ORCPT it received (RFC
 //! 3461); with DSN hidden from its EHLO reply, it gets none of them.
+//! REQUIRETLS (RFC 8689) against the scripted server with STARTTLS and a
+//! test certificate: delivered only over verified TLS to a server that
+//! advertises it; otherwise deferred with 5.7.10 or 5.7.30, never a MAIL,
+//! and bounced with that status once the message's lifetime is over.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{assert_outcome, config};
+use common::{assert_outcome, config, local_bounces, local_config, parse_dsn, LOCAL_SENDER};
 use postman_integration::postman::{Config, RunOutput};
-use postman_integration::queue::unix_now;
-use postman_integration::{postman, DnsServer, Postfix, PostfixOptions, TestNet, TestQueue, Zones};
+use postman_integration::queue::{field, unix_now};
+use postman_integration::{
+    postman, DnsServer, HostileServer, Postfix, PostfixOptions, Script, TestCert, TestNet,
+    TestQueue, Zones,
+};
 
 const DOMAIN: &str = "dest.test";
 const MX: &str = "mx.dest.test";
@@ -172,4 +179,142 @@ fn a_server_without_dsn_gets_none() {
         log.contains(": RCPT TO:<bob@dest.test>\n"),
         "a bare RCPT:\n{log}"
     );
+}
+
+// ---- REQUIRETLS ----------------------------------------------------------------
+
+/// A message from [`LOCAL_SENDER`] to `to` that requires TLS, queued
+/// `age` seconds ago.
+fn requiretls_file(to: &str, age: u64) -> Vec<u8> {
+    format!(
+        "X-Postman-From: <{LOCAL_SENDER}>\n\
+         X-Postman-Date: {}\n\
+         X-Postman-Requiretls: yes\n\
+         X-Postman-To: <{to}>\n\
+         \n\
+         From: {LOCAL_SENDER}\nTo: {to}\nSubject: secret\nMessage-ID: <{to}>\n\nhush\n",
+        unix_now() - age
+    )
+    .into_bytes()
+}
+
+/// The MX offers STARTTLS with `cert`; over TLS its EHLO reply has
+/// `keywords` (lines `250-…` or `250 …`, the last one `250 …`).
+fn tls_server(net: &TestNet, cert: &TestCert, keywords: &str) -> HostileServer {
+    let script = Script::new()
+        .greet("220 mx.dest.test ESMTP")
+        .expect("EHLO", "250-mx.dest.test\n250-STARTTLS\n250 8BITMIME")
+        .starttls(cert)
+        .expect(
+            "EHLO",
+            &format!("250-mx.dest.test\n250-PIPELINING\n{keywords}"),
+        )
+        .then_polite();
+    HostileServer::start(net.addr(1), vec![script])
+}
+
+/// Runs postman once over `queue` under opportunistic TLS (the default)
+/// trusting `ca` (`tls.ca_file`) and a queue lifetime of an hour.
+fn run_trusting(queue: &TestQueue, net: &TestNet, ca: &TestCert) -> RunOutput {
+    let dns = DnsServer::start(Zones::new().mx(DOMAIN, 10, MX).a(MX, net.ipv4(1)));
+    let mut cfg = local_config(queue, net, &dns);
+    cfg.max_queue_lifetime = Some(3600);
+    cfg.extra = format!("\n[tls]\nca_file = \"{}\"\n", ca.cert_path().display());
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    out
+}
+
+#[test]
+fn requiretls_goes_over_verified_tls_to_a_server_that_advertises_it() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let server = tls_server(&net, &cert, "250-REQUIRETLS\n250 8BITMIME");
+    let queue = TestQueue::new();
+    queue.add_raw(DOMAIN, "m1", &requiretls_file("r@dest.test", 0));
+    let out = run_trusting(&queue, &net, &cert);
+    let d = assert_outcome(&out, &out.deliveries(), "r@dest.test", "sent", Some(250));
+    assert!(d.tls.ends_with(" verified"), "verified TLS: {d:#?}");
+    server.wait_idle(1, WAIT);
+    let conns = server.connections();
+    assert!(
+        conns.iter().all(|c| c.tls),
+        "TLS on every connection: {conns:#?}"
+    );
+    let mails: Vec<String> = server
+        .commands()
+        .into_iter()
+        .filter(|c| c.starts_with("MAIL"))
+        .collect();
+    assert_eq!(
+        mails,
+        [format!("MAIL FROM:<{LOCAL_SENDER}> REQUIRETLS")],
+        "REQUIRETLS on MAIL: {:?}",
+        server.errors()
+    );
+    assert_eq!(server.body_count(), 1, "the message went");
+}
+
+/// Verified TLS, but no REQUIRETLS: deferred with 5.7.30 and nothing sent;
+/// a message whose lifetime is over bounces with 5.7.30, not 4.4.7.
+#[test]
+fn requiretls_to_a_server_without_it_is_deferred_then_bounced_with_5_7_30() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let server = tls_server(&net, &cert, "250 8BITMIME");
+    let queue = TestQueue::new();
+    queue.add_raw(DOMAIN, "fresh", &requiretls_file("fresh@dest.test", 0));
+    queue.add_raw(DOMAIN, "old", &requiretls_file("old@dest.test", 7200));
+    let out = run_trusting(&queue, &net, &cert);
+    let deliveries = out.deliveries();
+    let fresh = assert_outcome(&out, &deliveries, "fresh@dest.test", "deferred", None);
+    assert_eq!(fresh.dsn, "5.7.30", "{fresh:#?}");
+    assert!(fresh.reply.contains("REQUIRETLS"), "{fresh:#?}");
+    let old = assert_outcome(&out, &deliveries, "old@dest.test", "bounced", None);
+    assert_eq!(old.dsn, "5.7.30", "{old:#?}");
+    assert_eq!(server.count_commands("MAIL"), 0, "{:?}", server.commands());
+    assert_eq!(server.body_count(), 0);
+    let bounces = local_bounces(&queue, "alice");
+    assert_eq!(bounces.len(), 1, "one bounce, for the old message");
+    let dsn = parse_dsn(&bounces[0]);
+    let g = dsn.recipient("old@dest.test");
+    assert_eq!(field(g, "Action"), Some("failed"), "{g:#?}");
+    assert_eq!(field(g, "Status"), Some("5.7.30"), "{g:#?}");
+}
+
+/// A certificate `tls.ca_file` does not vouch for: the TLS session is not
+/// verified, so the message is deferred with 5.7.10 and the server never
+/// sees MAIL.
+#[test]
+fn requiretls_over_an_unverified_certificate_is_deferred_with_5_7_10() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let other = TestCert::new(&[MX]);
+    let server = tls_server(&net, &cert, "250-REQUIRETLS\n250 8BITMIME");
+    let queue = TestQueue::new();
+    queue.add_raw(DOMAIN, "m1", &requiretls_file("r@dest.test", 0));
+    let out = run_trusting(&queue, &net, &other);
+    let d = assert_outcome(&out, &out.deliveries(), "r@dest.test", "deferred", None);
+    assert_eq!(d.dsn, "5.7.10", "{d:#?}");
+    assert!(d.tls.ends_with(" unverified"), "{d:#?}");
+    server.wait_idle(1, WAIT);
+    assert!(server.connections().iter().all(|c| c.tls), "TLS was up");
+    assert_eq!(server.count_commands("MAIL"), 0, "{:?}", server.commands());
+    assert!(queue.state().is_queued(DOMAIN, "m1"), "still queued");
+}
+
+/// A server without STARTTLS never gets a REQUIRETLS message in plaintext.
+#[test]
+fn requiretls_never_goes_in_plaintext() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let server = HostileServer::polite(net.addr(1));
+    let queue = TestQueue::new();
+    queue.add_raw(DOMAIN, "m1", &requiretls_file("r@dest.test", 0));
+    let out = run_trusting(&queue, &net, &cert);
+    let d = assert_outcome(&out, &out.deliveries(), "r@dest.test", "deferred", None);
+    assert_eq!(d.dsn, "5.7.10", "{d:#?}");
+    server.wait_idle(1, WAIT);
+    assert_eq!(server.count_commands("MAIL"), 0, "{:?}", server.commands());
+    assert!(queue.state().is_queued(DOMAIN, "m1"), "still queued");
 }

@@ -196,6 +196,23 @@ impl Outcome {
         detail: 6,
     };
 
+    /// The status of a message that requires TLS (RFC 8689 REQUIRETLS) on
+    /// a session without TLS, or whose certificate was not verified:
+    /// 5.7.10, "Encryption Needed" (RFC 5248's registry), as Postfix has it.
+    pub const REQUIRETLS_NO_TLS: EnhancedCode = EnhancedCode {
+        class: 5,
+        subject: 7,
+        detail: 10,
+    };
+
+    /// The status of a message that requires TLS, over verified TLS to a
+    /// server that does not advertise REQUIRETLS: 5.7.30 (RFC 8689 §5).
+    pub const REQUIRETLS_UNSUPPORTED: EnhancedCode = EnhancedCode {
+        class: 5,
+        subject: 7,
+        detail: 30,
+    };
+
     /// This failure is a mail loop ([`Outcome::loops_back`]).
     pub fn is_loop(&self) -> bool {
         self.status == Some(Outcome::LOOP)

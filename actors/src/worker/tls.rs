@@ -16,11 +16,13 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use postman::smtp::{Session, TlsInfo, TlsMode, TlsVerify};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -59,9 +61,9 @@ pub enum TlsError {
 /// not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RootsError {
-    /// No setting asks for certificate checks, so none was built.
-    #[error("no setting asks for certificate checks")]
-    NotNeeded,
+    /// rustls could not build the verifier from the roots.
+    #[error("{0}")]
+    Verifier(rustls::client::VerifierBuilderError),
     /// `tls.ca_file` could not be read as PEM.
     #[error("tls.ca_file {}: {error}", .path.display())]
     CaFile {
@@ -107,7 +109,20 @@ pub struct TlsPolicy {
     anonymous: Arc<ClientConfig>,
     /// Checks the chain and the name (`verify = name`); `Err` says why it
     /// could not be built (no roots), and every handshake needing it fails.
-    checked: Result<Arc<ClientConfig>, Arc<RootsError>>,
+    /// Built at start when a setting asks for it, else at the first
+    /// connection for a message that requires TLS (RFC 8689).
+    checked: OnceLock<Result<Checked, Arc<RootsError>>>,
+    /// `tls.ca_file`, for building `checked` late.
+    ca_file: Option<PathBuf>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// What checks certificates: the configuration that refuses a handshake
+/// whose certificate fails, and its verifier, which a probing handshake
+/// asks without failing (see [`TlsPolicy::connect`]).
+struct Checked {
+    config: Arc<ClientConfig>,
+    verifier: Arc<WebPkiServerVerifier>,
 }
 
 impl TlsPolicy {
@@ -127,20 +142,25 @@ impl TlsPolicy {
             || (verify.is_none()
                 && (mode == TlsMode::Required
                     || per_domain.values().any(|m| *m == TlsMode::Required)));
-        let checked = if needs_roots {
-            checked_config(&provider, ca_file)
-                .map(Arc::new)
-                .map_err(Arc::new)
-        } else {
-            Err(Arc::new(RootsError::NotNeeded))
-        };
-        TlsPolicy {
+        let policy = TlsPolicy {
             mode,
             verify,
             per_domain,
             anonymous: Arc::new(anonymous_config(&provider)),
-            checked,
+            checked: OnceLock::new(),
+            ca_file,
+            provider,
+        };
+        if needs_roots {
+            policy.checked();
         }
+        policy
+    }
+
+    /// The configuration that checks certificates, built at the first need.
+    fn checked(&self) -> &Result<Checked, Arc<RootsError>> {
+        self.checked
+            .get_or_init(|| checked_config(&self.provider, self.ca_file.clone()).map_err(Arc::new))
     }
 
     /// The mode for `domain`: its `tls.policy` entry, else `tls.mode`.
@@ -166,21 +186,49 @@ impl TlsPolicy {
 
     /// Starts a client handshake with `host` (SNI and, with `name`
     /// checks, the name the certificate must carry).
-    pub fn connect(&self, host: &str, verify: TlsVerify) -> Result<TlsStream, TlsError> {
+    ///
+    /// `probe`, for a connection that carries a message requiring TLS
+    /// (RFC 8689 REQUIRETLS) under `verify = none`: the certificate and its
+    /// name are checked as `name` would, but a failure does not stop the
+    /// handshake; it only leaves the session unverified, so that the
+    /// session refuses that message (5.7.10) and the connection still
+    /// carries the others, as it would have without the check. Without
+    /// roots to check against, the session is simply unverified.
+    pub fn connect(
+        &self,
+        host: &str,
+        verify: TlsVerify,
+        probe: bool,
+    ) -> Result<TlsStream, TlsError> {
         let name = host.trim_end_matches('.');
         let server_name = ServerName::try_from(name.to_owned())
             .map_err(|e| TlsError::ServerName(name.to_owned(), e))?;
+        let mut passed = None;
         let config = match verify {
-            TlsVerify::None => Arc::clone(&self.anonymous),
-            TlsVerify::Name => match &self.checked {
-                Ok(config) => Arc::clone(config),
+            TlsVerify::Name => match self.checked() {
+                Ok(checked) => Arc::clone(&checked.config),
                 Err(why) => return Err(TlsError::CannotCheck(Arc::clone(why))),
             },
+            TlsVerify::None if probe => match self.checked() {
+                Ok(checked) => {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    let mut config = (*self.anonymous).clone();
+                    config.dangerous().set_certificate_verifier(Arc::new(Probe {
+                        inner: Arc::clone(&checked.verifier),
+                        passed: Arc::clone(&flag),
+                    }));
+                    passed = Some(flag);
+                    Arc::new(config)
+                }
+                Err(_) => Arc::clone(&self.anonymous),
+            },
+            TlsVerify::None => Arc::clone(&self.anonymous),
         };
         let conn = ClientConnection::new(config, server_name).map_err(TlsError::Start)?;
         Ok(TlsStream {
             conn: Box::new(conn),
             verified: verify == TlsVerify::Name,
+            passed,
             handshaking: true,
         })
     }
@@ -208,7 +256,7 @@ fn anonymous_config(provider: &Arc<CryptoProvider>) -> ClientConfig {
 fn checked_config(
     provider: &Arc<CryptoProvider>,
     ca_file: Option<PathBuf>,
-) -> Result<ClientConfig, RootsError> {
+) -> Result<Checked, RootsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
@@ -234,13 +282,72 @@ fn checked_config(
             added,
         });
     }
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+            .build()
+            .map_err(RootsError::Verifier)?;
     let mut config = ClientConfig::builder_with_provider(Arc::clone(provider))
         .with_safe_default_protocol_versions()
         .map_err(RootsError::Versions)?
-        .with_root_certificates(roots)
+        .with_webpki_verifier(Arc::clone(&verifier))
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
-    Ok(config)
+    Ok(Checked {
+        config: Arc::new(config),
+        verifier,
+    })
+}
+
+/// The probing check of [`TlsPolicy::connect`]: `inner` decides, and
+/// `passed` records whether the certificate passed, but the handshake goes
+/// on either way. The handshake's signatures are always checked.
+#[derive(Debug)]
+struct Probe {
+    inner: Arc<WebPkiServerVerifier>,
+    passed: Arc<AtomicBool>,
+}
+
+impl ServerCertVerifier for Probe {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let checked = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        self.passed.store(checked.is_ok(), Ordering::Relaxed);
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// `verify = none`: the chain is not checked, but the handshake's
@@ -312,6 +419,9 @@ pub struct TlsStream {
     conn: Box<ClientConnection>,
     /// The certificate was checked (`verify = name`).
     verified: bool,
+    /// A probing check's result (see [`TlsPolicy::connect`]): true once
+    /// the certificate passed.
+    passed: Option<Arc<AtomicBool>>,
     /// The handshake has not finished yet.
     handshaking: bool,
 }
@@ -446,10 +556,11 @@ impl TlsStream {
             .conn
             .negotiated_cipher_suite()
             .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
+        let passed = (self.passed.as_ref()).is_some_and(|p| p.load(Ordering::Relaxed));
         TlsInfo {
             protocol,
             cipher,
-            verified: self.verified,
+            verified: self.verified || passed,
         }
     }
 }
@@ -489,22 +600,20 @@ mod tests {
     fn a_handshake_that_cannot_start_says_why() {
         let policy = opportunistic();
         let cases = [
-            (
-                "mx.d.test.",
-                TlsVerify::Name,
-                "cannot check certificates: no setting asks for certificate checks",
-            ),
-            (
-                "mx d.test",
-                TlsVerify::None,
-                "\"mx d.test\" is not a valid TLS server name: invalid dns name",
-            ),
+            ("mx d.test", TlsVerify::None, false),
+            ("mx d.test", TlsVerify::None, true),
         ];
-        for (host, verify, expected) in cases {
-            let error = policy.connect(host, verify).err().expect("refused");
-            assert_eq!(error.to_string(), expected, "{host} {verify:?}");
+        for (host, verify, probe) in cases {
+            let error = policy.connect(host, verify, probe).err().expect("refused");
+            assert_eq!(
+                error.to_string(),
+                "\"mx d.test\" is not a valid TLS server name: invalid dns name",
+                "{host} {verify:?} probe {probe}"
+            );
         }
-        assert!(policy.connect("mx.d.test.", TlsVerify::None).is_ok());
+        assert!(policy.connect("mx.d.test.", TlsVerify::None, false).is_ok());
+        // Without roots to check against, a probing handshake still starts.
+        assert!(policy.connect("mx.d.test.", TlsVerify::None, true).is_ok());
     }
 
     #[test]
@@ -522,10 +631,6 @@ mod tests {
                 },
                 "no trusted roots (0 system roots and no tls.ca_file)",
             ),
-            (
-                RootsError::NotNeeded,
-                "no setting asks for certificate checks",
-            ),
         ];
         for (error, expected) in cases {
             assert_eq!(error.to_string(), expected);
@@ -538,7 +643,7 @@ mod tests {
             false,
         );
         let error = missing
-            .connect("mx.d.test", TlsVerify::Name)
+            .connect("mx.d.test", TlsVerify::Name, false)
             .err()
             .expect("no roots from a missing file");
         assert!(

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::tls::Io;
 use super::{reply_bytes, starts_with_ci, ConnLog, Script, Shared, Step};
 
 /// Longest command line the server reads before giving up on the client:
@@ -59,8 +60,10 @@ pub(super) fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: A
                 let shared = shared.clone();
                 workers.push(std::thread::spawn(move || {
                     let mut conn = Conn {
-                        reader: BufReader::new(stream.try_clone().expect("clone stream")),
-                        writer: stream,
+                        reader: BufReader::new(Io::Plain(
+                            stream.try_clone().expect("clone stream"),
+                        )),
+                        tcp: stream,
                         index,
                         shared: shared.clone(),
                         pipelining: script.pipelining,
@@ -70,10 +73,10 @@ pub(super) fn accept_loop(listener: TcpListener, scripts: Vec<Script>, shared: A
                         accepted_rcpts: 0,
                     };
                     conn.play(&script.steps);
-                    let _ = conn.writer.flush();
+                    let _ = conn.reader.get_mut().flush();
                     // Before the client can see the close and connect again.
                     shared.active.fetch_sub(1, Ordering::SeqCst);
-                    let _ = conn.writer.shutdown(Shutdown::Both);
+                    let _ = conn.tcp.shutdown(Shutdown::Both);
                     conn.log(|l| l.finished = true);
                 }));
             }
@@ -96,8 +99,11 @@ enum Line {
 }
 
 struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    /// The connection's bytes both ways (plaintext or TLS), read through
+    /// a buffer, written through `get_mut`.
+    reader: BufReader<Io>,
+    /// The socket itself, to shut down.
+    tcp: TcpStream,
     index: usize,
     shared: Arc<Shared>,
     pipelining: bool,
@@ -174,6 +180,7 @@ impl Conn {
                 }
                 Flow::Continue
             }
+            Step::StartTls { config } => self.start_tls(config),
             Step::Close => Flow::Stop,
             Step::Polite => loop {
                 let Some(command) = self.read_command() else {
@@ -183,6 +190,45 @@ impl Conn {
                     return Flow::Stop;
                 }
             },
+        }
+    }
+
+    /// Reads STARTTLS, answers 220 and wraps the connection in TLS; the
+    /// client's handshake comes with its next command. Anything else is a
+    /// violation, as for [`Step::Expect`]; plaintext sent after STARTTLS
+    /// too (RFC 3207 §5).
+    fn start_tls(&mut self, config: &Arc<rustls::ServerConfig>) -> Flow {
+        let Some(command) = self.read_command() else {
+            self.log(|l| l.errors.push("expected STARTTLS, got end of input".into()));
+            return Flow::Stop;
+        };
+        if !command.eq_ignore_ascii_case("STARTTLS") {
+            self.log(|l| l.errors.push(format!("expected STARTTLS, got {command:?}")));
+            let _ = self.write(
+                b"503 5.5.1 hostile script expected STARTTLS
+",
+            );
+            return Flow::Stop;
+        }
+        if let Flow::Stop = self.write(
+            b"220 2.0.0 ready to start TLS
+",
+        ) {
+            return Flow::Stop;
+        }
+        if !self.reader.buffer().is_empty() {
+            self.log(|l| l.errors.push("plaintext pipelined after STARTTLS".into()));
+            return Flow::Stop;
+        }
+        match self.reader.get_mut().start_tls(config) {
+            Ok(()) => {
+                self.log(|l| l.tls = true);
+                Flow::Continue
+            }
+            Err(e) => {
+                self.log(|l| l.errors.push(format!("cannot start TLS: {e}")));
+                Flow::Stop
+            }
         }
     }
 
@@ -279,11 +325,8 @@ impl Conn {
         if bytes.is_empty() {
             return Flow::Continue;
         }
-        match self
-            .writer
-            .write_all(bytes)
-            .and_then(|_| self.writer.flush())
-        {
+        let io = self.reader.get_mut();
+        match io.write_all(bytes).and_then(|_| io.flush()) {
             Ok(()) => Flow::Continue,
             Err(e) => {
                 if !self.stopping() {

@@ -5,7 +5,8 @@
 //! the last one. A script is a list of [`Step`]s: send any greeting (421,
 //! 554, multi-line, garbage), expect a command by case-insensitive prefix and
 //! answer anything (multi-line, malformed, over-long), answer like a polite
-//! server, stall, read a DATA body up to `CRLF.CRLF`, close. When the steps
+//! server, stall, read a DATA body up to `CRLF.CRLF`, start TLS after
+//! STARTTLS with a test certificate, close. When the steps
 //! run out the server closes the connection.
 //!
 //! Everything the client sent is kept in a transcript per connection
@@ -15,6 +16,7 @@
 
 mod conn;
 mod script;
+mod tls;
 
 pub use script::{reply_bytes, Script, Step};
 
@@ -51,6 +53,9 @@ pub struct ConnLog {
     pub accepted_rcpts: Vec<String>,
     /// When each of [`ConnLog::bodies`] was read to its final dot.
     pub body_times: Vec<Instant>,
+    /// TLS began after STARTTLS: the commands logged after `STARTTLS` came
+    /// over it.
+    pub tls: bool,
 }
 
 impl ConnLog {

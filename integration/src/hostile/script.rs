@@ -1,7 +1,10 @@
 //! What a connection plays: [`Script`], its [`Step`]s, the builder
 //! methods, and [`reply_bytes`] for writing replies as text.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::certs::TestCert;
 
 /// One thing the server does on a connection.
 #[derive(Debug, Clone)]
@@ -17,6 +20,10 @@ pub enum Step {
     Default,
     /// Read a DATA body up to `CRLF.CRLF`, record it, then write `reply`.
     Body { reply: Vec<u8> },
+    /// Read `STARTTLS`, answer `220`, and go on over TLS with this server
+    /// configuration (RFC 3207). A different command is a violation, as
+    /// for [`Step::Expect`].
+    StartTls { config: Arc<rustls::ServerConfig> },
     /// Sleep without reading or writing.
     Stall(Duration),
     /// Close the connection.
@@ -144,6 +151,15 @@ impl Script {
     /// (follow with [`Script::stall`] or [`Script::close`]).
     pub fn expect_silently(self, prefix: &str) -> Script {
         self.expect_raw(prefix, b"")
+    }
+
+    /// Expects STARTTLS, answers `220` and goes on over TLS with `cert`
+    /// (see [`Step::StartTls`]). The EHLO reply before it should
+    /// advertise STARTTLS; the client sends EHLO again over TLS.
+    pub fn starttls(self, cert: &TestCert) -> Script {
+        self.step(Step::StartTls {
+            config: super::tls::server_config(cert),
+        })
     }
 
     /// Reads one command and answers it politely.

@@ -6,7 +6,10 @@
 //!
 //! What the server's extensions rule out is decided before anything is
 //! sent: a message over the advertised SIZE, or one whose addresses need
-//! SMTPUTF8 on a server without it, fails permanently without a MAIL.
+//! SMTPUTF8 on a server without it, fails permanently without a MAIL. So
+//! does, transiently, a message whose sender requires TLS (RFC 8689
+//! REQUIRETLS) on a session without verified TLS or to a server that does
+//! not advertise REQUIRETLS.
 
 use std::mem;
 use std::time::Instant;
@@ -17,6 +20,7 @@ use crate::smtp::command::{address_problem, Command, MailParams};
 use crate::smtp::data::DotStuffer;
 use crate::smtp::extensions::Extensions;
 use crate::smtp::outcome::{Class, Outcome, Scope, Stage};
+use crate::smtp::policy::TlsInfo;
 use crate::smtp::reply::{EnhancedCode, Reply, ReplyCode};
 
 impl Session {
@@ -35,6 +39,12 @@ impl Session {
     /// `RET` and `ENVID` and each RCPT its recipient's `NOTIFY` and
     /// `ORCPT`, as queued; to one without, none of them. The body goes in
     /// BDAT chunks when the server has CHUNKING.
+    ///
+    /// A message that requires TLS (`REQUIRETLS`, RFC 8689 §4.1) goes only
+    /// over TLS whose certificate was verified, to a server that advertised
+    /// REQUIRETLS after STARTTLS, with ` REQUIRETLS` on MAIL; otherwise
+    /// every recipient fails transiently, before anything is sent, with
+    /// status 5.7.10 (no verified TLS) or 5.7.30 (no REQUIRETLS).
     pub fn start_message(&mut self, envelope: Envelope, now: Instant) -> Result<(), SessionError> {
         let last = match &self.state {
             State::Ready { last } => *last,
@@ -52,6 +62,7 @@ impl Session {
         refuse_bad_addresses(&mut txn);
         let none = Extensions::default();
         let extensions = self.extensions.as_ref().unwrap_or(&none);
+        refuse_without_requiretls(&mut txn, extensions, self.tls.as_ref());
         refuse_by_extensions(&mut txn, extensions);
         if let Some((limit, refusal)) = &self.rcpt_limit {
             hold_over_limit(&mut txn, *limit, refusal);
@@ -64,7 +75,8 @@ impl Session {
             smtputf8,
             ret: dsn.and_then(|p| p.ret),
             envid: dsn.and_then(|p| p.envid.clone()),
-            requiretls: false,
+            // Only reached with its conditions met: otherwise nothing is sent.
+            requiretls: txn.envelope.params.requiretls,
         };
         dsn_recipients(&mut txn.envelope, extensions.dsn, smtputf8);
         txn.chunking = extensions.chunking;
@@ -477,6 +489,45 @@ fn refuse_bad_addresses(txn: &mut Transaction) {
             *slot = refuse(Scope::Recipient, Stage::Rcpt, detail);
         }
     }
+}
+
+/// Fails the whole message transiently, before MAIL, when its sender
+/// requires TLS (RFC 8689 §4.1) and this session cannot honour it: no TLS,
+/// or TLS whose certificate was not verified (5.7.10), or a server that did
+/// not advertise REQUIRETLS over TLS (5.7.30, RFC 8689 §5). Transient: another
+/// MX, or a later attempt, may do; once the message's lifetime is over it
+/// bounces with that status. The texts follow the outcome's "host X …"
+/// framing.
+fn refuse_without_requiretls(
+    txn: &mut Transaction,
+    extensions: &Extensions,
+    tls: Option<&TlsInfo>,
+) {
+    if !txn.envelope.params.requiretls {
+        return;
+    }
+    let (detail, status) = match tls {
+        None => (
+            "was reached without TLS, but the sender requires verified TLS (REQUIRETLS, RFC \
+             8689)",
+            Outcome::REQUIRETLS_NO_TLS,
+        ),
+        Some(tls) if !tls.verified => (
+            "was reached over TLS whose certificate was not verified, but the sender requires \
+             verified TLS (REQUIRETLS, RFC 8689)",
+            Outcome::REQUIRETLS_NO_TLS,
+        ),
+        // The extensions are those of the EHLO after TLS: the session forgets
+        // the earlier ones (RFC 3207 §4.2).
+        Some(_) if !extensions.requiretls => (
+            "does not advertise REQUIRETLS, which the sender requires (RFC 8689)",
+            Outcome::REQUIRETLS_UNSUPPORTED,
+        ),
+        Some(_) => return,
+    };
+    let outcome = Outcome::without_reply(Class::Transient, Scope::Message, Stage::Mail, detail)
+        .with_status(status);
+    fill(txn, &Err(outcome));
 }
 
 /// Fails the whole message, before MAIL, when the server's extensions rule

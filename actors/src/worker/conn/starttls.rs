@@ -8,7 +8,9 @@ use super::*;
 impl Conn {
     /// The session got 220 to STARTTLS, or began under implicit TLS
     /// (nothing read yet: `drive` runs right after the session is made):
-    /// wrap the socket.
+    /// wrap the socket. For a message that requires TLS (RFC 8689), the
+    /// certificate and its name are checked whatever `verify` says, so
+    /// that the session knows whether it may carry it.
     pub(super) fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
         let mode = self.tls_mode(shared);
         let verify = self
@@ -16,12 +18,13 @@ impl Conn {
             .as_ref()
             .and_then(|c| c.hop.verify)
             .unwrap_or_else(|| shared.settings.tls.verify_for(mode));
+        let probe = self.requires_tls();
         let State::Smtp { session, tls, .. } = &mut self.state else {
             return;
         };
         self.starting_tls = true;
         let host = self.current.as_ref().map_or("", |c| c.host.as_str());
-        match shared.settings.tls.connect(host, verify) {
+        match shared.settings.tls.connect(host, verify, probe) {
             Ok(stream) => *tls = Some(stream),
             Err(why) => session.tls_failed(&why.to_string(), now),
         }
@@ -44,14 +47,24 @@ impl Conn {
         matches!(&self.state, State::Smtp { session, .. } if session.implicit_tls())
     }
 
+    /// The message in hand, not yet started on a session, requires TLS
+    /// (RFC 8689 REQUIRETLS).
+    fn requires_tls(&self) -> bool {
+        (self.first.as_ref()).is_some_and(|msg| msg.envelope.params.requiretls)
+    }
+
     /// Opportunistic TLS: a host whose handshake failed is tried once more
     /// at the same address, without STARTTLS (Postfix does the same, so a
-    /// broken TLS stack on the server does not stop its mail).
+    /// broken TLS stack on the server does not stop its mail). Not for a
+    /// message that requires TLS: it could not go in plaintext anyway.
     pub(super) fn retry_in_plaintext(&mut self, shared: &mut Shared) {
         let Some(current) = &self.current else {
             return;
         };
-        if current.plaintext || self.tls_mode(shared) != TlsMode::Opportunistic {
+        if current.plaintext
+            || self.tls_mode(shared) != TlsMode::Opportunistic
+            || self.requires_tls()
+        {
             return;
         }
         warn!(shared.log, "TLS handshake failed; trying again without TLS";

@@ -194,3 +194,150 @@ fn recipients_past_the_parameters_have_none() {
          DATA\r\n",
     );
 }
+
+// ---- REQUIRETLS (RFC 8689) ---------------------------------------------------
+
+/// How the session to the server came about, for a REQUIRETLS message.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    /// The server offers no STARTTLS.
+    Plain,
+    /// STARTTLS refused with 454: the session goes on in plaintext.
+    Refused,
+    /// TLS, certificate not verified.
+    Unverified,
+    /// TLS, certificate and name verified.
+    Verified,
+}
+
+/// A session over `link` whose last EHLO reply advertises `keywords`
+/// (and STARTTLS before TLS), `Ready` consumed.
+fn linked(link: Link, keywords: &str) -> Dialogue {
+    let mut d = Dialogue::new();
+    d.reply("220 mx.test ESMTP");
+    d.expect_command("EHLO client.test");
+    let verified = match link {
+        Link::Plain => {
+            d.reply(&format!("250-mx.test\n{keywords}"));
+            d.expect_ready();
+            return d;
+        }
+        Link::Refused => {
+            d.reply(&format!("250-mx.test\n250-STARTTLS\n{keywords}"));
+            d.expect_command("STARTTLS");
+            d.reply("454 4.7.0 TLS not available");
+            d.expect_ready();
+            return d;
+        }
+        Link::Unverified => false,
+        Link::Verified => true,
+    };
+    d.reply("250-mx.test\n250-STARTTLS\n250 8BITMIME");
+    d.expect_command("STARTTLS");
+    d.reply("220 2.0.0 go ahead");
+    d.expect_event(&Event::StartTls);
+    let info = TlsInfo {
+        verified,
+        ..tls_info()
+    };
+    d.session.tls_established(info, d.now);
+    d.expect_command("EHLO client.test");
+    d.reply(&format!("250-mx.test\n{keywords}"));
+    d.expect_ready();
+    d
+}
+
+fn requiretls_envelope() -> Envelope {
+    let mut env = envelope("s@a.test", &["a@b.test", "b@b.test"]);
+    env.params.requiretls = true;
+    env
+}
+
+/// Each way a session may be, with and without REQUIRETLS advertised and
+/// PIPELINING: only verified TLS to a server advertising REQUIRETLS gets
+/// the message, with ` REQUIRETLS` on MAIL; otherwise nothing is sent and
+/// every recipient fails transiently with 5.7.10 (no verified TLS) or
+/// 5.7.30 (no REQUIRETLS).
+#[test]
+fn requiretls_goes_only_over_verified_tls_to_servers_that_advertise_it() {
+    let no_tls = Some(Outcome::REQUIRETLS_NO_TLS);
+    let unsupported = Some(Outcome::REQUIRETLS_UNSUPPORTED);
+    let cases = [
+        (Link::Plain, "250-PIPELINING\n250 REQUIRETLS", no_tls),
+        (Link::Plain, "250 8BITMIME", no_tls),
+        (Link::Refused, "250-PIPELINING\n250 REQUIRETLS", no_tls),
+        (Link::Unverified, "250-PIPELINING\n250 REQUIRETLS", no_tls),
+        (Link::Unverified, "250 REQUIRETLS", no_tls),
+        (Link::Verified, "250-PIPELINING\n250 8BITMIME", unsupported),
+        (Link::Verified, "250 8BITMIME", unsupported),
+        (Link::Verified, "250-PIPELINING\n250 REQUIRETLS", None),
+        (Link::Verified, "250 REQUIRETLS", None),
+    ];
+    for (link, keywords, refusal) in cases {
+        let name = format!("{link:?} {keywords:?}");
+        let mut d = linked(link, keywords);
+        d.start_envelope(requiretls_envelope());
+        let Some(status) = refusal else {
+            let mail = "MAIL FROM:<s@a.test> REQUIRETLS\r\n";
+            let rcpts = "RCPT TO:<a@b.test>\r\nRCPT TO:<b@b.test>\r\n";
+            if keywords.contains("PIPELINING") {
+                d.expect_output(&format!("{mail}{rcpts}DATA\r\n"));
+                d.reply("250 ok\n250 ok\n250 ok\n354 go");
+            } else {
+                d.expect_output(mail);
+                d.reply("250 ok");
+                d.expect_command("RCPT TO:<a@b.test>");
+                d.reply("250 ok");
+                d.expect_command("RCPT TO:<b@b.test>");
+                d.reply("250 ok");
+                d.expect_command("DATA");
+                d.reply("354 go");
+            }
+            let done = d.send_body();
+            assert!(done.all_delivered(), "{name}: delivered: {done:?}");
+            continue;
+        };
+        d.expect_no_output();
+        let done = d.expect_done();
+        assert!(!done.untried, "{name}: judged by postman itself");
+        for r in &done.recipients {
+            let Err(outcome) = &r.result else {
+                panic!("{name}: {} refused: {done:?}", r.recipient);
+            };
+            assert_eq!(
+                (outcome.class, outcome.scope, outcome.stage, outcome.status),
+                (Class::Transient, Scope::Message, Stage::Mail, Some(status)),
+                "{name}: {outcome:?}"
+            );
+            assert!(outcome.detail.contains("REQUIRETLS"), "{name}: {outcome}");
+        }
+        d.expect_ready();
+        assert_eq!(d.session.transactions(), 0, "{name}: no transaction");
+    }
+}
+
+/// A REQUIRETLS message refused by a session does not spoil it: the next
+/// message goes out at once, without RSET (nothing was sent) and without
+/// REQUIRETLS on its MAIL.
+#[test]
+fn a_refused_requiretls_message_leaves_the_session_usable() {
+    let mut d = linked(Link::Unverified, "250-PIPELINING\n250 REQUIRETLS");
+    d.start_envelope(requiretls_envelope());
+    d.expect_no_output();
+    d.expect_done();
+    d.expect_ready();
+    d.start("s@a.test", &["c@b.test"]);
+    d.expect_output("MAIL FROM:<s@a.test>\r\nRCPT TO:<c@b.test>\r\nDATA\r\n");
+}
+
+/// With DSN too, MAIL carries everything in Postfix's order.
+#[test]
+fn requiretls_comes_last_on_mail() {
+    let mut d = linked(Link::Verified, "250-SIZE 100\n250-DSN\n250 REQUIRETLS");
+    let mut env = requiretls_envelope();
+    env.size = Some(10);
+    env.params.ret = Some(Ret::Hdrs);
+    env.params.envid = Some("e".into());
+    d.start_envelope(env);
+    d.expect_command("MAIL FROM:<s@a.test> SIZE=10 RET=HDRS ENVID=e REQUIRETLS");
+}
