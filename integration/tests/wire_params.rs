@@ -186,10 +186,16 @@ fn a_server_without_dsn_gets_none() {
 /// A message from [`LOCAL_SENDER`] to `to` that requires TLS, queued
 /// `age` seconds ago.
 fn requiretls_file(to: &str, age: u64) -> Vec<u8> {
+    queue_file(to, age, "X-Postman-Requiretls: yes\n")
+}
+
+/// A message from [`LOCAL_SENDER`] to `to`, queued `age` seconds ago, with
+/// `extra` envelope fields.
+fn queue_file(to: &str, age: u64, extra: &str) -> Vec<u8> {
     format!(
         "X-Postman-From: <{LOCAL_SENDER}>\n\
          X-Postman-Date: {}\n\
-         X-Postman-Requiretls: yes\n\
+         {extra}\
          X-Postman-To: <{to}>\n\
          \n\
          From: {LOCAL_SENDER}\nTo: {to}\nSubject: secret\nMessage-ID: <{to}>\n\nhush\n",
@@ -214,11 +220,13 @@ fn tls_server(net: &TestNet, cert: &TestCert, keywords: &str) -> HostileServer {
 }
 
 /// Runs postman once over `queue` under opportunistic TLS (the default)
-/// trusting `ca` (`tls.ca_file`) and a queue lifetime of an hour.
+/// trusting `ca` (`tls.ca_file`), a queue lifetime of an hour and one
+/// connection at a time.
 fn run_trusting(queue: &TestQueue, net: &TestNet, ca: &TestCert) -> RunOutput {
     let dns = DnsServer::start(Zones::new().mx(DOMAIN, 10, MX).a(MX, net.ipv4(1)));
     let mut cfg = local_config(queue, net, &dns);
     cfg.max_queue_lifetime = Some(3600);
+    cfg.max_connections_per_domain = 1;
     cfg.extra = format!("\n[tls]\nca_file = \"{}\"\n", ca.cert_path().display());
     let out = postman!().run_once(&cfg.write());
     out.assert_success();
@@ -253,6 +261,41 @@ fn requiretls_goes_over_verified_tls_to_a_server_that_advertises_it() {
         server.errors()
     );
     assert_eq!(server.body_count(), 1, "the message went");
+}
+
+/// A connection opened for ordinary mail has its certificate checked
+/// too (under `verify = none`), so a REQUIRETLS message may ride on it.
+#[test]
+fn requiretls_goes_over_a_reused_verified_connection() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let server = tls_server(&net, &cert, "250-REQUIRETLS\n250 8BITMIME");
+    let queue = TestQueue::new();
+    queue.add_raw(DOMAIN, "m1", &queue_file("plain@dest.test", 60, ""));
+    queue.add_raw(DOMAIN, "m2", &requiretls_file("secret@dest.test", 0));
+    let out = run_trusting(&queue, &net, &cert);
+    let deliveries = out.deliveries();
+    for to in ["plain@dest.test", "secret@dest.test"] {
+        assert_outcome(&out, &deliveries, to, "sent", Some(250));
+    }
+    server.wait_idle(1, WAIT);
+    assert_eq!(server.connection_count(), 1, "one connection for both");
+    // The ordinary message first (it is older): its connection was not
+    // opened for REQUIRETLS mail.
+    let mails: Vec<String> = server
+        .commands()
+        .into_iter()
+        .filter(|c| c.starts_with("MAIL"))
+        .collect();
+    assert_eq!(
+        mails,
+        [
+            format!("MAIL FROM:<{LOCAL_SENDER}>"),
+            format!("MAIL FROM:<{LOCAL_SENDER}> REQUIRETLS"),
+        ],
+        "{:?}",
+        server.errors()
+    );
 }
 
 /// Verified TLS, but no REQUIRETLS: deferred with 5.7.30 and nothing sent;

@@ -109,8 +109,9 @@ pub struct TlsPolicy {
     anonymous: Arc<ClientConfig>,
     /// Checks the chain and the name (`verify = name`); `Err` says why it
     /// could not be built (no roots), and every handshake needing it fails.
-    /// Built at start when a setting asks for it, else at the first
-    /// connection for a message that requires TLS (RFC 8689).
+    /// Built at start when a setting asks for it, else at the first TLS
+    /// handshake (loading the system's roots takes some milliseconds, once
+    /// a worker, and only where TLS is used at all).
     checked: OnceLock<Result<Checked, Arc<RootsError>>>,
     /// `tls.ca_file`, for building `checked` late.
     ca_file: Option<PathBuf>,
@@ -187,19 +188,15 @@ impl TlsPolicy {
     /// Starts a client handshake with `host` (SNI and, with `name`
     /// checks, the name the certificate must carry).
     ///
-    /// `probe`, for a connection that carries a message requiring TLS
-    /// (RFC 8689 REQUIRETLS) under `verify = none`: the certificate and its
-    /// name are checked as `name` would, but a failure does not stop the
-    /// handshake; it only leaves the session unverified, so that the
-    /// session refuses that message (5.7.10) and the connection still
-    /// carries the others, as it would have without the check. Without
+    /// Under `verify = none` the certificate and its name are still checked
+    /// as `name` would check them, but a failure does not stop the
+    /// handshake: it only leaves the session unverified (Postfix's
+    /// "Untrusted" beside "Trusted" at its `may` level). A message that
+    /// requires TLS (RFC 8689 REQUIRETLS) may then go over any connection
+    /// whose certificate passed, a reused one included, and a session that
+    /// did not pass refuses it while still carrying the others. Without
     /// roots to check against, the session is simply unverified.
-    pub fn connect(
-        &self,
-        host: &str,
-        verify: TlsVerify,
-        probe: bool,
-    ) -> Result<TlsStream, TlsError> {
+    pub fn connect(&self, host: &str, verify: TlsVerify) -> Result<TlsStream, TlsError> {
         let name = host.trim_end_matches('.');
         let server_name = ServerName::try_from(name.to_owned())
             .map_err(|e| TlsError::ServerName(name.to_owned(), e))?;
@@ -209,7 +206,7 @@ impl TlsPolicy {
                 Ok(checked) => Arc::clone(&checked.config),
                 Err(why) => return Err(TlsError::CannotCheck(Arc::clone(why))),
             },
-            TlsVerify::None if probe => match self.checked() {
+            TlsVerify::None => match self.checked() {
                 Ok(checked) => {
                     let flag = Arc::new(AtomicBool::new(false));
                     let mut config = (*self.anonymous).clone();
@@ -222,7 +219,6 @@ impl TlsPolicy {
                 }
                 Err(_) => Arc::clone(&self.anonymous),
             },
-            TlsVerify::None => Arc::clone(&self.anonymous),
         };
         let conn = ClientConnection::new(config, server_name).map_err(TlsError::Start)?;
         Ok(TlsStream {
@@ -298,9 +294,10 @@ fn checked_config(
     })
 }
 
-/// The probing check of [`TlsPolicy::connect`]: `inner` decides, and
-/// `passed` records whether the certificate passed, but the handshake goes
-/// on either way. The handshake's signatures are always checked.
+/// The check of `verify = none` (see [`TlsPolicy::connect`]): `inner`
+/// decides, and `passed` records whether the certificate passed, but the
+/// handshake goes on either way. The handshake's signatures are always
+/// checked.
 #[derive(Debug)]
 struct Probe {
     inner: Arc<WebPkiServerVerifier>,
@@ -419,8 +416,8 @@ pub struct TlsStream {
     conn: Box<ClientConnection>,
     /// The certificate was checked (`verify = name`).
     verified: bool,
-    /// A probing check's result (see [`TlsPolicy::connect`]): true once
-    /// the certificate passed.
+    /// Under `verify = none`, the check's result (see
+    /// [`TlsPolicy::connect`]): true once the certificate passed.
     passed: Option<Arc<AtomicBool>>,
     /// The handshake has not finished yet.
     handshaking: bool,
@@ -599,21 +596,15 @@ mod tests {
     #[test]
     fn a_handshake_that_cannot_start_says_why() {
         let policy = opportunistic();
-        let cases = [
-            ("mx d.test", TlsVerify::None, false),
-            ("mx d.test", TlsVerify::None, true),
-        ];
-        for (host, verify, probe) in cases {
-            let error = policy.connect(host, verify, probe).err().expect("refused");
-            assert_eq!(
-                error.to_string(),
-                "\"mx d.test\" is not a valid TLS server name: invalid dns name",
-                "{host} {verify:?} probe {probe}"
-            );
-        }
-        assert!(policy.connect("mx.d.test.", TlsVerify::None, false).is_ok());
-        // Without roots to check against, a probing handshake still starts.
-        assert!(policy.connect("mx.d.test.", TlsVerify::None, true).is_ok());
+        let error = policy
+            .connect("mx d.test", TlsVerify::None)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            error.to_string(),
+            "\"mx d.test\" is not a valid TLS server name: invalid dns name",
+        );
+        assert!(policy.connect("mx.d.test.", TlsVerify::None).is_ok());
     }
 
     #[test]
@@ -643,7 +634,7 @@ mod tests {
             false,
         );
         let error = missing
-            .connect("mx.d.test", TlsVerify::Name, false)
+            .connect("mx.d.test", TlsVerify::Name)
             .err()
             .expect("no roots from a missing file");
         assert!(

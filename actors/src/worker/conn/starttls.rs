@@ -8,9 +8,11 @@ use super::*;
 impl Conn {
     /// The session got 220 to STARTTLS, or began under implicit TLS
     /// (nothing read yet: `drive` runs right after the session is made):
-    /// wrap the socket. For a message that requires TLS (RFC 8689), the
-    /// certificate and its name are checked whatever `verify` says, so
-    /// that the session knows whether it may carry it.
+    /// wrap the socket. The certificate and its name are checked whatever
+    /// `verify` says (see [`TlsPolicy::connect`]), so that the session
+    /// knows whether it may carry a message that requires TLS (RFC 8689).
+    ///
+    /// [`TlsPolicy::connect`]: crate::worker::tls::TlsPolicy::connect
     pub(super) fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
         let mode = self.tls_mode(shared);
         let verify = self
@@ -18,13 +20,12 @@ impl Conn {
             .as_ref()
             .and_then(|c| c.hop.verify)
             .unwrap_or_else(|| shared.settings.tls.verify_for(mode));
-        let probe = self.requires_tls();
         let State::Smtp { session, tls, .. } = &mut self.state else {
             return;
         };
         self.starting_tls = true;
         let host = self.current.as_ref().map_or("", |c| c.host.as_str());
-        match shared.settings.tls.connect(host, verify, probe) {
+        match shared.settings.tls.connect(host, verify) {
             Ok(stream) => *tls = Some(stream),
             Err(why) => session.tls_failed(&why.to_string(), now),
         }
@@ -97,7 +98,7 @@ impl Conn {
     }
 
     /// How TLS was used, for the delivery record: `none`, or protocol,
-    /// cipher and whether the certificate was checked.
+    /// cipher and whether the certificate passed its check.
     fn tls_text(&self) -> String {
         match &self.state {
             State::Smtp { session, .. } => session
