@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use super::state::{Pending, State, Transaction};
 use super::{Envelope, Session, SessionError, BDAT_CHUNK, BODY_HIGH_WATER};
+use crate::queue::params::MAX_ORCPT;
 use crate::smtp::command::{address_problem, Command, MailParams};
 use crate::smtp::data::DotStuffer;
 use crate::smtp::extensions::Extensions;
@@ -425,7 +426,11 @@ fn hold_over_limit(txn: &mut Transaction, limit: usize, refusal: &Outcome) {
 /// The recipients' DSN parameters as this server is to get them: none
 /// without DSN (RFC 3461 §5.2: the parameters are not passed to a server
 /// that does not advertise it); with DSN, a `utf-8` ORCPT written in its
-/// ASCII form unless the transaction uses SMTPUTF8 (RFC 6533 §3).
+/// ASCII form unless the transaction uses SMTPUTF8 (RFC 6533 §3). An ORCPT
+/// that grows past RFC 3461 §4.2's 500 characters that way is left out
+/// (it is optional; the server would refuse the RCPT for it), so the
+/// command stays within the room RFC 3461 §5 adds to RCPT; the queue's
+/// limits keep every other parameter within it.
 fn dsn_recipients(envelope: &mut Envelope, dsn: bool, smtputf8: bool) {
     if !dsn {
         envelope.rcpt_params.clear();
@@ -434,10 +439,15 @@ fn dsn_recipients(envelope: &mut Envelope, dsn: bool, smtputf8: bool) {
     if smtputf8 {
         return;
     }
-    let orcpts = envelope.rcpt_params.iter_mut().flatten();
-    for orcpt in orcpts.filter_map(|p| p.orcpt.as_mut()) {
+    for params in envelope.rcpt_params.iter_mut().flatten() {
+        let Some(orcpt) = params.orcpt.as_mut() else {
+            continue;
+        };
         if !orcpt.address.is_ascii() {
             orcpt.address = utf8_addr_xtext(&orcpt.address);
+            if orcpt.to_string().len() > MAX_ORCPT {
+                params.orcpt = None;
+            }
         }
     }
 }

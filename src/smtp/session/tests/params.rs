@@ -182,6 +182,22 @@ fn utf8_orcpt_is_written_in_ascii_without_smtputf8() {
     }
 }
 
+/// An ORCPT whose ASCII form outgrows RFC 3461's 500 characters is left
+/// out; its NOTIFY still goes.
+#[test]
+fn an_orcpt_too_long_in_ascii_is_left_out() {
+    let long = "\u{fc}".repeat(100);
+    let mut d = greeted("250 DSN");
+    let mut env = envelope("s@a.test", &["u@b.test"]);
+    env.rcpt_params = vec![Some(rcpt_params(&format!(
+        "NOTIFY=NEVER ORCPT=utf-8;{long}@b.test"
+    )))];
+    d.start_envelope(env);
+    d.expect_command("MAIL FROM:<s@a.test>");
+    d.reply("250 2.1.0 ok");
+    d.expect_command("RCPT TO:<u@b.test> NOTIFY=NEVER");
+}
+
 /// Fewer parameter entries than recipients: the rest have none.
 #[test]
 fn recipients_past_the_parameters_have_none() {
