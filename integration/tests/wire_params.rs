@@ -346,6 +346,38 @@ fn requiretls_over_an_unverified_certificate_is_deferred_with_5_7_10() {
     assert!(queue.state().is_queued(DOMAIN, "m1"), "still queued");
 }
 
+/// Under `tls.mode = "required"` a certificate that fails its check fails
+/// the handshake, for all mail; a REQUIRETLS message is then deferred with
+/// 5.7.10 too, and bounces with it once its lifetime is over.
+#[test]
+fn requiretls_after_a_failed_handshake_bounces_with_5_7_10() {
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let other = TestCert::new(&[MX]);
+    let server = tls_server(&net, &cert, "250-REQUIRETLS\n250 8BITMIME");
+    let queue = TestQueue::new();
+    queue.add_raw(DOMAIN, "old", &requiretls_file("old@dest.test", 7200));
+    let dns = DnsServer::start(Zones::new().mx(DOMAIN, 10, MX).a(MX, net.ipv4(1)));
+    let mut cfg = local_config(&queue, &net, &dns);
+    cfg.max_queue_lifetime = Some(3600);
+    cfg.extra = format!(
+        "\n[tls]\nmode = \"required\"\nca_file = \"{}\"\n",
+        other.cert_path().display()
+    );
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    let d = assert_outcome(&out, &out.deliveries(), "old@dest.test", "bounced", None);
+    assert_eq!(d.dsn, "5.7.10", "{d:#?}");
+    assert!(d.reply.contains("TLS handshake failed"), "{d:#?}");
+    server.wait_idle(1, WAIT);
+    assert_eq!(server.count_commands("MAIL"), 0, "{:?}", server.commands());
+    let bounces = local_bounces(&queue, "alice");
+    assert_eq!(bounces.len(), 1, "one bounce");
+    let dsn = parse_dsn(&bounces[0]);
+    let g = dsn.recipient("old@dest.test");
+    assert_eq!(field(g, "Status"), Some("5.7.10"), "{g:#?}");
+}
+
 /// A server without STARTTLS never gets a REQUIRETLS message in plaintext.
 #[test]
 fn requiretls_never_goes_in_plaintext() {

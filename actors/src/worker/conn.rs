@@ -169,6 +169,9 @@ pub struct Conn {
     last_server: Option<String>,
     /// A write failed: the peer is gone even if the session does not know yet.
     broken: bool,
+    /// A TLS handshake with one of the addresses failed: a message that
+    /// requires TLS (RFC 8689) is deferred with 5.7.10 when none is left.
+    handshake_failed: bool,
     /// The logger of this session's delivery records, with its `tls`, and
     /// whether TLS was on when it was made: made once a session instead of
     /// once a message. A new session drops it.
@@ -213,6 +216,7 @@ impl Conn {
             throttled: false,
             last_server: None,
             broken: false,
+            handshake_failed: false,
             records_log: None,
             source: None,
         }

@@ -80,6 +80,7 @@ impl Conn {
                 self.last_reply.as_ref(),
                 self.last_server.as_deref(),
                 self.last_throttle.clone(),
+                self.handshake_failed && job.envelope.params.requiretls,
             );
             shared.stats.deferred += job.envelope.recipients.len() as u64;
             hand_back(&shared.ctx(), job, None, reason);
@@ -95,6 +96,7 @@ impl Conn {
         // A failed STARTTLS handshake may be retried in plaintext; the
         // handshake of implicit TLS (RFC 8314 §3.3) never is.
         let tls_failed = self.handshaking() && !self.implicit_tls();
+        self.handshake_failed |= self.handshaking();
         let established = self.established;
         let reason = format!("host {} {outcome}", self.relay);
         if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {
@@ -144,7 +146,10 @@ impl Conn {
 /// last reply a server gave before failing and from where, the last server
 /// that failed after a session began, and the throttle reply, if one was.
 /// When every address looped back, it is a mail loop in Postfix's words,
-/// with status 4.4.6 and no reply code.
+/// with status 4.4.6 and no reply code. `requiretls_without_tls`: the
+/// message requires TLS (RFC 8689) and a TLS handshake failed; without a
+/// reply's status, the status is 5.7.10, as the session gives a REQUIRETLS
+/// message it refuses, so that the bounce at expiry says so.
 fn connect_failure(
     domain: &str,
     failures: &[String],
@@ -152,6 +157,7 @@ fn connect_failure(
     last_reply: Option<&(String, Reply)>,
     last_server: Option<&str>,
     throttle: Option<String>,
+    requiretls_without_tls: bool,
 ) -> Reason<'static> {
     let looped = loops > 0 && loops == failures.len();
     let reason = if looped {
@@ -168,6 +174,7 @@ fn connect_failure(
         (None, Some(relay)) => (relay, None, None),
         (None, None) => ("none", None, None),
     };
+    let status = status.or(requiretls_without_tls.then_some(Outcome::REQUIRETLS_NO_TLS));
     Reason::ConnectFailed(FailedConnection {
         reason,
         relay: relay.to_owned(),
@@ -189,6 +196,7 @@ mod tests {
         loops: usize,
         reply: Option<&'a (String, Reply)>,
         server: Option<&'a str>,
+        requiretls_without_tls: bool,
         expected: &'a str,
     }
 
@@ -214,11 +222,19 @@ mod tests {
             loops,
             reply,
             server,
+            requiretls_without_tls: false,
             expected,
         };
+        fn requiretls(c: Case<'_>) -> Case<'_> {
+            Case {
+                requiretls_without_tls: true,
+                ..c
+            }
+        }
         let said = "host mx2 said 421".to_owned();
         let lost = "lost".to_owned();
         let names = "names this host".to_owned();
+        let handshake = "host mx2 TLS handshake failed".to_owned();
         let mx2 = Some("mx2.d.test[192.0.2.2]:25");
         let cases = [
             case("no address", &[], 0, None, None,
@@ -235,6 +251,10 @@ mod tests {
                 r#"mail for d.test loops back to myself | mx2.d.test[192.0.2.2]:25 | None Some("4.4.6") | true"#),
             case("one of two loops", &[&looped, &refused], 1, None, None,
                 "mx1.d.test[127.0.0.1]:25 is this host; connect to mx1.d.test[192.0.2.1]:25: refused | none | None None | false"),
+            requiretls(case("REQUIRETLS, a handshake failed", &[&handshake], 0, None, mx2,
+                r#"host mx2 TLS handshake failed | mx2.d.test[192.0.2.2]:25 | None Some("5.7.10") | false"#)),
+            requiretls(case("REQUIRETLS, a reply after", &[&handshake, &said], 0, Some(&last_reply), mx2,
+                r#"host mx2 TLS handshake failed; host mx2 said 421 | mx2.d.test[192.0.2.2]:25 | Some(421) Some("4.3.2") | false"#)),
         ];
         for c in cases {
             let name = c.name;
@@ -245,7 +265,15 @@ mod tests {
                 status,
                 loops,
                 throttle,
-            }) = connect_failure("d.test", &c.failures, c.loops, c.reply, c.server, None)
+            }) = connect_failure(
+                "d.test",
+                &c.failures,
+                c.loops,
+                c.reply,
+                c.server,
+                None,
+                c.requiretls_without_tls,
+            )
             else {
                 panic!("{name}: not a connect failure");
             };
