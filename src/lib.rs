@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod dsn;
+pub mod mta_sts;
 pub mod queue;
 pub mod retry;
 pub mod route;
