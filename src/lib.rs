@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dane;
 pub mod dsn;
 pub mod mta_sts;
 pub mod queue;
