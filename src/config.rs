@@ -61,6 +61,11 @@ pub const MAX_MX_ADDRESSES: usize = 1000;
 const MAX_TIMEOUT_SECS: u64 = 3600;
 /// Upper bound of the intervals and the retry delay: one week.
 const MAX_INTERVAL_SECS: u64 = 7 * 24 * 3600;
+/// Upper bound of `delivery.bounce_size_limit`: a failure notice is built
+/// in memory, and mail systems refuse far smaller messages than 10 MiB
+/// anyway.
+pub const MAX_BOUNCE_SIZE_LIMIT: u64 = 10 * 1024 * 1024;
+
 /// Upper bound of `delivery.max_queue_lifetime`: one year, far beyond any
 /// sensible value, so `arrival + lifetime` can never overflow.
 const MAX_LIFETIME_SECS: u64 = 365 * 24 * 3600;
@@ -250,6 +255,10 @@ pub struct DeliverySettings {
     /// Seconds after arrival at which one delay-warning DSN goes to the
     /// sender of a message still deferred; 0 turns warnings off.
     pub delay_warning: u64,
+    /// The largest message, in bytes, a failure notice returns whole when
+    /// its sender asked with `RET=FULL` (Postfix's `bounce_size_limit`);
+    /// a larger one returns its headers only.
+    pub bounce_size_limit: u64,
     /// Throttle replies in a row (no message delivered between) after
     /// which a site is suspended; 0 never suspends.
     pub suspend_after_throttles: u32,
@@ -395,6 +404,9 @@ pub struct Config {
     /// (`delivery.delay_warning`); `None` when off, else shorter than
     /// `max_queue_lifetime`.
     pub delay_warning: Option<Duration>,
+    /// The largest message returned whole in a failure notice
+    /// (`delivery.bounce_size_limit`), 0–[`MAX_BOUNCE_SIZE_LIMIT`] bytes.
+    pub bounce_size_limit: usize,
     /// Log record format.
     pub log_format: LogFormat,
     /// `log.file`: the log file, or `None` for standard error.
@@ -588,6 +600,7 @@ impl Settings {
                 max_mx_addresses: 5,
                 max_queue_lifetime: 5 * 24 * 3600,
                 delay_warning: 0,
+                bounce_size_limit: 50_000,
                 suspend_after_throttles: 5,
                 throttle_suspend_time: 300,
                 throttle_patterns: Vec::new(),

@@ -182,6 +182,12 @@ impl Validator<'_> {
                 "seconds, less than delivery.max_queue_lifetime, or 0 for no warning",
             )?)),
         };
+        let bounce_size_limit = self.within(
+            "delivery.bounce_size_limit",
+            d.bounce_size_limit,
+            (0, super::MAX_BOUNCE_SIZE_LIMIT),
+            "bytes",
+        )?;
         let metrics_interval = self.seconds(
             "log.metrics_interval",
             s.log.metrics_interval,
@@ -222,6 +228,8 @@ impl Validator<'_> {
             max_backoff: Duration::from_secs(max_backoff),
             max_queue_lifetime,
             delay_warning,
+            // At most MAX_BOUNCE_SIZE_LIMIT: fits any usize postman builds for.
+            bounce_size_limit: usize::try_from(bounce_size_limit).unwrap_or(usize::MAX),
             log_format: s.log.format,
             log_file: s.log.file.clone(),
             metrics_interval,

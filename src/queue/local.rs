@@ -176,6 +176,33 @@ pub fn read_original_headers(file: &File, body_offset: u64) -> io::Result<Vec<u8
     Ok(header_section(&buf).to_vec())
 }
 
+/// Reads the whole original message of a queue file open for reading
+/// (from `body_offset` to its end, as [`read_original_headers`] reads),
+/// when it is at most `limit` bytes; `None` when it is longer. Reads at
+/// most `limit + 1` bytes, whatever the file's size.
+pub fn read_original_message(
+    file: &File,
+    body_offset: u64,
+    limit: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0; limit.saturating_add(1)];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let at = body_offset.saturating_add(filled as u64);
+        match file.read_at(&mut buf[filled..], at) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if filled > limit {
+        return Ok(None);
+    }
+    buf.truncate(filled);
+    Ok(Some(buf))
+}
+
 /// The header section at the start of `message` (see
 /// [`read_original_headers`]), bounded by [`MAX_RETURNED_HEADERS`].
 pub fn header_section(message: &[u8]) -> &[u8] {

@@ -254,6 +254,35 @@ fn read_original_headers_from_a_queue_file() {
     );
 }
 
+/// The whole message comes back at or under the limit, `None` over it,
+/// whatever the file's size.
+#[test]
+fn read_original_message_within_a_limit() {
+    let (_dir, queue) = queue();
+    let arrival = UNIX_EPOCH + Duration::from_secs(5);
+    let message = b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n".to_vec();
+    let path = enqueue_remote(
+        &queue,
+        "d.test",
+        "a@b",
+        &["c@d.test".into()],
+        arrival,
+        &message,
+        "m",
+    )
+    .expect("enqueue");
+    let env = parse_envelope(&fs::read(&path).expect("read")).expect("envelope");
+    let file = fs::File::open(&path).expect("open");
+    let len = message.len();
+    // (limit, whole message expected)
+    let cases = [(len + 100, true), (len, true), (len - 1, false), (0, false)];
+    for (limit, whole) in cases {
+        let got = read_original_message(&file, env.body_offset, limit).expect("read");
+        let want = whole.then(|| message.clone());
+        assert_eq!(got, want, "limit {limit} for a {len}-byte message");
+    }
+}
+
 #[test]
 fn a_linked_mailbox_or_sub_folder_is_refused() {
     let (dir, queue) = queue();

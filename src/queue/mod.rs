@@ -46,7 +46,7 @@ pub use envelope::{
 pub use handle::{Keep, Queue, MAX_KEPT_DOMAINS};
 pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, is_permanent, place_bounce,
-    read_original_headers, split_address, Placed, MAX_RETURNED_HEADERS,
+    read_original_headers, read_original_message, split_address, Placed, MAX_RETURNED_HEADERS,
 };
 pub use sites::{
     clear_site_backoff, list_site_backoffs, parse_site_backoff, read_site_backoff,
