@@ -1,24 +1,36 @@
-//! Delivery status notifications: the bounce (and delay warning) sent to
-//! the envelope sender (DESIGN.md "Outcomes"). One `multipart/report;
+//! Delivery status notifications: the bounce, the delay warning and the
+//! success ("relayed") notice sent to the envelope sender (DESIGN.md
+//! "Outcomes", RFC 3461 §6). One `multipart/report;
 //! report-type=delivery-status` message (RFC 3462) of three parts: a
 //! human-readable `text/plain` report worded like Postfix's, the
 //! machine-readable `message/delivery-status` (RFC 3464 §2), and the
-//! original message's header section as `text/rfc822-headers` (RFC 3462
-//! §3). Status codes follow RFC 3463; `Auto-Submitted: auto-replied`
-//! follows RFC 3834 §5; the message goes out with the null sender (RFC 5321
-//! §4.5.5), so it is never bounced itself ([`should_bounce`]).
+//! original message: its header section as `text/rfc822-headers` (RFC 3462
+//! §3), or, for a failure of a message sent with `RET=FULL`, the whole
+//! message as `message/rfc822` ([`Returned`]). Status codes follow RFC
+//! 3463; `Auto-Submitted: auto-replied` follows RFC 3834 §5; the message
+//! goes out with the null sender (RFC 5321 §4.5.5), so it is never bounced
+//! itself ([`should_bounce`]).
 //!
 //! Every line ends in CRLF, is at most 998 octets (RFC 5322 §2.1.1; header
 //! fields are folded near 78) and holds only 7-bit characters: diagnostics
 //! have control characters turned into spaces and non-ASCII characters into
 //! `?`; a non-ASCII address is written as RFC 6533 `utf-8` xtext; original
 //! headers that are not 7-bit or have overlong lines are sent
-//! quoted-printable. Pure: the date and a unique token are arguments.
+//! quoted-printable. The one exception is a returned whole message with an
+//! 8-bit body: its part and the notification are labelled
+//! `Content-Transfer-Encoding: 8bit` (RFC 2045 §6.4, RFC 6152), and a
+//! message that cannot be sent so (8-bit headers, NUL, overlong lines) is
+//! returned as headers only. Pure: the date and a unique token are
+//! arguments.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::smtp::{Class, EnhancedCode, Outcome, Reply};
+
+mod returned;
+
+use returned::{returned_part, ThirdPart};
 
 /// RFC 7505 §4.2: the domain publishes a null MX, it accepts no mail.
 pub const STATUS_NULL_MX: EnhancedCode = code(5, 1, 10);
@@ -46,6 +58,8 @@ pub const STATUS_UNROUTABLE: EnhancedCode = code(4, 4, 4);
 pub const STATUS_PERMANENT: EnhancedCode = code(5, 0, 0);
 /// RFC 3463 §3.1 X.0.0: transient failure, no further detail.
 pub const STATUS_TRANSIENT: EnhancedCode = code(4, 0, 0);
+/// RFC 3463 §3.1 X.0.0: success, no further detail.
+pub const STATUS_SUCCESS: EnhancedCode = code(2, 0, 0);
 
 const fn code(class: u8, subject: u16, detail: u16) -> EnhancedCode {
     EnhancedCode {
@@ -71,6 +85,23 @@ pub enum Kind {
     /// A warning that the recipients are still being retried:
     /// `Action: delayed`, "Delayed Mail (still being retried)".
     Delay,
+    /// The recipients, who asked with `NOTIFY=SUCCESS`, were accepted by a
+    /// server that did not advertise DSN and so will not tell the sender
+    /// itself (RFC 3461 §5.2.2): `Action: relayed`, "Successful Mail
+    /// Delivery Report" (Postfix's wording).
+    Success,
+}
+
+/// What a notification returns of the original message (RFC 3461 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned<'a> {
+    /// Its header section (see `queue::read_original_headers`), as
+    /// `text/rfc822-headers`; empty leaves the third part out.
+    Headers(&'a [u8]),
+    /// The whole message, as `message/rfc822`; only its header section is
+    /// returned when it cannot go as it is (see the module's
+    /// documentation).
+    Message(&'a [u8]),
 }
 
 /// Everything a notification says.
@@ -84,15 +115,18 @@ pub struct Report<'a> {
     /// The queue file's name, reported as `X-Postman-Queue-ID` (an RFC 3464
     /// extension field) for the operator; `None` leaves it out.
     pub queue_id: Option<&'a str>,
+    /// The sender's envelope id (ENVID), printable (see
+    /// `MsgParams::envid_printable`): `Original-Envelope-Id` (RFC 3464
+    /// §2.2.1), only when the sender gave one (RFC 3461 §6.3).
+    pub envid: Option<&'a str>,
     /// When the original message arrived (`X-Postman-Date`).
     pub arrival: SystemTime,
     /// The original envelope sender: the notification's `To`.
     pub original_sender: &'a str,
     /// The recipients reported on, in envelope order.
     pub recipients: &'a [RecipientReport],
-    /// The original message's header section (see
-    /// `queue::read_original_headers`); empty leaves the third part out.
-    pub original_headers: &'a [u8],
+    /// What the third part returns of the original message.
+    pub returned: Returned<'a>,
     /// The notification's `Date` (now).
     pub date: SystemTime,
     /// A token unique to this notification: `Message-ID: <token@host>`,
@@ -109,6 +143,10 @@ pub struct Report<'a> {
 pub struct RecipientReport {
     /// The envelope recipient (`Final-Recipient`).
     pub address: String,
+    /// The recipient as the sender first gave it, from its ORCPT, as
+    /// `Orcpt::for_report` writes it (`Original-Recipient`, RFC 3464
+    /// §2.3.1); only when ORCPT was queued (RFC 3461 §6.3(d)).
+    pub orcpt: Option<String>,
     /// The RFC 3463 status (`Status`); see [`status_for`].
     pub status: EnhancedCode,
     /// Name of the remote host that answered (`Remote-MTA: dns; name`).
@@ -144,6 +182,7 @@ impl RecipientReport {
         };
         RecipientReport {
             address: address.to_owned(),
+            orcpt: None,
             status: outcome
                 .status
                 .unwrap_or_else(|| status_for(outcome.class, outcome.reply.as_ref())),
@@ -170,11 +209,38 @@ impl RecipientReport {
         };
         RecipientReport {
             address: address.to_owned(),
+            orcpt: None,
             status: STATUS_EXPIRED,
             remote_mta: None,
             reply: None,
             reason,
             last_attempt,
+        }
+    }
+
+    /// The report for a recipient that `remote_mta` (reached at `relay`,
+    /// `host[address]:port`) accepted with `reply` at `when`, for a success
+    /// notice: the reply's status when it has a 2.X.X one, else 2.0.0, and
+    /// Postfix's "delivery via" sentence.
+    pub fn relayed(
+        address: &str,
+        reply: &Reply,
+        remote_mta: &str,
+        relay: &str,
+        when: SystemTime,
+    ) -> RecipientReport {
+        let reply_text = reply.to_string();
+        RecipientReport {
+            address: address.to_owned(),
+            orcpt: None,
+            status: match reply.enhanced {
+                Some(enhanced) if enhanced.class == 2 => enhanced,
+                _ => STATUS_SUCCESS,
+            },
+            remote_mta: Some(remote_mta.to_owned()),
+            reason: format!("delivery via {relay}: {}", reply_text.trim_end()),
+            reply: Some(reply_text),
+            last_attempt: Some(when),
         }
     }
 }
@@ -205,15 +271,20 @@ pub fn status_for(class: Class, reply: Option<&Reply>) -> EnhancedCode {
 pub fn render(report: &Report<'_>) -> Vec<u8> {
     let host = ascii(report.reporting_mta);
     let token = token(report.message_id);
-    let text = text_part(report, &host);
+    let third = returned_part(report.kind, report.returned);
+    let text = text_part(report, &host, &third);
     let status = status_part(report, &host);
-    let headers = headers_part(report.original_headers);
-    let boundary = boundary(&token, &host, &[&text, &status, &headers.body]);
+    let boundary = boundary(
+        &token,
+        &host,
+        &[text.as_bytes(), status.as_bytes(), &third.body],
+    );
 
     let mut out = String::new();
     let subject = match report.kind {
         Kind::Failure => "Undelivered Mail Returned to Sender",
         Kind::Delay => "Delayed Mail (still being retried)",
+        Kind::Success => "Successful Mail Delivery Report",
     };
     field(
         &mut out,
@@ -235,6 +306,10 @@ pub fn render(report: &Report<'_>) -> Vec<u8> {
         "Content-Type",
         &format!("multipart/report; report-type=delivery-status; boundary=\"{boundary}\""),
     );
+    if third.eight_bit {
+        // A multipart holding an 8bit part is 8bit itself (RFC 2045 §6.4).
+        field(&mut out, "Content-Transfer-Encoding", "8bit");
+    }
     out.push_str("\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
     let mut part = |description: &str, content_type: &str, extra: &str, body: &str| {
@@ -251,7 +326,7 @@ pub fn render(report: &Report<'_>) -> Vec<u8> {
     };
     part(
         match report.kind {
-            Kind::Failure => "Notification",
+            Kind::Failure | Kind::Success => "Notification",
             Kind::Delay => "Delay notification",
         },
         "text/plain; charset=us-ascii",
@@ -259,25 +334,25 @@ pub fn render(report: &Report<'_>) -> Vec<u8> {
         &text,
     );
     part("Delivery report", "message/delivery-status", "", &status);
-    if !headers.body.is_empty() {
-        let encoding = if headers.quoted_printable {
-            "Content-Transfer-Encoding: quoted-printable\r\n"
-        } else {
-            ""
-        };
-        part(
-            "Undelivered Message Headers",
-            "text/rfc822-headers",
-            encoding,
-            &headers.body,
-        );
+    if third.body.is_empty() {
+        let _ = write!(out, "--{boundary}--\r\n");
+        return out.into_bytes();
     }
-    let _ = write!(out, "--{boundary}--\r\n");
-    out.into_bytes()
+    let _ = write!(out, "--{boundary}\r\n");
+    field(&mut out, "Content-Description", third.description);
+    field(&mut out, "Content-Type", third.content_type);
+    out.push_str(third.encoding);
+    out.push_str("\r\n");
+    // The body may be 8-bit and not UTF-8: bytes from here on. It ends
+    // in CRLF (every line does).
+    let mut out = out.into_bytes();
+    out.extend_from_slice(&third.body);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
 }
 
 /// The human-readable part, worded like Postfix's bounce templates.
-fn text_part(report: &Report<'_>, host: &str) -> String {
+fn text_part(report: &Report<'_>, host: &str, third: &ThirdPart) -> String {
     let mut lines: Vec<String> = vec![
         format!("This is the mail system at host {host}."),
         String::new(),
@@ -285,14 +360,28 @@ fn text_part(report: &Report<'_>, host: &str) -> String {
     match report.kind {
         Kind::Failure => {
             lines.push("I'm sorry to have to inform you that your message could not".into());
-            if report.original_headers.is_empty() {
+            if third.body.is_empty() {
                 lines.push("be delivered to one or more recipients.".into());
+            } else if third.whole {
+                lines.push("be delivered to one or more recipients. It's attached below.".into());
             } else {
                 lines.push(
                     "be delivered to one or more recipients. Its headers are attached".into(),
                 );
                 lines.push("below.".into());
             }
+        }
+        Kind::Success => {
+            lines.push("Your message was successfully delivered to the destination(s)".into());
+            lines.push("listed below. If the message was delivered to mailbox you will".into());
+            lines.push("receive no further notifications. Otherwise you may still receive".into());
+            lines.push("notifications of mail delivery errors from other systems.".into());
+            lines.push(String::new());
+            lines.push("                   The mail system".into());
+            recipient_sentences(report, &mut lines);
+            let mut out = lines.join("\r\n");
+            out.push_str("\r\n");
+            return out;
         }
         Kind::Delay => {
             let banner = "#".repeat(68);
@@ -326,30 +415,42 @@ fn text_part(report: &Report<'_>, host: &str) -> String {
     lines.push("delete your own text from the attached returned message.".into());
     lines.push(String::new());
     lines.push("                   The mail system".into());
+    recipient_sentences(report, &mut lines);
+    let mut out = lines.join("\r\n");
+    out.push_str("\r\n");
+    out
+}
+
+/// One `<address>: reason` paragraph per recipient, wrapped.
+fn recipient_sentences(report: &Report<'_>, lines: &mut Vec<String>) {
     for rcpt in report.recipients {
         lines.push(String::new());
         let sentence = format!("<{}>: {}", ascii(&rcpt.address), ascii(&rcpt.reason));
         lines.extend(wrap(&sentence, FOLD_AT, "    "));
     }
-    let mut out = lines.join("\r\n");
-    out.push_str("\r\n");
-    out
 }
 
 /// The `message/delivery-status` body (RFC 3464 §2.2, §2.3).
 fn status_part(report: &Report<'_>, host: &str) -> String {
     let mut out = String::new();
     field(&mut out, "Reporting-MTA", &format!("dns; {host}"));
+    if let Some(envid) = report.envid {
+        field(&mut out, "Original-Envelope-Id", &ascii(envid));
+    }
     if let Some(id) = report.queue_id {
         field(&mut out, "X-Postman-Queue-ID", &ascii(id));
     }
     field(&mut out, "Arrival-Date", &rfc5322_date(report.arrival));
     for rcpt in report.recipients {
         out.push_str("\r\n");
+        if let Some(orcpt) = &rcpt.orcpt {
+            field(&mut out, "Original-Recipient", &seven_bit_address(orcpt));
+        }
         field(&mut out, "Final-Recipient", &address_field(&rcpt.address));
         let action = match report.kind {
             Kind::Failure => "failed",
             Kind::Delay => "delayed",
+            Kind::Success => "relayed",
         };
         field(&mut out, "Action", action);
         field(&mut out, "Status", &rcpt.status.to_string());
@@ -373,91 +474,9 @@ fn status_part(report: &Report<'_>, host: &str) -> String {
     out
 }
 
-/// The third part's body and whether it had to be quoted-printable.
-struct HeadersPart {
-    body: String,
-    quoted_printable: bool,
-}
-
-/// The original header section with CRLF line ends; quoted-printable when
-/// it holds 8-bit or NUL bytes or lines over 998 octets.
-fn headers_part(original: &[u8]) -> HeadersPart {
-    let lines: Vec<&[u8]> = split_lines(original);
-    let plain = lines
-        .iter()
-        .all(|l| l.len() <= MAX_LINE && l.iter().all(|&b| b != 0 && b < 0x80));
-    let mut body = String::new();
-    for line in &lines {
-        if plain {
-            // All ASCII: from_utf8 cannot fail.
-            body.push_str(&String::from_utf8_lossy(line));
-        } else {
-            quoted_printable_line(line, &mut body);
-        }
-        body.push_str("\r\n");
-    }
-    HeadersPart {
-        body,
-        quoted_printable: !plain,
-    }
-}
-
-/// Lines of `bytes` without their ends (LF, CRLF, or a lone CR), the last
-/// one included even without an end; nothing for empty input.
-fn split_lines(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\n' => {
-                lines.push(&bytes[start..i]);
-                start = i + 1;
-            }
-            b'\r' => {
-                lines.push(&bytes[start..i]);
-                if bytes.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if start < bytes.len() {
-        lines.push(&bytes[start..]);
-    }
-    lines
-}
-
-/// Appends one line quoted-printable (RFC 2045 §6.7): soft breaks keep
-/// each encoded line within 76 characters; blanks at the end are encoded.
-fn quoted_printable_line(line: &[u8], out: &mut String) {
-    const MAX_QP: usize = 76;
-    let mut width = 0;
-    for (i, &b) in line.iter().enumerate() {
-        let last = i + 1 == line.len();
-        let literal = matches!(b, 33..=60 | 62..=126) || (matches!(b, b' ' | b'\t') && !last);
-        let len = if literal { 1 } else { 3 };
-        // Leave room for the soft break's "=" unless this ends the line.
-        let room = if last { MAX_QP } else { MAX_QP - 1 };
-        if width + len > room {
-            out.push_str("=\r\n");
-            width = 0;
-        }
-        if literal {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "={b:02X}");
-        }
-        width += len;
-    }
-}
-
 /// A MIME boundary from the token and host, made of RFC 2046 `bchars`, at
 /// most 70 long, and absent from every part (a suffix is added until so).
-fn boundary(token: &str, host: &str, parts: &[&str]) -> String {
+fn boundary(token: &str, host: &str, parts: &[&[u8]]) -> String {
     let base: String = format!("{token}/{host}")
         .chars()
         .map(|c| {
@@ -471,7 +490,8 @@ fn boundary(token: &str, host: &str, parts: &[&str]) -> String {
         .collect();
     let mut candidate = base.clone();
     let mut n = 0u32;
-    while parts.iter().any(|p| p.contains(&candidate)) {
+    let occurs = |part: &[u8], what: &[u8]| part.windows(what.len()).any(|w| w == what);
+    while parts.iter().any(|p| occurs(p, candidate.as_bytes())) {
         n += 1;
         candidate = format!("{base}={n}");
     }
@@ -513,6 +533,23 @@ fn address_field(address: &str) -> String {
             out.push(c);
         } else {
             let _ = write!(out, "\\x{{{:X}}}", u32::from(c));
+        }
+    }
+    out
+}
+
+/// An `Original-Recipient` value kept 7-bit: an ORCPT of RFC 6533's
+/// `utf-8` type may hold UTF-8, written here as its `\x{HEX}` form (RFC
+/// 6533 §3); control characters become spaces.
+fn seven_bit_address(orcpt: &str) -> String {
+    let mut out = String::with_capacity(orcpt.len());
+    for c in orcpt.chars() {
+        match c {
+            c if c.is_control() => out.push(' '),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let _ = write!(out, "\\x{{{:X}}}", u32::from(c));
+            }
         }
     }
     out
@@ -626,3 +663,7 @@ fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 #[path = "dsn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "dsn_notify_tests.rs"]
+mod notify_tests;

@@ -5,20 +5,20 @@ use super::*;
 use crate::smtp::{Scope, Stage};
 use mail_parser::{MessageParser, MimeHeaders};
 
-const HOST: &str = "mx.example.org";
-const HEADERS: &[u8] =
+pub(super) const HOST: &str = "mx.example.org";
+pub(super) const HEADERS: &[u8] =
     b"From: Sender <s@example.org>\r\nTo: a@d.test, b@d.test\r\nSubject: hello\r\nMessage-ID: <orig@example.org>\r\n";
 
-fn at(secs: u64) -> SystemTime {
+pub(super) fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn reply(text: &str) -> Reply {
+pub(super) fn reply(text: &str) -> Reply {
     text.parse()
         .unwrap_or_else(|e| panic!("test reply {text:?}: {e}"))
 }
 
-fn failures() -> Vec<RecipientReport> {
+pub(super) fn failures() -> Vec<RecipientReport> {
     let rcpt = Outcome::from_reply(
         Class::Permanent,
         Scope::Recipient,
@@ -27,6 +27,7 @@ fn failures() -> Vec<RecipientReport> {
     );
     let null_mx = RecipientReport {
         address: "b@null.test".into(),
+        orcpt: None,
         status: STATUS_NULL_MX,
         remote_mta: None,
         reply: None,
@@ -44,7 +45,11 @@ fn failures() -> Vec<RecipientReport> {
     ]
 }
 
-fn report<'a>(kind: Kind, recipients: &'a [RecipientReport], headers: &'a [u8]) -> Report<'a> {
+pub(super) fn report<'a>(
+    kind: Kind,
+    recipients: &'a [RecipientReport],
+    headers: &'a [u8],
+) -> Report<'a> {
     Report {
         kind,
         reporting_mta: HOST,
@@ -52,7 +57,8 @@ fn report<'a>(kind: Kind, recipients: &'a [RecipientReport], headers: &'a [u8]) 
         arrival: at(1_700_000_000),
         original_sender: "s@example.org",
         recipients,
-        original_headers: headers,
+        envid: None,
+        returned: Returned::Headers(headers),
         date: at(1_700_003_600),
         message_id: "1700003600.P42Q7",
         will_retry_until: Some(at(1_700_432_000)),
@@ -60,7 +66,7 @@ fn report<'a>(kind: Kind, recipients: &'a [RecipientReport], headers: &'a [u8]) 
 }
 
 /// Every line ends in CRLF, is at most 998 octets, and is 7-bit.
-fn check_lines(what: &str, message: &[u8]) {
+pub(super) fn check_lines(what: &str, message: &[u8]) {
     assert!(message.ends_with(b"\r\n"), "{what}: ends with CRLF");
     for (i, line) in message.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
@@ -91,7 +97,7 @@ fn check_lines(what: &str, message: &[u8]) {
 
 /// The field groups of a `message/delivery-status` body: unfolded
 /// `(name, value)` lists, the per-message group first.
-fn status_groups(body: &str) -> Vec<Vec<(String, String)>> {
+pub(super) fn status_groups(body: &str) -> Vec<Vec<(String, String)>> {
     body.split("\r\n\r\n")
         .filter(|g| !g.trim().is_empty())
         .map(|group| {
@@ -110,7 +116,7 @@ fn status_groups(body: &str) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
-fn get<'a>(group: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn get<'a>(group: &'a [(String, String)], name: &str) -> Option<&'a str> {
     group
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -317,6 +323,7 @@ fn hostile_inputs_stay_7bit_and_short() {
     let rcpts = [
         RecipientReport {
             address: "jösé@bücher.example".into(),
+            orcpt: None,
             status: STATUS_PERMANENT,
             remote_mta: Some("mx.bücher.example".into()),
             reply: Some(long_reply),
@@ -567,6 +574,7 @@ proptest::proptest! {
     ) {
         let rcpts = [RecipientReport {
             address,
+            orcpt: None,
             status: STATUS_PERMANENT,
             remote_mta: remote,
             reply,

@@ -1,21 +1,32 @@
 //! Settling a message after a delivery attempt (DESIGN.md "Outcomes"), as
 //! a plan: which recipients stay queued, which outlived the queue lifetime,
 //! whether a delay warning is due, which are bounced (RFC 3464) or set
-//! aside because no bounce can go, and what retry state to record. Pure:
-//! the caller writes the notifications, says what became of them, and
-//! carries out the [`End`].
+//! aside because no bounce can go, whether a success notice is due, and
+//! what retry state to record. Pure: the caller writes the notifications,
+//! says what became of them, and carries out the [`End`].
+//!
+//! The sender's DSN wishes (RFC 3461 §4) decide who is reported: a failed
+//! recipient only with NOTIFY absent or holding FAILURE, a delayed one
+//! only with NOTIFY absent or holding DELAY, a delivered one only with
+//! NOTIFY holding SUCCESS and only when the server that took it did not
+//! advertise DSN (then it will not tell; RFC 3461 §5.2.2). A recipient not
+//! reported is still logged, and a failed one is not tried again. RET=FULL
+//! asks for the whole message in the failure notice, except for a
+//! REQUIRETLS message (RFC 8689 §5: headers only).
 //!
 //! Call order: [`plan`]; one delivery record for each of
 //! [`Plan::logged`]; when [`Plan::delay_warning`] is `Some`, write it and,
-//! if that worked, call [`Plan::warned`]; when [`Plan::bounce`] asks for
-//! one, write it and, if that failed, call [`Plan::bounce_not_written`];
-//! then [`Plan::end`]. Notifications come before the state is recorded or
-//! the message removed, so that a crash in between can at worst repeat
-//! one, never lose one.
+//! if that worked, call [`Plan::warned`]; when [`Plan::success`] is not
+//! empty, write it; when [`Plan::bounce`] asks for one, write it and, if
+//! that failed, call [`Plan::bounce_not_written`]; then [`Plan::end`].
+//! Notifications come before the state is recorded or the message removed,
+//! so that a crash in between can at worst repeat one, never lose one.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::dsn::{self, RecipientReport};
+use crate::queue::params::{MsgParams, RcptParams, Ret};
 use crate::queue::RetryState;
 use crate::retry::{Schedule, Verdict};
 use crate::smtp::{EnhancedCode, Outcome, ReplyCode};
@@ -23,8 +34,11 @@ use crate::smtp::{EnhancedCode, Outcome, ReplyCode};
 /// What one attempt decided for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
-    /// Accepted.
-    Delivered,
+    /// Accepted. `relayed` is the report for a success notice (`Action:
+    /// relayed`) when the server did not advertise DSN, so that it took no
+    /// NOTIFY and will send no such notice itself (RFC 3461 §5.2.2); `None`
+    /// when it did (or no notice could be due).
+    Delivered { relayed: Option<RecipientReport> },
     /// Try again later; the recipient's `text` says why.
     Deferred,
     /// Not taken in this transaction only for the server's limit of
@@ -61,6 +75,34 @@ pub struct Message<'a> {
     pub arrival: SystemTime,
     /// Its retry state in force before the attempt.
     pub retry: &'a RetryState,
+    /// Its DSN parameters (RET, ENVID) and REQUIRETLS.
+    pub params: &'a MsgParams,
+    /// The DSN parameters of the recipients that have any.
+    pub rcpt_params: &'a BTreeMap<String, RcptParams>,
+}
+
+impl Message<'_> {
+    /// Whether the sender gets notifications at all: not the null sender.
+    fn notifies(&self) -> bool {
+        dsn::should_bounce(self.sender)
+    }
+
+    /// `report` with its recipient's ORCPT, for `Original-Recipient`.
+    fn with_orcpt(&self, mut report: RecipientReport) -> RecipientReport {
+        report.orcpt = self
+            .rcpt_params
+            .get(&report.address)
+            .and_then(|p| p.orcpt.as_ref())
+            .map(|o| o.for_report());
+        report
+    }
+
+    /// Whether a failure of `recipient` goes in the bounce: always for the
+    /// null sender, whose failures go to `.failed` for the postmaster
+    /// (nobody asked for silence there); else as NOTIFY says.
+    fn reports_failure(&self, recipient: &str) -> bool {
+        !self.notifies() || RcptParams::wants_failure(self.rcpt_params.get(recipient))
+    }
 }
 
 /// The bounce a plan asks for.
@@ -135,8 +177,14 @@ pub struct Plan {
     /// A delay warning is due now: one notification of these deferred
     /// recipients to the sender.
     pub delay_warning: Option<Vec<RecipientReport>>,
-    /// The failed recipients, expired ones included.
+    /// A success notice is due (see [`success_notice`]) for these
+    /// recipients; empty: none.
+    pub success: Vec<RecipientReport>,
+    /// The failed recipients to report, expired ones included (all of
+    /// them for the null sender).
     failed: Vec<RecipientReport>,
+    /// The failure notice returns the whole message (RET=FULL).
+    full: bool,
     state: RetryState,
     pending: Vec<String>,
     /// How many of `pending` are there only for the server's limit.
@@ -164,11 +212,13 @@ pub fn plan(
     now: SystemTime,
     jitter: f64,
 ) -> Plan {
-    let notify = dsn::should_bounce(message.sender);
+    let notify = message.notifies();
     let mut plan = Plan {
         logged: Vec::with_capacity(fates.len()),
         delay_warning: None,
+        success: success_notice(&fates, message),
         failed: Vec::new(),
+        full: message.params.ret == Some(Ret::Full) && !message.params.requiretls,
         state: message.retry.clone(),
         pending: Vec::new(),
         again: 0,
@@ -187,7 +237,7 @@ pub fn plan(
     let mut deferred = Vec::new();
     for f in fates {
         match &f.fate {
-            Fate::Delivered => plan.logged.push(f),
+            Fate::Delivered { .. } => plan.logged.push(f),
             Fate::Again if !waits => {
                 plan.pending.push(f.recipient);
                 plan.again += 1;
@@ -197,7 +247,9 @@ pub fn plan(
                 deferred.push(f);
             }
             Fate::Failed(report) => {
-                plan.failed.push(report.clone());
+                if message.reports_failure(&f.recipient) {
+                    plan.failed.push(message.with_orcpt(report.clone()));
+                }
                 plan.logged.push(f);
             }
         }
@@ -208,7 +260,8 @@ pub fn plan(
             Verdict::Retry { at, warn } => {
                 plan.state.next_attempt = Some(at);
                 if warn && notify {
-                    plan.delay_warning = Some(delay_reports(&deferred, now));
+                    let reports = delay_reports(&deferred, message, now);
+                    plan.delay_warning = (!reports.is_empty()).then_some(reports);
                 }
                 plan.logged.extend(deferred);
             }
@@ -216,8 +269,11 @@ pub fn plan(
                 plan.pending.clear();
                 for f in deferred {
                     let expired = expire(f, schedule.lifetime, &plan.state, now);
-                    if let Fate::Failed(report) = &expired.fate {
-                        plan.failed.push(report.clone());
+                    match &expired.fate {
+                        Fate::Failed(report) if message.reports_failure(&expired.recipient) => {
+                            plan.failed.push(message.with_orcpt(report.clone()));
+                        }
+                        _ => {}
                     }
                     plan.logged.push(expired);
                 }
@@ -256,17 +312,47 @@ fn expire(
     }
 }
 
-/// The delay warning's part for each deferred recipient.
-fn delay_reports(deferred: &[RecipientFate], now: SystemTime) -> Vec<RecipientReport> {
+/// The delay warning's part for each deferred recipient that wants one.
+fn delay_reports(
+    deferred: &[RecipientFate],
+    message: Message<'_>,
+    now: SystemTime,
+) -> Vec<RecipientReport> {
     deferred
         .iter()
-        .map(|f| RecipientReport {
-            address: f.recipient.clone(),
-            status: dsn::STATUS_TRANSIENT,
-            remote_mta: None,
-            reply: None,
-            reason: f.text.clone(),
-            last_attempt: Some(now),
+        .filter(|f| RcptParams::wants_delay(message.rcpt_params.get(&f.recipient)))
+        .map(|f| {
+            message.with_orcpt(RecipientReport {
+                address: f.recipient.clone(),
+                orcpt: None,
+                status: dsn::STATUS_TRANSIENT,
+                remote_mta: None,
+                reply: None,
+                reason: f.text.clone(),
+                last_attempt: Some(now),
+            })
+        })
+        .collect()
+}
+
+/// The recipients of one attempt's `fates` that a success notice reports
+/// (`Action: relayed`), in envelope order: those delivered to a server
+/// without DSN ([`Fate::Delivered`]'s `relayed`) whose NOTIFY holds
+/// SUCCESS; none for the null sender. The plan's [`Plan::success`]; also
+/// for an attempt that delivered every recipient, settled without a plan.
+pub fn success_notice(fates: &[RecipientFate], message: Message<'_>) -> Vec<RecipientReport> {
+    if !message.notifies() {
+        return Vec::new();
+    }
+    fates
+        .iter()
+        .filter_map(|f| match &f.fate {
+            Fate::Delivered {
+                relayed: Some(report),
+            } if RcptParams::wants_success(message.rcpt_params.get(&f.recipient)) => {
+                Some(message.with_orcpt(report.clone()))
+            }
+            _ => None,
         })
         .collect()
 }
@@ -277,7 +363,14 @@ impl Plan {
         self.state.delay_warned = Some(self.now);
     }
 
-    /// The bounce to write, if any.
+    /// Whether the bounce returns the whole message (RET=FULL, not for a
+    /// REQUIRETLS message), size permitting; else its headers.
+    pub fn returns_full(&self) -> bool {
+        self.full
+    }
+
+    /// The bounce to write, if any: none when every failed recipient asked
+    /// not to hear of it (NOTIFY without FAILURE).
     pub fn bounce(&self) -> Bounce<'_> {
         if self.failed.is_empty() {
             Bounce::None
@@ -373,3 +466,7 @@ pub fn until_due_again(state: &RetryState, now: SystemTime, fallback: Duration) 
 #[cfg(test)]
 #[path = "settle_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "settle_notify_tests.rs"]
+mod notify_tests;

@@ -34,12 +34,17 @@ enum F {
 
 fn fate(recipient: &str, f: F) -> RecipientFate {
     let (fate, code, text) = match f {
-        F::Ok => (Fate::Delivered, 250, format!("250 2.0.0 ok {recipient}")),
+        F::Ok => (
+            Fate::Delivered { relayed: None },
+            250,
+            format!("250 2.0.0 ok {recipient}"),
+        ),
         F::Defer => (Fate::Deferred, 451, format!("deferred {recipient}")),
         F::Again => (Fate::Again, 452, format!("too many {recipient}")),
         F::Fail => {
             let report = RecipientReport {
                 address: recipient.to_owned(),
+                orcpt: None,
                 status: dsn::STATUS_PERMANENT,
                 remote_mta: Some("mx.d.test".to_owned()),
                 reply: Some("550 no".to_owned()),
@@ -162,7 +167,7 @@ fn requeue(pending: &'static [&'static str], finalized: bool) -> WantRequeue {
 
 fn status_word(fate: &Fate) -> &'static str {
     match fate {
-        Fate::Delivered => "sent",
+        Fate::Delivered { .. } => "sent",
         Fate::Deferred | Fate::Again => "deferred",
         Fate::Failed(_) => "bounced",
     }
@@ -440,6 +445,8 @@ fn run(case: &Case) -> (Plan, Option<Unwritten>, End) {
         sender: case.sender,
         arrival: arrival(),
         retry: &retry,
+        params: &MsgParams::default(),
+        rcpt_params: &BTreeMap::new(),
     };
     let now = arrival() + Duration::from_secs(case.age);
     let mut plan = plan(fates, message, &schedule(), now, 0.0);
@@ -543,6 +550,8 @@ fn an_expired_recipient_says_why() {
         sender: SENDER,
         arrival: arrival(),
         retry: &retry,
+        params: &MsgParams::default(),
+        rcpt_params: &BTreeMap::new(),
     };
     let now = arrival() + Duration::from_secs(LIFETIME);
     let plan = plan(vec![fate("a", F::Defer)], message, &schedule(), now, 0.0);
@@ -571,6 +580,8 @@ fn an_expired_requiretls_recipient_keeps_its_status() {
         sender: SENDER,
         arrival: arrival(),
         retry: &retry,
+        params: &MsgParams::default(),
+        rcpt_params: &BTreeMap::new(),
     };
     let now = arrival() + Duration::from_secs(LIFETIME);
     let code = |class, subject, detail| EnhancedCode {
@@ -614,6 +625,8 @@ fn delay_warning_reports_and_jitter() {
         sender: SENDER,
         arrival: arrival(),
         retry: &retry,
+        params: &MsgParams::default(),
+        rcpt_params: &BTreeMap::new(),
     };
     let now = arrival() + Duration::from_secs(WARN_AFTER);
     let fates = vec![fate("a", F::Defer), fate("b", F::Again)];

@@ -3,7 +3,9 @@
 //! failure): delivered recipients leave the message's state, deferred ones
 //! stay with their retry state recorded crash-safely in its state file (the
 //! queue file is never written), failed ones get one bounce (RFC 3464) to
-//! the sender, and the message goes when nothing is pending. What to do is
+//! the sender, delivered ones one success notice when the sender asked for
+//! it and the server will not send it (RFC 3461 §5.2.2), and the message
+//! goes when nothing is pending. What to do is
 //! decided by the core's plan ([`postman::settle`]); this module carries
 //! it out: records, notifications, files, and the message's claim.
 //!
@@ -17,10 +19,11 @@ mod kept;
 
 pub use kept::Kept;
 
+use std::fs::File;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::Config;
-use postman::dsn::{self, Kind, RecipientReport, Report};
+use postman::dsn::{self, Kind, RecipientReport, Report, Returned};
 use postman::queue::{self, Claimed, Queue, Recorded, RetryState, Unrecorded};
 use postman::retry::Schedule;
 use postman::settle::{self, Bounce, End, Plan, Requeue, Unwritten};
@@ -42,6 +45,9 @@ pub struct Settler {
     pub schedule: Schedule,
     pub hostname: String,
     pub local_domains: Vec<String>,
+    /// The largest message a failure notice returns whole
+    /// (`delivery.bounce_size_limit`).
+    pub bounce_size_limit: usize,
     /// Whether messages whose new state cannot be recorded are kept
     /// claimed ([`Settler::keeping_unrecorded`]).
     keeps: bool,
@@ -69,6 +75,7 @@ impl Settler {
             schedule: Schedule::from_config(config),
             hostname: config.hostname.clone(),
             local_domains: config.local_domains.clone(),
+            bounce_size_limit: config.bounce_size_limit,
             keeps: false,
             kept: Vec::new(),
             rng: seed | 1,
@@ -88,12 +95,13 @@ impl Settler {
     }
 
     /// Takes the settings a reload may change (the retry schedule, the
-    /// hostname, the local domains); the queue stays open, since
-    /// `application.maildir.path` needs a restart.
+    /// hostname, the local domains, the bounce size limit); the queue stays
+    /// open, since `application.maildir.path` needs a restart.
     pub fn reload(&mut self, config: &Config) {
         self.schedule = Schedule::from_config(config);
         self.hostname = config.hostname.clone();
         self.local_domains = config.local_domains.clone();
+        self.bounce_size_limit = config.bounce_size_limit;
     }
 
     /// A number in [0, 1) for spreading retries.
@@ -130,16 +138,17 @@ impl Settler {
     ) -> Disposition {
         let now = SystemTime::now();
         let jitter = self.jitter();
-        let message = settle::Message {
-            sender: &msg.envelope.sender,
-            arrival: msg.arrival,
-            retry: &msg.retry,
-        };
-        let mut plan = settle::plan(fates, message, &self.schedule, now, jitter);
+        let mut plan = settle::plan(fates, message_of(&msg), &self.schedule, now, jitter);
         for f in &plan.logged {
             self.record(log, &msg, f, relay);
         }
         self.warn_delay(&msg, &claimed, &mut plan, now, log);
+        if !plan.success.is_empty() {
+            let written = claimed.open().and_then(|(file, _)| {
+                self.notify(&msg, &file, &plan.success, Kind::Success, false, now)
+            });
+            self.log_success(&msg, plan.success.len(), written, log);
+        }
         self.bounce_failed(&msg, &claimed, &mut plan, now, log);
         let result = match plan.end() {
             End::Requeue(requeue) => return self.requeue(msg, claimed, requeue, log),
@@ -165,7 +174,10 @@ impl Settler {
         let Some(reports) = &plan.delay_warning else {
             return;
         };
-        match self.bounce(msg, claimed, reports, Kind::Delay, now) {
+        let written = claimed
+            .open()
+            .and_then(|(file, _)| self.notify(msg, &file, reports, Kind::Delay, false, now));
+        match written {
             Ok(()) => {
                 plan.warned();
                 info!(log, "delay warning sent"; "queue_id" => &msg.id, "to" => &msg.envelope.sender);
@@ -193,9 +205,15 @@ impl Settler {
                     "queue_id" => &msg.id, "domain" => &msg.domain);
                 return;
             }
-            Bounce::ToSender(reports) => self
-                .bounce(msg, claimed, reports, Kind::Failure, now)
-                .map(|()| reports.len()),
+            Bounce::ToSender(reports) => {
+                let full = plan.returns_full();
+                claimed
+                    .open()
+                    .and_then(|(file, _)| {
+                        self.notify(msg, &file, reports, Kind::Failure, full, now)
+                    })
+                    .map(|()| reports.len())
+            }
         };
         let e = match written {
             Ok(recipients) => {
@@ -340,19 +358,53 @@ impl Settler {
     }
 
     /// Settles a message whose every recipient was accepted and whose file
-    /// is already removed ([`Claimed::remove_delivered`]): one record per
-    /// recipient.
+    /// is already removed ([`Claimed::remove_delivered`]), still `open`
+    /// when the transaction had it open: one record per recipient, then
+    /// the success notice due ([`settle::success_notice`]). That notice
+    /// comes after the removal, unlike the others: a crash in between loses
+    /// it rather than delivering the message twice.
     pub fn settle_removed(
         &mut self,
         msg: &QueuedMessage,
         fates: &[RecipientFate],
+        open: Option<&File>,
         relay: &str,
         log: &Logger,
     ) -> Disposition {
         for f in fates {
             self.record(log, msg, f, relay);
         }
+        let success = settle::success_notice(fates, message_of(msg));
+        if !success.is_empty() {
+            let now = SystemTime::now();
+            let written = match open {
+                Some(file) => self.notify(msg, file, &success, Kind::Success, false, now),
+                // Nothing of the message can be returned: the notice goes
+                // without it.
+                None => {
+                    self.write_notice(msg, &success, Kind::Success, Returned::Headers(&[]), now)
+                }
+            };
+            self.log_success(msg, success.len(), written, log);
+        }
         Disposition::Finished
+    }
+
+    /// Logs what became of a success notice to `recipients` recipients.
+    fn log_success(
+        &self,
+        msg: &QueuedMessage,
+        recipients: usize,
+        written: std::io::Result<()>,
+        log: &Logger,
+    ) {
+        match written {
+            Ok(()) => info!(log, "success notice sent"; "queue_id" => &msg.id,
+                "domain" => &msg.domain, "to" => &msg.envelope.sender, "recipients" => recipients),
+            // The recipients are delivered: nothing to try again.
+            Err(e) => warn!(log, "cannot write the success notice"; "queue_id" => &msg.id,
+                "domain" => &msg.domain, "error" => %e),
+        }
     }
 
     /// Settles every recipient of an unattempted message the same way (a
@@ -381,7 +433,7 @@ impl Settler {
     /// One delivery record for `f`, its status by its fate.
     fn record(&self, log: &Logger, msg: &QueuedMessage, f: &RecipientFate, relay: &str) {
         let status = match f.fate {
-            Fate::Delivered => Status::Sent,
+            Fate::Delivered { .. } => Status::Sent,
             Fate::Deferred | Fate::Again => Status::Deferred,
             Fate::Failed(_) => Status::Bounced,
         };
@@ -399,27 +451,55 @@ impl Settler {
         );
     }
 
-    /// Writes one notification to the sender: into its Maildir when its
-    /// domain is local, else queued for remote delivery with the null sender.
-    fn bounce(
+    /// Writes one notification to the sender, returning from the queue
+    /// file `file` the whole message when `full` and it is within
+    /// `delivery.bounce_size_limit`, else its headers.
+    fn notify(
         &mut self,
         msg: &QueuedMessage,
-        claimed: &Claimed,
+        file: &File,
         reports: &[RecipientReport],
         kind: Kind,
+        full: bool,
         now: SystemTime,
     ) -> std::io::Result<()> {
-        let (file, _) = claimed.open()?;
-        let headers = queue::read_original_headers(&file, msg.envelope.body_offset)?;
+        let offset = msg.envelope.body_offset;
+        let whole = match full {
+            true => queue::read_original_message(file, offset, self.bounce_size_limit)?,
+            false => None,
+        };
+        let headers = match whole {
+            Some(_) => Vec::new(),
+            None => queue::read_original_headers(file, offset)?,
+        };
+        let returned = match &whole {
+            Some(message) => Returned::Message(message),
+            None => Returned::Headers(&headers),
+        };
+        self.write_notice(msg, reports, kind, returned, now)
+    }
+
+    /// Writes one notification to the sender: into its Maildir when its
+    /// domain is local, else queued for remote delivery with the null sender.
+    fn write_notice(
+        &mut self,
+        msg: &QueuedMessage,
+        reports: &[RecipientReport],
+        kind: Kind,
+        returned: Returned<'_>,
+        now: SystemTime,
+    ) -> std::io::Result<()> {
         let token = self.unique(now);
+        let envid = msg.envelope.params.envid_printable();
         let report = Report {
             kind,
             reporting_mta: &self.hostname,
             queue_id: Some(&msg.id),
+            envid: envid.as_deref(),
             arrival: msg.arrival,
             original_sender: &msg.envelope.sender,
             recipients: reports,
-            original_headers: &headers,
+            returned,
             date: now,
             message_id: &token,
             will_retry_until: matches!(kind, Kind::Delay)
@@ -435,6 +515,17 @@ impl Settler {
             &token,
         )
         .map(|_| ())
+    }
+}
+
+/// The message as the settle plan sees it.
+fn message_of(msg: &QueuedMessage) -> settle::Message<'_> {
+    settle::Message {
+        sender: &msg.envelope.sender,
+        arrival: msg.arrival,
+        retry: &msg.retry,
+        params: &msg.envelope.params,
+        rcpt_params: &msg.envelope.rcpt_params,
     }
 }
 

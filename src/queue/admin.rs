@@ -613,6 +613,10 @@ fn bounce_taken(
         .iter()
         .map(|address| RecipientReport {
             address: address.clone(),
+            orcpt: envelope
+                .recipient_params(address)
+                .and_then(|p| p.orcpt.as_ref())
+                .map(|o| o.for_report()),
             status: dsn::STATUS_PERMANENT,
             remote_mta: None,
             reply: None,
@@ -620,6 +624,7 @@ fn bounce_taken(
             last_attempt: retry.last_attempt,
         })
         .collect();
+    let envid = envelope.params.envid_printable();
     let report = Report {
         kind: Kind::Failure,
         reporting_mta: ctx.hostname,
@@ -627,7 +632,8 @@ fn bounce_taken(
         arrival,
         original_sender: &envelope.sender,
         recipients: &reports,
-        original_headers: &headers,
+        envid: envid.as_deref(),
+        returned: dsn::Returned::Headers(&headers),
         date: ctx.now,
         message_id: ctx.token,
         will_retry_until: None,

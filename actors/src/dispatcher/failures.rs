@@ -166,6 +166,7 @@ impl Dispatcher {
                 text: reason.to_owned(),
                 fate: Fate::Failed(RecipientReport {
                     address: recipient.to_owned(),
+                    orcpt: None,
                     status,
                     remote_mta: None,
                     reply: None,

@@ -39,7 +39,7 @@ pub fn finish_job(
     let fates = fates(result, relay, SystemTime::now());
     for f in &fates {
         match f.fate {
-            Fate::Delivered => shared.stats.sent += 1,
+            Fate::Delivered { .. } => shared.stats.sent += 1,
             Fate::Deferred => shared.stats.deferred += 1,
             Fate::Failed(_) => shared.stats.bounced += 1,
             // Sent again: neither deferred nor bounced yet.
@@ -57,7 +57,9 @@ pub fn finish_job(
     // here, so that a crash from now on cannot send it again. It is still
     // open, so freeing its blocks, which waits on the disk, happens when the
     // disk thread closes it.
-    let all_delivered = fates.iter().all(|f| matches!(f.fate, Fate::Delivered));
+    let all_delivered = fates
+        .iter()
+        .all(|f| matches!(f.fate, Fate::Delivered { .. }));
     let file = if all_delivered {
         match job.claimed.remove_delivered() {
             Marked::Removed(leftover) => QueueFile::Removed(Some(leftover)),
@@ -89,10 +91,13 @@ pub fn finish_job(
 
 /// The fates of a transaction's recipients, in envelope order, the last
 /// attempt ending at `now`. `relay` (`host[address]:port`) prefixes each
-/// failure's text; its host names the remote MTA in a bounce.
+/// failure's text; its host names the remote MTA in a bounce. A recipient
+/// delivered to a server that did not advertise DSN carries the report of
+/// a success notice, which the settle plan sends if its NOTIFY asked.
 fn fates(result: MessageResult, relay: &str, now: SystemTime) -> Vec<RecipientFate> {
     let host = relay.split('[').next().unwrap_or(relay);
     let again = result.send_again();
+    let server_dsn = result.dsn;
     result
         .recipients
         .into_iter()
@@ -100,13 +105,15 @@ fn fates(result: MessageResult, relay: &str, now: SystemTime) -> Vec<RecipientFa
         .map(|(r, again)| {
             let outcome = match r.result {
                 Ok(reply) => {
+                    let relayed = (!server_dsn)
+                        .then(|| RecipientReport::relayed(&r.recipient, &reply, host, relay, now));
                     return RecipientFate {
                         recipient: r.recipient,
-                        fate: Fate::Delivered,
+                        fate: Fate::Delivered { relayed },
                         code: Some(reply.code),
                         status: reply.enhanced,
                         text: reply.to_string(),
-                    }
+                    };
                 }
                 Err(outcome) => outcome,
             };
@@ -228,7 +235,7 @@ mod tests {
     /// A fate as a row shows it: kind, code, status, text.
     fn shown(f: &RecipientFate) -> (String, &'static str, u16, String, String) {
         let kind = match f.fate {
-            Fate::Delivered => "delivered",
+            Fate::Delivered { .. } => "delivered",
             Fate::Deferred => "deferred",
             Fate::Again => "again",
             Fate::Failed(_) => "failed",

@@ -149,7 +149,7 @@ impl Settlement {
                     slog::warn!(log, "cannot remove a delivered message's state file; the next start does";
                         "queue_id" => &msg.id, "domain" => &msg.domain, "error" => %e);
                 }
-                settler.settle_removed(&msg, &fates, &relay, &log)
+                settler.settle_removed(&msg, &fates, open.as_ref(), &relay, &log)
             }
         };
         drop(open);
