@@ -27,6 +27,7 @@ pub mod hostile;
 pub mod net;
 pub mod postfix;
 pub mod postman;
+pub mod python_dsn;
 pub mod queue;
 pub mod smtp_client;
 pub mod smtp_sink;

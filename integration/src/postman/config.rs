@@ -88,6 +88,8 @@ pub struct Config {
     pub max_queue_lifetime: Option<u64>,
     /// `delivery.delay_warning`, seconds; `None` leaves postman's default.
     pub delay_warning: Option<u64>,
+    /// `delivery.bounce_size_limit`, bytes; `None` leaves postman's default.
+    pub bounce_size_limit: Option<u64>,
     /// `application.local_domains`; `None` leaves postman's default (the
     /// hostname, `postman.test`).
     pub local_domains: Option<Vec<String>>,
@@ -124,6 +126,7 @@ impl Config {
             max_backoff: None,
             max_queue_lifetime: None,
             delay_warning: None,
+            bounce_size_limit: None,
             local_domains: None,
             metrics_interval: 60,
             rescan_interval: 1,
@@ -156,6 +159,10 @@ impl Config {
             self.max_queue_lifetime.map(|s| s.to_string()),
         );
         let delay_warning = optional("delay_warning", self.delay_warning.map(|s| s.to_string()));
+        let bounce_size_limit = optional(
+            "bounce_size_limit",
+            self.bounce_size_limit.map(|n| n.to_string()),
+        );
         let max_backoff = optional("max_backoff", self.max_backoff.map(|s| s.to_string()));
         let per_site = optional(
             "max_connections_per_site",
@@ -196,7 +203,7 @@ initial_connections_per_domain = {initial_per_domain}
 max_messages_per_connection = {max_per_conn}
 connection_cache_time = {connection_cache_time}
 max_mx_addresses = {max_mx_addresses}
-{lifetime}{delay_warning}{per_site}
+{lifetime}{delay_warning}{bounce_size_limit}{per_site}
 [delivery.retry]
 min_backoff = {min_backoff}
 {max_backoff}
