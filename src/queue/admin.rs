@@ -41,6 +41,7 @@ pub use listing::{
 };
 
 use super::dirfd::{EntryKind, QueueDir};
+use super::params::RcptParams;
 use super::{
     claim, is_local, list_domains, place_bounce, read_original_headers, read_queued,
     remove_state_of, split_address, tie_of, valid_domain, Claimed, Placed, Queue, ACTIVE_DIR,
@@ -345,6 +346,9 @@ pub enum Done {
     /// The message had the null sender: it was removed without a DSN (a
     /// bounce is never bounced).
     NullSenderDeleted,
+    /// No recipient asked to hear of a failure (each one's NOTIFY lacks
+    /// FAILURE, RFC 3461 §4.1): it was removed without a DSN.
+    UnreportedDeleted,
 }
 
 /// The message is being delivered: the error to report, or `NotFound`
@@ -521,12 +525,15 @@ pub struct BounceContext<'a> {
     pub token: &'a str,
 }
 
-/// Bounces a queued or held message now: every pending recipient is
-/// reported failed with [`ADMIN_BOUNCE_REASON`] (status 5.0.0) in one DSN
+/// Bounces a queued or held message now: every pending recipient whose
+/// NOTIFY asks for failures (or who has none) is reported failed with
+/// [`ADMIN_BOUNCE_REASON`] (status 5.0.0) in one DSN
 /// to the sender (into its Maildir with [`place_bounce`] when its domain is
 /// local, else queued from the null sender with [`enqueue()`]), then the
 /// message is removed. A message
-/// from the null sender is removed without a DSN ([`Done::NullSenderDeleted`]).
+/// from the null sender is removed without a DSN ([`Done::NullSenderDeleted`]),
+/// and so is one whose recipients all asked not to hear of failures
+/// ([`Done::UnreportedDeleted`]).
 /// The message is claimed first, so a running delivery is never disturbed
 /// (that is [`AdminError::Busy`]); on any failure it is put back unchanged.
 pub fn bounce(
@@ -608,9 +615,12 @@ fn bounce_taken(
     };
     let headers = read_original_headers(&file, envelope.body_offset)
         .map_err(|e| io_error(id, "read its headers", e))?;
+    // As after a delivery attempt: only recipients whose NOTIFY asks for
+    // failures are named (see `settle`).
     let reports: Vec<RecipientReport> = envelope
         .recipients
         .iter()
+        .filter(|address| RcptParams::wants_failure(envelope.recipient_params(address)))
         .map(|address| RecipientReport {
             address: address.clone(),
             orcpt: envelope
@@ -624,6 +634,9 @@ fn bounce_taken(
             last_attempt: retry.last_attempt,
         })
         .collect();
+    if reports.is_empty() {
+        return Ok(Done::UnreportedDeleted);
+    }
     let envid = envelope.params.envid_printable();
     let report = Report {
         kind: Kind::Failure,

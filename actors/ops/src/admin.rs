@@ -67,6 +67,9 @@ pub fn describe(done: &Done) -> String {
             "deleted without a bounce: it has the null sender, and a bounce is never bounced"
                 .to_owned()
         }
+        Done::UnreportedDeleted => {
+            "deleted without a bounce: no recipient asked for failure notices (NOTIFY)".to_owned()
+        }
     }
 }
 
@@ -280,6 +283,10 @@ mod tests {
             (
                 Done::NullSenderDeleted,
                 "deleted without a bounce: it has the null sender, and a bounce is never bounced",
+            ),
+            (
+                Done::UnreportedDeleted,
+                "deleted without a bounce: no recipient asked for failure notices (NOTIFY)",
             ),
         ];
         for (done, want) in cases {

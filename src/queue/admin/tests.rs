@@ -316,6 +316,59 @@ fn bounce_of_a_null_sender_message_deletes_it_without_a_dsn() {
     assert!(messages(&layout, "d1.test").is_empty());
 }
 
+/// The operator's bounce names only the recipients whose NOTIFY asks for
+/// failures, with their ORCPT and the ENVID; when none does, the message
+/// goes without a DSN.
+#[test]
+fn bounce_honours_notify() {
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    let params = "X-Postman-Envid: env+2D9\n\
+                  X-Postman-To: <n@d1.test> NOTIFY=NEVER\n\
+                  X-Postman-To: <f@d1.test> NOTIFY=FAILURE ORCPT=rfc822;F+2Bx@d1.test\n";
+    queued(
+        &layout,
+        "d1.test",
+        "m1",
+        &file("alice@src.test", &["x@d1.test"], NOW, params),
+    );
+    let done = bounce(&queue, &r("m1"), &ctx(&[], "dsn4"))
+        .expect("bounce")
+        .1;
+    let Done::Bounced { recipients, .. } = done else {
+        panic!("bounced: {done:?}");
+    };
+    assert_eq!(recipients, 2, "x (no NOTIFY) and f, not n");
+    let dsn = fs::read(layout.message_path("src.test", "dsn4")).expect("the DSN");
+    let text = String::from_utf8_lossy(&dsn);
+    for want in [
+        "Original-Envelope-Id: env-9",
+        "Final-Recipient: rfc822; x@d1.test",
+        "Original-Recipient: rfc822;F+x@d1.test",
+        "Final-Recipient: rfc822; f@d1.test",
+    ] {
+        assert!(
+            text.contains(want),
+            "the DSN should contain {want:?}:\n{text}"
+        );
+    }
+    assert!(!text.contains("n@d1.test"), "n asked for silence:\n{text}");
+
+    let silent = format!(
+        "X-Postman-From: <alice@src.test>\nX-Postman-Date: {NOW}\n\
+         X-Postman-To: <n@d1.test> NOTIFY=SUCCESS,DELAY\n\nSubject: s\n\nbody\n"
+    );
+    let path = queued(&layout, "d1.test", "m2", silent.as_bytes());
+    assert_eq!(
+        bounce(&queue, &r("m2"), &ctx(&[], "dsn5"))
+            .expect("bounce")
+            .1,
+        Done::UnreportedDeleted
+    );
+    assert!(!path.exists(), "deleted");
+    assert!(!layout.message_path("src.test", "dsn5").exists(), "no DSN");
+}
+
 #[test]
 fn bounce_of_an_unreadable_message_leaves_it_queued() {
     let (_dir, queue) = setup();
