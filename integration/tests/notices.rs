@@ -10,6 +10,8 @@
 //!   (or a NOTIFY without FAILURE) means no bounce and no `.failed` copy;
 //!   `NOTIFY=FAILURE` with `RET=FULL` returns the whole message, 8-bit body
 //!   and all, unless it is over `delivery.bounce_size_limit`.
+//! * A scripted server answering 451: the delay warning names only the
+//!   recipients whose NOTIFY asks for delays (or who have none).
 //!
 //! Every notification is parsed by Python's own `email` package
 //! (`integration/peers/parse_dsn.py`), a MIME parser postman's tests do not otherwise
@@ -29,10 +31,12 @@ use serde_json::Value;
 /// with the message fields `params` and one `X-Postman-To` line each in
 /// `to`, written by hand as a receiving server would.
 fn queue_file(params: &[&str], to: &[&str], message: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "X-Postman-From: <alice@local.test>\nX-Postman-Date: {}\n",
-        postman_integration::queue::unix_now()
-    );
+    queue_file_dated(postman_integration::queue::unix_now(), params, to, message)
+}
+
+/// [`queue_file`] with the arrival `date` in Unix seconds.
+fn queue_file_dated(date: u64, params: &[&str], to: &[&str], message: &[u8]) -> Vec<u8> {
+    let mut out = format!("X-Postman-From: <alice@local.test>\nX-Postman-Date: {date}\n");
     for line in params.iter().chain(to) {
         out.push_str(line);
         out.push('\n');
@@ -364,4 +368,108 @@ fn notify_and_ret_shape_the_bounce() {
         None,
         "no ORCPT queued"
     );
+}
+
+/// A message deferred past `delivery.delay_warning`: the one warning names
+/// only the recipients whose NOTIFY asks for delays (or who have none), and
+/// a message whose recipients all declined gets none.
+#[test]
+fn the_delay_warning_names_those_who_asked() {
+    let net = TestNet::new();
+    let _server = HostileServer::start(
+        net.addr(1),
+        vec![Script::polite()
+            .answer("RCPT", "451 4.2.0 try again later")
+            .answer("DATA", "554 5.5.1 no valid recipients")],
+    );
+    let dns = DnsServer::start(zones_for(Zones::new(), &net, 1, "late.test"));
+    let queue = TestQueue::new();
+    let five_hours_ago = postman_integration::queue::unix_now() - 5 * 3600;
+    queue.add_raw(
+        "late.test",
+        "asked",
+        &queue_file_dated(
+            five_hours_ago,
+            &["X-Postman-Envid: late"],
+            &[
+                "X-Postman-To: <d@late.test> NOTIFY=DELAY ORCPT=rfc822;D+2Bx@late.test",
+                "X-Postman-To: <n@late.test> NOTIFY=NEVER",
+                "X-Postman-To: <f@late.test> NOTIFY=SUCCESS,FAILURE",
+                "X-Postman-To: <x@late.test>",
+            ],
+            b"Subject: late\n\nbody\n",
+        ),
+    );
+    queue.add_raw(
+        "late.test",
+        "declined",
+        &queue_file_dated(
+            five_hours_ago,
+            &["X-Postman-Envid: declined"],
+            &["X-Postman-To: <q@late.test> NOTIFY=FAILURE"],
+            b"Subject: declined\n\nbody\n",
+        ),
+    );
+    let mut cfg = local_config(&queue, &net, &dns);
+    cfg.delay_warning = Some(4 * 3600);
+    let out = run(&cfg);
+    let deliveries = out.deliveries();
+    for to in [
+        "d@late.test",
+        "n@late.test",
+        "f@late.test",
+        "x@late.test",
+        "q@late.test",
+    ] {
+        assert_outcome(&out, &deliveries, to, "deferred", Some(451));
+    }
+    let state = queue.state();
+    assert!(
+        state.is_queued("late.test", "asked") && state.is_queued("late.test", "declined"),
+        "both stay queued:\n{}",
+        queue.describe()
+    );
+    let notices = local_bounces(&queue, "alice");
+    assert_eq!(
+        notices.len(),
+        1,
+        "one warning, for \"asked\" only:\n{}",
+        out.stderr
+    );
+    let dsn = parse(&notices[0]);
+    let raw = String::from_utf8_lossy(&notices[0]);
+    check_report(
+        &dsn,
+        "Delayed Mail (still being retried)",
+        &[
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers",
+        ],
+        &notices[0],
+    );
+    assert_eq!(
+        get(&dsn["per_message"], "Original-Envelope-Id"),
+        Some("late"),
+        "{raw}"
+    );
+    let rcpts = dsn["recipients"].as_array().cloned().unwrap_or_default();
+    let finals: Vec<&str> = rcpts
+        .iter()
+        .filter_map(|r| get(r, "Final-Recipient"))
+        .collect();
+    assert_eq!(
+        finals,
+        ["rfc822; d@late.test", "rfc822; x@late.test"],
+        "{raw}"
+    );
+    for r in &rcpts {
+        assert_eq!(get(r, "Action"), Some("delayed"), "{raw}");
+    }
+    assert_eq!(
+        get(&rcpts[0], "Original-Recipient"),
+        Some("rfc822;D+x@late.test"),
+        "{raw}"
+    );
+    assert_eq!(get(&rcpts[1], "Original-Recipient"), None, "{raw}");
 }
