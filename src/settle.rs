@@ -218,7 +218,7 @@ pub fn plan(
         delay_warning: None,
         success: success_notice(&fates, message),
         failed: Vec::new(),
-        full: message.params.ret == Some(Ret::Full) && !message.params.requiretls,
+        full: returns_full(message.params),
         state: message.retry.clone(),
         pending: Vec::new(),
         again: 0,
@@ -310,6 +310,14 @@ fn expire(
         fate: Fate::Failed(report),
         ..f
     }
+}
+
+/// Whether a failure notice of a message with `params` returns the whole
+/// message (size permitting): RET=FULL, but never for a REQUIRETLS
+/// message (RFC 8689 §5: headers only, as Postfix's
+/// `requiretls_redact_dsn`).
+pub fn returns_full(params: &MsgParams) -> bool {
+    params.ret == Some(Ret::Full) && !params.requiretls
 }
 
 /// The delay warning's part for each deferred recipient that wants one.

@@ -43,11 +43,12 @@ pub use listing::{
 use super::dirfd::{EntryKind, QueueDir};
 use super::params::RcptParams;
 use super::{
-    claim, is_local, list_domains, place_bounce, read_original_headers, read_queued,
-    remove_state_of, split_address, tie_of, valid_domain, Claimed, Placed, Queue, ACTIVE_DIR,
-    TMP_DIR,
+    claim, is_local, list_domains, place_bounce, read_original_headers, read_original_message,
+    read_queued, remove_state_of, split_address, tie_of, valid_domain, Claimed, Placed, Queue,
+    ACTIVE_DIR, TMP_DIR,
 };
 use crate::dsn::{self, Kind, RecipientReport, Report};
+use crate::settle;
 
 /// The folder inside a domain folder holding messages put on hold by
 /// `postman hold` (Postfix's hold queue). A dot name: the scanner skips it.
@@ -523,6 +524,9 @@ pub struct BounceContext<'a> {
     pub now: SystemTime,
     /// A unique token: the DSN's file name and Message-ID.
     pub token: &'a str,
+    /// `delivery.bounce_size_limit`: the largest message returned whole
+    /// to a sender who asked with RET=FULL.
+    pub bounce_size_limit: usize,
 }
 
 /// Bounces a queued or held message now: every pending recipient whose
@@ -613,8 +617,16 @@ fn bounce_taken(
         Some(arrival) => arrival,
         None => meta.modified().unwrap_or(UNIX_EPOCH),
     };
-    let headers = read_original_headers(&file, envelope.body_offset)
-        .map_err(|e| io_error(id, "read its headers", e))?;
+    let whole = match settle::returns_full(&envelope.params) {
+        true => read_original_message(&file, envelope.body_offset, ctx.bounce_size_limit)
+            .map_err(|e| io_error(id, "read it", e))?,
+        false => None,
+    };
+    let headers = match whole {
+        Some(_) => Vec::new(),
+        None => read_original_headers(&file, envelope.body_offset)
+            .map_err(|e| io_error(id, "read its headers", e))?,
+    };
     // As after a delivery attempt: only recipients whose NOTIFY asks for
     // failures are named (see `settle`).
     let reports: Vec<RecipientReport> = envelope
@@ -646,7 +658,10 @@ fn bounce_taken(
         original_sender: &envelope.sender,
         recipients: &reports,
         envid: envid.as_deref(),
-        returned: dsn::Returned::Headers(&headers),
+        returned: match &whole {
+            Some(message) => dsn::Returned::Message(message),
+            None => dsn::Returned::Headers(&headers),
+        },
         date: ctx.now,
         message_id: ctx.token,
         will_retry_until: None,

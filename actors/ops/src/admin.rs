@@ -120,6 +120,7 @@ pub fn bounce(config: &Config, ids: &[String]) -> anyhow::Result<()> {
             owner: &owner,
             now,
             token: &token,
+            bounce_size_limit: config.bounce_size_limit,
         };
         admin::bounce(layout, r, &ctx)
     })

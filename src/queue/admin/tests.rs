@@ -120,6 +120,7 @@ fn commands_refuse_missing_ambiguous_and_claimed_messages() {
         owner: "me.1.1",
         now: at(NOW),
         token: "t1",
+        bounce_size_limit: 0,
     };
     type Command = fn(&Queue, &QueueRef, &BounceContext<'_>) -> Result<(QueueId, Done), AdminError>;
     let commands: [(&str, Command); 4] = [
@@ -210,6 +211,7 @@ fn ctx<'a>(local: &'a [String], token: &'a str) -> BounceContext<'a> {
         owner: "me.1.1",
         now: at(NOW),
         token,
+        bounce_size_limit: 50_000,
     }
 }
 
@@ -367,6 +369,57 @@ fn bounce_honours_notify() {
     );
     assert!(!path.exists(), "deleted");
     assert!(!layout.message_path("src.test", "dsn5").exists(), "no DSN");
+}
+
+/// RET=FULL returns the whole message, but not for a REQUIRETLS message
+/// (RFC 8689 §5) nor over the size limit.
+#[test]
+fn bounce_returns_what_ret_asks() {
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    // (name, message fields, size limit, whole message returned)
+    let cases = [
+        ("full", "X-Postman-Ret: FULL\n", 50_000, true),
+        ("hdrs", "X-Postman-Ret: HDRS\n", 50_000, false),
+        ("absent", "", 50_000, false),
+        (
+            "requiretls",
+            "X-Postman-Ret: FULL\nX-Postman-Requiretls: yes\n",
+            50_000,
+            false,
+        ),
+        ("too big", "X-Postman-Ret: FULL\n", 20, false),
+    ];
+    for (i, (name, fields, limit, whole)) in cases.into_iter().enumerate() {
+        let id = format!("r{i}");
+        let token = format!("dsn-r{i}");
+        queued(
+            &layout,
+            "d1.test",
+            &id,
+            &file("alice@src.test", &["x@d1.test"], NOW, fields),
+        );
+        let ctx = BounceContext {
+            bounce_size_limit: limit,
+            ..ctx(&[], &token)
+        };
+        let done = bounce(&queue, &r(&id), &ctx).expect("bounce").1;
+        assert!(matches!(done, Done::Bounced { .. }), "{name}: {done:?}");
+        let dsn = fs::read(layout.message_path("src.test", &token)).expect("the DSN");
+        let text = String::from_utf8_lossy(&dsn);
+        let (want, not) = if whole {
+            ("Content-Type: message/rfc822", "text/rfc822-headers")
+        } else {
+            ("Content-Type: text/rfc822-headers", "message/rfc822")
+        };
+        assert!(text.contains(want), "{name}: {want:?} in\n{text}");
+        assert!(!text.contains(not), "{name}: no {not:?} in\n{text}");
+        assert_eq!(
+            text.contains("body line"),
+            whole,
+            "{name}: the body\n{text}"
+        );
+    }
 }
 
 #[test]
