@@ -464,9 +464,10 @@ impl Settler {
         now: SystemTime,
     ) -> std::io::Result<()> {
         let offset = msg.envelope.body_offset;
-        let whole = match full {
-            true => queue::read_original_message(file, offset, self.bounce_size_limit)?,
-            false => None,
+        let whole = if full {
+            queue::read_original_message(file, offset, self.bounce_size_limit)?
+        } else {
+            None
         };
         let headers = match whole {
             Some(_) => Vec::new(),

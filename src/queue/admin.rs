@@ -617,10 +617,11 @@ fn bounce_taken(
         Some(arrival) => arrival,
         None => meta.modified().unwrap_or(UNIX_EPOCH),
     };
-    let whole = match settle::returns_full(&envelope.params) {
-        true => read_original_message(&file, envelope.body_offset, ctx.bounce_size_limit)
-            .map_err(|e| io_error(id, "read it", e))?,
-        false => None,
+    let whole = if settle::returns_full(&envelope.params) {
+        read_original_message(&file, envelope.body_offset, ctx.bounce_size_limit)
+            .map_err(|e| io_error(id, "read it", e))?
+    } else {
+        None
     };
     let headers = match whole {
         Some(_) => Vec::new(),

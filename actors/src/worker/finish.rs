@@ -350,6 +350,52 @@ mod tests {
         }
     }
 
+    /// A delivered recipient carries the report of a success notice only
+    /// when the server did not advertise DSN (RFC 3461 §5.2.2): the reply,
+    /// its 2.X.X status (else 2.0.0), the host, Postfix's sentence.
+    #[test]
+    fn a_delivery_without_dsn_carries_a_relayed_report() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        // (server DSN, reply, status expected in the report; "" for none)
+        let cases = [
+            (true, "250 2.1.5 ok", ""),
+            (false, "250 2.1.5 ok", "2.1.5"),
+            (false, "250 queued", "2.0.0"),
+        ];
+        for (dsn, text, want) in cases {
+            let result = MessageResult {
+                recipients: vec![result("a", R::Ok(text))],
+                untried: false,
+                dsn,
+            };
+            let got = fates(result, RELAY, now);
+            let Some(Fate::Delivered { relayed }) = got.first().map(|f| &f.fate) else {
+                panic!("dsn {dsn}, {text:?}: delivered: {got:?}");
+            };
+            let Some(report) = relayed else {
+                assert_eq!(want, "", "dsn {dsn}, {text:?}: no report");
+                continue;
+            };
+            assert_eq!(
+                report.status.to_string(),
+                want,
+                "dsn {dsn}, {text:?}: status"
+            );
+            assert_eq!(report.reply.as_deref(), Some(text), "{text:?}: reply");
+            assert_eq!(
+                report.remote_mta.as_deref(),
+                Some("mx.d.test"),
+                "{text:?}: host"
+            );
+            assert_eq!(report.last_attempt, Some(now), "{text:?}: when");
+            assert_eq!(
+                report.reason,
+                format!("delivery via {RELAY}: {text}"),
+                "{text:?}: reason"
+            );
+        }
+    }
+
     /// A failed recipient's report names the host without its address and
     /// carries the reply and the time of the attempt.
     #[test]
