@@ -11,12 +11,14 @@
 //!   may be empty, the null sender);
 //! * what parses renders (unless it is dated before 1970, which a block
 //!   cannot say in unix seconds), to a block that parses to the same
-//!   envelope, whose `body_offset` is the block's length, and that renders
-//!   to itself (decode, re-encode, compare);
+//!   envelope (DSN parameters included), whose `body_offset` is the
+//!   block's length, and that renders to itself (decode, re-encode,
+//!   compare);
 //! * whatever `render_envelope` accepts, made up from the input, parses
 //!   back to what was rendered (field values trimmed, as every field is).
 #![no_main]
 
+use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
 use libfuzzer_sys::fuzz_target;
@@ -78,18 +80,33 @@ fn check_round_trip(envelope: &Envelope, rendered: &[u8]) {
         "body_offset of a rendered block"
     );
     assert_eq!(
-        (&back.sender, &back.recipients, back.arrival, &back.extra),
+        (
+            &back.sender,
+            &back.recipients,
+            back.arrival,
+            &back.extra,
+            &back.params,
+            &back.rcpt_params
+        ),
         (
             &envelope.sender,
             &envelope.recipients,
             envelope.arrival,
-            &envelope.extra
+            &envelope.extra,
+            &envelope.params,
+            &envelope.rcpt_params
         ),
         "round trip through {:?}",
         String::from_utf8_lossy(rendered)
     );
-    let again = render_envelope(&back.sender, &back.recipients, back.arrival, &back.extra)
-        .unwrap_or_else(|e| panic!("a rendered block does not render again: {e}"));
+    let again = render_envelope(
+        &back.sender,
+        &back.recipients,
+        &back.rcpt_params,
+        back.arrival,
+        &back.extra,
+    )
+    .unwrap_or_else(|e| panic!("a rendered block does not render again: {e}"));
     assert_eq!(again, rendered, "rendering is not stable");
 }
 
@@ -135,6 +152,7 @@ fuzz_target!(|data: &[u8]| {
         let rendered = render_envelope(
             &envelope.sender,
             &envelope.recipients,
+            &envelope.rcpt_params,
             envelope.arrival,
             &envelope.extra,
         )
@@ -144,7 +162,8 @@ fuzz_target!(|data: &[u8]| {
         let (sender, recipients, extra) = made_up(input);
         let arrival = (mode & 2 != 0)
             .then(|| UNIX_EPOCH + std::time::Duration::from_secs(u64::from(mode) << 24));
-        let Ok(rendered) = render_envelope(&sender, &recipients, arrival, &extra) else {
+        let none = BTreeMap::new();
+        let Ok(rendered) = render_envelope(&sender, &recipients, &none, arrival, &extra) else {
             return;
         };
         let envelope = parse_envelope(&rendered).unwrap_or_else(|e| {
@@ -184,6 +203,7 @@ fuzz_target!(|data: &[u8]| {
         let normal = render_envelope(
             &envelope.sender,
             &envelope.recipients,
+            &envelope.rcpt_params,
             arrival,
             &envelope.extra,
         )

@@ -5,7 +5,6 @@
 //! the RFC 5321 §4.1.2 `Mailbox` form, with or without angle brackets.
 
 use std::borrow::Cow;
-use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::collections::BTreeMap;
@@ -27,11 +26,8 @@ pub const RETRY_HEADROOM: usize = 4096;
 /// The largest envelope block postman writes without its retry fields:
 /// [`MAX_ENVELOPE_BLOCK`] less [`RETRY_HEADROOM`]. Recipients that do not
 /// fit are split over several blocks, each a message of its own
-/// ([`render_envelopes`]).
+/// ([`render_envelopes`](super::render_envelopes)).
 pub const MAX_WRITTEN_BLOCK: usize = MAX_ENVELOPE_BLOCK - RETRY_HEADROOM;
-
-/// The longest line postman writes, CRLF not counted (RFC 5322 §2.1.1).
-const MAX_LINE: usize = 998;
 
 /// How many characters of bad input an error quotes.
 const QUOTE_MAX: usize = 80;
@@ -422,211 +418,8 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
     })
 }
 
-/// Renders an envelope header block, empty line included, that
-/// [`parse_envelope`] reads back: CRLF line ends, the sender, the arrival as
-/// unix seconds, every recipient in one `X-Postman-To` field (see
-/// [`render_envelopes`] for its form), then the `extra` fields. Refuses
-/// addresses the parser would refuse, so no field can smuggle a line break,
-/// and a block larger than [`MAX_ENVELOPE_BLOCK`], which no reader would
-/// take back.
-pub fn render_envelope(
-    sender: &str,
-    recipients: &[String],
-    arrival: Option<SystemTime>,
-    extra: &[(String, String)],
-) -> Result<Vec<u8>, EnvelopeError> {
-    let mut blocks = render_split(sender, recipients, arrival, extra, &[], MAX_ENVELOPE_BLOCK)?;
-    match blocks.len() {
-        1 => Ok(blocks.remove(0).bytes),
-        _ => Err(EnvelopeError::WouldBeTooLarge {
-            size: blocks.iter().map(|b| b.bytes.len()).sum(),
-            limit: MAX_ENVELOPE_BLOCK,
-        }),
-    }
-}
-
-/// Renders the envelope blocks of a message to `recipients`, split so that
-/// each block without the `retry` fields stays within [`MAX_WRITTEN_BLOCK`]
-/// and with them within [`MAX_ENVELOPE_BLOCK`]: one block when they fit,
-/// else one per share of the recipients, in order, each with the same
-/// sender, arrival and fields. Each block becomes a message of its own.
-///
-/// The recipients go bare (`a@d.test`, no angle brackets), separated by
-/// commas alone, and the field is folded (CRLF and one space) before a line
-/// would pass RFC 5322's 998 octets: no list a receiving server writes
-/// spends fewer bytes on an address, so the pending part of a block read
-/// back never needs more room than the whole did, folds and the retry
-/// fields aside. `retry` (the fields of `RetryState`, written last) must
-/// fit in [`RETRY_HEADROOM`].
-pub fn render_envelopes(
-    sender: &str,
-    recipients: &[String],
-    arrival: Option<SystemTime>,
-    extra: &[(String, String)],
-    retry: &[(String, String)],
-) -> Result<Vec<Block>, EnvelopeError> {
-    render_split(sender, recipients, arrival, extra, retry, MAX_WRITTEN_BLOCK)
-}
-
-/// One envelope block of [`render_envelopes`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Block {
-    /// The block, empty line included.
-    pub bytes: Vec<u8>,
-    /// Which of the recipients it names (indexes into the list given).
-    pub recipients: Range<usize>,
-}
-
-const TO_PREFIX: &str = "X-Postman-To: ";
-
-/// The `X-Postman-To` field being built, folded as it grows.
-struct ToField {
-    text: String,
-    line_len: usize,
-    count: usize,
-}
-
-impl ToField {
-    fn new() -> ToField {
-        ToField {
-            text: TO_PREFIX.to_owned(),
-            line_len: TO_PREFIX.len(),
-            count: 0,
-        }
-    }
-
-    /// The bytes `item` would add.
-    fn cost(&self, item: &str) -> usize {
-        if self.count == 0 {
-            item.len()
-        } else if self.line_len + 1 + item.len() > MAX_LINE {
-            ",\r\n ".len() + item.len()
-        } else {
-            1 + item.len()
-        }
-    }
-
-    fn push(&mut self, item: &str) {
-        if self.count == 0 {
-            self.line_len += item.len();
-        } else if self.line_len + 1 + item.len() > MAX_LINE {
-            self.text.push_str(",\r\n ");
-            self.line_len = 1 + item.len();
-        } else {
-            self.text.push(',');
-            self.line_len += 1 + item.len();
-        }
-        self.text.push_str(item);
-        self.count += 1;
-    }
-
-    /// The field with its CRLF: what it adds to the block.
-    fn len(&self) -> usize {
-        self.text.len() + 2
-    }
-}
-
-fn render_split(
-    sender: &str,
-    recipients: &[String],
-    arrival: Option<SystemTime>,
-    extra: &[(String, String)],
-    retry: &[(String, String)],
-    limit: usize,
-) -> Result<Vec<Block>, EnvelopeError> {
-    if !sender.is_empty() {
-        check_mailbox(sender, FROM, 1)?;
-    }
-    let mut head = format!("X-Postman-From: <{sender}>\r\n");
-    if let Some(when) = arrival {
-        let secs = when
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| EnvelopeError::BadDate {
-                line: 2,
-                text: quote(&format!("{when:?}")),
-            })?;
-        head.push_str(&format!("X-Postman-Date: {}\r\n", secs.as_secs()));
-    }
-    if recipients.is_empty() {
-        return Err(EnvelopeError::MissingRecipients);
-    }
-    // Line numbers as the parser would count them in the first block.
-    let to_line = 1 + usize::from(arrival.is_some()) + 1;
-    let tail = render_fields(extra, to_line + 1)?;
-    let retry = render_fields(retry, to_line + 1 + extra.len())?;
-    if retry.len() > RETRY_HEADROOM {
-        return Err(EnvelopeError::WouldBeTooLarge {
-            size: retry.len(),
-            limit: RETRY_HEADROOM,
-        });
-    }
-    // Everything but the recipients, the retry fields and the empty line
-    // counts towards `limit`; the retry fields have their own room.
-    let fixed = head.len() + tail.len() + 2;
-    let mut fields = Vec::new();
-    let mut to = ToField::new();
-    let mut start = 0;
-    for (i, rcpt) in recipients.iter().enumerate() {
-        if rcpt.is_empty() {
-            return Err(EnvelopeError::EmptyRecipient {
-                line: to_line,
-                text: quote(rcpt),
-            });
-        }
-        check_mailbox(rcpt, TO, to_line)?;
-        if to.count > 0 && fixed + to.len() + to.cost(rcpt) > limit {
-            fields.push((std::mem::replace(&mut to, ToField::new()), start..i));
-            start = i;
-        }
-        let size = fixed + to.len() + to.cost(rcpt);
-        if size > limit {
-            return Err(EnvelopeError::WouldBeTooLarge { size, limit });
-        }
-        to.push(rcpt);
-    }
-    fields.push((to, start..recipients.len()));
-    Ok(fields
-        .into_iter()
-        .map(|(to, recipients)| {
-            let mut out = String::with_capacity(fixed + to.len() + retry.len());
-            out.push_str(&head);
-            out.push_str(&to.text);
-            out.push_str("\r\n");
-            out.push_str(&tail);
-            out.push_str(&retry);
-            out.push_str("\r\n");
-            Block {
-                bytes: out.into_bytes(),
-                recipients,
-            }
-        })
-        .collect())
-}
-
-/// `extra` as field lines; `line` is the first one's number, for errors.
-fn render_fields(extra: &[(String, String)], line: usize) -> Result<String, EnvelopeError> {
-    let mut out = String::new();
-    for (i, (name, value)) in extra.iter().enumerate() {
-        let rendered = format!("{name}: {value}");
-        let ok_name = is_postman_field_name(name)
-            && !matches!(
-                name.to_ascii_lowercase().as_str(),
-                "x-postman-from" | "x-postman-to" | "x-postman-date"
-            );
-        if !ok_name || value.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(EnvelopeError::NotEnvelopeHeader {
-                line: line + i,
-                text: quote(&rendered),
-            });
-        }
-        out.push_str(&rendered);
-        out.push_str("\r\n");
-    }
-    Ok(out)
-}
-
-const FROM: &str = "X-Postman-From";
-const TO: &str = "X-Postman-To";
+pub(super) const FROM: &str = "X-Postman-From";
+pub(super) const TO: &str = "X-Postman-To";
 
 fn too_large() -> EnvelopeError {
     EnvelopeError::TooLarge {
@@ -697,7 +490,7 @@ fn unfold(head: &[u8]) -> Result<Vec<Field<'_>>, EnvelopeError> {
 }
 
 /// `X-Postman-` followed by at least one RFC 5322 ftext character.
-fn is_postman_field_name(name: &str) -> bool {
+pub(super) fn is_postman_field_name(name: &str) -> bool {
     const PREFIX: &str = "x-postman-";
     name.len() > PREFIX.len()
         && name.is_char_boundary(PREFIX.len())
@@ -733,7 +526,11 @@ fn parse_address(raw: &str, header: &'static str, line: usize) -> Result<String,
     }
 }
 
-fn check_mailbox(address: &str, header: &'static str, line: usize) -> Result<(), EnvelopeError> {
+pub(super) fn check_mailbox(
+    address: &str,
+    header: &'static str,
+    line: usize,
+) -> Result<(), EnvelopeError> {
     match mailbox_problem(address) {
         None => Ok(()),
         Some(reason) => Err(EnvelopeError::BadAddress {
@@ -774,7 +571,3 @@ pub(crate) fn quote(text: &str) -> String {
 #[cfg(test)]
 #[path = "envelope_tests.rs"]
 mod tests;
-
-#[cfg(test)]
-#[path = "envelope_render_tests.rs"]
-mod render_tests;

@@ -552,7 +552,7 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         let arrival = arrival.map(|s| UNIX_EPOCH + Duration::from_secs(s));
-        let mut file = render_envelope(&sender, &recipients, arrival, &[]).expect("renders");
+        let mut file = crate::queue::render_envelope(&sender, &recipients, &BTreeMap::new(), arrival, &[]).expect("renders");
         let block_len = file.len();
         file.extend_from_slice(&body);
         let env = parse_envelope(&file).expect("parses back");

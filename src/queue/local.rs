@@ -5,6 +5,7 @@
 //! sent with `MAIL FROM:<>`). Also reads the header section of a queued
 //! message, which a DSN returns (RFC 3462 `text/rfc822-headers`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::dirfd::QueueDir;
-use super::envelope::render_envelope;
+use super::render::render_envelope;
 use super::tmpfile::create_tmp;
 use super::{valid_domain, Queue, TMP_DIR};
 
@@ -108,7 +109,7 @@ pub fn enqueue_remote(
         )));
     }
     check_name("unique name", unique)?;
-    let block = render_envelope(sender, recipients, Some(arrival), &[])
+    let block = render_envelope(sender, recipients, &BTreeMap::new(), Some(arrival), &[])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let dir = queue.domain_create(domain)?;
     let tmp = dir.dir_create(TMP_DIR)?;

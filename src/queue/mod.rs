@@ -20,6 +20,7 @@ mod local;
 mod mailbox;
 pub mod owner;
 pub mod params;
+mod render;
 mod sites;
 mod state;
 mod statefile;
@@ -40,14 +41,14 @@ pub use claim::{
 };
 pub use entry::{plan_domain, plan_entry, DomainPlan, DomainRefusal, EntryPlan};
 pub use envelope::{
-    parse_envelope, render_envelope, render_envelopes, Block, Envelope, EnvelopeError,
-    MAX_ENVELOPE_BLOCK, MAX_WRITTEN_BLOCK, RETRY_HEADROOM,
+    parse_envelope, Envelope, EnvelopeError, MAX_ENVELOPE_BLOCK, MAX_WRITTEN_BLOCK, RETRY_HEADROOM,
 };
 pub use handle::{Keep, Queue, MAX_KEPT_DOMAINS};
 pub use local::{
     deliver_local, enqueue_remote, header_section, is_local, is_permanent, place_bounce,
     read_original_headers, read_original_message, split_address, Placed, MAX_RETURNED_HEADERS,
 };
+pub use render::{render_envelope, render_envelopes, room_for_state, Block};
 pub use sites::{
     clear_site_backoff, list_site_backoffs, parse_site_backoff, read_site_backoff,
     remove_site_file, render_site_backoff, site_file_name, write_site_backoff, SiteBackoff,

@@ -7,7 +7,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::envelope::{quote, render_envelopes, Block, Envelope, EnvelopeError};
+use super::envelope::{quote, Envelope, EnvelopeError};
+use super::render::{render_envelopes, Block};
 use super::statefile::{Tie, QUEUE_FILE_FIELD};
 
 /// Failed delivery attempts so far: a decimal count.
@@ -185,7 +186,14 @@ impl RetryState {
             .collect();
         let mut fields = self.fields();
         fields.push((QUEUE_FILE_FIELD.to_owned(), tie.field_value()));
-        render_envelopes(&envelope.sender, recipients, Some(arrival), &extra, &fields)
+        render_envelopes(
+            &envelope.sender,
+            recipients,
+            &envelope.rcpt_params,
+            Some(arrival),
+            &extra,
+            &fields,
+        )
     }
 }
 

@@ -252,3 +252,45 @@ fn the_largest_state_fits_the_room_kept_for_it() {
         "{size} bytes of retry fields"
     );
 }
+
+#[test]
+fn a_partial_delivery_keeps_the_parameters_of_those_left() {
+    let block = "X-Postman-From: <s@e.org>\r\nX-Postman-Date: 1000\r\n\
+         X-Postman-Ret: FULL\r\nX-Postman-Envid: QQ+2B1\r\nX-Postman-Requiretls: yes\r\n\
+         X-Postman-To: <a@d.test> NOTIFY=SUCCESS ORCPT=rfc822;a@d.test\r\n\
+         X-Postman-To: <b@d.test> NOTIFY=NEVER\r\n\
+         X-Postman-To: c@d.test\r\n\r\n";
+    let env = envelope(block);
+    let mut state = RetryState::default();
+    state.record_attempt(at(2000), "451 try later");
+    // a was delivered; b and c wait.
+    let pending = vec!["b@d.test".to_string(), "c@d.test".to_string()];
+    let new_block = one_block(state.render_state(&env, &pending, at(1000), TIE));
+    let text = String::from_utf8(new_block.clone()).expect("ascii");
+    assert!(
+        text.contains("X-Postman-To: <b@d.test> NOTIFY=NEVER\r\n"),
+        "b keeps NOTIFY=NEVER: {text:?}"
+    );
+    assert!(!text.contains("a@d.test"), "a is gone: {text:?}");
+    let back = parse_envelope(&new_block).expect("parses");
+    assert_eq!(back.recipients, pending, "recipients of {text:?}");
+    assert_eq!(
+        back.recipient_params("b@d.test"),
+        env.recipient_params("b@d.test"),
+        "b's parameters in {text:?}"
+    );
+    assert_eq!(back.recipient_params("c@d.test"), None, "c has none");
+    assert_eq!(back.params, env.params, "RET, ENVID and REQUIRETLS kept");
+    assert_eq!(RetryState::from_envelope(&back), Ok(state), "state");
+
+    // Read back and rendered again with every recipient: the same block.
+    let again = one_block(
+        RetryState::from_envelope(&back)
+            .expect("state")
+            .render_state(&back, &back.recipients, at(1000), TIE),
+    );
+    assert_eq!(
+        again, new_block,
+        "a state file rewritten as it stands is unchanged"
+    );
+}

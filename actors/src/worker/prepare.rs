@@ -107,13 +107,6 @@ fn read_claimed(
     }
 }
 
-/// The room reserved for a state file whose block in force is `block_len`
-/// bytes: a block of fewer recipients is smaller, but for the retry
-/// fields, the tie and folding (another program's list may be denser).
-fn reservation_len(block_len: u64) -> u64 {
-    block_len + queue::RETRY_HEADROOM as u64 + block_len / 64
-}
-
 /// Takes the room for the message's next state file before its
 /// transaction, when that transaction can deliver part of it (two or more
 /// recipients): a full disk is found now, before anything is sent, rather
@@ -131,7 +124,7 @@ fn reserve_state(
     if msg.envelope.recipients.len() < 2 {
         return Some((msg, claimed));
     }
-    let e = match claimed.reserve(reservation_len(block_len)) {
+    let e = match claimed.reserve(queue::room_for_state(block_len)) {
         Ok(()) => return Some((msg, claimed)),
         Err(e) => e,
     };

@@ -151,8 +151,14 @@ fn accepted_addresses_render_into_an_envelope_that_parses_back() {
         "!#$%&'*+-/=?^_`{|}~@d.test",
     ] {
         let rcpt = parse_recipient(address).expect(address);
-        let block = crate::queue::render_envelope("", std::slice::from_ref(&rcpt), None, &[])
-            .unwrap_or_else(|e| panic!("render {address:?}: {e}"));
+        let block = crate::queue::render_envelope(
+            "",
+            std::slice::from_ref(&rcpt),
+            &Default::default(),
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("render {address:?}: {e}"));
         let env = crate::queue::parse_envelope(&block)
             .unwrap_or_else(|e| panic!("parse back {address:?}: {e}"));
         assert_eq!(env.recipients, [rcpt], "{address:?} round trip");

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::QueueId;
 use crate::queue::dirfd::QueueDir;
-use crate::queue::envelope::render_envelopes;
+use crate::queue::render_envelopes;
 use crate::queue::tmpfile::create_tmp;
 use crate::queue::{split_address, valid_domain, Queue, TMP_DIR};
 
@@ -153,12 +153,11 @@ pub fn enqueue(
     let mut planned = Vec::new();
     let mut split = Vec::new();
     for (domain, rcpts) in &groups {
-        let blocks = render_envelopes(sender, rcpts, Some(now), &[], &[]).map_err(|source| {
-            EnqueueError::Envelope {
+        let blocks = render_envelopes(sender, rcpts, &BTreeMap::new(), Some(now), &[], &[])
+            .map_err(|source| EnqueueError::Envelope {
                 domain: domain.clone(),
                 source,
-            }
-        })?;
+            })?;
         if blocks.len() > 1 {
             split.push(Split {
                 domain: domain.clone(),
