@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::mailbox::{domain_key, mailbox_problem, split_list, without_duplicates};
 use super::params::{message_field, split_recipient_with_params, MsgParams, RcptParams};
@@ -397,15 +397,25 @@ pub fn parse_envelope(block: &[u8]) -> Result<Envelope, EnvelopeError> {
         return Err(EnvelopeError::MissingRecipients);
     }
     // A recipient's parameters go with its first mention, the one kept.
+    // Looked up by hash: a list may have tens of thousands of them.
     let mut rcpt_params = BTreeMap::new();
-    for (i, rcpt) in with_params {
-        let address = &recipients[i];
-        if recipients.iter().position(|r| r == address) == Some(i) && !rcpt.is_empty() {
-            rcpt_params.insert(address.clone(), rcpt);
+    if !with_params.is_empty() {
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(recipients.len());
+        for (i, r) in recipients.iter().enumerate() {
+            first.entry(r.as_str()).or_insert(i);
+        }
+        for (i, rcpt) in with_params {
+            let address = &recipients[i];
+            if first.get(address.as_str()) == Some(&i) && !rcpt.is_empty() {
+                rcpt_params.insert(address.clone(), rcpt);
+            }
         }
     }
     let (recipients, duplicates) = without_duplicates(recipients);
-    rcpt_params.retain(|address, _| recipients.contains(address));
+    if !rcpt_params.is_empty() {
+        let kept: HashSet<&str> = recipients.iter().map(String::as_str).collect();
+        rcpt_params.retain(|address, _| kept.contains(address.as_str()));
+    }
     Ok(Envelope {
         sender,
         recipients,
