@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use postman::config::Config;
-use postman::queue::admin::{self, DomainSummary, Entry, State, AGE_BUCKETS};
+use postman::queue::admin::{self, Detail, DomainSummary, Entry, State, AGE_BUCKETS};
+use postman::queue::params::RcptParams;
 use postman::queue::{self, RetryState};
 use serde_json::{json, Value};
 
@@ -133,8 +134,16 @@ pub fn render_list(entries: &[Entry], now: SystemTime) -> String {
         }
         match &e.detail {
             Ok(d) => {
+                render_params(&mut out, d);
                 for rcpt in &d.recipients {
-                    let _ = writeln!(out, "    to <{rcpt}>");
+                    match d.rcpt_params.get(rcpt) {
+                        Some(params) => {
+                            let _ = writeln!(out, "    to <{rcpt}> {}", rcpt_words(params));
+                        }
+                        None => {
+                            let _ = writeln!(out, "    to <{rcpt}>");
+                        }
+                    }
                 }
                 render_retry(&mut out, &d.retry, now);
             }
@@ -151,6 +160,40 @@ pub fn render_list(entries: &[Entry], now: SystemTime) -> String {
         count(entries.len() as u64, "message"),
     );
     out
+}
+
+/// The sender's message parameters, when any was given: `    return
+/// headers only, envelope id "QQ+1", REQUIRETLS` (the id decoded when it
+/// is printable, quoted so that its spaces show).
+fn render_params(out: &mut String, d: &Detail) {
+    let mut words = Vec::new();
+    match d.params.ret {
+        Some(queue::params::Ret::Full) => words.push("return full message".to_owned()),
+        Some(queue::params::Ret::Hdrs) => words.push("return headers only".to_owned()),
+        None => {}
+    }
+    if let Some(envid) = d.params.envid_printable() {
+        words.push(format!("envelope id {envid:?}"));
+    }
+    if d.params.requiretls {
+        words.push("REQUIRETLS".to_owned());
+    }
+    if !words.is_empty() {
+        let _ = writeln!(out, "    {}", words.join(", "));
+    }
+}
+
+/// A recipient's parameters for a human: `(notify NEVER, original
+/// rfc822;a@d.test)`, the original address decoded when printable.
+fn rcpt_words(params: &RcptParams) -> String {
+    let mut words = Vec::new();
+    if let Some(notify) = params.notify {
+        words.push(format!("notify {notify}"));
+    }
+    if let Some(orcpt) = &params.orcpt {
+        words.push(format!("original {}", orcpt.for_report()));
+    }
+    format!("({})", words.join(", "))
 }
 
 fn render_retry(out: &mut String, retry: &RetryState, now: SystemTime) {
@@ -183,7 +226,9 @@ fn render_retry(out: &mut String, retry: &RetryState, now: SystemTime) {
     }
 }
 
-/// One message as a JSON object (the `queue --json` fields).
+/// One message as a JSON object (the `queue --json` fields). The DSN
+/// values are as queued (xtext), but for `envid`, decoded when that gives
+/// printable text (`envid_xtext` is the value as queued).
 pub fn entry_json(e: &Entry, now: SystemTime) -> Value {
     let (sender, recipients, retry, error) = match &e.detail {
         Ok(d) => (
@@ -194,6 +239,20 @@ pub fn entry_json(e: &Entry, now: SystemTime) -> Value {
         ),
         Err(why) => (Value::Null, Value::Null, None, json!(why)),
     };
+    let detail = e.detail.as_ref().ok();
+    let params = detail.map(|d| &d.params);
+    let rcpt_params: Option<serde_json::Map<String, Value>> = detail.map(|d| {
+        d.rcpt_params
+            .iter()
+            .map(|(rcpt, p)| {
+                let value = json!({
+                    "notify": p.notify.map(|n| n.to_string()),
+                    "orcpt": p.orcpt.as_ref().map(ToString::to_string),
+                });
+                (rcpt.clone(), value)
+            })
+            .collect()
+    });
     json!({
         "id": e.id(),
         "domain": e.domain,
@@ -211,6 +270,11 @@ pub fn entry_json(e: &Entry, now: SystemTime) -> Value {
         "last_attempt": opt_unix(retry.and_then(|r| r.last_attempt)),
         "next_attempt": opt_unix(retry.and_then(|r| r.next_attempt)),
         "last_error": retry.and_then(|r| r.last_error.clone()),
+        "ret": params.and_then(|p| p.ret).map(|r| r.as_str()),
+        "envid": params.and_then(|p| p.envid_printable()),
+        "envid_xtext": params.and_then(|p| p.envid.clone()),
+        "requiretls": params.map(|p| p.requiretls),
+        "recipient_params": rcpt_params,
         "error": error,
     })
 }
@@ -344,6 +408,8 @@ mod tests {
         Detail {
             sender: "alice@src.test".into(),
             recipients: vec!["x@d1.test".into(), "y@d1.test".into()],
+            params: Default::default(),
+            rcpt_params: Default::default(),
             retry: RetryState {
                 attempts: 2,
                 first_attempt: Some(at(NOW - 600)),
@@ -400,6 +466,11 @@ mod tests {
             "last_attempt",
             "next_attempt",
             "last_error",
+            "ret",
+            "envid",
+            "envid_xtext",
+            "requiretls",
+            "recipient_params",
             "error",
         ];
         want.sort_unstable();
@@ -412,10 +483,62 @@ mod tests {
         assert_eq!(v["last_error"], "451 4.7.1 try later");
         assert_eq!(v["recipients"], json!(["x@d1.test", "y@d1.test"]));
         assert_eq!(v["error"], Value::Null);
+        assert_eq!(v["ret"], Value::Null, "no RET");
+        assert_eq!(v["envid"], Value::Null, "no ENVID");
+        assert_eq!(v["requiretls"], false);
+        assert_eq!(v["recipient_params"], json!({}));
         let bad = entry_json(&entry("bad", State::Ready, Err("why".into())), at(NOW));
         assert_eq!(bad["error"], "why");
         assert_eq!(bad["sender"], Value::Null);
         assert_eq!(bad["attempts"], Value::Null);
+        assert_eq!(bad["requiretls"], Value::Null);
+        assert_eq!(bad["recipient_params"], Value::Null);
+    }
+
+    /// A message whose sender gave every parameter: RET=HDRS, an ENVID
+    /// that decodes to "QQ+1 x", REQUIRETLS, and one recipient of two with
+    /// NOTIFY and ORCPT.
+    fn with_params() -> Detail {
+        let params = postman::queue::params::MsgParams {
+            ret: Some(postman::queue::params::Ret::Hdrs),
+            envid: Some("QQ+2B1+20x".into()),
+            requiretls: true,
+        };
+        let rcpt = RcptParams::parse("NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Y+2Bz@d1.test")
+            .expect("test parameters");
+        Detail {
+            params,
+            rcpt_params: [("y@d1.test".to_owned(), rcpt)].into(),
+            ..deferred()
+        }
+    }
+
+    #[test]
+    fn parameters_are_shown_decoded_for_people_and_as_queued_in_json() {
+        let entries = [entry("m1", State::Deferred, Ok(with_params()))];
+        let text = render_list(&entries, at(NOW));
+        for want in [
+            "    return headers only, envelope id \"QQ+1 x\", REQUIRETLS\n    to <x@d1.test>\n",
+            "    to <y@d1.test> (notify SUCCESS,DELAY, original rfc822;Y+z@d1.test)\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let plain = render_list(&[entry("m2", State::Ready, Ok(deferred()))], at(NOW));
+        assert!(
+            !plain.contains("return") && !plain.contains("envelope id"),
+            "nothing said of parameters not given:\n{plain}"
+        );
+
+        let v = entry_json(&entries[0], at(NOW));
+        assert_eq!(v["ret"], "HDRS");
+        assert_eq!(v["envid"], "QQ+1 x", "decoded");
+        assert_eq!(v["envid_xtext"], "QQ+2B1+20x", "as queued");
+        assert_eq!(v["requiretls"], true);
+        assert_eq!(
+            v["recipient_params"],
+            json!({"y@d1.test": {"notify": "SUCCESS,DELAY", "orcpt": "rfc822;Y+2Bz@d1.test"}}),
+            "only the recipient with parameters, values as queued"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What is in the queue, for `postman queue`: every message of every domain
 //! folder (ready, deferred, claimed by a running delivery, held), read from
-//! its envelope block and `X-Postman-*` retry fields without touching it,
+//! its envelope block (with the sender's DSN and REQUIRETLS parameters) and
+//! `X-Postman-*` retry fields without touching it,
 //! and a per-domain summary with an age histogram in the manner of Postfix's
 //! qshape. Files that cannot be parsed are listed with their error.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::HOLD_DIR;
 use crate::queue::dirfd::{EntryKind, QueueDir};
+use crate::queue::params::{MsgParams, RcptParams};
 use crate::queue::{
     escape_name, list_domains, read_backoff, read_queued, DomainBackoff, Queue, ReadError,
     RetryState, ACTIVE_DIR, FAILED_DIR, QUARANTINE_DIR, TMP_DIR,
@@ -80,6 +83,10 @@ pub struct Detail {
     pub sender: String,
     /// The recipients still to deliver.
     pub recipients: Vec<String>,
+    /// The sender's RET, ENVID and REQUIRETLS.
+    pub params: MsgParams,
+    /// The DSN parameters of those of `recipients` that have any.
+    pub rcpt_params: BTreeMap<String, RcptParams>,
     /// Earlier attempts.
     pub retry: RetryState,
 }
@@ -252,6 +259,8 @@ impl Place<'_> {
                 Ok(Detail {
                     sender: envelope.sender,
                     recipients: envelope.recipients,
+                    params: envelope.params,
+                    rcpt_params: envelope.rcpt_params,
                     retry,
                 })
             }

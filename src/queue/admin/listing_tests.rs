@@ -122,6 +122,64 @@ fn listing_shows_every_state_sorted_by_arrival() {
 }
 
 #[test]
+fn listing_shows_the_senders_parameters_of_the_envelope_in_force() {
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    let own = format!(
+        "X-Postman-From: <a@src.test>\nX-Postman-Date: {}\nX-Postman-Ret: FULL\n\
+         X-Postman-Envid: QQ+2B1\nX-Postman-Requiretls: yes\n\
+         X-Postman-To: <x@d1.test> NOTIFY=SUCCESS\n\
+         X-Postman-To: <y@d1.test> NOTIFY=NEVER ORCPT=rfc822;y@d1.test\n\
+         X-Postman-To: z@d1.test\n\nSubject: hi\n\nbody\n",
+        NOW - 60
+    );
+    let path = queued(&layout, "d1.test", "m", own.as_bytes());
+    let listed = |queue: &Queue| {
+        let entries = list_queue(queue, None, at(NOW)).expect("list");
+        assert_eq!(entries.len(), 1, "{entries:#?}");
+        entries[0].detail.clone().expect("parses")
+    };
+    let detail = listed(&queue);
+    assert_eq!(detail.params.ret, Some(crate::queue::params::Ret::Full));
+    assert_eq!(detail.params.envid.as_deref(), Some("QQ+2B1"));
+    assert!(detail.params.requiretls, "REQUIRETLS");
+    assert_eq!(
+        detail.rcpt_params.keys().collect::<Vec<_>>(),
+        ["x@d1.test", "y@d1.test"],
+        "recipients with parameters"
+    );
+
+    // x delivered: the state file in force lists y and z, y's NOTIFY kept.
+    let env = crate::queue::parse_envelope(own.as_bytes()).expect("parses");
+    let tie = crate::queue::Tie::of(
+        fs::metadata(&path).expect("stat").len(),
+        &own.as_bytes()[..env.body_offset as usize],
+    );
+    let pending = vec!["y@d1.test".to_owned(), "z@d1.test".to_owned()];
+    let blocks = RetryState::default()
+        .render_state(&env, &pending, at(NOW - 60), tie)
+        .expect("renders");
+    put(&layout, "d1.test", ".state", "m", &blocks[0].bytes);
+    let detail = listed(&queue);
+    assert_eq!(detail.recipients, pending, "from the state file");
+    assert_eq!(
+        detail
+            .rcpt_params
+            .get("y@d1.test")
+            .and_then(|p| p.notify)
+            .map(|n| n.to_string()),
+        Some("NEVER".to_owned()),
+        "y's NOTIFY"
+    );
+    assert!(!detail.rcpt_params.contains_key("x@d1.test"), "x is gone");
+    assert!(
+        detail.params.requiretls,
+        "REQUIRETLS kept in the state file"
+    );
+    assert_eq!(detail.params.envid.as_deref(), Some("QQ+2B1"), "ENVID kept");
+}
+
+#[test]
 fn listing_a_queue_without_its_remote_folder_is_empty() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = Queue::open(Layout::new(dir.path())).expect("open");
