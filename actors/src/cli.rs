@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use postman::config::{self, ConfigFile, Flags};
+use postman::queue::admin::SenderParams;
+use postman::queue::params::{MsgParams, Notify, Ret};
 use slog::o;
 
 #[derive(Parser)]
@@ -72,6 +74,8 @@ enum Command {
         /// Envelope recipient (repeat for more).
         #[arg(long, value_name = "ADDRESS", required = true)]
         to: Vec<String>,
+        #[command(flatten)]
+        wishes: SenderArgs,
         /// The message (RFC 5322 headers and body); '-' or none: standard input.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
@@ -181,6 +185,50 @@ impl TargetArgs {
             (None, None) => Given::Domain(""),
         }
     }
+}
+
+/// What the sender asks of the delivery of an enqueued message, as
+/// sendmail's `-N`, `-R` and `-V` (RFC 3461 DSN) and RFC 8689 REQUIRETLS.
+/// Each value is checked by the queue format's own parser.
+#[derive(Args)]
+struct SenderArgs {
+    /// Delivery notices wanted for every recipient: never, or a comma list of success, failure, delay (sendmail -N) [default: failure and delay].
+    #[arg(long, value_name = "WHEN", value_parser = notify_arg)]
+    notify: Option<Notify>,
+    /// What a failure notice returns of the message: full or hdrs (sendmail -R) [default: hdrs].
+    #[arg(long, value_name = "full|hdrs", value_parser = ret_arg)]
+    ret: Option<Ret>,
+    /// An envelope id for the notices to quote, as plain text; postman xtext-encodes it (sendmail -V).
+    #[arg(long, value_name = "TEXT", value_parser = envid_arg)]
+    envid: Option<String>,
+    /// Deliver only over TLS with a verified certificate, to servers that promise the same (RFC 8689); else the message bounces.
+    #[arg(long)]
+    requiretls: bool,
+}
+
+impl SenderArgs {
+    fn params(self) -> SenderParams {
+        SenderParams {
+            message: MsgParams {
+                ret: self.ret,
+                envid: self.envid,
+                requiretls: self.requiretls,
+            },
+            notify: self.notify,
+        }
+    }
+}
+
+fn notify_arg(value: &str) -> Result<Notify, String> {
+    Notify::parse(value).map_err(|e| format!("{e} (for example never, or success,failure)"))
+}
+
+fn ret_arg(value: &str) -> Result<Ret, String> {
+    Ret::parse(value).map_err(|_| "expected full or hdrs".to_owned())
+}
+
+fn envid_arg(value: &str) -> Result<String, String> {
+    MsgParams::envid_from_text(value).map_err(str::to_owned)
 }
 
 /// Flags shared by every command that reads the settings; each overrides
@@ -317,8 +365,15 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             settings,
             from,
             to,
+            wishes,
             file,
-        } => postman_ops::enqueue(&settings.load()?.config, &from, &to, file.as_deref()),
+        } => postman_ops::enqueue(
+            &settings.load()?.config,
+            &from,
+            &to,
+            &wishes.params(),
+            file.as_deref(),
+        ),
         Command::Flush { settings, domain } => {
             postman_ops::flush(&settings.load()?.config, domain.as_deref())
         }

@@ -33,7 +33,9 @@ pub use address::{
     MAX_MAILBOX,
 };
 pub use by_site::{group_by_site, hosts_of_site_name, DomainLine, SiteGroup, SiteHold};
-pub use enqueue::{enqueue, group_by_domain, unique_name, EnqueueError, Enqueued, Split};
+pub use enqueue::{
+    enqueue, group_by_domain, unique_name, EnqueueError, Enqueued, SenderParams, Split,
+};
 pub use flush::{flush, flush_sites, FlushReport, SiteFlush};
 pub use listing::{
     age_bucket, list_queue, summarize, Detail, DomainSummary, Entry, State, AGE_BUCKETS,
@@ -677,6 +679,7 @@ fn bounce_taken(
                 queue,
                 "",
                 std::slice::from_ref(&envelope.sender),
+                &SenderParams::default(),
                 &mut message.as_slice(),
                 ctx.now,
                 || ctx.token.to_owned(),

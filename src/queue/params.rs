@@ -323,6 +323,21 @@ impl MsgParams {
         fields
     }
 
+    /// The ENVID of plain `text` as typed by a person (`postman enqueue
+    /// --envid`), xtext-encoded; `Err` says why it cannot be one.
+    pub fn envid_from_text(text: &str) -> Result<String, &'static str> {
+        if text.is_empty() {
+            return Err("the envelope id is empty");
+        }
+        let encoded = xtext::encode(text.as_bytes());
+        if encoded.chars().count() > MAX_ENVID {
+            return Err(
+                "the envelope id is longer than 100 characters once xtext-encoded (RFC 3461 §4.4)",
+            );
+        }
+        Ok(encoded)
+    }
+
     /// The ENVID for a human or a report (see [`xtext::printable`]).
     pub fn envid_printable(&self) -> Option<String> {
         self.envid.as_deref().map(xtext::printable)

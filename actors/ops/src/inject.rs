@@ -1,6 +1,8 @@
-//! `postman enqueue --from ADDR --to ADDR… [FILE|-]`: checks the addresses
-//! (RFC 5321 §4.1.2), and queues the message one file per destination
-//! domain (`postman::queue::admin::enqueue`), printing each queue id. The
+//! `postman enqueue --from ADDR --to ADDR… [--notify …] [--ret …] [--envid
+//! …] [--requiretls] [FILE|-]`: checks the addresses (RFC 5321 §4.1.2), and
+//! queues the message one file per destination domain, with the sender's
+//! DSN and REQUIRETLS parameters (`postman::queue::admin::enqueue`),
+//! printing each queue id. The
 //! message is streamed from the file or standard input into the queue, never
 //! held in memory whole, and stored exactly as read: bare LF line ends are
 //! kept, and postman sends every line end as CRLF. When a domain's
@@ -17,11 +19,12 @@ use postman::config::Config;
 use postman::queue::admin;
 
 /// Queues the message in `input` (a file, or standard input for `None`
-/// or `-`) from `from` to `to`.
+/// or `-`) from `from` to `to`, with the sender's `params`.
 pub fn enqueue(
     config: &Config,
     from: &str,
     to: &[String],
+    params: &admin::SenderParams,
     input: Option<&Path>,
 ) -> anyhow::Result<()> {
     let sender = admin::parse_sender(from)?;
@@ -53,6 +56,7 @@ pub fn enqueue(
         &queue,
         &sender,
         &recipients,
+        params,
         &mut message,
         SystemTime::now(),
         || {

@@ -25,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::QueueId;
 use crate::queue::dirfd::QueueDir;
+use crate::queue::params::{MsgParams, Notify, RcptParams};
 use crate::queue::render_envelopes;
 use crate::queue::tmpfile::create_tmp;
 use crate::queue::{split_address, valid_domain, Queue, TMP_DIR};
@@ -125,6 +126,17 @@ pub fn group_by_domain(
     Ok(groups)
 }
 
+/// What the sender asks of the delivery (RFC 3461 DSN, RFC 8689
+/// REQUIRETLS), as sendmail's `-N`, `-R` and `-V` give it: written into
+/// every file queued.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderParams {
+    /// RET, ENVID (xtext) and REQUIRETLS.
+    pub message: MsgParams,
+    /// NOTIFY, for every recipient.
+    pub notify: Option<Notify>,
+}
+
 /// One file to write: its domain and envelope block.
 struct Planned {
     domain: String,
@@ -132,7 +144,8 @@ struct Planned {
 }
 
 /// Queues the message read from `message` from `sender` ("" for the null
-/// sender) to `recipients` (checked with `parse_recipient` first): one file
+/// sender) to `recipients` (checked with `parse_recipient` first), with the
+/// sender's `params`: one file
 /// per destination domain (see [`group_by_domain`]), or several when its
 /// recipients do not fit one envelope block, `X-Postman-Date` = `now`,
 /// named by `next_name` (called once per file; see [`unique_name`]). Every
@@ -142,6 +155,7 @@ pub fn enqueue(
     queue: &Queue,
     sender: &str,
     recipients: &[String],
+    params: &SenderParams,
     message: &mut dyn Read,
     now: SystemTime,
     mut next_name: impl FnMut() -> String,
@@ -150,14 +164,24 @@ pub fn enqueue(
     if groups.is_empty() {
         return Err(EnqueueError::NoRecipients);
     }
+    let fields = params.message.fields();
+    let rcpt = RcptParams {
+        notify: params.notify,
+        orcpt: None,
+    };
     let mut planned = Vec::new();
     let mut split = Vec::new();
     for (domain, rcpts) in &groups {
-        let blocks = render_envelopes(sender, rcpts, &BTreeMap::new(), Some(now), &[], &[])
-            .map_err(|source| EnqueueError::Envelope {
+        let by_rcpt: BTreeMap<String, RcptParams> = match params.notify {
+            Some(_) => rcpts.iter().map(|r| (r.clone(), rcpt.clone())).collect(),
+            None => BTreeMap::new(),
+        };
+        let blocks = render_envelopes(sender, rcpts, &by_rcpt, Some(now), &fields, &[]).map_err(
+            |source| EnqueueError::Envelope {
                 domain: domain.clone(),
                 source,
-            })?;
+            },
+        )?;
         if blocks.len() > 1 {
             split.push(Split {
                 domain: domain.clone(),

@@ -27,6 +27,7 @@ fn enqueue_writes_one_file_per_domain() {
         &queue,
         "a@src.test",
         &rcpts,
+        &SenderParams::default(),
         &mut &message[..],
         at(NOW),
         || {
@@ -81,13 +82,22 @@ fn enqueue_failures_queue_nothing() {
             format!("n{n}")
         }
     };
-    let err =
-        enqueue(&queue, "", &[], &mut &b"x"[..], at(NOW), names()).expect_err("no recipients");
+    let err = enqueue(
+        &queue,
+        "",
+        &[],
+        &SenderParams::default(),
+        &mut &b"x"[..],
+        at(NOW),
+        names(),
+    )
+    .expect_err("no recipients");
     assert!(matches!(err, EnqueueError::NoRecipients), "{err}");
     let err = enqueue(
         &queue,
         "",
         &["x@Bad_Domain".into()],
+        &SenderParams::default(),
         &mut &b"x"[..],
         at(NOW),
         names(),
@@ -100,8 +110,16 @@ fn enqueue_failures_queue_nothing() {
     fs::create_dir_all(layout.domain_dir("b.test")).unwrap();
     fs::write(layout.tmp_dir("b.test"), b"in the way").unwrap();
     let rcpts = vec!["x@a.test".to_owned(), "y@b.test".to_owned()];
-    let err =
-        enqueue(&queue, "", &rcpts, &mut &b"x"[..], at(NOW), names()).expect_err("tmp blocked");
+    let err = enqueue(
+        &queue,
+        "",
+        &rcpts,
+        &SenderParams::default(),
+        &mut &b"x"[..],
+        at(NOW),
+        names(),
+    )
+    .expect_err("tmp blocked");
     let text = err.to_string();
     assert!(
         text.contains("b.test") && text.contains("nothing was queued"),
@@ -119,8 +137,16 @@ fn enqueue_failures_queue_nothing() {
     // A taken name is never replaced.
     let rcpts = vec!["x@a.test".to_owned()];
     queued(&layout, "a.test", "n1", b"precious");
-    let err =
-        enqueue(&queue, "", &rcpts, &mut &b"x"[..], at(NOW), names()).expect_err("name taken");
+    let err = enqueue(
+        &queue,
+        "",
+        &rcpts,
+        &SenderParams::default(),
+        &mut &b"x"[..],
+        at(NOW),
+        names(),
+    )
+    .expect_err("name taken");
     assert!(
         matches!(&err, EnqueueError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
         "{err}"
@@ -160,6 +186,7 @@ fn recipients_beyond_one_block_are_split_over_several_messages() {
         &queue,
         "a@src.test",
         &rcpts,
+        &SenderParams::default(),
         &mut &message[..],
         at(NOW),
         || {
@@ -222,9 +249,15 @@ fn a_message_that_cannot_be_read_queues_nothing() {
     let (_dir, queue) = setup();
     let layout = queue.layout().clone();
     let rcpts = vec!["x@a.test".to_owned(), "y@b.test".to_owned()];
-    let err = enqueue(&queue, "", &rcpts, &mut Broken(100_000), at(NOW), || {
-        "n".to_owned()
-    })
+    let err = enqueue(
+        &queue,
+        "",
+        &rcpts,
+        &SenderParams::default(),
+        &mut Broken(100_000),
+        at(NOW),
+        || "n".to_owned(),
+    )
     .expect_err("read fails");
     assert!(
         matches!(&err, EnqueueError::Read { source } if source.kind() == io::ErrorKind::BrokenPipe),
@@ -241,4 +274,96 @@ fn a_message_that_cannot_be_read_queues_nothing() {
             "{domain}: tmp/ empty"
         );
     }
+}
+
+#[test]
+fn enqueue_writes_the_senders_parameters_into_every_file() {
+    use crate::queue::params::{MsgParams, Notify, Ret};
+    let (_dir, queue) = setup();
+    let layout = queue.layout().clone();
+    let rcpts: Vec<String> = ["x@d1.test", "y@d2.test", "z@d1.test"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let notify = Notify::parse("success,failure").expect("test");
+    let params = SenderParams {
+        message: MsgParams {
+            ret: Some(Ret::Hdrs),
+            envid: Some(MsgParams::envid_from_text("order 42+x=y").expect("test")),
+            requiretls: true,
+        },
+        notify: Some(notify),
+    };
+    let mut n = 0;
+    let done = enqueue(
+        &queue,
+        "a@src.test",
+        &rcpts,
+        &params,
+        &mut &b"Subject: x\n\nx\n"[..],
+        at(NOW),
+        || {
+            n += 1;
+            format!("name{n}")
+        },
+    )
+    .expect("enqueue");
+    assert_eq!(done.ids.len(), 2, "one file per domain");
+    for (domain, name, to) in [
+        ("d1.test", "name1", &["x@d1.test", "z@d1.test"][..]),
+        ("d2.test", "name2", &["y@d2.test"][..]),
+    ] {
+        let bytes = fs::read(layout.message_path(domain, name)).unwrap();
+        let env = parse_envelope(&bytes).expect("parses");
+        assert_eq!(env.recipients, to, "{domain}");
+        assert_eq!(
+            env.params, params.message,
+            "{domain}: RET, ENVID, REQUIRETLS"
+        );
+        assert_eq!(
+            env.params.envid_printable().as_deref(),
+            Some("order 42+x=y"),
+            "{domain}: the ENVID typed comes back"
+        );
+        for rcpt in to {
+            assert_eq!(
+                env.recipient_params(rcpt).and_then(|p| p.notify),
+                Some(notify),
+                "{domain}: NOTIFY of {rcpt}"
+            );
+            assert_eq!(
+                env.recipient_params(rcpt).and_then(|p| p.orcpt.clone()),
+                None,
+                "{domain}: no ORCPT is made up for {rcpt}"
+            );
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("X-Postman-Envid: order+2042+2Bx+3Dy\r\n"),
+            "{domain}: ENVID in xtext:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn an_envelope_id_from_text_is_xtext_within_its_limit() {
+    use crate::queue::params::MsgParams;
+    let hundred = "x".repeat(100);
+    for (text, want) in [
+        ("QQ314159", Ok("QQ314159".to_owned())),
+        ("a b+c=d", Ok("a+20b+2Bc+3Dd".to_owned())),
+        ("é", Ok("+C3+A9".to_owned())),
+        (hundred.as_str(), Ok(hundred.clone())),
+        ("", Err("the envelope id is empty")),
+    ] {
+        assert_eq!(MsgParams::envid_from_text(text), want, "{text:?}");
+    }
+    assert!(
+        MsgParams::envid_from_text(&"x".repeat(101)).is_err(),
+        "101 characters"
+    );
+    assert!(
+        MsgParams::envid_from_text(&" ".repeat(34)).is_err(),
+        "34 spaces are 102 characters encoded"
+    );
 }
