@@ -256,6 +256,12 @@ pub fn plan(
     }
     if let Some(first) = deferred.first() {
         plan.state.record_attempt(now, &first.text);
+        if let Some(status) = deferred
+            .iter()
+            .find_map(|f| f.status.filter(refuses_requiretls))
+        {
+            plan.state.requiretls_refused = Some(status);
+        }
         match schedule.verdict(message.arrival, &plan.state, now, jitter) {
             Verdict::Retry { at, warn } => {
                 plan.state.next_attempt = Some(at);
@@ -284,24 +290,46 @@ pub fn plan(
     plan
 }
 
-/// A deferred recipient's fate once the message outlived its lifetime: a
-/// failure with status 4.4.7, the last error in its report; or, when this
-/// attempt found no server to honour the sender's REQUIRETLS, that status
-/// (5.7.10, 5.7.30: RFC 8689 §5), which says more than "expired".
+/// Whether `status` says no server could take REQUIRETLS mail.
+fn refuses_requiretls(status: &EnhancedCode) -> bool {
+    [Outcome::REQUIRETLS_NO_TLS, Outcome::REQUIRETLS_UNSUPPORTED].contains(status)
+}
+
+/// The report of `recipient` of a message that outlived its lifetime: status
+/// 4.4.7 and the last error; or, when an attempt found no server to honour
+/// the sender's REQUIRETLS (RFC 8689 §5), that status (5.7.10, 5.7.30),
+/// which says more than "expired" even when the last attempt met something
+/// else (a refused connection).
+pub fn expired_report(
+    recipient: &str,
+    lifetime: Duration,
+    state: &RetryState,
+    last_error: Option<&str>,
+    now: SystemTime,
+) -> RecipientReport {
+    let mut report = RecipientReport::expired(recipient, lifetime, last_error, Some(now));
+    if let Some(status) = state.requiretls_refused {
+        report.status = status;
+    }
+    report
+}
+
+/// A deferred recipient's fate once the message outlived its lifetime (see
+/// [`expired_report`]); this attempt's own REQUIRETLS refusal counts first.
 fn expire(
     f: RecipientFate,
     lifetime: Duration,
     state: &RetryState,
     now: SystemTime,
 ) -> RecipientFate {
-    let mut report = RecipientReport::expired(
+    let mut report = expired_report(
         &f.recipient,
         lifetime,
+        state,
         state.last_error.as_deref(),
-        Some(now),
+        now,
     );
-    let requiretls = [Outcome::REQUIRETLS_NO_TLS, Outcome::REQUIRETLS_UNSUPPORTED];
-    if let Some(status) = f.status.filter(|s| requiretls.contains(s)) {
+    if let Some(status) = f.status.filter(refuses_requiretls) {
         report.status = status;
     }
     RecipientFate {

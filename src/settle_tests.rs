@@ -84,6 +84,7 @@ fn state(before: Before) -> RetryState {
             next_attempt: Some(earlier),
             last_error: Some("earlier".to_owned()),
             delay_warned: None,
+            requiretls_refused: None,
         },
         Before::Warned => RetryState {
             delay_warned: Some(earlier),
@@ -614,6 +615,65 @@ fn an_expired_requiretls_recipient_keeps_its_status() {
         };
         assert_eq!(report.status, want, "{last:?}: report status");
     }
+}
+
+/// An attempt refused for REQUIRETLS is remembered in the retry state;
+/// when a later attempt meets something else (a refused connection) and
+/// the message then expires, the bounce still gives the REQUIRETLS status.
+#[test]
+fn a_requiretls_refusal_outlives_a_later_failure_of_another_kind() {
+    let fresh = RetryState::default();
+    let (params, rcpt_params) = (MsgParams::default(), BTreeMap::new());
+    let message = |retry| Message {
+        sender: SENDER,
+        arrival: arrival(),
+        retry,
+        params: &params,
+        rcpt_params: &rcpt_params,
+    };
+    let refused = RecipientFate {
+        code: None,
+        status: Some(Outcome::REQUIRETLS_UNSUPPORTED),
+        ..fate("a", F::Defer)
+    };
+    let early = arrival() + Duration::from_secs(60);
+    let first = plan(vec![refused], message(&fresh), &schedule(), early, 0.0);
+    assert_eq!(
+        first.state.requiretls_refused,
+        Some(Outcome::REQUIRETLS_UNSUPPORTED)
+    );
+    let other = RecipientFate {
+        code: None,
+        status: Some(EnhancedCode {
+            class: 4,
+            subject: 4,
+            detail: 1,
+        }),
+        ..fate("a", F::Defer)
+    };
+    let end = arrival() + Duration::from_secs(LIFETIME);
+    let last = plan(
+        vec![other.clone()],
+        message(&first.state),
+        &schedule(),
+        end,
+        0.0,
+    );
+    assert_eq!(
+        last.state.requiretls_refused,
+        Some(Outcome::REQUIRETLS_UNSUPPORTED),
+        "kept"
+    );
+    let Bounce::ToSender([report]) = last.bounce() else {
+        panic!("one bounced recipient expected: {:?}", last.bounce());
+    };
+    assert_eq!(report.status, Outcome::REQUIRETLS_UNSUPPORTED);
+    // Without an earlier refusal the same end is an ordinary expiry.
+    let plain = plan(vec![other], message(&fresh), &schedule(), end, 0.0);
+    let Bounce::ToSender([report]) = plain.bounce() else {
+        panic!("one bounced recipient expected: {:?}", plain.bounce());
+    };
+    assert_eq!(report.status, dsn::STATUS_EXPIRED);
 }
 
 /// The delay warning reports each deferred recipient as a transient

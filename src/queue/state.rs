@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::envelope::{quote, Envelope, EnvelopeError};
 use super::render::{render_envelopes, Block};
 use super::statefile::{Tie, QUEUE_FILE_FIELD};
+use crate::smtp::EnhancedCode;
 
 /// Failed delivery attempts so far: a decimal count.
 pub const ATTEMPTS: &str = "X-Postman-Attempts";
@@ -24,16 +25,21 @@ pub const LAST_ERROR: &str = "X-Postman-Last-Error";
 /// When the delay-warning DSN was sent: unix seconds. Its presence means
 /// "never send another".
 pub const DELAY_WARNED: &str = "X-Postman-Delay-Warned";
+/// The status of the latest attempt that found no server fit to take the
+/// sender's REQUIRETLS mail (5.7.10, 5.7.30): the bounce at expiry gives
+/// it, whatever the very last attempt met.
+pub const REQUIRETLS_REFUSED: &str = "X-Postman-Requiretls-Refused";
 
 /// Every field this module owns; [`RetryState::render_state`] replaces them
 /// and keeps any other `X-Postman-*` extra as it was.
-pub const STATE_FIELDS: [&str; 6] = [
+pub const STATE_FIELDS: [&str; 7] = [
     ATTEMPTS,
     FIRST_ATTEMPT,
     LAST_ATTEMPT,
     NEXT_ATTEMPT,
     LAST_ERROR,
     DELAY_WARNED,
+    REQUIRETLS_REFUSED,
 ];
 
 /// The longest `X-Postman-Last-Error` value kept, in bytes: the field line
@@ -56,6 +62,10 @@ pub struct RetryState {
     pub last_error: Option<String>,
     /// When the one delay-warning DSN was sent, if it was.
     pub delay_warned: Option<SystemTime>,
+    /// The status of the latest attempt that found no server fit to take
+    /// the sender's REQUIRETLS mail (5.7.10, 5.7.30,
+    /// `X-Postman-Requiretls-Refused`): the bounce at expiry gives it.
+    pub requiretls_refused: Option<EnhancedCode>,
 }
 
 /// A retry-state field whose value cannot be read.
@@ -104,6 +114,11 @@ impl RetryState {
                 LAST_ATTEMPT => state.last_attempt = Some(time()?),
                 NEXT_ATTEMPT => state.next_attempt = Some(time()?),
                 DELAY_WARNED => state.delay_warned = Some(time()?),
+                REQUIRETLS_REFUSED => {
+                    let code = value.parse::<EnhancedCode>();
+                    state.requiretls_refused =
+                        Some(code.map_err(|_| bad("expected an enhanced status code"))?);
+                }
                 _ => {
                     let line = one_line(value);
                     state.last_error = (!line.is_empty()).then_some(line);
@@ -152,6 +167,9 @@ impl RetryState {
         }
         if let Some(when) = self.delay_warned {
             push(DELAY_WARNED, unix_secs(when).to_string());
+        }
+        if let Some(code) = self.requiretls_refused {
+            push(REQUIRETLS_REFUSED, code.to_string());
         }
         out
     }

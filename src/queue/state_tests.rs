@@ -47,7 +47,8 @@ fn reads_every_field() {
         "{BASE}X-Postman-Attempts: 3\r\nx-postman-first-attempt: 1100\r\n\
          X-Postman-Last-Attempt: 1300\r\nX-Postman-Next-Attempt: 2500\r\n\
          X-Postman-Last-Error: host mx.d.test said: 451 try\r\n later\r\n\
-         X-Postman-Delay-Warned: 1250\r\nX-Postman-Other: kept\r\n\r\n"
+         X-Postman-Delay-Warned: 1250\r\nX-Postman-Other: kept\r\n\
+         X-Postman-Requiretls-Refused: 5.7.30\r\n\r\n"
     );
     let state = RetryState::from_envelope(&envelope(&block)).expect("valid state");
     let want = RetryState {
@@ -57,6 +58,7 @@ fn reads_every_field() {
         next_attempt: Some(at(2500)),
         last_error: Some("host mx.d.test said: 451 try later".into()),
         delay_warned: Some(at(1250)),
+        requiretls_refused: Some(crate::smtp::Outcome::REQUIRETLS_UNSUPPORTED),
     };
     assert_eq!(state, want, "state of {block:?}");
 }
@@ -65,6 +67,11 @@ fn reads_every_field() {
 fn malformed_values_name_the_field() {
     let cases = [
         ("X-Postman-Attempts: three", ATTEMPTS, "\"three\""),
+        (
+            "X-Postman-Requiretls-Refused: five",
+            REQUIRETLS_REFUSED,
+            "enhanced status",
+        ),
         ("X-Postman-Attempts: -1", ATTEMPTS, "count"),
         ("X-Postman-Attempts: 4294967296", ATTEMPTS, "count"),
         ("X-Postman-Attempts:", ATTEMPTS, "count"),
@@ -212,6 +219,7 @@ proptest::proptest! {
         attempts in proptest::num::u32::ANY,
         times in proptest::collection::vec(proptest::option::of(0u64..1 << 40), 4),
         error in "(\\PC|[\\s\\x00-\\x1f\u{85}\u{a0}\u{2028}\u{3000}]){0,1200}",
+        refused in proptest::bool::ANY,
     ) {
         let t = |i: usize| times[i].map(at);
         let mut state = RetryState {
@@ -221,6 +229,7 @@ proptest::proptest! {
             next_attempt: t(2),
             last_error: None,
             delay_warned: t(3),
+            requiretls_refused: refused.then_some(crate::smtp::Outcome::REQUIRETLS_NO_TLS),
         };
         let line = one_line(&error);
         state.last_error = (!line.is_empty()).then_some(line);
@@ -241,6 +250,7 @@ fn the_largest_state_fits_the_room_kept_for_it() {
         next_attempt: Some(far),
         last_error: Some("é".repeat(MAX_ERROR_LEN)),
         delay_warned: Some(far),
+        requiretls_refused: Some(crate::smtp::Outcome::REQUIRETLS_UNSUPPORTED),
     };
     let size: usize = state
         .fields()

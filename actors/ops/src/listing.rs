@@ -416,7 +416,7 @@ mod tests {
                 last_attempt: Some(at(NOW - 60)),
                 next_attempt: Some(at(NOW + 240)),
                 last_error: Some("451 4.7.1 try later".into()),
-                delay_warned: None,
+                ..RetryState::default()
             },
         }
     }

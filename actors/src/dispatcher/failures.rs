@@ -8,6 +8,7 @@ use postman::dsn::{self, RecipientReport};
 use postman::route::RouteError;
 use postman::routing::split_route_key;
 use postman::schedule::{AfterFailure, ConnectFailure};
+use postman::settle;
 use postman::smtp::EnhancedCode;
 use slog::{o, Logger};
 
@@ -111,12 +112,18 @@ impl Dispatcher {
                 .clone()
                 .unwrap_or_else(|| reason.to_owned());
             let now = SystemTime::now();
+            let msg_retry = msg.retry.clone();
             let log = self.records_log(msg.route_key());
             let disposition = self.settler.settle_all(
                 msg,
                 |recipient| {
-                    let report =
-                        RecipientReport::expired(recipient, lifetime, Some(&last_error), Some(now));
+                    let report = settle::expired_report(
+                        recipient,
+                        lifetime,
+                        &msg_retry,
+                        Some(&last_error),
+                        now,
+                    );
                     RecipientFate {
                         recipient: recipient.to_owned(),
                         code: None,
