@@ -162,18 +162,7 @@ pub fn place_bounce(
 /// last whole line within the limit. A message without an empty line is all
 /// header section.
 pub fn read_original_headers(file: &File, body_offset: u64) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0; MAX_RETURNED_HEADERS + 2];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let at = body_offset.saturating_add(filled as u64);
-        match file.read_at(&mut buf[filled..], at) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
+    let buf = read_at_most(file, body_offset, MAX_RETURNED_HEADERS + 2)?;
     Ok(header_section(&buf).to_vec())
 }
 
@@ -186,10 +175,17 @@ pub fn read_original_message(
     body_offset: u64,
     limit: usize,
 ) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0; limit.saturating_add(1)];
+    let buf = read_at_most(file, body_offset, limit.saturating_add(1))?;
+    Ok((buf.len() <= limit).then_some(buf))
+}
+
+/// Up to `len` bytes of `file` from `offset` (fewer at its end), read with
+/// `pread`.
+fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0; len];
     let mut filled = 0;
     while filled < buf.len() {
-        let at = body_offset.saturating_add(filled as u64);
+        let at = offset.saturating_add(filled as u64);
         match file.read_at(&mut buf[filled..], at) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -197,11 +193,8 @@ pub fn read_original_message(
             Err(e) => return Err(e),
         }
     }
-    if filled > limit {
-        return Ok(None);
-    }
     buf.truncate(filled);
-    Ok(Some(buf))
+    Ok(buf)
 }
 
 /// The header section at the start of `message` (see
