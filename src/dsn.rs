@@ -376,12 +376,6 @@ fn text_part(report: &Report<'_>, host: &str, third: &ThirdPart) -> String {
             lines.push("listed below. If the message was delivered to mailbox you will".into());
             lines.push("receive no further notifications. Otherwise you may still receive".into());
             lines.push("notifications of mail delivery errors from other systems.".into());
-            lines.push(String::new());
-            lines.push("                   The mail system".into());
-            recipient_sentences(report, &mut lines);
-            let mut out = lines.join("\r\n");
-            out.push_str("\r\n");
-            return out;
         }
         Kind::Delay => {
             let banner = "#".repeat(68);
@@ -408,11 +402,14 @@ fn text_part(report: &Report<'_>, host: &str, third: &ThirdPart) -> String {
             }
         }
     }
-    lines.push(String::new());
-    lines.push("For further assistance, please send mail to postmaster.".into());
-    lines.push(String::new());
-    lines.push("If you do so, please include this problem report. You can".into());
-    lines.push("delete your own text from the attached returned message.".into());
+    // A success report asks for no help (Postfix's wording).
+    if !matches!(report.kind, Kind::Success) {
+        lines.push(String::new());
+        lines.push("For further assistance, please send mail to postmaster.".into());
+        lines.push(String::new());
+        lines.push("If you do so, please include this problem report. You can".into());
+        lines.push("delete your own text from the attached returned message.".into());
+    }
     lines.push(String::new());
     lines.push("                   The mail system".into());
     recipient_sentences(report, &mut lines);
