@@ -30,3 +30,4 @@ pub mod secret;
 pub mod settle;
 pub mod smtp;
 pub mod terminal;
+pub mod tls;

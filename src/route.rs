@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::dsn;
 use crate::routing::Hop;
 use crate::smtp::{Class, EnhancedCode};
+use crate::tls::{DaneStatus, StsStatus};
 
 /// The answer to an MX query for a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +195,8 @@ pub struct Host {
     /// How it is reached: the domain's MX or a configured next hop, with
     /// the port, TLS, AUTH and source address that go with it.
     pub hop: Arc<Hop>,
+    /// What DNSSEC said about its TLSA records (RFC 7672).
+    pub dane: DaneStatus,
 }
 
 impl Host {
@@ -203,6 +206,7 @@ impl Host {
             name: name.into(),
             addrs,
             hop: Arc::default(),
+            dane: DaneStatus::default(),
         }
     }
 }
@@ -212,9 +216,19 @@ impl Host {
 pub struct Route {
     /// Never empty; every address of a host comes before the next host.
     pub hosts: Vec<Host>,
+    /// The domain's MTA-STS policy (RFC 8461).
+    pub sts: StsStatus,
 }
 
 impl Route {
+    /// The route through `hosts`, with no MTA-STS policy looked up.
+    pub fn new(hosts: Vec<Host>) -> Route {
+        Route {
+            hosts,
+            sts: StsStatus::default(),
+        }
+    }
+
     /// The route with every host reached by `hop`.
     pub fn by(mut self, hop: &Arc<Hop>) -> Route {
         for host in &mut self.hosts {
@@ -399,7 +413,7 @@ pub fn build_route(
         }
     }
     if !route.is_empty() {
-        return Ok(Route { hosts: route });
+        return Ok(Route::new(route));
     }
     Err(if failed {
         RouteError::AddressLookupFailed {

@@ -266,7 +266,8 @@ async fn resolve(
             }
         }
         if !hosts.is_empty() {
-            found = Ok(route::Route { hosts });
+            let sts = found.as_ref().map(|r| r.sts.clone()).unwrap_or_default();
+            found = Ok(route::Route { hosts, sts });
         }
     }
     (found, site, clamp(valid_until))
@@ -281,9 +282,10 @@ async fn hop_route(
     valid_until: &mut Instant,
 ) -> Result<route::Route, String> {
     match &next_hop.target {
-        Target::Ip(ip) => Ok(route::Route {
-            hosts: vec![route::Host::new(ip.to_string(), vec![*ip])],
-        }),
+        Target::Ip(ip) => Ok(route::Route::new(vec![route::Host::new(
+            ip.to_string(),
+            vec![*ip],
+        )])),
         Target::Host(host) => {
             let answer = addresses(resolver, host, valid_until).await;
             route::build_route(host, vec![(host.clone(), answer)], false).map_err(|e| e.to_string())

@@ -60,9 +60,7 @@ mod tests {
         ];
         for (domain, host) in routes {
             s.found(Msg("m1".into(), domain.into()), None, now);
-            let route = Route {
-                hosts: vec![Host::new(host, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])],
-            };
+            let route = Route::new(vec![Host::new(host, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])]);
             let spec = SiteSpec {
                 name: host.into(),
                 hosts: vec![host.into()],

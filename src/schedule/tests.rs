@@ -55,12 +55,10 @@ fn limits() -> Limits {
 }
 
 fn route(host: &str) -> Route {
-    Route {
-        hosts: vec![Host::new(
-            host.to_owned(),
-            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        )],
-    }
+    Route::new(vec![Host::new(
+        host.to_owned(),
+        vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+    )])
 }
 
 /// A scheduler, its clock and what it asked for.

@@ -746,24 +746,22 @@ mod tests {
     /// first within each host only; at most `max_mx_addresses`.
     #[test]
     fn a_connection_tries_each_hosts_addresses_in_family_order() {
-        let route = Route {
-            hosts: vec![
-                Host::new(
-                    "mx1.d.test",
-                    vec![
-                        "2001:db8::1".parse().expect("an address"),
-                        "192.0.2.1".parse().expect("an address"),
-                    ],
-                ),
-                Host::new(
-                    "mx2.d.test",
-                    vec![
-                        "192.0.2.2".parse().expect("an address"),
-                        "2001:db8::2".parse().expect("an address"),
-                    ],
-                ),
-            ],
-        };
+        let route = Route::new(vec![
+            Host::new(
+                "mx1.d.test",
+                vec![
+                    "2001:db8::1".parse().expect("an address"),
+                    "192.0.2.1".parse().expect("an address"),
+                ],
+            ),
+            Host::new(
+                "mx2.d.test",
+                vec![
+                    "192.0.2.2".parse().expect("an address"),
+                    "2001:db8::2".parse().expect("an address"),
+                ],
+            ),
+        ]);
         let cases = [
             (IpPreference::Any, 10, "mx1.d.test [2001:db8::1]:2525, mx1.d.test 192.0.2.1:2525, mx2.d.test 192.0.2.2:2525, mx2.d.test [2001:db8::2]:2525", 4),
             (IpPreference::Ipv4, 10, "mx1.d.test 192.0.2.1:2525, mx1.d.test [2001:db8::1]:2525, mx2.d.test 192.0.2.2:2525, mx2.d.test [2001:db8::2]:2525", 4),
