@@ -1,7 +1,7 @@
 //! What the resolver found out about a destination's transport security:
 //! DANE TLSA records per MX host (RFC 7672) and the domain's MTA-STS
 //! policy (RFC 8461). The actors look them up and hand them in on the
-//! route; [`super::decide`] turns them and the configured level into what
+//! route; the per-host decision turns them and the configured level into what
 //! a connection requires.
 
 use std::fmt;
