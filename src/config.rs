@@ -25,7 +25,8 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::valid_domain;
-use crate::smtp::{IpPreference, Timeouts, TlsMode, TlsVerify};
+use crate::smtp::{IpPreference, Timeouts, TlsVerify};
+use crate::tls::{Discovery, Level, LevelWord};
 
 mod keys;
 mod routing;
@@ -315,8 +316,16 @@ pub struct QueueSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
-    /// `opportunistic`, `required` or `disabled`.
-    pub mode: TlsMode,
+    /// The security level of MX delivery ([`LevelWord`]: `may`, `encrypt`,
+    /// `dane`, `dane-only`, `mta-sts`, `verify`, `secure`, `none`, or the
+    /// older `opportunistic`, `required`, `disabled`).
+    pub mode: LevelWord,
+    /// Honour DANE TLSA records where DNSSEC validation is available.
+    #[serde(default = "yes")]
+    pub dane: bool,
+    /// Honour MTA-STS policies (RFC 8461).
+    #[serde(default = "yes")]
+    pub mta_sts: bool,
     /// `none` or `name`; unset: `none` where TLS is opportunistic, `name`
     /// where it is required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,10 +333,14 @@ pub struct TlsSettings {
     /// PEM certificates trusted for `verify = "name"`, beside the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
-    /// `[tls.policy]`: the mode for one destination domain (a table: stays
+    /// `[tls.policy]`: the level for one destination domain (a table: stays
     /// last for TOML output).
     #[serde(default)]
-    pub policy: BTreeMap<String, TlsMode>,
+    pub policy: BTreeMap<String, LevelWord>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How log records are written.
@@ -420,16 +433,30 @@ pub struct Config {
     pub disk_threads: usize,
     /// Address family tried first.
     pub ip_preference: IpPreference,
-    /// STARTTLS policy (`tls.mode`).
-    pub tls_mode: TlsMode,
+    /// The security level of MX delivery (`tls.mode`); a relay's
+    /// STARTTLS default ([`Level::starttls`]).
+    pub tls_mode: Level,
+    /// `tls.dane` and `tls.mta_sts`.
+    pub tls_discovery: Discovery,
     /// Certificate checks (`tls.verify`); `None`: by mode.
     pub tls_verify: Option<TlsVerify>,
     /// Extra trusted roots (`tls.ca_file`), an existing file.
     pub tls_ca_file: Option<PathBuf>,
-    /// Per-domain modes (`tls.policy`), keys lower-case A-label domains.
-    pub tls_policy: BTreeMap<String, TlsMode>,
+    /// Per-domain levels (`tls.policy`), keys lower-case A-label domains.
+    pub tls_policy: BTreeMap<String, Level>,
     /// Where each domain's mail goes (`[routing]`).
     pub routing: crate::routing::Routing,
+}
+
+impl Config {
+    /// The security level of MX delivery to `domain` (a lower-case
+    /// A-label): its `tls.policy` entry, else `tls.mode`.
+    pub fn level_for(&self, domain: &str) -> Level {
+        self.tls_policy
+            .get(domain)
+            .copied()
+            .unwrap_or(self.tls_mode)
+    }
 }
 
 /// Why the configuration could not be loaded.
@@ -620,7 +647,9 @@ impl Settings {
                 disk_threads: 3,
             },
             tls: TlsSettings {
-                mode: TlsMode::Opportunistic,
+                mode: LevelWord::May,
+                dane: true,
+                mta_sts: true,
                 verify: None,
                 ca_file: None,
                 policy: BTreeMap::new(),

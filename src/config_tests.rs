@@ -567,11 +567,7 @@ fn settings_round_trip_through_toml() {
 fn tls_and_ip_preference_reach_the_config() {
     jail(|jail| {
         let defaults = load_default(&Flags::default()).expect("defaults").config;
-        assert_eq!(
-            defaults.tls_mode,
-            TlsMode::Opportunistic,
-            "tls.mode default"
-        );
+        assert_eq!(defaults.tls_mode, Level::May, "tls.mode default");
         assert_eq!(defaults.tls_verify, None, "tls.verify default: by mode");
         assert_eq!(defaults.tls_ca_file, None, "tls.ca_file default");
         assert!(defaults.tls_policy.is_empty(), "tls.policy default");
@@ -583,26 +579,27 @@ fn tls_and_ip_preference_reach_the_config() {
             jail,
             "[dns]\nip_preference = \"ipv6\"\n\
              [tls]\nmode = \"required\"\nverify = \"none\"\nca_file = \"roots.pem\"\n\
-             [tls.policy]\n\"Example.COM\" = \"disabled\"\n\"b.test\" = \"opportunistic\"\n",
+             [tls.policy]\n\"Example.COM\" = \"disabled\"\n\"b.test\" = \"opportunistic\"\n\"c.test\" = \"dane-only\"\n",
         );
         let c = load_default(&Flags::default())
             .expect("tls settings")
             .config;
         assert_eq!(c.ip_preference, IpPreference::Ipv6, "dns.ip_preference");
-        assert_eq!(c.tls_mode, TlsMode::Required, "tls.mode");
+        assert_eq!(c.tls_mode, Level::Encrypt, "tls.mode required, verify none");
         assert_eq!(c.tls_verify, Some(TlsVerify::None), "tls.verify");
         assert_eq!(
             c.tls_ca_file,
             Some(PathBuf::from("roots.pem")),
             "tls.ca_file"
         );
-        let policy: Vec<(&str, TlsMode)> =
+        let policy: Vec<(&str, Level)> =
             c.tls_policy.iter().map(|(d, m)| (d.as_str(), *m)).collect();
         assert_eq!(
             policy,
             [
-                ("b.test", TlsMode::Opportunistic),
-                ("example.com", TlsMode::Disabled)
+                ("b.test", Level::May),
+                ("c.test", Level::DaneOnly),
+                ("example.com", Level::None)
             ],
             "tls.policy, keys lower-cased"
         );
@@ -612,7 +609,19 @@ fn tls_and_ip_preference_reach_the_config() {
         let c = load_default(&Flags::default())
             .expect("env overrides")
             .config;
-        assert_eq!(c.tls_mode, TlsMode::Disabled, "tls.mode from env");
+        assert_eq!(c.tls_mode, Level::None, "tls.mode from env");
+        assert_eq!(
+            c.tls_discovery,
+            Discovery {
+                dane: true,
+                mta_sts: true
+            },
+            "tls.dane and tls.mta_sts are on by default"
+        );
+        jail.set_env("POSTMAN_TLS__MTA_STS", "false");
+        let c = load_default(&Flags::default()).expect("env").config;
+        assert!(!c.tls_discovery.mta_sts, "tls.mta_sts from env");
+        assert!(c.tls_discovery.dane, "tls.dane stays on");
         assert_eq!(
             c.ip_preference,
             IpPreference::Ipv4,
@@ -626,7 +635,7 @@ fn tls_errors_name_the_key() {
     let cases: [(&str, &[&str]); 5] = [
         (
             "[tls]\nmode = \"sometimes\"\n",
-            &["invalid value for `tls.mode` (\"sometimes\") in config/postman.toml: expected one of `opportunistic`, `required`, `disabled`"],
+            &["invalid value for `tls.mode` (\"sometimes\") in config/postman.toml: expected one of `none`, `may`, `encrypt`, `dane`, `dane-only`, `mta-sts`, `verify`, `secure`, `opportunistic`, `required`, `disabled`"],
         ),
         (
             "[tls]\nverify = \"chain\"\n",
@@ -664,7 +673,12 @@ fn tls_settings_round_trip_through_toml() {
     settings
         .tls
         .policy
-        .insert("example.com".into(), TlsMode::Required);
+        .insert("example.com".into(), LevelWord::Required);
+    settings
+        .tls
+        .policy
+        .insert("d.test".into(), LevelWord::DaneOnly);
+    settings.tls.mta_sts = false;
     settings.dns.ip_preference = IpPreference::Ipv4;
     let text = settings.to_toml().expect("serializes");
     let back: Settings = Figment::from(Toml::string(&text))
@@ -672,7 +686,7 @@ fn tls_settings_round_trip_through_toml() {
         .unwrap_or_else(|e| panic!("{text}\n{e}"));
     assert_eq!(back, settings, "round trip of\n{text}");
     assert!(
-        text.contains("[tls.policy]\n\"example.com\" = \"required\""),
+        text.contains("[tls.policy]\n\"d.test\" = \"dane-only\"\n\"example.com\" = \"required\""),
         "{text}"
     );
 }

@@ -70,19 +70,33 @@ pub fn explain(
     }
     line("source", &source(config, hop));
     line("ehlo", &ehlo(config, hop));
-    let domain_mode = config
-        .tls_policy
-        .get(&request.domain)
-        .copied()
-        .unwrap_or(config.tls_mode);
-    let authenticates = config.routing.credentials_for(hop).is_some();
-    let mode = hop.tls_mode(config.tls_mode, domain_mode, authenticates);
-    line("tls", mode.as_str());
+    line("tls", &tls(config, hop, &request.domain));
     line("auth", &auth(config, hop));
     for relay in &request.decision.fallback {
         line("fallback", &relay.describe());
     }
     out
+}
+
+/// The TLS a connection is made with: for MX delivery the domain's level
+/// and whether DANE and MTA-STS are looked for; for a relay (or a rule
+/// with TLS settings of its own) its STARTTLS policy.
+fn tls(config: &Config, hop: &Hop, domain: &str) -> String {
+    let level = config.level_for(domain);
+    if hop.next_hop.is_none() && hop.tls.is_none() && hop.verify.is_none() {
+        let on = |yes: bool| if yes { "on" } else { "off" };
+        let discovery = config.tls_discovery;
+        return format!(
+            "{level} (dane {}, mta-sts {})",
+            on(level.wants_dane(discovery.dane)),
+            on(level.wants_sts(discovery.mta_sts))
+        );
+    }
+    let authenticates = config.routing.credentials_for(hop).is_some();
+    let default = config.tls_mode.starttls();
+    hop.tls_mode(default, level.starttls(), authenticates)
+        .as_str()
+        .to_owned()
 }
 
 fn next_hop(hop: &Hop, mx_port: u16) -> String {

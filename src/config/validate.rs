@@ -200,7 +200,7 @@ impl Validator<'_> {
             (1, MAX_INTERVAL_SECS),
         )?;
         let tls_ca_file = self.ca_file(s.tls.ca_file.as_deref())?;
-        let tls_policy = self.tls_policy(&s.tls.policy)?;
+        let tls_policy = self.tls_policy(&s.tls.policy, s.tls.verify)?;
         let routing = self.routing(&s.routing)?;
 
         Ok(Config {
@@ -236,7 +236,11 @@ impl Validator<'_> {
             rescan_interval,
             disk_threads,
             ip_preference: s.dns.ip_preference,
-            tls_mode: s.tls.mode,
+            tls_mode: s.tls.mode.level(s.tls.verify),
+            tls_discovery: Discovery {
+                dane: s.tls.dane,
+                mta_sts: s.tls.mta_sts,
+            },
             tls_verify: s.tls.verify,
             tls_ca_file,
             tls_policy,
@@ -286,20 +290,21 @@ impl Validator<'_> {
 
     fn tls_policy(
         &self,
-        policy: &BTreeMap<String, TlsMode>,
-    ) -> Result<BTreeMap<String, TlsMode>, ConfigError> {
+        policy: &BTreeMap<String, LevelWord>,
+        verify: Option<TlsVerify>,
+    ) -> Result<BTreeMap<String, Level>, ConfigError> {
         policy
             .iter()
-            .map(|(domain, mode)| {
+            .map(|(domain, word)| {
                 let lower = domain.trim_end_matches('.').to_ascii_lowercase();
                 if valid_domain(&lower) {
-                    Ok((lower, *mode))
+                    Ok((lower, word.level(verify)))
                 } else {
                     Err(self.invalid(
                         "tls.policy",
                         format!("{domain:?}"),
                         "each key must be a domain name in A-label form (xn--… for IDNs), \
-                         such as tls.policy.\"example.com\" = \"required\"",
+                         such as tls.policy.\"example.com\" = \"verify\"",
                     ))
                 }
             })

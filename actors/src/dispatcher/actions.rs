@@ -145,9 +145,10 @@ impl Dispatcher {
     }
 
     /// A route lookup finished. The site's key is the MX host names, and
-    /// the TLS mode when the domain has its own: a connection carries mail
-    /// of every domain of its site, so domains whose TLS policies differ
-    /// never share one.
+    /// for MX delivery what its transport security adds
+    /// ([`postman::tls::site_suffix`]): a connection carries mail of every
+    /// domain of its site, so domains whose TLS policies differ never
+    /// share one.
     pub(super) fn resolved(
         &mut self,
         domain: String,
@@ -174,11 +175,16 @@ impl Dispatcher {
             .hop
             .next_hop
             .is_none();
-        if let Some(mode) = self.config.tls_policy.get(&recipients.to_ascii_lowercase()) {
+        if by_mx {
             // A relay's connections are the relay's, whatever the domain.
-            if by_mx && *mode != self.config.tls_mode {
-                name = format!("{name} tls={}", format!("{mode:?}").to_ascii_lowercase());
-            }
+            let recipients = recipients.to_ascii_lowercase();
+            name.push_str(&postman::tls::site_suffix(
+                self.config.level_for(&recipients),
+                self.config.tls_mode,
+                self.config.tls_discovery,
+                &recipients,
+                &route,
+            ));
         }
         let persisted = if self.sched.site_id(&name).is_none() {
             self.read_site_backoff(&name)

@@ -49,6 +49,7 @@ use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route::{self, Route};
 use postman::routing::Hop;
+use postman::tls::{Action, Decision};
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -77,14 +78,22 @@ pub struct Candidate {
     pub plaintext: bool,
     /// How it is reached: MX delivery or a next hop, and its settings.
     pub hop: Arc<Hop>,
+    /// What a connection to it must have, or why it is not used.
+    pub security: Arc<Decision>,
 }
 
-/// The addresses a connection to `route` tries, in order: every address
-/// of a host before the next host, each host's in the family order of
-/// `dns.ip_preference`, at most `max_mx_addresses` of them; and how many
-/// there were in all. A next hop's port is its own; MX hosts are on
-/// `application.server_port`.
-pub fn candidates(route: &Route, settings: &ConnSettings) -> (VecDeque<Candidate>, usize) {
+/// The addresses a connection to `route` (for mail to `domain`, a route
+/// key) tries, in order: every address of a host before the next host,
+/// each host's in the family order of `dns.ip_preference`, at most
+/// `max_mx_addresses` of them; and how many there were in all. A next
+/// hop's port is its own; MX hosts are on `application.server_port`. A
+/// host that its security decision refuses is listed once, by its first
+/// address, so that the deferral says why it was not used.
+pub fn candidates(
+    route: &Route,
+    domain: &str,
+    settings: &ConnSettings,
+) -> (VecDeque<Candidate>, usize) {
     let mut candidates = VecDeque::new();
     for host in &route.hosts {
         let mut addrs = host.addrs.clone();
@@ -94,11 +103,16 @@ pub fn candidates(route: &Route, settings: &ConnSettings) -> (VecDeque<Candidate
             .next_hop
             .as_ref()
             .map_or(settings.port, |h| h.port());
+        let security = Arc::new(settings.security(domain, route, host));
+        if matches!(security.action, Action::Refuse(_)) {
+            addrs.truncate(1);
+        }
         candidates.extend(addrs.into_iter().map(|ip| Candidate {
             host: host.name.clone(),
             addr: SocketAddr::new(ip, port),
             plaintext: false,
             hop: Arc::clone(&host.hop),
+            security: Arc::clone(&security),
         }));
     }
     let all = candidates.len();
@@ -275,6 +289,16 @@ impl Conn {
         while let Some(candidate) = self.candidates.pop_front() {
             let addr = candidate.addr;
             self.relay = format!("{}[{}]:{}", candidate.host, addr.ip(), addr.port());
+            if let Action::Refuse(why) = &candidate.security.action {
+                // A TLS policy rules the host out: DANE or MTA-STS.
+                warn!(shared.log, "MX host not used"; "domain" => &self.domain,
+                    "relay" => &self.relay, "tls" => candidate.security.applied.as_str(),
+                    "reason" => %why);
+                let reason = format!("{} not used: {why}", candidate.host);
+                self.current = Some(candidate);
+                self.address_failed(shared, reason);
+                continue;
+            }
             self.current = Some(candidate);
             self.starting_tls = false;
             self.established = false;
@@ -769,7 +793,7 @@ mod tests {
             (IpPreference::Ipv4, 3, "mx1.d.test 192.0.2.1:2525, mx1.d.test [2001:db8::1]:2525, mx2.d.test 192.0.2.2:2525", 4),
         ];
         for (preference, max, expected, all) in cases {
-            let (candidates, total) = candidates(&route, &settings(preference, max));
+            let (candidates, total) = candidates(&route, "d.test", &settings(preference, max));
             let listed: Vec<String> = candidates
                 .iter()
                 .map(|c| {
@@ -780,5 +804,59 @@ mod tests {
             assert_eq!(listed.join(", "), expected, "{preference} {max}");
             assert_eq!(total, all, "{preference} {max}");
         }
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use postman::config::Settings;
+    use postman::mta_sts::Policy;
+    use postman::route::Host;
+    use postman::tls::{ActiveSts, Applied, Check, StsStatus};
+
+    /// Under an MTA-STS policy in enforce mode, a listed host is tried
+    /// with a name check, and one not listed is kept once, refused, for
+    /// the deferral's reason; a route key's rule part does not change the
+    /// domain whose policy applies.
+    #[test]
+    fn each_host_carries_its_decision() {
+        let config = Settings::defaults("mx.example.org")
+            .validate()
+            .expect("valid settings");
+        let log = slog::Logger::root(slog::Discard, o!());
+        let settings = ConnSettings::new(&config, &log);
+        let addr = |a: &str| a.parse().expect("an address");
+        let mut route = Route::new(vec![
+            Host::new("mx1.d.test", vec![addr("192.0.2.1")]),
+            Host::new("mx2.d.test", vec![addr("192.0.2.2"), addr("192.0.2.3")]),
+        ]);
+        let text = "version: STSv1\nmode: enforce\nmax_age: 600\nmx: mx1.d.test\n";
+        route.sts = StsStatus::Policy(Arc::new(ActiveSts {
+            id: "7".into(),
+            policy: Policy::parse(text).expect("a policy"),
+        }));
+        let (candidates, all) = candidates(&route, "D.test", &settings);
+        assert_eq!(all, 2, "the refused host once");
+        let first = &candidates[0].security;
+        assert_eq!(first.applied, Applied::StsEnforce);
+        assert_eq!(
+            first.action,
+            Action::Connect {
+                starttls: TlsMode::Required,
+                check: Check::Pkix {
+                    names: vec!["mx1.d.test".into()]
+                }
+            }
+        );
+        let Action::Refuse(why) = &candidates[1].security.action else {
+            panic!("mx2 is not refused: {:?}", candidates[1]);
+        };
+        assert_eq!(
+            why.to_string(),
+            "mx2.d.test is not an MX host of the MTA-STS policy (id 7)"
+        );
     }
 }

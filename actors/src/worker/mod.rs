@@ -17,6 +17,7 @@ mod link;
 mod prepare;
 mod shared;
 mod tls;
+mod verify;
 
 use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd};
@@ -229,7 +230,7 @@ impl Worker {
                 }) => {
                     let domain = job.domain.clone();
                     let settings = &self.shared.settings;
-                    let (candidates, all) = candidates(&route, settings);
+                    let (candidates, all) = candidates(&route, &domain, settings);
                     if candidates.len() < all {
                         debug!(self.shared.log, "more MX addresses than one attempt tries";
                             "domain" => &domain, "addresses" => all,

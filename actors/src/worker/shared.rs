@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use postman::config::Config;
-use postman::routing::{Routing, SourcePicker};
+use postman::route::{Host, Route};
+use postman::routing::{split_route_key, Routing, SourcePicker};
 use postman::smtp::{IpPreference, SessionConfig, TlsMode, TlsVerify};
+use postman::tls::{Action, Applied, Check, Decision};
 use slog::{error, Logger};
 
 use super::body;
@@ -68,6 +70,48 @@ pub struct ConnSettings {
 }
 
 impl ConnSettings {
+    /// What a connection to `host` of `route` must have, for mail to the
+    /// route key `key`: for MX delivery, the domain's level with what DANE
+    /// and MTA-STS found ([`postman::tls::decide`]); for a next hop, or a
+    /// routing rule with TLS settings of its own, those settings alone
+    /// (neither DANE nor MTA-STS speaks for a relay).
+    pub fn security(&self, key: &str, route: &Route, host: &Host) -> Decision {
+        let domain = split_route_key(key).0.to_ascii_lowercase();
+        let tls = &self.tls;
+        let level = tls.mode_for(&domain);
+        let hop = &host.hop;
+        if hop.next_hop.is_none() && hop.tls.is_none() && hop.verify.is_none() {
+            return postman::tls::decide(
+                level,
+                tls.discovery,
+                &domain,
+                &host.name,
+                &host.dane,
+                &route.sts,
+            );
+        }
+        let authenticates = self.routing.credentials_for(hop).is_some();
+        let starttls = hop.tls_mode(
+            tls.default_mode().starttls(),
+            level.starttls(),
+            authenticates,
+        );
+        let verify = hop.verify.unwrap_or_else(|| tls.verify_for(starttls));
+        let (applied, check) = match (starttls, verify) {
+            (TlsMode::Disabled, _) => (Applied::Plaintext, Check::Any),
+            (TlsMode::Opportunistic, TlsVerify::None) => (Applied::Opportunistic, Check::Any),
+            (TlsMode::Required, TlsVerify::None) => (Applied::Encrypt, Check::Any),
+            (TlsMode::Opportunistic | TlsMode::Required, TlsVerify::Name) => {
+                let names = vec![host.name.clone()];
+                (Applied::Verify, Check::Pkix { names })
+            }
+        };
+        Decision {
+            applied,
+            action: Action::Connect { starttls, check },
+        }
+    }
+
     pub fn new(config: &Config, log: &Logger) -> ConnSettings {
         ConnSettings {
             session: SessionConfig {
@@ -81,6 +125,7 @@ impl ConnSettings {
             },
             tls: TlsPolicy::new(
                 config.tls_mode,
+                config.tls_discovery,
                 config.tls_verify,
                 config.tls_ca_file.clone(),
                 config.tls_policy.clone().into_iter().collect(),

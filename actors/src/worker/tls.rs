@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use postman::smtp::{Session, TlsInfo, TlsMode, TlsVerify};
+use postman::tls::{Check, Discovery, Level};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider};
@@ -30,6 +31,8 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use socket2::Socket;
+
+use super::verify::{DaneVerifier, NamesVerifier};
 
 /// Why a connection's TLS could not start or went wrong. The texts go
 /// into the session's outcome, and so into delivery records and bounces.
@@ -55,6 +58,21 @@ pub enum TlsError {
     /// Taking the decrypted octets failed.
     #[error("{0}")]
     Plaintext(io::Error),
+    /// One of postman's own checks (DANE) refused the certificate: its
+    /// reason, which rustls would print as a debug dump.
+    #[error("invalid peer certificate: {0}")]
+    Refused(String),
+}
+
+impl TlsError {
+    fn from_rustls(error: rustls::Error) -> TlsError {
+        match error {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                TlsError::Refused(other.to_string())
+            }
+            error => TlsError::Protocol(error),
+        }
+    }
 }
 
 /// Why the configuration that checks certificates (`verify = name`) could
@@ -99,12 +117,14 @@ fn no_roots(errors: &[rustls_native_certs::Error], added: usize) -> String {
 /// The TLS settings of a worker and the client configurations they need.
 pub struct TlsPolicy {
     /// `tls.mode`.
-    pub mode: TlsMode,
+    pub mode: Level,
+    /// `tls.dane`, `tls.mta_sts`.
+    pub discovery: Discovery,
     /// `tls.verify`; `None` when unset: `none` for opportunistic TLS,
-    /// `name` when TLS is required.
+    /// `name` when TLS is required. Only relays read it now.
     pub verify: Option<TlsVerify>,
-    /// `tls.policy."domain"`: the mode for one destination domain.
-    pub per_domain: HashMap<String, TlsMode>,
+    /// `tls.policy."domain"`: the level for one destination domain.
+    pub per_domain: HashMap<String, Level>,
     /// Accepts any certificate (`verify = none`).
     anonymous: Arc<ClientConfig>,
     /// Checks the chain and the name (`verify = name`); `Err` says why it
@@ -131,20 +151,22 @@ impl TlsPolicy {
     /// plus `ca_file` for name checks. Loading the roots is skipped when no
     /// setting can need them (`relays_check`: a `[routing]` next hop may).
     pub fn new(
-        mode: TlsMode,
+        mode: Level,
+        discovery: Discovery,
         verify: Option<TlsVerify>,
         ca_file: Option<PathBuf>,
-        per_domain: HashMap<String, TlsMode>,
+        per_domain: HashMap<String, Level>,
         relays_check: bool,
     ) -> TlsPolicy {
         let provider = Arc::new(ring::default_provider());
+        let checks = |level: &Level| matches!(level, Level::Verify | Level::Secure | Level::MtaSts);
         let needs_roots = relays_check
             || verify == Some(TlsVerify::Name)
-            || (verify.is_none()
-                && (mode == TlsMode::Required
-                    || per_domain.values().any(|m| *m == TlsMode::Required)));
+            || checks(&mode)
+            || per_domain.values().any(checks);
         let policy = TlsPolicy {
             mode,
+            discovery,
             verify,
             per_domain,
             anonymous: Arc::new(anonymous_config(&provider)),
@@ -164,16 +186,16 @@ impl TlsPolicy {
             .get_or_init(|| checked_config(&self.provider, self.ca_file.clone()).map_err(Arc::new))
     }
 
-    /// The mode for `domain`: its `tls.policy` entry, else `tls.mode`.
-    pub fn mode_for(&self, domain: &str) -> TlsMode {
+    /// The level for `domain`: its `tls.policy` entry, else `tls.mode`.
+    pub fn mode_for(&self, domain: &str) -> Level {
         self.per_domain
             .get(&domain.to_ascii_lowercase())
             .copied()
             .unwrap_or(self.mode)
     }
 
-    /// `tls.mode`: the mode of a destination with no policy of its own.
-    pub fn default_mode(&self) -> TlsMode {
+    /// `tls.mode`: the level of a destination with no policy of its own.
+    pub fn default_mode(&self) -> Level {
         self.mode
     }
 
@@ -185,37 +207,50 @@ impl TlsPolicy {
         })
     }
 
-    /// Starts a client handshake with `host` (SNI and, with `name`
-    /// checks, the name the certificate must carry).
+    /// Starts a client handshake with `host` (the SNI name), judging the
+    /// certificate as `check` says.
     ///
-    /// Under `verify = none` the certificate and its name are still checked
-    /// as `name` would check them, but a failure does not stop the
-    /// handshake: it only leaves the session unverified (Postfix's
+    /// Under [`Check::Any`] the certificate and its name are still checked
+    /// as `verify = name` would check them, but a failure does not stop
+    /// the handshake: it only leaves the session unverified (Postfix's
     /// "Untrusted" beside "Trusted" at its `may` level). A message that
     /// requires TLS (RFC 8689 REQUIRETLS) may then go over any connection
     /// whose certificate passed, a reused one included, and a session that
     /// did not pass refuses it while still carrying the others. Without
-    /// roots to check against, the session is simply unverified.
-    pub fn connect(&self, host: &str, verify: TlsVerify) -> Result<TlsStream, TlsError> {
+    /// roots to check against, the session is simply unverified. The other
+    /// checks refuse the handshake when the certificate fails them.
+    pub fn connect(&self, host: &str, check: &Check) -> Result<TlsStream, TlsError> {
         let name = host.trim_end_matches('.');
         let server_name = ServerName::try_from(name.to_owned())
             .map_err(|e| TlsError::ServerName(name.to_owned(), e))?;
         let mut passed = None;
-        let config = match verify {
-            TlsVerify::Name => match self.checked() {
-                Ok(checked) => Arc::clone(&checked.config),
+        let with_verifier = |verifier: Arc<dyn ServerCertVerifier>| {
+            let mut config = (*self.anonymous).clone();
+            config.dangerous().set_certificate_verifier(verifier);
+            Arc::new(config)
+        };
+        let config = match check {
+            Check::Pkix { names } => match self.checked() {
+                Ok(checked) if names.len() == 1 && names[0] == name => Arc::clone(&checked.config),
+                Ok(checked) => with_verifier(Arc::new(NamesVerifier {
+                    inner: Arc::clone(&checked.verifier),
+                    names: names.clone(),
+                })),
                 Err(why) => return Err(TlsError::CannotCheck(Arc::clone(why))),
             },
-            TlsVerify::None => match self.checked() {
+            Check::Dane { tlsa, names } => with_verifier(Arc::new(DaneVerifier {
+                tlsa: Arc::clone(tlsa),
+                names: names.clone(),
+                provider: Arc::clone(&self.provider),
+            })),
+            Check::Any => match self.checked() {
                 Ok(checked) => {
                     let flag = Arc::new(AtomicBool::new(false));
-                    let mut config = (*self.anonymous).clone();
-                    config.dangerous().set_certificate_verifier(Arc::new(Probe {
+                    passed = Some(Arc::clone(&flag));
+                    with_verifier(Arc::new(Probe {
                         inner: Arc::clone(&checked.verifier),
-                        passed: Arc::clone(&flag),
-                    }));
-                    passed = Some(flag);
-                    Arc::new(config)
+                        passed: flag,
+                    }))
                 }
                 Err(_) => Arc::clone(&self.anonymous),
             },
@@ -223,7 +258,7 @@ impl TlsPolicy {
         let conn = ClientConnection::new(config, server_name).map_err(TlsError::Start)?;
         Ok(TlsStream {
             conn: Box::new(conn),
-            verified: verify == TlsVerify::Name,
+            verified: check.enforced(),
             passed,
             handshaking: true,
         })
@@ -467,7 +502,7 @@ impl TlsStream {
                 Err(e) => {
                     // Tell the server why (an alert), if the socket takes it.
                     let _ = self.conn.write_tls(&mut SocketIo(socket));
-                    return (total, ReadEnd::Failed(TlsError::Protocol(e)));
+                    return (total, ReadEnd::Failed(TlsError::from_rustls(e)));
                 }
             };
             let closed = state.peer_has_closed();
@@ -587,7 +622,11 @@ mod tests {
     use super::*;
 
     fn opportunistic() -> TlsPolicy {
-        TlsPolicy::new(TlsMode::Opportunistic, None, None, HashMap::new(), false)
+        let discovery = Discovery {
+            dane: true,
+            mta_sts: true,
+        };
+        TlsPolicy::new(Level::May, discovery, None, None, HashMap::new(), false)
     }
 
     /// Why a handshake could not start is told in words that go into
@@ -597,14 +636,14 @@ mod tests {
     fn a_handshake_that_cannot_start_says_why() {
         let policy = opportunistic();
         let error = policy
-            .connect("mx d.test", TlsVerify::None)
+            .connect("mx d.test", &Check::Any)
             .err()
             .expect("refused");
         assert_eq!(
             error.to_string(),
             "\"mx d.test\" is not a valid TLS server name: invalid dns name",
         );
-        assert!(policy.connect("mx.d.test.", TlsVerify::None).is_ok());
+        assert!(policy.connect("mx.d.test.", &Check::Any).is_ok());
     }
 
     #[test]
@@ -627,14 +666,23 @@ mod tests {
             assert_eq!(error.to_string(), expected);
         }
         let missing = TlsPolicy::new(
-            TlsMode::Required,
+            Level::Verify,
+            Discovery {
+                dane: false,
+                mta_sts: false,
+            },
             None,
             Some(PathBuf::from("/nonexistent/ca.pem")),
             HashMap::new(),
             false,
         );
         let error = missing
-            .connect("mx.d.test", TlsVerify::Name)
+            .connect(
+                "mx.d.test",
+                &Check::Pkix {
+                    names: vec!["mx.d.test".into()],
+                },
+            )
             .err()
             .expect("no roots from a missing file");
         assert!(

@@ -287,7 +287,7 @@ fn broken_tls_server_falls_back_to_plaintext_or_defers() {
     let d = e.last();
     assert_eq!(
         (d.status.as_str(), d.tls.as_str()),
-        ("sent", "none"),
+        ("sent", "opportunistic none"),
         "{d:#?}"
     );
     assert_eq!(e.server.connection_count(), 2, "one retry in plaintext");

@@ -256,7 +256,7 @@ impl Validator<'_> {
             ));
         }
         let encrypted = next_hop.as_ref().is_some_and(|h| h.implicit_tls)
-            || table.tls != Some(TlsMode::Disabled);
+            || table.tls != Some(crate::smtp::TlsMode::Disabled);
         if table.auth == Some(true) && !encrypted && !table.plaintext_auth {
             return Err(self.invalid(
                 &format!("{key}.tls"),

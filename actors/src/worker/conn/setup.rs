@@ -30,7 +30,7 @@ impl Conn {
         config.tls = if self.current.as_ref().is_some_and(|c| c.plaintext) {
             TlsMode::Disabled
         } else {
-            self.tls_mode(shared)
+            self.tls_mode()
         };
         if let Some(hop) = self.current.as_ref().map(|c| &c.hop) {
             let routing = &shared.settings.routing;
@@ -47,16 +47,14 @@ impl Conn {
         Box::new(Session::new(config, now))
     }
 
-    /// The STARTTLS policy of the current address ([`Hop::tls_mode`]).
-    pub(super) fn tls_mode(&self, shared: &Shared) -> TlsMode {
-        let tls = &shared.settings.tls;
-        let domain = tls.mode_for(&self.domain);
-        match self.current.as_ref().map(|c| &c.hop) {
-            Some(hop) => {
-                let authenticates = shared.settings.routing.credentials_for(hop).is_some();
-                hop.tls_mode(tls.default_mode(), domain, authenticates)
-            }
-            None => domain,
+    /// The STARTTLS policy of the current address: its security decision's
+    /// ([`ConnSettings::security`]).
+    ///
+    /// [`ConnSettings::security`]: super::super::shared::ConnSettings::security
+    pub(super) fn tls_mode(&self) -> TlsMode {
+        match self.current.as_ref().map(|c| &c.security.action) {
+            Some(Action::Connect { starttls, .. }) => *starttls,
+            Some(Action::Refuse(_)) | None => TlsMode::Disabled,
         }
     }
 

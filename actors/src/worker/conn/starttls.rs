@@ -4,6 +4,7 @@
 //! and how the delivery records name the TLS in use.
 
 use super::*;
+use postman::tls::{Applied, Check};
 
 impl Conn {
     /// The session got 220 to STARTTLS, or began under implicit TLS
@@ -14,18 +15,18 @@ impl Conn {
     ///
     /// [`TlsPolicy::connect`]: crate::worker::tls::TlsPolicy::connect
     pub(super) fn start_tls(&mut self, shared: &mut Shared, now: Instant) {
-        let mode = self.tls_mode(shared);
-        let verify = self
-            .current
-            .as_ref()
-            .and_then(|c| c.hop.verify)
-            .unwrap_or_else(|| shared.settings.tls.verify_for(mode));
         let State::Smtp { session, tls, .. } = &mut self.state else {
             return;
         };
         self.starting_tls = true;
-        let host = self.current.as_ref().map_or("", |c| c.host.as_str());
-        match shared.settings.tls.connect(host, verify) {
+        let Some(current) = self.current.as_ref() else {
+            return;
+        };
+        let check = match &current.security.action {
+            Action::Connect { check, .. } => check,
+            Action::Refuse(_) => &Check::Any,
+        };
+        match shared.settings.tls.connect(&current.host, check) {
             Ok(stream) => *tls = Some(stream),
             Err(why) => session.tls_failed(&why.to_string(), now),
         }
@@ -62,10 +63,7 @@ impl Conn {
         let Some(current) = &self.current else {
             return;
         };
-        if current.plaintext
-            || self.tls_mode(shared) != TlsMode::Opportunistic
-            || self.requires_tls()
-        {
+        if current.plaintext || self.tls_mode() != TlsMode::Opportunistic || self.requires_tls() {
             return;
         }
         warn!(shared.log, "TLS handshake failed; trying again without TLS";
@@ -97,14 +95,21 @@ impl Conn {
         }
     }
 
-    /// How TLS was used, for the delivery record: `none`, or protocol,
-    /// cipher and whether the certificate passed its check.
+    /// How TLS was used, for the delivery record: the policy it ran under
+    /// ([`Applied`]: `dane`, `mta-sts-enforce`, `opportunistic`, …), then
+    /// `none`, or protocol, cipher and whether the certificate passed its
+    /// check; only `none` under `tls.mode = "none"`.
+    ///
+    /// [`Applied`]: postman::tls::Applied
     fn tls_text(&self) -> String {
-        match &self.state {
-            State::Smtp { session, .. } => session
-                .tls()
-                .map_or_else(|| "none".to_owned(), |info| info.to_string()),
-            _ => "none".to_owned(),
+        let info = match &self.state {
+            State::Smtp { session, .. } => session.tls().map(ToString::to_string),
+            _ => None,
+        };
+        let info = info.unwrap_or_else(|| "none".to_owned());
+        match self.current.as_ref().map(|c| c.security.applied) {
+            Some(Applied::Plaintext) | None => info,
+            Some(applied) => format!("{applied} {info}"),
         }
     }
 }
