@@ -4,6 +4,7 @@
 //! resolver actor does the lookups, the HTTPS fetch and the cache files.
 
 mod cache;
+pub mod http;
 mod policy;
 
 pub use cache::{decide, CacheError, Cached, Plan, TxtAnswer, FETCH_RETRY, REFRESH_AFTER};

@@ -50,6 +50,10 @@ pub enum Plan {
     /// cached policy if `fallback` (it has not expired: RFC 8461 §3.3
     /// says a sender MUST then apply it), else deliver as without one.
     Fetch { fallback: bool },
+    /// The domain announces a policy, none is cached that could be used,
+    /// and its last fetch failed less than [`FETCH_RETRY`] ago: deliver as
+    /// without a policy, for the reason that fetch failed.
+    FailedLately,
     /// No policy applies: deliver as without MTA-STS.
     NoPolicy,
 }
@@ -103,6 +107,7 @@ pub fn decide(
             fallback: fresh.is_some(),
         },
         (_, Some(_)) => Plan::Use,
+        (TxtAnswer::Record(_), None) => Plan::FailedLately,
         (_, None) => Plan::NoPolicy,
     }
 }

@@ -257,6 +257,22 @@ fn the_cache_decision_keeps_a_policy_an_attacker_would_make_it_forget() {
         None,
         record("a"),
         failed,
+        Plan::FailedLately,
+    );
+    check(
+        "expired, failed lately",
+        at(week),
+        c,
+        record("a"),
+        Some(at(week - 10)),
+        Plan::FailedLately,
+    );
+    check(
+        "nothing cached, no record, failed lately",
+        at(160),
+        None,
+        TxtAnswer::NoRecord,
+        failed,
         Plan::NoPolicy,
     );
 }
