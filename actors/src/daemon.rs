@@ -89,6 +89,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
         &config.nameservers,
         config.dns_timeout,
         config.dns_attempts,
+        crate::resolver::StsSettings::of(&config),
         resolver_rx,
         dispatcher_tx.clone(),
         log.new(o!("actor" => "resolver")),

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use postman::config::Config;
 use postman::route::{Route, RouteError, SiteName};
 use postman::routing::{Hop, Source};
+use postman::tls::{StsProblem, StsStatus};
 
 use crate::resolver::{self, ResolveRequest};
 
@@ -24,14 +25,64 @@ pub fn route(config: &Config, recipient: &str, sender: &str) -> anyhow::Result<(
         domain: domain.clone(),
         max_hosts: config.max_mx_addresses,
     };
-    let (route, site) = resolver::lookup_once(
+    // Cache problems go to standard error; the MTA-STS line says the rest.
+    let log = slog::Logger::root(
+        slog::Fuse(std::sync::Mutex::new(
+            slog_term::FullFormat::new(slog_term::PlainSyncDecorator::new(std::io::stderr()))
+                .build(),
+        )),
+        slog::o!(),
+    );
+    let found = resolver::lookup_once(
         &config.nameservers,
         config.dns_timeout,
         config.dns_attempts,
+        resolver::StsSettings::of(config),
         &request,
+        log,
     )?;
-    print!("{}", explain(config, recipient, &request, &route, &site));
+    let mut out = explain(config, recipient, &request, &found.route, &found.site);
+    if let Some(sts) = &found.sts {
+        out.push_str(&mta_sts(sts));
+    }
+    print!("{out}");
     Ok(())
+}
+
+/// The `mta-sts` line: the policy in force and where it came from, or
+/// why there is none.
+pub fn mta_sts(found: &resolver::StsFound) -> String {
+    let text = match &found.status {
+        StsStatus::Policy(active) => {
+            let mx: Vec<String> = active.policy.mx.iter().map(ToString::to_string).collect();
+            format!(
+                "{} (id {}, mx {}, max_age {}), {}",
+                active.policy.mode.as_str(),
+                active.id,
+                if mx.is_empty() {
+                    "none".to_owned()
+                } else {
+                    mx.join(" ")
+                },
+                active.policy.max_age,
+                found.how
+            )
+        }
+        StsStatus::Unavailable(problem) => {
+            format!("unavailable ({}): {}", kind(problem), found.how)
+        }
+        StsStatus::NoPolicy | StsStatus::NotLooked => found.how.clone(),
+    };
+    format!("{:<10} {text}\n", "mta-sts")
+}
+
+/// RFC 8460's name for an MTA-STS problem.
+fn kind(problem: &StsProblem) -> &'static str {
+    match problem {
+        StsProblem::Fetch(_) => "sts-policy-fetch-error",
+        StsProblem::WebPki(_) => "sts-webpki-invalid",
+        StsProblem::Invalid(_) => "sts-policy-invalid",
+    }
 }
 
 /// The report, one `key  value` line each.

@@ -11,6 +11,7 @@ pub mod descriptors;
 pub mod dispatcher;
 pub mod egress;
 pub mod explain;
+pub mod https;
 pub mod logging;
 pub mod mailbox;
 pub mod messages;

@@ -40,8 +40,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::Semaphore;
 
 use crate::descriptors::{above_fd_setsize, short_of_resources};
+
+mod sts;
+
 use crate::mailbox::Postbox;
 use crate::messages::DispatcherMsg;
+use sts::Sts;
+pub use sts::{StsFound, StsSettings, POLICY_PORT};
 
 /// Route lookups that run at once; the others (at most the dispatcher's
 /// `MAX_LOOKUPS` in all) wait their turn, in the order they were asked for,
@@ -50,6 +55,10 @@ use crate::messages::DispatcherMsg;
 /// resolver's sockets and the load on the nameserver, while a thousand new
 /// domains still take only about 16 rounds of a lookup each.
 const MAX_CONCURRENT_LOOKUPS: usize = 64;
+
+/// Threads for blocking work (MTA-STS policy fetches and cache files):
+/// a few fetches at once are plenty, each takes a socket and up to 20 s.
+const MAX_BLOCKING_THREADS: usize = 4;
 
 /// How long hickory may take to open a TCP connection to a nameserver (its
 /// own default).
@@ -78,15 +87,27 @@ pub struct ResolveRequest {
     pub max_hosts: usize,
 }
 
+/// What [`lookup_once`] found.
+pub struct Found {
+    pub route: Result<route::Route, route::RouteError>,
+    pub site: route::SiteName,
+    /// The MTA-STS status and where it came from; `None` when not looked
+    /// up (a configured next hop).
+    pub sts: Option<StsFound>,
+}
+
 /// One route lookup, outside the daemon (`postman route`): what a
 /// connection for `request` would try, and its site.
 pub fn lookup_once(
     nameservers: &[SocketAddr],
     timeout: Duration,
     attempts: usize,
+    sts: StsSettings,
     request: &ResolveRequest,
-) -> anyhow::Result<(Result<route::Route, route::RouteError>, route::SiteName)> {
+    log: Logger,
+) -> anyhow::Result<Found> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the DNS runtime")?;
@@ -94,8 +115,9 @@ pub fn lookup_once(
         let _enter = runtime.enter();
         build_resolver(HighFdRuntime::default(), nameservers, timeout, attempts)?
     };
-    let (route, site, _) = runtime.block_on(resolve(&resolver, request));
-    Ok((route, site))
+    let sts = Arc::new(Sts::new(sts, log));
+    let (route, site, _, sts) = runtime.block_on(resolve(&resolver, &sts, request));
+    Ok(Found { route, site, sts })
 }
 
 /// Starts the resolver thread. It ends when the request channel is closed
@@ -104,12 +126,14 @@ pub fn start(
     nameservers: &[SocketAddr],
     timeout: Duration,
     attempts: usize,
+    sts: StsSettings,
     requests: Receiver<ResolveRequest>,
     answers: Postbox<DispatcherMsg>,
     log: Logger,
 ) -> anyhow::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .thread_name("postman-dns")
         .enable_all()
         .build()
@@ -123,12 +147,14 @@ pub fn start(
         build_resolver(provider, nameservers, timeout, attempts)?
     };
     let resolver = Arc::new(resolver);
+    let sts = Arc::new(Sts::new(sts, log.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_LOOKUPS));
     let handle = std::thread::Builder::new()
         .name("postman-resolver".into())
         .spawn(move || {
             for request in requests.iter() {
                 let resolver = Arc::clone(&resolver);
+                let sts = Arc::clone(&sts);
                 let slots = Arc::clone(&slots);
                 let answers = answers.clone();
                 let log = log.clone();
@@ -144,9 +170,11 @@ pub fn start(
                     };
                     let started = Instant::now();
                     let shortages_before = shortages.load(Ordering::Relaxed);
-                    let (route, site, valid_until) = resolve(&resolver, &request).await;
+                    let (route, site, valid_until, sts) = resolve(&resolver, &sts, &request).await;
+                    let sts = sts.map_or_else(String::new, |found| found.how);
                     debug!(log, "route resolved"; "domain" => &request.key,
-                        "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64);
+                        "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64,
+                        "mta_sts" => sts);
                     // A failure while some query could not get a socket
                     // (this lookup's or another's) is the process's, not
                     // the domain's.
@@ -215,19 +243,37 @@ fn build_resolver(
 /// MX records name, or one per next hop (`relay:[smtp.example.net]:587`),
 /// whatever domains go there; either with the hop's settings that keep
 /// connections apart.
+///
+/// For MX delivery, the domain's MTA-STS policy is looked up beside the MX
+/// records and carried on the route (`Route::sts`); a problem with it is
+/// part of the route, never a route error.
 async fn resolve(
     resolver: &DnsResolver,
+    sts: &Arc<Sts>,
     request: &ResolveRequest,
 ) -> (
     Result<route::Route, route::RouteError>,
     route::SiteName,
     Instant,
+    Option<StsFound>,
 ) {
     let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
     let hop = &request.decision.hop;
     let domain = request.domain.as_str();
+    let mut sts_found = None;
     let (found, mut site) = match &hop.next_hop {
-        None => mx_route(resolver, domain, request.max_hosts, &mut valid_until).await,
+        None => {
+            let ((found, site), policy) = tokio::join!(
+                mx_route(resolver, domain, request.max_hosts, &mut valid_until),
+                sts.lookup(resolver, domain)
+            );
+            let found = found.map(|mut route| {
+                route.sts = policy.status.clone();
+                route
+            });
+            sts_found = Some(policy);
+            (found, site)
+        }
         Some(next_hop) => {
             let found = hop_route(resolver, next_hop, request.max_hosts, &mut valid_until)
                 .await
@@ -270,7 +316,7 @@ async fn resolve(
             found = Ok(route::Route { hosts, sts });
         }
     }
-    (found, site, clamp(valid_until))
+    (found, site, clamp(valid_until), sts_found)
 }
 
 /// The route to a configured next hop: its address, its host's addresses

@@ -16,7 +16,7 @@ mod job;
 mod link;
 mod prepare;
 mod shared;
-mod tls;
+pub(crate) mod tls;
 mod verify;
 
 use std::cell::Cell;

@@ -141,8 +141,8 @@ pub struct TlsPolicy {
 /// What checks certificates: the configuration that refuses a handshake
 /// whose certificate fails, and its verifier, which a probing handshake
 /// asks without failing (see [`TlsPolicy::connect`]).
-struct Checked {
-    config: Arc<ClientConfig>,
+pub(crate) struct Checked {
+    pub(crate) config: Arc<ClientConfig>,
     verifier: Arc<WebPkiServerVerifier>,
 }
 
@@ -284,7 +284,7 @@ fn anonymous_config(provider: &Arc<CryptoProvider>) -> ClientConfig {
     config
 }
 
-fn checked_config(
+pub(crate) fn checked_config(
     provider: &Arc<CryptoProvider>,
     ca_file: Option<PathBuf>,
 ) -> Result<Checked, RootsError> {
