@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -109,6 +109,28 @@ impl Zones {
     pub fn aaaa(mut self, name: &str, ip: Ipv6Addr) -> Zones {
         self.records
             .push(Record::from_rdata(fqdn(name), TTL, RData::AAAA(AAAA(ip))));
+        self
+    }
+
+    /// `name TXT text` (one string; a long one is split into 255-byte
+    /// strings, which a reader joins).
+    pub fn txt(mut self, name: &str, text: &str) -> Zones {
+        let strings: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
+        self.records.push(Record::from_rdata(
+            fqdn(name),
+            TTL,
+            RData::TXT(TXT::from_bytes(strings)),
+        ));
+        self
+    }
+
+    /// `name CNAME target`.
+    pub fn cname(mut self, name: &str, target: &str) -> Zones {
+        self.records.push(Record::from_rdata(
+            fqdn(name),
+            TTL,
+            RData::CNAME(CNAME(fqdn(target))),
+        ));
         self
     }
 

@@ -24,6 +24,7 @@ pub mod blackhole;
 pub mod certs;
 pub mod dns;
 pub mod hostile;
+pub mod mta_sts;
 pub mod net;
 pub mod postfix;
 pub mod postman;

@@ -203,7 +203,8 @@ mod tests {
     fn a_response_is_a_policy_only_when_whole_and_as_asked() {
         let len = POLICY.len();
         let plain = format!("Content-Type: text/plain\r\nContent-Length: {len}\r\n");
-        let charset = format!("content-type: Text/Plain; charset=utf-8\r\ncontent-length: {len}\r\n");
+        let charset =
+            format!("content-type: Text/Plain; charset=utf-8\r\ncontent-length: {len}\r\n");
         let twice = format!("{plain}Content-Length: {len}\r\n");
         let no_length = "Content-Type: text/plain\r\n".to_owned();
         let big = "x".repeat(MAX_BODY + 1);
@@ -212,25 +213,51 @@ mod tests {
         let whole: Want = Ok(Some(POLICY));
         let cases: Vec<(&str, Vec<u8>, End, Want)> = vec![
             ("length met", ok(&plain, POLICY), Open, whole.clone()),
-            ("length met, then closed", ok(&plain, POLICY), Closed, whole.clone()),
+            (
+                "length met, then closed",
+                ok(&plain, POLICY),
+                Closed,
+                whole.clone(),
+            ),
             // Met exactly: a missing close_notify cuts nothing off.
-            ("length met, then cut", ok(&plain, POLICY), Cut, whole.clone()),
-            ("media type parameters", ok(&charset, POLICY), Open, whole.clone()),
+            (
+                "length met, then cut",
+                ok(&plain, POLICY),
+                Cut,
+                whole.clone(),
+            ),
+            (
+                "media type parameters",
+                ok(&charset, POLICY),
+                Open,
+                whole.clone(),
+            ),
             ("same length twice", ok(&twice, POLICY), Open, whole.clone()),
-            ("no length, closed", ok(&no_length, POLICY), Closed, whole.clone()),
+            (
+                "no length, closed",
+                ok(&no_length, POLICY),
+                Closed,
+                whole.clone(),
+            ),
             ("no length, open", ok(&no_length, POLICY), Open, Ok(None)),
             (
                 "no length, cut",
                 ok(&no_length, POLICY),
                 Cut,
-                Err(FetchError::Truncated { got: len, declared: None }),
+                Err(FetchError::Truncated {
+                    got: len,
+                    declared: None,
+                }),
             ),
             ("short, open", ok(&plain, &POLICY[..10]), Open, Ok(None)),
             (
                 "short, closed",
                 ok(&plain, &POLICY[..10]),
                 Closed,
-                Err(FetchError::Truncated { got: 10, declared: Some(len) }),
+                Err(FetchError::Truncated {
+                    got: 10,
+                    declared: Some(len),
+                }),
             ),
             (
                 "longer than declared",
@@ -238,14 +265,26 @@ mod tests {
                 Closed,
                 Err(FetchError::TooLong(len)),
             ),
-            ("head partial", b"HTTP/1.1 200 OK\r\nContent-Ty".to_vec(), Open, Ok(None)),
+            (
+                "head partial",
+                b"HTTP/1.1 200 OK\r\nContent-Ty".to_vec(),
+                Open,
+                Ok(None),
+            ),
             (
                 "head cut",
                 b"HTTP/1.1 200 OK\r\nContent-Ty".to_vec(),
                 Cut,
-                Err(FetchError::Malformed("the stream ended inside the header".into())),
+                Err(FetchError::Malformed(
+                    "the stream ended inside the header".into(),
+                )),
             ),
-            ("nothing", Vec::new(), Closed, Err(FetchError::Malformed("no response".into()))),
+            (
+                "nothing",
+                Vec::new(),
+                Closed,
+                Err(FetchError::Malformed("no response".into())),
+            ),
             (
                 "redirect",
                 b"HTTP/1.1 301 Moved\r\nLocation: https://evil.test/\r\n\r\n".to_vec(),
@@ -260,13 +299,19 @@ mod tests {
             ),
             (
                 "html",
-                ok(&format!("Content-Type: text/html\r\nContent-Length: {len}\r\n"), POLICY),
+                ok(
+                    &format!("Content-Type: text/html\r\nContent-Length: {len}\r\n"),
+                    POLICY,
+                ),
                 Open,
                 Err(FetchError::ContentType("text/html".into())),
             ),
             (
                 "plain-ish",
-                ok(&format!("Content-Type: text/plainx\r\nContent-Length: {len}\r\n"), POLICY),
+                ok(
+                    &format!("Content-Type: text/plainx\r\nContent-Length: {len}\r\n"),
+                    POLICY,
+                ),
                 Open,
                 Err(FetchError::ContentType("text/plainx".into())),
             ),
@@ -278,11 +323,22 @@ mod tests {
             ),
             (
                 "declared too large",
-                ok(&format!("Content-Type: text/plain\r\nContent-Length: {}\r\n", MAX_BODY + 1), ""),
+                ok(
+                    &format!(
+                        "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+                        MAX_BODY + 1
+                    ),
+                    "",
+                ),
                 Open,
                 Err(FetchError::TooLarge),
             ),
-            ("too large, undeclared", ok(&no_length, &big), Open, Err(FetchError::TooLarge)),
+            (
+                "too large, undeclared",
+                ok(&no_length, &big),
+                Open,
+                Err(FetchError::TooLarge),
+            ),
             (
                 "two lengths",
                 ok(&format!("{plain}Content-Length: 3\r\n"), POLICY),
@@ -297,7 +353,10 @@ mod tests {
             ),
             (
                 "chunked",
-                ok("Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n", POLICY),
+                ok(
+                    "Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n",
+                    POLICY,
+                ),
                 Open,
                 Err(FetchError::Malformed(
                     "Transfer-Encoding \"chunked\" in answer to HTTP/1.0".into(),
@@ -314,7 +373,10 @@ mod tests {
     #[test]
     fn a_whole_policy_is_found_wherever_the_reads_split_it() {
         let bytes = ok(
-            &format!("Content-Type: text/plain\r\nContent-Length: {}\r\n", POLICY.len()),
+            &format!(
+                "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+                POLICY.len()
+            ),
             POLICY,
         );
         for cut in 0..bytes.len() {
