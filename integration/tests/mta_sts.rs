@@ -54,9 +54,14 @@ impl Setup {
 
     /// `postman route u@d.test` against `dns`; its output.
     fn route(&self, dns: &DnsServer) -> String {
+        self.route_with(dns, "")
+    }
+
+    /// [`Setup::route`] with more `[tls]` settings.
+    fn route_with(&self, dns: &DnsServer, tls: &str) -> String {
         let mut cfg = config(&self.queue, &self.net, dns);
         cfg.extra = format!(
-            "[tls]\nmode = \"opportunistic\"\nca_file = \"{}\"\n",
+            "[tls]\nmode = \"opportunistic\"\nca_file = \"{}\"\n{tls}",
             self.ca.cert_path().display()
         );
         let file = cfg.write();
@@ -258,6 +263,22 @@ fn no_txt_record_is_no_policy_and_no_https_connection() {
         "one TXT query: {:?}",
         dns.queries()
     );
+}
+
+#[test]
+fn tls_mta_sts_false_looks_nothing_up() {
+    let s = Setup::new();
+    let server = PolicyServer::start(&s.cert, POLICY, Behaviour::Ok);
+    let dns = DnsServer::start(s.zones(Some("1"), server.ip()));
+    let out = s.route_with(&dns, "mta_sts = false\n");
+    assert_eq!(
+        sts_line(&out),
+        "mta-sts    off (tls.mta_sts = false)",
+        "{out}"
+    );
+    assert_eq!(dns.count_queries("TXT"), 0);
+    assert_eq!(server.connections(), 0);
+    assert!(s.cached().is_none());
 }
 
 #[test]
