@@ -333,6 +333,12 @@ pub struct TlsSettings {
     /// PEM certificates trusted for `verify = "name"`, beside the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The certificate chain (PEM) shown to a server that asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
     /// `[tls.policy]`: the level for one destination domain (a table: stays
     /// last for TOML output).
     #[serde(default)]
@@ -442,6 +448,8 @@ pub struct Config {
     pub tls_verify: Option<TlsVerify>,
     /// Extra trusted roots (`tls.ca_file`), an existing file.
     pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate and key (`tls.client_cert`, `tls.client_key`).
+    pub tls_client: Option<std::sync::Arc<crate::tls::ClientIdentity>>,
     /// Per-domain levels (`tls.policy`), keys lower-case A-label domains.
     pub tls_policy: BTreeMap<String, Level>,
     /// Where each domain's mail goes (`[routing]`).
@@ -652,6 +660,8 @@ impl Settings {
                 mta_sts: true,
                 verify: None,
                 ca_file: None,
+                client_cert: None,
+                client_key: None,
                 policy: BTreeMap::new(),
             },
             routing: RoutingSettings::default(),

@@ -632,7 +632,7 @@ fn tls_and_ip_preference_reach_the_config() {
 
 #[test]
 fn tls_errors_name_the_key() {
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 8] = [
         (
             "[tls]\nmode = \"sometimes\"\n",
             &["invalid value for `tls.mode` (\"sometimes\") in config/postman.toml: expected one of `none`, `may`, `encrypt`, `dane`, `dane-only`, `mta-sts`, `verify`, `secure`, `opportunistic`, `required`, `disabled`"],
@@ -652,6 +652,18 @@ fn tls_errors_name_the_key() {
         (
             "[tls.policy]\n\"not a domain\" = \"required\"\n",
             &["invalid value for `tls.policy` (\"not a domain\")", "A-label"],
+        ),
+        (
+            "[tls]\nclient_cert = \"c.pem\"\n",
+            &["`tls.client_cert` (\"c.pem\")", "needs tls.client_key"],
+        ),
+        (
+            "[tls]\nclient_cert = \"missing.pem\"\nclient_key = \"k.pem\"\n",
+            &["`tls.client_cert` (\"missing.pem\")", "cannot read certificates"],
+        ),
+        (
+            "[tls]\nmode = \"dane-only\"\nmta_sts = \"yes\"\n",
+            &["`tls.mta_sts`"],
         ),
     ];
     for (text, wants) in cases {

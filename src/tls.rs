@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod found;
+pub mod identity;
 pub mod level;
 pub mod names;
 pub mod site;
@@ -13,6 +14,7 @@ mod decide_tests;
 
 pub use decide::{decide, Action, Applied, Check, Decision, Discovery, Refusal};
 pub use found::{ActiveSts, DaneStatus, NoDane, StsProblem, StsStatus};
+pub use identity::{ClientIdentity, IdentityError};
 pub use level::{Level, LevelWord};
 pub use names::reference_names;
 pub use site::site_suffix;

@@ -1,7 +1,8 @@
 //! What the routing table needs from this host before it is used, at
 //! start, on every reload and in `check-config`: the password file read
 //! (only when no one else can read it), an entry for every next hop that
-//! must authenticate, and every configured source address bindable. Any
+//! must authenticate, every configured source address bindable, and a
+//! client certificate's key that matches it. Any
 //! failure names the setting and stops the start, or makes a reload keep
 //! the settings it had.
 
@@ -39,5 +40,15 @@ pub fn prepare(config: &mut Config) -> anyhow::Result<()> {
     }
     check_bindable(&routing.source_addresses()).map_err(|e| {
         anyhow!("routing: {e}: every bind_address and source address must be one of this host's")
-    })
+    })?;
+    if let Some(identity) = &config.tls_client {
+        crate::worker::certified(identity).map_err(|e| {
+            anyhow!(
+                "tls.client_key {} cannot be used with tls.client_cert {}: {e}",
+                identity.key_file.display(),
+                identity.cert_file.display()
+            )
+        })?;
+    }
+    Ok(())
 }

@@ -80,9 +80,15 @@ class SaveHandler:
         if session.ssl:
             obj = session.ssl.get("ssl_object")
             cipher = session.ssl.get("cipher")
+            peer_cert = obj.getpeercert() if obj is not None else None
             tls = {
                 "version": obj.version() if obj is not None else None,
                 "cipher": cipher[0] if cipher else None,
+                # The DNS names of the client's certificate, when it sent
+                # one (only asked for with --tls-client-ca).
+                "client_names": [v for (k, v) in peer_cert.get("subjectAltName", ()) if k == "DNS"]
+                if peer_cert
+                else [],
             }
         record = {
             "tls": tls,
@@ -115,6 +121,7 @@ async def main():
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--pipelining", action="store_true")
+    parser.add_argument("--tls-client-ca", help="require a client certificate issued by these roots")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
 
@@ -122,6 +129,9 @@ async def main():
     if args.tls_cert:
         tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls_context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            tls_context.verify_mode = ssl.CERT_REQUIRED
+            tls_context.load_verify_locations(cafile=args.tls_client_ca)
     handler = SaveHandler(args.dir, args.pipelining)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(

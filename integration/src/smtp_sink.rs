@@ -39,6 +39,9 @@ pub struct Received {
     /// The TLS the message came over, as Python's ssl module saw it:
     /// (`TLSv1.3`, cipher name); `None` in plaintext.
     pub tls: Option<(String, String)>,
+    /// The DNS names of the client certificate the client showed (only
+    /// asked for with [`SinkOptions::client_ca`]).
+    pub client_names: Vec<String>,
     /// Input the server already held, unread, when it handled MAIL: the
     /// RCPT commands when the client pipelined them.
     pub after_mail: Vec<u8>,
@@ -51,6 +54,8 @@ pub struct SinkOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Advertise PIPELINING.
     pub pipelining: bool,
+    /// Require a client certificate issued by these roots (PEM).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A running aiosmtpd; killed when dropped.
@@ -96,6 +101,9 @@ impl AiosmtpdSink {
         }
         if options.pipelining {
             command.arg("--pipelining");
+        }
+        if let Some(ca) = &options.client_ca {
+            command.arg("--tls-client-ca").arg(ca);
         }
         let mut child = command
             // The sink leaves when its stdin closes, so it dies with us even
@@ -234,6 +242,14 @@ fn parse_received(path: &Path) -> Received {
             (field("version").to_owned(), field("cipher").to_owned())
         }),
         after_mail: base64_decode(&s("after_mail_b64")).unwrap_or_default(),
+        client_names: v["tls"]["client_names"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

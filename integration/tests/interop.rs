@@ -464,6 +464,7 @@ fn sink(net: &TestNet, dir: &Path, cert: Option<&TestCert>) -> AiosmtpdSink {
         &SinkOptions {
             tls: cert.and_then(server_tls),
             pipelining: true,
+            client_ca: None,
         },
     )
 }
@@ -666,4 +667,58 @@ fn per_domain_policy_overrides_the_mode() {
     let d = assert_outcome(&out, &out.deliveries(), "r@dest.test", "deferred", None);
     assert!(d.reply.contains("TLS is required"), "{d:#?}");
     assert!(sink.messages().is_empty(), "nothing sent");
+}
+
+#[test]
+fn a_client_certificate_goes_to_a_server_that_asks_for_one() {
+    // aiosmtpd wants a client certificate from the given roots; the
+    // client's own self-signed certificate is that root.
+    let net = TestNet::new();
+    let server = TestCert::new(&[MX]);
+    let client = TestCert::new(&["client.src.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let options = SinkOptions {
+        tls: server_tls(&server),
+        pipelining: true,
+        client_ca: Some(client.cert_path().to_path_buf()),
+    };
+    let sink = AiosmtpdSink::start_with(net.ip(1), net.port(), dir.path(), &options);
+    let dns = dns_for(&net);
+    let queue = TestQueue::new();
+    queue.add(
+        DOMAIN,
+        "m1",
+        "a@src.test",
+        &["r@dest.test"],
+        &message("m1", "x\n"),
+    );
+    let extra = format!(
+        "{}client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        tls_toml("encrypt", None, None),
+        client.cert_path().display(),
+        client.key_path().display()
+    );
+    let out = run(&queue, &net, &dns, &extra);
+    let d = assert_outcome(&out, &out.deliveries(), "r@dest.test", "sent", Some(250));
+    assert!(d.tls.starts_with("encrypt TLSv1.3 "), "{d:#?}");
+    let got = sink.wait_for(1, WAIT);
+    assert_eq!(
+        got.first().map(|r| r.client_names.clone()),
+        Some(vec!["client.src.test".to_owned()]),
+        "the server saw the client certificate: {got:#?}"
+    );
+
+    // Without it, the server ends the session (under TLS 1.3 right after
+    // the client finished its side of the handshake); TLS was required,
+    // so the message waits rather than go in plaintext.
+    queue.add(
+        DOMAIN,
+        "m2",
+        "a@src.test",
+        &["r2@dest.test"],
+        &message("m2", "x\n"),
+    );
+    let out = run(&queue, &net, &dns, &tls_toml("encrypt", None, None));
+    assert_outcome(&out, &out.deliveries(), "r2@dest.test", "deferred", None);
+    assert_eq!(sink.messages().len(), 1, "nothing more arrived");
 }

@@ -200,6 +200,7 @@ impl Validator<'_> {
             (1, MAX_INTERVAL_SECS),
         )?;
         let tls_ca_file = self.ca_file(s.tls.ca_file.as_deref())?;
+        let tls_client = self.client_identity(&s.tls)?;
         let tls_policy = self.tls_policy(&s.tls.policy, s.tls.verify)?;
         let routing = self.routing(&s.routing)?;
 
@@ -243,6 +244,7 @@ impl Validator<'_> {
             },
             tls_verify: s.tls.verify,
             tls_ca_file,
+            tls_client,
             tls_policy,
         })
     }
@@ -286,6 +288,44 @@ impl Validator<'_> {
             }
         }
         Ok(Some(path.to_path_buf()))
+    }
+
+    /// `tls.client_cert` and `tls.client_key`: both or neither, each a
+    /// readable PEM file (whether the key matches the certificate is
+    /// checked where the TLS library loads it, at start).
+    fn client_identity(
+        &self,
+        tls: &TlsSettings,
+    ) -> Result<Option<std::sync::Arc<crate::tls::ClientIdentity>>, ConfigError> {
+        let (cert, key) = match (&tls.client_cert, &tls.client_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(cert), None) => {
+                return Err(self.invalid(
+                    "tls.client_cert",
+                    format!("{:?}", cert.display()),
+                    "needs tls.client_key, the file of its private key",
+                ))
+            }
+            (None, Some(key)) => {
+                return Err(self.invalid(
+                    "tls.client_key",
+                    format!("{:?}", key.display()),
+                    "needs tls.client_cert, the file of its certificate",
+                ))
+            }
+        };
+        match crate::tls::ClientIdentity::load(cert, key) {
+            Ok(identity) => Ok(Some(std::sync::Arc::new(identity))),
+            Err((is_key, why)) => {
+                let (name, path) = if is_key {
+                    ("tls.client_key", key)
+                } else {
+                    ("tls.client_cert", cert)
+                };
+                Err(self.invalid(name, format!("{:?}", path.display()), why.to_string()))
+            }
+        }
     }
 
     fn tls_policy(

@@ -42,6 +42,7 @@ use hand_back::{hand_back, Reason};
 use job::{Prepared, Ready};
 pub use link::WorkerLink;
 use shared::{ConnSettings, Shared, Stats};
+pub use tls::certified;
 
 /// How long in-flight transactions may run on after SIGTERM before their
 /// connections are dropped (the messages stay queued).

@@ -123,14 +123,7 @@ impl ConnSettings {
                 auth: None,
                 own_names: config.routing.helo_names(&config.hostname),
             },
-            tls: TlsPolicy::new(
-                config.tls_mode,
-                config.tls_discovery,
-                config.tls_verify,
-                config.tls_ca_file.clone(),
-                config.tls_policy.clone().into_iter().collect(),
-                relays_check(&config.routing),
-            ),
+            tls: tls_policy(config, log),
             routing: config.routing.clone(),
             pickers: config
                 .routing
@@ -146,6 +139,26 @@ impl ConnSettings {
             own_addrs: own_addrs(&config.local_listeners, log),
         }
     }
+}
+
+/// The TLS settings of a worker, with the client certificate when one is
+/// set (checked at start and at each reload: see `egress::prepare`).
+fn tls_policy(config: &Config, log: &Logger) -> TlsPolicy {
+    let mut tls = TlsPolicy::new(
+        config.tls_mode,
+        config.tls_discovery,
+        config.tls_verify,
+        config.tls_ca_file.clone(),
+        config.tls_policy.clone().into_iter().collect(),
+        relays_check(&config.routing),
+    );
+    if let Some(identity) = &config.tls_client {
+        if let Err(e) = tls.use_client_identity(identity) {
+            error!(log, "client certificate not used"; "file" => %identity.cert_file.display(),
+                "error" => %e);
+        }
+    }
+    tls
 }
 
 /// Whether a next hop may check certificates: one that says `verify` or

@@ -21,12 +21,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use postman::smtp::{Session, TlsInfo, TlsMode, TlsVerify};
-use postman::tls::{Check, Discovery, Level};
+use postman::tls::{Check, ClientIdentity, Discovery, Level};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -135,6 +137,8 @@ pub struct TlsPolicy {
     checked: OnceLock<Result<Checked, Arc<RootsError>>>,
     /// `tls.ca_file`, for building `checked` late.
     ca_file: Option<PathBuf>,
+    /// The client certificate shown to servers that ask for one.
+    client: Option<Arc<dyn ResolvesClientCert>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -172,6 +176,7 @@ impl TlsPolicy {
             anonymous: Arc::new(anonymous_config(&provider)),
             checked: OnceLock::new(),
             ca_file,
+            client: None,
             provider,
         };
         if needs_roots {
@@ -180,10 +185,33 @@ impl TlsPolicy {
         policy
     }
 
+    /// Shows `identity` to every server that asks for a client
+    /// certificate (`tls.client_cert`); refused when its key does not
+    /// match the certificate or is of a kind rustls cannot sign with.
+    pub fn use_client_identity(&mut self, identity: &ClientIdentity) -> Result<(), rustls::Error> {
+        let resolver: Arc<dyn ResolvesClientCert> =
+            Arc::new(SingleCertAndKey::from(certified(identity)?));
+        let mut anonymous = (*self.anonymous).clone();
+        anonymous.client_auth_cert_resolver = Arc::clone(&resolver);
+        self.anonymous = Arc::new(anonymous);
+        self.client = Some(resolver);
+        // Built before the identity was known: built again at the next need.
+        self.checked = OnceLock::new();
+        Ok(())
+    }
+
     /// The configuration that checks certificates, built at the first need.
     fn checked(&self) -> &Result<Checked, Arc<RootsError>> {
-        self.checked
-            .get_or_init(|| checked_config(&self.provider, self.ca_file.clone()).map_err(Arc::new))
+        self.checked.get_or_init(|| {
+            let mut checked =
+                checked_config(&self.provider, self.ca_file.clone()).map_err(Arc::new)?;
+            if let Some(resolver) = &self.client {
+                let mut config = (*checked.config).clone();
+                config.client_auth_cert_resolver = Arc::clone(resolver);
+                checked.config = Arc::new(config);
+            }
+            Ok(checked)
+        })
     }
 
     /// The level for `domain`: its `tls.policy` entry, else `tls.mode`.
@@ -263,6 +291,16 @@ impl TlsPolicy {
             handshaking: true,
         })
     }
+}
+
+/// The client certificate and key as rustls signs with them: checks that
+/// the key is one it can use and that it matches the certificate.
+pub fn certified(identity: &ClientIdentity) -> Result<CertifiedKey, rustls::Error> {
+    CertifiedKey::from_der(
+        identity.chain.clone(),
+        identity.key(),
+        &ring::default_provider(),
+    )
 }
 
 fn anonymous_config(provider: &Arc<CryptoProvider>) -> ClientConfig {
@@ -644,6 +682,20 @@ mod tests {
             "\"mx d.test\" is not a valid TLS server name: invalid dns name",
         );
         assert!(policy.connect("mx.d.test.", &Check::Any).is_ok());
+    }
+
+    #[test]
+    fn a_client_key_must_match_its_certificate() {
+        use postman_integration::certs::TestCert;
+        let a = TestCert::new(&["a.test"]);
+        let b = TestCert::new(&["b.test"]);
+        let matching = ClientIdentity::load(a.cert_path(), a.key_path()).expect("loads");
+        let mut policy = opportunistic();
+        assert!(policy.use_client_identity(&matching).is_ok());
+        let crossed = ClientIdentity::load(a.cert_path(), b.key_path()).expect("loads");
+        let error = certified(&crossed).expect_err("refused");
+        assert!(error.to_string().contains("key"), "{error}");
+        assert!(policy.use_client_identity(&crossed).is_err());
     }
 
     #[test]
