@@ -15,10 +15,12 @@
 //! * [`config`]: settings, their figment loading and validation.
 //! * [`terminal`]: what text must not reach a terminal raw.
 //! * [`secret`]: passwords that never reach a log or an error.
+//! * [`dkim`]: DKIM signing (RFC 6376, RFC 8463) of postman's own reports.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod dane;
+pub mod dkim;
 pub mod dsn;
 pub mod mta_sts;
 pub mod queue;
