@@ -473,7 +473,7 @@ fn status_part(report: &Report<'_>, host: &str) -> String {
 
 /// A MIME boundary from the token and host, made of RFC 2046 `bchars`, at
 /// most 70 long, and absent from every part (a suffix is added until so).
-fn boundary(token: &str, host: &str, parts: &[&[u8]]) -> String {
+pub(crate) fn boundary(token: &str, host: &str, parts: &[&[u8]]) -> String {
     let base: String = format!("{token}/{host}")
         .chars()
         .map(|c| {
@@ -497,7 +497,7 @@ fn boundary(token: &str, host: &str, parts: &[&[u8]]) -> String {
 
 /// The Message-ID token: letters, digits, `.`, `-`, `_`; others become `_`;
 /// never empty, at most 64 characters.
-fn token(raw: &str) -> String {
+pub(crate) fn token(raw: &str) -> String {
     let token: String = raw
         .chars()
         .take(64)
@@ -554,7 +554,7 @@ fn seven_bit_address(orcpt: &str) -> String {
 
 /// `text` made 7-bit and one line: control characters become spaces,
 /// other non-ASCII characters `?`.
-fn ascii(text: &str) -> String {
+pub(crate) fn ascii(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             c if c.is_control() => ' ',
@@ -568,7 +568,7 @@ fn ascii(text: &str) -> String {
 /// a word too long for one line is split so no line passes [`MAX_LINE`]
 /// (the fold then adds a space inside it, the lesser harm). `value` must be
 /// ASCII without line breaks.
-fn field(out: &mut String, name: &str, value: &str) {
+pub(crate) fn field(out: &mut String, name: &str, value: &str) {
     let first = format!("{name}: {value}");
     for (i, line) in wrap(&first, FOLD_AT, " ").iter().enumerate() {
         if i == 0 {
@@ -584,7 +584,7 @@ fn field(out: &mut String, name: &str, value: &str) {
 /// Splits `text` into lines near `width`, breaking at spaces (dropped at
 /// the break; runs of spaces collapse) and starting each later line with
 /// `indent`; a word that alone would pass [`MAX_LINE`] is cut.
-fn wrap(text: &str, width: usize, indent: &str) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize, indent: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     let mut has_word = false;
@@ -633,7 +633,7 @@ fn floor_char_boundary(s: &str, at: usize) -> usize {
 
 /// An RFC 5322 §3.3 date in UTC (`+0000`), clamped to 1970–9999: a time
 /// read from a queue file may be anything.
-fn rfc5322_date(when: SystemTime) -> String {
+pub(crate) fn rfc5322_date(when: SystemTime) -> String {
     const MAX_SECS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
     let secs = when
         .duration_since(UNIX_EPOCH)

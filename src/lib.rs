@@ -15,6 +15,8 @@
 //! * [`config`]: settings, their figment loading and validation.
 //! * [`terminal`]: what text must not reach a terminal raw.
 //! * [`secret`]: passwords that never reach a log or an error.
+//! * [`tlsrpt`]: TLS reports (RFC 8460): records, sessions, the daily
+//!   report and its mail.
 //! * [`dkim`]: DKIM signing (RFC 6376, RFC 8463) of postman's own reports.
 #![forbid(unsafe_code)]
 
@@ -33,3 +35,4 @@ pub mod settle;
 pub mod smtp;
 pub mod terminal;
 pub mod tls;
+pub mod tlsrpt;
