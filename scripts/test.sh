@@ -2,7 +2,8 @@
 # Runs every test of the workspace, after installing what the end-to-end
 # tests need: Python 3 with aiosmtpd and Postfix (the third-party SMTP servers
 # they deliver to; the interop tests run private Postfix instances, never the
-# system's), and Cyrus SASL's tools for Postfix's SMTP AUTH. Arguments go
+# system's), Cyrus SASL's tools for Postfix's SMTP AUTH, and dkimpy and
+# jsonschema, which judge postman's TLS reports. Arguments go
 # to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
 # POSTMAN_TEST_PYTHON picks the interpreter (default python3); the tests use
 # the same variable.
@@ -39,6 +40,26 @@ if ! has_aiosmtpd; then
     fi
     if ! has_aiosmtpd; then
         echo "scripts/test.sh: could not install aiosmtpd for $PYTHON" >&2
+        exit 1
+    fi
+fi
+
+# The TLS report checks (integration/peers/check_tlsrpt.py): dkimpy verifies
+# the reports' DKIM signatures (PyNaCl for Ed25519) and jsonschema checks
+# the report against RFC 8460's schema. Same order of attempts as aiosmtpd.
+has_report_checkers() { "$PYTHON" -c 'import dkim, nacl, jsonschema' >/dev/null 2>&1; }
+
+if ! has_report_checkers; then
+    echo "scripts/test.sh: installing dkimpy, pynacl and jsonschema for $PYTHON" >&2
+    pip_report() { "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@" dkimpy pynacl jsonschema; }
+    if ! pip_report 2>/dev/null && ! pip_report --break-system-packages; then
+        if as_root_with_apt; then
+            apt-get update -qq
+            apt-get install -y -qq python3-dkim python3-nacl python3-jsonschema >/dev/null || true
+        fi
+    fi
+    if ! has_report_checkers; then
+        echo "scripts/test.sh: could not install dkimpy, pynacl and jsonschema for $PYTHON" >&2
         exit 1
     fi
 fi
