@@ -12,7 +12,7 @@ pub mod site;
 #[cfg(test)]
 mod decide_tests;
 
-pub use decide::{decide, Action, Applied, Check, Decision, Discovery, Refusal};
+pub use decide::{decide, Action, Applied, Check, Decision, Discovery, Refusal, POLICY_STATUS};
 pub use found::{ActiveSts, DaneStatus, NoDane, StsProblem, StsStatus};
 pub use identity::{ClientIdentity, IdentityError};
 pub use level::{Level, LevelWord};

@@ -722,3 +722,39 @@ fn a_client_certificate_goes_to_a_server_that_asks_for_one() {
     assert_outcome(&out, &out.deliveries(), "r2@dest.test", "deferred", None);
     assert_eq!(sink.messages().len(), 1, "nothing more arrived");
 }
+
+#[test]
+fn a_domain_that_requires_mta_sts_without_a_policy_waits_with_4_7_5() {
+    // tls.policy says mta-sts for dest.test, which publishes no policy:
+    // its MX host is not connected to, and the deferral says why.
+    let net = TestNet::new();
+    let cert = TestCert::new(&[MX]);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink(&net, dir.path(), Some(&cert));
+    let dns = dns_for(&net);
+    let queue = TestQueue::new();
+    queue.add(
+        DOMAIN,
+        "m1",
+        "a@src.test",
+        &["r@dest.test"],
+        &message("m1", "x\n"),
+    );
+    let extra = format!(
+        "{}[tls.policy]\n\"dest.test\" = \"mta-sts\"\n",
+        tls_toml("may", None, Some(cert.cert_path()))
+    );
+    let out = run(&queue, &net, &dns, &extra);
+    let d = assert_outcome(&out, &out.deliveries(), "r@dest.test", "deferred", None);
+    assert_eq!(d.dsn, "4.7.5", "{d:#?}");
+    assert!(
+        d.reply
+            .contains("not used: MTA-STS required, but the domain publishes no policy"),
+        "{d:#?}"
+    );
+    assert!(
+        sink.messages().is_empty(),
+        "never connected: {:?}",
+        sink.messages()
+    );
+}

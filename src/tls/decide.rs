@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::dane::Tlsa;
 use crate::mta_sts::Mode;
-use crate::smtp::TlsMode;
+use crate::smtp::{EnhancedCode, TlsMode};
 
 use super::found::{DaneStatus, NoDane, StsStatus};
 use super::level::Level;
@@ -91,6 +91,15 @@ impl Check {
         !matches!(self, Check::Any)
     }
 }
+
+/// The status of a deferral when every host failed a TLS policy (a
+/// refused host, a certificate that failed an enforced check): 4.7.5,
+/// "Cryptographic failure", as Postfix gives.
+pub const POLICY_STATUS: EnhancedCode = EnhancedCode {
+    class: 4,
+    subject: 7,
+    detail: 5,
+};
 
 /// Why a host may not be used. Each is temporary (the records or the
 /// policy may change), status 4.7.5 as Postfix gives for its TLS policy

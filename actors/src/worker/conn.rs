@@ -186,6 +186,10 @@ pub struct Conn {
     /// A TLS handshake with one of the addresses failed: a message that
     /// requires TLS (RFC 8689) is deferred with 5.7.10 when none is left.
     handshake_failed: bool,
+    /// How many of `failures` were a TLS policy's: a host it refused, or
+    /// a certificate that failed an enforced check. When all were, the
+    /// deferral's status is 4.7.5.
+    policy_failures: usize,
     /// The logger of this session's delivery records, with its `tls`, and
     /// whether TLS was on when it was made: made once a session instead of
     /// once a message. A new session drops it.
@@ -231,6 +235,7 @@ impl Conn {
             last_server: None,
             broken: false,
             handshake_failed: false,
+            policy_failures: 0,
             records_log: None,
             source: None,
         }
@@ -296,6 +301,7 @@ impl Conn {
                     "reason" => %why);
                 let reason = format!("{} not used: {why}", candidate.host);
                 self.current = Some(candidate);
+                self.policy_failures += 1;
                 self.address_failed(shared, reason);
                 continue;
             }

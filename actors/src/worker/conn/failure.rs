@@ -6,6 +6,7 @@
 use super::*;
 use crate::messages::FailedConnection;
 use postman::smtp::Stage;
+use postman::tls::{Action, POLICY_STATUS};
 
 impl Conn {
     pub(super) fn address_failed(&mut self, shared: &mut Shared, reason: String) {
@@ -73,7 +74,7 @@ impl Conn {
         if let Some(job) = self.first.take() {
             // The dispatcher settles the attempt (retry state on the file,
             // the delivery records, expiry) and backs the domain off.
-            let reason = connect_failure(
+            let mut reason = connect_failure(
                 &self.domain,
                 &self.failures,
                 self.loops,
@@ -82,6 +83,14 @@ impl Conn {
                 self.last_throttle.clone(),
                 self.handshake_failed && job.envelope.params.requiretls,
             );
+            if let Reason::ConnectFailed(failed) = &mut reason {
+                if failed.status.is_none()
+                    && self.policy_failures > 0
+                    && self.policy_failures == self.failures.len()
+                {
+                    failed.status = Some(POLICY_STATUS);
+                }
+            }
             shared.stats.deferred += job.envelope.recipients.len() as u64;
             hand_back(&shared.ctx(), job, None, reason);
         }
@@ -97,10 +106,16 @@ impl Conn {
         // handshake of implicit TLS (RFC 8314 §3.3) never is.
         let tls_failed = self.handshaking() && !self.implicit_tls();
         self.handshake_failed |= self.handshaking();
+        let enforced = self.current.as_ref().is_some_and(
+            |c| matches!(&c.security.action, Action::Connect { check, .. } if check.enforced()),
+        );
         let established = self.established;
         let reason = format!("host {} {outcome}", self.relay);
         if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {
             return;
+        }
+        if tls_failed && enforced {
+            self.policy_failures += 1;
         }
         if outcome.is_loop() {
             warn!(shared.log, "server names this host: no mail for it"; "domain" => &self.domain,
