@@ -186,6 +186,22 @@ pub struct DnsSettings {
     /// `any`, `ipv4` or `ipv6`: which addresses of an MX host are tried
     /// first; the other family is still tried when they fail.
     pub ip_preference: IpPreference,
+    /// Where DNSSEC validation for DANE comes from: `trust-ad` or `off`.
+    pub dnssec: DnssecMode,
+    /// A name in a signed zone, queried for NS at start to see whether the
+    /// name servers validate (`.` by default); empty: no probe.
+    pub dnssec_probe: String,
+}
+
+/// `dns.dnssec`: where DNSSEC validation, which DANE needs, comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnssecMode {
+    /// Trust the AD bit of a validating resolver on this host (Postfix's
+    /// model): only when every name server is a loopback address.
+    TrustAd,
+    /// No DNSSEC: DANE never applies.
+    Off,
 }
 
 /// `[smtp]`
@@ -383,6 +399,12 @@ pub struct Config {
     pub dns_timeout: Duration,
     /// DNS retries after a failed query, 0–10.
     pub dns_attempts: usize,
+    /// Where DNSSEC validation comes from (`dns.dnssec`).
+    pub dnssec: DnssecMode,
+    /// The name queried for NS at start to see whether the name servers
+    /// validate, fully qualified with its trailing dot (`.` for the root);
+    /// `None`: no probe (`dns.dnssec_probe = ""`).
+    pub dnssec_probe: Option<String>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// SMTP command timeouts.
@@ -609,6 +631,8 @@ impl Settings {
                 timeout: 5,
                 attempts: 2,
                 ip_preference: IpPreference::Any,
+                dnssec: DnssecMode::TrustAd,
+                dnssec_probe: ".".to_owned(),
             },
             smtp: SmtpSettings {
                 timeouts: SmtpTimeoutSettings {

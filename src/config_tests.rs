@@ -65,6 +65,8 @@ fn defaults_without_a_file() {
         assert!(c.nameservers.is_empty(), "nameservers");
         assert_eq!(c.dns_timeout, Duration::from_secs(5), "dns_timeout");
         assert_eq!(c.dns_attempts, 2, "dns_attempts");
+        assert_eq!(c.dnssec, DnssecMode::TrustAd, "dns.dnssec");
+        assert_eq!(c.dnssec_probe.as_deref(), Some("."), "dns.dnssec_probe");
         assert_eq!(
             c.connect_timeout,
             Duration::from_secs(30),
@@ -346,6 +348,8 @@ fn validation_bounds() {
         ("[dns]\ntimeout = 0", "dns.timeout", "must be at least 1 (seconds)"),
         ("[dns]\ntimeout = 61", "dns.timeout", "must be at most 60"),
         ("[dns]\nattempts = 11", "dns.attempts", "must be at most 10"),
+        ("[dns]\ndnssec_probe = \"bad name\"", "dns.dnssec_probe", "(\"bad name\")"),
+        ("[dns]\ndnssec_probe = \"a..b\"", "dns.dnssec_probe", "signed zone"),
         ("[smtp.timeouts]\nconnect = 0", "smtp.timeouts.connect", "must be at least 1"),
         ("[smtp.timeouts]\ngreeting = 0", "smtp.timeouts.greeting", "must be at least 1"),
         ("[smtp.timeouts]\nehlo = 3601", "smtp.timeouts.ehlo", "must be at most 3600"),
@@ -822,4 +826,44 @@ fn special_config_files_are_refused_unread() {
             path.display()
         );
     }
+}
+
+/// `dns.dnssec` takes its two modes by name, and the probe name is kept
+/// fully qualified; an empty one means no probe.
+#[test]
+fn dnssec_settings_reach_the_config() {
+    let cases: &[(&str, DnssecMode, Option<&str>)] = &[
+        ("", DnssecMode::TrustAd, Some(".")),
+        ("dnssec = \"off\"", DnssecMode::Off, Some(".")),
+        (
+            "dnssec = \"trust-ad\"\ndnssec_probe = \"Test\"",
+            DnssecMode::TrustAd,
+            Some("test."),
+        ),
+        (
+            "dnssec_probe = \"d1.test.\"",
+            DnssecMode::TrustAd,
+            Some("d1.test."),
+        ),
+        ("dnssec_probe = \".\"", DnssecMode::TrustAd, Some(".")),
+        ("dnssec_probe = \"\"", DnssecMode::TrustAd, None),
+    ];
+    for (text, mode, probe) in cases {
+        let c: Config = Figment::from(figment::providers::Serialized::defaults(
+            Settings::defaults(HOST),
+        ))
+        .merge(Toml::string(&format!("[dns]\n{text}\n")))
+        .extract::<Settings>()
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .validate()
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(c.dnssec, *mode, "{text}");
+        assert_eq!(c.dnssec_probe.as_deref(), *probe, "{text}");
+    }
+    let bad = Figment::from(figment::providers::Serialized::defaults(
+        Settings::defaults(HOST),
+    ))
+    .merge(Toml::string("[dns]\ndnssec = \"validate\"\n"))
+    .extract::<Settings>();
+    assert!(bad.is_err(), "an unknown dns.dnssec mode is refused");
 }

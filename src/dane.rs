@@ -14,6 +14,8 @@
 //!   not supported; RFC 7672 §3.1.2 asks servers to send the TA
 //!   certificate.
 
+pub mod lookup;
+
 use ring::digest;
 use rustls_pki_types::{CertificateDer, ServerName, SignatureVerificationAlgorithm, UnixTime};
 

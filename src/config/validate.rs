@@ -103,6 +103,7 @@ impl Validator<'_> {
         let nameservers = self.nameservers(&s.dns.nameservers)?;
         let dns_timeout = self.seconds("dns.timeout", s.dns.timeout, (1, 60))?;
         let dns_attempts = self.within("dns.attempts", s.dns.attempts, (0, 10), "")?;
+        let dnssec_probe = self.dnssec_probe(&s.dns.dnssec_probe)?;
 
         let t = &s.smtp.timeouts;
         let connect_timeout = self.timeout("smtp.timeouts.connect", t.connect)?;
@@ -216,6 +217,8 @@ impl Validator<'_> {
             nameservers,
             dns_timeout,
             dns_attempts,
+            dnssec: s.dns.dnssec,
+            dnssec_probe,
             connect_timeout,
             timeouts,
             max_connections,
@@ -410,6 +413,28 @@ impl Validator<'_> {
                 )),
             })
             .collect()
+    }
+
+    /// The probe name fully qualified (`.` is the root), or `None` for
+    /// no probe.
+    fn dnssec_probe(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let bare = name.trim_end_matches('.').to_ascii_lowercase();
+        if bare.is_empty() {
+            return Ok(Some(".".to_owned()));
+        }
+        if !valid_domain(&bare) {
+            return Err(self.invalid(
+                "dns.dnssec_probe",
+                format!("{name:?}"),
+                "must be a domain name in a DNSSEC-signed zone, such as \".\" (the root), \
+                 or \"\" for no probe",
+            ));
+        }
+        Ok(Some(format!("{bare}.")))
     }
 
     fn nameservers(&self, servers: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
