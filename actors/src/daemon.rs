@@ -86,10 +86,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     let (links, workers) = start_workers(&config, &queue, &dispatcher_tx, &owner, log)?;
 
     let resolver = crate::resolver::start(
-        &config.nameservers,
-        config.dns_timeout,
-        config.dns_attempts,
-        crate::resolver::StsSettings::of(&config),
+        &config,
         resolver_rx,
         dispatcher_tx.clone(),
         log.new(o!("actor" => "resolver")),

@@ -1,7 +1,8 @@
 //! `postman route <address>`: where a recipient's mail would go, and how,
 //! without sending anything: which setting chose the route, the next hop,
 //! the site, the hosts and addresses (one DNS lookup, as the daemon would
-//! make it), the source address, the EHLO name, the TLS policy and
+//! make it), each host's DANE status and where its DNSSEC validation
+//! comes from, the source address, the EHLO name, the TLS policy and
 //! whether AUTH is used.
 
 use std::fmt::Write as _;
@@ -9,9 +10,9 @@ use std::fmt::Write as _;
 use postman::config::Config;
 use postman::route::{Route, RouteError, SiteName};
 use postman::routing::{Hop, Source};
-use postman::tls::{StsProblem, StsStatus};
+use postman::tls::{DaneStatus, StsProblem, StsStatus};
 
-use crate::resolver::{self, ResolveRequest};
+use crate::resolver::{self, DaneSource, ResolveRequest};
 
 /// Prints what [`explain`] says of `recipient` (from `sender`).
 pub fn route(config: &Config, recipient: &str, sender: &str) -> anyhow::Result<()> {
@@ -33,18 +34,12 @@ pub fn route(config: &Config, recipient: &str, sender: &str) -> anyhow::Result<(
         )),
         slog::o!(),
     );
-    let found = resolver::lookup_once(
-        &config.nameservers,
-        config.dns_timeout,
-        config.dns_attempts,
-        resolver::StsSettings::of(config),
-        &request,
-        log,
-    )?;
+    let found = resolver::lookup_once(config, &request, log)?;
     let mut out = explain(config, recipient, &request, &found.route, &found.site);
     if let Some(sts) = &found.sts {
         out.push_str(&mta_sts(sts));
     }
+    out.push_str(&format!("{:<10} {}\n", "dnssec", dnssec(&found.dane)));
     print!("{out}");
     Ok(())
 }
@@ -114,6 +109,7 @@ pub fn explain(
                     "host",
                     &format!("{} [{}]{via}", host.name, addrs.join(", ")),
                 );
+                line("dane", &dane(&host.dane));
             }
         }
         Err(e) if e.is_permanent() => line("route", &format!("none, the mail bounces: {e}")),
@@ -148,6 +144,39 @@ fn tls(config: &Config, hop: &Hop, domain: &str) -> String {
     hop.tls_mode(default, level.starttls(), authenticates)
         .as_str()
         .to_owned()
+}
+
+/// A host's DANE status, and what it makes delivery require.
+fn dane(status: &DaneStatus) -> String {
+    match status {
+        DaneStatus::Usable(records) => format!(
+            "{} usable TLSA record{}: TLS with a matching certificate is required",
+            records.len(),
+            if records.len() == 1 { "" } else { "s" }
+        ),
+        DaneStatus::Unusable => {
+            "TLSA records, none usable: TLS is required, without authentication".into()
+        }
+        DaneStatus::NotApplicable(why) => format!("none: {why}"),
+        DaneStatus::Failed(why) => format!("unknown, the mail waits: {why}"),
+    }
+}
+
+/// Where DANE's DNSSEC validation comes from.
+fn dnssec(source: &DaneSource) -> String {
+    match source {
+        DaneSource::NotWanted => {
+            "not looked for: no DANE at this TLS level, or for a next hop".into()
+        }
+        DaneSource::Unavailable(why) => format!("unavailable, so no DANE: {why}"),
+        DaneSource::TrustAd(servers) => {
+            let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
+            format!(
+                "the AD bit of {} is trusted (dns.dnssec = \"trust-ad\")",
+                servers.join(", ")
+            )
+        }
+    }
 }
 
 fn next_hop(hop: &Hop, mx_port: u16) -> String {

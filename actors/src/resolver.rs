@@ -12,6 +12,11 @@
 //! queries (descriptors or socket buffers exhausted) says nothing about the
 //! domain: it comes back as [`DispatcherMsg::LookupPutOff`], and the domain
 //! is neither deferred nor backed off.
+//!
+//! For a domain whose TLS level wants DANE, with `dns.dnssec = "trust-ad"`
+//! and name servers on this host, the MX route is looked up through a
+//! DNSSEC-aware client that also finds each host's TLSA records (the
+//! `dane` and `secure` modules); a configured next hop never gets DANE.
 
 use std::future::Future;
 use std::io;
@@ -33,6 +38,7 @@ use hickory_resolver::net::runtime::{
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::Resolver;
+use postman::config::Config;
 use postman::route::{self, AddrAnswer, MxAnswer};
 use postman::routing::{Decision, NextHop, Target};
 use slog::{debug, Logger};
@@ -41,10 +47,14 @@ use tokio::sync::Semaphore;
 
 use crate::descriptors::{above_fd_setsize, short_of_resources};
 
+mod dane;
+mod secure;
 mod sts;
 
 use crate::mailbox::Postbox;
 use crate::messages::DispatcherMsg;
+use dane::Dane;
+pub use dane::DaneSource;
 use sts::Sts;
 pub use sts::{StsFound, StsSettings, POLICY_PORT};
 
@@ -94,15 +104,14 @@ pub struct Found {
     /// The MTA-STS status and where it came from; `None` when not looked
     /// up (a configured next hop).
     pub sts: Option<StsFound>,
+    /// Where DANE's DNSSEC validation came from.
+    pub dane: DaneSource,
 }
 
 /// One route lookup, outside the daemon (`postman route`): what a
 /// connection for `request` would try, and its site.
 pub fn lookup_once(
-    nameservers: &[SocketAddr],
-    timeout: Duration,
-    attempts: usize,
-    sts: StsSettings,
+    config: &Config,
     request: &ResolveRequest,
     log: Logger,
 ) -> anyhow::Result<Found> {
@@ -111,22 +120,50 @@ pub fn lookup_once(
         .enable_all()
         .build()
         .context("cannot start the DNS runtime")?;
-    let resolver = {
+    let lookups = {
         let _enter = runtime.enter();
-        build_resolver(HighFdRuntime::default(), nameservers, timeout, attempts)?
+        Lookups::new(config, HighFdRuntime::default(), log)?
     };
-    let sts = Arc::new(Sts::new(sts, log));
-    let (route, site, _, sts) = runtime.block_on(resolve(&resolver, &sts, request));
-    Ok(Found { route, site, sts })
+    runtime.block_on(async {
+        let dane = lookups.dane.source_for(request).await;
+        let (route, site, _, sts) = resolve(&lookups, request).await;
+        Ok(Found {
+            route,
+            site,
+            sts,
+            dane,
+        })
+    })
+}
+
+/// What route lookups use: hickory's resolver, MTA-STS policies, DANE.
+struct Lookups {
+    resolver: DnsResolver,
+    sts: Arc<Sts>,
+    dane: Dane,
+}
+
+impl Lookups {
+    /// Must run inside the runtime the lookups will run on.
+    fn new(config: &Config, provider: HighFdRuntime, log: Logger) -> anyhow::Result<Lookups> {
+        let resolver = build_resolver(
+            provider.clone(),
+            &config.nameservers,
+            config.dns_timeout,
+            config.dns_attempts,
+        )?;
+        Ok(Lookups {
+            resolver,
+            sts: Arc::new(Sts::new(StsSettings::of(config), log.clone())),
+            dane: Dane::new(config, provider, log),
+        })
+    }
 }
 
 /// Starts the resolver thread. It ends when the request channel is closed
 /// (the dispatcher dropped its sender) and the lookups in flight are done.
 pub fn start(
-    nameservers: &[SocketAddr],
-    timeout: Duration,
-    attempts: usize,
-    sts: StsSettings,
+    config: &Config,
     requests: Receiver<ResolveRequest>,
     answers: Postbox<DispatcherMsg>,
     log: Logger,
@@ -140,21 +177,22 @@ pub fn start(
         .context("cannot start the DNS runtime")?;
     let provider = HighFdRuntime::default();
     let shortages = Arc::clone(&provider.shortages);
-    let resolver = {
+    let lookups = {
         // The resolver's connections bind to the runtime that first uses them,
         // so it is built and used inside this one runtime only.
         let _enter = runtime.enter();
-        build_resolver(provider, nameservers, timeout, attempts)?
+        Arc::new(Lookups::new(config, provider, log.clone())?)
     };
-    let resolver = Arc::new(resolver);
-    let sts = Arc::new(Sts::new(sts, log.clone()));
+    // DANE's probe runs now, so that its verdict is logged at start; the
+    // first lookups wait for it.
+    let probing = Arc::clone(&lookups);
+    runtime.spawn(async move { probing.dane.source().await });
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_LOOKUPS));
     let handle = std::thread::Builder::new()
         .name("postman-resolver".into())
         .spawn(move || {
             for request in requests.iter() {
-                let resolver = Arc::clone(&resolver);
-                let sts = Arc::clone(&sts);
+                let lookups = Arc::clone(&lookups);
                 let slots = Arc::clone(&slots);
                 let answers = answers.clone();
                 let log = log.clone();
@@ -170,7 +208,7 @@ pub fn start(
                     };
                     let started = Instant::now();
                     let shortages_before = shortages.load(Ordering::Relaxed);
-                    let (route, site, valid_until, sts) = resolve(&resolver, &sts, &request).await;
+                    let (route, site, valid_until, sts) = resolve(&lookups, &request).await;
                     let sts = sts.map_or_else(String::new, |found| found.how);
                     debug!(log, "route resolved"; "domain" => &request.key,
                         "ok" => route.is_ok(), "ms" => started.elapsed().as_millis() as u64,
@@ -248,8 +286,7 @@ fn build_resolver(
 /// records and carried on the route (`Route::sts`); a problem with it is
 /// part of the route, never a route error.
 async fn resolve(
-    resolver: &DnsResolver,
-    sts: &Arc<Sts>,
+    lookups: &Lookups,
     request: &ResolveRequest,
 ) -> (
     Result<route::Route, route::RouteError>,
@@ -257,6 +294,7 @@ async fn resolve(
     Instant,
     Option<StsFound>,
 ) {
+    let (resolver, sts) = (&lookups.resolver, &lookups.sts);
     let mut valid_until = Instant::now() + MAX_ROUTE_LIFETIME;
     let hop = &request.decision.hop;
     let domain = request.domain.as_str();
@@ -264,7 +302,7 @@ async fn resolve(
     let (found, mut site) = match &hop.next_hop {
         None => {
             let ((found, site), policy) = tokio::join!(
-                mx_route(resolver, domain, request.max_hosts, &mut valid_until),
+                lookups.dane.mx_route(resolver, request, &mut valid_until),
                 sts.lookup(resolver, domain)
             );
             let found = found.map(|mut route| {

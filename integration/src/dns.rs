@@ -7,6 +7,13 @@
 //! (the resolver times out). MX records follow RFC 5321 §5.1; a null MX is
 //! `MX 0 .` (RFC 7505).
 //!
+//! Names marked [`Zones::secure`] are answered with the AD bit set, as a
+//! validating resolver answers for a signed zone: to a postman that trusts
+//! the AD bit of a resolver on loopback (`dns.dnssec = "trust-ad"`), this
+//! server is such a resolver, which makes DANE's decisions testable
+//! without signing anything. (The tests of real DNSSEC run NSD and
+//! Unbound: `crate::dnssec`.)
+//!
 //! The server answers on UDP and TCP at the same `127.0.0.1:<port>`, runs on
 //! its own thread with its own tokio runtime, and stops when dropped. It
 //! keeps every question it was asked ([`DnsServer::queries`]), so a test
@@ -19,12 +26,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TXT};
+use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, ZoneType,
+};
 use hickory_server::Server;
 
 /// TTL of every record: short, the tests never wait for a cache to expire.
@@ -44,6 +54,7 @@ pub struct Zones {
     records: Vec<Record>,
     servfail: Vec<LowerName>,
     silent: Vec<LowerName>,
+    secure: Vec<LowerName>,
     /// TTL of every record and of negative answers; [`TTL`] when unset.
     ttl: Option<u32>,
 }
@@ -148,6 +159,36 @@ impl Zones {
         self
     }
 
+    /// Answers for `name` and every name below it carry the AD bit, as a
+    /// validating resolver's answers for a signed zone do (NXDOMAIN and
+    /// NODATA included).
+    pub fn secure(mut self, name: &str) -> Zones {
+        self.secure.push(LowerName::new(&fqdn(name)));
+        self
+    }
+
+    /// `_<port>._tcp.<host> TLSA usage selector matching data` (RFC 6698).
+    pub fn tlsa(
+        mut self,
+        host: &str,
+        port: u16,
+        (usage, selector, matching): (u8, u8, u8),
+        data: &[u8],
+    ) -> Zones {
+        let rdata = TLSA::new(
+            CertUsage::from(usage),
+            Selector::from(selector),
+            Matching::from(matching),
+            data.to_vec(),
+        );
+        self.records.push(Record::from_rdata(
+            fqdn(&format!("_{port}._tcp.{host}")),
+            TTL,
+            RData::TLSA(rdata),
+        ));
+        self
+    }
+
     /// Queries for `name` and every name below it are never answered.
     pub fn silent(mut self, name: &str) -> Zones {
         self.silent.push(LowerName::new(&fqdn(name)));
@@ -214,6 +255,7 @@ struct Handler {
     catalog: Catalog,
     servfail: Vec<LowerName>,
     silent: Vec<LowerName>,
+    secure: Vec<LowerName>,
     /// Every question asked, in order (over UDP and TCP alike).
     asked: Arc<Mutex<Vec<Query>>>,
 }
@@ -256,9 +298,37 @@ impl RequestHandler for Handler {
                 Err(e) => panic!("test DNS server could not send SERVFAIL: {e}"),
             };
         }
+        if under(&self.secure) {
+            return self
+                .catalog
+                .handle_request::<_, T>(request, Authentic(response_handle))
+                .await;
+        }
         self.catalog
             .handle_request::<R, T>(request, response_handle)
             .await
+    }
+}
+
+/// Sends every response with the AD bit set.
+#[derive(Clone)]
+struct Authentic<R>(R);
+
+#[async_trait::async_trait]
+impl<R: ResponseHandler> ResponseHandler for Authentic<R> {
+    async fn send_response<'a>(
+        &mut self,
+        mut response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        response.metadata_mut().authentic_data = true;
+        self.0.send_response(response).await
     }
 }
 
@@ -290,6 +360,7 @@ impl DnsServer {
             catalog: zones.catalog(),
             servfail: zones.servfail.clone(),
             silent: zones.silent.clone(),
+            secure: zones.secure.clone(),
             asked: Arc::clone(&asked),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<SocketAddr>();

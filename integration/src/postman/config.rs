@@ -64,6 +64,10 @@ pub struct Config {
     pub dns_attempts: u32,
     /// `dns.ip_preference`: `any`, `ipv4` or `ipv6`.
     pub ip_preference: String,
+    /// `dns.dnssec`: `trust-ad` or `off`; `None` leaves postman's default.
+    pub dnssec: Option<String>,
+    /// `dns.dnssec_probe`; `None` leaves postman's default (`.`).
+    pub dnssec_probe: Option<String>,
     /// `smtp.timeouts.*`
     pub timeouts: SmtpTimeouts,
     /// `delivery.max_connections`
@@ -114,6 +118,8 @@ impl Config {
             dns_timeout: 1,
             dns_attempts: 1,
             ip_preference: "any".to_string(),
+            dnssec: None,
+            dnssec_probe: None,
             timeouts: SmtpTimeouts::all(3),
             max_connections: 20,
             max_connections_per_domain: 4,
@@ -163,6 +169,11 @@ impl Config {
             "bounce_size_limit",
             self.bounce_size_limit.map(|n| n.to_string()),
         );
+        let dnssec = optional("dnssec", self.dnssec.as_deref().map(toml_string))
+            + &optional(
+                "dnssec_probe",
+                self.dnssec_probe.as_deref().map(toml_string),
+            );
         let max_backoff = optional("max_backoff", self.max_backoff.map(|s| s.to_string()));
         let per_site = optional(
             "max_connections_per_site",
@@ -183,7 +194,7 @@ nameservers = [{nameservers}]
 timeout = {dns_timeout}
 attempts = {dns_attempts}
 ip_preference = {ip_preference}
-
+{dnssec}
 [smtp.timeouts]
 connect = {connect}
 greeting = {greeting}
