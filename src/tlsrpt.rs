@@ -8,11 +8,13 @@
 //! with [`crate::dkim`] (§3: unsigned ones are ignored).
 
 mod mail;
+mod observe;
 mod record;
 mod report;
 mod session;
 
 pub use mail::{render_mail, Mail};
+pub use observe::{observe, Connection, HandshakeFailure, Seen};
 pub use record::{Record, RecordError, Rua};
 pub use report::{aggregate, file_name, gzip, Day, Report, Submitter};
 pub use session::{

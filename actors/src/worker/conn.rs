@@ -17,6 +17,7 @@
 //! and its fallback in [`starttls`], how failures count in [`failure`].
 
 mod failure;
+mod report;
 mod setup;
 mod starttls;
 mod wire;
@@ -49,7 +50,8 @@ use crate::dispatcher::policy::{self, Carried, Ending, Verdict};
 use crate::messages::{ConnId, DispatcherMsg, FileIdentity, PutOff, QueuedMessage};
 use postman::route::{self, Route};
 use postman::routing::Hop;
-use postman::tls::{Action, Decision};
+use postman::tls::{Action, DaneStatus, Decision, StsStatus};
+use postman::tlsrpt::{HandshakeFailure, Seen};
 
 enum State {
     /// Not connected: the next address is tried at the next drive.
@@ -80,6 +82,15 @@ pub struct Candidate {
     pub hop: Arc<Hop>,
     /// What a connection to it must have, or why it is not used.
     pub security: Arc<Decision>,
+    /// What DANE and MTA-STS found for it, for the TLS report.
+    pub found: Arc<Found>,
+}
+
+/// What the route said of a host's transport security.
+#[derive(Debug)]
+pub struct Found {
+    pub sts: StsStatus,
+    pub dane: DaneStatus,
 }
 
 /// The addresses a connection to `route` (for mail to `domain`, a route
@@ -104,6 +115,10 @@ pub fn candidates(
             .as_ref()
             .map_or(settings.port, |h| h.port());
         let security = Arc::new(settings.security(domain, route, host));
+        let found = Arc::new(Found {
+            sts: route.sts.clone(),
+            dane: host.dane.clone(),
+        });
         if matches!(security.action, Action::Refuse(_)) {
             addrs.truncate(1);
         }
@@ -113,6 +128,7 @@ pub fn candidates(
             plaintext: false,
             hop: Arc::clone(&host.hop),
             security: Arc::clone(&security),
+            found: Arc::clone(&found),
         }));
     }
     let all = candidates.len();
@@ -186,6 +202,8 @@ pub struct Conn {
     /// A TLS handshake with one of the addresses failed: a message that
     /// requires TLS (RFC 8689) is deferred with 5.7.10 when none is left.
     handshake_failed: bool,
+    /// Why the current address's TLS handshake failed, for the TLS report.
+    tls_failure: Option<HandshakeFailure>,
     /// How many of `failures` were a TLS policy's: a host it refused, or
     /// a certificate that failed an enforced check. When all were, the
     /// deferral's status is 4.7.5.
@@ -236,6 +254,7 @@ impl Conn {
             broken: false,
             handshake_failed: false,
             policy_failures: 0,
+            tls_failure: None,
             records_log: None,
             source: None,
         }
@@ -300,13 +319,16 @@ impl Conn {
                     "relay" => &self.relay, "tls" => candidate.security.applied.as_str(),
                     "reason" => %why);
                 let reason = format!("{} not used: {why}", candidate.host);
+                let seen = Seen::Refused(why.clone());
                 self.current = Some(candidate);
+                self.report_tls(shared, seen);
                 self.policy_failures += 1;
                 self.address_failed(shared, reason);
                 continue;
             }
             self.current = Some(candidate);
             self.starting_tls = false;
+            self.tls_failure = None;
             self.established = false;
             self.broken = false;
             if let Some(why) = route::unusable_address(
@@ -396,10 +418,13 @@ impl Conn {
                 match end {
                     ReadEnd::WouldBlock => {}
                     ReadEnd::Eof if handshaking => {
-                        session.tls_failed("the server closed the connection", now);
+                        let why = "the server closed the connection";
+                        self.tls_failure = Some(HandshakeFailure::Other(why.to_owned()));
+                        session.tls_failed(why, now);
                     }
                     ReadEnd::Eof => session.handle_eof(now),
                     ReadEnd::Failed(why) if handshaking => {
+                        self.tls_failure = Some(why.handshake_failure());
                         session.tls_failed(&why.to_string(), now);
                     }
                     ReadEnd::Failed(why) => {
@@ -643,6 +668,7 @@ impl Conn {
                         return;
                     }
                     self.established = true;
+                    self.report_established(shared);
                     if let Some(msg) = self.first.take() {
                         self.take(msg, shared, now);
                         return;

@@ -127,11 +127,18 @@ impl Worker {
                 body_buf: Vec::with_capacity(body::CHUNK),
                 body_budget,
                 body_pool: body::Pool::default(),
+                tls_reports: None,
             },
             metrics_interval: config.metrics_interval,
             ready: Vec::new(),
         };
         Ok((worker, WorkerLink::new(tx, wake)))
+    }
+
+    /// Sends each MX session's TLS outcome to `reports` (the TLS-RPT
+    /// reporter's mailbox).
+    pub fn report_tls_to(&mut self, reports: crossbeam_channel::Sender<postman::tlsrpt::Session>) {
+        self.shared.tls_reports = Some(reports);
     }
 
     pub fn run(mut self) {
@@ -478,6 +485,7 @@ impl Worker {
             "connect_failures" => s.connect_failures,
             "transactions" => s.transactions,
             "untried" => s.untried,
+            "tls_reports_dropped" => s.tls_reports_dropped,
             "sent" => s.sent,
             "deferred" => s.deferred,
             "bounced" => s.bounced,

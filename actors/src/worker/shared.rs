@@ -30,6 +30,9 @@ pub struct Stats {
     /// Messages given back untried: their reused connection ended before
     /// the server judged them.
     pub untried: u64,
+    /// TLS report sessions dropped because the reporter's mailbox was
+    /// full (the report undercounts; delivery never waits for it).
+    pub tls_reports_dropped: u64,
     pub sent: u64,
     pub deferred: u64,
     pub bounced: u64,
@@ -220,6 +223,9 @@ pub struct Shared {
     pub body_budget: body::Budget,
     /// Their buffers, reused.
     pub body_pool: body::Pool,
+    /// Where each MX session's TLS outcome goes for the TLS report
+    /// (RFC 8460), when `tlsrpt.enabled`.
+    pub tls_reports: Option<crossbeam_channel::Sender<postman::tlsrpt::Session>>,
 }
 
 impl Shared {

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use postman::smtp::{Session, TlsInfo, TlsMode, TlsVerify};
 use postman::tls::{Check, ClientIdentity, Discovery, Level};
+use postman::tlsrpt::HandshakeFailure;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
@@ -67,6 +68,29 @@ pub enum TlsError {
 }
 
 impl TlsError {
+    /// What TLS-RPT calls this failure (RFC 8460 §4.3).
+    pub fn handshake_failure(&self) -> HandshakeFailure {
+        use rustls::CertificateError as C;
+        let why = self.to_string();
+        match self {
+            TlsError::Refused(_) => HandshakeFailure::Dane(why),
+            TlsError::Protocol(rustls::Error::InvalidCertificate(error)) => match error {
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    HandshakeFailure::HostMismatch(why)
+                }
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => HandshakeFailure::Expired(why),
+                C::UnknownIssuer | C::BadSignature | C::Revoked => {
+                    HandshakeFailure::NotTrusted(why)
+                }
+                _ => HandshakeFailure::Other(why),
+            },
+            _ => HandshakeFailure::Other(why),
+        }
+    }
+
     fn from_rustls(error: rustls::Error) -> TlsError {
         match error {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {

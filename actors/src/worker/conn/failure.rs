@@ -109,6 +109,7 @@ impl Conn {
         let enforced = self.current.as_ref().is_some_and(
             |c| matches!(&c.security.action, Action::Connect { check, .. } if check.enforced()),
         );
+        let seen = self.seen_at_end(tls_failed);
         let established = self.established;
         let reason = format!("host {} {outcome}", self.relay);
         if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {
@@ -116,6 +117,9 @@ impl Conn {
         }
         if tls_failed && enforced {
             self.policy_failures += 1;
+        }
+        if let Some(seen) = seen {
+            self.report_tls(shared, seen);
         }
         if outcome.is_loop() {
             warn!(shared.log, "server names this host: no mail for it"; "domain" => &self.domain,

@@ -28,7 +28,10 @@ impl Conn {
         };
         match shared.settings.tls.connect(&current.host, check) {
             Ok(stream) => *tls = Some(stream),
-            Err(why) => session.tls_failed(&why.to_string(), now),
+            Err(why) => {
+                self.tls_failure = Some(why.handshake_failure());
+                session.tls_failed(&why.to_string(), now);
+            }
         }
     }
 
