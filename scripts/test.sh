@@ -2,8 +2,9 @@
 # Runs every test of the workspace, after installing what the end-to-end
 # tests need: Python 3 with aiosmtpd and Postfix (the third-party SMTP servers
 # they deliver to; the interop tests run private Postfix instances, never the
-# system's), Cyrus SASL's tools for Postfix's SMTP AUTH, and dkimpy and
-# jsonschema, which judge postman's TLS reports. Arguments go
+# system's), Cyrus SASL's tools for Postfix's SMTP AUTH, dkimpy and
+# jsonschema, which judge postman's TLS reports, and NSD, ldnsutils and
+# Unbound for real DNSSEC in the DANE tests. Arguments go
 # to `cargo test`, e.g. `scripts/test.sh -p postman-integration`.
 # POSTMAN_TEST_PYTHON picks the interpreter (default python3); the tests use
 # the same variable.
@@ -100,6 +101,27 @@ if ! has_sasl; then
     fi
     if ! has_sasl; then
         echo "scripts/test.sh: could not install sasl2-bin and libsasl2-modules (the routing tests need them)" >&2
+        exit 1
+    fi
+fi
+
+# DNSSEC for the DANE tests: NSD serves zones signed with ldns-signzone
+# (ldnsutils) and Unbound validates them; each test starts private
+# instances on loopback ports from its own config (never the system's:
+# the packages' services are not started here).
+has_dnssec_tools() {
+    [ -x /usr/sbin/nsd ] && [ -x /usr/sbin/unbound ] && command -v ldns-signzone >/dev/null 2>&1 &&
+        command -v ldns-keygen >/dev/null 2>&1
+}
+
+if ! has_dnssec_tools; then
+    if as_root_with_apt; then
+        echo "scripts/test.sh: installing nsd, ldnsutils and unbound" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nsd ldnsutils unbound >/dev/null
+    fi
+    if ! has_dnssec_tools; then
+        echo "scripts/test.sh: could not install nsd, ldnsutils and unbound (the DANE tests need them)" >&2
         exit 1
     fi
 fi

@@ -5,6 +5,8 @@
 //! * [`dns`]: an in-process authoritative DNS server (hickory-server) with
 //!   MX / A / AAAA / null MX (RFC 7505) records, NXDOMAIN, SERVFAIL and
 //!   silent names.
+//! * [`dnssec`]: real DNSSEC: zones signed with ldns-signzone, served by
+//!   NSD, validated by Unbound (for DANE).
 //! * [`smtp_sink`]: aiosmtpd, a third-party SMTP server, as a child process
 //!   that saves what it receives (optionally with STARTTLS and PIPELINING).
 //! * [`postfix`]: a private instance of Postfix's smtpd, the other
@@ -23,6 +25,7 @@
 pub mod blackhole;
 pub mod certs;
 pub mod dns;
+pub mod dnssec;
 pub mod hostile;
 pub mod mta_sts;
 pub mod net;
