@@ -110,6 +110,20 @@ pub fn explain(
                     &format!("{} [{}]{via}", host.name, addrs.join(", ")),
                 );
                 line("dane", &dane(&host.dane));
+                if host.hop.next_hop.is_none()
+                    && host.hop.tls.is_none()
+                    && host.hop.verify.is_none()
+                {
+                    let decision = postman::tls::decide(
+                        config.level_for(&request.domain),
+                        config.tls_discovery,
+                        &request.domain,
+                        &host.name,
+                        &host.dane,
+                        &route.sts,
+                    );
+                    line("security", &security(&decision));
+                }
             }
         }
         Err(e) if e.is_permanent() => line("route", &format!("none, the mail bounces: {e}")),
@@ -123,6 +137,33 @@ pub fn explain(
         line("fallback", &relay.describe());
     }
     out
+}
+
+/// What a connection to one MX host must have, in words: the policy, then
+/// STARTTLS and the certificate check, or why the host is not used.
+fn security(decision: &postman::tls::Decision) -> String {
+    use postman::smtp::TlsMode;
+    use postman::tls::{Action, Check};
+    match &decision.action {
+        Action::Refuse(why) => format!("{}: not used: {why}", decision.applied),
+        Action::Connect { starttls, check } => {
+            let starttls = match starttls {
+                TlsMode::Disabled => "no STARTTLS",
+                TlsMode::Opportunistic => "STARTTLS when offered",
+                TlsMode::Required => "STARTTLS required",
+            };
+            let check = match check {
+                Check::Any => "any certificate".to_owned(),
+                Check::Pkix { names } => {
+                    format!("a trusted certificate for {}", names.join(" or "))
+                }
+                Check::Dane { tlsa, .. } => {
+                    format!("a certificate matching {} TLSA records", tlsa.len())
+                }
+            };
+            format!("{}: {starttls}, {check}", decision.applied)
+        }
+    }
 }
 
 /// The TLS a connection is made with: for MX delivery the domain's level

@@ -757,4 +757,24 @@ fn a_domain_that_requires_mta_sts_without_a_policy_waits_with_4_7_5() {
         "never connected: {:?}",
         sink.messages()
     );
+
+    // postman route says the same, host by host.
+    let mut cfg: Config = config(&queue, &net, &dns);
+    for (extra, want) in [
+        (
+            extra,
+            "security   mta-sts-enforce: not used: MTA-STS required, but the domain publishes no policy",
+        ),
+        (
+            tls_toml("encrypt", None, None),
+            "security   encrypt: STARTTLS required, any certificate",
+        ),
+    ] {
+        cfg.extra = extra;
+        let file = cfg.write();
+        let path = file.path().to_str().expect("a UTF-8 path");
+        let out = postman!().run(&["route", "--config", path, "u@dest.test"], WAIT);
+        out.assert_success();
+        assert!(out.stdout.contains(want), "{want}:\n{}", out.stdout);
+    }
 }
