@@ -31,6 +31,7 @@ use crate::tls::{Discovery, Level, LevelWord};
 mod keys;
 mod routing;
 mod sites;
+mod tlsrpt;
 mod validate;
 use keys::{describe_figment, origin};
 pub use routing::{HopSetting, HopTable, PoolAddressSettings, PoolSettings, RoutingSettings};
@@ -38,6 +39,7 @@ pub use sites::{
     suffix_matches, Rate, RateError, SiteRules, SiteSettings, SiteShape, MAX_RATE_COUNT,
     MAX_RATE_PERIOD,
 };
+pub use tlsrpt::{DkimKey, Tlsrpt, TlsrptSettings};
 use validate::Validator;
 
 /// Where [`ConfigFile::Default`] looks, relative to the working directory.
@@ -134,6 +136,9 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// `[tls]`
     pub tls: TlsSettings,
+    /// `[tlsrpt]`: TLS reports (RFC 8460), off by default.
+    #[serde(default)]
+    pub tlsrpt: TlsrptSettings,
     /// `[routing]`: relays, transport entries, source addresses.
     #[serde(default)]
     pub routing: RoutingSettings,
@@ -476,6 +481,8 @@ pub struct Config {
     pub tls_policy: BTreeMap<String, Level>,
     /// Where each domain's mail goes (`[routing]`).
     pub routing: crate::routing::Routing,
+    /// TLS reports (`[tlsrpt]`); `None` when off.
+    pub tlsrpt: Option<Tlsrpt>,
 }
 
 impl Config {
@@ -688,6 +695,7 @@ impl Settings {
                 client_key: None,
                 policy: BTreeMap::new(),
             },
+            tlsrpt: TlsrptSettings::default(),
             routing: RoutingSettings::default(),
         }
     }
@@ -781,3 +789,7 @@ mod sites_tests;
 #[cfg(test)]
 #[path = "config_routing_tests.rs"]
 mod routing_tests;
+
+#[cfg(test)]
+#[path = "config_tlsrpt_tests.rs"]
+mod tlsrpt_tests;

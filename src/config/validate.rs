@@ -10,6 +10,7 @@ use rustls_pki_types::CertificateDer;
 
 mod routing;
 mod sites;
+mod tlsrpt;
 use sites::SiteDefaults;
 
 /// The most bytes of one line of bad input an error quotes.
@@ -204,6 +205,7 @@ impl Validator<'_> {
         let tls_client = self.client_identity(&s.tls)?;
         let tls_policy = self.tls_policy(&s.tls.policy, s.tls.verify)?;
         let routing = self.routing(&s.routing)?;
+        let tlsrpt = self.tlsrpt(&s.tlsrpt, &hostname)?;
 
         Ok(Config {
             routing,
@@ -249,6 +251,7 @@ impl Validator<'_> {
             tls_ca_file,
             tls_client,
             tls_policy,
+            tlsrpt,
         })
     }
 
