@@ -199,7 +199,7 @@ fn dane(status: &DaneStatus) -> String {
             "TLSA records, none usable: TLS is required, without authentication".into()
         }
         DaneStatus::NotApplicable(why) => format!("none: {why}"),
-        DaneStatus::Failed(why) => format!("unknown, the mail waits: {why}"),
+        DaneStatus::Failed(why) => format!("unknown, the mail waits: TLSA lookup failed: {why}"),
     }
 }
 

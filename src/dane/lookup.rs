@@ -209,11 +209,12 @@ pub fn tlsa_wanted(mx_secure: bool, host_secure: bool) -> Result<(), NoDane> {
 /// What a host's TLSA lookup comes to (RFC 7672 §2.2): usable records of a
 /// secure RRset (only those kept), a secure RRset with none usable, no
 /// DANE (no records, or records from an unsigned zone), or a failure that
-/// must not be taken for "no DANE".
+/// must not be taken for "no DANE" (with why, which the refusal quotes
+/// after "TLSA lookup … failed: ").
 pub fn classify_tlsa(lookup: Lookup<Tlsa>) -> DaneStatus {
     let answer = match lookup {
         Ok(answer) => answer,
-        Err(why) => return DaneStatus::Failed(format!("TLSA lookup failed: {why}")),
+        Err(why) => return DaneStatus::Failed(why),
     };
     match answer.rcode {
         Rcode::NoError if answer.records.is_empty() => DaneStatus::NotApplicable(NoDane::NoTlsa),
@@ -228,11 +229,9 @@ pub fn classify_tlsa(lookup: Lookup<Tlsa>) -> DaneStatus {
         }
         Rcode::NxDomain => DaneStatus::NotApplicable(NoDane::NoTlsa),
         Rcode::ServFail => DaneStatus::Failed(
-            "TLSA lookup failed: SERVFAIL (the answer did not validate, or the \
-             zone's servers failed)"
-                .to_owned(),
+            "SERVFAIL (the answer did not validate, or the zone's servers failed)".to_owned(),
         ),
-        code @ Rcode::Other(_) => DaneStatus::Failed(format!("TLSA lookup failed: {code}")),
+        code @ Rcode::Other(_) => DaneStatus::Failed(code.to_string()),
     }
 }
 
