@@ -12,6 +12,7 @@ pub struct TestCert {
     cert: PathBuf,
     chain: PathBuf,
     key: PathBuf,
+    spki: Vec<u8>,
 }
 
 /// A certificate authority made for one test: the root a client trusts
@@ -21,6 +22,7 @@ pub struct TestCa {
     pem: String,
     dir: tempfile::TempDir,
     cert: PathBuf,
+    spki: Vec<u8>,
 }
 
 impl TestCa {
@@ -51,6 +53,7 @@ impl TestCa {
         make_readable(dir.path());
         make_readable(&path);
         TestCa {
+            spki: rcgen::PublicKeyData::subject_public_key_info(&key),
             issuer: rcgen::Issuer::new(params, key),
             pem,
             dir,
@@ -76,7 +79,13 @@ impl TestCa {
             .signed_by(&key, &self.issuer)
             .unwrap_or_else(|e| panic!("sign a certificate for {names:?}: {e}"));
         let leaf = cert.pem();
-        TestCert::write(&leaf, &format!("{leaf}{}", self.pem), &key.serialize_pem())
+        TestCert::write(&leaf, &format!("{leaf}{}", self.pem), &key)
+    }
+
+    /// The CA's SubjectPublicKeyInfo, DER: what a DANE-TA record with
+    /// selector 1 (SPKI) digests.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
     }
 
     /// The CA's certificate, PEM: what `tls.ca_file` names to trust it.
@@ -106,13 +115,16 @@ impl TestCert {
         TestCert::write(
             &certified.cert.pem(),
             &certified.cert.pem(),
-            &certified.signing_key.serialize_pem(),
+            &certified.signing_key,
         )
     }
 
     /// Writes `cert.pem` (the leaf), `chain.pem` (leaf and issuer) and
     /// `key.pem` into a new temporary directory.
-    fn write(leaf: &str, chain: &str, key_pem: &str) -> TestCert {
+    fn write(leaf: &str, chain: &str, key: &rcgen::KeyPair) -> TestCert {
+        let key_pem = key.serialize_pem();
+        let key_pem = key_pem.as_str();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(key);
         let dir = tempfile::Builder::new()
             .prefix("postman-cert-")
             .tempdir()
@@ -131,7 +143,14 @@ impl TestCert {
             cert,
             chain: full,
             key,
+            spki,
         }
+    }
+
+    /// The certificate's SubjectPublicKeyInfo, DER: what a DANE-EE record
+    /// with selector 1 (SPKI) digests.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
     }
 
     /// The leaf and its issuer's certificate, PEM, in that order: what a
