@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the core with cargo-fuzz (libFuzzer): the reply parser, the whole
-# session, the envelope block of queue files, a domain's .backoff file.
+# session, the envelope block of queue files, a domain's .backoff file, the
+# MTA-STS policy response and parser, the DANE matcher, the TLS report
+# journal.
 # Installs cargo-fuzz when it is missing. The targets need nightly compiler
 # features (sanitizers, -Z flags); on a stable toolchain RUSTC_BOOTSTRAP=1
 # unlocks them for this build only.
@@ -42,5 +44,8 @@ else
     run_target session "$((SECONDS_MAIN / 2))"
     run_target envelope "$((SECONDS_MAIN / 2))"
     run_target backoff "$((SECONDS_MAIN / 2))"
+    run_target mta_sts "$((SECONDS_MAIN / 2))"
+    run_target dane "$((SECONDS_MAIN / 2))"
+    run_target tlsrpt_journal "$((SECONDS_MAIN / 2))"
 fi
 echo "scripts/fuzz.sh: no crash" >&2

@@ -33,13 +33,17 @@ fuzz_target!(|input: &[u8]| {
         backoff.error
     );
     // Any now, from the epoch to the last second accepted.
-    let now_secs = input.iter().fold(0u64, |n, &b| n.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let now_secs = input
+        .iter()
+        .fold(0u64, |n, &b| n.wrapping_mul(31).wrapping_add(u64::from(b)));
     let now = UNIX_EPOCH + Duration::from_secs(now_secs % (MAX_UNTIL + 1));
     let longest = Duration::from_secs(4000);
     if let Some(left) = backoff.remaining(now, longest) {
         assert!(left <= longest && !left.is_zero(), "remaining {left:?}");
         // What the dispatcher does with it.
-        let _ = std::time::Instant::now().checked_add(left).expect("fits an Instant");
+        let _ = std::time::Instant::now()
+            .checked_add(left)
+            .expect("fits an Instant");
     }
     let text = render_backoff(&backoff);
     let again = parse_backoff(text.as_bytes())
