@@ -5,7 +5,7 @@
 
 mod cache;
 pub mod http;
-mod policy;
+pub(crate) mod policy;
 
 pub use cache::{decide, CacheError, Cached, Plan, TxtAnswer, FETCH_RETRY, REFRESH_AFTER};
 pub use policy::{Mode, MxPattern, Policy, PolicyError, Record, RecordError, MAX_MAX_AGE};

@@ -264,19 +264,7 @@ impl Record {
                 continue;
             }
             let (name, value) = field.split_once('=')?;
-            let name_ok = name.len() <= 32
-                && name
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphanumeric())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            let value_ok = !value.is_empty()
-                && value
-                    .bytes()
-                    .all(|b| (0x21..=0x7e).contains(&b) && b != b'=' && b != b';');
-            if !name_ok || !value_ok {
+            if !extension_ok(name, value) {
                 return None;
             }
             if name == "id" {
@@ -291,4 +279,24 @@ impl Record {
         }
         id.map(|id| Record { id })
     }
+}
+
+/// A `name=value` field of a TXT record that this parser does not know:
+/// the extension syntax RFC 8461 §3.1 (`sts-ext-name`, `sts-ext-value`)
+/// and RFC 8460 §3 (`tlsrpt-ext-name`, `tlsrpt-ext-value`) share. A field
+/// outside it makes the whole record invalid.
+pub(crate) fn extension_ok(name: &str, value: &str) -> bool {
+    let name_ok = name.len() <= 32
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let value_ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'=' && b != b';');
+    name_ok && value_ok
 }

@@ -115,19 +115,7 @@ fn parse(text: &str) -> Option<Vec<&str>> {
             rua = Some(uris);
             continue;
         }
-        let name_ok = name.len() <= 32
-            && name
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        let value_ok = !value.is_empty()
-            && value
-                .bytes()
-                .all(|b| (0x21..=0x7e).contains(&b) && b != b'=' && b != b';');
-        if !name_ok || !value_ok {
+        if !crate::mta_sts::policy::extension_ok(name, value) {
             return None;
         }
     }
