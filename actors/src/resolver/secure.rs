@@ -199,20 +199,26 @@ impl SecureClient {
 
     /// The TLSA records of `host`'s SMTP server on `port`
     /// (`_<port>._tcp.<host>`, RFC 7672 §2.2.3 with the port delivery
-    /// uses).
-    async fn tlsa(&self, host: &str, port: u16) -> Lookup<Tlsa> {
+    /// uses), and when the first expires: a changed record must reach
+    /// the route as soon as a changed MX would.
+    async fn tlsa(&self, host: &str, port: u16) -> (Lookup<Tlsa>, Option<Instant>) {
         let name = format!("_{port}._tcp.{}", fqdn(host));
-        self.query(&name, RecordType::TLSA).await.map(|reply| {
-            reply.answer(|data| match data {
-                RData::TLSA(tlsa) => Some(Tlsa {
-                    usage: u8::from(tlsa.cert_usage),
-                    selector: u8::from(tlsa.selector),
-                    matching: u8::from(tlsa.matching),
-                    data: tlsa.cert_data.clone(),
-                }),
-                _ => None,
-            })
-        })
+        match self.query(&name, RecordType::TLSA).await {
+            Ok(reply) => {
+                let until = reply.valid_until();
+                let answer = reply.answer(|data| match data {
+                    RData::TLSA(tlsa) => Some(Tlsa {
+                        usage: u8::from(tlsa.cert_usage),
+                        selector: u8::from(tlsa.selector),
+                        matching: u8::from(tlsa.matching),
+                        data: tlsa.cert_data.clone(),
+                    }),
+                    _ => None,
+                });
+                (Ok(answer), until)
+            }
+            Err(why) => (Err(why), None),
+        }
     }
 
     /// The route of `domain` with each host's DANE status (see the module
@@ -258,14 +264,20 @@ impl SecureClient {
             let wanted = lookup::tlsa_wanted(mx_secure, secure_hosts.contains(&host.name));
             async move {
                 match wanted {
-                    Err(why) => DaneStatus::NotApplicable(why),
-                    Ok(()) => lookup::classify_tlsa(self.tlsa(&host.name, port).await),
+                    Err(why) => (DaneStatus::NotApplicable(why), None),
+                    Ok(()) => {
+                        let (answer, until) = self.tlsa(&host.name, port).await;
+                        (lookup::classify_tlsa(answer), until)
+                    }
                 }
             }
         });
         let statuses = futures_util::future::join_all(statuses).await;
-        for (host, status) in found.hosts.iter_mut().zip(statuses) {
+        for (host, (status, until)) in found.hosts.iter_mut().zip(statuses) {
             host.dane = status;
+            if let Some(until) = until {
+                *valid_until = (*valid_until).min(until);
+            }
         }
         (Ok(found), site)
     }
