@@ -232,3 +232,52 @@ fn the_daemon_logs_the_probe_and_routes_through_it() {
         assert_eq!(dns.count_queries("TLSA") - before, tlsa, "probe {probe:?}");
     }
 }
+
+/// A reply too large for UDP (with DO set, replies grow) comes truncated,
+/// and the DNSSEC-aware client asks again over TCP: the host's every
+/// address reaches the route, and its A question is asked twice.
+#[test]
+fn a_truncated_reply_is_asked_again_over_tcp() {
+    let net = TestNet::new();
+    let mut zones = Zones::new()
+        .secure("d1.test")
+        .mx("big.d1.test", 10, "mx.big.d1.test");
+    for k in 1..=120u8 {
+        zones = zones.a("mx.big.d1.test", std::net::Ipv4Addr::new(127, 1, 2, k));
+    }
+    let dns = DnsServer::start(zones);
+    let (_queue, cfg) = dnssec_config(&net, &dns);
+    let report = route(&cfg, "big.d1.test");
+    assert_has(&report, "127.1.2.1, ");
+    assert_has(&report, ", 127.1.2.120]");
+    assert_has(&report, "dane       none: no TLSA records");
+    let asked_a = dns
+        .queries()
+        .iter()
+        .filter(|q| q.kind == "A" && q.name == "mx.big.d1.test.")
+        .count();
+    assert_eq!(asked_a, 2, "over UDP, then over TCP:\n{report}");
+}
+
+/// A probe that gets no answer says nothing about validation: a warning,
+/// and each answer's AD bit still decides.
+#[test]
+fn an_unanswered_probe_leaves_each_answer_to_say() {
+    let net = TestNet::new();
+    let zones = Zones::new()
+        .secure("d1.test")
+        .mx_at("usable.d1.test", net.ipv4(1))
+        .tlsa("mx.usable.d1.test", net.port(), (3, 1, 1), &DIGEST)
+        .silent("probe.test");
+    let dns = DnsServer::start(zones);
+    let (_queue, mut cfg) = dnssec_config(&net, &dns);
+    cfg.dnssec_probe = Some("probe.test".into());
+    cfg.dns_attempts = 0;
+    let file = cfg.write();
+    let path = file.path().to_str().expect("a UTF-8 path");
+    let out = postman!().run(&["route", "--config", path, "u@usable.d1.test"], WAIT);
+    out.assert_success();
+    assert_has(&out.stdout, "dane       1 usable TLSA record");
+    assert_has(&out.stdout, "dnssec     the AD bit of");
+    assert_has(&out.stderr, "DNSSEC probe unanswered");
+}
