@@ -158,6 +158,13 @@ impl Lookups {
             dane: Dane::new(config, provider, log),
         })
     }
+
+    /// Starts DANE's probe, so that its verdict is logged at start; the
+    /// first lookups wait for it. Must run inside the runtime.
+    fn probe_now(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.dane.source().await });
+    }
 }
 
 /// Starts the resolver thread. It ends when the request channel is closed
@@ -181,12 +188,10 @@ pub fn start(
         // The resolver's connections bind to the runtime that first uses them,
         // so it is built and used inside this one runtime only.
         let _enter = runtime.enter();
-        Arc::new(Lookups::new(config, provider, log.clone())?)
+        let lookups = Arc::new(Lookups::new(config, provider, log.clone())?);
+        lookups.probe_now();
+        lookups
     };
-    // DANE's probe runs now, so that its verdict is logged at start; the
-    // first lookups wait for it.
-    let probing = Arc::clone(&lookups);
-    runtime.spawn(async move { probing.dane.source().await });
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_LOOKUPS));
     let handle = std::thread::Builder::new()
         .name("postman-resolver".into())
