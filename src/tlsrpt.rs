@@ -9,6 +9,7 @@
 
 mod mail;
 mod observe;
+pub mod outbox;
 mod record;
 mod report;
 mod session;

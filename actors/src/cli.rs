@@ -47,6 +47,14 @@ enum Command {
         #[arg(long, value_name = "ADDRESS", default_value = "")]
         from: String,
     },
+    /// Send the TLS reports (RFC 8460) of a day now: yesterday's (UTC) by default.
+    TlsReport {
+        #[command(flatten)]
+        settings: SettingArgs,
+        /// The day, YYYY-MM-DD (UTC).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        day: Option<String>,
+    },
     /// List the queued messages, oldest first (like mailq), or a summary.
     Queue {
         #[command(flatten)]
@@ -351,6 +359,13 @@ fn execute(cli: Cli) -> anyhow::Result<()> {
             recipient,
             from,
         } => crate::explain::route(&settings.load_for_delivery()?.config, &recipient, &from),
+        Command::TlsReport { settings, day } => {
+            let config = settings.load_for_delivery()?.config;
+            let log = slog::Logger::root(slog::Discard, slog::o!());
+            let out = crate::reporter::send_now(&config, day.as_deref(), &log)?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Queue {
             settings,
             view,

@@ -83,7 +83,17 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     let log_control = runtime.log_control.clone();
     spawn_signal_thread(runtime, dispatcher_tx.clone(), log.clone())?;
 
-    let (links, workers) = start_workers(&config, &queue, &dispatcher_tx, &owner, log)?;
+    let reporter = crate::reporter::start(&config, log)?;
+    let (links, workers) = start_workers(
+        &config,
+        &queue,
+        &dispatcher_tx,
+        &owner,
+        reporter.as_ref().map(|(tx, _)| tx),
+        log,
+    )?;
+    // Only the workers hold the reporter's mailbox: it ends after them.
+    let reporter = reporter.map(|(_, thread)| thread);
 
     let resolver = crate::resolver::start(
         &config,
@@ -119,6 +129,7 @@ pub fn run(config: Config, once: bool, runtime: Runtime, log: &Logger) -> anyhow
     let mut threads = vec![("dispatcher", dispatcher)];
     threads.extend(workers.into_iter().map(|worker| ("worker", worker)));
     threads.extend([("scanner", scanner), ("resolver", resolver)]);
+    threads.extend(reporter.map(|thread| ("tls reporter", thread)));
     let panicked: Vec<&str> = threads
         .into_iter()
         .filter_map(|(name, thread)| thread.join().is_err().then_some(name))
@@ -136,6 +147,7 @@ fn start_workers(
     queue: &Queue,
     dispatcher_tx: &Postbox<DispatcherMsg>,
     owner: &str,
+    tls_reports: Option<&crossbeam_channel::Sender<postman::tlsrpt::Session>>,
     log: &Logger,
 ) -> anyhow::Result<(Vec<WorkerLink>, Vec<JoinHandle<()>>)> {
     let mut links = Vec::new();
@@ -151,6 +163,10 @@ fn start_workers(
             owner,
         )
         .context("cannot create an I/O worker's eventfd")?;
+        let mut worker = worker;
+        if let Some(reports) = tls_reports {
+            worker.report_tls_to(reports.clone());
+        }
         links.push(link);
         workers.push(
             std::thread::Builder::new()

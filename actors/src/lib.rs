@@ -16,6 +16,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod messages;
 pub mod records;
+pub mod reporter;
 pub mod resolver;
 pub mod scanner;
 pub mod settler;

@@ -47,12 +47,14 @@ use tokio::sync::Semaphore;
 
 use crate::descriptors::{above_fd_setsize, short_of_resources};
 
+mod blocking;
 mod dane;
 mod secure;
 mod sts;
 
 use crate::mailbox::Postbox;
 use crate::messages::DispatcherMsg;
+pub use blocking::BlockingLookups;
 use dane::Dane;
 pub use dane::DaneSource;
 use sts::Sts;

@@ -334,6 +334,27 @@ impl QueueDir {
         Ok(File::from(fd))
     }
 
+    /// Opens the regular file `rel` for appending, creating it with `mode`
+    /// (less the umask) when it is not there: a journal's writes, each one
+    /// `write` at the end. A link or a special file is refused as
+    /// [`QueueDir::open_file`] refuses it.
+    pub fn open_append(&self, rel: impl AsRef<Path>, mode: u32) -> io::Result<File> {
+        let rel = rel.as_ref();
+        check_relative(&self.path, rel)?;
+        let fd = self
+            .open_beneath(
+                rel,
+                OFlag::O_WRONLY
+                    | OFlag::O_APPEND
+                    | OFlag::O_CREAT
+                    | OFlag::O_NONBLOCK
+                    | base_flags(),
+                Mode::from_bits_truncate(mode),
+            )
+            .map_err(|e| self.classify(rel, e))?;
+        Ok(self.regular(rel, fd)?.0)
+    }
+
     /// Reads the regular file `rel` whole, refusing one of more than
     /// `limit` bytes ([`RefusedKind::TooLarge`]) without reading past it.
     /// `Ok(None)` when there is none.
