@@ -108,7 +108,7 @@ pub const POLICY_STATUS: EnhancedCode = EnhancedCode {
 pub enum Refusal {
     /// The TLSA lookup failed: the host may have records that cannot be
     /// seen, so it is not used without them (RFC 7672 §2.2).
-    #[error("TLSA lookup for _25._tcp.{host} failed: {why}")]
+    #[error("TLSA lookup for {host} failed: {why}")]
     TlsaLookupFailed { host: String, why: String },
     /// `dane-only`, and the host has no usable DANE.
     #[error("{host}: DANE required, but {why}")]

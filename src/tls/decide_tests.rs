@@ -77,7 +77,7 @@ fn each_level_with_what_was_found() {
         (Level::Encrypt, ON, &usable, &elsewhere, "dane required dane(mx1.d.test)"),
         (Level::MtaSts, ON, &usable, &no_sts, "dane required dane(mx1.d.test)"),
         // A failed TLSA lookup never downgrades.
-        (Level::May, ON, &failed, &enforce, "dane refuse: TLSA lookup for _25._tcp.mx1.d.test failed: SERVFAIL"),
+        (Level::May, ON, &failed, &enforce, "dane refuse: TLSA lookup for mx1.d.test failed: SERVFAIL"),
         // Unusable records: TLS without authentication, unless MTA-STS
         // authenticates.
         (Level::May, ON, &unusable, &no_sts, "dane-unusable required any"),

@@ -7,6 +7,7 @@ use super::*;
 use crate::messages::FailedConnection;
 use postman::smtp::Stage;
 use postman::tls::{Action, POLICY_STATUS};
+use postman::tlsrpt::Seen;
 
 impl Conn {
     pub(super) fn address_failed(&mut self, shared: &mut Shared, reason: String) {
@@ -115,7 +116,9 @@ impl Conn {
         if self.ended_early(Ending::Server, reason, shared) != Verdict::FailedConnection {
             return;
         }
-        if tls_failed && enforced {
+        // A certificate that failed an enforced check, or no STARTTLS where
+        // TLS is required: the host failed a TLS policy.
+        if (tls_failed && enforced) || matches!(seen, Some(Seen::NoStarttls)) {
             self.policy_failures += 1;
         }
         if let Some(seen) = seen {
