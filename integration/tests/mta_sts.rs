@@ -324,3 +324,147 @@ fn the_daemon_fetches_and_caches_the_policy_and_still_delivers() {
     let cached = s.cached().expect("the daemon cached the policy");
     assert!(cached.contains("mode: testing\n"), "{cached}");
 }
+
+/// Delivery under a policy (RFC 8461 §4, §5): which MX hosts are used and
+/// what their certificates must be, with aiosmtpd offering STARTTLS with
+/// certificates from the test CA, and the scripted server where a host
+/// must never be spoken to.
+mod delivery {
+    use super::*;
+    use postman_integration::postman::RunOutput;
+    use postman_integration::{AiosmtpdSink, SinkOptions};
+
+    /// A policy naming `mx` in `mode`.
+    fn policy(mode: &str, mx: &str) -> String {
+        format!("version: STSv1\nmode: {mode}\nmx: {mx}\nmax_age: 86400\n")
+    }
+
+    /// aiosmtpd on the MX address, offering STARTTLS with `cert`.
+    fn tls_sink(s: &Setup, cert: &TestCert, dir: &std::path::Path) -> AiosmtpdSink {
+        let options = SinkOptions {
+            tls: Some((
+                cert.chain_path().to_path_buf(),
+                cert.key_path().to_path_buf(),
+            )),
+            ..SinkOptions::default()
+        };
+        AiosmtpdSink::start_with(s.net.ip(1), s.net.port(), dir, &options)
+    }
+
+    /// Queues one message to u@d.test and runs postman once, `d.test`'s
+    /// policy served as `policy`.
+    fn deliver(s: &Setup, policy: &str) -> RunOutput {
+        let server = PolicyServer::start(&s.cert, policy, Behaviour::Ok);
+        let dns = DnsServer::start(s.zones(Some("1"), server.ip()));
+        s.queue.add(
+            DOMAIN,
+            "m1",
+            "a@src.test",
+            &["u@d.test"],
+            &message("m1", "x\n"),
+        );
+        let mut cfg = config(&s.queue, &s.net, &dns);
+        cfg.extra = format!(
+            "[tls]\nmode = \"opportunistic\"\nca_file = \"{}\"\n",
+            s.ca.cert_path().display()
+        );
+        let out = postman!().run_once(&cfg.write());
+        out.assert_success();
+        assert_eq!(server.requests().len(), 1, "the policy was fetched");
+        out
+    }
+
+    fn record(out: &RunOutput) -> postman_integration::Delivery {
+        let deliveries = out.deliveries();
+        deliveries
+            .iter()
+            .rev()
+            .find(|d| d.to == "u@d.test")
+            .cloned()
+            .unwrap_or_else(|| panic!("no record for u@d.test: {deliveries:#?}\n{}", out.stderr))
+    }
+
+    #[test]
+    fn enforce_with_a_listed_mx_and_a_valid_certificate_delivers_verified() {
+        let s = Setup::new();
+        let cert = s.ca.leaf(&["mx.d.test"]);
+        let dir = tempfile::tempdir().expect("a sink dir");
+        let sink = tls_sink(&s, &cert, dir.path());
+        let out = deliver(&s, &policy("enforce", "mx.d.test"));
+        let d = record(&out);
+        assert_eq!(d.status, "sent", "{d:#?}\n{}", out.stderr);
+        assert!(
+            d.tls.starts_with("mta-sts-enforce TLSv1.") && d.tls.ends_with(" verified"),
+            "{d:#?}"
+        );
+        let got = sink.wait_for(1, WAIT);
+        assert!(got.first().is_some_and(|r| r.tls.is_some()), "{got:#?}");
+    }
+
+    #[test]
+    fn enforce_never_connects_to_an_mx_the_policy_does_not_list() {
+        let s = Setup::new();
+        let mx = HostileServer::polite(s.net.addr(1));
+        let out = deliver(&s, &policy("enforce", "other.d.test"));
+        let d = record(&out);
+        assert_eq!(d.status, "deferred", "{d:#?}\n{}", out.stderr);
+        assert!(
+            d.reply.contains("not an MX host of the MTA-STS policy"),
+            "the deferral says which check failed: {d:#?}"
+        );
+        assert_eq!(mx.connection_count(), 0, "never connected to");
+        assert!(s.queue.state().is_queued(DOMAIN, "m1"));
+    }
+
+    #[test]
+    fn enforce_defers_a_certificate_not_valid_for_the_mx_name() {
+        let s = Setup::new();
+        let cert = s.ca.leaf(&["other.d.test"]);
+        let dir = tempfile::tempdir().expect("a sink dir");
+        let sink = tls_sink(&s, &cert, dir.path());
+        let out = deliver(&s, &policy("enforce", "mx.d.test"));
+        let d = record(&out);
+        assert_eq!(d.status, "deferred", "{d:#?}\n{}", out.stderr);
+        assert!(
+            d.reply
+                .contains("certificate not valid for name \"mx.d.test\""),
+            "{d:#?}"
+        );
+        assert!(sink.messages().is_empty(), "nothing sent");
+        assert!(s.queue.state().is_queued(DOMAIN, "m1"));
+    }
+
+    #[test]
+    fn enforce_defers_when_starttls_is_stripped_and_never_sends_in_plaintext() {
+        let s = Setup::new();
+        // The scripted server offers no STARTTLS, as after an attacker
+        // removed it from the EHLO reply.
+        let mx = HostileServer::polite(s.net.addr(1));
+        let out = deliver(&s, &policy("enforce", "mx.d.test"));
+        let d = record(&out);
+        assert_eq!(d.status, "deferred", "{d:#?}\n{}", out.stderr);
+        assert!(d.reply.contains("does not offer STARTTLS"), "{d:#?}");
+        assert!(
+            !mx.commands()
+                .iter()
+                .any(|c| c.to_ascii_uppercase().starts_with("MAIL")),
+            "no MAIL in plaintext: {:?}",
+            mx.commands()
+        );
+        assert_eq!(mx.body_count(), 0);
+        assert!(s.queue.state().is_queued(DOMAIN, "m1"));
+    }
+
+    #[test]
+    fn testing_mode_delivers_as_before() {
+        let s = Setup::new();
+        // Not listed, and no STARTTLS: testing only reports.
+        let mx = HostileServer::polite(s.net.addr(1));
+        let out = deliver(&s, &policy("testing", "other.d.test"));
+        let d = record(&out);
+        assert_eq!(d.status, "sent", "{d:#?}\n{}", out.stderr);
+        assert!(d.tls.starts_with("mta-sts-testing"), "{d:#?}");
+        assert_eq!(mx.body_count(), 1);
+        check(s.queue.state().is_empty(), "delivered", &s.queue, &out);
+    }
+}
