@@ -161,7 +161,9 @@ impl PolicyServer {
         self.events().iter().filter(|e| *e == "CONNECT").count()
     }
 
-    /// The requests so far, `GET <host> <path>` each.
+    /// The requests so far, `GET <host> <path>` each. The server reports
+    /// them on its own time: a test that expects one waits for it
+    /// ([`PolicyServer::wait_requests`]).
     pub fn requests(&self) -> Vec<String> {
         self.events()
             .into_iter()

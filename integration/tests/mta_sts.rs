@@ -99,7 +99,7 @@ fn a_policy_is_fetched_cached_and_kept_when_it_cannot_be_fetched_again() {
         "{out}"
     );
     assert_eq!(
-        server.requests(),
+        server.wait_requests(1, WAIT),
         ["GET mta-sts.d.test /.well-known/mta-sts.txt"],
         "one request, for the policy host"
     );
@@ -229,7 +229,11 @@ fn responses_that_are_not_a_whole_plain_policy_are_fetch_errors() {
             line.contains("unavailable (sts-policy-fetch-error)") && line.contains(why),
             "{behaviour:?}: {out}"
         );
-        assert_eq!(server.requests().len(), 1, "{behaviour:?}: asked once");
+        assert_eq!(
+            server.wait_requests(1, WAIT).len(),
+            1,
+            "{behaviour:?}: asked once"
+        );
         assert!(s.cached().is_none(), "{behaviour:?}: nothing cached");
     }
     let server = PolicyServer::start(
@@ -320,7 +324,7 @@ fn the_daemon_fetches_and_caches_the_policy_and_still_delivers() {
     out.assert_success();
     check(s.queue.state().is_empty(), "delivered", &s.queue, &out);
     assert_eq!(mx.body_count(), 1);
-    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.wait_requests(1, WAIT).len(), 1);
     let cached = s.cached().expect("the daemon cached the policy");
     assert!(cached.contains("mode: testing\n"), "{cached}");
 }
@@ -370,7 +374,11 @@ mod delivery {
         );
         let out = postman!().run_once(&cfg.write());
         out.assert_success();
-        assert_eq!(server.requests().len(), 1, "the policy was fetched");
+        assert_eq!(
+            server.wait_requests(1, WAIT).len(),
+            1,
+            "the policy was fetched"
+        );
         out
     }
 
