@@ -283,6 +283,12 @@ fn tls_mta_sts_false_looks_nothing_up() {
     assert_eq!(dns.count_queries("TXT"), 0);
     assert_eq!(server.connections(), 0);
     assert!(s.cached().is_none());
+    // A domain whose level is mta-sts cannot do without its policy.
+    let out = s.route_with(
+        &dns,
+        "mta_sts = false\n[tls.policy]\n\"d.test\" = \"mta-sts\"\n",
+    );
+    assert!(sts_line(&out).contains("enforce (id 1,"), "{out}");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! threads; the TXT lookup runs beside the MX lookup, so a domain without
 //! a policy waits for nothing more.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use postman::mta_sts::http::{self, End, FetchError, MAX_BODY, MAX_HEAD};
 use postman::mta_sts::{self, Cached, Plan, Policy, Record, RecordError, TxtAnswer};
 use postman::queue::dirfd::QueueDir;
 use postman::route::AddrAnswer;
-use postman::tls::{ActiveSts, StsProblem, StsStatus};
+use postman::tls::{ActiveSts, Level, StsProblem, StsStatus};
 use rustls::ClientConfig;
 use slog::{info, warn, Logger};
 
@@ -56,6 +56,10 @@ pub struct StsSettings {
     pub maildir: PathBuf,
     /// `tls.ca_file`: trusted beside the system roots.
     pub ca_file: Option<PathBuf>,
+    /// `tls.mode` and `tls.policy`: a domain whose level is `mta-sts`
+    /// has its policy looked up even when `enabled` is off.
+    pub mode: Level,
+    pub levels: BTreeMap<String, Level>,
 }
 
 impl StsSettings {
@@ -65,7 +69,15 @@ impl StsSettings {
             enabled: enabled(config),
             maildir: config.maildir.clone(),
             ca_file: config.tls_ca_file.clone(),
+            mode: config.tls_mode,
+            levels: config.tls_policy.clone(),
         }
+    }
+
+    /// Whether `domain`'s policy is looked up: `tls.mta_sts`, or the
+    /// level `mta-sts`, which cannot do without it.
+    fn looks_up(&self, domain: &str) -> bool {
+        self.enabled || self.levels.get(domain).copied().unwrap_or(self.mode) == Level::MtaSts
     }
 }
 
@@ -102,7 +114,10 @@ impl Sts {
     /// The state for `settings`; opens (creating) the cache folder under
     /// an existing `.OTHER_SERVERS`.
     pub fn new(settings: StsSettings, log: Logger) -> Sts {
-        let cache = if settings.enabled {
+        let cache = if settings.enabled
+            || settings.mode == Level::MtaSts
+            || settings.levels.values().any(|l| *l == Level::MtaSts)
+        {
             match open_cache(&settings.maildir) {
                 Ok(dir) => Some(dir),
                 Err(e) => {
@@ -125,7 +140,7 @@ impl Sts {
 
     /// The MTA-STS status of `domain` for a route to its MX hosts.
     pub(super) async fn lookup(self: &Arc<Self>, resolver: &DnsResolver, domain: &str) -> StsFound {
-        if !self.settings.enabled {
+        if !self.settings.looks_up(domain) {
             return found(StsStatus::NotLooked, "off (tls.mta_sts = false)");
         }
         if !postman::queue::valid_domain(domain) {
