@@ -289,6 +289,15 @@ fn tls_mta_sts_false_looks_nothing_up() {
         "mta_sts = false\n[tls.policy]\n\"d.test\" = \"mta-sts\"\n",
     );
     assert!(sts_line(&out).contains("enforce (id 1,"), "{out}");
+    // A level a policy cannot change looks nothing up.
+    let before = dns.count_queries("TXT");
+    let out = s.route_with(&dns, "[tls.policy]\n\"d.test\" = \"verify\"\n");
+    assert_eq!(
+        sts_line(&out),
+        "mta-sts    not used at level verify",
+        "{out}"
+    );
+    assert_eq!(dns.count_queries("TXT"), before, "no TXT query at verify");
 }
 
 #[test]

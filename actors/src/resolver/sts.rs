@@ -74,10 +74,13 @@ impl StsSettings {
         }
     }
 
-    /// Whether `domain`'s policy is looked up: `tls.mta_sts`, or the
-    /// level `mta-sts`, which cannot do without it.
+    /// Whether `domain`'s policy is looked up: where its level uses one
+    /// ([`Level::wants_sts`]: `may`, `encrypt` and `dane` with
+    /// `tls.mta_sts`, and `mta-sts` always); never at `none`, `verify`,
+    /// `secure` or `dane-only`, which a policy cannot change.
     fn looks_up(&self, domain: &str) -> bool {
-        self.enabled || self.levels.get(domain).copied().unwrap_or(self.mode) == Level::MtaSts
+        let level = self.levels.get(domain).copied().unwrap_or(self.mode);
+        level.wants_sts(self.enabled)
     }
 }
 
@@ -141,7 +144,12 @@ impl Sts {
     /// The MTA-STS status of `domain` for a route to its MX hosts.
     pub(super) async fn lookup(self: &Arc<Self>, resolver: &DnsResolver, domain: &str) -> StsFound {
         if !self.settings.looks_up(domain) {
-            return found(StsStatus::NotLooked, "off (tls.mta_sts = false)");
+            let level = self.settings.levels.get(domain).copied();
+            let why = match level.unwrap_or(self.settings.mode) {
+                level if self.settings.enabled => format!("not used at level {level}"),
+                _ => "off (tls.mta_sts = false)".to_owned(),
+            };
+            return found(StsStatus::NotLooked, &why);
         }
         if !postman::queue::valid_domain(domain) {
             return found(StsStatus::NotLooked, "not looked up: not an A-label domain");
