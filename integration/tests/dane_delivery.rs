@@ -139,3 +139,82 @@ fn dane_decides_each_delivery() {
         &out,
     );
 }
+
+/// DANE and MTA-STS on one domain (RFC 8461 §2): DANE decides. Both
+/// domains publish an MTA-STS policy in enforce mode that lists their MX
+/// host, whose certificate a trusted CA signed for its name, so MTA-STS
+/// alone would deliver both. With matching TLSA records the record says
+/// `dane`; with TLSA records that match nothing the message waits: a
+/// valid MTA-STS check never overrides a failing DANE one.
+#[test]
+fn dane_takes_precedence_over_mta_sts_on_one_domain() {
+    use postman_integration::mta_sts::{Behaviour, PolicyServer};
+    let net = TestNet::new();
+    let port = net.port();
+    let ca = postman_integration::certs::TestCa::new();
+    let leaf = ca.leaf(&["mx.both.d1.test", "mx.stsbad.d1.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = sink(
+        &net,
+        1,
+        dir.path(),
+        Some((leaf.chain_path(), leaf.key_path())),
+    );
+    let policy_cert = ca.leaf(&["mta-sts.both.d1.test", "mta-sts.stsbad.d1.test"]);
+    let policy = "version: STSv1\nmode: enforce\nmx: mx.both.d1.test\nmx: mx.stsbad.d1.test\nmax_age: 86400\n";
+    let policy_server = PolicyServer::start(&policy_cert, policy, Behaviour::Ok);
+    let ip = net.ipv4(1);
+    let zones = Zones::new()
+        .secure("d1.test")
+        .mx_at("both.d1.test", ip)
+        .tlsa("mx.both.d1.test", port, (3, 1, 1), &sha256(leaf.spki()))
+        .mx_at("stsbad.d1.test", ip)
+        .tlsa("mx.stsbad.d1.test", port, (3, 1, 1), &[0x5a; 32]);
+    let zones = ["both.d1.test", "stsbad.d1.test"]
+        .iter()
+        .fold(zones, |zones, domain| {
+            zones
+                .txt(&format!("_mta-sts.{domain}"), "v=STSv1; id=1")
+                .addr(&format!("mta-sts.{domain}"), policy_server.ip())
+        });
+    let dns = DnsServer::start(zones);
+    let queue = TestQueue::new();
+    for domain in ["both.d1.test", "stsbad.d1.test"] {
+        let id = domain.replace('.', "-");
+        queue.add(
+            domain,
+            &id,
+            "a@src.test",
+            &[&format!("u@{domain}")],
+            &message(&id, "x\n"),
+        );
+    }
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.dnssec_probe = Some("d1.test".into());
+    cfg.extra = format!("\n[tls]\nca_file = \"{}\"\n", ca.cert_path().display());
+    let out = postman!().run_once(&cfg.write());
+    out.assert_success();
+    let deliveries = out.deliveries();
+    let d = assert_outcome(&out, &deliveries, "u@both.d1.test", "sent", Some(250));
+    assert!(
+        d.tls.starts_with("dane TLSv1.") && d.tls.ends_with(" verified"),
+        "{d:#?}"
+    );
+    let d = assert_outcome(&out, &deliveries, "u@stsbad.d1.test", "deferred", None);
+    assert!(
+        d.reply
+            .contains("no TLSA record matches the server's certificate chain"),
+        "DANE's failure, not MTA-STS's success: {d:#?}"
+    );
+    assert_eq!(d.dsn, "4.7.5", "{d:#?}");
+    check(
+        server.wait_for(1, WAIT).len() == 1,
+        "only the DANE match reaches the server",
+        &queue,
+        &out,
+    );
+    assert!(
+        !policy_server.requests().is_empty(),
+        "the policies were fetched: MTA-STS applied too"
+    );
+}
