@@ -5,10 +5,12 @@ fixes the port), the stdlib's http.server and ssl only.
 It serves the policy file at /.well-known/mta-sts.txt, or misbehaves as
 --behaviour says. It prints READY once it listens, then one line per
 event on stdout: "CONNECT" when a TCP connection is accepted, "GET <host>
-<path>" for each request. It leaves when its stdin closes.
+<path>" for each request, "POST <host> <path> <content type> <base64 body>"
+for each TLS report posted to it (answered 201). It leaves when its stdin closes.
 """
 
 import argparse
+import base64
 import http.server
 import socket
 import ssl
@@ -41,6 +43,23 @@ def main():
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *_):
             pass
+
+        def do_POST(self):
+            # A TLS report (RFC 8460 §5.4): its body, base64, on one line.
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            say(
+                "POST %s %s %s %s"
+                % (
+                    self.headers.get("Host", ""),
+                    self.path,
+                    self.headers.get("Content-Type", ""),
+                    base64.b64encode(body).decode("ascii"),
+                )
+            )
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_GET(self):
             say("GET %s %s" % (self.headers.get("Host", ""), self.path))

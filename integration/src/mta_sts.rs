@@ -171,6 +171,21 @@ impl PolicyServer {
             .collect()
     }
 
+    /// The TLS reports posted so far: host, path, content type and body,
+    /// each.
+    pub fn posts(&self) -> Vec<(String, String, String, Vec<u8>)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| {
+                let rest = e.strip_prefix("POST ")?;
+                let mut words = rest.split(' ');
+                let (host, path, media) = (words.next()?, words.next()?, words.next()?);
+                let body = crate::smtp_sink::base64_decode(words.next().unwrap_or(""))?;
+                Some((host.to_owned(), path.to_owned(), media.to_owned(), body))
+            })
+            .collect()
+    }
+
     /// Waits until `n` requests came or `timeout` passed; returns them.
     pub fn wait_requests(&self, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;

@@ -202,3 +202,88 @@ fn a_day_of_sessions_is_reported_to_each_domain_signed_and_valid() {
         ]
     );
 }
+
+/// An `https:` destination (RFC 8460 §5.4): the report is POSTed gzipped,
+/// as `application/tlsrpt+gzip`, to a server whose certificate a trusted
+/// test CA signed, and answered 201.
+#[test]
+fn a_report_is_posted_to_an_https_destination() {
+    use postman_integration::certs::TestCa;
+    use postman_integration::mta_sts::{Behaviour, PolicyServer};
+    let net = TestNet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let web = ca.leaf(&["reports.rua.test"]);
+    let collector = PolicyServer::start(&web, "unused\n", Behaviour::Ok);
+    let _sink = AiosmtpdSink::start(net.ip(1), net.port(), &dir.path().join("mx"));
+    let dns = DnsServer::start(
+        Zones::new()
+            .mx("posted.test", 10, "mx.posted.test")
+            .a("mx.posted.test", net.ipv4(1))
+            .addr("reports.rua.test", collector.ip())
+            .txt(
+                "_smtp._tls.posted.test",
+                "v=TLSRPTv1; rua=https://reports.rua.test/v1/tlsrpt",
+            ),
+    );
+    let queue = TestQueue::new();
+    queue.add(
+        "posted.test",
+        "m1",
+        "a@src.test",
+        &["r@posted.test"],
+        &message("m1", "x\n"),
+    );
+    let mut cfg = config(&queue, &net, &dns);
+    cfg.extra = format!(
+        "\n[tls]\nca_file = \"{}\"\n[tlsrpt]\nenabled = true\nfrom = \"tlsrpt@sender.test\"\n\
+         dkim_key = \"{KEY}\"\ndkim_selector = \"s1\"\n",
+        ca.cert_path().display()
+    );
+    let file = cfg.write();
+    let out = postman!().run_once(&file);
+    out.assert_success();
+    assert_outcome(&out, &out.deliveries(), "r@posted.test", "sent", Some(250));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let today = Day::of(now).expect("a day").to_string();
+    let path = file.path().to_str().expect("a UTF-8 path");
+    let sent = postman!().run(&["tls-report", "--config", path, "--day", &today], WAIT);
+    sent.assert_success();
+    assert!(
+        sent.stdout.contains(&format!(
+            "{today} posted.test https://reports.rua.test/v1/tlsrpt sent"
+        )),
+        "{}\n{}",
+        sent.stdout,
+        sent.stderr
+    );
+    let posts = collector.posts();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let (host, path, media, body) = &posts[0];
+    assert_eq!(
+        (host.as_str(), path.as_str()),
+        ("reports.rua.test", "/v1/tlsrpt")
+    );
+    assert_eq!(media, "application/tlsrpt+gzip");
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(body.as_slice()),
+        &mut json,
+    )
+    .expect("the body is gzip");
+    let report: Value = serde_json::from_slice(&json).expect("the report is JSON");
+    let policy = &report["policies"][0];
+    assert_eq!(policy["policy"]["policy-domain"], "posted.test", "{report}");
+    // Its MX host offers no STARTTLS: delivered in plaintext, counted.
+    assert_eq!(
+        policy["summary"]["total-failure-session-count"], 1,
+        "{report}"
+    );
+    assert_eq!(
+        policy["failure-details"][0]["result-type"], "starttls-not-supported",
+        "{report}"
+    );
+}
