@@ -14,7 +14,7 @@ mod record;
 mod report;
 mod session;
 
-pub use mail::{render_mail, Mail};
+pub use mail::{render_mail, signed_mail, Mail};
 pub use observe::{observe, Connection, HandshakeFailure, Seen};
 pub use record::{Record, RecordError, Rua};
 pub use report::{aggregate, file_name, gzip, Day, Report, Submitter};

@@ -14,7 +14,7 @@ use postman::dane::Tlsa;
 use postman::dkim::{Signer, SigningKey, REPORT_HEADERS};
 use postman::mta_sts::Policy;
 use postman::tlsrpt::{
-    aggregate, render_mail, Applied, Day, Failure, Mail, Report, ResultType, Session,
+    aggregate, render_mail, signed_mail, Applied, Day, Failure, Mail, Report, ResultType, Session,
     SessionResult, Submitter,
 };
 use postman_integration::smtp_sink::python;
@@ -137,15 +137,20 @@ fn sessions() -> Vec<Session> {
     sessions
 }
 
-fn mail_for(report: &Report, submitter: &Submitter) -> Vec<u8> {
-    render_mail(&Mail {
+/// The mail of `report` to one mailto: rua, a day after the day.
+fn mail<'a>(report: &'a Report, submitter: &'a Submitter) -> Mail<'a> {
+    Mail {
         report,
         submitter,
         from: "tlsrpt@sender.example",
         to: "tls-reports@example.com",
         date: UNIX_EPOCH + Duration::from_secs(MIDNIGHT + 86_400 + 600),
         message_id: "tlsrpt-test-1",
-    })
+    }
+}
+
+fn mail_for(report: &Report, submitter: &Submitter) -> Vec<u8> {
+    render_mail(&mail(report, submitter))
 }
 
 fn header<'a>(seen: &'a Value, name: &str) -> Option<&'a str> {
@@ -172,15 +177,15 @@ fn signed_reports_pass_dkimpy_python_email_and_the_rfc_schema() {
         };
         for report in &reports {
             let what = format!("{algorithm}, {}", report.policy_domain);
-            let signed = signer
-                .sign(
-                    &mail_for(report, &submitter),
-                    &REPORT_HEADERS,
-                    MIDNIGHT + 87_000,
-                    &SystemRandom::new(),
-                )
+            // What the reporter queues for a mailto: rua.
+            let signed = signed_mail(&mail(report, &submitter), &signer, &SystemRandom::new())
                 .expect("signs");
             let seen = check(&signed, &key.dns_record());
+            assert_eq!(
+                seen["dkim_tags"]["t"],
+                (MIDNIGHT + 86_400 + 600).to_string(),
+                "{what}: t= is the mail's date"
+            );
             assert_eq!(
                 seen["dkim"], true,
                 "{what}: dkimpy rejects the signature: {seen}"

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::report::{Report, Submitter};
+use crate::dkim::{SignError, Signer, REPORT_HEADERS};
 use crate::dsn::{ascii, boundary, field, rfc5322_date, token, wrap};
 
 /// Base64 line length (RFC 2045 §6.8: at most 76).
@@ -101,6 +102,20 @@ pub fn render_mail(mail: &Mail<'_>) -> Vec<u8> {
     out.push_str(&attachment);
     let _ = write!(out, "\r\n--{boundary}--\r\n");
     out.into_bytes()
+}
+
+/// [`render_mail`], signed by `signer` over [`REPORT_HEADERS`] with the
+/// mail's date as `t=`: what goes into the queue for a `mailto:` rua.
+pub fn signed_mail(
+    mail: &Mail<'_>,
+    signer: &Signer<'_>,
+    rng: &dyn ring::rand::SecureRandom,
+) -> Result<Vec<u8>, SignError> {
+    let timestamp = mail
+        .date
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    signer.sign(&render_mail(mail), &REPORT_HEADERS, timestamp, rng)
 }
 
 /// The human-readable part: what the attachment is, for whom, which day.
