@@ -8,13 +8,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postman::config::{Config, Tlsrpt};
-use postman::dkim::{Signer, REPORT_HEADERS};
+use postman::dkim::Signer;
 use postman::mta_sts::http::End;
 use postman::queue::admin::{self, SenderParams};
 use postman::queue::dirfd::QueueDir;
 use postman::queue::{Layout, Queue};
 use postman::tlsrpt::outbox::{self, NO_RUA};
-use postman::tlsrpt::{aggregate, decode, render_mail, Day, Mail, Record, Report, Rua};
+use postman::tlsrpt::{aggregate, decode, signed_mail, Day, Mail, Record, Report, Rua};
 use ring::rand::SystemRandom;
 use rustls::ClientConfig;
 use slog::{info, warn, Logger};
@@ -190,21 +190,20 @@ impl Sender {
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.serial += 1;
         let token = format!("tlsrpt.{secs}.{}.{}", std::process::id(), self.serial);
-        let text = render_mail(&Mail {
+        let mail = Mail {
             report,
             submitter: &self.tlsrpt.submitter,
             from: &self.tlsrpt.from,
             to: &recipient,
             date: now,
             message_id: &token,
-        });
+        };
         let signer = Signer {
             domain: &self.tlsrpt.submitter.domain,
             selector: &self.tlsrpt.dkim.selector,
             key: &self.tlsrpt.dkim.key,
         };
-        let signed = signer
-            .sign(&text, &REPORT_HEADERS, secs, &SystemRandom::new())
+        let signed = signed_mail(&mail, &signer, &SystemRandom::new())
             .map_err(|e| format!("cannot sign the report: {e}"))?;
         let pid = std::process::id();
         let (hostname, serial) = (&self.hostname, &mut self.serial);
