@@ -793,3 +793,7 @@ mod routing_tests;
 #[cfg(test)]
 #[path = "config_tlsrpt_tests.rs"]
 mod tlsrpt_tests;
+
+#[cfg(test)]
+#[path = "config_tls_tests.rs"]
+mod tls_tests;

@@ -14,7 +14,9 @@ use postman::queue::admin::{self, SenderParams};
 use postman::queue::dirfd::QueueDir;
 use postman::queue::{Layout, Queue};
 use postman::tlsrpt::outbox::{self, NO_RUA};
-use postman::tlsrpt::{aggregate, decode, signed_mail, Day, Mail, Record, Report, Rua};
+use postman::tlsrpt::{
+    aggregate, decode, signed_mail, Day, Mail, Record, RecordError, Report, Rua,
+};
 use ring::rand::SystemRandom;
 use rustls::ClientConfig;
 use slog::{info, warn, Logger};
@@ -116,20 +118,17 @@ impl Sender {
             if sent.contains(&(domain.clone(), NO_RUA.to_owned())) {
                 continue;
             }
-            let texts = match self.lookups.txt(&format!("_smtp._tls.{domain}")) {
-                Ok(texts) => texts,
+            let record = match self.record(&domain) {
+                Ok(Ok(record)) => record,
                 Err(why) => {
                     outcomes.push(Outcome {
                         domain,
                         destination: NO_RUA.to_owned(),
-                        result: Err(format!("_smtp._tls lookup failed: {why}")),
+                        result: Err(why),
                     });
                     continue;
                 }
-            };
-            let record = match Record::from_txt(&texts) {
-                Ok(record) => record,
-                Err(why) => {
+                Ok(Err(why)) => {
                     info!(self.log, "no TLS report wanted"; "day" => %day, "domain" => &domain,
                         "reason" => %why);
                     note(&domain, NO_RUA);
@@ -166,6 +165,16 @@ impl Sender {
             close_day(dir, day, &self.log);
         }
         outcomes
+    }
+
+    /// `domain`'s `_smtp._tls` record, or why it asks for no reports;
+    /// `Err` when the lookup failed (tried again at the next tick).
+    fn record(&self, domain: &str) -> Result<Result<Record, RecordError>, String> {
+        let texts = self
+            .lookups
+            .txt(&format!("_smtp._tls.{domain}"))
+            .map_err(|why| format!("_smtp._tls lookup failed: {why}"))?;
+        Ok(Record::from_txt(&texts))
     }
 
     /// The policy domains of `day` whose reports are not all sent.
